@@ -1,0 +1,1 @@
+//! hoist-cache (work in progress).

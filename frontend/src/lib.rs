@@ -1,0 +1,1 @@
+//! hoist-frontend (work in progress).

@@ -1,0 +1,1 @@
+//! hoist-runner (work in progress).

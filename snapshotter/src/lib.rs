@@ -1,0 +1,1 @@
+//! hoist-snapshotter (work in progress).
