@@ -1,0 +1,1 @@
+//! hoist-builder (work in progress).
