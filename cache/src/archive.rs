@@ -1,0 +1,1 @@
+//! Image archives (placeholder, filled next).
