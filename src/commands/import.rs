@@ -131,12 +131,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            // Leave the store as it was: remove blobs this import added
-            // (those that existed before are not in `created`). Config and
-            // manifest digests are only pushed when new to this import's
-            // bytes, and they cannot be shared with other images unless
-            // identical, in which case removing them is not possible: skip
-            // blobs another ref still reaches.
+            // Leave the store as it was: remove the blobs this import wrote,
+            // except any that an existing image also uses (an identical
+            // config or manifest may already have been there).
             discard(&store, &created);
             Err(e)
         }

@@ -224,3 +224,45 @@ fn loads_archives_written_by_skopeo_and_compressed_archives() {
     assert_eq!(out, "Loaded image: busybox:latest\n");
     assert_eq!(fresh.inspect("busybox")["Id"], id);
 }
+
+#[test]
+fn an_unnamed_image_needs_load_name() {
+    require_program!("skopeo");
+    let h = Hoist::new();
+    h.import_busybox("busybox");
+    let id = h.inspect("busybox")["Id"].clone();
+    let archive = h.path("unnamed.tar");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        &format!(
+            "oci:{}:docker.io/library/busybox:latest",
+            h.root.join("content").display()
+        ),
+        &format!("oci-archive:{}", archive.display()),
+    ]));
+    let fresh = Hoist::new();
+    let err = fresh.fails(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(err.starts_with("error: image sha256:"), "{err}");
+    assert!(err.contains("has no name"), "{err}");
+    assert!(
+        err.contains("\nhint: give it one with `hoist load --name NAME[:TAG]`"),
+        "{err}"
+    );
+    assert!(fresh.ok(&["images", "-q"]).is_empty());
+    let blobs = fresh.root.join("content/blobs/sha256");
+    assert_eq!(
+        std::fs::read_dir(&blobs).unwrap().count(),
+        0,
+        "the failed load left blobs"
+    );
+    let out = fresh.ok(&[
+        "load",
+        "-i",
+        archive.to_str().unwrap(),
+        "--name",
+        "restored:1",
+    ]);
+    assert_eq!(out, "Loaded image: restored:1\n");
+    assert_eq!(fresh.inspect("restored:1")["Id"], id);
+}
