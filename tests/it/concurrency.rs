@@ -67,3 +67,38 @@ fn parallel_imports_into_one_store_all_land_and_index_json_agrees() {
         .next()
         .is_none());
 }
+
+#[test]
+fn an_import_killed_mid_ingest_leaves_no_visible_blob_or_ref() {
+    use std::io::Write;
+    let h = Hoist::new();
+    h.import_busybox("busybox");
+    let before = h.snapshot();
+    let tar = std::fs::read(h.path("busybox.tar")).unwrap();
+    let mut child = h
+        .command()
+        .args(["import", "-", "killed:1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&tar[..tar.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    // Wait until the ingest file exists: the import is mid-stream.
+    let ingest = h.root.join("content/ingest");
+    let mut polls = 0;
+    while std::fs::read_dir(&ingest).unwrap().next().is_none() {
+        polls += 1;
+        assert!(polls < 6000, "the import never started its ingest");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    let (mut files, refs) = h.snapshot();
+    // Only the ingest file may remain; blobs, index.json and refs are as before.
+    files.retain(|path, _| !path.starts_with("ingest/"));
+    assert_eq!((files, refs), before);
+}
