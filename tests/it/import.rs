@@ -160,3 +160,74 @@ fn changes_edit_the_config_like_docker_import() {
         "error: invalid `--change RUNN x`\n  caused by: unknown instruction `RUNN` (supported: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR)\n"
     );
 }
+
+/// A `docker save` archive whose config has fields oci-spec does not model.
+fn docker_archive_with_healthcheck(h: &Hoist) -> std::path::PathBuf {
+    let layer = h.path("layer.tar");
+    make_tar(&layer, &[("etc/base", b"base")]);
+    let layer_bytes = std::fs::read(&layer).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Cmd": ["sh"],
+            "Healthcheck": {"Test": ["CMD", "true"], "Interval": 30000000000u64},
+            "Shell": ["/bin/ash", "-c"],
+            "OnBuild": ["RUN echo child"]
+        },
+        "rootfs": {"type": "layers", "diff_ids": [sha256_file(&layer)]},
+        "history": [{"created_by": "docker"}]
+    });
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": ["withhealth:1"],
+        "Layers": ["l/layer.tar"]
+    }]);
+    let archive = h.path("health.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    for (name, data) in [
+        ("config.json", serde_json::to_vec(&config).unwrap()),
+        ("manifest.json", serde_json::to_vec(&manifest).unwrap()),
+        ("l/layer.tar", layer_bytes),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        b.append_data(&mut header, name, &data[..]).unwrap();
+    }
+    b.finish().unwrap();
+    archive
+}
+
+#[test]
+fn import_on_a_base_keeps_config_fields_oci_spec_does_not_model() {
+    let h = Hoist::new();
+    let archive = docker_archive_with_healthcheck(&h);
+    assert_eq!(
+        h.ok(&["load", "-i", archive.to_str().unwrap()]),
+        "Loaded image: withhealth:1\n"
+    );
+    let tar = h.path("top.tar");
+    make_tar(&tar, &[("top", b"top")]);
+    h.ok(&[
+        "import",
+        "--base",
+        "withhealth:1",
+        tar.to_str().unwrap(),
+        "child:1",
+        "-c",
+        "USER app",
+    ]);
+    let config = &h.inspect("child:1")["Config"]["config"];
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "true"])
+    );
+    assert_eq!(config["Shell"], serde_json::json!(["/bin/ash", "-c"]));
+    assert_eq!(config["OnBuild"], serde_json::json!(["RUN echo child"]));
+    assert_eq!(config["User"], "app");
+    assert_eq!(config["Cmd"], serde_json::json!(["sh"]));
+    let layers = h.inspect("child:1")["Layers"].as_array().unwrap().len();
+    assert_eq!(layers, 2);
+}
