@@ -357,7 +357,29 @@ mod tests {
             .str("target", "/cache")
             .finish();
         encoder.nested("mount", &nested);
-        assert_eq!(encoder.finish().digest().hex(), "GOLDEN");
+        assert_eq!(
+            encoder.finish().digest().hex(),
+            "98f24789c6e9d99411174dae38badb539fd4192fca174f4b05b48eafe6e54cc9"
+        );
+    }
+
+    /// The layout, byte by byte, for a one-field value (see `CanonicalEncoder`).
+    #[test]
+    fn encoding_layout_is_as_documented() {
+        let bytes = CanonicalEncoder::new("k", 7).str("a", "bc").finish();
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&15u64.to_be_bytes());
+        expected.extend_from_slice(b"hoist.canonical");
+        expected.extend_from_slice(&1u32.to_be_bytes());
+        expected.extend_from_slice(&1u64.to_be_bytes());
+        expected.extend_from_slice(b"k");
+        expected.extend_from_slice(&7u32.to_be_bytes());
+        expected.push(2);
+        expected.extend_from_slice(&1u64.to_be_bytes());
+        expected.extend_from_slice(b"a");
+        expected.extend_from_slice(&2u64.to_be_bytes());
+        expected.extend_from_slice(b"bc");
+        assert_eq!(bytes.as_bytes(), expected.as_slice());
     }
 
     #[test]

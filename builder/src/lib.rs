@@ -16,7 +16,6 @@
 //!     async_trait, BuildGraph, CancellationToken, CanonicalBytes, CanonicalEncoder, EventSink,
 //!     MemoryCacheIndex, Op, OpContext, OpError, Solver, VertexMeta, VertexOutcome,
 //! };
-
 //!
 //! struct Write(&'static str);
 //!
@@ -26,7 +25,7 @@
 //!         CanonicalEncoder::new("write", 1).str("text", self.0).finish()
 //!     }
 //!     async fn exec(&self, _: &OpContext, inputs: Vec<String>) -> Result<String, OpError> {
-//!         Ok(inputs.join("+") + self.0)
+//!         Ok(inputs.concat() + self.0)
 //!     }
 //! }
 //!
@@ -41,7 +40,7 @@
 //! let cancel = CancellationToken::new();
 //!
 //! let first = solver.solve(&graph, &[step], &cancel).await.unwrap();
-//! assert_eq!(first.outputs, ["base+step"]);
+//! assert_eq!(first.outputs, ["basestep"]);
 //! // Unchanged graph, same index: the target hits and nothing runs.
 //! let second = solver.solve(&graph, &[step], &cancel).await.unwrap();
 //! assert_eq!(second.outcomes.get(&step), Some(&VertexOutcome::Cached));

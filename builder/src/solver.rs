@@ -143,10 +143,10 @@ pub struct Solution<O> {
 /// ```
 /// use std::sync::Arc;
 /// use hoist_builder::{
-///     async_trait, BuildGraph, CancellationToken, CanonicalBytes, CanonicalEncoder, MemoryCacheIndex, Op,
+///     async_trait, BuildGraph, CancellationToken, CanonicalBytes, CanonicalEncoder,
+///     MemoryCacheIndex, Op,
 ///     OpContext, OpError, Solver, VertexMeta,
 /// };
-
 ///
 /// struct Echo(&'static str);
 ///
