@@ -13,7 +13,7 @@ use futures::FutureExt;
 use petgraph::algo::toposort;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, NodeFiltered};
-use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -227,49 +227,43 @@ where
         if cancellation.is_cancelled() {
             return Err(SolveError::Cancelled);
         }
-        let shared = Arc::new(Shared {
+        let run = Arc::new(Run {
+            nodes: plan.nodes,
             index: self.index.clone(),
             events: self.events.clone(),
             cancellation: cancellation.child_token(),
+            semaphore: Arc::new(Semaphore::new(self.jobs)),
+            tracker: TaskTracker::new(),
             failure: Mutex::new(None),
             outcomes: Mutex::new(BTreeMap::new()),
         });
-        let run = Run {
-            graph,
-            shared: shared.clone(),
-            semaphore: Arc::new(Semaphore::new(self.jobs)),
-            tracker: TaskTracker::new(),
-            states: plan.states,
-            canonical: plan.canonical,
-        };
 
-        let target_nodes: Vec<NodeIndex> = targets.iter().map(|t| run.canonical[&t.0]).collect();
-        let roots = target_nodes.iter().copied().chain(plan.forced);
+        let roots = plan.targets.iter().copied().chain(plan.forced);
         let result = try_join_all(roots.map(|node| run.output(node))).await;
 
         if result.is_err() {
             // Whatever the reason, nothing else should start or keep running.
-            shared.cancellation.cancel();
+            run.cancellation.cancel();
         }
-        // Started ops may still be running (their waiters were dropped when a sibling
-        // failed): wait so that their cleanup is over when we return.
+        // Tasks may still be running (their waiters were dropped when a sibling
+        // failed): wait so that every started op's cleanup is over when we return.
         run.tracker.close();
         run.tracker.wait().await;
 
-        if let Some(error) = shared.take_failure() {
+        if let Some(error) = run.take_failure() {
             return Err(error);
         }
         let mut outputs = result.map_err(|Aborted| SolveError::Cancelled)?;
-        outputs.truncate(target_nodes.len());
-        let mut cache_keys = Vec::with_capacity(target_nodes.len());
-        for node in &target_nodes {
-            match run.states[node].keys.get() {
+        outputs.truncate(plan.targets.len());
+        let mut cache_keys = Vec::with_capacity(plan.targets.len());
+        for node in &plan.targets {
+            match run.nodes[node].keys.get() {
                 Some(Ok(keys)) => cache_keys.push(keys.final_key),
                 // A target's output exists only after its keys were computed.
                 _ => return Err(SolveError::Cancelled),
             }
         }
-        let outcomes = std::mem::take(&mut *shared.lock_outcomes());
+        let outcomes = std::mem::take(&mut *run.lock_outcomes());
         Ok(Solution {
             outputs,
             cache_keys,
@@ -281,10 +275,11 @@ where
 /// The part of a solve decided before anything runs: which vertices are needed, in
 /// which order, and which are duplicates of each other.
 struct Plan<O> {
-    states: HashMap<NodeIndex, VertexState<O>>,
-    /// Every needed vertex → the first vertex with the same definition digest.
-    canonical: HashMap<NodeIndex, NodeIndex>,
-    /// Needed vertices that ignore the cache: they run even if no consumer needs
+    /// One node per distinct definition digest among the needed vertices.
+    nodes: HashMap<NodeIndex, Node<O>>,
+    /// The node of each target, in order.
+    targets: Vec<NodeIndex>,
+    /// Needed nodes that ignore the cache: they run even if no consumer needs
     /// their output (e.g. the consumer hit the cache).
     forced: Vec<NodeIndex>,
 }
@@ -316,10 +311,11 @@ impl<O: Send + Sync + 'static> Plan<O> {
 
         let mut definitions: HashMap<NodeIndex, DefinitionDigest> = HashMap::new();
         let mut first_with: HashMap<DefinitionDigest, NodeIndex> = HashMap::new();
-        let mut canonical = HashMap::new();
-        let mut states: HashMap<NodeIndex, VertexState<O>> = HashMap::new();
-        for node in order {
-            let vertex = &petgraph[node];
+        // Every needed vertex → the first vertex with the same definition digest.
+        let mut canonical: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        let mut nodes: HashMap<NodeIndex, Node<O>> = HashMap::new();
+        for index in order {
+            let vertex = &petgraph[index];
             let op_digest = vertex.op.definition().digest();
             let mut encoder = CanonicalEncoder::new("definition-digest", 1);
             encoder.digest("op", &op_digest);
@@ -331,34 +327,42 @@ impl<O: Send + Sync + 'static> Plan<O> {
                     .optional_nested("selector", vertex.op.selector(position).as_ref());
             }
             let definition = DefinitionDigest(encoder.finish().digest());
-            definitions.insert(node, definition);
-            let first = *first_with.entry(definition).or_insert(node);
-            canonical.insert(node, first);
-            let state = states.entry(first).or_insert_with(|| VertexState {
+            definitions.insert(index, definition);
+            let first = *first_with.entry(definition).or_insert(index);
+            canonical.insert(index, first);
+            let node = nodes.entry(first).or_insert_with(|| Node {
+                op: vertex.op.clone(),
+                inputs: vertex
+                    .inputs
+                    .iter()
+                    .map(|input| canonical[&input.0])
+                    .collect(),
+                name: vertex.meta.name.clone(),
+                description: vertex.meta.description.clone(),
                 op_digest,
                 ignore_cache: false,
                 keys: OnceCell::new(),
                 output: OnceCell::new(),
             });
             // Duplicates run once; if any copy asks to bypass the cache, it is bypassed.
-            state.ignore_cache |= vertex.meta.ignore_cache;
+            node.ignore_cache |= vertex.meta.ignore_cache;
         }
-        let mut forced: Vec<NodeIndex> = states
+        let mut forced: Vec<NodeIndex> = nodes
             .iter()
-            .filter(|(_, state)| state.ignore_cache)
-            .map(|(node, _)| *node)
+            .filter(|(_, node)| node.ignore_cache)
+            .map(|(index, _)| *index)
             .collect();
         forced.sort();
         Ok(Plan {
-            states,
-            canonical,
+            nodes,
+            targets: targets.iter().map(|target| canonical[&target.0]).collect(),
             forced,
         })
     }
 }
 
 /// Marks a vertex whose output will not come: it or something it needed failed, or
-/// the build was cancelled. The reason is in [`Shared::failure`] (or is the caller's
+/// the build was cancelled. The reason is in [`Run::failure`] (or is the caller's
 /// cancellation).
 #[derive(Clone, Copy, Debug)]
 struct Aborted;
@@ -375,27 +379,50 @@ struct Keys<O> {
     hit: Option<O>,
 }
 
-struct VertexState<O> {
+/// A needed vertex, owning what the solve needs of it, so that its work can run on
+/// tasks of its own.
+struct Node<O> {
+    op: Arc<dyn Op<O>>,
+    /// Inputs, as nodes (duplicates already replaced by their first copy).
+    inputs: Vec<NodeIndex>,
+    name: String,
+    description: String,
     op_digest: Digest,
     ignore_cache: bool,
     keys: OnceCell<Result<Keys<O>, Aborted>>,
     output: OnceCell<Result<O, Aborted>>,
 }
 
-/// What running ops and the solve share.
-struct Shared<O> {
+/// The state of one solve, shared by its tasks.
+///
+/// Each node's keys and output are computed at most once, on a task of their own
+/// (so that a long chain of vertices is a chain of tasks waiting on each other, not
+/// a deep stack of nested futures).
+struct Run<O> {
+    nodes: HashMap<NodeIndex, Node<O>>,
     index: Arc<dyn CacheIndex<O>>,
     events: EventSink,
     /// Cancelled by the caller (parent token) or by the first failure.
     cancellation: CancellationToken,
+    semaphore: Arc<Semaphore>,
+    tracker: TaskTracker,
     failure: Mutex<Option<SolveError>>,
     outcomes: Mutex<BTreeMap<VertexId, VertexOutcome>>,
 }
 
-impl<O> Shared<O> {
+/// How one input enters a content-based key.
+enum KeyInput {
+    Key(CacheKey),
+    Content(Digest),
+}
+
+impl<O> Run<O>
+where
+    O: Clone + Send + Sync + 'static,
+{
     /// Records why the build fails, unless it is already failing or being cancelled
     /// (then `error` is a consequence, not the cause), and stops everything else.
-    fn fail(&self, error: SolveError) {
+    fn fail(&self, error: SolveError) -> Aborted {
         if !self.cancellation.is_cancelled() {
             let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
             if failure.is_none() {
@@ -403,6 +430,7 @@ impl<O> Shared<O> {
             }
         }
         self.cancellation.cancel();
+        Aborted
     }
 
     fn take_failure(&self) -> Option<SolveError> {
@@ -417,275 +445,247 @@ impl<O> Shared<O> {
         self.outcomes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn context(&self, vertex: VertexId) -> OpContext {
-        OpContext::new(vertex, self.cancellation.clone(), self.events.clone())
-    }
-}
-
-struct Run<'g, O> {
-    graph: &'g BuildGraph<O>,
-    shared: Arc<Shared<O>>,
-    semaphore: Arc<Semaphore>,
-    tracker: TaskTracker,
-    states: HashMap<NodeIndex, VertexState<O>>,
-    canonical: HashMap<NodeIndex, NodeIndex>,
-}
-
-/// How one input enters a content-based key.
-enum KeyInput {
-    Key(CacheKey),
-    Content(Digest),
-}
-
-impl<'g, O> Run<'g, O>
-where
-    O: Clone + Send + Sync + 'static,
-{
-    fn inputs(&self, node: NodeIndex) -> Vec<NodeIndex> {
-        self.graph.petgraph()[node]
-            .inputs
-            .iter()
-            .map(|input| self.canonical[&input.0])
-            .collect()
-    }
-
-    fn description(&self, node: NodeIndex) -> String {
-        self.graph.petgraph()[node].meta.description.clone()
-    }
-
-    /// The vertex's keys, computed once per solve.
-    fn keys(&self, node: NodeIndex) -> BoxFuture<'_, Result<Keys<O>, Aborted>> {
-        async move {
-            self.states[&node]
-                .keys
-                .get_or_init(|| self.compute_keys(node))
-                .await
-                .clone()
-        }
-        .boxed()
-    }
-
-    /// The vertex's output, obtained once per solve.
-    fn output(&self, node: NodeIndex) -> BoxFuture<'_, Result<O, Aborted>> {
-        async move {
-            self.states[&node]
-                .output
-                .get_or_init(|| self.compute_output(node))
-                .await
-                .clone()
-        }
-        .boxed()
+    fn context(&self, node: NodeIndex) -> OpContext {
+        OpContext::new(
+            VertexId(node),
+            self.cancellation.clone(),
+            self.events.clone(),
+        )
     }
 
     fn op_failed(&self, node: NodeIndex, action: OpAction, source: OpError) -> Aborted {
-        self.shared.fail(SolveError::Op {
+        self.fail(SolveError::Op {
             vertex: VertexId(node),
-            description: self.description(node),
+            description: self.nodes[&node].description.clone(),
             action,
             source,
-        });
-        Aborted
+        })
     }
 
     fn index_failed(&self, node: NodeIndex, source: CacheIndexError) -> Aborted {
-        self.shared.fail(SolveError::CacheIndex {
+        self.fail(SolveError::CacheIndex {
             vertex: VertexId(node),
-            description: self.description(node),
+            description: self.nodes[&node].description.clone(),
             source,
-        });
-        Aborted
+        })
     }
 
     fn lookup(&self, node: NodeIndex, key: &CacheKey) -> Result<Option<CacheRecord<O>>, Aborted> {
-        self.shared
-            .index
+        self.index
             .get(key)
             .map_err(|error| self.index_failed(node, error))
+    }
+
+    /// The node's keys, computed once per solve.
+    fn keys(self: &Arc<Self>, node: NodeIndex) -> BoxFuture<'static, Result<Keys<O>, Aborted>> {
+        let run = self.clone();
+        async move {
+            let init = || {
+                let task = run.tracker.spawn(run.clone().compute_keys(node));
+                // Tasks catch panics of ops and are never aborted: a join error means
+                // the runtime is shutting down, and nothing will complete.
+                task.map(|joined| joined.unwrap_or(Err(Aborted)))
+            };
+            run.nodes[&node].keys.get_or_init(init).await.clone()
+        }
+        .boxed()
+    }
+
+    /// The node's output, obtained once per solve.
+    fn output(self: &Arc<Self>, node: NodeIndex) -> BoxFuture<'static, Result<O, Aborted>> {
+        let run = self.clone();
+        async move {
+            let init = || {
+                let task = run.tracker.spawn(run.clone().compute_output(node));
+                task.map(|joined| joined.unwrap_or(Err(Aborted)))
+            };
+            run.nodes[&node].output.get_or_init(init).await.clone()
+        }
+        .boxed()
     }
 
     /// Cache-fast, then cache-slow: the definition-based key from the inputs' keys;
     /// for content-addressed inputs, a lookup of that key (whose record carries the
     /// content-based key), and only on a miss the content digests, which need the
     /// inputs' outputs.
-    fn compute_keys(&self, node: NodeIndex) -> BoxFuture<'_, Result<Keys<O>, Aborted>> {
-        async move {
-            let vertex = &self.graph.petgraph()[node];
-            let op = &vertex.op;
-            let state = &self.states[&node];
-            let inputs = self.inputs(node);
-            let input_keys = try_join_all(inputs.iter().map(|input| self.keys(*input))).await?;
-            let context = self.shared.context(VertexId(node));
+    async fn compute_keys(self: Arc<Self>, node: NodeIndex) -> Result<Keys<O>, Aborted> {
+        let vertex = &self.nodes[&node];
+        let op = &vertex.op;
+        let input_keys = try_join_all(vertex.inputs.iter().map(|input| self.keys(*input))).await?;
+        let context = self.context(node);
 
-            let source = op
-                .source_digest(&context)
-                .await
-                .map_err(|error| self.op_failed(node, OpAction::SourceDigest, error))?;
-            let selectors: Vec<Option<CanonicalBytes>> =
-                (0..inputs.len()).map(|i| op.selector(i)).collect();
-            let content_addressed: Vec<bool> =
-                (0..inputs.len()).map(|i| op.content_addressed(i)).collect();
+        let source = catch_panic(op.source_digest(&context))
+            .await
+            .map_err(|error| self.op_failed(node, OpAction::SourceDigest, error))?;
+        let selectors: Vec<Option<CanonicalBytes>> =
+            (0..vertex.inputs.len()).map(|i| op.selector(i)).collect();
+        let content_addressed: Vec<bool> = (0..vertex.inputs.len())
+            .map(|i| op.content_addressed(i))
+            .collect();
 
-            let fast = match source {
-                Some(_) => None,
-                None => {
-                    let mut encoder = CanonicalEncoder::new("cache-key", 1);
-                    encoder.digest("op", &state.op_digest);
-                    for (keys, selector) in input_keys.iter().zip(&selectors) {
-                        encoder
-                            .digest("input", &keys.final_key.0)
-                            .optional_nested("selector", selector.as_ref());
-                    }
-                    Some(CacheKey(encoder.finish().digest()))
+        let fast = match source {
+            Some(_) => None,
+            None => {
+                let mut encoder = CanonicalEncoder::new("cache-key", 1);
+                encoder.digest("op", &vertex.op_digest);
+                for (keys, selector) in input_keys.iter().zip(&selectors) {
+                    encoder
+                        .digest("input", &keys.final_key.0)
+                        .optional_nested("selector", selector.as_ref());
                 }
-            };
-            if let Some(fast) = fast {
-                if !content_addressed.contains(&true) {
+                Some(CacheKey(encoder.finish().digest()))
+            }
+        };
+        if let Some(fast) = fast {
+            if !content_addressed.contains(&true) {
+                return Ok(Keys {
+                    fast: Some(fast),
+                    final_key: fast,
+                    hit: None,
+                });
+            }
+            if !vertex.ignore_cache {
+                if let Some(record) = self.lookup(node, &fast)? {
                     return Ok(Keys {
                         fast: Some(fast),
-                        final_key: fast,
-                        hit: None,
+                        final_key: record.cache_key,
+                        hit: Some(record.output),
                     });
                 }
-                if !state.ignore_cache {
-                    if let Some(record) = self.lookup(node, &fast)? {
-                        return Ok(Keys {
-                            fast: Some(fast),
-                            final_key: record.cache_key,
-                            hit: Some(record.output),
-                        });
-                    }
-                }
             }
-
-            let key_inputs = try_join_all(inputs.iter().enumerate().map(|(position, input)| {
-                let context = &context;
-                let input_keys = &input_keys;
-                let content_addressed = &content_addressed;
-                async move {
-                    if !content_addressed[position] {
-                        return Ok(KeyInput::Key(input_keys[position].final_key));
-                    }
-                    let output = self.output(*input).await?;
-                    op.content_digest(context, position, &output)
-                        .await
-                        .map(KeyInput::Content)
-                        .map_err(|error| self.op_failed(node, OpAction::ContentDigest, error))
-                }
-            }))
-            .await?;
-
-            let mut encoder = CanonicalEncoder::new("content-cache-key", 1);
-            encoder
-                .digest("op", &state.op_digest)
-                .optional_digest("source", source.as_ref());
-            for (key_input, selector) in key_inputs.iter().zip(&selectors) {
-                match key_input {
-                    KeyInput::Key(key) => encoder.digest("input", &key.0),
-                    KeyInput::Content(digest) => encoder.digest("content", digest),
-                };
-                encoder.optional_nested("selector", selector.as_ref());
-            }
-            Ok(Keys {
-                fast,
-                final_key: CacheKey(encoder.finish().digest()),
-                hit: None,
-            })
         }
-        .boxed()
-    }
 
-    fn compute_output(&self, node: NodeIndex) -> BoxFuture<'_, Result<O, Aborted>> {
-        async move {
-            let vertex = &self.graph.petgraph()[node];
-            let id = VertexId(node);
-            let state = &self.states[&node];
-            let keys = self.keys(node).await?;
-
-            if !state.ignore_cache {
-                let hit = match keys.hit.clone() {
-                    Some(output) => Some(output),
-                    None => self
-                        .lookup(node, &keys.final_key)?
-                        .map(|record| record.output),
-                };
-                if let Some(output) = hit {
-                    self.shared
-                        .lock_outcomes()
-                        .insert(id, VertexOutcome::Cached);
-                    self.shared.events.emit(Event::VertexCached {
-                        vertex: id,
-                        name: vertex.meta.name.clone(),
-                    });
-                    return Ok(output);
+        let key_inputs = try_join_all(vertex.inputs.iter().enumerate().map(|(position, input)| {
+            let context = &context;
+            let input_keys = &input_keys;
+            let content_addressed = &content_addressed;
+            let run = &self;
+            async move {
+                if !content_addressed[position] {
+                    return Ok(KeyInput::Key(input_keys[position].final_key));
                 }
+                let output = run.output(*input).await?;
+                catch_panic(op.content_digest(context, position, &output))
+                    .await
+                    .map(KeyInput::Content)
+                    .map_err(|error| run.op_failed(node, OpAction::ContentDigest, error))
             }
+        }))
+        .await?;
 
-            let inputs = self.inputs(node);
-            let input_outputs =
-                try_join_all(inputs.iter().map(|input| self.output(*input))).await?;
-
-            let cancellation = &self.shared.cancellation;
-            let permit = tokio::select! {
-                biased;
-                _ = cancellation.cancelled() => return Err(Aborted),
-                permit = self.semaphore.clone().acquire_owned() => permit.map_err(|_| Aborted)?,
+        let mut encoder = CanonicalEncoder::new("content-cache-key", 1);
+        encoder
+            .digest("op", &vertex.op_digest)
+            .optional_digest("source", source.as_ref());
+        for (key_input, selector) in key_inputs.iter().zip(&selectors) {
+            match key_input {
+                KeyInput::Key(key) => encoder.digest("input", &key.0),
+                KeyInput::Content(digest) => encoder.digest("content", digest),
             };
-            if cancellation.is_cancelled() {
-                return Err(Aborted);
-            }
-            let task = self.tracker.spawn(execute(
-                self.shared.clone(),
-                vertex.op.clone(),
-                Execution {
-                    id,
-                    name: vertex.meta.name.clone(),
-                    description: vertex.meta.description.clone(),
-                    keys,
-                    inputs: input_outputs,
-                    permit,
-                },
-            ));
-            // The task catches panics and is never aborted, so a join error means the
-            // runtime is shutting down: nothing will complete.
-            task.await.unwrap_or(Err(Aborted))
+            encoder.optional_nested("selector", selector.as_ref());
         }
-        .boxed()
+        Ok(Keys {
+            fast,
+            final_key: CacheKey(encoder.finish().digest()),
+            hit: None,
+        })
+    }
+
+    async fn compute_output(self: Arc<Self>, node: NodeIndex) -> Result<O, Aborted> {
+        let vertex = &self.nodes[&node];
+        let id = VertexId(node);
+        let keys = self.keys(node).await?;
+
+        if !vertex.ignore_cache {
+            let hit = match keys.hit.clone() {
+                Some(output) => Some(output),
+                None => self
+                    .lookup(node, &keys.final_key)?
+                    .map(|record| record.output),
+            };
+            if let Some(output) = hit {
+                self.lock_outcomes().insert(id, VertexOutcome::Cached);
+                self.events.emit(Event::VertexCached {
+                    vertex: id,
+                    name: vertex.name.clone(),
+                });
+                return Ok(output);
+            }
+        }
+
+        let inputs = try_join_all(vertex.inputs.iter().map(|input| self.output(*input))).await?;
+
+        // Checked first (biased) so that no op starts once the build is cancelled,
+        // even if a permit is free.
+        let _permit = tokio::select! {
+            biased;
+            _ = self.cancellation.cancelled() => return Err(Aborted),
+            permit = self.semaphore.clone().acquire_owned() => permit.map_err(|_| Aborted)?,
+        };
+        self.execute(node, keys, inputs).await
+    }
+
+    /// Runs the node's op and records its result. It runs on the node's own task, so
+    /// it finishes (records, reports) even if the solve stops waiting for it.
+    async fn execute(&self, node: NodeIndex, keys: Keys<O>, inputs: Vec<O>) -> Result<O, Aborted> {
+        let vertex = &self.nodes[&node];
+        let id = VertexId(node);
+        let context = self.context(node);
+        self.events.emit(Event::VertexStarted {
+            vertex: id,
+            name: vertex.name.clone(),
+        });
+        let started = Instant::now();
+        let result = catch_panic(vertex.op.exec(&context, inputs)).await;
+        let duration = started.elapsed();
+
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                if self.cancellation.is_cancelled() {
+                    self.events.emit(Event::VertexCancelled { vertex: id });
+                    return Err(Aborted);
+                }
+                self.events.emit(Event::VertexFailed {
+                    vertex: id,
+                    error: error_chain(error.as_ref()),
+                });
+                return Err(self.op_failed(node, OpAction::Exec, error));
+            }
+        };
+
+        let record = CacheRecord {
+            output: output.clone(),
+            cache_key: keys.final_key,
+        };
+        let mut recorded = self.index.put(&keys.final_key, &record);
+        if let Some(fast) = keys.fast.filter(|fast| *fast != keys.final_key) {
+            recorded = recorded.and_then(|()| self.index.put(&fast, &record));
+        }
+        if let Err(error) = recorded {
+            self.events.emit(Event::VertexFailed {
+                vertex: id,
+                error: error_chain(&error),
+            });
+            return Err(self.index_failed(node, error));
+        }
+        self.lock_outcomes()
+            .insert(id, VertexOutcome::Executed { duration });
+        self.events.emit(Event::VertexCompleted {
+            vertex: id,
+            duration,
+            usage: context.take_usage(),
+        });
+        Ok(output)
     }
 }
 
-struct Execution<O> {
-    id: VertexId,
-    name: String,
-    description: String,
-    keys: Keys<O>,
-    inputs: Vec<O>,
-    permit: OwnedSemaphorePermit,
-}
-
-/// Runs one op and records its result, on its own task: it finishes (and records,
-/// and reports) even if the solve stops waiting for it.
-async fn execute<O>(
-    shared: Arc<Shared<O>>,
-    op: Arc<dyn Op<O>>,
-    execution: Execution<O>,
-) -> Result<O, Aborted>
-where
-    O: Clone + Send + Sync + 'static,
-{
-    let Execution {
-        id,
-        name,
-        description,
-        keys,
-        inputs,
-        permit,
-    } = execution;
-    let context = shared.context(id);
-    shared
-        .events
-        .emit(Event::VertexStarted { vertex: id, name });
-    let started = Instant::now();
-    let result = AssertUnwindSafe(op.exec(&context, inputs))
+/// Turns a panic of an op's future into an error of that op, so that one broken op
+/// fails the build like any other failure instead of tearing down the solve.
+async fn catch_panic<T>(
+    future: impl std::future::Future<Output = Result<T, OpError>>,
+) -> Result<T, OpError> {
+    AssertUnwindSafe(future)
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -695,58 +695,5 @@ where
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             Err(Box::new(OpPanicked { message }))
-        });
-    let duration = started.elapsed();
-    drop(permit);
-
-    let output = match result {
-        Ok(output) => output,
-        Err(error) => {
-            if shared.cancellation.is_cancelled() {
-                shared.events.emit(Event::VertexCancelled { vertex: id });
-            } else {
-                shared.events.emit(Event::VertexFailed {
-                    vertex: id,
-                    error: error_chain(error.as_ref()),
-                });
-                shared.fail(SolveError::Op {
-                    vertex: id,
-                    description,
-                    action: OpAction::Exec,
-                    source: error,
-                });
-            }
-            return Err(Aborted);
-        }
-    };
-
-    let record = CacheRecord {
-        output: output.clone(),
-        cache_key: keys.final_key,
-    };
-    let mut recorded = shared.index.put(&keys.final_key, &record);
-    if let Some(fast) = keys.fast.filter(|fast| *fast != keys.final_key) {
-        recorded = recorded.and_then(|()| shared.index.put(&fast, &record));
-    }
-    if let Err(error) = recorded {
-        shared.events.emit(Event::VertexFailed {
-            vertex: id,
-            error: error_chain(&error),
-        });
-        shared.fail(SolveError::CacheIndex {
-            vertex: id,
-            description,
-            source: error,
-        });
-        return Err(Aborted);
-    }
-    shared
-        .lock_outcomes()
-        .insert(id, VertexOutcome::Executed { duration });
-    shared.events.emit(Event::VertexCompleted {
-        vertex: id,
-        duration,
-        usage: context.take_usage(),
-    });
-    Ok(output)
+        })
 }

@@ -175,3 +175,24 @@ async fn an_unknown_target_is_rejected() {
         "failed to solve: target #1 is not in the build graph"
     );
 }
+
+#[tokio::test]
+async fn a_long_chain_solves_then_hits_without_exhausting_the_stack() {
+    let mut h = Harness::new();
+    let build = |h: &mut Harness| {
+        let mut previous = h.add(h.fake("step").definition("0"), &[]);
+        for i in 1..CHAIN {
+            previous = h.add(h.fake("step").definition(&i.to_string()), &[previous]);
+        }
+        previous
+    };
+    let last = build(&mut h);
+    h.solve(&[last]).await.unwrap();
+    assert_eq!(h.execs("step"), CHAIN);
+    h.next_build();
+    let last = build(&mut h);
+    h.solve(&[last]).await.unwrap();
+    assert_eq!(h.event_lines(), ["cached step"]);
+}
+
+const CHAIN: usize = 4000;
