@@ -252,3 +252,51 @@ async fn a_broken_cache_index_fails_the_build_naming_the_vertex() {
         .to_string()
         .starts_with("failed to record cache key sha256:"));
 }
+
+#[tokio::test]
+async fn a_failing_content_digest_names_the_consumer_and_runs_nothing_after() {
+    let mut h = Harness::new();
+    let s = h.add(h.fake("s"), &[]);
+    let copy = h.add(
+        h.fake("copy")
+            .content_addressed()
+            .digest_error("failed to read /app/main.c"),
+        &[s],
+    );
+    let run = h.add(h.fake("run"), &[copy]);
+    let error = h.solve(&[run]).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "failed to compute the content digest of an input of `Dockerfile:1: copy`"
+    );
+    assert_eq!(
+        error.source().unwrap().to_string(),
+        "failed to read /app/main.c"
+    );
+    assert!(matches!(
+        error,
+        SolveError::Op { action: OpAction::ContentDigest, vertex, .. } if vertex == copy
+    ));
+    // The input had to exist to be hashed; nothing after the failure ran.
+    assert_eq!(h.all_execs(), [("s".into(), 1)]);
+}
+
+#[tokio::test]
+async fn a_failing_source_digest_names_the_source() {
+    let mut h = Harness::new();
+    let files = Arc::new(std::sync::Mutex::new(String::new()));
+    let context = h.add(
+        h.fake("context")
+            .source(files)
+            .digest_error("failed to walk /src: permission denied"),
+        &[],
+    );
+    let copy = h.add(h.fake("copy"), &[context]);
+    let error = h.solve(&[copy]).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "failed to compute the source digest of `Dockerfile:1: context`"
+    );
+    assert_eq!(error.vertex(), Some(context));
+    assert!(h.all_execs().is_empty());
+}

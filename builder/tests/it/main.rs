@@ -3,6 +3,7 @@
 //! recorded.
 
 mod cache;
+mod events;
 mod failure;
 mod keys;
 mod scheduling;

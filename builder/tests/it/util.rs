@@ -27,6 +27,7 @@ pub struct Fake {
     content_addressed: bool,
     source: Option<Arc<Mutex<String>>>,
     hook: Option<Hook>,
+    digest_error: Option<String>,
     counts: Counts,
     content_digests: Counts,
 }
@@ -70,6 +71,12 @@ impl Fake {
     /// Makes the op read outside state: its source digest and output are `state`'s text.
     pub fn source(mut self, state: Arc<Mutex<String>>) -> Self {
         self.source = Some(state);
+        self
+    }
+
+    /// Makes `content_digest` and `source_digest` fail with `message`.
+    pub fn digest_error(mut self, message: &str) -> Self {
+        self.digest_error = Some(message.to_owned());
         self
     }
 
@@ -117,10 +124,16 @@ impl Op<String> for Fake {
             .unwrap()
             .entry(self.name.clone())
             .or_default() += 1;
+        if let Some(message) = &self.digest_error {
+            return Err(message.clone().into());
+        }
         Ok(Digest::of(output.as_bytes()))
     }
 
     async fn source_digest(&self, _: &OpContext) -> Result<Option<Digest>, OpError> {
+        if let (Some(message), Some(_)) = (&self.digest_error, &self.source) {
+            return Err(message.clone().into());
+        }
         Ok(self
             .source
             .as_ref()
@@ -173,6 +186,7 @@ impl Harness {
             content_addressed: false,
             source: None,
             hook: None,
+            digest_error: None,
             counts: self.counts.clone(),
             content_digests: self.content_digests.clone(),
         }
@@ -273,8 +287,8 @@ impl Harness {
 macro_rules! hook {
     (|$context:ident| $body:expr) => {
         move |$context: hoist_builder::OpContext| -> futures::future::BoxFuture<
-                                    'static,
-                                    Result<(), hoist_builder::OpError>,
-                                > { Box::pin($body) }
+                                            'static,
+                                            Result<(), hoist_builder::OpError>,
+                                        > { Box::pin($body) }
     };
 }
