@@ -2,7 +2,8 @@
 //! cache lookups, parallel execution of what missed, progress events, cancellation.
 //!
 //! It owns the *generic* engine: ops are anything implementing [`Op`], outputs are
-//! any cheap-to-clone type, and the cache index is any [`CacheIndex`]. It does not
+//! any cheap-to-clone type, and the cache index is any [`CacheIndex`] (in memory:
+//! [`MemoryCacheIndex`]; one file per key: [`FileCacheIndex`]). It does not
 //! parse Dockerfiles (the frontend does), run processes (the runner), manage
 //! snapshots (the snapshotter) or store blobs (the cache crate): the concrete ops
 //! that call those plug in as [`Op`] implementations. It never prints; it reports
@@ -51,6 +52,7 @@
 
 mod cache_index;
 mod digest;
+mod file_index;
 mod graph;
 mod op;
 mod progress;
@@ -66,6 +68,7 @@ pub use digest::{
     CacheKey, CanonicalBytes, CanonicalEncoder, DefinitionDigest, Digest, ParseDigestError,
     FORMAT_VERSION,
 };
+pub use file_index::{CacheOutput, FileCacheIndex, FileIndexError};
 pub use graph::{BuildGraph, GraphError, Vertex, VertexId, VertexMeta};
 pub use op::{NotContentAddressed, Op, OpContext, OpError};
 pub use progress::{Event, EventSink, LogStream, Usage};

@@ -254,3 +254,31 @@ async fn identical_vertices_run_once_per_build() {
     assert_eq!(solution.cache_keys[0], solution.cache_keys[1]);
     assert_eq!(h.all_execs(), [("base".into(), 1), ("update".into(), 1)]);
 }
+
+#[tokio::test]
+async fn a_file_index_keeps_the_cache_across_solver_instances() {
+    use hoist_builder::{CancellationToken, FileCacheIndex, Solver};
+
+    let root = tempfile::tempdir().unwrap();
+    let mut h = Harness::new();
+    let a = h.add(h.fake("a"), &[]);
+    let copy = h.add(h.fake("copy").content_addressed(), &[a]);
+    let run = h.add(h.fake("run"), &[copy]);
+    // A new index and solver each time, as a new `hoist build` process would.
+    let solver = || {
+        Solver::new(Arc::new(
+            FileCacheIndex::<String>::open(root.path()).unwrap(),
+        ))
+    };
+    let cancel = CancellationToken::new();
+    let first = solver().solve(&h.graph, &[run], &cancel).await.unwrap();
+    let second = solver().solve(&h.graph, &[run], &cancel).await.unwrap();
+    assert_eq!(second.outputs, first.outputs);
+    assert_eq!(second.outcomes.len(), 1);
+    assert_eq!(second.outcomes[&run], VertexOutcome::Cached);
+    assert_eq!(
+        h.all_execs(),
+        [("a".into(), 1), ("copy".into(), 1), ("run".into(), 1)]
+    );
+    let _ = (a, copy);
+}

@@ -287,8 +287,8 @@ impl Harness {
 macro_rules! hook {
     (|$context:ident| $body:expr) => {
         move |$context: hoist_builder::OpContext| -> futures::future::BoxFuture<
-                                            'static,
-                                            Result<(), hoist_builder::OpError>,
-                                        > { Box::pin($body) }
+                                                            'static,
+                                                            Result<(), hoist_builder::OpError>,
+                                                        > { Box::pin($body) }
     };
 }
