@@ -238,6 +238,10 @@ where
             outcomes: Mutex::new(BTreeMap::new()),
         });
 
+        // If the caller drops this future instead of cancelling, the tasks it
+        // started must still stop: cancel them on the way out.
+        let _stop_on_drop = run.cancellation.clone().drop_guard();
+
         let roots = plan.targets.iter().copied().chain(plan.forced);
         let result = try_join_all(roots.map(|node| run.output(node))).await;
 
@@ -495,6 +499,10 @@ where
     fn output(self: &Arc<Self>, node: NodeIndex) -> BoxFuture<'static, Result<O, Aborted>> {
         let run = self.clone();
         async move {
+            // If this waiter is dropped, the cell stays empty while the task runs on;
+            // a later waiter would start the work again. That cannot run an op
+            // twice: waiters are only dropped after the build is cancelled (a
+            // failure, the caller, or the drop of `solve`), and no op starts then.
             let init = || {
                 let task = run.tracker.spawn(run.clone().compute_output(node));
                 task.map(|joined| joined.unwrap_or(Err(Aborted)))

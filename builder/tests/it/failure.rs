@@ -300,3 +300,35 @@ async fn a_failing_source_digest_names_the_source() {
     assert_eq!(error.vertex(), Some(context));
     assert!(h.all_execs().is_empty());
 }
+
+#[tokio::test]
+async fn dropping_the_solve_cancels_the_ops_it_started() {
+    let mut h = Harness::new();
+    let started = Arc::new(Notify::new());
+    let stopped = Arc::new(Notify::new());
+    let hook = {
+        let started = started.clone();
+        let stopped = stopped.clone();
+        hook!(|context| {
+            let started = started.clone();
+            let stopped = stopped.clone();
+            async move {
+                started.notify_one();
+                context.cancelled().await;
+                stopped.notify_one();
+                Err("killed".into())
+            }
+        })
+    };
+    let a = h.add(h.fake("a").hook(hook), &[]);
+    let targets = [a];
+    tokio::select! {
+        _ = h.solve(&targets) => panic!("the op cannot finish before it is cancelled"),
+        _ = started.notified() => {}
+    }
+    // The solve future is gone; its op still got the cancellation.
+    tokio::time::timeout(HANG_GUARD, stopped.notified())
+        .await
+        .expect("the op of a dropped solve was never cancelled");
+    assert!(h.index.is_empty());
+}
