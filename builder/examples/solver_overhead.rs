@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hoist_builder::{
-    async_trait, BuildGraph, CancellationToken, CanonicalBytes, CanonicalEncoder,
-    MemoryCacheIndex, Op, OpContext, OpError, Solver, VertexId, VertexMeta,
+    async_trait, BuildGraph, CancellationToken, CanonicalBytes, CanonicalEncoder, MemoryCacheIndex,
+    Op, OpContext, OpError, Solver, VertexId, VertexMeta,
 };
 
 struct Nothing(usize);

@@ -158,3 +158,94 @@ mod tests {
         );
     }
 }
+
+/// Behavioural checks every [`CacheIndex`] must pass, for the backends' own tests
+/// (the memory and file indexes here, the metadata database's table in the builder).
+///
+/// Panics with a message naming the broken rule. `sample(n)` must return distinct
+/// outputs for distinct `n`.
+#[cfg(any(test, feature = "conformance"))]
+pub fn check_conformance<O, I>(index: &I, sample: impl Fn(u32) -> O)
+where
+    O: Clone + PartialEq + std::fmt::Debug + Send,
+    I: CacheIndex<O> + ?Sized,
+{
+    use crate::digest::Digest;
+
+    let key = |n: u32| CacheKey(Digest::of(format!("conformance {n}").as_bytes()));
+    let record = |output: u32, cache_key: u32| CacheRecord {
+        output: sample(output),
+        cache_key: key(cache_key),
+    };
+
+    assert_eq!(
+        index.get(&key(1)).expect("get of a missing key"),
+        None,
+        "a key never recorded must be absent"
+    );
+    index.put(&key(1), &record(1, 1)).expect("put");
+    assert_eq!(
+        index.get(&key(1)).expect("get"),
+        Some(record(1, 1)),
+        "get must return what put recorded"
+    );
+    index
+        .put(&key(1), &record(2, 1))
+        .expect("put over a record");
+    assert_eq!(
+        index.get(&key(1)).expect("get"),
+        Some(record(2, 1)),
+        "put must replace an existing record"
+    );
+    // A definition-based key's record carries the content-based key.
+    index.put(&key(2), &record(3, 9)).expect("put");
+    assert_eq!(
+        index.get(&key(2)).expect("get"),
+        Some(record(3, 9)),
+        "the record's cache key must be kept even when it differs from the key"
+    );
+    assert_eq!(
+        index.get(&key(1)).expect("get"),
+        Some(record(2, 1)),
+        "keys must be independent"
+    );
+}
+
+#[cfg(test)]
+mod conformance_tests {
+    use super::*;
+
+    #[test]
+    fn memory_index_conforms() {
+        check_conformance(&MemoryCacheIndex::new(), |n| format!("output {n}"));
+    }
+
+    #[test]
+    fn file_index_conforms() {
+        let root = tempfile::tempdir().unwrap();
+        let index = crate::FileCacheIndex::<String>::open(root.path()).unwrap();
+        check_conformance(&index, |n| format!("output {n}\nline 2"));
+    }
+
+    #[test]
+    #[should_panic(expected = "put must replace an existing record")]
+    fn conformance_catches_an_index_that_keeps_old_records() {
+        struct FirstWins(MemoryCacheIndex<String>);
+        impl CacheIndex<String> for FirstWins {
+            fn get(&self, key: &CacheKey) -> Result<Option<CacheRecord<String>>, CacheIndexError> {
+                self.0.get(key)
+            }
+            fn put(
+                &self,
+                key: &CacheKey,
+                record: &CacheRecord<String>,
+            ) -> Result<(), CacheIndexError> {
+                if self.0.get(key)?.is_none() {
+                    self.0.put(key, record)?;
+                }
+                Ok(())
+            }
+        }
+        check_conformance(&FirstWins(MemoryCacheIndex::new()), |n| n.to_string());
+    }
+}

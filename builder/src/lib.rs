@@ -61,6 +61,8 @@ mod solver;
 pub use async_trait::async_trait;
 pub use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "conformance")]
+pub use cache_index::check_conformance;
 pub use cache_index::{
     CacheIndex, CacheIndexAction, CacheIndexError, CacheRecord, MemoryCacheIndex,
 };
