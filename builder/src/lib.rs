@@ -72,6 +72,6 @@ pub use digest::{
 };
 pub use file_index::{CacheOutput, FileCacheIndex, FileIndexError};
 pub use graph::{BuildGraph, GraphError, Vertex, VertexId, VertexMeta};
-pub use op::{NotContentAddressed, Op, OpContext, OpError};
+pub use op::{NotContentAddressed, Op, OpContext, OpError, LOG_TAIL_LINES};
 pub use progress::{Event, EventSink, LogStream, Usage};
 pub use solver::{OpAction, OpPanicked, Solution, SolveError, Solver, VertexOutcome};

@@ -1,7 +1,8 @@
 //! The op interface: what the solver needs from an operation (image pull, context
 //! load, exec, file actions …), and the context an op runs with.
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -111,7 +112,64 @@ pub struct OpContext {
     vertex: VertexId,
     cancellation: CancellationToken,
     events: EventSink,
-    usage: Arc<Mutex<Option<Usage>>>,
+    record: Arc<Mutex<Record>>,
+}
+
+/// How many lines of an op's output a failure carries.
+pub const LOG_TAIL_LINES: usize = 20;
+
+/// Longest line kept in a log tail; longer ones are cut there.
+const LOG_TAIL_LINE_BYTES: usize = 4096;
+
+/// What the solver keeps of an op's run besides its output.
+#[derive(Debug, Default)]
+struct Record {
+    usage: Option<Usage>,
+    tail: LogTail,
+}
+
+/// The last lines of an op's output, stdout and stderr interleaved as they came.
+#[derive(Debug, Default)]
+struct LogTail {
+    lines: VecDeque<Vec<u8>>,
+    /// Unfinished last line of stdout and of stderr.
+    partial: [Vec<u8>; 2],
+}
+
+impl LogTail {
+    fn push(&mut self, stream: LogStream, bytes: &[u8]) {
+        let partial = match stream {
+            LogStream::Stdout => &mut self.partial[0],
+            LogStream::Stderr => &mut self.partial[1],
+        };
+        for &byte in bytes {
+            if byte == b'\n' {
+                let line = std::mem::take(partial);
+                Self::keep(&mut self.lines, line);
+            } else if partial.len() < LOG_TAIL_LINE_BYTES {
+                partial.push(byte);
+            }
+        }
+    }
+
+    fn keep(lines: &mut VecDeque<Vec<u8>>, line: Vec<u8>) {
+        if lines.len() == LOG_TAIL_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        for partial in std::mem::take(&mut self.partial) {
+            if !partial.is_empty() {
+                Self::keep(&mut self.lines, partial);
+            }
+        }
+        self.lines
+            .into_iter()
+            .map(|line| String::from_utf8_lossy(&line).into_owned())
+            .collect()
+    }
 }
 
 impl OpContext {
@@ -121,7 +179,7 @@ impl OpContext {
             vertex,
             cancellation,
             events,
-            usage: Arc::new(Mutex::new(None)),
+            record: Arc::new(Mutex::new(Record::default())),
         }
     }
 
@@ -145,8 +203,10 @@ impl OpContext {
         self.cancellation.cancelled()
     }
 
-    /// Emits a chunk of output.
+    /// Emits a chunk of output. The last [`LOG_TAIL_LINES`] lines are kept for the
+    /// error if the op fails.
     pub fn log(&self, stream: LogStream, bytes: &[u8]) {
+        self.lock_record().tail.push(stream, bytes);
         self.events.emit(Event::Log {
             vertex: self.vertex,
             stream,
@@ -175,13 +235,50 @@ impl OpContext {
     /// Records the resources the op used; reported in
     /// [`Event::VertexCompleted`]. The last call wins.
     pub fn record_usage(&self, usage: Usage) {
-        // A poisoned lock only means another clone panicked mid-store of a Copy
-        // value; the data is still a whole `Option<Usage>`.
-        let mut slot = self.usage.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(usage);
+        self.lock_record().usage = Some(usage);
     }
 
-    pub(crate) fn take_usage(&self) -> Option<Usage> {
-        self.usage.lock().unwrap_or_else(|e| e.into_inner()).take()
+    /// The usage the op recorded, and the last lines of its output.
+    pub(crate) fn take_record(&self) -> (Option<Usage>, Vec<String>) {
+        let record = std::mem::take(&mut *self.lock_record());
+        (record.usage, record.tail.finish())
+    }
+
+    fn lock_record(&self) -> MutexGuard<'_, Record> {
+        // Critical sections only push bytes or store a Copy value, so a lock
+        // poisoned by a panicking op still guards consistent data.
+        self.record.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_keeps_the_last_lines_per_stream_and_the_unfinished_ones() {
+        let mut tail = LogTail::default();
+        for n in 0..30 {
+            tail.push(LogStream::Stdout, format!("line {n}\n").as_bytes());
+        }
+        tail.push(LogStream::Stdout, b"half of a");
+        tail.push(LogStream::Stderr, b"error: \xff");
+        tail.push(LogStream::Stdout, b" line");
+        let lines = tail.finish();
+        assert_eq!(lines.len(), LOG_TAIL_LINES);
+        assert_eq!(lines[0], "line 12");
+        assert_eq!(lines[17], "line 29");
+        assert_eq!(lines[18], "half of a line");
+        assert_eq!(lines[19], "error: \u{fffd}");
+    }
+
+    #[test]
+    fn log_tail_cuts_overlong_lines() {
+        let mut tail = LogTail::default();
+        tail.push(LogStream::Stderr, &vec![b'x'; 3 * LOG_TAIL_LINE_BYTES]);
+        tail.push(LogStream::Stderr, b"\nnext\n");
+        let lines = tail.finish();
+        assert_eq!(lines[0].len(), LOG_TAIL_LINE_BYTES);
+        assert_eq!(lines[1], "next");
     }
 }

@@ -21,7 +21,7 @@ use crate::cache_index::{CacheIndex, CacheIndexError, CacheRecord};
 use crate::digest::{CacheKey, CanonicalBytes, CanonicalEncoder, DefinitionDigest, Digest};
 use crate::graph::{BuildGraph, VertexId};
 use crate::op::{Op, OpContext, OpError};
-use crate::progress::{error_chain, Event, EventSink};
+use crate::progress::{error_chain, Event, EventSink, Usage};
 
 /// What failed while solving.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,11 @@ pub enum SolveError {
         description: String,
         /// What the solver asked the op to do.
         action: OpAction,
+        /// The last lines the op logged (at most [`LOG_TAIL_LINES`]), for the
+        /// user to see why it failed; empty if it logged nothing.
+        ///
+        /// [`LOG_TAIL_LINES`]: crate::LOG_TAIL_LINES
+        log_tail: Vec<String>,
         /// The op's error.
         #[source]
         source: OpError,
@@ -122,6 +127,8 @@ pub enum VertexOutcome {
     Executed {
         /// Wall time of `exec`.
         duration: Duration,
+        /// Resources the op reported using.
+        usage: Option<Usage>,
     },
 }
 
@@ -458,10 +465,21 @@ where
     }
 
     fn op_failed(&self, node: NodeIndex, action: OpAction, source: OpError) -> Aborted {
+        self.op_failed_with_log(node, action, source, Vec::new())
+    }
+
+    fn op_failed_with_log(
+        &self,
+        node: NodeIndex,
+        action: OpAction,
+        source: OpError,
+        log_tail: Vec<String>,
+    ) -> Aborted {
         self.fail(SolveError::Op {
             vertex: VertexId(node),
             description: self.nodes[&node].description.clone(),
             action,
+            log_tail,
             source,
         })
     }
@@ -646,6 +664,7 @@ where
         let started = Instant::now();
         let result = catch_panic(vertex.op.exec(&context, inputs)).await;
         let duration = started.elapsed();
+        let (usage, log_tail) = context.take_record();
 
         let output = match result {
             Ok(output) => output,
@@ -658,7 +677,7 @@ where
                     vertex: id,
                     error: error_chain(error.as_ref()),
                 });
-                return Err(self.op_failed(node, OpAction::Exec, error));
+                return Err(self.op_failed_with_log(node, OpAction::Exec, error, log_tail));
             }
         };
 
@@ -678,11 +697,11 @@ where
             return Err(self.index_failed(node, error));
         }
         self.lock_outcomes()
-            .insert(id, VertexOutcome::Executed { duration });
+            .insert(id, VertexOutcome::Executed { duration, usage });
         self.events.emit(Event::VertexCompleted {
             vertex: id,
             duration,
-            usage: context.take_usage(),
+            usage,
         });
         Ok(output)
     }

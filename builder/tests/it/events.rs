@@ -78,7 +78,8 @@ async fn logs_progress_warnings_and_usage_come_between_start_and_completion() {
     assert_eq!(
         solution.outcomes[&a],
         VertexOutcome::Executed {
-            duration: *duration
+            duration: *duration,
+            usage: Some(usage)
         }
     );
 }

@@ -54,11 +54,16 @@ async fn a_failure_cancels_a_running_sibling_and_names_the_failing_vertex() {
     );
     let failing = {
         let sibling_started = sibling_started.clone();
-        h.fake("failing").hook(hook!(|_context| {
+        h.fake("failing").hook(hook!(|context| {
             let sibling_started = sibling_started.clone();
             async move {
                 // Fail only once the sibling is surely running.
                 sibling_started.notified().await;
+                context.log(hoist_builder::LogStream::Stdout, b"cc -c main.c\n");
+                context.log(
+                    hoist_builder::LogStream::Stderr,
+                    b"main.c:1: error: expected ';'",
+                );
                 Err("exit status 2".into())
             }
         }))
@@ -81,6 +86,10 @@ async fn a_failure_cancels_a_running_sibling_and_names_the_failing_vertex() {
     ));
     assert_eq!(error.vertex(), Some(failing));
     assert!(!error.is_cancelled());
+    let SolveError::Op { log_tail, .. } = &error else {
+        unreachable!()
+    };
+    assert_eq!(log_tail, &["cc -c main.c", "main.c:1: error: expected ';'"]);
     assert!(
         observed.load(Ordering::SeqCst),
         "the sibling never saw the cancellation"
