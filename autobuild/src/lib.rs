@@ -1,0 +1,1 @@
+//! hoist-autobuild (work in progress).
