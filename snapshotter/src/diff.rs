@@ -203,7 +203,13 @@ fn changed(lower: &Path, lm: &Metadata, upper: &Path, um: &Metadata) -> Result<b
         // is compared entry by entry instead.
         return Ok(false);
     }
-    if lm.rdev() != um.rdev() || lm.size() != um.size() || lm.mtime() != um.mtime() {
+    // A changed link count means a hardlink was made or broken: the file
+    // must be in the layer so the new links can refer to it.
+    if lm.rdev() != um.rdev()
+        || lm.size() != um.size()
+        || lm.mtime() != um.mtime()
+        || (ut.is_file() && lm.nlink() != um.nlink())
+    {
         return Ok(true);
     }
     if ut.is_symlink() {

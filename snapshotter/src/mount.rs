@@ -178,7 +178,8 @@ fn relative_overlay_options(m: &Mount) -> Option<(PathBuf, String)> {
     Some((common, out.join(",")))
 }
 
-/// Unmounts `target` (one level; call once per mount made by [`mount_all`]).
+/// Unmounts `target` (one level; call once per mount made by [`mount_all`]),
+/// retrying for up to a second while the kernel reports it busy.
 pub fn unmount(target: &Path) -> Result<()> {
     let target_c =
         cstring(target.as_os_str().as_bytes(), "mount target").map_err(|e| Error::Mount {
@@ -188,7 +189,19 @@ pub fn unmount(target: &Path) -> Result<()> {
             options: String::new(),
             source: e,
         })?;
-    sys::unmount(&target_c).map_err(|e| Error::Mount {
+    // EBUSY is often transient: a process forked by another thread holds a
+    // copy of an fd inside the mount until it execs. Retry as containerd does.
+    let mut attempts = 0;
+    let result = loop {
+        match sys::unmount(&target_c) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other,
+        }
+    };
+    result.map_err(|e| Error::Mount {
         action: "unmount",
         kind: String::new(),
         target: target.to_path_buf(),
