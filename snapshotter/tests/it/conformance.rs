@@ -278,12 +278,14 @@ fn special_files(b: BackendChoice) {
     );
 }
 
+type Step = Box<dyn Fn(&Path)>;
+
 /// A chain of three steps: a file becomes a dir, then a file again.
 fn stacked_steps(b: BackendChoice) {
     let (_tmp, root) = temp_root();
     let s = LocalSnapshotter::open(&root, b).unwrap();
     let mut parent: Option<String> = None;
-    let steps: Vec<Box<dyn Fn(&Path)>> = vec![
+    let steps: Vec<Step> = vec![
         Box::new(|p: &Path| write(p.join("x"), b"file")),
         Box::new(|p: &Path| {
             fs::remove_file(p.join("x")).unwrap();
