@@ -409,11 +409,20 @@ impl Applier {
 
         let header = entry.header().clone();
         let kind = header.entry_type();
+        // Empty numeric fields mean 0, as Go's archive/tar reads them.
+        let old = header.as_old();
+        let num = |field: &[u8], value: io::Result<u64>| -> Result<u64> {
+            if field.iter().all(|b| *b == 0 || *b == b' ') {
+                Ok(0)
+            } else {
+                value.map_err(layer_err(&raw))
+            }
+        };
         let mut meta = Meta {
-            mode: header.mode().map_err(layer_err(&raw))? & 0o7777,
-            uid: header.uid().map_err(layer_err(&raw))? as u32,
-            gid: header.gid().map_err(layer_err(&raw))? as u32,
-            mtime: header.mtime().map_err(layer_err(&raw))? as i64,
+            mode: num(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777,
+            uid: num(&old.uid, header.uid())? as u32,
+            gid: num(&old.gid, header.gid())? as u32,
+            mtime: num(&old.mtime, header.mtime())? as i64,
             xattrs: Vec::new(),
         };
         if let Some(pax) = entry.pax_extensions().map_err(layer_err(&raw))? {
