@@ -155,8 +155,7 @@ fn is_opaque(path: &Path) -> Result<bool> {
 
 enum Item {
     Node(PathBuf, Metadata),
-    Whiteout(i64),
-    Opaque(i64),
+    Marker,
 }
 
 fn same_content(a: &Path, b: &Path) -> Result<bool> {
@@ -241,14 +240,17 @@ impl<W: Write> Walker<W> {
         }
     }
 
-    fn marker(&mut self, rel: &[u8], mtime: i64) -> Result<()> {
+    /// A whiteout or opaque marker: an empty file with every field zero,
+    /// including the mtime (as containerd writes them), so that when the
+    /// deletion happened never changes the layer.
+    fn marker(&mut self, rel: &[u8]) -> Result<()> {
         let header = EntryHeader {
             path: rel.to_vec(),
             kind: EntryKind::File { size: 0 },
             mode: 0,
             uid: 0,
             gid: 0,
-            mtime: self.clamp(mtime),
+            mtime: 0,
             xattrs: Vec::new(),
         };
         self.tar.write_header(&header).map_err(Self::write_err(rel))
@@ -324,22 +326,19 @@ impl<W: Write> Walker<W> {
             if is_whiteout(&meta) {
                 let mut out = b".wh.".to_vec();
                 out.extend_from_slice(&name);
-                items.push((out, Item::Whiteout(meta.mtime())));
+                items.push((out, Item::Marker));
             } else {
                 items.push((name, Item::Node(path, meta)));
             }
         }
         if !rel.is_empty() && is_opaque(dir)? {
-            let mtime = fs::symlink_metadata(dir)
-                .map_err(io_err("stat", dir))?
-                .mtime();
-            items.push((b".wh..wh..opq".to_vec(), Item::Opaque(mtime)));
+            items.push((b".wh..wh..opq".to_vec(), Item::Marker));
         }
         items.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, item) in items {
             let child = join(rel, &name);
             match item {
-                Item::Whiteout(mtime) | Item::Opaque(mtime) => self.marker(&child, mtime)?,
+                Item::Marker => self.marker(&child)?,
                 Item::Node(path, meta) => {
                     self.emit(&path, &child, &meta)?;
                     if meta.is_dir() {
@@ -380,13 +379,10 @@ impl<W: Write> Walker<W> {
             }
         }
         items.sort_by(|a, b| a.0.cmp(&b.0));
-        let dir_mtime = fs::symlink_metadata(upper)
-            .map_err(io_err("stat", upper))?
-            .mtime();
         for (name, up, low) in items {
             let child = join(rel, &name);
             let Some((path, meta)) = up else {
-                self.marker(&child, dir_mtime)?;
+                self.marker(&child)?;
                 continue;
             };
             match low {
