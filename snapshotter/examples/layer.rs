@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! layer make DIR MB            # a tree of mixed text and random files
-//! layer diff DIR OUT [gzip|zstd|uncompressed] [THREADS]
+//! layer diff DIR OUT [gzip|zstd|uncompressed] [THREADS] [LEVEL]
 //! layer apply BLOB DIR
 //! ```
 
@@ -28,6 +28,7 @@ fn main() {
                     .get(3)
                     .map_or(Default::default(), |c| c.parse().unwrap()),
                 threads: args.get(4).map_or(0, |t| t.parse().unwrap()),
+                level: args.get(5).map(|l| l.parse().unwrap()),
                 ..Default::default()
             };
             let source = DiffSource::Trees {

@@ -83,6 +83,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The root was created with another backend; the layouts differ.
+    #[error("snapshot root {} uses the {recorded} backend, not {requested}", root.display())]
+    BackendMismatch {
+        /// The snapshotter root.
+        root: PathBuf,
+        /// The backend recorded in the root.
+        recorded: String,
+        /// The backend asked for.
+        requested: String,
+    },
     /// A layer entry tried to leave the root or is otherwise unacceptable.
     #[error("refusing layer entry `{path}`: {reason}")]
     UnsafeEntry {
@@ -150,7 +160,9 @@ impl Error {
         match self {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            Error::HasChildren { .. } | Error::WrongKind { .. } => ErrorKind::FailedPrecondition,
+            Error::HasChildren { .. } | Error::WrongKind { .. } | Error::BackendMismatch { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             Error::UnsafeEntry { .. } | Error::Layer { .. } => ErrorKind::InvalidLayer,
             _ => ErrorKind::Other,
         }
@@ -170,4 +182,5 @@ pub(crate) fn io_err(
     }
 }
 
-pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

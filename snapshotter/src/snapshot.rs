@@ -206,6 +206,8 @@ pub fn probe_overlay(root: &Path) -> Result<()> {
 }
 
 /// Snapshots stored under one root directory:
+/// `<root>/backend` (the backend chosen when the root was first opened; a
+/// root never changes backend),
 /// `<root>/snapshots/<id>/fs` (the tree; for overlay the upper dir),
 /// `<root>/snapshots/<id>/work` (overlay's work dir, active snapshots only),
 /// and by default the records in `<root>/records.json`.
@@ -249,6 +251,44 @@ impl LocalSnapshotter {
     ) -> Result<Self> {
         let root = root.into();
         ensure_dir(&root.join("snapshots"))?;
+        // The two layouts are not interchangeable (upper dirs vs full trees),
+        // so the first choice made for a root is kept in it.
+        let marker = root.join("backend");
+        let recorded = match fs::read_to_string(&marker) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("read", &marker)(e)),
+        };
+        if let Some(recorded) = recorded {
+            let backend = match recorded.as_str() {
+                "overlay" => Backend::Overlay,
+                "native" => Backend::Native,
+                _ => {
+                    return Err(Error::UnknownName {
+                        what: "backend recorded in the snapshot root",
+                        value: recorded,
+                        expected: "overlay, native",
+                    })
+                }
+            };
+            let requested = match choice {
+                BackendChoice::Auto => backend,
+                BackendChoice::Overlay => Backend::Overlay,
+                BackendChoice::Native => Backend::Native,
+            };
+            if requested != backend {
+                return Err(Error::BackendMismatch {
+                    root,
+                    recorded,
+                    requested: requested.as_str().to_string(),
+                });
+            }
+            return Ok(LocalSnapshotter {
+                root,
+                backend,
+                records,
+            });
+        }
         let backend = match choice {
             BackendChoice::Native => Backend::Native,
             BackendChoice::Overlay => {
@@ -266,6 +306,9 @@ impl LocalSnapshotter {
                 }
             },
         };
+        let tmp = root.join("backend.tmp");
+        fs::write(&tmp, backend.as_str()).map_err(io_err("write", &tmp))?;
+        fs::rename(&tmp, &marker).map_err(io_err("rename to", &marker))?;
         Ok(LocalSnapshotter {
             root,
             backend,

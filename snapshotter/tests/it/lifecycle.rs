@@ -146,13 +146,24 @@ fn forcing_overlay_where_it_cannot_work_names_the_root() {
         err.to_string().contains("overlayfs is not usable under"),
         "{err}"
     );
-    let auto = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
-    assert_eq!(
-        auto.backend(),
-        Backend::Native,
-        "auto falls back instead of failing"
-    );
     guard.unmount().unwrap();
+}
+
+#[test]
+fn a_root_keeps_its_backend() {
+    hoist_testutil::require_root!();
+    let (_tmp, root) = temp_root();
+    LocalSnapshotter::open(&root, BackendChoice::Native).unwrap();
+    // Auto follows the recorded choice instead of probing again.
+    let s = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
+    assert_eq!(s.backend(), Backend::Native);
+    let err = LocalSnapshotter::open(&root, BackendChoice::Overlay).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(
+        err.to_string()
+            .contains("uses the native backend, not overlay"),
+        "{err}"
+    );
 }
 
 #[test]
