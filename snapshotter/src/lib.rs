@@ -44,6 +44,7 @@ pub mod records;
 mod snapshot;
 mod sys;
 mod tarfmt;
+mod tarread;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyReport, ApplyTarget, ApplyWarning, WhiteoutStyle};
 pub use diff::{write_layer, DiffOptions, DiffSource};
