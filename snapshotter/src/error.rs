@@ -83,6 +83,13 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The overlay backend cannot use a root whose path contains `:` or `,`
+    /// (they separate overlay mount options).
+    #[error("snapshot root {} contains `:` or `,`, which overlay mount options cannot carry", root.display())]
+    UnusableRoot {
+        /// The snapshotter root.
+        root: PathBuf,
+    },
     /// The root was created with another backend; the layouts differ.
     #[error("snapshot root {} uses the {recorded} backend, not {requested}", root.display())]
     BackendMismatch {
@@ -160,9 +167,10 @@ impl Error {
         match self {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            Error::HasChildren { .. } | Error::WrongKind { .. } | Error::BackendMismatch { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Error::HasChildren { .. }
+            | Error::WrongKind { .. }
+            | Error::BackendMismatch { .. }
+            | Error::UnusableRoot { .. } => ErrorKind::FailedPrecondition,
             Error::UnsafeEntry { .. } | Error::Layer { .. } => ErrorKind::InvalidLayer,
             _ => ErrorKind::Other,
         }

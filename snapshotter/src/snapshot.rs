@@ -67,6 +67,7 @@ pub struct Info {
 ///   snapshot must not be mounted and written to at the same time.
 /// * `apply` is meant for a freshly prepared snapshot.
 /// * `remove` refuses a snapshot that has children; remove them first.
+///   Unmount a snapshot before removing or committing it.
 /// * Mounts of an active snapshot stay valid until it is committed or removed;
 ///   `mounts(key)` gives them again later.
 pub trait Snapshotter: Send + Sync {
@@ -86,6 +87,14 @@ pub trait Snapshotter: Send + Sync {
     fn stat(&self, key_or_name: &str) -> Result<Info>;
     /// Every snapshot, sorted by key.
     fn list(&self) -> Result<Vec<Info>>;
+    /// Calls `visit` for every snapshot, sorted by key; stops at the first
+    /// error it returns.
+    fn walk(&self, visit: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
+        for info in self.list()? {
+            visit(&info)?;
+        }
+        Ok(())
+    }
     /// Where the changes of the active snapshot `key` can be read.
     fn diff_source(&self, key: &str) -> Result<DiffSource>;
     /// Where a layer must be written to become the content of `key`.
@@ -251,6 +260,11 @@ impl LocalSnapshotter {
     ) -> Result<Self> {
         let root = root.into();
         ensure_dir(&root.join("snapshots"))?;
+        let root_text = root.to_string_lossy();
+        let overlay_safe = !root_text.contains(':') && !root_text.contains(',');
+        if choice == BackendChoice::Overlay && !overlay_safe {
+            return Err(Error::UnusableRoot { root });
+        }
         // The two layouts are not interchangeable (upper dirs vs full trees),
         // so the first choice made for a root is kept in it.
         let marker = root.join("backend");
@@ -298,6 +312,7 @@ impl LocalSnapshotter {
                 })?;
                 Backend::Overlay
             }
+            BackendChoice::Auto if !overlay_safe => Backend::Native,
             BackendChoice::Auto => match probe_overlay(&root) {
                 Ok(()) => Backend::Overlay,
                 Err(e) => {

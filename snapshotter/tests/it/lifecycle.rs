@@ -289,3 +289,22 @@ fn hardlink_to_a_lower_layer_file() {
         assert_eq!(committed_tree(&s, "base")["bin/busybox"].link, None);
     }
 }
+
+#[test]
+fn overlay_refuses_roots_with_option_separators() {
+    hoist_testutil::require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("a:b,c");
+    let err = LocalSnapshotter::open(&root, BackendChoice::Overlay).unwrap_err();
+    assert!(err.to_string().contains("contains `:` or `,`"), "{err}");
+    let s = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
+    assert_eq!(s.backend(), Backend::Native);
+    s.prepare("k", None).unwrap();
+    let mut seen = Vec::new();
+    s.walk(&mut |info| {
+        seen.push((info.key.clone(), info.kind));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, [("k".to_string(), Kind::Active)]);
+}
