@@ -149,6 +149,19 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf, Metadata)>> {
 
 fn layer_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut x = fsutil::read_xattrs(path).map_err(io_err("read xattrs of", path))?;
+    // A redirect (renamed lower dir) or metacopy (data still in a lower
+    // file) can't be expressed in a layer from the upper dir alone; refuse
+    // rather than write a layer that silently misses content.
+    for (name, _) in &x {
+        for bad in ["overlay.redirect", "overlay.metacopy"] {
+            if fsutil::is_overlay_private(name) && name.ends_with(bad.as_bytes()) {
+                return Err(Error::UnsupportedOverlay {
+                    path: path.to_path_buf(),
+                    xattr: String::from_utf8_lossy(name).into_owned(),
+                });
+            }
+        }
+    }
     x.retain(|(name, _)| !fsutil::is_overlay_private(name) && name != b"security.selinux");
     Ok(x)
 }

@@ -134,6 +134,16 @@ pub enum Error {
         /// The size seen by lstat.
         expected: u64,
     },
+    /// An overlay upper dir holds state the differ cannot translate
+    /// (a directory redirect or a metacopy-only file), because it was
+    /// mounted with options other than the snapshotter's.
+    #[error("cannot diff {}: it carries overlay's `{xattr}` (mounted with redirect_dir or metacopy on?)", path.display())]
+    UnsupportedOverlay {
+        /// The file or directory in the upper dir.
+        path: PathBuf,
+        /// The overlay xattr found.
+        xattr: String,
+    },
     /// An unknown backend or compression name.
     #[error("unknown {what} `{value}` (expected one of: {expected})")]
     UnknownName {
