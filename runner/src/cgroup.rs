@@ -77,6 +77,8 @@ pub(crate) struct CgroupStats {
     pub cpu: Option<Duration>,
     pub peak_memory: Option<u64>,
     pub oom_killed: bool,
+    /// The memory limit was hit at least once (v1 `memory.failcnt`).
+    pub memory_limit_hit: bool,
 }
 
 struct MountInfo {
@@ -372,6 +374,7 @@ impl Cgroup {
                     stats.peak_memory = number(dir.join("memory.max_usage_in_bytes"));
                     stats.oom_killed =
                         field(dir.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0;
+                    stats.memory_limit_hit = number(dir.join("memory.failcnt")).unwrap_or(0) > 0;
                 }
             }
         }

@@ -156,6 +156,15 @@ pub(crate) fn runtime_config(
         // step's cgroup made by the runner (limits and accounting live there).
         "cgroupsPath": "ctr",
     });
+    let mut resources = json!({});
+    if let Some(cpus) = plan.limits.cpus {
+        let quota = (cpus * 100_000.0).round().max(1000.0) as i64;
+        resources["cpu"] = json!({"quota": quota, "period": 100_000u64});
+    }
+    if let Some(pids) = plan.limits.pids {
+        resources["pids"] = json!({"limit": pids});
+    }
+    linux["resources"] = resources;
     if config.seccomp {
         linux["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls});
     }
@@ -171,8 +180,7 @@ pub(crate) fn runtime_config(
                 "bounding": caps, "effective": effective, "permitted": effective,
                 "inheritable": [], "ambient": []
             },
-            "noNewPrivileges": config.no_new_privileges,
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}]
+            "noNewPrivileges": config.no_new_privileges
         },
         "root": {"path": root_plan.root, "readonly": false},
         "hostname": root_plan.hostname,
@@ -193,15 +201,22 @@ pub(crate) fn exec_runtime(config: &InitConfig, plan: &ExternalPlan) -> External
         Ok(()) => {}
         Err(e) => return e,
     }
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         plan.runtime.display().to_string(),
         "--root".into(),
         plan.state.display().to_string(),
+    ];
+    if is_crun(&plan.runtime) {
+        // The runner already put this process in the step's cgroup (limits
+        // and accounting live there); crun would refuse hybrid hierarchies.
+        args.push("--cgroup-manager=disabled".into());
+    }
+    args.extend([
         "run".into(),
         "--bundle".into(),
         plan.bundle.display().to_string(),
         plan.id.clone(),
-    ];
+    ]);
     let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     crate::sys::reset_signals();
     let source = crate::sys::execve(&plan.runtime, &args, &env);
@@ -209,6 +224,12 @@ pub(crate) fn exec_runtime(config: &InitConfig, plan: &ExternalPlan) -> External
         path: plan.runtime.clone(),
         source,
     }
+}
+
+fn is_crun(runtime: &Path) -> bool {
+    runtime
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("crun"))
 }
 
 fn prepare_bundle(config: &InitConfig, plan: &ExternalPlan) -> Result<(), ExternalError> {

@@ -11,7 +11,9 @@ use std::time::Instant;
 use crate::cgroup::{Cgroup, CgroupVersion, Cgroups};
 use crate::init::{InitConfig, InitMessage, INIT_MARKER};
 use crate::rootfs::RootPlan;
-use crate::spec::{ExitStatus, MountData, NetworkMode, Rootfs, RunResult, RunSpec, Stream, Usage};
+use crate::spec::{
+    ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult, RunSpec, Stream, Usage,
+};
 use crate::stubs::{Stubs, Target};
 use crate::{sys, RunError};
 
@@ -148,24 +150,43 @@ impl Runner {
             .map(|(p, _)| Target {
                 path: p.clone(),
                 is_file: true,
+                mode: None,
             })
             .collect();
         for d in ["/proc", "/sys", "/dev"] {
             targets.push(Target {
                 path: d.into(),
                 is_file: false,
+                mode: None,
             });
         }
         for m in &spec.mounts {
             targets.push(Target {
                 path: m.target().to_string(),
                 is_file: m.target_is_file(),
+                // runc gives a tmpfs the mode of the directory it covers.
+                mode: match m {
+                    Mount::Tmpfs { mode, .. } => Some(mode.unwrap_or(0o1777)),
+                    _ => None,
+                },
             });
         }
         let (root, root_mounts, mut stubs) = prepare_stubs(&run_dir.0, &spec.rootfs, &targets)?;
 
+        // With an external runtime, the runtime's process itself sits in the
+        // step's cgroup and makes its container cgroup below it: only the
+        // memory limit goes here (so that an OOM kill stays visible to us);
+        // cpus and pids go into config.json for the container cgroup, where
+        // they do not throttle the runtime's own threads.
+        let own_limits = match self.config.runtime {
+            Runtime::Embedded => spec.limits,
+            Runtime::External(_) => Limits {
+                memory: spec.limits.memory,
+                ..Limits::default()
+            },
+        };
         let cgroup = match &self.cgroups {
-            Some(c) => Some(c.create(&id, &spec.limits).map_err(RunError::Cgroup)?),
+            Some(c) => Some(c.create(&id, &own_limits).map_err(RunError::Cgroup)?),
             None if spec.limits.any() => {
                 return Err(RunError::Cgroup(crate::CgroupError::Unavailable))
             }
@@ -235,7 +256,7 @@ impl Runner {
                 .unwrap_or(std::time::Duration::from_micros(waited.cpu_micros)),
             peak_memory: stats.peak_memory.or(Some(waited.max_rss)),
         };
-        let status = match message {
+        let mut status = match message {
             Some(InitMessage::Exited(code)) => ExitStatus::Exited(code),
             Some(InitMessage::Signaled(sig)) => ExitStatus::Signaled(sig),
             Some(InitMessage::Error(text)) => return Err(RunError::Setup(text)),
@@ -251,9 +272,17 @@ impl Runner {
             }
         };
         stub_result?;
+        // cgroup v1 counts an OOM kill in the victim's own cgroup; below an
+        // external runtime that is the container cgroup, gone by now. The
+        // step's cgroup still saw its limit hit.
+        let oom_killed = stats.oom_killed
+            || (stats.memory_limit_hit && status == ExitStatus::Signaled(libc::SIGKILL));
+        if oom_killed {
+            status = ExitStatus::Signaled(libc::SIGKILL);
+        }
         Ok(RunResult {
             status,
-            oom_killed: stats.oom_killed,
+            oom_killed,
             usage,
         })
     }

@@ -14,6 +14,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::rootfs::{resolve_in_root, LinuxSyscalls};
@@ -23,6 +24,8 @@ use crate::rootfs::{resolve_in_root, LinuxSyscalls};
 pub(crate) struct Target {
     pub path: String,
     pub is_file: bool,
+    /// Permission bits for a directory stub (default 0o755).
+    pub mode: Option<u32>,
 }
 
 /// What was created in a root directory, to be undone.
@@ -72,6 +75,10 @@ impl Stubs {
                     fs::File::create(p).map_err(io_context("create mount stub", p))?;
                 } else {
                     fs::create_dir(p).map_err(io_context("create mount stub", p))?;
+                    if let (true, Some(mode)) = (last, t.mode) {
+                        fs::set_permissions(p, fs::Permissions::from_mode(mode))
+                            .map_err(io_context("chmod mount stub", p))?;
+                    }
                 }
                 stubs.created.push(p.clone());
             }
@@ -108,6 +115,10 @@ impl Stubs {
                 fs::File::create(&path).map_err(io_context("create mount stub", &path))?;
             } else {
                 fs::create_dir_all(&path).map_err(io_context("create mount stub", &path))?;
+                if let Some(mode) = t.mode {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                        .map_err(io_context("chmod mount stub", &path))?;
+                }
             }
         }
         Ok(())
@@ -162,14 +173,17 @@ mod tests {
             Target {
                 path: "/etc/hosts".into(),
                 is_file: true,
+                mode: None,
             },
             Target {
                 path: "/etc/passwd".into(),
                 is_file: true,
+                mode: None,
             },
             Target {
                 path: "/run/secrets/a".into(),
                 is_file: true,
+                mode: None,
             },
         ];
         let mut stubs = Stubs::create_in_dir(root.path(), &targets).unwrap();

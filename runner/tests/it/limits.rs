@@ -93,18 +93,22 @@ pub fn limits_written_and_usage_reported(env: &Env) -> Result<(), Failed> {
             seen = find_cgroup_file(env, file, &memory.to_string());
             if let Some(dir) = &seen {
                 let name = dir.file_name().unwrap().to_owned();
+                // An external runtime's container cgroup is `ctr` below the step's.
                 let read = |f: &str| {
                     runner
                         .cgroup_parents()
                         .iter()
-                        .find_map(|p| std::fs::read_to_string(p.join(&name).join(f)).ok())
+                        .find_map(|p| {
+                            std::fs::read_to_string(p.join(&name).join("ctr").join(f))
+                                .or_else(|_| std::fs::read_to_string(p.join(&name).join(f)))
+                                .ok()
+                        })
                         .unwrap_or_default()
                 };
                 let cpu = match version {
                     Some(hoist_runner::CgroupVersion::V1) => read("cpu.cfs_quota_us"),
                     _ => read("cpu.max"),
                 };
-                let _ = std::fs::write(dir.with_extension("seen"), "");
                 seen = Some(PathBuf::from(format!(
                     "{}|{}",
                     cpu.trim(),
