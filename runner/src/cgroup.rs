@@ -169,7 +169,7 @@ impl Cgroups {
             return None;
         }
         fs::create_dir_all(&parent).ok()?;
-        if !has_all(&parent) {
+        if !has_all(&parent) || !can_create_in(&parent) {
             return None;
         }
         write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids").ok()?;
@@ -192,7 +192,7 @@ impl Cgroups {
                 .find(|(c, _)| c.split(',').any(|c| c == controller))
                 .map_or("/", |(_, p)| p.as_str());
             let parent = join_cgroup(mount, own_path).join("hoist");
-            if fs::create_dir_all(&parent).is_err() {
+            if fs::create_dir_all(&parent).is_err() || !can_create_in(&parent) {
                 continue;
             }
             // cpu and cpuacct may be co-mounted: then one directory serves
@@ -267,6 +267,15 @@ impl Cgroups {
             }
         }
     }
+}
+
+/// Whether this process may make cgroups in `parent` (it may exist already,
+/// made by root, while we run unprivileged).
+fn can_create_in(parent: &Path) -> bool {
+    let probe = parent.join(format!("probe-{}", std::process::id()));
+    let ok = fs::create_dir(&probe).is_ok();
+    let _ = fs::remove_dir(&probe);
+    ok
 }
 
 /// The pid in a `hoist-<pid>-<n>` name.

@@ -153,8 +153,10 @@ pub(crate) fn runtime_config(
         ],
         "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         // Relative: nested under the runtime's own cgroup, which is the
-        // step's cgroup made by the runner (limits and accounting live there).
-        "cgroupsPath": "ctr",
+        // step's cgroup made by the runner where it manages the controller
+        // (limits and accounting live there), and the hierarchy's root for
+        // the other v1 controllers: hence a name unique to this run.
+        "cgroupsPath": plan.id,
     });
     let mut resources = json!({});
     if let Some(cpus) = plan.limits.cpus {

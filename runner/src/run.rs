@@ -301,6 +301,7 @@ impl Runner {
         let (stdout_r, stdout_w) = pipe("stdout")?;
         let (stderr_r, stderr_w) = pipe("stderr")?;
         let (exec_r, exec_w) = pipe("exec errors")?;
+        let (go_r, go_w) = pipe("the start signal")?;
         let stdin: OwnedFd = File::open("/dev/null")
             .map_err(io_err("open", Path::new("/dev/null")))?
             .into();
@@ -316,6 +317,7 @@ impl Runner {
                 control: &control_r,
                 status: &status_w,
                 exec_error: &exec_w,
+                go: &go_r,
             },
         )
         .map_err(|source| RunError::Spawn {
@@ -323,7 +325,14 @@ impl Runner {
             source,
         })?;
         let mut guard = InitGuard { pid, reaped: false };
-        drop((control_r, status_w, stdout_w, stderr_w, exec_w, stdin));
+        drop((control_r, status_w, stdout_w, stderr_w, exec_w, stdin, go_r));
+        if self.rootless {
+            crate::rootless::map_ids(pid)?;
+        }
+        {
+            let mut go = File::from(go_w);
+            let _ = go.write_all(b"g");
+        }
 
         let mut errno = [0u8; 4];
         let mut exec_r = File::from(exec_r);
@@ -332,9 +341,6 @@ impl Runner {
                 program: program.clone(),
                 source: std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
             });
-        }
-        if self.rootless {
-            crate::rootless::map_ids(pid)?;
         }
         if let Some(cgroup) = cgroup {
             cgroup.attach(pid).map_err(RunError::Cgroup)?;

@@ -164,6 +164,10 @@ pub(crate) struct InitFds<'a> {
     pub status: &'a OwnedFd,
     /// Kept (close-on-exec): the child writes errno here if exec fails.
     pub exec_error: &'a OwnedFd,
+    /// The child waits for one byte (or EOF) here before exec: in a new user
+    /// namespace, exec must come after the id maps are written, or the init
+    /// starts without capabilities.
+    pub go: &'a OwnedFd,
 }
 
 /// Start `program` with `args` in new namespaces (`clone_flags`) with the
@@ -207,6 +211,7 @@ pub(crate) fn spawn_init(
         fds.status.as_raw_fd(),
     ];
     let err_fd = fds.exec_error.as_raw_fd();
+    let go_fd = fds.go.as_raw_fd();
 
     // SAFETY: clone without CLONE_VM and with a null stack behaves like
     // fork(2): the child gets a copy of the address space. The child only runs
@@ -227,7 +232,7 @@ pub(crate) fn spawn_init(
     }
     if pid == 0 {
         // SAFETY: see above; this function never returns.
-        unsafe { child_after_clone(&program_c, &argv, &envp, &sources, err_fd) }
+        unsafe { child_after_clone(&program_c, &argv, &envp, &sources, err_fd, go_fd) }
     }
     Ok(pid as libc::pid_t)
 }
@@ -242,6 +247,7 @@ unsafe fn child_after_clone(
     envp: &[*const libc::c_char],
     sources: &[RawFd; 5],
     err_fd: RawFd,
+    go_fd: RawFd,
 ) -> ! {
     // SAFETY (whole body): only async-signal-safe syscalls on integers and
     // pointers prepared by the parent.
@@ -253,6 +259,10 @@ unsafe fn child_after_clone(
             0,
             0,
         );
+        let mut byte = 0u8;
+        while libc::read(go_fd, (&mut byte as *mut u8).cast(), 1) < 0
+            && *libc::__errno_location() == libc::EINTR
+        {}
         // Move the sources out of the way of 0..=4 first, so that a source
         // that already sits at a low number is not clobbered by dup2.
         let mut high = [0 as RawFd; 5];

@@ -54,7 +54,10 @@ pub fn memory_limit_oom_reported(env: &Env) -> Result<(), Failed> {
 fn find_cgroup_file(env: &Env, file: &str, value: &str) -> Option<PathBuf> {
     for parent in env.runner().cgroup_parents() {
         for entry in std::fs::read_dir(&parent).ok()?.flatten() {
-            let candidates = [entry.path().join(file), entry.path().join("ctr").join(file)];
+            let candidates = [
+                entry.path().join(file),
+                entry.path().join(entry.file_name()).join(file),
+            ];
             for c in candidates {
                 if std::fs::read_to_string(&c).is_ok_and(|v| v.trim() == value) {
                     return Some(entry.path());
@@ -93,13 +96,13 @@ pub fn limits_written_and_usage_reported(env: &Env) -> Result<(), Failed> {
             seen = find_cgroup_file(env, file, &memory.to_string());
             if let Some(dir) = &seen {
                 let name = dir.file_name().unwrap().to_owned();
-                // An external runtime's container cgroup is `ctr` below the step's.
+                // An external runtime's container cgroup is below the step's, same name.
                 let read = |f: &str| {
                     runner
                         .cgroup_parents()
                         .iter()
                         .find_map(|p| {
-                            std::fs::read_to_string(p.join(&name).join("ctr").join(f))
+                            std::fs::read_to_string(p.join(&name).join(&name).join(f))
                                 .or_else(|_| std::fs::read_to_string(p.join(&name).join(f)))
                                 .ok()
                         })

@@ -4,6 +4,7 @@
 mod leaks;
 mod limits;
 mod mounts;
+mod rootless;
 mod sandbox;
 mod security;
 mod util;
@@ -13,7 +14,7 @@ use util::Env;
 
 fn main() {
     hoist_runner::init_if_requested();
-    if leaks::helper_if_requested() {
+    if leaks::helper_if_requested() || rootless::helper_if_requested() {
         return;
     }
     let args = Arguments::from_args();
@@ -84,6 +85,10 @@ fn main() {
     trials.push(Trial::test(
         "embedded::setup_errors_are_reported",
         sandbox::setup_errors_are_reported,
+    ));
+    trials.push(Trial::test(
+        "rootless::as_unprivileged_user",
+        rootless::rootless_as_unprivileged_user,
     ));
     libtest_mimic::run(&args, trials).exit();
 }
