@@ -274,3 +274,83 @@ fn prepare_bundle(config: &InitConfig, plan: &ExternalPlan) -> Result<(), Extern
     let text = serde_json::to_vec_pretty(&value).map_err(ExternalError::Spec)?;
     std::fs::write(&path, text).map_err(bundle_err(&path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::RootPlan;
+
+    #[test]
+    fn config_json_fits_the_runtime_spec() {
+        let config = InitConfig {
+            plan: RootPlan {
+                root: "/bundle/rootfs".into(),
+                root_mounts: None,
+                hostname: "h".into(),
+                new_net: true,
+                etc_files: vec![("/etc/hosts".into(), "/run/x/hosts".into())],
+                mounts: vec![Mount::Bind {
+                    source: "/src".into(),
+                    target: "/dst".into(),
+                    readonly: true,
+                }],
+                secrets_dir: "/run/x/secrets".into(),
+            },
+            argv: vec!["sh".into()],
+            env: vec!["A=1".into()],
+            cwd: "/".into(),
+            user: "app".into(),
+            no_new_privileges: true,
+            seccomp: true,
+            external: None,
+        };
+        let plan = ExternalPlan {
+            runtime: "runc".into(),
+            bundle: "/bundle".into(),
+            state: "/state".into(),
+            id: "hoist-1-2".into(),
+            network: NetworkMode::None,
+            limits: Limits {
+                memory: Some(1 << 20),
+                cpus: Some(0.5),
+                pids: Some(9),
+            },
+        };
+        let v = runtime_config(&config, &plan, 1000, 1000, &[10], &config.env).unwrap();
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(v["process"]["user"]["additionalGids"][0], 10);
+        assert_eq!(
+            v["process"]["capabilities"]["effective"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert_eq!(v["hostname"], "h");
+        assert_eq!(v["linux"]["cgroupsPath"], "hoist-1-2");
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50000);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 9);
+        assert!(v["linux"]["resources"].get("memory").is_none());
+        let namespaces: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(namespaces.contains(&"network") && namespaces.contains(&"pid"));
+        let dst = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dst")
+            .unwrap();
+        assert!(dst["options"].as_array().unwrap().contains(&"ro".into()));
+    }
+}

@@ -139,6 +139,11 @@ impl Runner {
         output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunResult, RunError> {
         validate(spec)?;
+        if self.rootless && matches!(self.config.runtime, Runtime::External(_)) {
+            return Err(RunError::InvalidSpec(
+                "an external OCI runtime is only supported when hoist runs as root".into(),
+            ));
+        }
         let n = RUN_COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("hoist-{}-{n}", std::process::id());
         let run_dir = RunDir(self.config.state_dir.join(&id));
@@ -540,5 +545,73 @@ fn clean_stale_runs(state_dir: &Path) {
         if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
             let _ = fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets() -> Vec<Target> {
+        vec![
+            Target {
+                path: "/etc/hosts".into(),
+                is_file: true,
+                mode: None,
+            },
+            Target {
+                path: "/proc".into(),
+                is_file: false,
+                mode: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn overlay_root_gets_a_stub_layer_on_top() {
+        let run_dir = tempfile::tempdir().unwrap();
+        let rootfs = Rootfs::Mounts(vec![MountData {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: "/".into(),
+            options: vec![
+                "lowerdir=/l1:/l2".into(),
+                "upperdir=/u".into(),
+                "workdir=/w".into(),
+            ],
+        }]);
+        let (root, mounts, stubs) = prepare_stubs(run_dir.path(), &rootfs, &targets()).unwrap();
+        assert_eq!(root, run_dir.path().join("rootfs"));
+        assert!(stubs.is_none());
+        let stub_dir = run_dir.path().join("stubs");
+        assert_eq!(
+            mounts.unwrap()[0].options[0],
+            format!("lowerdir={}:/l1:/l2", stub_dir.display())
+        );
+        assert!(stub_dir.join("etc/hosts").is_file());
+        assert!(stub_dir.join("proc").is_dir());
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        let mut spec = RunSpec::new(Rootfs::Dir("/r".into()), vec![]);
+        assert!(matches!(validate(&spec), Err(RunError::InvalidSpec(_))));
+        spec.argv = vec!["true".into()];
+        spec.cwd = "relative".into();
+        assert!(matches!(validate(&spec), Err(RunError::InvalidSpec(_))));
+        spec.cwd = "/".into();
+        spec.mounts.push(Mount::Tmpfs {
+            target: "/".into(),
+            size: None,
+            mode: None,
+        });
+        assert!(matches!(validate(&spec), Err(RunError::InvalidSpec(_))));
+    }
+
+    #[test]
+    fn external_runtimes_report_signals_as_128_plus_n() {
+        assert_eq!(external_status(137 << 8), ExitStatus::Signaled(9));
+        assert_eq!(external_status(7 << 8), ExitStatus::Exited(7));
+        assert_eq!(external_status(9), ExitStatus::Signaled(9));
     }
 }
