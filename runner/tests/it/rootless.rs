@@ -24,6 +24,7 @@ pub fn helper_if_requested() -> bool {
     }
     let rootfs = PathBuf::from(&args[2]);
     let secret = PathBuf::from(&args[3]);
+    let overlay_dir = PathBuf::from(&args[4]);
     let runner = match Runner::new(RunnerConfig {
         init_program: std::env::current_exe().expect("current exe"),
         ..RunnerConfig::default()
@@ -62,6 +63,19 @@ pub fn helper_if_requested() -> bool {
     let mut s = spec("true");
     s.limits.memory = Some(64 << 20);
     steps.push(("limits", s));
+    let mut s = spec("cat /etc/hostname; echo new > /made");
+    s.hostname = "ovl".into();
+    s.rootfs = Rootfs::Mounts(vec![hoist_runner::MountData {
+        kind: "overlay".into(),
+        source: "overlay".into(),
+        target: "/".into(),
+        options: vec![
+            format!("lowerdir={}", rootfs.display()),
+            format!("upperdir={}", overlay_dir.join("upper").display()),
+            format!("workdir={}", overlay_dir.join("work").display()),
+        ],
+    }]);
+    steps.push(("overlay", s));
     for (name, spec) in steps {
         println!("=== {name}");
         let mut out = Vec::new();
@@ -139,6 +153,13 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
     std::fs::write(&secret, "rootless-secret")?;
     std::os::unix::fs::chown(&secret, Some(uid), Some(gid))?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    let overlay_dir = tempfile::tempdir()?;
+    std::fs::set_permissions(overlay_dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    for d in ["upper", "work"] {
+        let p = overlay_dir.path().join(d);
+        std::fs::create_dir(&p)?;
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
+    }
     let before = tree(root.path());
 
     let out = Command::new("setpriv")
@@ -152,6 +173,7 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
             HELPER,
             &root.path().display().to_string(),
             &secret.display().to_string(),
+            &overlay_dir.path().display().to_string(),
         ])
         .env_remove("TMPDIR")
         .output()?;
@@ -194,6 +216,13 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
     check!(
         limits.contains("error:") && limits.contains("cgroup"),
         "limits without a delegated cgroup should be refused clearly: {limits}"
+    );
+    // Overlay inside the user namespace (Linux >= 5.11): the upper dir gets
+    // only what the step wrote.
+    check_eq!(section(&text, "overlay"), "ovl\nstatus: exit status 0\n");
+    check_eq!(
+        tree(&overlay_dir.path().join("upper")),
+        vec![PathBuf::from("made")]
     );
     check_eq!(tree(root.path()), before);
     check!(
