@@ -144,8 +144,15 @@ impl Cgroups {
     fn detect_v2(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
         let mount = mounts.iter().find(|m| m.fstype == "cgroup2")?;
         let own_path = own.iter().find(|(c, _)| c.is_empty())?.1.as_str();
-        let base = join_cgroup(mount, own_path);
-        let parent = base.join("hoist");
+        // hoist's own cgroup first (its limits then bind the steps); the
+        // hierarchy's root when that cgroup holds processes and so cannot
+        // enable controllers for children ("no internal processes" rule,
+        // e.g. hoist started from a systemd service as root).
+        let candidates = [join_cgroup(mount, own_path), mount.mount_point.clone()];
+        candidates.iter().find_map(|base| Self::v2_parent_in(base))
+    }
+
+    fn v2_parent_in(base: &Path) -> Option<Cgroups> {
         let wanted = ["memory", "cpu", "pids"];
         let has_all = |p: &Path| {
             read(&p.join("cgroup.controllers")).is_some_and(|c| {
@@ -153,12 +160,9 @@ impl Cgroups {
                 wanted.iter().all(|w| c.contains(w))
             })
         };
-        if !has_all(&base) {
+        if !has_all(base) {
             return None;
         }
-        // Controllers must be enabled in base's subtree_control for the hoist
-        // dir to get them; the kernel refuses that when base holds processes
-        // and is not the root ("no internal processes"), unless it already is.
         let subtree = base.join("cgroup.subtree_control");
         let enabled = read(&subtree).unwrap_or_default();
         if !wanted
@@ -168,6 +172,7 @@ impl Cgroups {
         {
             return None;
         }
+        let parent = base.join("hoist");
         fs::create_dir_all(&parent).ok()?;
         if !has_all(&parent) || !can_create_in(&parent) {
             return None;

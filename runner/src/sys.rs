@@ -193,7 +193,10 @@ pub(crate) fn spawn_init(
     }
     let mut argv: Vec<*const libc::c_char> = arg_c.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
+    // Only PATH (an external runtime may need it): hoist's environment can
+    // hold credentials that have no business next to a build step.
     let env_c: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k == "PATH")
         .filter_map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();
             kv.push(b'=');
