@@ -50,7 +50,7 @@ pub use cgroup::{CgroupError, CgroupVersion};
 pub use external::ExternalError;
 pub use init::{init_if_requested, INIT_MARKER};
 pub use rootfs::RootfsError;
-pub use run::{Runner, RunnerConfig, Runtime};
+pub use run::{Cancel, Runner, RunnerConfig, Runtime, CANCEL_GRACE};
 pub use security::{SecurityError, DEFAULT_CAPABILITIES};
 pub use spec::{
     ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult, RunSpec, Stream, Usage,

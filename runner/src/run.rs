@@ -73,6 +73,43 @@ fn io_err<'a>(
     }
 }
 
+/// How long a cancelled step may take to stop after SIGTERM before SIGKILL.
+pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stops running steps on request (see [`Runner::run_with_cancel`]). Clone it
+/// to share it between threads; one `cancel()` stops every run watching it.
+#[derive(Clone, Debug)]
+pub struct Cancel {
+    pipe: std::sync::Arc<(OwnedFd, OwnedFd)>,
+    fired: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cancel {
+    /// A fresh, not yet fired, cancel handle.
+    pub fn new() -> Result<Cancel, RunError> {
+        let pipe = sys::pipe().map_err(io_err("create pipe for", Path::new("cancellation")))?;
+        Ok(Cancel {
+            pipe: std::sync::Arc::new(pipe),
+            fired: Default::default(),
+        })
+    }
+
+    /// Fire: every run watching this handle stops. Idempotent.
+    pub fn cancel(&self) {
+        if self.fired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // The byte is never read: the pipe stays readable for every watcher.
+        if let Ok(fd) = self.pipe.1.try_clone() {
+            let _ = File::from(fd).write(b"c");
+        }
+    }
+
+    fn read_fd(&self) -> i32 {
+        self.pipe.0.as_raw_fd()
+    }
+}
+
 /// Kills and reaps the init if a run is abandoned half-way (an error or a
 /// panicking output callback), so no sandbox outlives its run.
 struct InitGuard {
@@ -137,6 +174,19 @@ impl Runner {
         &self,
         spec: &RunSpec,
         output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<RunResult, RunError> {
+        self.run_with_cancel(spec, output, None)
+    }
+
+    /// [`Runner::run`] that stops the step when `cancel` fires: SIGTERM to the
+    /// sandbox, which forwards it to the step, then SIGKILL if the step is
+    /// still running [`CANCEL_GRACE`] later. The result is the step's own
+    /// status (usually `Signaled(15)`).
+    pub fn run_with_cancel(
+        &self,
+        spec: &RunSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: Option<&Cancel>,
     ) -> Result<RunResult, RunError> {
         validate(spec)?;
         if self.rootless && matches!(self.config.runtime, Runtime::External(_)) {
@@ -246,7 +296,7 @@ impl Runner {
         }
 
         let started = Instant::now();
-        let result = self.spawn_and_wait(&config, flags, cgroup.0.as_ref(), output);
+        let result = self.spawn_and_wait(&config, flags, cgroup.0.as_ref(), output, cancel);
         let wall = started.elapsed();
         let stats = cgroup.0.as_ref().map(Cgroup::stats).unwrap_or_default();
         drop(cgroup);
@@ -298,6 +348,7 @@ impl Runner {
         flags: libc::c_int,
         cgroup: Option<&Cgroup>,
         output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: Option<&Cancel>,
     ) -> Result<(Option<InitMessage>, sys::Waited), RunError> {
         let pipe =
             |what: &'static str| sys::pipe().map_err(io_err("create pipe for", Path::new(what)));
@@ -364,13 +415,33 @@ impl Runner {
         ];
         let mut status_text = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
+        // None: not cancelled; Some(false): SIGTERM sent; Some(true): SIGKILL sent.
+        let mut cancelled: Option<bool> = None;
         while files.iter().any(Option::is_some) {
             let open: Vec<usize> = (0..3).filter(|i| files[*i].is_some()).collect();
-            let fds: Vec<i32> = open
+            let mut fds: Vec<i32> = open
                 .iter()
                 .filter_map(|i| files[*i].as_ref().map(AsRawFd::as_raw_fd))
                 .collect();
-            let revents = sys::poll_in(&fds).map_err(io_err("poll", Path::new("step output")))?;
+            let watch_cancel = cancel.filter(|_| cancelled.is_none());
+            if let Some(c) = watch_cancel {
+                fds.push(c.read_fd());
+            }
+            let timeout = match cancelled {
+                Some(false) => CANCEL_GRACE.as_millis() as libc::c_int,
+                _ => -1,
+            };
+            let mut revents =
+                sys::poll_in(&fds, timeout).map_err(io_err("poll", Path::new("step output")))?;
+            if revents.iter().all(|r| *r == 0) && cancelled == Some(false) {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                cancelled = Some(true);
+                continue;
+            }
+            if watch_cancel.is_some() && revents.pop().is_some_and(|r| r != 0) {
+                let _ = sys::kill(pid, libc::SIGTERM);
+                cancelled = Some(false);
+            }
             for (slot, rev) in open.into_iter().zip(revents) {
                 if rev == 0 {
                     continue;

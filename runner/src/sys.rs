@@ -452,7 +452,9 @@ pub(crate) fn execve(program: &Path, argv: &[String], envp: &[String]) -> io::Er
 }
 
 /// poll(2) on `fds` (events POLLIN), retrying on EINTR; returns revents per fd.
-pub(crate) fn poll_in(fds: &[RawFd]) -> io::Result<Vec<libc::c_short>> {
+///
+/// `timeout_ms` < 0 waits forever; on timeout every revents is 0.
+pub(crate) fn poll_in(fds: &[RawFd], timeout_ms: libc::c_int) -> io::Result<Vec<libc::c_short>> {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -463,7 +465,7 @@ pub(crate) fn poll_in(fds: &[RawFd]) -> io::Result<Vec<libc::c_short>> {
         .collect();
     loop {
         // SAFETY: pointer and length describe `pfds`.
-        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
         if rc < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {

@@ -36,6 +36,7 @@ fn main() {
                 "output_is_streamed_in_order",
                 sandbox::output_is_streamed_in_order,
             ),
+            ("cancel_forwards_sigterm", sandbox::cancel_forwards_sigterm),
             (
                 "network_none_has_only_lo_up",
                 sandbox::network_none_has_only_lo_up,

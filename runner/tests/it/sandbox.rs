@@ -269,3 +269,32 @@ pub fn setup_errors_are_reported() -> Result<(), Failed> {
     );
     Ok(())
 }
+
+/// A cancelled step gets SIGTERM through the init (which forwards signals)
+/// and may clean up: its trap runs and its exit status comes back.
+pub fn cancel_forwards_sigterm(env: &Env) -> Result<(), Failed> {
+    need_root!();
+    let root = Root::new();
+    let spec = root.spec(
+        "trap 'echo got-term; exit 3' TERM; echo ready; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; echo not-cancelled",
+    );
+    let cancel = hoist_runner::Cancel::new()?;
+    let c = cancel.clone();
+    let mut out = String::new();
+    let result = env
+        .runner()
+        .run_with_cancel(
+            &spec,
+            &mut |_, b| {
+                out.push_str(&String::from_utf8_lossy(b));
+                if out.contains("ready") {
+                    c.cancel();
+                }
+            },
+            Some(&cancel),
+        )
+        .map_err(|e| e.to_string())?;
+    check_eq!(out, "ready\ngot-term\n".to_string());
+    check_eq!(result.status, ExitStatus::Exited(3));
+    Ok(())
+}
