@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     http_insecure: reqwest::Client,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     tokens: Mutex<HashMap<String, Token>>,
+    /// Serializes token fetches so parallel transfers that all miss the
+    /// cache ask the token endpoint once.
+    token_fetch: tokio::sync::Mutex<()>,
     credentials: Mutex<HashMap<String, Option<Credential>>>,
 }
 
@@ -175,6 +178,7 @@ impl Client {
                 options,
                 endpoints: Mutex::new(HashMap::new()),
                 tokens: Mutex::new(HashMap::new()),
+                token_fetch: tokio::sync::Mutex::new(()),
                 credentials: Mutex::new(HashMap::new()),
             }),
         })
@@ -485,10 +489,18 @@ impl Client {
             service.unwrap_or(""),
             sorted.join(" ")
         );
-        if let Some(t) = lock(&self.inner.tokens).get(&key) {
-            if t.expires > Instant::now() {
-                return Ok(t.value.clone());
-            }
+        let cached = || {
+            lock(&self.inner.tokens)
+                .get(&key)
+                .filter(|t| t.expires > Instant::now())
+                .map(|t| t.value.clone())
+        };
+        if let Some(t) = cached() {
+            return Ok(t);
+        }
+        let _fetching = self.inner.token_fetch.lock().await;
+        if let Some(t) = cached() {
+            return Ok(t);
         }
         let auth_err = |message: String| RegistryError::Auth {
             registry: endpoint.auth_name.clone(),

@@ -242,6 +242,19 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> (String, Option<S
             return (message, code);
         }
     }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        // HEAD answers carry no body; say what the registry says on GET.
+        match status {
+            401 => return ("unauthorized: authentication required".into(), None),
+            403 => {
+                return (
+                    "denied: requested access to the resource is denied".into(),
+                    None,
+                )
+            }
+            _ => {}
+        }
+    }
     let reason = reqwest::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
