@@ -352,13 +352,15 @@ impl Client {
             match joined {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    // Dropping the set aborts the other downloads; their
-                    // writers are dropped and leave nothing behind.
+                    // Abort the other downloads and wait until they are
+                    // gone: their writers are dropped, no ingest remains.
                     tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
                     return Err(e);
                 }
                 Err(source) => {
                     tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
                     return Err(RegistryError::Task {
                         what: format!("pull of {reference}"),
                         source,
@@ -406,7 +408,10 @@ impl Client {
         let mut done: u64 = 0;
         let mut last_progress = 0;
         let mut attempt = 0;
+        let mut total_failures = 0;
         loop {
+            // Attempts count failures without progress: a body cut after
+            // some bytes resumes without using up the budget.
             attempt += 1;
             let offset = done;
             let resp = self
@@ -485,6 +490,10 @@ impl Client {
             }
             if done == total && failure.is_none() {
                 break;
+            }
+            total_failures += 1;
+            if done > offset && total_failures < policy.max_attempts * 4 {
+                attempt = 1;
             }
             // Cut short (error, or a clean close before the end): resume.
             let error = match &failure {

@@ -110,10 +110,12 @@ impl Client {
                 Ok(Ok(BlobOutcome::Existing)) => existing += 1,
                 Ok(Err(e)) => {
                     tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
                     return Err(e);
                 }
                 Err(source) => {
                     tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
                     return Err(RegistryError::Task {
                         what: format!("push to {reference}"),
                         source,
@@ -388,7 +390,13 @@ impl Upload<'_> {
                     let (message, _) = crate::client::read_error(resp).await;
                     format!("{} {message}", status.as_u16())
                 }
-                Ok(resp) => return Err(status_error(resp, &action).await),
+                Ok(resp) => {
+                    let err = status_error(resp, &action).await;
+                    if !session_lost(&err) {
+                        return Err(err);
+                    }
+                    error_chain(&err)
+                }
                 Err(e) if attempt < policy.max_attempts => error_chain(&e),
                 Err(e) => return Err(e),
             };
@@ -426,7 +434,11 @@ impl Upload<'_> {
             None => self.start().await?,
         };
         let mut offset = 0u64;
+        // Consecutive failures without progress, and all failures (a
+        // registry that loses the session on every interruption could
+        // otherwise keep us going round).
         let mut failures = 0;
+        let mut total_failures = 0;
         while offset < size {
             let len = chunk_size.min(size - offset);
             let url = session.clone();
@@ -453,6 +465,8 @@ impl Upload<'_> {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                     session = upload_location(self.endpoint, &resp)?;
                     offset += len;
+                    // Failures are counted without progress.
+                    failures = 0;
                     continue;
                 }
                 Ok(resp)
@@ -463,11 +477,18 @@ impl Upload<'_> {
                     let (message, _) = crate::client::read_error(resp).await;
                     format!("{} {message}", status.as_u16())
                 }
-                Ok(resp) => return Err(status_error(resp, &action).await),
+                Ok(resp) => {
+                    let err = status_error(resp, &action).await;
+                    if !session_lost(&err) {
+                        return Err(err);
+                    }
+                    error_chain(&err)
+                }
                 Err(e) => error_chain(&e),
             };
             failures += 1;
-            if failures >= policy.max_attempts {
+            total_failures += 1;
+            if failures >= policy.max_attempts || total_failures >= policy.max_attempts * 4 {
                 return Err(RegistryError::Status {
                     action,
                     url: self.endpoint.base.to_string(),
@@ -513,9 +534,36 @@ impl Upload<'_> {
             )
             .await?;
         if resp.status() != StatusCode::CREATED {
-            return Err(status_error(resp, &action).await);
+            let err = status_error(resp, &action).await;
+            // A retried PUT whose first try was committed but whose answer
+            // was lost finds its session gone: the blob is there.
+            if err.is_not_found() && self.exists().await? {
+                return Ok(());
+            }
+            return Err(err);
         }
         Ok(())
+    }
+
+    /// Whether the registry has the blob (HEAD).
+    async fn exists(&self) -> Result<bool> {
+        let url = self
+            .endpoint
+            .url(&format!("v2/{}/blobs/{}", self.repository, self.digest()))?;
+        let action = format!("check blob {}", self.digest());
+        let notify = notifier(self.events);
+        let resp = self
+            .client
+            .execute(
+                self.endpoint,
+                self.scopes,
+                &action,
+                self.client.inner.options.retry.max_attempts,
+                &notify,
+                |http| Ok(http.head(url.clone())),
+            )
+            .await?;
+        Ok(resp.status().is_success())
     }
 
     /// Ask an upload session how many bytes the registry holds.
@@ -613,6 +661,17 @@ impl Upload<'_> {
 }
 
 fn no_retry_notify(_: RetryNotice) {}
+
+/// The registry dropped or invalidated an upload session (distribution
+/// cancels a session whose data file grew past the offset it recorded, as
+/// happens when a PATCH is cut mid-body): start a new one.
+fn session_lost(err: &RegistryError) -> bool {
+    matches!(
+        err,
+        RegistryError::Status { status: 400 | 404, code: Some(code), .. }
+            if code == "BLOB_UPLOAD_INVALID" || code == "BLOB_UPLOAD_UNKNOWN"
+    )
+}
 
 fn notifier(events: &Option<EventSink<PushEvent>>) -> impl Fn(RetryNotice) + Send + Sync {
     let events = events.clone();
