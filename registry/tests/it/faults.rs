@@ -98,7 +98,7 @@ async fn push_and_pull_survive_dropped_connections_500s_and_429s() {
         e500 > 0 && e429 > 0 && dropped > 0,
         "faults: {e500} {e429} {dropped}"
     );
-    let retries = retries.lock().unwrap();
+    let retries = retries.lock().unwrap().clone();
     assert!(push_retries > 0, "push never retried");
     assert!(retries.len() > push_retries, "pull never retried");
     assert!(
@@ -136,7 +136,7 @@ async fn a_registry_gone_mid_blob_is_a_clear_error_and_leaves_no_blob() {
     let registry = Arc::new(Mutex::new(Some(reg)));
     let victim = registry.clone();
     let proxy = FaultProxy::start(
-        &direct.registry().to_string(),
+        direct.registry(),
         ProxySettings {
             schedule: Box::new(|_| Fault::Pass),
             budget: u64::MAX,

@@ -107,7 +107,7 @@ async fn push_then_pull_same_digests_and_bytes_and_second_push_uploads_nothing()
                     } if descriptor.digest() == layer.digest() => Some((*done, *total)),
                     _ => None,
                 })
-                .last()
+                .next_back()
                 .unwrap();
             assert_eq!(last, (layer.size(), layer.size()));
         }

@@ -20,7 +20,8 @@ use sha2::{Digest as _, Sha256};
 
 /// An image written into an OCI layout by the test.
 pub struct TestImage {
-    pub dir: tempfile::TempDir,
+    /// Keeps the layout alive for the test's duration.
+    pub _dir: tempfile::TempDir,
     pub store: Arc<OciDirStore>,
     pub manifest: Descriptor,
     pub config: Descriptor,
@@ -125,7 +126,7 @@ pub fn make_image(random_sizes: &[usize], seed: u64) -> TestImage {
     }
     let (manifest, config, layers) = write_image(&store, &layers, "linux/amd64");
     TestImage {
-        dir,
+        _dir: dir,
         store,
         manifest,
         config,
