@@ -457,12 +457,9 @@ impl Client {
             }) => {
                 let mut wanted: Vec<String> = scopes.to_vec();
                 if let Some(s) = scope {
-                    for s in s.split(' ') {
-                        if !s.is_empty() && !wanted.iter().any(|w| w == s) {
-                            wanted.push(s.to_string());
-                        }
-                    }
+                    wanted.extend(s.split(' ').map(str::to_string));
                 }
+                let wanted = merge_scopes(&wanted);
                 // Boxed: fetching a token sends a request too (without
                 // auth, but the compiler cannot see the recursion ends).
                 let token =
@@ -684,6 +681,43 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Merge scopes naming the same resource (`repository:a:push,pull` and
+/// `repository:a:pull` → `repository:a:pull,push`), sorted, so that equal
+/// needs share one cached token.
+pub(crate) fn merge_scopes(scopes: &[String]) -> Vec<String> {
+    let mut merged: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for s in scopes.iter().filter(|s| !s.is_empty()) {
+        match s.rsplit_once(':') {
+            Some((resource, actions)) => {
+                let set = merged.entry(resource.to_string()).or_default();
+                set.extend(
+                    actions
+                        .split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            None => {
+                merged.entry(s.clone()).or_default();
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(resource, actions)| {
+            if actions.is_empty() {
+                resource
+            } else {
+                format!(
+                    "{resource}:{}",
+                    actions.into_iter().collect::<Vec<_>>().join(",")
+                )
+            }
+        })
+        .collect()
+}
+
 /// `repository:NAME:pull` / `repository:NAME:pull,push`.
 pub(crate) fn scope(repository: &str, push: bool) -> String {
     if push {
@@ -727,5 +761,19 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn scopes_merge_per_resource() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            merge_scopes(&s(&[
+                "repository:a/b:pull,push",
+                "repository:a/b:push,pull",
+                "repository:c:pull",
+                "",
+            ])),
+            s(&["repository:a/b:pull,push", "repository:c:pull"])
+        );
     }
 }

@@ -194,12 +194,11 @@ async fn token_auth_with_real_jwts() {
                 && r.contains("service=hoist-test-registry")),
         "{requests:?}"
     );
-    // One token serves the whole push (it is cached per scope).
-    let issued_for_push = tokens.issued.load(Ordering::SeqCst);
-    assert!(
-        issued_for_push <= 3,
-        "{issued_for_push} tokens: {requests:?}"
-    );
+    // One token serves the whole push (it is cached per scope). Counted
+    // among authenticated requests only: the anonymous push above may have
+    // left a request in flight when it gave up.
+    let issued_for_push = tokens.issued_authenticated.load(Ordering::SeqCst);
+    assert_eq!(issued_for_push, 1, "{issued_for_push} tokens: {requests:?}");
     let log = reg.log();
     assert!(!log.contains("token signed by untrusted key"), "{log}");
 

@@ -60,13 +60,19 @@ pub fn random_layer(seed: u64, size: usize) -> (Vec<u8>, String) {
     gzip_with_diff_id(&tar)
 }
 
-/// The busybox root filesystem as a gzip layer.
+/// The busybox root filesystem as a gzip layer (made once per test
+/// process: compressing it in a debug build takes a while).
 pub fn busybox_layer() -> (Vec<u8>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let tar_path = dir.path().join("rootfs.tar");
-    hoist_testutil::busybox_rootfs_tar(&tar_path);
-    let tar = std::fs::read(tar_path).unwrap();
-    gzip_with_diff_id(&tar)
+    static LAYER: std::sync::OnceLock<(Vec<u8>, String)> = std::sync::OnceLock::new();
+    LAYER
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let tar_path = dir.path().join("rootfs.tar");
+            hoist_testutil::busybox_rootfs_tar(&tar_path);
+            let tar = std::fs::read(tar_path).unwrap();
+            gzip_with_diff_id(&tar)
+        })
+        .clone()
 }
 
 fn gzip_with_diff_id(tar: &[u8]) -> (Vec<u8>, String) {
@@ -472,7 +478,8 @@ fn pump(
 pub struct TokenServer {
     pub realm: String,
     pub cert_path: std::path::PathBuf,
-    pub issued: Arc<AtomicUsize>,
+    /// Tokens issued to requests with valid credentials.
+    pub issued_authenticated: Arc<AtomicUsize>,
     pub requests: Arc<Mutex<Vec<String>>>,
     server: Arc<tiny_http::Server>,
     _dir: tempfile::TempDir,
@@ -500,6 +507,7 @@ impl TokenServer {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let realm = format!("http://{}/token", server.server_addr().to_ip().unwrap());
         let issued = Arc::new(AtomicUsize::new(0));
+        let issued_authenticated = Arc::new(AtomicUsize::new(0));
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let expected = format!(
             "Basic {}",
@@ -508,6 +516,7 @@ impl TokenServer {
         {
             let server = server.clone();
             let issued = issued.clone();
+            let issued_authenticated = issued_authenticated.clone();
             let requests = requests.clone();
             std::thread::spawn(move || {
                 for request in server.incoming_requests() {
@@ -556,6 +565,9 @@ impl TokenServer {
                         .unwrap()
                         .as_secs();
                     let n = issued.fetch_add(1, Ordering::SeqCst);
+                    if authenticated {
+                        issued_authenticated.fetch_add(1, Ordering::SeqCst);
+                    }
                     let claims = serde_json::json!({
                         "iss": TOKEN_ISSUER,
                         "sub": if authenticated { "tester" } else { "" },
@@ -583,7 +595,7 @@ impl TokenServer {
         TokenServer {
             realm,
             cert_path,
-            issued,
+            issued_authenticated,
             requests,
             server,
             _dir: dir,
