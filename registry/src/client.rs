@@ -535,6 +535,37 @@ impl Client {
                 self.inner.options.retry.max_attempts,
                 notify,
                 |http| {
+                    // An identity token (Docker's `<token>` user) is an
+                    // OAuth2 refresh token: POST it (distribution's token
+                    // spec, "OAuth2 token" flow).
+                    if let Some(c) = credential
+                        .as_ref()
+                        .filter(|c| c.username == IDENTITY_TOKEN_USER)
+                    {
+                        let mut form = vec![
+                            ("grant_type", "refresh_token".to_string()),
+                            ("refresh_token", c.password.clone()),
+                            ("client_id", "hoist".to_string()),
+                            ("scope", sorted.join(" ")),
+                        ];
+                        if let Some(s) = service {
+                            form.push(("service", s.to_string()));
+                        }
+                        let mut base = url.clone();
+                        base.set_query(None);
+                        let body = form
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                            .collect::<Vec<_>>()
+                            .join("&");
+                        return Ok(http
+                            .request(Method::POST, base)
+                            .header(
+                                reqwest::header::CONTENT_TYPE,
+                                "application/x-www-form-urlencoded",
+                            )
+                            .body(body));
+                    }
                     let mut r = http.request(Method::GET, url.clone());
                     if let Some(c) = &credential {
                         r = r.header(AUTHORIZATION, c.basic_header());
@@ -618,6 +649,24 @@ impl Client {
         }
         result
     }
+}
+
+/// The user name Docker stores with an identity (refresh) token.
+pub(crate) const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn form_encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

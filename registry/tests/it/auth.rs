@@ -229,6 +229,36 @@ async fn token_auth_with_real_jwts() {
     assert_eq!(pulled.manifest.digest(), image.manifest.digest());
     assert_same_blobs(image.store.as_ref(), dest.as_ref(), &image.blob_digests());
 
+    // An identity token in the auth file (what `docker login` stores for
+    // OAuth logins) is exchanged by the refresh-token flow.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"auths":{{"{}":{{"identitytoken":"{REFRESH_TOKEN}"}}}}}}"#,
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let three = Reference::parse(&format!("{}/tok/three:1", reg.addr)).unwrap();
+    auth_file_client(&AuthFile::at(&path))
+        .push(
+            &three,
+            &image.manifest,
+            image.store.clone(),
+            &PushOptions::default(),
+        )
+        .await
+        .unwrap();
+    let requests = tokens.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|r| r.starts_with("POST ")
+            && r.contains("grant_type=refresh_token")
+            && r.contains("tok%2Fthree%3Apull%2Cpush")),
+        "{requests:?}"
+    );
+
     // Wrong credentials: the token endpoint's refusal is quoted.
     let bad = Client::new(options(static_credentials(&reg.addr, "bob", "wrong"))).unwrap();
     let err = bad.resolve(&one).await.unwrap_err();

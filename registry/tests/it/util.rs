@@ -487,6 +487,8 @@ pub struct TokenServer {
 
 pub const TOKEN_SERVICE: &str = "hoist-test-registry";
 pub const TOKEN_ISSUER: &str = "hoist-test-issuer";
+/// The identity (refresh) token the token server accepts.
+pub const REFRESH_TOKEN: &str = "refresh-me-please";
 
 impl TokenServer {
     /// Accepts `user`/`password` (basic auth) and grants what is asked;
@@ -519,7 +521,7 @@ impl TokenServer {
             let issued_authenticated = issued_authenticated.clone();
             let requests = requests.clone();
             std::thread::spawn(move || {
-                for request in server.incoming_requests() {
+                for mut request in server.incoming_requests() {
                     let url = request.url().to_string();
                     requests.lock().unwrap().push(url.clone());
                     let auth = request
@@ -527,8 +529,35 @@ impl TokenServer {
                         .iter()
                         .find(|h| h.field.equiv("Authorization"))
                         .map(|h| h.value.as_str().to_string());
-                    let authenticated = auth.as_deref() == Some(expected.as_str());
-                    if auth.is_some() && !authenticated {
+                    let mut authenticated = auth.as_deref() == Some(expected.as_str());
+                    let mut scopes: Vec<String> = Vec::new();
+                    let mut refused = auth.is_some() && !authenticated;
+                    if *request.method() == tiny_http::Method::Post {
+                        // The OAuth2 refresh-token flow: a form body.
+                        let mut body = String::new();
+                        let _ = request.as_reader().read_to_string(&mut body);
+                        requests.lock().unwrap().push(format!("POST {body}"));
+                        let mut refresh = None;
+                        for pair in body.split('&') {
+                            match pair.split_once('=') {
+                                Some(("refresh_token", v)) => refresh = Some(percent_decode(v)),
+                                Some(("scope", v)) => {
+                                    scopes.extend(percent_decode(v).split(' ').map(str::to_string))
+                                }
+                                _ => {}
+                            }
+                        }
+                        authenticated = refresh.as_deref() == Some(REFRESH_TOKEN);
+                        refused = !authenticated;
+                    } else {
+                        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+                        for pair in query.split('&') {
+                            if let Some(("scope", v)) = pair.split_once('=') {
+                                scopes.push(percent_decode(v));
+                            }
+                        }
+                    }
+                    if refused {
                         let _ = request.respond(
                             tiny_http::Response::from_string(
                                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"wrong user name or password"}]}"#,
@@ -537,13 +566,8 @@ impl TokenServer {
                         );
                         continue;
                     }
-                    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
                     let mut access = Vec::new();
-                    for pair in query.split('&') {
-                        let Some(("scope", v)) = pair.split_once('=') else {
-                            continue;
-                        };
-                        let v = percent_decode(v);
+                    for v in scopes.into_iter().filter(|s| !s.is_empty()) {
                         // repository:NAME:actions (NAME may hold ':' only with
                         // a port, which repositories don't have).
                         let mut parts = v.splitn(3, ':');
