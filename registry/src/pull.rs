@@ -7,7 +7,6 @@ use futures_util::StreamExt;
 use oci_spec::image::{Descriptor, MediaType};
 use reqwest::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -19,7 +18,7 @@ use crate::manifest::{
 };
 use crate::platform::Platform;
 use crate::reference::Reference;
-use crate::store::{digest_from_hasher, sha256_digest, write_blob, BlobStore};
+use crate::store::{sha256_digest, write_blob, BlobStore, StoreError};
 
 /// Progress events are sent at most once per this many bytes per blob.
 const PROGRESS_STEP: u64 = 256 << 10;
@@ -404,7 +403,6 @@ impl Client {
         let mut writer = store
             .writer(descriptor)
             .map_err(|e| store_err("open an ingest for", e))?;
-        let mut hasher = Sha256::new();
         let mut done: u64 = 0;
         let mut last_progress = 0;
         let mut attempt = 0;
@@ -477,7 +475,6 @@ impl Client {
                 writer.write_all(&chunk).map_err(|e| {
                     store_err("write", crate::store::StoreError::Backend(Box::new(e)))
                 })?;
-                hasher.update(&chunk);
                 done += chunk.len() as u64;
                 if done - last_progress >= PROGRESS_STEP || done == total {
                     last_progress = done;
@@ -523,22 +520,31 @@ impl Client {
             });
             tokio::time::sleep(delay).await;
         }
-        let actual = digest_from_hasher(hasher);
-        if &actual != descriptor.digest() {
-            // The writer is dropped here: the ingest is discarded.
-            return Err(RegistryError::DigestMismatch {
-                what: format!("blob from {url}"),
-                expected: digest,
-                actual: actual.to_string(),
-            });
-        }
+        // The writer checks size and digest at commit (the BlobWriter
+        // contract), having hashed the bytes as they were written; hashing
+        // them here as well would cost a second SHA-256 pass per byte. A
+        // mismatch discards the ingest and is not retried.
         tokio::task::spawn_blocking(move || writer.commit())
             .await
             .map_err(|source| RegistryError::Task {
                 what: format!("commit of {digest}"),
                 source,
             })?
-            .map_err(|e| store_err("commit", e))?;
+            .map_err(|e| match e {
+                StoreError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch {
+                    what: format!("blob from {url}"),
+                    expected,
+                    actual,
+                },
+                StoreError::SizeMismatch {
+                    expected, actual, ..
+                } => RegistryError::SizeMismatch {
+                    what: format!("blob from {url}"),
+                    expected,
+                    actual,
+                },
+                e => store_err("commit", e),
+            })?;
         emit(PullEvent::BlobDone {
             descriptor: descriptor.clone(),
         });

@@ -85,6 +85,12 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// An open ingest of one blob. Writes stream in; [`BlobWriter::commit`]
 /// checks size and digest and publishes the blob; dropping the writer
 /// without committing discards everything written.
+///
+/// The digest check is the implementation's duty, not optional: the pull
+/// path relies on it and does not hash the bytes a second time. Report a
+/// wrong digest as [`StoreError::DigestMismatch`] and a wrong length as
+/// [`StoreError::SizeMismatch`] so callers can tell corruption from I/O
+/// failures.
 pub trait BlobWriter: Write + Send {
     /// Bytes accepted so far (a resumed download asks for the rest).
     fn written(&self) -> u64;
