@@ -496,6 +496,13 @@ fn ensure_object(v: &mut serde_json::Value) -> &mut serde_json::Map<String, serd
     }
 }
 
+/// The registry host a user typed for `hoist login`/`logout`
+/// (`https://index.docker.io/v1/`, `registry-1.docker.io`, `http://h:5000/`)
+/// reduced to the form references use (`docker.io`, `h:5000`).
+pub fn normalize_registry(input: &str) -> String {
+    normalize_key(input)
+}
+
 /// The `config.json` key for a registry host.
 pub fn auth_key(registry: &str) -> String {
     if normalize_key(registry) == "docker.io" {
@@ -642,6 +649,21 @@ mod tests {
             AuthFile::path_from_env(env(&[("REGISTRY_AUTH_FILE", ""), ("HOME", "/h")])),
             PathBuf::from("/h/.docker/config.json")
         );
+    }
+
+    #[test]
+    fn registry_names_typed_by_users() {
+        assert_eq!(
+            normalize_registry("https://index.docker.io/v1/"),
+            "docker.io"
+        );
+        assert_eq!(normalize_registry("registry-1.docker.io"), "docker.io");
+        assert_eq!(
+            normalize_registry("http://127.0.0.1:5000/v2/"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(normalize_registry("quay.io"), "quay.io");
+        assert_eq!(auth_key("docker.io"), DOCKER_HUB_AUTH_KEY);
     }
 
     #[test]
