@@ -72,6 +72,9 @@ pub struct ClientOptions {
     pub monolithic_limit: u64,
     /// Size of one PATCH of a chunked upload (default 64 MiB).
     pub chunk_size: u64,
+    /// Idle connections kept per registry host for reuse (default 16; 0
+    /// opens a connection per request).
+    pub max_idle_connections: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
 }
@@ -87,6 +90,7 @@ impl Default for ClientOptions {
             concurrency: 4,
             monolithic_limit: 16 << 20,
             chunk_size: 64 << 20,
+            max_idle_connections: 16,
             user_agent: format!("hoist/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -102,6 +106,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("concurrency", &self.concurrency)
             .field("monolithic_limit", &self.monolithic_limit)
             .field("chunk_size", &self.chunk_size)
+            .field("max_idle_connections", &self.max_idle_connections)
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +173,7 @@ impl Client {
                 .read_timeout(options.read_timeout)
                 .danger_accept_invalid_certs(insecure)
                 .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(options.max_idle_connections)
                 .build()
                 .map_err(RegistryError::ClientBuild)
         };

@@ -255,6 +255,26 @@ pub struct ProxySettings {
     /// Total response bytes after which everything stops.
     pub kill_after: Option<u64>,
     pub on_kill: Option<Box<dyn FnOnce() + Send>>,
+    /// When set, the first request line of every connection (`PATCH
+    /// /v2/… HTTP/1.1`) is read first and this decides its fate instead of
+    /// `schedule` (clients that open a connection per request make this a
+    /// per-request schedule).
+    pub request_filter: Option<RequestFilter>,
+}
+
+pub type RequestFilter = Box<dyn Fn(&str) -> Fault + Send + Sync>;
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            schedule: Box::new(|_| Fault::Pass),
+            budget: u64::MAX,
+            drop_after: u64::MAX,
+            kill_after: None,
+            on_kill: None,
+            request_filter: None,
+        }
+    }
 }
 
 impl FaultProxy {
@@ -271,6 +291,7 @@ impl FaultProxy {
             drop_after: settings.drop_after,
             kill_after: settings.kill_after,
             on_kill: Mutex::new(settings.on_kill),
+            request_filter: settings.request_filter,
             response_bytes: AtomicU64::new(0),
             stop: stop.clone(),
             stats: stats.clone(),
@@ -322,6 +343,7 @@ struct Shared {
     drop_after: u64,
     kill_after: Option<u64>,
     on_kill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    request_filter: Option<RequestFilter>,
     response_bytes: AtomicU64,
     stop: Arc<AtomicBool>,
     stats: Arc<ProxyStats>,
@@ -344,14 +366,33 @@ fn handle(n: usize, mut client: TcpStream, upstream: &str, shared: &Arc<Shared>)
     if shared.stop.load(Ordering::SeqCst) {
         return;
     }
-    let fault = (shared.schedule)(n);
+    // Bytes of the request already read (to be forwarded first).
+    let mut head = Vec::new();
+    let fault = match &shared.request_filter {
+        Some(filter) => {
+            client
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .ok();
+            let mut buf = [0u8; 4096];
+            while !head.windows(2).any(|w| w == b"\r\n") {
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => head.extend_from_slice(&buf[..k]),
+                }
+            }
+            client.set_read_timeout(None).ok();
+            let text = String::from_utf8_lossy(&head);
+            filter(text.lines().next().unwrap_or(""))
+        }
+        None => (shared.schedule)(n),
+    };
     match fault {
         Fault::Status500 | Fault::Status429 => {
             // Read the request head (a TLS probe has none: give up soon).
             client
                 .set_read_timeout(Some(Duration::from_millis(500)))
                 .ok();
-            let mut head = Vec::new();
+            let mut head = std::mem::take(&mut head);
             let mut buf = [0u8; 4096];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                 match client.read(&mut buf) {
@@ -389,9 +430,12 @@ fn handle(n: usize, mut client: TcpStream, upstream: &str, shared: &Arc<Shared>)
             while matches!(client.read(&mut buf), Ok(k) if k > 0) {}
         }
         Fault::Pass | Fault::Drop | Fault::Corrupt => {
-            let Ok(server) = TcpStream::connect(upstream) else {
+            let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
             };
+            if !head.is_empty() && server.write_all(&head).is_err() {
+                return;
+            }
             let limit = if fault == Fault::Drop {
                 shared.drop_after
             } else {
