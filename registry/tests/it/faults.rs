@@ -271,3 +271,68 @@ async fn an_interrupted_chunked_upload_resumes_from_the_registry_range() {
         .unwrap();
     assert_same_blobs(image.store.as_ref(), dest.as_ref(), &image.blob_digests());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_mid_body_resumes_with_a_range_request() {
+    require_registry!();
+    let reg = Registry::start();
+    let image = make_image(&[1 << 20], 24);
+    let direct = Reference::parse(&format!("{}/ranged/app:1", reg.addr)).unwrap();
+    client()
+        .push(
+            &direct,
+            &image.manifest,
+            image.store.clone(),
+            &PushOptions::default(),
+        )
+        .await
+        .unwrap();
+    // The first download of the big layer is cut after ~300 KB.
+    let big = image.layers.last().unwrap().digest().to_string();
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cut.clone();
+    let wanted = format!("GET /v2/ranged/app/blobs/{big} ");
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        ProxySettings {
+            drop_after: 300_000,
+            request_filter: Some(Box::new(move |line| {
+                if line.starts_with(&wanted) && !flag.swap(true, Ordering::SeqCst) {
+                    Fault::Drop
+                } else {
+                    Fault::Pass
+                }
+            })),
+            ..ProxySettings::default()
+        },
+    );
+    let mut opts = options(Arc::new(hoist_registry::auth::Anonymous));
+    opts.max_idle_connections = 0;
+    let client = Client::new(opts).unwrap();
+    let retries: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = retries.clone();
+    let pull_options = PullOptions {
+        platform: None,
+        events: Some(Arc::new(move |e| {
+            if let PullEvent::Retrying(n) = e {
+                sink.lock().unwrap().push(n.action);
+            }
+        })),
+    };
+    let target = Reference::parse(&format!("{}/ranged/app:1", proxy.addr)).unwrap();
+    let (_d, dest) = empty_store();
+    client
+        .pull(&target, dest.clone(), &pull_options)
+        .await
+        .unwrap();
+    assert!(cut.load(Ordering::SeqCst));
+    assert_eq!(proxy.stats.dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(*retries.lock().unwrap(), vec![format!("fetch blob {big}")]);
+    let gets = access_log(&reg, &format!("GET /v2/ranged/app/blobs/{big} "));
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(
+        gets[1].contains("\" 206 "),
+        "the second GET was not a range: {gets:?}"
+    );
+    assert_same_blobs(image.store.as_ref(), dest.as_ref(), &image.blob_digests());
+}
