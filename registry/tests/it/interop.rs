@@ -97,6 +97,40 @@ async fn hoist_pulls_what_skopeo_pushed_from_an_oci_archive() {
         &dest,
     ]);
 
+    // And once converted to Docker's v2 schema 2 format by skopeo.
+    let docker_dest = format!("docker://{}/fromskopeo/docker:v1", reg.addr);
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}:v1", archive.display()),
+        &docker_dest,
+    ]);
+    let docker = Reference::parse(&format!("{}/fromskopeo/docker:v1", reg.addr)).unwrap();
+    let (_d2, docker_store) = empty_store();
+    let pulled = client()
+        .pull(&docker, docker_store.clone(), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled.manifest.media_type().to_string(),
+        hoist_registry::manifest::DOCKER_MANIFEST
+    );
+    assert_eq!(
+        pulled.config.media_type().to_string(),
+        "application/vnd.docker.container.image.v1+json"
+    );
+    assert_same_blobs(
+        image.store.as_ref(),
+        docker_store.as_ref(),
+        &image
+            .layers
+            .iter()
+            .map(|d| d.digest().to_string())
+            .collect::<Vec<_>>(),
+    );
+
     let target = Reference::parse(&format!("{}/fromskopeo/app:v1", reg.addr)).unwrap();
     let (dir, store) = empty_store();
     let pulled = client()
