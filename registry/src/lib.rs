@@ -28,8 +28,29 @@
 //! let reference = Reference::parse("busybox")?;
 //! let image = client.pull(&reference, store.clone(), &PullOptions::default()).await?;
 //! store.set_ref("busybox:latest", &image.manifest)?;
+//!
+//! // Push it elsewhere, mounting blobs the registry already has in the
+//! // repository they were pulled from (same registry only).
+//! let target = Reference::parse("registry.example:5000/me/busybox:1")?;
+//! let mut options = hoist_registry::PushOptions::default();
+//! for layer in &image.layers {
+//!     options.mount_sources.insert(layer.digest().to_string(), vec![reference.clone()]);
+//! }
+//! client.push(&target, &image.manifest, store.clone(), &options).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # For the CLI and the builder
+//!
+//! - `hoist pull`/`push`: [`Client::from_environment`], then [`Client::pull`]
+//!   / [`Client::push`] with a [`BlobStore`] over the content store (check it
+//!   with [`store::check_store`]); draw [`PullEvent`]/[`PushEvent`].
+//! - `hoist login`/`logout`: [`login`] / [`logout`] with
+//!   [`AuthFile::discover`] (and [`auth::normalize_registry`] for display).
+//! - `hoist info`: [`RegistryConfig::load`] then [`RegistryConfig::to_toml`],
+//!   and [`AuthFile::default_path`].
+//! - `FROM`: [`Client::resolve`] gives the digest to put in the cache key;
+//!   [`Client::pull`] fetches what is missing.
 //!
 //! # Why not `oci-client`
 //!
