@@ -439,110 +439,121 @@ impl Upload<'_> {
         // otherwise keep us going round).
         let mut failures = 0;
         let mut total_failures = 0;
-        while offset < size {
-            let len = chunk_size.min(size - offset);
-            let url = session.clone();
-            let result = self
+        loop {
+            while offset < size {
+                let len = chunk_size.min(size - offset);
+                let url = session.clone();
+                let result = self
+                    .client
+                    .execute(
+                        self.endpoint,
+                        self.scopes,
+                        &action,
+                        1,
+                        &no_retry_notify,
+                        |http| {
+                            let body = self.body(offset, len)?;
+                            Ok(http
+                                .patch(url.clone())
+                                .header(CONTENT_TYPE, "application/octet-stream")
+                                .header(CONTENT_RANGE, format!("{}-{}", offset, offset + len - 1))
+                                .header(CONTENT_LENGTH, len)
+                                .body(body))
+                        },
+                    )
+                    .await;
+                let error = match result {
+                    Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                        session = upload_location(self.endpoint, &resp)?;
+                        offset += len;
+                        // Failures are counted without progress.
+                        failures = 0;
+                        continue;
+                    }
+                    Ok(resp)
+                        if retryable_status(resp.status())
+                            || resp.status() == StatusCode::RANGE_NOT_SATISFIABLE =>
+                    {
+                        let status = resp.status();
+                        let (message, _) = crate::client::read_error(resp).await;
+                        format!("{} {message}", status.as_u16())
+                    }
+                    Ok(resp) => {
+                        let err = status_error(resp, &action).await;
+                        if !session_lost(&err) {
+                            return Err(err);
+                        }
+                        error_chain(&err)
+                    }
+                    Err(e) => error_chain(&e),
+                };
+                failures += 1;
+                total_failures += 1;
+                if failures >= policy.max_attempts || total_failures >= policy.max_attempts * 4 {
+                    return Err(RegistryError::Status {
+                        action,
+                        url: self.endpoint.base.to_string(),
+                        status: 0,
+                        message: format!("gave up after {failures} attempts: {error}"),
+                        code: None,
+                    });
+                }
+                let delay = policy.delay(failures, None);
+                self.notify(RetryNotice {
+                    action: action.clone(),
+                    attempt: failures,
+                    delay,
+                    error,
+                });
+                tokio::time::sleep(delay).await;
+                match self.status(&session).await {
+                    Ok((next, have)) => {
+                        tracing::debug!(offset = have, "resuming chunked upload");
+                        session = next;
+                        offset = have;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "upload session lost; starting over");
+                        session = self.start().await?;
+                        offset = 0;
+                    }
+                }
+            }
+            let mut url = session.clone();
+            url.query_pairs_mut().append_pair("digest", &digest);
+            let action = format!("finish upload of {digest}");
+            let notify = notifier(self.events);
+            let resp = self
                 .client
                 .execute(
                     self.endpoint,
                     self.scopes,
                     &action,
-                    1,
-                    &no_retry_notify,
-                    |http| {
-                        let body = self.body(offset, len)?;
-                        Ok(http
-                            .patch(url.clone())
-                            .header(CONTENT_TYPE, "application/octet-stream")
-                            .header(CONTENT_RANGE, format!("{}-{}", offset, offset + len - 1))
-                            .header(CONTENT_LENGTH, len)
-                            .body(body))
-                    },
+                    policy.max_attempts,
+                    &notify,
+                    |http| Ok(http.put(url.clone()).header(CONTENT_LENGTH, 0)),
                 )
-                .await;
-            let error = match result {
-                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
-                    session = upload_location(self.endpoint, &resp)?;
-                    offset += len;
-                    // Failures are counted without progress.
-                    failures = 0;
-                    continue;
-                }
-                Ok(resp)
-                    if retryable_status(resp.status())
-                        || resp.status() == StatusCode::RANGE_NOT_SATISFIABLE =>
-                {
-                    let status = resp.status();
-                    let (message, _) = crate::client::read_error(resp).await;
-                    format!("{} {message}", status.as_u16())
-                }
-                Ok(resp) => {
-                    let err = status_error(resp, &action).await;
-                    if !session_lost(&err) {
-                        return Err(err);
-                    }
-                    error_chain(&err)
-                }
-                Err(e) => error_chain(&e),
-            };
-            failures += 1;
-            total_failures += 1;
-            if failures >= policy.max_attempts || total_failures >= policy.max_attempts * 4 {
-                return Err(RegistryError::Status {
-                    action,
-                    url: self.endpoint.base.to_string(),
-                    status: 0,
-                    message: format!("gave up after {failures} attempts: {error}"),
-                    code: None,
-                });
+                .await?;
+            if resp.status() == StatusCode::CREATED {
+                return Ok(());
             }
-            let delay = policy.delay(failures, None);
-            self.notify(RetryNotice {
-                action: action.clone(),
-                attempt: failures,
-                delay,
-                error,
-            });
-            tokio::time::sleep(delay).await;
-            match self.status(&session).await {
-                Ok((next, have)) => {
-                    tracing::debug!(offset = have, "resuming chunked upload");
-                    session = next;
-                    offset = have;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "upload session lost; starting over");
-                    session = self.start().await?;
-                    offset = 0;
-                }
-            }
-        }
-        let mut url = session.clone();
-        url.query_pairs_mut().append_pair("digest", &digest);
-        let action = format!("finish upload of {digest}");
-        let notify = notifier(self.events);
-        let resp = self
-            .client
-            .execute(
-                self.endpoint,
-                self.scopes,
-                &action,
-                policy.max_attempts,
-                &notify,
-                |http| Ok(http.put(url.clone()).header(CONTENT_LENGTH, 0)),
-            )
-            .await?;
-        if resp.status() != StatusCode::CREATED {
             let err = status_error(resp, &action).await;
             // A retried PUT whose first try was committed but whose answer
             // was lost finds its session gone: the blob is there.
             if err.is_not_found() && self.exists().await? {
                 return Ok(());
             }
+            // The session's data is not our blob (a cut PATCH raced the
+            // status query): upload it again in a new session.
+            if digest_invalid(&err) && total_failures < policy.max_attempts * 4 {
+                total_failures += 1;
+                tracing::debug!(error = %err, "registry refused the digest; uploading again");
+                session = self.start().await?;
+                offset = 0;
+                continue;
+            }
             return Err(err);
         }
-        Ok(())
     }
 
     /// Whether the registry has the blob (HEAD).
@@ -661,6 +672,11 @@ impl Upload<'_> {
 }
 
 fn no_retry_notify(_: RetryNotice) {}
+
+/// The registry computed another digest for the session's data.
+fn digest_invalid(err: &RegistryError) -> bool {
+    matches!(err, RegistryError::Status { status: 400, code: Some(code), .. } if code == "DIGEST_INVALID")
+}
 
 /// The registry dropped or invalidated an upload session (distribution
 /// cancels a session whose data file grew past the offset it recorded, as
