@@ -49,8 +49,8 @@
 //!   [`AuthFile::discover`] (and [`auth::normalize_registry`] for display).
 //! - `hoist info`: [`RegistryConfig::load`] then [`RegistryConfig::to_toml`],
 //!   and [`AuthFile::default_path`].
-//! - `FROM`: [`Client::resolve`] gives the digest to put in the cache key;
-//!   [`Client::pull`] fetches what is missing.
+//! - `FROM`: [`Client::resolve_image`] gives the platform's manifest digest
+//!   to put in the cache key; [`Client::pull`] fetches what is missing.
 //!
 //! # Why not `oci-client`
 //!
@@ -83,7 +83,7 @@ pub use config::RegistryConfig;
 pub use error::{ErrorKind, RegistryError};
 pub use events::{EventSink, PullEvent, PushEvent, RetryNotice};
 pub use platform::Platform;
-pub use pull::{select_platform, PullOptions, PulledImage, Resolved};
+pub use pull::{select_platform, PullOptions, PulledImage, Resolved, ResolvedImage};
 pub use push::{PushOptions, PushedImage};
 pub use reference::{Reference, ReferenceError};
 pub use store::{BlobStore, BlobWriter, OciDirStore, StoreError};

@@ -47,6 +47,18 @@ impl Resolved {
     }
 }
 
+/// A reference resolved down to one image manifest.
+#[derive(Clone, Debug)]
+pub struct ResolvedImage {
+    /// What the reference names (an index, or the manifest itself).
+    pub root: Resolved,
+    /// The image manifest for the platform (its descriptor carries the
+    /// platform when it came from an index).
+    pub manifest: Resolved,
+    /// The chosen platform, when an index said.
+    pub platform: Option<Platform>,
+}
+
 /// What [`Client::pull`] should do besides the defaults.
 #[derive(Clone, Default)]
 pub struct PullOptions {
@@ -216,24 +228,30 @@ impl Client {
         })
     }
 
-    /// Pull an image: resolve, pick the platform from an index, download
-    /// the config and layers in parallel (skipping blobs the store has),
-    /// then store the manifest and the index. Every blob is streamed into
-    /// the store and checked against its digest; nothing is held in memory
-    /// but manifests.
-    pub async fn pull(
+    /// Resolve a reference to the image manifest for `platform` (default:
+    /// the host's), going through the index when there is one. Nothing is
+    /// stored. The manifest's digest is what a build's cache key should
+    /// use for `FROM`.
+    pub async fn resolve_image(
         &self,
         reference: &Reference,
-        store: Arc<dyn BlobStore>,
-        options: &PullOptions,
-    ) -> Result<PulledImage> {
-        let events = options.events.clone();
+        platform: Option<&Platform>,
+    ) -> Result<ResolvedImage> {
+        self.resolve_image_with(reference, platform, None).await
+    }
+
+    async fn resolve_image_with(
+        &self,
+        reference: &Reference,
+        platform: Option<&Platform>,
+        events: Option<&EventSink<PullEvent>>,
+    ) -> Result<ResolvedImage> {
         let emit = |e: PullEvent| {
-            if let Some(sink) = &events {
+            if let Some(sink) = events {
                 sink(e);
             }
         };
-        let root = self.resolve_with(reference, events.as_ref()).await?;
+        let root = self.resolve_with(reference, events).await?;
         emit(PullEvent::Resolved {
             reference: reference.to_string(),
             descriptor: root.descriptor.clone(),
@@ -241,7 +259,7 @@ impl Client {
         });
         let (manifest, platform) = if root.is_index() {
             let index = manifest::parse_index(&root.bytes, &format!("index {}", root.reference))?;
-            let wanted = options.platform.clone().unwrap_or_else(Platform::host);
+            let wanted = platform.cloned().unwrap_or_else(Platform::host);
             let chosen = select_platform(index.manifests(), &wanted).ok_or_else(|| {
                 RegistryError::PlatformNotFound {
                     platform: wanted.to_string(),
@@ -279,6 +297,32 @@ impl Client {
                 what: format!("manifest {}", manifest.reference),
             });
         }
+        Ok(ResolvedImage {
+            root,
+            manifest,
+            platform,
+        })
+    }
+
+    /// Pull an image: resolve, pick the platform from an index, download
+    /// the config and layers in parallel (skipping blobs the store has),
+    /// then store the manifest and the index. Every blob is streamed into
+    /// the store and checked against its digest; nothing is held in memory
+    /// but manifests.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        store: Arc<dyn BlobStore>,
+        options: &PullOptions,
+    ) -> Result<PulledImage> {
+        let events = options.events.clone();
+        let ResolvedImage {
+            root,
+            manifest,
+            platform,
+        } = self
+            .resolve_image_with(reference, options.platform.as_ref(), events.as_ref())
+            .await?;
         let parsed =
             manifest::parse_manifest(&manifest.bytes, &format!("manifest {}", manifest.reference))?;
         let blobs = manifest::manifest_blobs(&parsed);

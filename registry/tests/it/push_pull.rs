@@ -298,6 +298,18 @@ async fn a_multi_platform_index_pulls_the_right_platform() {
         assert!(dest.has(index.digest()));
     }
 
+    // Resolving without pulling names the same manifest and stores nothing.
+    let resolved = client
+        .resolve_image(&target, Some(&Platform::parse("linux/arm/v7").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(resolved.root.descriptor.digest(), index.digest());
+    assert_eq!(
+        resolved.manifest.descriptor.digest(),
+        per_platform["linux/arm/v6"].0.digest()
+    );
+    assert_eq!(resolved.platform.unwrap().to_string(), "linux/arm/v6");
+
     let (_d, dest) = empty_store();
     let err = client
         .pull(
