@@ -1,0 +1,3 @@
+//! Integration tests of hoist-frontend.
+
+mod conformance;
