@@ -1,6 +1,7 @@
 //! hoist-frontend: Dockerfile text → build graph.
 #![warn(missing_docs)]
 
+pub mod dockerignore;
 pub mod error;
 pub mod graph;
 pub mod instructions;
