@@ -548,10 +548,9 @@ impl Lowerer<'_> {
         declared: &[(String, Option<String>)],
         span: Span,
     ) -> Result<String> {
-        let env_vec: Vec<(String, String)> = env.to_vec();
         let e = self
             .lexer
-            .process(word, &env_vec)
+            .process(word, &env)
             .map_err(|e| self.err(ErrorKind::Expansion, span, e.to_string()))?;
         for name in e.unmatched {
             let special = name.chars().next().is_some_and(|c| c.is_ascii_digit())
@@ -1167,15 +1166,13 @@ impl Lowerer<'_> {
         done: &HashMap<usize, StageState>,
     ) -> Result<()> {
         let span = cmd.span;
-        let env = st.env.clone();
-        let declared = st.args.clone();
         match &cmd.instruction {
             Instruction::Env(pairs) => {
                 let mut msg = String::from("ENV");
                 let mut expanded = Vec::new();
                 for (k, v) in pairs {
-                    let k = self.expand(k, &env, &declared, span)?;
-                    let v = self.expand(v, &env, &declared, span)?;
+                    let k = self.expand(k, &st.env, &st.args, span)?;
+                    let v = self.expand(v, &st.env, &st.args, span)?;
                     expanded.push((k, v));
                 }
                 for (k, v) in expanded {
@@ -1188,8 +1185,8 @@ impl Lowerer<'_> {
             Instruction::Label(pairs) => {
                 let mut msg = String::from("LABEL");
                 for (k, v) in pairs {
-                    let k = self.expand(k, &env, &declared, span)?;
-                    let v = self.expand(v, &env, &declared, span)?;
+                    let k = self.expand(k, &st.env, &st.args, span)?;
+                    let v = self.expand(v, &st.env, &st.args, span)?;
                     msg.push_str(&format!(" {k}={v}"));
                     st.config.labels.insert(k, v);
                 }
@@ -1213,7 +1210,7 @@ impl Lowerer<'_> {
                     } else if let Some(b) = from_build_arg {
                         value = Some(b);
                     } else if let Some(d) = &value {
-                        value = Some(self.expand(d, &st.env.clone(), &st.args.clone(), span)?);
+                        value = Some(self.expand(d, &st.env, &st.args, span)?);
                     }
                     if let Some(v) = &value {
                         set_pair(&mut st.env, k, v);
@@ -1271,7 +1268,7 @@ impl Lowerer<'_> {
                 for p in specs {
                     let words = self
                         .lexer
-                        .process_words(p, &env)
+                        .process_words(p, &st.env)
                         .map_err(|e| self.err(ErrorKind::Expansion, span, e.to_string()))?;
                     for w in words {
                         for port in parse_ports(&w)
@@ -1286,14 +1283,14 @@ impl Lowerer<'_> {
                 Self::history(st, format!("EXPOSE map[{}]", listed.join(" ")), false);
             }
             Instruction::User(u) => {
-                let u = self.expand(u, &env, &declared, span)?;
+                let u = self.expand(u, &st.env, &st.args, span)?;
                 st.config.user = u.clone();
                 Self::history(st, format!("USER {u}"), false);
             }
             Instruction::Volume(vols) => {
                 let mut out = Vec::new();
                 for v in vols {
-                    let v = self.expand(v, &env, &declared, span)?;
+                    let v = self.expand(v, &st.env, &st.args, span)?;
                     if v.is_empty() {
                         return Err(self.err(
                             ErrorKind::Instruction,
@@ -1307,7 +1304,7 @@ impl Lowerer<'_> {
                 Self::history(st, format!("VOLUME {}", go_list(&out)), false);
             }
             Instruction::StopSignal(sig) => {
-                let sig = self.expand(sig, &env, &declared, span)?;
+                let sig = self.expand(sig, &st.env, &st.args, span)?;
                 if !valid_signal(&sig) {
                     return Err(self.err(
                         ErrorKind::Instruction,
@@ -1320,7 +1317,7 @@ impl Lowerer<'_> {
             }
             Instruction::Onbuild(expr) => st.config.on_build.push(expr.clone()),
             Instruction::Workdir(w) => {
-                let w = self.expand(w, &env, &declared, span)?;
+                let w = self.expand(w, &st.env, &st.args, span)?;
                 let wd = relative_to_workdir(&st.config.working_dir, &w);
                 let wd = if wd.len() > 1 {
                     wd.trim_end_matches('/').to_string()
@@ -1455,8 +1452,8 @@ impl Lowerer<'_> {
                 },
             });
         }
-        let env = st.env.clone();
-        let declared = st.args.clone();
+        let env = &st.env;
+        let declared = &st.args;
         let mut ssh_count = 0;
         for raw in &run.mounts {
             let m = self.parse_mount(
@@ -1806,8 +1803,8 @@ impl Lowerer<'_> {
         label: String,
         done: &HashMap<usize, StageState>,
     ) -> Result<()> {
-        let env = st.env.clone();
-        let declared = st.args.clone();
+        let env = &st.env;
+        let declared = &st.args;
         let kw = if c.add { "ADD" } else { "COPY" };
         let mut sources = Vec::new();
         for s in &c.sources {
@@ -2037,7 +2034,7 @@ impl Lowerer<'_> {
                         ..Default::default()
                     },
                 );
-                raw.process_word(&inline.data, &env)
+                raw.process_word(&inline.data, env)
                     .map_err(|e| self.err(ErrorKind::Expansion, span, e.to_string()))?
             } else {
                 inline.data.clone()

@@ -47,6 +47,12 @@ impl Env for [(String, String)] {
     }
 }
 
+impl Env for &[(String, String)] {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        (**self).lookup(name)
+    }
+}
+
 impl Env for Vec<(String, String)> {
     fn lookup(&self, name: &str) -> Option<&str> {
         self.as_slice().lookup(name)

@@ -3,4 +3,5 @@
 mod conformance;
 mod errors;
 mod lowering;
+mod properties;
 mod util;
