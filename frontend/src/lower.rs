@@ -1459,8 +1459,8 @@ impl Lowerer<'_> {
             let m = self.parse_mount(
                 plans,
                 raw,
-                &env,
-                &declared,
+                env,
+                declared,
                 span,
                 done,
                 &mut inputs,
@@ -1808,15 +1808,15 @@ impl Lowerer<'_> {
         let kw = if c.add { "ADD" } else { "COPY" };
         let mut sources = Vec::new();
         for s in &c.sources {
-            sources.push(self.expand(s, &env, &declared, span)?);
+            sources.push(self.expand(s, env, declared, span)?);
         }
-        let dest_raw = self.expand(&c.dest, &env, &declared, span)?;
+        let dest_raw = self.expand(&c.dest, env, declared, span)?;
         let chown = match &c.chown {
-            Some(v) => Some(self.expand(v, &env, &declared, span)?),
+            Some(v) => Some(self.expand(v, env, declared, span)?),
             None => None,
         };
         let chmod = match &c.chmod {
-            Some(v) => Some(self.expand(v, &env, &declared, span)?),
+            Some(v) => Some(self.expand(v, env, declared, span)?),
             None => None,
         };
         if let Some(m) = &chmod {
@@ -1846,12 +1846,12 @@ impl Lowerer<'_> {
             }
         }
         let checksum = match &c.checksum {
-            Some(v) => Some(self.expand(v, &env, &declared, span)?),
+            Some(v) => Some(self.expand(v, env, declared, span)?),
             None => None,
         };
         let mut exclude = Vec::new();
         for e in &c.exclude {
-            exclude.push(self.expand(e, &env, &declared, span)?);
+            exclude.push(self.expand(e, env, declared, span)?);
         }
         if checksum.is_some() {
             if sources.len() != 1 {
