@@ -480,7 +480,120 @@ pub fn lower(ast: &Ast, opts: &BuildOptions, resolver: &dyn ImageResolver) -> Re
         image_vertices: HashMap::new(),
         resolved_cache: HashMap::new(),
     };
-    l.run(df)
+    let mut graph = l.run(df)?;
+    // Parser findings come first, in source order, like BuildKit's checks.
+    let mut warnings: Vec<Warning> = ast
+        .warnings
+        .iter()
+        .map(|w| Warning {
+            rule: "NoEmptyContinuation".into(),
+            message: "Empty continuation line".into(),
+            span: Some(w.span),
+        })
+        .collect();
+    warnings.append(&mut graph.warnings);
+    let check = match ast.directive("check") {
+        Some(v) => CheckConfig::parse(v).map_err(|m| {
+            let line = ast
+                .directives
+                .iter()
+                .find(|d| d.name == "check")
+                .map(|d| d.line)
+                .unwrap_or(1);
+            let pos = crate::parser::Pos { line, column: 1 };
+            Error::new(
+                ErrorKind::Instruction,
+                format!("invalid check directive: {m}"),
+            )
+            .at(
+                Span {
+                    start: pos,
+                    end: pos,
+                },
+                ast.line_text(line),
+            )
+        })?,
+        None => CheckConfig::default(),
+    };
+    warnings.retain(|w| !check.skips(&w.rule));
+    if check.error && !warnings.is_empty() {
+        let mut rules: Vec<&str> = warnings.iter().map(|w| w.rule.as_str()).collect();
+        rules.dedup();
+        let first = &warnings[0];
+        let mut e = Error::new(
+            ErrorKind::Instruction,
+            format!(
+                "lint violation found for rules: {} ({})",
+                rules.join(", "),
+                first.message
+            ),
+        );
+        if let Some(span) = first.span {
+            e = e.at(span, ast.line_text(span.start.line));
+        }
+        return Err(e);
+    }
+    graph.warnings = warnings;
+    Ok(graph)
+}
+
+/// The `# check=skip=RULE,…;error=true` parser directive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// `skip=all`.
+    pub skip_all: bool,
+    /// Rules to leave out.
+    pub skip: Vec<String>,
+    /// Turn remaining warnings into an error.
+    pub error: bool,
+}
+
+impl CheckConfig {
+    /// Parses the directive's value.
+    pub fn parse(value: &str) -> std::result::Result<CheckConfig, String> {
+        let mut c = CheckConfig::default();
+        for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "skip" => {
+                    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        if r.eq_ignore_ascii_case("all") {
+                            c.skip_all = true;
+                        } else {
+                            c.skip.push(r.to_string());
+                        }
+                    }
+                }
+                "error" => {
+                    c.error = match v.trim().to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        other => return Err(format!("invalid boolean {other:?} for error")),
+                    }
+                }
+                "experimental" => {}
+                other => return Err(format!("unknown key {other:?}")),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Whether warnings of `rule` are left out.
+    pub fn skips(&self, rule: &str) -> bool {
+        self.skip_all || self.skip.iter().any(|r| r.eq_ignore_ascii_case(rule))
+    }
+}
+
+/// Parses and lowers in one call.
+pub fn build_graph(
+    source: &str,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<BuildGraph> {
+    let ast = parse(source)?;
+    lower(&ast, opts, resolver)
 }
 
 impl Lowerer<'_> {

@@ -149,3 +149,32 @@ fn instruction_before_from() {
     let e = build_err("RUN true\nFROM alpine\n");
     assert!(e.message.contains("must come after FROM"), "{}", e.message);
 }
+
+#[test]
+fn check_directive_skips_or_fails() {
+    let src = "FROM alpine\nENV A=$MISSING\n";
+    assert_eq!(build(src).warnings.len(), 1);
+    let g = build(&format!("# check=skip=UndefinedVar\n{src}"));
+    assert!(g.warnings.is_empty());
+    let g = build(&format!("# check=skip=all\n{src}"));
+    assert!(g.warnings.is_empty());
+    let e = build_err(&format!("# check=error=true\n{src}"));
+    assert_eq!(
+        e.message,
+        "lint violation found for rules: UndefinedVar (Usage of undefined variable '$MISSING')"
+    );
+    assert_eq!(e.span.unwrap().start.line, 3);
+    let e = build_err(&format!("# check=bogus=1\n{src}"));
+    assert!(
+        e.message.starts_with("invalid check directive"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn empty_continuation_line_is_a_warning() {
+    let g = build("FROM alpine\nRUN echo a \\\n\n  b\n");
+    assert_eq!(g.warnings[0].rule, "NoEmptyContinuation");
+    assert_eq!(history(&g), vec!["RUN /bin/sh -c echo a   b # buildkit"]);
+}
