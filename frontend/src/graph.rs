@@ -516,6 +516,10 @@ pub struct Stage {
     pub history: Vec<HistoryEntry>,
     /// Whether the base image's history and layers come first (false for scratch).
     pub has_base_image: bool,
+    /// The [`Op::Image`] vertex whose layers and history come first (also for
+    /// a stage built on another stage); `None` for scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<VertexId>,
     /// Where the stage begins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<Span>,

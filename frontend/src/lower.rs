@@ -220,6 +220,7 @@ struct StageState {
     history: Vec<HistoryEntry>,
     cmd_set: bool,
     has_base_image: bool,
+    base_vertex: Option<VertexId>,
 }
 
 fn env_pairs(config: &ImageConfig) -> Vec<(String, String)> {
@@ -1047,6 +1048,7 @@ impl Lowerer<'_> {
                 config: st.config.clone(),
                 history: st.history.clone(),
                 has_base_image: st.has_base_image,
+                base_image: st.base_vertex,
                 span: Some(plan.def.span),
             });
             states.insert(s, st);
@@ -1194,6 +1196,7 @@ impl Lowerer<'_> {
                     history: vec![],
                     cmd_set: false,
                     has_base_image: false,
+                    base_vertex: None,
                 }
             }
             BaseKind::Stage(b) => {
@@ -1208,6 +1211,7 @@ impl Lowerer<'_> {
                     history: base.history.clone(),
                     cmd_set: false,
                     has_base_image: base.has_base_image,
+                    base_vertex: base.base_vertex,
                 }
             }
             BaseKind::Image(r) => {
@@ -1236,6 +1240,7 @@ impl Lowerer<'_> {
                     history: vec![],
                     cmd_set: false,
                     has_base_image: !empty,
+                    base_vertex: (!empty).then_some(root),
                 }
             }
         };

@@ -501,6 +501,7 @@ fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
             raw_quotes: true,
             raw_escapes: true,
             skip_unset_env: true,
+            heredoc_words: true,
             ..Default::default()
         },
     );
@@ -530,6 +531,8 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
         Some(r) => (true, r),
         None => (false, after),
     };
+    // `\s*` in BuildKit's pattern: blanks between `<<` and the word.
+    let rest = rest.trim_start_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{c}'));
     if rest.contains('<') || rest.is_empty() {
         return Ok(None);
     }

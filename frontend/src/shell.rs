@@ -70,6 +70,9 @@ pub struct LexerOptions {
     pub skip_process_quotes: bool,
     /// Leave references to unset variables as written.
     pub skip_unset_env: bool,
+    /// Keep `<<` and the blanks after it in the following word (`<<  EOF` is
+    /// one word), as BuildKit's lexer does when looking for heredocs.
+    pub heredoc_words: bool,
 }
 
 /// An expansion failure, e.g. `bad substitution` or an unterminated quote.
@@ -244,6 +247,18 @@ impl Run<'_> {
                 words.add_raw_string(&tmp);
             } else if quotes && ch == '"' {
                 let tmp = self.double_quote()?;
+                result.push_str(&tmp);
+                words.add_raw_string(&tmp);
+            } else if self.options.heredoc_words
+                && ch == '<'
+                && self.chars.get(self.pos + 1) == Some(&'<')
+            {
+                self.pos += 2;
+                let mut tmp = String::from("<<");
+                while let Some(c @ (' ' | '\t')) = self.peek() {
+                    tmp.push(c);
+                    self.pos += 1;
+                }
                 result.push_str(&tmp);
                 words.add_raw_string(&tmp);
             } else {
