@@ -532,7 +532,7 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
         None => (false, after),
     };
     // `\s*` in BuildKit's pattern: blanks between `<<` and the word.
-    let rest = rest.trim_start_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\u{c}'));
+    let rest = rest.trim_start_matches([' ', '\t', '\n', '\r', '\u{c}']);
     if rest.contains('<') || rest.is_empty() {
         return Ok(None);
     }
