@@ -319,6 +319,21 @@ pub fn parse(source: &str) -> Result<Ast, ParseError> {
         }
     }
     let raw_lines: Vec<&str> = src.split_inclusive('\n').collect();
+    // BuildKit reads lines with a 64 KiB scanner buffer and rejects longer ones.
+    if let Some(i) = raw_lines.iter().position(|l| l.len() > 65536) {
+        let pos = Pos {
+            line: i + 1,
+            column: 1,
+        };
+        return Err(ParseError {
+            message: "dockerfile line greater than max allowed size of 65535".into(),
+            span: Span {
+                start: pos,
+                end: pos,
+            },
+            line_text: String::new(),
+        });
+    }
     let err_at = |message: String, start: usize, end: usize| -> ParseError {
         let start_line = start.max(1);
         let text = line_text(src, &line_starts, start_line).to_string();
@@ -1077,6 +1092,42 @@ mod tests {
         assert!(e.message.contains("only one escape"));
         let e = parse("# escape=x\nFROM a\n").unwrap_err();
         assert!(e.message.contains("invalid escape token"));
+    }
+
+    #[test]
+    fn words_keep_quotes_and_escapes() {
+        let cases: &[(&str, &[&str])] = &[
+            ("foo", &["foo"]),
+            ("foo bar", &["foo", "bar"]),
+            ("foo\\ bar", &["foo\\ bar"]),
+            ("foo=bar", &["foo=bar"]),
+            ("foo bar 'abc xyz'", &["foo", "bar", "'abc xyz'"]),
+            ("foo bar \"abc xyz\"", &["foo", "bar", "\"abc xyz\""]),
+            ("föo bàr \"âbc xÿz\"", &["föo", "bàr", "\"âbc xÿz\""]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_words(input, '\\'), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn empty_continuation_warnings() {
+        let src = "FROM alpine:3.6\nRUN valid \\\n    continuation\nRUN something \\\n\n    following \\\n\n    more\nRUN another \\\n\n    thing\nRUN non-indented \\\n# this is a comment\n   after-comment\nRUN indented \\\n    # this is an indented comment\n    comment\n";
+        let ast = parse(src).unwrap();
+        assert_eq!(ast.warnings.len(), 2);
+        assert!(ast.warnings[0].message.contains("RUN something     following     more"));
+        assert!(ast.warnings[1].message.contains("RUN another     thing"));
+        assert_eq!(ast.nodes[4].args, vec!["non-indented    after-comment"]);
+        assert_eq!(ast.nodes[5].args, vec!["indented     comment"]);
+    }
+
+    #[test]
+    fn long_lines_and_bom() {
+        let long = format!("FROM image\nLABEL test={}\n", "a".repeat(65536));
+        let e = parse(&long).unwrap_err();
+        assert_eq!(e.message, "dockerfile line greater than max allowed size of 65535");
+        let ast = parse("\u{feff}FROM a\n").unwrap();
+        assert_eq!(dump_ast(&ast), "(from \"a\")\n");
     }
 
     #[test]
