@@ -184,6 +184,8 @@ pub struct Dockerfile {
     pub meta_args: Vec<Command>,
     /// The stages in order.
     pub stages: Vec<StageDef>,
+    /// Style warnings found while converting (BuildKit's check names).
+    pub warnings: Vec<crate::graph::Warning>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -712,8 +714,32 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
     let ctx = Ctx { ast };
     let mut meta_args = Vec::new();
     let mut stages: Vec<StageDef> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut warn = |rule: &str, node: &Node, message: String| {
+        warnings.push(crate::graph::Warning {
+            rule: rule.into(),
+            message,
+            span: Some(node.span),
+        })
+    };
     for node in &ast.nodes {
         let name = node.name();
+        match name.as_str() {
+            "maintainer" => warn(
+                "MaintainerDeprecated",
+                node,
+                "Maintainer instruction is deprecated in favor of using label".into(),
+            ),
+            "env" | "label" if node.args.len() == 3 && node.args[2].is_empty() => {
+                let kw = node.keyword.to_uppercase();
+                warn(
+                    "LegacyKeyValueFormat",
+                    node,
+                    format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"),
+                )
+            }
+            _ => {}
+        }
         if name == "from" {
             let flags = ctx.flags(node, &[("platform", FlagKind::Str)])?;
             let args = &node.args;
@@ -727,6 +753,42 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
                             &args[2],
                             format!("invalid name for build stage: {:?}, name can't start with a number or contain symbols", args[2]),
                         ));
+                    }
+                    if args[2] != n {
+                        warn(
+                            "StageNameCasing",
+                            node,
+                            format!("Stage name '{}' should be lowercase", args[2]),
+                        );
+                    }
+                    let from_upper = node.keyword == node.keyword.to_uppercase();
+                    let as_upper = args[1] == args[1].to_uppercase();
+                    let consistent = |w: &str| w == w.to_uppercase() || w == w.to_lowercase();
+                    if consistent(&node.keyword) && consistent(&args[1]) && from_upper != as_upper {
+                        warn(
+                            "FromAsCasing",
+                            node,
+                            format!(
+                                "'{}' and '{}' keywords' casing do not match",
+                                args[1], node.keyword
+                            ),
+                        );
+                    }
+                    if n == "context" || n == "scratch" {
+                        warn(
+                            "ReservedStageName",
+                            node,
+                            format!(
+                                "Stage name should not use the same name as reserved stage {n:?}"
+                            ),
+                        );
+                    }
+                    if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
+                        warn(
+                            "DuplicateStageName",
+                            node,
+                            format!("Duplicate stage name {n:?}, stage names should be unique"),
+                        );
                     }
                     Some(n)
                 }
@@ -786,7 +848,11 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
             "dockerfile contains no stages to build",
         ));
     }
-    Ok(Dockerfile { meta_args, stages })
+    Ok(Dockerfile {
+        meta_args,
+        stages,
+        warnings,
+    })
 }
 
 #[cfg(test)]

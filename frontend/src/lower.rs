@@ -206,6 +206,8 @@ struct Lowerer<'a> {
     scratch_vertex: Option<VertexId>,
     image_vertices: HashMap<(String, String), VertexId>,
     resolved_cache: HashMap<(String, String), Option<ResolvedImage>>,
+    /// Platform of the stage being dispatched (for images named by `--from`).
+    stage_platform: Platform,
 }
 
 /// State of a stage while its instructions are applied.
@@ -221,6 +223,9 @@ struct StageState {
     cmd_set: bool,
     has_base_image: bool,
     base_vertex: Option<VertexId>,
+    /// Where CMD, ENTRYPOINT and HEALTHCHECK were last set in this stage.
+    used_once: HashMap<&'static str, Span>,
+    workdir_set: bool,
 }
 
 fn env_pairs(config: &ImageConfig) -> Vec<(String, String)> {
@@ -480,6 +485,7 @@ pub fn lower(ast: &Ast, opts: &BuildOptions, resolver: &dyn ImageResolver) -> Re
         scratch_vertex: None,
         image_vertices: HashMap::new(),
         resolved_cache: HashMap::new(),
+        stage_platform: Platform::default(),
     };
     let mut graph = l.run(df)?;
     // Parser findings come first, in source order, like BuildKit's checks.
@@ -860,7 +866,8 @@ impl Lowerer<'_> {
         seen
     }
 
-    fn run(&mut self, df: instructions::Dockerfile) -> Result<BuildGraph> {
+    fn run(&mut self, mut df: instructions::Dockerfile) -> Result<BuildGraph> {
+        self.warnings.append(&mut df.warnings);
         // Which stage is the target decides TARGETSTAGE, so find it first.
         let target_name = match &self.opts.target {
             Some(t) => t.to_lowercase(),
@@ -1185,6 +1192,7 @@ impl Lowerer<'_> {
         done: &HashMap<usize, StageState>,
     ) -> Result<StageState> {
         let plan = &plans[s];
+        self.stage_platform = plan.platform.clone();
         let mut st = match &plan.base_kind {
             BaseKind::Scratch => {
                 let root = self.scratch();
@@ -1197,6 +1205,8 @@ impl Lowerer<'_> {
                     cmd_set: false,
                     has_base_image: false,
                     base_vertex: None,
+                    used_once: HashMap::new(),
+                    workdir_set: false,
                 }
             }
             BaseKind::Stage(b) => {
@@ -1212,6 +1222,8 @@ impl Lowerer<'_> {
                     cmd_set: false,
                     has_base_image: base.has_base_image,
                     base_vertex: base.base_vertex,
+                    used_once: HashMap::new(),
+                    workdir_set: false,
                 }
             }
             BaseKind::Image(r) => {
@@ -1241,6 +1253,8 @@ impl Lowerer<'_> {
                     cmd_set: false,
                     has_base_image: !empty,
                     base_vertex: (!empty).then_some(root),
+                    used_once: HashMap::new(),
+                    workdir_set: false,
                 }
             }
         };
@@ -1284,6 +1298,33 @@ impl Lowerer<'_> {
         done: &HashMap<usize, StageState>,
     ) -> Result<()> {
         let span = cmd.span;
+        let once = match &cmd.instruction {
+            Instruction::Cmd(_) => Some("CMD"),
+            Instruction::Entrypoint(_) => Some("ENTRYPOINT"),
+            Instruction::Healthcheck(_) => Some("HEALTHCHECK"),
+            _ => None,
+        };
+        if let Some(kw) = once {
+            if let Some(prev) = st.used_once.insert(kw, span) {
+                self.warn(
+                    "MultipleInstructionsDisallowed",
+                    prev,
+                    format!("Multiple {kw} instructions should not be used in the same stage because only the last one will be used"),
+                );
+            }
+        }
+        if let Instruction::Cmd(c) | Instruction::Entrypoint(c) = &cmd.instruction {
+            if c.prepend_shell && st.config.shell.is_empty() {
+                self.warn(
+                    "JSONArgsRecommended",
+                    span,
+                    format!(
+                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                        once.unwrap_or_default()
+                    ),
+                );
+            }
+        }
         match &cmd.instruction {
             Instruction::Env(pairs) => {
                 let mut msg = String::from("ENV");
@@ -1436,6 +1477,14 @@ impl Lowerer<'_> {
             Instruction::Onbuild(expr) => st.config.on_build.push(expr.clone()),
             Instruction::Workdir(w) => {
                 let w = self.expand(w, &st.env, &st.args, span)?;
+                if !st.workdir_set && !w.starts_with('/') {
+                    self.warn(
+                        "WorkdirRelativePath",
+                        span,
+                        format!("Relative workdir {w:?} can have unexpected results if the base image changes"),
+                    );
+                }
+                st.workdir_set = true;
                 let wd = relative_to_workdir(&st.config.working_dir, &w);
                 let wd = if wd.len() > 1 {
                     wd.trim_end_matches('/').to_string()
@@ -1753,7 +1802,7 @@ impl Lowerer<'_> {
             let v = match l.resolve_from(plans, from, span)? {
                 FromRef::Stage(i) => done[&i].root,
                 FromRef::Image(r) => {
-                    let p = l.target_platform();
+                    let p = l.stage_platform.clone();
                     let resolved = l.resolve(&r, &p, span)?;
                     let r = resolved
                         .map(|x| x.reference)
@@ -2006,7 +2055,7 @@ impl Lowerer<'_> {
             Some(f) => Some(match self.resolve_from(plans, f, span)? {
                 FromRef::Stage(i) => done[&i].root,
                 FromRef::Image(r) => {
-                    let p = self.target_platform();
+                    let p = self.stage_platform.clone();
                     let resolved = self.resolve(&r, &p, span)?;
                     let r = resolved
                         .map(|x| x.reference)

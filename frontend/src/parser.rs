@@ -1115,7 +1115,9 @@ mod tests {
         let src = "FROM alpine:3.6\nRUN valid \\\n    continuation\nRUN something \\\n\n    following \\\n\n    more\nRUN another \\\n\n    thing\nRUN non-indented \\\n# this is a comment\n   after-comment\nRUN indented \\\n    # this is an indented comment\n    comment\n";
         let ast = parse(src).unwrap();
         assert_eq!(ast.warnings.len(), 2);
-        assert!(ast.warnings[0].message.contains("RUN something     following     more"));
+        assert!(ast.warnings[0]
+            .message
+            .contains("RUN something     following     more"));
         assert!(ast.warnings[1].message.contains("RUN another     thing"));
         assert_eq!(ast.nodes[4].args, vec!["non-indented    after-comment"]);
         assert_eq!(ast.nodes[5].args, vec!["indented     comment"]);
@@ -1125,7 +1127,10 @@ mod tests {
     fn long_lines_and_bom() {
         let long = format!("FROM image\nLABEL test={}\n", "a".repeat(65536));
         let e = parse(&long).unwrap_err();
-        assert_eq!(e.message, "dockerfile line greater than max allowed size of 65535");
+        assert_eq!(
+            e.message,
+            "dockerfile line greater than max allowed size of 65535"
+        );
         let ast = parse("\u{feff}FROM a\n").unwrap();
         assert_eq!(dump_ast(&ast), "(from \"a\")\n");
     }

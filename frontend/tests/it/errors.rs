@@ -178,3 +178,50 @@ fn empty_continuation_line_is_a_warning() {
     assert_eq!(g.warnings[0].rule, "NoEmptyContinuation");
     assert_eq!(history(&g), vec!["RUN /bin/sh -c echo a   b # buildkit"]);
 }
+
+#[test]
+fn style_checks_as_warnings() {
+    let g = build(concat!(
+        "FROM alpine as Build\n",
+        "MAINTAINER me\n",
+        "ENV A b\n",
+        "WORKDIR app\n",
+        "CMD echo one\n",
+        "CMD [\"two\"]\n",
+        "FROM alpine AS build\n",
+    ));
+    let rules: Vec<(&str, usize)> = g
+        .warnings
+        .iter()
+        .map(|w| (w.rule.as_str(), w.span.unwrap().start.line))
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            ("StageNameCasing", 1),
+            ("FromAsCasing", 1),
+            ("MaintainerDeprecated", 2),
+            ("LegacyKeyValueFormat", 3),
+            ("DuplicateStageName", 7),
+        ],
+        "{:?}",
+        g.warnings
+    );
+    // The first stage is pruned above, so the checks made while applying
+    // instructions did not run for it; they do for a stage that is built.
+    let g = build("FROM alpine\nWORKDIR app\nCMD echo one\nCMD [\"two\"]\n");
+    let rules: Vec<&str> = g.warnings.iter().map(|w| w.rule.as_str()).collect();
+    assert_eq!(
+        rules,
+        vec![
+            "WorkdirRelativePath",
+            "JSONArgsRecommended",
+            "MultipleInstructionsDisallowed"
+        ]
+    );
+    assert_eq!(
+        g.warnings[1].message,
+        "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"
+    );
+    assert_eq!(g.warnings[2].span.unwrap().start.line, 3);
+}
