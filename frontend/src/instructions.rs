@@ -160,6 +160,8 @@ pub struct Command {
     pub original: String,
     /// The keyword as written.
     pub keyword: String,
+    /// Byte range in the Dockerfile, `(0, 0)` for ONBUILD triggers of a base image.
+    pub range: (usize, usize),
 }
 
 /// A stage: FROM and the instructions up to the next FROM.
@@ -823,6 +825,7 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
             span: node.span,
             original: node.original.trim().to_string(),
             keyword: node.keyword.clone(),
+            range: node.range,
         };
         match stages.last_mut() {
             Some(stage) => stage.commands.push(command),

@@ -42,6 +42,8 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// Platform the build runs on; the host's when `None`.
     pub build_platform: Option<Platform>,
+    /// `--label K=V`: added to the target stage's config.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A base image as the resolver found it.
@@ -208,6 +210,8 @@ struct Lowerer<'a> {
     resolved_cache: HashMap<(String, String), Option<ResolvedImage>>,
     /// Platform of the stage being dispatched (for images named by `--from`).
     stage_platform: Platform,
+    /// Source range of the instruction being applied.
+    current_range: (usize, usize),
 }
 
 /// State of a stage while its instructions are applied.
@@ -486,6 +490,7 @@ pub fn lower(ast: &Ast, opts: &BuildOptions, resolver: &dyn ImageResolver) -> Re
         image_vertices: HashMap::new(),
         resolved_cache: HashMap::new(),
         stage_platform: Platform::default(),
+        current_range: (0, 0),
     };
     let mut graph = l.run(df)?;
     // Parser findings come first, in source order, like BuildKit's checks.
@@ -606,6 +611,19 @@ pub fn build_graph(
 impl Lowerer<'_> {
     fn line(&self, span: Span) -> &str {
         self.ast.line_text(span.start.line)
+    }
+
+    /// The span of `needle` (e.g. `--from=`) inside an instruction, so the
+    /// caret points at it; the instruction's span when it is not found.
+    fn span_of(&self, span: Span, range: (usize, usize), needle: &str) -> Span {
+        let (a, b) = range;
+        match self.ast.source().get(a..b).and_then(|t| t.find(needle)) {
+            Some(i) if b > a => Span {
+                start: self.ast.pos_of(a + i),
+                end: span.end,
+            },
+            _ => span,
+        }
     }
 
     fn err(&self, kind: ErrorKind, span: Span, message: impl Into<String>) -> Error {
@@ -847,8 +865,9 @@ impl Lowerer<'_> {
                 _ => vec![],
             };
             for f in froms {
-                if let FromRef::Stage(s) = self.resolve_from(plans, &f, c.span)? {
-                    deps.push((s, c.span));
+                let at = self.span_of(c.span, c.range, &format!("from={f}"));
+                if let FromRef::Stage(s) = self.resolve_from(plans, &f, at)? {
+                    deps.push((s, at));
                 }
             }
         }
@@ -1078,6 +1097,12 @@ impl Lowerer<'_> {
             })
             .collect();
         let target_pos = stages_out.len() - 1;
+        for (k, v) in &self.opts.labels {
+            stages_out[target_pos]
+                .config
+                .labels
+                .insert(k.clone(), v.clone());
+        }
         Ok(BuildGraph {
             vertices: std::mem::take(&mut self.vertices),
             stages: stages_out,
@@ -1117,6 +1142,7 @@ impl Lowerer<'_> {
                 span,
                 original: node.original.trim().to_string(),
                 keyword: node.keyword.clone(),
+                range: (0, 0),
             });
         }
         Ok(out)
@@ -1298,6 +1324,7 @@ impl Lowerer<'_> {
         done: &HashMap<usize, StageState>,
     ) -> Result<()> {
         let span = cmd.span;
+        self.current_range = cmd.range;
         let once = match &cmd.instruction {
             Instruction::Cmd(_) => Some("CMD"),
             Instruction::Entrypoint(_) => Some("ENTRYPOINT"),
@@ -1799,7 +1826,8 @@ impl Lowerer<'_> {
             let Some(from) = fields.get("from") else {
                 return Ok(None);
             };
-            let v = match l.resolve_from(plans, from, span)? {
+            let at = l.span_of(span, l.current_range, &format!("from={from}"));
+            let v = match l.resolve_from(plans, from, at)? {
                 FromRef::Stage(i) => done[&i].root,
                 FromRef::Image(r) => {
                     let p = l.stage_platform.clone();
@@ -2052,18 +2080,24 @@ impl Lowerer<'_> {
         let mut inputs = vec![st.root];
         let mut actions = Vec::new();
         let source_vertex = match &c.from {
-            Some(f) => Some(match self.resolve_from(plans, f, span)? {
-                FromRef::Stage(i) => done[&i].root,
-                FromRef::Image(r) => {
-                    let p = self.stage_platform.clone();
-                    let resolved = self.resolve(&r, &p, span)?;
-                    let r = resolved
-                        .map(|x| x.reference)
-                        .filter(|x| !x.is_empty())
-                        .unwrap_or(r);
-                    self.image_vertex(&r, &p, Some(span))
-                }
-            }),
+            Some(f) => Some(
+                match self.resolve_from(
+                    plans,
+                    f,
+                    self.span_of(span, self.current_range, &format!("from={f}")),
+                )? {
+                    FromRef::Stage(i) => done[&i].root,
+                    FromRef::Image(r) => {
+                        let p = self.stage_platform.clone();
+                        let resolved = self.resolve(&r, &p, span)?;
+                        let r = resolved
+                            .map(|x| x.reference)
+                            .filter(|x| !x.is_empty())
+                            .unwrap_or(r);
+                        self.image_vertex(&r, &p, Some(span))
+                    }
+                },
+            ),
             None => None,
         };
         let input_of = |inputs: &mut Vec<VertexId>, v: VertexId| -> usize {

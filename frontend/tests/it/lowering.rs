@@ -380,3 +380,25 @@ fn vertices_are_topologically_ordered_and_json_round_trips() {
         "{plan}"
     );
 }
+
+#[test]
+fn cli_labels_go_to_the_target_only() {
+    let mut o = opts();
+    o.labels
+        .insert("org.opencontainers.image.version".into(), "1.0".into());
+    let g = build_with(
+        "FROM alpine AS a\nFROM a\nLABEL own=yes\n",
+        &o,
+        &FakeResolver::default(),
+    );
+    let t = g.target_stage();
+    assert_eq!(
+        t.config
+            .labels
+            .get("org.opencontainers.image.version")
+            .map(String::as_str),
+        Some("1.0")
+    );
+    assert_eq!(t.config.labels.get("own").map(String::as_str), Some("yes"));
+    assert!(g.stages[0].config.labels.is_empty());
+}
