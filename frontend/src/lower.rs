@@ -1223,7 +1223,11 @@ impl Lowerer<'_> {
             BaseKind::Scratch => {
                 let root = self.scratch();
                 StageState {
-                    config: ImageConfig::default(),
+                    // BuildKit's empty image has `/` as its working directory.
+                    config: ImageConfig {
+                        working_dir: "/".into(),
+                        ..Default::default()
+                    },
                     root,
                     env: vec![],
                     args: vec![],

@@ -118,6 +118,11 @@ fn copy_from_image_and_context_paths() {
         })
         .unwrap();
     assert_eq!(ctx, vec!["app", "src/*.rs"]);
+    assert_eq!(g.target_stage().config.working_dir, "/");
+    assert_eq!(
+        g.target_stage().config.env,
+        vec![format!("PATH={}", hoist_frontend::lower::DEFAULT_PATH)]
+    );
     assert_eq!(
         history(&g),
         vec![
