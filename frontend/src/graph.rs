@@ -537,6 +537,19 @@ pub struct Warning {
     pub span: Option<Span>,
 }
 
+impl Warning {
+    /// `FILE:LINE:COL: warning: message [Rule]` (without a location: `FILE: warning: …`).
+    pub fn render(&self, file: &str) -> String {
+        match self.span {
+            Some(s) => format!(
+                "{file}:{}:{}: warning: {} [{}]",
+                s.start.line, s.start.column, self.message, self.rule
+            ),
+            None => format!("{file}: warning: {} [{}]", self.message, self.rule),
+        }
+    }
+}
+
 /// A stage that was not needed for the target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrunedStage {

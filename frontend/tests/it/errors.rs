@@ -125,6 +125,10 @@ fn arg_used_before_declared_is_a_warning() {
         "Usage of undefined variable '$VERSION'"
     );
     assert_eq!(g.warnings[0].span.unwrap().start.line, 2);
+    assert_eq!(
+        g.warnings[0].render("Dockerfile"),
+        "Dockerfile:2:1: warning: Usage of undefined variable '$VERSION' [UndefinedVar]"
+    );
     assert_eq!(g.target_stage().config.env_value("A"), Some(""));
     assert_eq!(g.target_stage().config.env_value("B"), Some("1"));
     // FROM using an undeclared ARG.
