@@ -1422,7 +1422,12 @@ impl Lowerer<'_> {
             }
             Instruction::Entrypoint(c) => {
                 let args = Self::command_args(&st.config, c);
-                st.config.entrypoint = Some(args.clone());
+                // `ENTRYPOINT []` removes the entrypoint (BuildKit keeps nil there).
+                st.config.entrypoint = if args.is_empty() {
+                    None
+                } else {
+                    Some(args.clone())
+                };
                 if !st.cmd_set {
                     st.config.cmd = None;
                 }
