@@ -587,30 +587,3 @@ impl BuildGraph {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }
-
-/// Serde helper so `Span` can be read back from JSON.
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct P {
-            line: usize,
-            column: usize,
-        }
-        #[derive(Deserialize)]
-        struct S {
-            start: P,
-            end: P,
-        }
-        let s = S::deserialize(d)?;
-        Ok(Span {
-            start: crate::parser::Pos {
-                line: s.start.line,
-                column: s.start.column,
-            },
-            end: crate::parser::Pos {
-                line: s.end.line,
-                column: s.end.column,
-            },
-        })
-    }
-}

@@ -307,13 +307,9 @@ impl Ctx<'_> {
     }
 }
 
-fn cmdline(node: &Node, empty_as_nil: bool) -> CommandLine {
-    let mut args = node.args.clone();
-    if empty_as_nil && args.is_empty() {
-        args = Vec::new();
-    }
+fn cmdline(node: &Node) -> CommandLine {
     CommandLine {
-        args,
+        args: node.args.clone(),
         prepend_shell: !node.json,
         heredocs: node.heredocs.clone(),
     }
@@ -551,7 +547,7 @@ pub(crate) fn convert_node(ctx: &Ctx, node: &Node) -> Result<Instruction> {
                 return Err(missing("requires at least one argument"));
             }
             Instruction::Run(Run {
-                command: cmdline(node, false),
+                command: cmdline(node),
                 mounts: flags.list("mount"),
                 network: flags.str("network"),
                 security: flags.str("security"),
@@ -559,11 +555,11 @@ pub(crate) fn convert_node(ctx: &Ctx, node: &Node) -> Result<Instruction> {
         }
         "cmd" => {
             ctx.flags(node, none)?;
-            Instruction::Cmd(cmdline(node, false))
+            Instruction::Cmd(cmdline(node))
         }
         "entrypoint" => {
             ctx.flags(node, none)?;
-            Instruction::Entrypoint(cmdline(node, true))
+            Instruction::Entrypoint(cmdline(node))
         }
         "healthcheck" => {
             if node.args.is_empty() {

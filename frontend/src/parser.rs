@@ -13,7 +13,18 @@ use crate::json;
 use crate::shell::{Lexer, LexerOptions};
 
 /// A position in the source: 1-based line and 1-based column (in characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Pos {
     /// 1-based line number.
     pub line: usize,
@@ -22,7 +33,7 @@ pub struct Pos {
 }
 
 /// A source range; `end` is inclusive of the last line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     /// First character of the range.
     pub start: Pos,
