@@ -1659,7 +1659,7 @@ impl Lowerer<'_> {
         let declared = &st.args;
         let mut ssh_count = 0;
         for raw in &run.mounts {
-            let m = self.parse_mount(
+            let mut m = self.parse_mount(
                 plans,
                 raw,
                 env,
@@ -1669,6 +1669,10 @@ impl Lowerer<'_> {
                 &mut inputs,
                 &mut ssh_count,
             )?;
+            // Relative mount targets are relative to the working directory.
+            if !m.target.starts_with('/') {
+                m.target = relative_to_workdir(&st.config.working_dir, &m.target);
+            }
             mounts.push(m);
         }
         let network = match run.network.as_deref() {
@@ -1864,11 +1868,20 @@ impl Lowerer<'_> {
         let mount = match kind.as_str() {
             "bind" => {
                 required_target(self)?;
+                let source = clean_path(&format!(
+                    "/{}",
+                    fields.get("source").map(String::as_str).unwrap_or("")
+                ));
                 let input = match from_input(self, inputs)? {
                     Some(i) => i,
                     None => {
                         let c = self.context();
-                        self.context_whole = true;
+                        if source == "/" {
+                            self.context_whole = true;
+                        } else {
+                            self.context_paths
+                                .insert(source.trim_start_matches('/').to_string());
+                        }
                         inputs.push(c);
                         inputs.len() - 1
                     }
@@ -1877,7 +1890,7 @@ impl Lowerer<'_> {
                     target: target.clone(),
                     kind: MountKind::Bind {
                         input,
-                        source: fields.get("source").cloned().unwrap_or_else(|| "/".into()),
+                        source,
                         readonly: readonly.unwrap_or(true),
                     },
                 }

@@ -289,6 +289,22 @@ fn run_mounts_network_and_heredocs() {
     assert_eq!(e.mounts[2].target, "/run/secrets/tok");
     assert_eq!(e.mounts[3].target, "/run/buildkit/ssh_agent.0");
     assert_eq!(execs[1].argv, vec!["/bin/sh", "-c", "echo one\necho two\n"]);
+    let g = build(
+        "FROM alpine\nWORKDIR /src\nRUN --mount=source=go.mod,target=go.mod go mod download\n",
+    );
+    let e = g
+        .vertices
+        .iter()
+        .find_map(|v| match &v.op {
+            Op::Exec(e) => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(e.mounts[0].target, "/src/go.mod");
+    assert!(matches!(&e.mounts[0].kind, MountKind::Bind { source, .. } if source == "/go.mod"));
+    assert!(g.vertices.iter().any(
+        |v| matches!(&v.op, Op::Context { paths, .. } if paths == &vec!["go.mod".to_string()])
+    ));
     assert_eq!(execs[2].argv, vec!["/dev/pipes/EOF"]);
     assert_eq!(
         execs[3].argv,
