@@ -733,6 +733,30 @@ mod tests {
     }
 
     #[test]
+    fn backtick_escape() {
+        let env = vec![("X".to_string(), "v".to_string())];
+        let lex = Lexer::new('`', LexerOptions::default());
+        assert_eq!(lex.process_word("a`$X \\b $X", &env).unwrap(), "a$X \\b v");
+        assert_eq!(lex.process_word("\"q`\"\"", &env).unwrap(), "q\"");
+        let words = lex.process_words("one` two three", &env).unwrap();
+        assert_eq!(words, vec!["one two", "three"]);
+    }
+
+    #[test]
+    fn unset_kept_when_asked() {
+        let lex = Lexer::new(
+            '\\',
+            LexerOptions {
+                skip_unset_env: true,
+                ..Default::default()
+            },
+        );
+        let e = lex.process("$A ${B} ${C:-x} ${D/a/b}", &EmptyEnv).unwrap();
+        assert_eq!(e.result, "$A ${B} ${C:-x} ${D/a/b}");
+        assert_eq!(e.unmatched.len(), 4);
+    }
+
+    #[test]
     fn replace_all_empty_matches() {
         let e = [("V", "abc")];
         // Go: regexp `.*?`-free pattern "" matches empty everywhere.

@@ -423,3 +423,10 @@ fn cli_labels_go_to_the_target_only() {
     assert_eq!(t.config.labels.get("own").map(String::as_str), Some("yes"));
     assert!(g.stages[0].config.labels.is_empty());
 }
+
+#[test]
+fn arg_defaults_lose_their_quotes() {
+    let g = build("FROM alpine\nARG abc=\"123 456\" def\nENV X=$abc\n");
+    assert_eq!(g.target_stage().config.env_value("X"), Some("123 456"));
+    assert_eq!(history(&g)[0], "ARG abc=123 456 def");
+}
