@@ -1148,48 +1148,55 @@ impl Lowerer<'_> {
         Ok(out)
     }
 
+    /// Dependencies first (depth-first, iterative so long stage chains cannot
+    /// exhaust the stack); a dependency back onto the current path is a cycle.
     fn topo_order(&self, plans: &[Plan], target: usize) -> Result<Vec<usize>> {
         // 0 = unvisited, 1 = on the path, 2 = done
         let mut mark = vec![0u8; plans.len()];
         let mut order = Vec::new();
-        fn visit(
-            l: &Lowerer,
-            plans: &[Plan],
-            s: usize,
-            mark: &mut [u8],
-            order: &mut Vec<usize>,
-        ) -> Result<()> {
-            mark[s] = 1;
-            let mut deps = plans[s].deps.clone();
-            deps.sort_by_key(|(d, _)| *d);
-            for (d, span) in deps {
-                match mark[d] {
-                    1 => {
-                        return Err(l.err(
-                            ErrorKind::Stage,
-                            span,
-                            if d == s {
-                                format!(
-                                    "circular dependency detected on stage: {} copies from itself",
-                                    plans[s].display_name
-                                )
-                            } else {
-                                format!(
-                                    "circular dependency detected on stage: {}",
-                                    plans[d].display_name
-                                )
-                            },
-                        ))
-                    }
-                    0 => visit(l, plans, d, mark, order)?,
-                    _ => {}
-                }
+        let sorted_deps = |s: usize| {
+            let mut d = plans[s].deps.clone();
+            d.sort_by_key(|(x, _)| *x);
+            d
+        };
+        // (stage, its sorted deps, index of the next dep to look at)
+        let mut stack = vec![(target, sorted_deps(target), 0usize)];
+        mark[target] = 1;
+        while let Some((s, deps, next)) = stack.last_mut() {
+            let s = *s;
+            if *next == deps.len() {
+                mark[s] = 2;
+                order.push(s);
+                stack.pop();
+                continue;
             }
-            mark[s] = 2;
-            order.push(s);
-            Ok(())
+            let (d, span) = deps[*next];
+            *next += 1;
+            match mark[d] {
+                1 => {
+                    return Err(self.err(
+                        ErrorKind::Stage,
+                        span,
+                        if d == s {
+                            format!(
+                                "circular dependency detected on stage: {} copies from itself",
+                                plans[s].display_name
+                            )
+                        } else {
+                            format!(
+                                "circular dependency detected on stage: {}",
+                                plans[d].display_name
+                            )
+                        },
+                    ))
+                }
+                0 => {
+                    mark[d] = 1;
+                    stack.push((d, sorted_deps(d), 0));
+                }
+                _ => {}
+            }
         }
-        visit(self, plans, target, &mut mark, &mut order)?;
         Ok(order)
     }
 

@@ -625,7 +625,25 @@ fn empty_node(keyword: &str, original: &str) -> Node {
     }
 }
 
+/// BuildKit recurses without bound on `ONBUILD ONBUILD …`; a limit keeps a
+/// hostile file from exhausting the stack (real files nest at most once).
+const MAX_NESTING: usize = 64;
+
 fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Node, String> {
+    node_from_line_at(line, escape, comments, 0)
+}
+
+fn node_from_line_at(
+    line: &str,
+    escape: char,
+    comments: Vec<String>,
+    depth: usize,
+) -> Result<Node, String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "instructions nested more than {MAX_NESTING} levels deep"
+        ));
+    }
     let (keyword, flags, rest) = split_command(line);
     let mut node = empty_node(keyword, line);
     node.flags = flags;
@@ -668,7 +686,12 @@ fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Nod
         }
         "onbuild" => {
             if !rest.is_empty() {
-                node.sub = Some(Box::new(node_from_line(&rest, escape, Vec::new())?));
+                node.sub = Some(Box::new(node_from_line_at(
+                    &rest,
+                    escape,
+                    Vec::new(),
+                    depth + 1,
+                )?));
             }
         }
         // Unknown instructions keep one empty argument, as BuildKit's dumper shows them.
@@ -1132,6 +1155,26 @@ mod tests {
         assert!(ast.warnings[1].message.contains("RUN another     thing"));
         assert_eq!(ast.nodes[4].args, vec!["non-indented    after-comment"]);
         assert_eq!(ast.nodes[5].args, vec!["indented     comment"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(5000));
+        let e = parse(&src).unwrap_err();
+        assert!(e.message.contains("nested"), "{}", e.message);
+        let ast = parse("FROM a\nONBUILD ONBUILD RUN x\n").unwrap();
+        assert_eq!(
+            dump_ast(&ast),
+            "(from \"a\")\n(onbuild (onbuild (run \"x\")))\n"
+        );
+        let src = format!(
+            "FROM a\nENV A={}x{}\n",
+            "${B:-".repeat(5000),
+            "}".repeat(5000)
+        );
+        let ast = parse(&src).unwrap();
+        let e = crate::lower::lower(&ast, &Default::default(), &crate::NoResolver).unwrap_err();
+        assert!(e.message.contains("nested"), "{}", e.message);
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl Lexer {
     /// Expands `word`, returning the string, the words and which variables were used.
     pub fn process(&self, word: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
         let mut run = Run {
+            depth: 0,
             chars: word.chars().collect(),
             pos: 0,
             escape: self.escape,
@@ -156,7 +157,12 @@ impl Lexer {
     }
 }
 
+/// BuildKit's lexer recurses without bound on `${a:-${b:-…}}`; a limit keeps
+/// a hostile word from exhausting the stack.
+const MAX_NESTING: usize = 256;
+
 struct Run<'a> {
+    depth: usize,
     chars: Vec<char>,
     pos: usize,
     escape: char,
@@ -221,10 +227,17 @@ impl Run<'_> {
     }
 
     fn stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> R<(String, Vec<String>)> {
+        if self.depth > MAX_NESTING {
+            return Err(format!(
+                "substitutions nested more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let r = self.stop_on_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         r
     }
 

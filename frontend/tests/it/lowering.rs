@@ -430,3 +430,22 @@ fn arg_defaults_lose_their_quotes() {
     assert_eq!(g.target_stage().config.env_value("X"), Some("123 456"));
     assert_eq!(history(&g)[0], "ARG abc=123 456 def");
 }
+
+#[test]
+fn long_stage_chains_and_cycles() {
+    let mut src = String::from("FROM alpine AS s0\n");
+    for i in 1..3000 {
+        src.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
+    }
+    let g = build(&src);
+    assert_eq!(g.stages.len(), 3000);
+    assert_eq!(g.stages[0].name.as_deref(), Some("s0"));
+    let e =
+        build_err("FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\nCOPY --from=a /y /y\n");
+    assert!(
+        e.message
+            .starts_with("circular dependency detected on stage"),
+        "{}",
+        e.message
+    );
+}
