@@ -842,10 +842,32 @@ impl Lowerer<'_> {
         Ok(FromRef::Image(r))
     }
 
+    /// The `from=` of a `--mount`, read exactly as [`Self::parse_mount`] reads
+    /// it (trimmed fields, last one wins) so dependencies and mounts agree.
     fn mount_from(mount: &str) -> Option<String> {
-        split_csv(mount).into_iter().find_map(|f| {
-            let (k, v) = f.split_once('=')?;
-            (k.trim().eq_ignore_ascii_case("from")).then(|| v.to_string())
+        split_csv(mount)
+            .iter()
+            .filter_map(|f| {
+                let (k, v) = f.trim().split_once('=')?;
+                (k.trim().eq_ignore_ascii_case("from")).then(|| v.to_string())
+            })
+            .next_back()
+    }
+
+    /// The root of an already dispatched stage.
+    fn stage_root(
+        &self,
+        done: &HashMap<usize, StageState>,
+        i: usize,
+        span: Span,
+    ) -> Result<VertexId> {
+        done.get(&i).map(|st| st.root).ok_or_else(|| {
+            // Dependencies are dispatched first, so this means a bug here.
+            self.err(
+                ErrorKind::Stage,
+                span,
+                format!("internal error: stage {i} used before it was built"),
+            )
         })
     }
 
@@ -1247,7 +1269,14 @@ impl Lowerer<'_> {
                 }
             }
             BaseKind::Stage(b) => {
-                let base = &done[b];
+                let Some(base) = done.get(b) else {
+                    // The base stage is a dependency, so it is dispatched first.
+                    return Err(self.err(
+                        ErrorKind::Stage,
+                        plan.def.span,
+                        format!("internal error: base stage {b} used before it was built"),
+                    ));
+                };
                 let mut config = base.config.clone();
                 config.on_build.clear();
                 StageState {
@@ -1848,7 +1877,7 @@ impl Lowerer<'_> {
             };
             let at = l.span_of(span, l.current_range, &format!("from={from}"));
             let v = match l.resolve_from(plans, from, at)? {
-                FromRef::Stage(i) => done[&i].root,
+                FromRef::Stage(i) => l.stage_root(done, i, span)?,
                 FromRef::Image(r) => {
                     let p = l.stage_platform.clone();
                     let resolved = l.resolve(&r, &p, span)?;
@@ -2115,7 +2144,7 @@ impl Lowerer<'_> {
                     f,
                     self.span_of(span, self.current_range, &format!("from={f}")),
                 )? {
-                    FromRef::Stage(i) => done[&i].root,
+                    FromRef::Stage(i) => self.stage_root(done, i, span)?,
                     FromRef::Image(r) => {
                         let p = self.stage_platform.clone();
                         let resolved = self.resolve(&r, &p, span)?;

@@ -449,3 +449,9 @@ fn long_stage_chains_and_cycles() {
         e.message
     );
 }
+
+#[test]
+fn mount_from_with_blanks_names_the_same_stage() {
+    let g = build("FROM alpine AS a\nFROM alpine\nRUN --mount=\"from=a ,target=/x\" true\n");
+    assert_eq!(g.stages.len(), 2);
+}
