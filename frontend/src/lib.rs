@@ -70,7 +70,10 @@
 //! Known deviations: flag words are read as UTF-8 characters, where BuildKit
 //! reads bytes (and so mangles non-ASCII flag values); `COPY --chmod` accepts
 //! symbolic modes; `COPY --link` is recorded only as ordinary copy actions
-//! (the graph has no merge op yet).
+//! (the graph has no merge op yet); `ONBUILD` chains deeper than 64 and
+//! `${…}` nested deeper than 256 are errors here (BuildKit recurses without
+//! bound); `--from` containing `$` is an error instead of a failed image pull.
+//! Lines over 64 KiB are rejected, as BuildKit's scanner does.
 //!
 //! # Fuzzing and benchmarks
 //!
