@@ -847,6 +847,36 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
             "dockerfile contains no stages to build",
         ));
     }
+    // Keywords should all be upper case or all lower case, like the majority.
+    let consistent = |k: &str| k == k.to_uppercase() || k == k.to_lowercase();
+    let (mut lower, mut upper) = (0, 0);
+    for n in &ast.nodes {
+        if consistent(&n.keyword) {
+            if n.keyword == n.keyword.to_lowercase() {
+                lower += 1;
+            } else {
+                upper += 1;
+            }
+        }
+    }
+    let majority_lower = lower > upper;
+    for n in &ast.nodes {
+        let wanted = if majority_lower {
+            (n.keyword != n.keyword.to_lowercase()).then_some("lowercase")
+        } else {
+            (n.keyword != n.keyword.to_uppercase()).then_some("uppercase")
+        };
+        if let Some(case) = wanted {
+            warnings.push(crate::graph::Warning {
+                rule: "ConsistentInstructionCasing".into(),
+                message: format!(
+                    "Command '{}' should match the case of the command majority ({case})",
+                    n.keyword
+                ),
+                span: Some(n.span),
+            });
+        }
+    }
     Ok(Dockerfile {
         meta_args,
         stages,

@@ -965,6 +965,15 @@ impl Lowerer<'_> {
                     format!("base name ({}) should not be blank", def.base),
                 ));
             }
+            if let Some(p) = &def.platform {
+                if p == "$TARGETPLATFORM" || p == "${TARGETPLATFORM}" {
+                    self.warn(
+                        "RedundantTargetPlatform",
+                        def.span,
+                        format!("Setting platform to predefined {p} in FROM is redundant as this is the default behavior"),
+                    );
+                }
+            }
             let platform = match &def.platform {
                 Some(p) => {
                     let v = self

@@ -229,3 +229,20 @@ fn style_checks_as_warnings() {
     );
     assert_eq!(g.warnings[2].span.unwrap().start.line, 3);
 }
+
+#[test]
+fn casing_and_redundant_platform_checks() {
+    let g = build("FROM --platform=$TARGETPLATFORM alpine\nrun true\nRUN false\n");
+    let got: Vec<(&str, &str)> = g
+        .warnings
+        .iter()
+        .map(|w| (w.rule.as_str(), w.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ConsistentInstructionCasing", "Command 'run' should match the case of the command majority (uppercase)"),
+            ("RedundantTargetPlatform", "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"),
+        ]
+    );
+}
