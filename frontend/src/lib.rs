@@ -57,15 +57,16 @@
 //! case, the line-span file, every `envVarTest` and `wordsTest` vector) and
 //! pass all of it. The `dockerfile-parser` crate (0.9, a pest grammar) was
 //! measured against the same data: it accepts 15 of the 33 valid files and
-//! rejects only 1 of the 4 invalid ones. It cannot reach 100 % because its
-//! grammar has no `escape` directive (so backtick files and `\` inside words
-//! fail), no legacy `ENV key value` / `LABEL key value` forms, no unknown or
-//! empty instructions (`HEALTHCHECK` alone), treats any `[` as JSON instead of
-//! falling back to shell form as BuildKit does, knows no heredocs, accepts
-//! empty and comment-only files, and has no dump in BuildKit's format. Hence
-//! the hand-written parser here, which follows BuildKit's line-oriented
-//! algorithm (its quirks included, e.g. unknown instructions dump with one
-//! empty argument) and adds column spans.
+//! rejects only 1 of the 4 invalid ones. It cannot reach 100 % without being
+//! rewritten: its grammar has no `escape` directive (backtick files fail),
+//! rejects the legacy `LABEL key value` / `ENV key value` forms and escaped
+//! blanks in values, multi-word `ARG`, a bare `HEALTHCHECK`, the `\/` JSON
+//! escape, and several continuation forms (comments and blank lines inside,
+//! a trailing escape at end of file); it accepts empty and comment-only files
+//! and nested JSON arrays, which BuildKit rejects; and it has no dump in
+//! BuildKit's format. Hence the hand-written parser here, which follows
+//! BuildKit's line-oriented algorithm (its quirks included, e.g. unknown
+//! instructions dump with one empty argument) and adds column spans.
 //!
 //! Known deviations: flag words are read as UTF-8 characters, where BuildKit
 //! reads bytes (and so mangles non-ASCII flag values); `COPY --chmod` accepts
