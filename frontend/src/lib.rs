@@ -61,8 +61,8 @@
 //! rewritten: its grammar has no `escape` directive (backtick files fail),
 //! rejects the legacy `LABEL key value` / `ENV key value` forms and escaped
 //! blanks in values, multi-word `ARG`, a bare `HEALTHCHECK`, the `\/` JSON
-//! escape, and several continuation forms (comments and blank lines inside,
-//! a trailing escape at end of file); it accepts empty and comment-only files
+//! escape, and continuation forms such as blank lines inside a continuation
+//! and lines holding only the escape character; it accepts empty and comment-only files
 //! and nested JSON arrays, which BuildKit rejects; and it has no dump in
 //! BuildKit's format. Hence the hand-written parser here, which follows
 //! BuildKit's line-oriented algorithm (its quirks included, e.g. unknown
