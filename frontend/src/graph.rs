@@ -454,7 +454,8 @@ pub enum Op {
     Context {
         /// Context name (`context` for the main one).
         name: String,
-        /// Only these paths are needed (empty: the whole context).
+        /// Only these paths are needed (empty: the whole context). Relative to
+        /// the context root; they may hold wildcards (`src/*.rs`) to expand.
         paths: Vec<String>,
     },
     /// A git repository checkout.

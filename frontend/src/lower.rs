@@ -435,6 +435,38 @@ fn parse_ports(spec: &str) -> std::result::Result<Vec<String>, String> {
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
+/// BuildKit's `SecretsUsedInArgOrEnv` test: a `_`-separated token of the name
+/// is a secret-like word (optionally followed by digits at the end), and no
+/// token is `public`.
+fn looks_secret(name: &str) -> bool {
+    const DENY: &[&str] = &[
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    let lower = name.to_ascii_lowercase();
+    let tokens: Vec<&str> = lower.split('_').collect();
+    let hit = |words: &[&str]| {
+        tokens.iter().enumerate().any(|(i, t)| {
+            words.iter().any(|w| {
+                *t == *w
+                    || (i + 1 == tokens.len()
+                        && t.strip_prefix(w).is_some_and(|d| {
+                            !d.is_empty() && d.chars().all(|c| c.is_ascii_digit())
+                        }))
+            })
+        })
+    };
+    hit(DENY) && !hit(&["public"])
+}
+
 /// Splits a `--mount` value on commas outside double quotes.
 fn split_csv(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -1411,6 +1443,15 @@ impl Lowerer<'_> {
                     expanded.push((k, v));
                 }
                 for (k, v) in expanded {
+                    if looks_secret(&k) {
+                        self.warn(
+                            "SecretsUsedInArgOrEnv",
+                            span,
+                            format!(
+                                "Do not use ARG or ENV instructions for sensitive data (ENV {k:?})"
+                            ),
+                        );
+                    }
                     st.config.set_env(&k, &v);
                     set_pair(&mut st.env, &k, &v);
                     msg.push_str(&format!(" {k}={v}"));
@@ -1434,6 +1475,15 @@ impl Lowerer<'_> {
             Instruction::Arg(pairs) => {
                 let mut parts = Vec::new();
                 for (k, default) in pairs {
+                    if looks_secret(k) {
+                        self.warn(
+                            "SecretsUsedInArgOrEnv",
+                            span,
+                            format!(
+                                "Do not use ARG or ENV instructions for sensitive data (ARG {k:?})"
+                            ),
+                        );
+                    }
                     let mut value = default.clone();
                     let from_build_arg = self.opts.build_args.get(k).cloned();
                     if value.is_none() && from_build_arg.is_none() {
@@ -2394,6 +2444,30 @@ mod tests {
         assert_eq!(go_duration(500_000_000), "500ms");
         assert_eq!(go_quote_rune(3), "'\\x03'");
         assert_eq!(go_quote_rune(65), "'A'");
+    }
+
+    #[test]
+    fn secret_names() {
+        for n in [
+            "API_KEY",
+            "GITHUB_TOKEN",
+            "password",
+            "AWS_SECRET_ACCESS_KEY",
+            "KEY2",
+            "auth",
+        ] {
+            assert!(looks_secret(n), "{n}");
+        }
+        for n in [
+            "KEYS",
+            "MONKEY",
+            "PUBLIC_KEY",
+            "TOKENIZER",
+            "KEY2_X",
+            "PATH",
+        ] {
+            assert!(!looks_secret(n), "{n}");
+        }
     }
 
     #[test]

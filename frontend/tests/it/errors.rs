@@ -246,3 +246,16 @@ fn casing_and_redundant_platform_checks() {
         ]
     );
 }
+
+#[test]
+fn secrets_in_arg_or_env_are_flagged() {
+    let g = build("FROM alpine\nARG GITHUB_TOKEN\nENV PUBLIC_KEY=x DB_PASSWORD=y\n");
+    let msgs: Vec<&str> = g.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        vec![
+            "Do not use ARG or ENV instructions for sensitive data (ARG \"GITHUB_TOKEN\")",
+            "Do not use ARG or ENV instructions for sensitive data (ENV \"DB_PASSWORD\")",
+        ]
+    );
+}
