@@ -972,6 +972,47 @@ impl Lowerer<'_> {
             }
         }
 
+        // Like BuildKit, check that every FROM still names an image when no
+        // --build-arg is given (defaults only).
+        let mut defaults_env = self.predefined_args(&target_name);
+        for cmd in &df.meta_args {
+            let Instruction::Arg(pairs) = &cmd.instruction else {
+                continue;
+            };
+            for (k, default) in pairs {
+                if let Some(d) = default {
+                    if let Ok(v) = self.lexer.process_word(d, &defaults_env) {
+                        set_pair(&mut defaults_env, k, &v);
+                    }
+                }
+            }
+        }
+        for (i, def) in df.stages.iter().enumerate() {
+            if !def.base.contains('$') {
+                continue;
+            }
+            let Ok(v) = self.lexer.process_word(&def.base, &defaults_env) else {
+                continue;
+            };
+            let earlier_stage = df.stages[..i]
+                .iter()
+                .any(|s| s.name.as_deref() == Some(v.to_lowercase().as_str()));
+            let ok = !v.is_empty()
+                && (earlier_stage
+                    || v.eq_ignore_ascii_case("scratch")
+                    || normalize_reference(&v).is_ok());
+            if !ok {
+                self.warn(
+                    "InvalidDefaultArgInFrom",
+                    def.span,
+                    format!(
+                        "Default value for ARG {} results in empty or invalid base image name",
+                        def.base
+                    ),
+                );
+            }
+        }
+
         let target_platform = self.target_platform();
         let mut plans: Vec<Plan> = Vec::new();
         for (i, def) in df.stages.iter().enumerate() {

@@ -259,3 +259,23 @@ fn secrets_in_arg_or_env_are_flagged() {
         ]
     );
 }
+
+#[test]
+fn invalid_default_arg_in_from() {
+    let mut o = opts();
+    o.build_args.insert("TAG".into(), "3.20".into());
+    let g = build_with(
+        "ARG TAG\nFROM alpine:${TAG}\n",
+        &o,
+        &FakeResolver::default(),
+    );
+    assert_eq!(g.stages[0].base, "alpine:3.20");
+    assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
+    assert_eq!(g.warnings[0].rule, "InvalidDefaultArgInFrom");
+    assert_eq!(
+        g.warnings[0].message,
+        "Default value for ARG alpine:${TAG} results in empty or invalid base image name"
+    );
+    let g = build("ARG TAG=3.20\nFROM alpine:${TAG}\n");
+    assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+}
