@@ -1431,7 +1431,7 @@ impl Lowerer<'_> {
             } else {
                 cmd.original.clone()
             };
-            self.apply(plans, s, &mut st, cmd, label, done)?;
+            self.apply(plans, &mut st, cmd, label, done)?;
         }
         Ok(st)
     }
@@ -1439,7 +1439,6 @@ impl Lowerer<'_> {
     fn apply(
         &mut self,
         plans: &[Plan],
-        s: usize,
         st: &mut StageState,
         cmd: &Command,
         label: String,
@@ -1548,7 +1547,7 @@ impl Lowerer<'_> {
                 }
                 Self::history(st, format!("ARG {}", parts.join(" ")), false);
             }
-            Instruction::Run(run) => self.run_instruction(plans, s, st, run, span, label, done)?,
+            Instruction::Run(run) => self.run_instruction(plans, st, run, span, label, done)?,
             Instruction::Cmd(c) => {
                 let args = Self::command_args(&st.config, c);
                 st.config.cmd = Some(args.clone());
@@ -1701,7 +1700,6 @@ impl Lowerer<'_> {
     fn run_instruction(
         &mut self,
         plans: &[Plan],
-        _s: usize,
         st: &mut StageState,
         run: &instructions::Run,
         span: Span,
