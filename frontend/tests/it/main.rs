@@ -1,0 +1,8 @@
+//! Integration tests of hoist-frontend.
+
+mod conformance;
+mod errors;
+mod heredocs;
+mod lowering;
+mod properties;
+mod util;
