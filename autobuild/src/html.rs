@@ -82,7 +82,7 @@ header h1{font-size:18px;margin:0} header span{color:#9ca3af;font-size:12px}
 main{padding:16px 24px;max-width:1200px}
 h2{font-size:15px;margin:20px 0 8px}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #e5e7eb}
-th,td{text-align:left;padding:6px 10px;border-bottom:1px solid #e5e7eb;vertical-align:top}
+th,td{text-align:left;padding:6px 10px;white-space:nowrap;border-bottom:1px solid #e5e7eb;vertical-align:top}
 th{background:#f3f4f6;font-weight:600;font-size:12px;text-transform:uppercase;color:#4b5563}
 td.msg{max-width:320px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}

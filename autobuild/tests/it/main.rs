@@ -5,6 +5,7 @@
 //! post-receive hook, a server to SIGKILL): run with
 //! `HOIST_AUTOBUILD_TEST_HELPER=hook|serve` and `--exact helper_entry`.
 
+mod browser;
 mod common;
 mod helper;
 mod hooks;
