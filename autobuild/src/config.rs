@@ -513,3 +513,30 @@ tag = '127.0.0.1:5000/demo:{\1}.{\2}-{short_sha}'
         );
     }
 }
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn secret_file_is_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "from-file\n").unwrap();
+        let path = dir.path().join("autobuild.toml");
+        std::fs::write(
+            &path,
+            "[[repo]]\nname = \"a\"\nurl = \"/x\"\nsecret_file = \"secret\"\ntrigger_token = \"t\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.repos[0].secret.as_deref(), Some("from-file"));
+        assert_eq!(c.repos[0].trigger_token.as_deref(), Some("t"));
+        std::fs::remove_file(dir.path().join("secret")).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("autobuild.toml") && e.contains("repo[0].secret_file"),
+            "{e}"
+        );
+    }
+}

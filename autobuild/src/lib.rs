@@ -70,8 +70,14 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Opening the store failed.
-    #[error("failed to open the store")]
-    Store(#[source] hoist_cache::Error),
+    #[error("failed to open the store `{}`", path.display())]
+    Store {
+        /// The store root.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: hoist_cache::Error,
+    },
     /// A metadata database statement failed.
     #[error("autobuild database statement failed")]
     Db(#[from] rusqlite::Error),
@@ -140,7 +146,10 @@ pub enum Error {
 }
 
 fn open_db(store_root: &Path) -> Result<hoist_cache::Store, Error> {
-    let store = hoist_cache::Store::open(store_root).map_err(Error::Store)?;
+    let store = hoist_cache::Store::open(store_root).map_err(|source| Error::Store {
+        path: store_root.to_path_buf(),
+        source,
+    })?;
     queue::init(store.db())?;
     Ok(store)
 }

@@ -472,3 +472,61 @@ pub fn latest_per_repo(db: &Database) -> Result<BTreeMap<String, BuildRecord>, E
         Ok(rows.into_iter().map(|r| (r.repo.clone(), r)).collect())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(git_ref: &str, sha: &str) -> NewBuild {
+        NewBuild {
+            repo: "demo".into(),
+            git_ref: git_ref.into(),
+            sha: sha.into(),
+            trigger: "test".into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn claims_respect_refs_and_interruptions_requeue_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = hoist_cache::Store::open(dir.path()).unwrap();
+        let db = store.db();
+        init(db).unwrap();
+        init(db).unwrap(); // idempotent
+        let a = enqueue(db, &new("refs/heads/main", "a")).unwrap().id;
+        let other = enqueue(db, &new("refs/heads/dev", "d")).unwrap().id;
+        assert_eq!(claim_next(db).unwrap().unwrap().id, a);
+        let b = enqueue(db, &new("refs/heads/main", "b")).unwrap();
+        assert!(
+            b.superseded.is_empty(),
+            "a running build is never superseded"
+        );
+        // main is building, so dev goes first and main's next waits.
+        assert_eq!(claim_next(db).unwrap().unwrap().id, other);
+        assert!(claim_next(db).unwrap().is_none());
+
+        // The server dies: both running builds are requeued once.
+        let r = recover(db).unwrap();
+        assert_eq!(r.interrupted.len(), 2);
+        let requeued_a = r.interrupted[0].1.unwrap();
+        let rec = get(db, requeued_a).unwrap().unwrap();
+        assert_eq!(
+            (rec.attempt, rec.retry_of, rec.sha.as_str()),
+            (2, Some(a), "a")
+        );
+        assert_eq!(get(db, a).unwrap().unwrap().state, BuildState::Interrupted);
+        // The oldest queued of main (b) runs before the requeued copy of a.
+        assert_eq!(claim_next(db).unwrap().unwrap().id, b.id);
+        finish(db, b.id, Ok(("sha256:x", &[]))).unwrap();
+        assert_eq!(claim_next(db).unwrap().unwrap().id, requeued_a);
+        // Dies again: the requeue is not requeued a second time.
+        let r = recover(db).unwrap();
+        assert!(r.interrupted.contains(&(requeued_a, None)), "{r:?}");
+        let done = get(db, b.id).unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.digest.as_deref()),
+            (BuildState::Succeeded, Some("sha256:x"))
+        );
+    }
+}

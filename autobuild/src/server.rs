@@ -84,7 +84,10 @@ impl Service {
         store_root: &Path,
         executor: Arc<dyn BuildExecutor>,
     ) -> Result<(Service, Recovery), Error> {
-        let store = Store::open(store_root).map_err(Error::Store)?;
+        let store = Store::open(store_root).map_err(|source| Error::Store {
+            path: store_root.to_path_buf(),
+            source,
+        })?;
         queue::init(store.db())?;
         let recovery = queue::recover(store.db())?;
         let service = Service {
