@@ -310,6 +310,18 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Run database work on a blocking thread: SQLite may wait up to its busy
+/// timeout for another process's write, which must not stall the runtime.
+async fn blocking<T: Send + 'static>(
+    svc: &Service,
+    f: impl FnOnce(&Service) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let svc = svc.clone();
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .unwrap_or_else(|e| Err(Error::Task(e.to_string())))
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
@@ -435,11 +447,13 @@ async fn trigger(
 }
 
 async fn status_page(State(svc): State<Service>) -> Response {
-    let db = svc.store().db();
-    let page = queue::latest_per_repo(db).and_then(|latest| {
+    let page = blocking(&svc, |svc| {
+        let db = svc.store().db();
+        let latest = queue::latest_per_repo(db)?;
         let recent = queue::list(db, None, 100)?;
         Ok(html::status_page(svc.config(), &latest, &recent))
-    });
+    })
+    .await;
     match page {
         Ok(p) => Html(p).into_response(),
         Err(e) => internal(e),
@@ -447,11 +461,16 @@ async fn status_page(State(svc): State<Service>) -> Response {
 }
 
 async fn build_page(State(svc): State<Service>, UrlPath(id): UrlPath<i64>) -> Response {
-    match queue::get(svc.store().db(), id) {
-        Ok(Some(b)) => {
-            let log = std::fs::read(log_path(svc.store().root(), id)).unwrap_or_default();
-            Html(html::build_page(&b, &String::from_utf8_lossy(&log))).into_response()
-        }
+    let page = blocking(&svc, move |svc| {
+        let Some(b) = queue::get(svc.store().db(), id)? else {
+            return Ok(None);
+        };
+        let log = std::fs::read(log_path(svc.store().root(), id)).unwrap_or_default();
+        Ok(Some(html::build_page(&b, &String::from_utf8_lossy(&log))))
+    })
+    .await;
+    match page {
+        Ok(Some(p)) => Html(p).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no build #{id}")),
         Err(e) => internal(e),
     }
@@ -464,14 +483,18 @@ struct ListQuery {
 }
 
 async fn api_builds(State(svc): State<Service>, Query(q): Query<ListQuery>) -> Response {
-    match queue::list(svc.store().db(), q.repo.as_deref(), q.limit.unwrap_or(100)) {
+    let list = blocking(&svc, move |svc| {
+        queue::list(svc.store().db(), q.repo.as_deref(), q.limit.unwrap_or(100))
+    })
+    .await;
+    match list {
         Ok(list) => Json(list).into_response(),
         Err(e) => internal(e),
     }
 }
 
 async fn api_build(State(svc): State<Service>, UrlPath(id): UrlPath<i64>) -> Response {
-    match queue::get(svc.store().db(), id) {
+    match blocking(&svc, move |svc| queue::get(svc.store().db(), id)).await {
         Ok(Some(b)) => Json(b).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no build #{id}")),
         Err(e) => internal(e),
@@ -488,7 +511,7 @@ async fn badge(State(svc): State<Service>, UrlPath(file): UrlPath<String>) -> Re
             format!("unknown repository `{name}`"),
         );
     }
-    match queue::latest_per_repo(svc.store().db()) {
+    match blocking(&svc, |svc| queue::latest_per_repo(svc.store().db())).await {
         Ok(latest) => (
             [
                 (header::CONTENT_TYPE, "image/svg+xml"),
