@@ -9,15 +9,27 @@ use serde_json::json;
 use crate::common::*;
 use crate::helper::command;
 
-fn start(dir: &std::path::Path, config: &std::path::Path, root: &std::path::Path) -> Child {
-    command("serve")
-        .env("HOIST_HELPER_CONFIG", config)
-        .env("HOIST_HELPER_ROOT", root)
-        .env("HOIST_HELPER_DIR", dir)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-        .spawn()
-        .unwrap()
+/// Kills the server child when a failed assertion unwinds the test.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &std::path::Path, config: &std::path::Path, root: &std::path::Path) -> Reaper {
+    Reaper(
+        command("serve")
+            .env("HOIST_HELPER_CONFIG", config)
+            .env("HOIST_HELPER_ROOT", root)
+            .env("HOIST_HELPER_DIR", dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn events(dir: &std::path::Path) -> Vec<String> {
@@ -87,8 +99,8 @@ fn sigkill_with_builds_queued_and_running_loses_nothing() {
         [BuildState::Running, BuildState::Queued, BuildState::Queued]
     );
 
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
     std::fs::remove_file(dir.path().join("block")).unwrap();
     let mut server = start(dir.path(), &config, &root);
     up();
@@ -131,11 +143,11 @@ fn sigkill_with_builds_queued_and_running_loses_nothing() {
 
     // SIGTERM stops the server gracefully.
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = server.wait().unwrap();
+    let exit = server.0.wait().unwrap();
     assert!(
         exit.success(),
         "{exit:?}: {}",
