@@ -49,6 +49,7 @@ pub mod hook;
 pub mod html;
 pub mod queue;
 pub mod server;
+mod sys;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +109,9 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// Another server already serves this store's queue.
+    #[error("another `hoist autobuild serve` already uses the store (lock `{}` is held)", .0.display())]
+    AlreadyServing(PathBuf),
     /// No build with this id.
     #[error("no build #{0}")]
     NoSuchBuild(i64),

@@ -43,6 +43,8 @@ struct Inner {
     store: Store,
     executor: Arc<dyn BuildExecutor>,
     wake: Notify,
+    /// Held (flock) while this service exists: one server per store.
+    _lock: std::fs::File,
 }
 
 /// `<store root>/autobuild`.
@@ -78,7 +80,9 @@ pub struct Queued {
 impl Service {
     /// Open the store at `store_root`, create the autobuild tables and recover
     /// builds a previous server left running. Only one server may serve a
-    /// store at a time (recovery would mark the other's builds interrupted).
+    /// store at a time (recovery would mark the other's builds interrupted):
+    /// a second `open` fails with [`Error::AlreadyServing`] while the first
+    /// service lives.
     pub fn open(
         config: Config,
         store_root: &Path,
@@ -88,6 +92,22 @@ impl Service {
             path: store_root.to_path_buf(),
             source,
         })?;
+        let lock_path = autobuild_dir(store_root).join("server.lock");
+        let io = |source| Error::Io {
+            action: "open the server lock",
+            path: lock_path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(autobuild_dir(store_root)).map_err(io)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
+            return Err(Error::AlreadyServing(lock_path));
+        }
         queue::init(store.db())?;
         let recovery = queue::recover(store.db())?;
         let service = Service {
@@ -96,6 +116,7 @@ impl Service {
                 store,
                 executor,
                 wake: Notify::new(),
+                _lock: lock,
             }),
         };
         Ok((service, recovery))

@@ -137,3 +137,22 @@ fn a_newer_commit_supersedes_a_queued_older_one_and_a_ref_never_builds_twice() {
     assert_eq!(built, vec![a, c]);
     assert_eq!(*server.rec.overlaps.lock().unwrap(), 0);
 }
+
+#[test]
+fn a_second_server_on_the_same_store_is_refused() {
+    let repo = Repo::new();
+    let server = TestServer::start(&config_text(repo.url(), 1, MAIN_RULE));
+    let config = hoist_autobuild::Config::parse(
+        &config_text(repo.url(), 1, MAIN_RULE),
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap();
+    let executor = std::sync::Arc::new(recording_executor(Default::default()));
+    let err = hoist_autobuild::Service::open(config, server.store.path(), executor)
+        .err()
+        .expect("a second service must be refused");
+    assert!(
+        matches!(err, hoist_autobuild::Error::AlreadyServing(ref p) if p.ends_with("autobuild/server.lock")),
+        "{err}"
+    );
+}
