@@ -1,1 +1,317 @@
-//! hoist-autobuild (work in progress).
+//! hoist-autobuild: automated builds on git pushes (Docker Hub's Automated
+//! Builds, as `hoist autobuild`).
+//!
+//! # What it owns
+//! - [`config`]: the TOML config, build rules and `{sourceref}` / `{sha}` /
+//!   `{short_sha}` / `{\1}` substitution.
+//! - [`webhook`]: GitHub, Bitbucket, GitLab and Gitea signatures (constant
+//!   time) and push payloads.
+//! - [`queue`]: the persisted queue and build records in the store's metadata
+//!   database (tables `autobuild_*`), supersede, interruption recovery.
+//! - [`server`]: the axum server (webhooks, trigger URL, status page, JSON
+//!   API, badges) and the dispatcher running `concurrency` builds at once.
+//! - [`hook`]: the git post-receive hook and its installer.
+//! - [`executor`]: the [`BuildExecutor`] seam and [`GitCheckoutExecutor`]
+//!   (shallow checkout of the exact commit with the git CLI, then a build
+//!   function).
+//!
+//! # What it does not own
+//! Building and pushing the image: the CLI gives [`GitCheckoutExecutor`] a
+//! build function calling `hoist-builder` and the registry push. Base-image
+//! watching (`watch_base`, `poll_interval`) is parsed but **not implemented
+//! yet**: it needs the registry crate's manifest resolve (TODO: a task per
+//! watching repo that resolves each FROM image's digest every
+//! `poll_interval`, stores it in an `autobuild_bases` table and queues a
+//! build of the default branch with trigger `base:<image>` when it changes).
+//!
+//! # Example
+//! ```no_run
+//! use std::sync::Arc;
+//! use hoist_autobuild::{Config, GitCheckoutExecutor, BuildOutcome, Service};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::load("autobuild.toml".as_ref())?;
+//! let executor = GitCheckoutExecutor::new(Arc::new(|job, tree, dockerfile, log| {
+//!     log.line("building");
+//!     // hoist-builder goes here.
+//!     Ok(BuildOutcome { digest: "sha256:…".into(), pushed_tags: job.push_tags.clone() })
+//! }));
+//! let (service, _recovery) = Service::open(config.clone(), "/var/lib/hoist".as_ref(), Arc::new(executor))?;
+//! let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+//! hoist_autobuild::serve(service, listener, hoist_autobuild::server::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod executor;
+pub mod hook;
+pub mod html;
+pub mod queue;
+pub mod server;
+mod sys;
+pub mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub use config::{Config, ConfigError, RepoConfig};
+pub use executor::{
+    BuildExecutor, BuildFailure, BuildFn, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink,
+};
+pub use hook::{install_hook, run_hook, HookResult};
+pub use queue::{BuildRecord, BuildState, Enqueued, Recovery};
+pub use server::{serve, Queued, Service};
+pub use webhook::{Provider, PushedRef};
+
+/// Errors of the autobuild service and its library functions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the config failed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Opening the store failed.
+    #[error("failed to open the store `{}`", path.display())]
+    Store {
+        /// The store root.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: hoist_cache::Error,
+    },
+    /// A metadata database statement failed.
+    #[error("autobuild database statement failed")]
+    Db(#[from] rusqlite::Error),
+    /// The database has autobuild tables from a newer hoist.
+    #[error("the autobuild tables have version {found}; this hoist supports up to {supported}")]
+    SchemaTooNew {
+        /// Found version.
+        found: i64,
+        /// Supported version.
+        supported: i64,
+    },
+    /// Encoding JSON failed.
+    #[error("failed to encode JSON")]
+    Json(#[source] serde_json::Error),
+    /// A ref refused by `git check-ref-format`.
+    #[error("`{0}` is not a valid git ref")]
+    BadRef(String),
+    /// Not a full hexadecimal commit id.
+    #[error("`{0}` is not a full commit id")]
+    BadSha(String),
+    /// `git ls-remote` could not resolve a ref.
+    #[error("failed to resolve `{git_ref}` in `{url}`: {message}")]
+    Resolve {
+        /// The repository.
+        url: String,
+        /// The ref asked for.
+        git_ref: String,
+        /// Why.
+        message: String,
+    },
+    /// Another server already serves this store's queue.
+    #[error("another `hoist autobuild serve` already uses the store (lock `{}` is held)", .0.display())]
+    AlreadyServing(PathBuf),
+    /// No build with this id.
+    #[error("no build #{0}")]
+    NoSuchBuild(i64),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+    /// A background task failed.
+    #[error("a background task failed: {0}")]
+    Task(String),
+    /// Reading the hook's stdin failed.
+    #[error("failed to read the post-receive input")]
+    HookInput(#[source] std::io::Error),
+    /// The hook could not reach the server.
+    #[error("failed to reach the autobuild server at `{url}`")]
+    Http {
+        /// The trigger URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// `install-hook` was given something that is not a git directory.
+    #[error("`{}` is not a git directory (no HEAD and objects/)", .0.display())]
+    NotAGitDir(PathBuf),
+    /// A file operation failed.
+    #[error("failed to {action} `{}`", path.display())]
+    Io {
+        /// What hoist was doing.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn open_db(store_root: &Path) -> Result<hoist_cache::Store, Error> {
+    let store = hoist_cache::Store::open(store_root).map_err(|source| Error::Store {
+        path: store_root.to_path_buf(),
+        source,
+    })?;
+    queue::init(store.db())?;
+    Ok(store)
+}
+
+/// `hoist autobuild list`: builds, newest first.
+pub fn list(
+    store_root: &Path,
+    repo: Option<&str>,
+    limit: usize,
+) -> Result<Vec<BuildRecord>, Error> {
+    queue::list(open_db(store_root)?.db(), repo, limit)
+}
+
+/// One build record.
+pub fn get(store_root: &Path, id: i64) -> Result<BuildRecord, Error> {
+    queue::get(open_db(store_root)?.db(), id)?.ok_or(Error::NoSuchBuild(id))
+}
+
+/// `hoist autobuild retry ID`: queue a copy of a build; a running server
+/// picks it up within seconds.
+pub fn retry(store_root: &Path, id: i64) -> Result<Enqueued, Error> {
+    queue::retry(open_db(store_root)?.db(), id)
+}
+
+/// A piece of a build log (for `hoist autobuild logs ID [--follow]`).
+#[derive(Debug, Clone)]
+pub struct LogChunk {
+    /// The bytes from the requested offset to the current end.
+    pub data: Vec<u8>,
+    /// The offset to ask for next.
+    pub next_offset: u64,
+    /// True when the build is over, so the log will not grow: `--follow`
+    /// stops after printing this chunk.
+    pub finished: bool,
+}
+
+/// Read build `id`'s log from `offset`. `--follow` calls it again with
+/// `next_offset` (after a short sleep) until `finished`.
+pub fn read_log(store_root: &Path, id: i64, offset: u64) -> Result<LogChunk, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let store = open_db(store_root)?;
+    // The state is read before the file, so a `finished` chunk has every line.
+    let rec = queue::get(store.db(), id)?.ok_or(Error::NoSuchBuild(id))?;
+    let path = server::log_path(store_root, id);
+    let mut data = Vec::new();
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            let io = |source| Error::Io {
+                action: "read the build log",
+                path: path.clone(),
+                source,
+            };
+            f.seek(SeekFrom::Start(offset)).map_err(io)?;
+            f.read_to_end(&mut data).map_err(io)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                action: "open the build log",
+                path,
+                source,
+            })
+        }
+    }
+    Ok(LogChunk {
+        next_offset: offset + data.len() as u64,
+        data,
+        finished: rec.state.is_final(),
+    })
+}
+
+/// Find what to build for a trigger: `git_ref` may be a full ref, a branch or
+/// tag name, or `None` for the remote's HEAD branch; without `sha` the ref's
+/// current commit is asked with `git ls-remote` (argv, never a shell).
+pub fn resolve_ref(
+    url: &str,
+    git_ref: Option<&str>,
+    sha: Option<String>,
+) -> Result<PushedRef, Error> {
+    let fail = |r: &str, message: String| Error::Resolve {
+        url: url.to_string(),
+        git_ref: r.to_string(),
+        message,
+    };
+    if let (Some(r), Some(sha)) = (git_ref, &sha) {
+        if r.starts_with("refs/") {
+            return Ok(PushedRef {
+                git_ref: r.to_string(),
+                sha: sha.clone(),
+                message: String::new(),
+            });
+        }
+    }
+    let wanted: Vec<String> = match git_ref {
+        None => vec!["HEAD".into()],
+        Some(r) if r.starts_with("refs/") => vec![r.to_string()],
+        Some(r) => vec![format!("refs/heads/{r}"), format!("refs/tags/{r}")],
+    };
+    for w in &wanted {
+        if w != "HEAD" && !executor::check_ref_format(w) {
+            return Err(Error::BadRef(w.clone()));
+        }
+    }
+    let shown = git_ref.unwrap_or("HEAD");
+    let mut cmd = Command::new("git");
+    cmd.arg("ls-remote");
+    if git_ref.is_none() {
+        cmd.arg("--symref");
+    }
+    let out = cmd
+        .arg("--")
+        .arg(url)
+        .args(&wanted)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(shown, format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(
+            shown,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut head_branch = None;
+    let mut found: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ref: ") {
+            head_branch = rest.split('\t').next().map(str::to_string);
+            continue;
+        }
+        if let Some((sha, name)) = line.split_once('\t') {
+            found.push((sha.to_string(), name.to_string()));
+        }
+    }
+    let full = match git_ref {
+        None => head_branch.ok_or_else(|| fail(shown, "the remote HEAD is not a branch".into()))?,
+        Some(_) => wanted
+            .iter()
+            .find(|w| found.iter().any(|(_, n)| n == *w))
+            .cloned()
+            .ok_or_else(|| fail(shown, "no such branch or tag".into()))?,
+    };
+    // An annotated tag's `^{}` line is the commit it points at.
+    let peeled = format!("{full}^{{}}");
+    let current = found
+        .iter()
+        .find(|(_, n)| *n == peeled)
+        .or_else(|| {
+            found
+                .iter()
+                .find(|(_, n)| *n == full || (git_ref.is_none() && n == "HEAD"))
+        })
+        .map(|(s, _)| s.clone())
+        .ok_or_else(|| fail(shown, "no commit found".into()))?;
+    Ok(PushedRef {
+        git_ref: full,
+        sha: sha.unwrap_or(current),
+        message: String::new(),
+    })
+}

@@ -1,0 +1,542 @@
+//! The autobuild configuration file (TOML) and Docker Hub style build rules.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9870";
+
+/// Errors reading or checking a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read the autobuild config `{}`", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key has the wrong type.
+    #[error("invalid autobuild config `{}`: {message}", path.display())]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// toml's message (names the key and the line).
+        message: String,
+    },
+    /// A key has a value that is not usable.
+    #[error("invalid autobuild config `{}`: `{key}`: {message}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The key, e.g. `repo[0].rule[1].match`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    concurrency: Option<usize>,
+    #[serde(default)]
+    repo: Vec<RawRepo>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    name: String,
+    url: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    trigger_token: Option<String>,
+    trigger_token_file: Option<PathBuf>,
+    dockerfile: Option<String>,
+    context: Option<String>,
+    #[serde(default)]
+    build_args: BTreeMap<String, String>,
+    #[serde(default)]
+    watch_base: bool,
+    poll_interval: Option<String>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    source: String,
+    #[serde(rename = "match")]
+    pattern: String,
+    tag: String,
+    #[serde(default)]
+    push: bool,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the server listens.
+    pub listen: String,
+    /// Builds at once (at least 1).
+    pub concurrency: usize,
+    /// The repositories, by unique name.
+    pub repos: Vec<RepoConfig>,
+}
+
+/// One watched repository.
+#[derive(Debug, Clone)]
+pub struct RepoConfig {
+    /// Unique name (used in URLs).
+    pub name: String,
+    /// Anything `git clone` takes.
+    pub url: String,
+    /// The webhook secret (HMAC key, or GitLab's token).
+    pub secret: Option<String>,
+    /// The token `POST /trigger/NAME` and the post-receive hook must send;
+    /// `trigger_token`, else the secret.
+    pub trigger_token: Option<String>,
+    /// The Dockerfile, relative to the repository root.
+    pub dockerfile: String,
+    /// The build context, relative to the repository root.
+    pub context: String,
+    /// Build args before substitution.
+    pub build_args: BTreeMap<String, String>,
+    /// Rebuild when a base image changes (not implemented yet, see the crate docs).
+    pub watch_base: bool,
+    /// How often base images are checked.
+    pub poll_interval: Duration,
+    /// Build rules; a ref builds only when one matches.
+    pub rules: Vec<Rule>,
+}
+
+/// Whether a ref is a branch or a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// `refs/heads/...`
+    Branch,
+    /// `refs/tags/...`
+    Tag,
+}
+
+impl SourceKind {
+    /// Split a full ref into its kind and short name.
+    pub fn split(full_ref: &str) -> Option<(SourceKind, &str)> {
+        if let Some(name) = full_ref.strip_prefix("refs/heads/") {
+            Some((SourceKind::Branch, name))
+        } else {
+            full_ref
+                .strip_prefix("refs/tags/")
+                .map(|name| (SourceKind::Tag, name))
+        }
+    }
+}
+
+/// One build rule (Docker Hub's build rules).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Branch or tag.
+    pub source: SourceKind,
+    /// Regex on the branch or tag name.
+    pub pattern: Regex,
+    /// Tag template.
+    pub tag: String,
+    /// Push the tag after the build.
+    pub push: bool,
+}
+
+/// The values substituted into tags and build args for one build.
+#[derive(Debug, Clone)]
+pub struct Substitution<'a> {
+    /// Branch or tag name.
+    pub sourceref: &'a str,
+    /// Full commit id.
+    pub sha: &'a str,
+    /// Regex groups of the matching rule (`{\0}` is the whole match).
+    pub groups: Vec<String>,
+}
+
+impl Substitution<'_> {
+    /// Replace `{sourceref}`, `{sha}`, `{short_sha}` and `{\N}` in `template`.
+    /// Unknown placeholders are left as they are.
+    pub fn apply(&self, template: &str) -> String {
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(start) = rest.find('{') {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[start..]);
+                return out;
+            };
+            let key = &after[..end];
+            let value = match key {
+                "sourceref" => Some(self.sourceref.to_string()),
+                "sha" => Some(self.sha.to_string()),
+                "short_sha" => Some(self.sha.chars().take(7).collect()),
+                _ => key
+                    .strip_prefix('\\')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .map(|n| self.groups.get(n).cloned().unwrap_or_default()),
+            };
+            match value {
+                Some(v) => out.push_str(&v),
+                None => out.push_str(&rest[start..start + end + 2]),
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// What the rules say about one ref: the tags to produce (substituted) and
+/// whether to push them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Tags from every matching rule, in rule order, without duplicates.
+    pub tags: Vec<String>,
+    /// Tags to push (a subset of `tags`).
+    pub push_tags: Vec<String>,
+    /// Build args with substitutions applied.
+    pub build_args: BTreeMap<String, String>,
+}
+
+impl RepoConfig {
+    /// The plan for `full_ref` at `sha`, or `None` when the repository has
+    /// rules and none matches (Docker Hub builds nothing then). A repository
+    /// without rules builds every ref, untagged.
+    pub fn plan(&self, full_ref: &str, sha: &str) -> Option<Plan> {
+        let (kind, name) = SourceKind::split(full_ref)?;
+        let base = Substitution {
+            sourceref: name,
+            sha,
+            groups: vec![name.to_string()],
+        };
+        let mut plan = Plan {
+            build_args: self
+                .build_args
+                .iter()
+                .map(|(k, v)| (k.clone(), base.apply(v)))
+                .collect(),
+            ..Plan::default()
+        };
+        if self.rules.is_empty() {
+            return Some(plan);
+        }
+        let mut matched = false;
+        for rule in self.rules.iter().filter(|r| r.source == kind) {
+            let Some(captures) = rule.pattern.captures(name) else {
+                continue;
+            };
+            matched = true;
+            let subst = Substitution {
+                groups: captures
+                    .iter()
+                    .map(|m| m.map(|m| m.as_str().to_string()).unwrap_or_default())
+                    .collect(),
+                ..base.clone()
+            };
+            let tag = subst.apply(&rule.tag);
+            if !plan.tags.contains(&tag) {
+                plan.tags.push(tag.clone());
+            }
+            if rule.push && !plan.push_tags.contains(&tag) {
+                plan.push_tags.push(tag);
+            }
+        }
+        matched.then_some(plan)
+    }
+}
+
+impl Config {
+    /// Read and check the config file at `path`. Relative `secret_file`s are
+    /// relative to the config file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse config text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let concurrency = raw.concurrency.unwrap_or(1);
+        if concurrency == 0 {
+            return Err(invalid("concurrency".into(), "must be at least 1".into()));
+        }
+        let mut repos: Vec<RepoConfig> = Vec::new();
+        for (i, r) in raw.repo.into_iter().enumerate() {
+            let key = |k: &str| format!("repo[{i}].{k}");
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "`{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                        r.name
+                    ),
+                ));
+            }
+            if repos.iter().any(|o| o.name == r.name) {
+                return Err(invalid(key("name"), format!("`{}` is used twice", r.name)));
+            }
+            if r.url.is_empty() || r.url.starts_with('-') {
+                return Err(invalid(key("url"), "must be a git URL or path".into()));
+            }
+            let read_secret = |inline: Option<String>,
+                               file: Option<PathBuf>,
+                               name: &str|
+             -> Result<Option<String>, ConfigError> {
+                match (inline, file) {
+                    (Some(_), Some(_)) => Err(invalid(
+                        key(&format!("{name}_file")),
+                        format!("give `{name}` or `{name}_file`, not both"),
+                    )),
+                    (Some(s), None) => Ok(Some(s)),
+                    (None, Some(f)) => {
+                        let f = base_dir.join(f);
+                        let s = std::fs::read_to_string(&f).map_err(|e| {
+                            invalid(
+                                key(&format!("{name}_file")),
+                                format!("cannot read `{}`: {e}", f.display()),
+                            )
+                        })?;
+                        Ok(Some(s.trim_end_matches(['\n', '\r']).to_string()))
+                    }
+                    (None, None) => Ok(None),
+                }
+            };
+            let secret = read_secret(r.secret, r.secret_file, "secret")?;
+            let trigger_token =
+                read_secret(r.trigger_token, r.trigger_token_file, "trigger_token")?
+                    .or_else(|| secret.clone());
+            for (k, v) in [("secret", &secret), ("trigger_token", &trigger_token)] {
+                if v.as_deref() == Some("") {
+                    return Err(invalid(key(k), "must not be empty".into()));
+                }
+            }
+            let dockerfile = r.dockerfile.unwrap_or_else(|| "Dockerfile".into());
+            let context = r.context.unwrap_or_else(|| ".".into());
+            for (k, v) in [("dockerfile", &dockerfile), ("context", &context)] {
+                if Path::new(v).is_absolute()
+                    || Path::new(v)
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(invalid(
+                        key(k),
+                        format!("`{v}` must be a path inside the repository"),
+                    ));
+                }
+            }
+            let poll_interval = match r.poll_interval {
+                None => Duration::from_secs(3600),
+                Some(s) => parse_duration(&s).ok_or_else(|| {
+                    invalid(
+                        key("poll_interval"),
+                        format!("`{s}` is not a duration like `30s`, `10m` or `1h`"),
+                    )
+                })?,
+            };
+            let mut rules = Vec::new();
+            for (j, rule) in r.rule.into_iter().enumerate() {
+                let rkey = |k: &str| format!("repo[{i}].rule[{j}].{k}");
+                let source = match rule.source.as_str() {
+                    "branch" => SourceKind::Branch,
+                    "tag" => SourceKind::Tag,
+                    other => {
+                        return Err(invalid(
+                            rkey("source"),
+                            format!("`{other}` must be \"branch\" or \"tag\""),
+                        ))
+                    }
+                };
+                let pattern = Regex::new(&rule.pattern)
+                    .map_err(|e| invalid(rkey("match"), format!("bad regex: {e}")))?;
+                if rule.tag.is_empty() {
+                    return Err(invalid(rkey("tag"), "must not be empty".into()));
+                }
+                rules.push(Rule {
+                    source,
+                    pattern,
+                    tag: rule.tag,
+                    push: rule.push,
+                });
+            }
+            repos.push(RepoConfig {
+                name: r.name,
+                url: r.url,
+                secret,
+                trigger_token,
+                dockerfile,
+                context,
+                build_args: r.build_args,
+                watch_base: r.watch_base,
+                poll_interval,
+                rules,
+            });
+        }
+        Ok(Config {
+            listen: raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            concurrency,
+            repos,
+        })
+    }
+
+    /// The repository named `name`.
+    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.repos.iter().find(|r| r.name == name)
+    }
+}
+
+/// `30s`, `10m`, `2h`, `1d` or a plain number of seconds.
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+listen = "127.0.0.1:9870"
+concurrency = 1
+[[repo]]
+name = "demo"
+url = "/srv/git/demo.git"
+secret = "s3cret"
+dockerfile = "Dockerfile"
+context = "."
+build_args = { VERSION = "{sourceref}" }
+[[repo.rule]]
+source = "branch"
+match = "^main$"
+tag = "127.0.0.1:5000/demo:latest"
+push = true
+[[repo.rule]]
+source = "tag"
+match = '^v([0-9]+)\.([0-9]+)$'
+tag = '127.0.0.1:5000/demo:{\1}.{\2}-{short_sha}'
+"#;
+
+    #[test]
+    fn parses_the_issue_example_and_plans() {
+        let c = Config::parse(EXAMPLE, Path::new("/etc/a.toml")).unwrap();
+        let r = c.repo("demo").unwrap();
+        assert_eq!(r.trigger_token.as_deref(), Some("s3cret"));
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let p = r.plan("refs/heads/main", sha).unwrap();
+        assert_eq!(p.tags, vec!["127.0.0.1:5000/demo:latest"]);
+        assert_eq!(p.push_tags, p.tags);
+        assert_eq!(p.build_args["VERSION"], "main");
+        let p = r.plan("refs/tags/v1.2", sha).unwrap();
+        assert_eq!(p.tags, vec!["127.0.0.1:5000/demo:1.2-0123456"]);
+        assert!(p.push_tags.is_empty());
+        assert!(r.plan("refs/heads/dev", sha).is_none());
+        assert!(r.plan("refs/tags/main", sha).is_none());
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let bad = EXAMPLE.replace("^main$", "(");
+        let e = Config::parse(&bad, Path::new("/etc/a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/a.toml") && e.contains("repo[0].rule[0].match"),
+            "{e}"
+        );
+        let bad = EXAMPLE.replace("concurrency = 1", "concurrency = \"x\"");
+        let e = Config::parse(&bad, Path::new("/etc/a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/a.toml") && e.contains("concurrency"),
+            "{e}"
+        );
+        let bad = EXAMPLE.replace("secret = ", "secrett = ");
+        let e = Config::parse(&bad, Path::new("/etc/a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secrett"), "{e}");
+    }
+
+    #[test]
+    fn substitution_leaves_unknown_placeholders() {
+        let s = Substitution {
+            sourceref: "main",
+            sha: "abcdef0123",
+            groups: vec![],
+        };
+        assert_eq!(
+            s.apply("{x}-{sha}-{short_sha}-{\\3}-{"),
+            "{x}-abcdef0123-abcdef0--{"
+        );
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn secret_file_is_relative_to_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), "from-file\n").unwrap();
+        let path = dir.path().join("autobuild.toml");
+        std::fs::write(
+            &path,
+            "[[repo]]\nname = \"a\"\nurl = \"/x\"\nsecret_file = \"secret\"\ntrigger_token = \"t\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.repos[0].secret.as_deref(), Some("from-file"));
+        assert_eq!(c.repos[0].trigger_token.as_deref(), Some("t"));
+        std::fs::remove_file(dir.path().join("secret")).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("autobuild.toml") && e.contains("repo[0].secret_file"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! The persisted build queue and build records, in the store's metadata
+//! database.
+//!
+//! Every state change is one `BEGIN IMMEDIATE` transaction in SQLite with
+//! `synchronous=FULL`, so a build the server answered "queued" for survives a
+//! SIGKILL or a power loss. States:
+//!
+//! ```text
+//! queued ──claim──▶ running ──▶ succeeded | failed
+//!    │                 └──(server died)──▶ interrupted  (+ one new queued copy, retry_of = id)
+//!    └──(newer commit to the same ref queued)──▶ superseded (superseded_by = newer id)
+//! ```
+//!
+//! The tables are created from this crate (`CREATE TABLE IF NOT EXISTS`,
+//! versioned by the `autobuild_schema_version` table) because `hoist-cache`'s
+//! migrations belong to that crate; they should move there as a migration.
+
+use std::collections::BTreeMap;
+
+use hoist_cache::Database;
+use rusqlite::{params, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The version of this crate's tables.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS autobuild_schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS autobuild_builds (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo          TEXT NOT NULL,
+    git_ref       TEXT NOT NULL,
+    sha           TEXT NOT NULL,
+    trigger       TEXT NOT NULL,
+    message       TEXT NOT NULL DEFAULT '',
+    state         TEXT NOT NULL,
+    attempt       INTEGER NOT NULL DEFAULT 1,
+    retry_of      INTEGER,
+    superseded_by INTEGER,
+    queued_at     INTEGER NOT NULL,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    digest        TEXT,
+    tags          TEXT NOT NULL DEFAULT '[]',
+    pushed        TEXT NOT NULL DEFAULT '[]',
+    error         TEXT
+);
+CREATE INDEX IF NOT EXISTS autobuild_builds_by_state ON autobuild_builds (state, id);
+CREATE INDEX IF NOT EXISTS autobuild_builds_by_repo ON autobuild_builds (repo, id);
+";
+
+/// Where a build is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is building it.
+    Running,
+    /// Built (and pushed when asked).
+    Succeeded,
+    /// The build failed; `error` says why.
+    Failed,
+    /// A newer commit to the same ref was queued before this one started.
+    Superseded,
+    /// The server stopped while it ran; a copy was queued unless it was
+    /// itself a requeue.
+    Interrupted,
+}
+
+impl BuildState {
+    /// The lowercase name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Queued => "queued",
+            BuildState::Running => "running",
+            BuildState::Succeeded => "succeeded",
+            BuildState::Failed => "failed",
+            BuildState::Superseded => "superseded",
+            BuildState::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> BuildState {
+        match s {
+            "queued" => BuildState::Queued,
+            "running" => BuildState::Running,
+            "succeeded" => BuildState::Succeeded,
+            "superseded" => BuildState::Superseded,
+            "interrupted" => BuildState::Interrupted,
+            _ => BuildState::Failed,
+        }
+    }
+
+    /// True once the build will not change any more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, BuildState::Queued | BuildState::Running)
+    }
+}
+
+/// One build record, as stored and as served by `/api/builds`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    /// Unique id, increasing.
+    pub id: i64,
+    /// Repository name from the config.
+    pub repo: String,
+    /// Full git ref, e.g. `refs/heads/main`.
+    pub git_ref: String,
+    /// Full commit id.
+    pub sha: String,
+    /// What queued it: `github`, `bitbucket`, `gitlab`, `gitea`, `trigger`,
+    /// `hook`, `retry`, `requeue`.
+    pub trigger: String,
+    /// The head commit's message when the trigger said it (payload data).
+    pub message: String,
+    /// Current state.
+    pub state: BuildState,
+    /// 1 for a first run, 2 for a requeue after an interruption.
+    pub attempt: i64,
+    /// The build this one repeats (requeue or retry).
+    pub retry_of: Option<i64>,
+    /// The newer build that replaced this queued one.
+    pub superseded_by: Option<i64>,
+    /// Unix milliseconds.
+    pub queued_at: i64,
+    /// Unix milliseconds.
+    pub started_at: Option<i64>,
+    /// Unix milliseconds.
+    pub finished_at: Option<i64>,
+    /// Image digest of a successful build.
+    pub digest: Option<String>,
+    /// Tags the build produced.
+    pub tags: Vec<String>,
+    /// Tags pushed.
+    pub pushed: Vec<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl BuildRecord {
+    /// The first 7 characters of the commit id.
+    pub fn short_sha(&self) -> &str {
+        self.sha.get(..7).unwrap_or(&self.sha)
+    }
+
+    /// The short ref name (`main` for `refs/heads/main`).
+    pub fn ref_name(&self) -> &str {
+        crate::config::SourceKind::split(&self.git_ref)
+            .map(|(_, n)| n)
+            .unwrap_or(&self.git_ref)
+    }
+
+    /// Run time in milliseconds, when started.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_at.unwrap_or_else(now_ms) - self.started_at?)
+    }
+}
+
+/// A build to queue.
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    /// Repository name.
+    pub repo: String,
+    /// Full ref.
+    pub git_ref: String,
+    /// Full commit id.
+    pub sha: String,
+    /// What queued it.
+    pub trigger: String,
+    /// Commit message, when known.
+    pub message: String,
+}
+
+/// What [`enqueue`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// The new build.
+    pub id: i64,
+    /// Older queued builds of the same ref it superseded.
+    pub superseded: Vec<i64>,
+}
+
+/// What [`recover`] did at startup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Builds that were running, now interrupted, with their new queued copy
+    /// (`None` when the interrupted build was already a requeue).
+    pub interrupted: Vec<(i64, Option<i64>)>,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Create this crate's tables when missing (idempotent, safe to race).
+pub fn init(db: &Database) -> Result<(), Error> {
+    db.write(|tx| {
+        tx.execute_batch(SCHEMA)?;
+        let found: Option<i64> = tx
+            .query_row("SELECT version FROM autobuild_schema_version", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match found {
+            None => {
+                tx.execute(
+                    "INSERT INTO autobuild_schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::SchemaTooNew {
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    })
+}
+
+const COLUMNS: &str = "id, repo, git_ref, sha, trigger, message, state, attempt, retry_of, \
+    superseded_by, queued_at, started_at, finished_at, digest, tags, pushed, error";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<BuildRecord> {
+    let json_list = |s: String| serde_json::from_str::<Vec<String>>(&s).unwrap_or_default();
+    Ok(BuildRecord {
+        id: r.get(0)?,
+        repo: r.get(1)?,
+        git_ref: r.get(2)?,
+        sha: r.get(3)?,
+        trigger: r.get(4)?,
+        message: r.get(5)?,
+        state: BuildState::parse(&r.get::<_, String>(6)?),
+        attempt: r.get(7)?,
+        retry_of: r.get(8)?,
+        superseded_by: r.get(9)?,
+        queued_at: r.get(10)?,
+        started_at: r.get(11)?,
+        finished_at: r.get(12)?,
+        digest: r.get(13)?,
+        tags: json_list(r.get(14)?),
+        pushed: json_list(r.get(15)?),
+        error: r.get(16)?,
+    })
+}
+
+fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    b: &NewBuild,
+    attempt: i64,
+    retry_of: Option<i64>,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO autobuild_builds (repo, git_ref, sha, trigger, message, state, attempt, \
+         retry_of, queued_at) VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8)",
+        params![
+            b.repo,
+            b.git_ref,
+            b.sha,
+            b.trigger,
+            b.message,
+            attempt,
+            retry_of,
+            now_ms()
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Queue a build; queued (not yet running) builds of the same repository and
+/// ref become superseded by it.
+pub fn enqueue(db: &Database, b: &NewBuild) -> Result<Enqueued, Error> {
+    db.write(|tx| {
+        let id = insert(tx, b, 1, None)?;
+        let superseded = supersede_older(tx, &b.repo, &b.git_ref, id)?;
+        Ok(Enqueued { id, superseded })
+    })
+}
+
+fn supersede_older(
+    tx: &rusqlite::Transaction<'_>,
+    repo: &str,
+    git_ref: &str,
+    id: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut stmt = tx.prepare(
+        "SELECT id FROM autobuild_builds WHERE repo = ?1 AND git_ref = ?2 \
+         AND state = 'queued' AND id < ?3",
+    )?;
+    let ids = stmt
+        .query_map(params![repo, git_ref, id], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for old in &ids {
+        tx.execute(
+            "UPDATE autobuild_builds SET state = 'superseded', superseded_by = ?1, \
+             finished_at = ?2 WHERE id = ?3",
+            params![id, now_ms(), old],
+        )?;
+    }
+    Ok(ids)
+}
+
+/// Take the oldest queued build whose ref is not building now and mark it
+/// running.
+pub fn claim_next(db: &Database) -> Result<Option<BuildRecord>, Error> {
+    db.write(|tx| {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM autobuild_builds AS q WHERE q.state = 'queued' \
+             AND NOT EXISTS (SELECT 1 FROM autobuild_builds AS r WHERE r.state = 'running' \
+             AND r.repo = q.repo AND r.git_ref = q.git_ref) ORDER BY q.id LIMIT 1"
+        );
+        let Some(mut rec) = tx.query_row(&sql, [], from_row).optional()? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        tx.execute(
+            "UPDATE autobuild_builds SET state = 'running', started_at = ?1 WHERE id = ?2",
+            params![now, rec.id],
+        )?;
+        rec.state = BuildState::Running;
+        rec.started_at = Some(now);
+        Ok(Some(rec))
+    })
+}
+
+/// Record the tags a running build is about to produce.
+pub fn set_tags(db: &Database, id: i64, tags: &[String]) -> Result<(), Error> {
+    let tags = serde_json::to_string(tags).map_err(Error::Json)?;
+    db.write(|tx| {
+        tx.execute(
+            "UPDATE autobuild_builds SET tags = ?1 WHERE id = ?2",
+            params![tags, id],
+        )?;
+        Ok(())
+    })
+}
+
+/// Record the end of a running build.
+pub fn finish(
+    db: &Database,
+    id: i64,
+    result: Result<(&str, &[String]), &str>,
+) -> Result<(), Error> {
+    db.write(|tx| {
+        match result {
+            Ok((digest, pushed)) => tx.execute(
+                "UPDATE autobuild_builds SET state = 'succeeded', finished_at = ?1, digest = ?2, \
+                 pushed = ?3 WHERE id = ?4 AND state = 'running'",
+                params![
+                    now_ms(),
+                    digest,
+                    serde_json::to_string(pushed).unwrap_or_else(|_| "[]".into()),
+                    id
+                ],
+            )?,
+            Err(error) => tx.execute(
+                "UPDATE autobuild_builds SET state = 'failed', finished_at = ?1, error = ?2 \
+                 WHERE id = ?3 AND state = 'running'",
+                params![now_ms(), error, id],
+            )?,
+        };
+        Ok(())
+    })
+}
+
+/// At server start: builds left `running` by a dead server become
+/// `interrupted`, and each is queued again once (a build that was already a
+/// requeue is not requeued a second time).
+///
+/// Only one server may use a store's autobuild queue at a time; the caller
+/// makes sure of that (see [`crate::server::Service::open`]).
+pub fn recover(db: &Database) -> Result<Recovery, Error> {
+    db.write(|tx| {
+        let sql =
+            format!("SELECT {COLUMNS} FROM autobuild_builds WHERE state = 'running' ORDER BY id");
+        let running = tx
+            .prepare(&sql)?
+            .query_map([], from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut recovery = Recovery::default();
+        for rec in running {
+            tx.execute(
+                "UPDATE autobuild_builds SET state = 'interrupted', finished_at = ?1, \
+                 error = 'the server stopped while this build ran' WHERE id = ?2",
+                params![now_ms(), rec.id],
+            )?;
+            let requeued = if rec.attempt < 2 {
+                let b = NewBuild {
+                    repo: rec.repo.clone(),
+                    git_ref: rec.git_ref.clone(),
+                    sha: rec.sha.clone(),
+                    trigger: "requeue".into(),
+                    message: rec.message.clone(),
+                };
+                Some(insert(tx, &b, rec.attempt + 1, Some(rec.id))?)
+            } else {
+                None
+            };
+            recovery.interrupted.push((rec.id, requeued));
+        }
+        Ok(recovery)
+    })
+}
+
+/// Queue a copy of build `id` (any state) as a new build.
+pub fn retry(db: &Database, id: i64) -> Result<Enqueued, Error> {
+    db.write(|tx| {
+        let sql = format!("SELECT {COLUMNS} FROM autobuild_builds WHERE id = ?1");
+        let rec = tx
+            .query_row(&sql, [id], from_row)
+            .optional()?
+            .ok_or(Error::NoSuchBuild(id))?;
+        let b = NewBuild {
+            repo: rec.repo,
+            git_ref: rec.git_ref,
+            sha: rec.sha,
+            trigger: "retry".into(),
+            message: rec.message,
+        };
+        let new_id = insert(tx, &b, 1, Some(id))?;
+        let superseded = supersede_older(tx, &b.repo, &b.git_ref, new_id)?;
+        Ok(Enqueued {
+            id: new_id,
+            superseded,
+        })
+    })
+}
+
+/// One build.
+pub fn get(db: &Database, id: i64) -> Result<Option<BuildRecord>, Error> {
+    db.read(|c| {
+        let sql = format!("SELECT {COLUMNS} FROM autobuild_builds WHERE id = ?1");
+        Ok(c.query_row(&sql, [id], from_row).optional()?)
+    })
+}
+
+/// Builds, newest first, optionally of one repository.
+pub fn list(db: &Database, repo: Option<&str>, limit: usize) -> Result<Vec<BuildRecord>, Error> {
+    db.read(|c| {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM autobuild_builds WHERE (?1 IS NULL OR repo = ?1) \
+             ORDER BY id DESC LIMIT ?2"
+        );
+        let rows = c
+            .prepare(&sql)?
+            .query_map(params![repo, limit as i64], from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    })
+}
+
+/// The newest build of each repository that has one.
+pub fn latest_per_repo(db: &Database) -> Result<BTreeMap<String, BuildRecord>, Error> {
+    db.read(|c| {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM autobuild_builds WHERE id IN \
+             (SELECT MAX(id) FROM autobuild_builds WHERE state != 'superseded' GROUP BY repo)"
+        );
+        let rows = c
+            .prepare(&sql)?
+            .query_map([], from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().map(|r| (r.repo.clone(), r)).collect())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(git_ref: &str, sha: &str) -> NewBuild {
+        NewBuild {
+            repo: "demo".into(),
+            git_ref: git_ref.into(),
+            sha: sha.into(),
+            trigger: "test".into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn claims_respect_refs_and_interruptions_requeue_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = hoist_cache::Store::open(dir.path()).unwrap();
+        let db = store.db();
+        init(db).unwrap();
+        init(db).unwrap(); // idempotent
+        let a = enqueue(db, &new("refs/heads/main", "a")).unwrap().id;
+        let other = enqueue(db, &new("refs/heads/dev", "d")).unwrap().id;
+        assert_eq!(claim_next(db).unwrap().unwrap().id, a);
+        let b = enqueue(db, &new("refs/heads/main", "b")).unwrap();
+        assert!(
+            b.superseded.is_empty(),
+            "a running build is never superseded"
+        );
+        // main is building, so dev goes first and main's next waits.
+        assert_eq!(claim_next(db).unwrap().unwrap().id, other);
+        assert!(claim_next(db).unwrap().is_none());
+
+        // The server dies: both running builds are requeued once.
+        let r = recover(db).unwrap();
+        assert_eq!(r.interrupted.len(), 2);
+        let requeued_a = r.interrupted[0].1.unwrap();
+        let rec = get(db, requeued_a).unwrap().unwrap();
+        assert_eq!(
+            (rec.attempt, rec.retry_of, rec.sha.as_str()),
+            (2, Some(a), "a")
+        );
+        assert_eq!(get(db, a).unwrap().unwrap().state, BuildState::Interrupted);
+        // The oldest queued of main (b) runs before the requeued copy of a.
+        assert_eq!(claim_next(db).unwrap().unwrap().id, b.id);
+        finish(db, b.id, Ok(("sha256:x", &[]))).unwrap();
+        assert_eq!(claim_next(db).unwrap().unwrap().id, requeued_a);
+        // Dies again: the requeue is not requeued a second time.
+        let r = recover(db).unwrap();
+        assert!(r.interrupted.contains(&(requeued_a, None)), "{r:?}");
+        let done = get(db, b.id).unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.digest.as_deref()),
+            (BuildState::Succeeded, Some("sha256:x"))
+        );
+    }
+}

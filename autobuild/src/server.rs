@@ -1,0 +1,546 @@
+//! The HTTP server (axum) and the build dispatcher.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hoist_cache::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+use crate::config::{Config, RepoConfig, SourceKind};
+use crate::executor::{check_ref_format, is_full_sha, BuildExecutor, BuildJob, LogSink};
+use crate::queue::{self, Enqueued, NewBuild, Recovery};
+use crate::webhook::{parse_event, Event, Provider, PushedRef};
+use crate::{html, Error};
+
+/// Largest request body accepted (413 above).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// How often the dispatcher looks for builds queued by other processes.
+const POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The header `POST /trigger/NAME` takes the repository's token in
+/// (`Authorization: Bearer TOKEN` works too).
+pub const TOKEN_HEADER: &str = "x-hoist-token";
+
+/// The autobuild service: config, store, executor and the dispatcher's
+/// wake-up. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    executor: Arc<dyn BuildExecutor>,
+    wake: Notify,
+    /// Held (flock) while this service exists: one server per store.
+    _lock: std::fs::File,
+}
+
+/// `<store root>/autobuild`.
+pub fn autobuild_dir(store_root: &Path) -> PathBuf {
+    store_root.join("autobuild")
+}
+
+/// The log file of build `id`.
+pub fn log_path(store_root: &Path, id: i64) -> PathBuf {
+    autobuild_dir(store_root)
+        .join("logs")
+        .join(format!("{id}.log"))
+}
+
+/// Why a pushed ref was not queued.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// The ref as given.
+    pub git_ref: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The answer to a push or trigger.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queued {
+    /// Builds queued.
+    pub queued: Vec<Enqueued>,
+    /// Refs left out (deleted, no matching rule).
+    pub skipped: Vec<Skipped>,
+}
+
+impl Service {
+    /// Open the store at `store_root`, create the autobuild tables and recover
+    /// builds a previous server left running. Only one server may serve a
+    /// store at a time (recovery would mark the other's builds interrupted):
+    /// a second `open` fails with [`Error::AlreadyServing`] while the first
+    /// service lives.
+    pub fn open(
+        config: Config,
+        store_root: &Path,
+        executor: Arc<dyn BuildExecutor>,
+    ) -> Result<(Service, Recovery), Error> {
+        let store = Store::open(store_root).map_err(|source| Error::Store {
+            path: store_root.to_path_buf(),
+            source,
+        })?;
+        let lock_path = autobuild_dir(store_root).join("server.lock");
+        let io = |source| Error::Io {
+            action: "open the server lock",
+            path: lock_path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(autobuild_dir(store_root)).map_err(io)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io)?;
+        if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
+            return Err(Error::AlreadyServing(lock_path));
+        }
+        queue::init(store.db())?;
+        let recovery = queue::recover(store.db())?;
+        let service = Service {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                executor,
+                wake: Notify::new(),
+                _lock: lock,
+            }),
+        };
+        Ok((service, recovery))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Queue builds for the refs a push or trigger named; refs are checked
+    /// (`git check-ref-format`, full commit id) and mapped through the rules.
+    pub fn enqueue(
+        &self,
+        repo: &RepoConfig,
+        refs: &[PushedRef],
+        trigger: &str,
+    ) -> Result<Queued, Error> {
+        let mut out = Queued::default();
+        for r in refs {
+            let skip = |reason: &str| Skipped {
+                git_ref: r.git_ref.clone(),
+                reason: reason.to_string(),
+            };
+            if SourceKind::split(&r.git_ref).is_none() {
+                out.skipped.push(skip("not a branch or tag"));
+                continue;
+            }
+            if !check_ref_format(&r.git_ref) {
+                return Err(Error::BadRef(r.git_ref.clone()));
+            }
+            if !is_full_sha(&r.sha) {
+                return Err(Error::BadSha(r.sha.clone()));
+            }
+            if repo.plan(&r.git_ref, &r.sha).is_none() {
+                out.skipped.push(skip("no build rule matches"));
+                continue;
+            }
+            let e = queue::enqueue(
+                self.inner.store.db(),
+                &NewBuild {
+                    repo: repo.name.clone(),
+                    git_ref: r.git_ref.clone(),
+                    sha: r.sha.to_ascii_lowercase(),
+                    trigger: trigger.to_string(),
+                    message: r.message.clone(),
+                },
+            )?;
+            out.queued.push(e);
+        }
+        if !out.queued.is_empty() {
+            self.inner.wake.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// Queue a copy of build `id`.
+    pub fn retry(&self, id: i64) -> Result<Enqueued, Error> {
+        let e = queue::retry(self.inner.store.db(), id)?;
+        self.inner.wake.notify_one();
+        Ok(e)
+    }
+
+    /// Run builds until `stop` turns true, then wait for the running ones.
+    async fn dispatch(self, mut stop: watch::Receiver<bool>) {
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < self.inner.config.concurrency {
+                match queue::claim_next(self.inner.store.db()) {
+                    Ok(Some(rec)) => {
+                        let this = self.clone();
+                        running.spawn(async move { this.run(rec).await });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim a build");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                // Builds queued by another process (`hoist autobuild retry`).
+                _ = tokio::time::sleep(POLL) => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = stop.changed() => break,
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn run(&self, rec: queue::BuildRecord) {
+        let db = self.inner.store.db();
+        let root = self.inner.store.root();
+        let log = match LogSink::open(&log_path(root, rec.id)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = queue::finish(db, rec.id, Err(&format!("cannot open the log file: {e}")));
+                return;
+            }
+        };
+        log.line(&format!(
+            "build #{} of {} {} {} (trigger {}, attempt {})",
+            rec.id, rec.repo, rec.git_ref, rec.sha, rec.trigger, rec.attempt
+        ));
+        let result = match self.job(&rec) {
+            Err(e) => Err(e),
+            Ok(job) => {
+                if let Err(e) = queue::set_tags(db, rec.id, &job.tags) {
+                    tracing::warn!(error = %e, "cannot record tags");
+                }
+                self.inner
+                    .executor
+                    .build(&job, log.clone())
+                    .await
+                    .map_err(|f| f.message)
+            }
+        };
+        let recorded = match &result {
+            Ok(o) => {
+                log.line(&format!("built {}", o.digest));
+                for t in &o.pushed_tags {
+                    log.line(&format!("pushed {t}"));
+                }
+                queue::finish(db, rec.id, Ok((&o.digest, &o.pushed_tags)))
+            }
+            Err(e) => {
+                log.line(&format!("build failed: {e}"));
+                queue::finish(db, rec.id, Err(e))
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!(id = rec.id, error = %e, "cannot record the end of a build");
+        }
+    }
+
+    fn job(&self, rec: &queue::BuildRecord) -> Result<BuildJob, String> {
+        let repo = self
+            .inner
+            .config
+            .repo(&rec.repo)
+            .ok_or_else(|| format!("repository `{}` is no longer configured", rec.repo))?;
+        let plan = repo
+            .plan(&rec.git_ref, &rec.sha)
+            .ok_or_else(|| format!("no build rule matches {} any more", rec.git_ref))?;
+        Ok(BuildJob {
+            id: rec.id,
+            repo: repo.name.clone(),
+            url: repo.url.clone(),
+            git_ref: rec.git_ref.clone(),
+            sha: rec.sha.clone(),
+            dockerfile: repo.dockerfile.clone(),
+            context: repo.context.clone(),
+            build_args: plan.build_args,
+            tags: plan.tags,
+            push_tags: plan.push_tags,
+            work_dir: autobuild_dir(self.inner.store.root()).join("work"),
+        })
+    }
+
+    /// The axum router (without the dispatcher; see [`serve`]).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(status_page))
+            .route("/builds/{id}", get(build_page))
+            .route("/api/builds", get(api_builds))
+            .route("/api/builds/{id}", get(api_build))
+            .route("/badge/{file}", get(badge))
+            .route("/hooks/{provider}/{name}", post(webhook))
+            .route("/trigger/{name}", post(trigger))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self.clone())
+    }
+}
+
+/// Serve HTTP on `listener` and run queued builds until `shutdown`
+/// completes; then stop accepting requests, start no new build and wait for
+/// the running ones (queued builds stay queued for the next start).
+pub async fn serve(
+    service: Service,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let dispatcher = tokio::spawn(service.clone().dispatch(stop_rx));
+    let result = axum::serve(listener, service.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Serve);
+    let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM (for `hoist autobuild serve`).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+/// Run database work on a blocking thread: SQLite may wait up to its busy
+/// timeout for another process's write, which must not stall the runtime.
+async fn blocking<T: Send + 'static>(
+    svc: &Service,
+    f: impl FnOnce(&Service) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let svc = svc.clone();
+    tokio::task::spawn_blocking(move || f(&svc))
+        .await
+        .unwrap_or_else(|e| Err(Error::Task(e.to_string())))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn internal(e: Error) -> Response {
+    tracing::error!(error = %e, "request failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn queued_response(result: Result<Queued, Error>) -> Response {
+    match result {
+        Ok(q) if q.queued.is_empty() => (StatusCode::OK, Json(q)).into_response(),
+        Ok(q) => (StatusCode::ACCEPTED, Json(q)).into_response(),
+        Err(e @ (Error::BadRef(_) | Error::BadSha(_))) => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn webhook(
+    State(svc): State<Service>,
+    UrlPath((provider, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(provider) = Provider::parse(&provider) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown provider `{provider}`"),
+        );
+    };
+    let Some(repo) = svc.config().repo(&name).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown repository `{name}`"),
+        );
+    };
+    // The signature is checked before anything reads the body.
+    let signature = headers
+        .get(provider.signature_header())
+        .map(|v| v.as_bytes());
+    if !provider.verify(repo.secret.as_deref(), signature, &body) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong signature");
+    }
+    let event = headers
+        .get(provider.event_header())
+        .and_then(|v| v.to_str().ok());
+    match parse_event(provider, event, &body) {
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Event::Ping) => (StatusCode::OK, Json(json!({ "pong": true }))).into_response(),
+        Ok(Event::Ignored(e)) => (
+            StatusCode::OK,
+            Json(json!({ "ignored": format!("event `{e}` is not handled") })),
+        )
+            .into_response(),
+        Ok(Event::Push(refs)) => {
+            let trigger = provider.name().to_string();
+            let result = tokio::task::spawn_blocking(move || svc.enqueue(&repo, &refs, &trigger))
+                .await
+                .unwrap_or_else(|e| Err(Error::Task(e.to_string())));
+            queued_response(result)
+        }
+    }
+}
+
+/// The body `POST /trigger/NAME` takes (all optional).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// A branch (`main`), tag or full ref; default: the remote's HEAD branch.
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// The commit; default: what the ref points at now (`git ls-remote`).
+    pub sha: Option<String>,
+    /// What to record as the trigger: `trigger` (default) or `hook`.
+    pub source: Option<String>,
+}
+
+async fn trigger(
+    State(svc): State<Service>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(repo) = svc.config().repo(&name).cloned() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown repository `{name}`"),
+        );
+    };
+    let given = headers.get(TOKEN_HEADER).map(|v| v.as_bytes()).or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    });
+    if !Provider::GitLab.verify(repo.trigger_token.as_deref(), given, &[]) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let request: TriggerRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+        }
+    };
+    let source = match request.source.as_deref() {
+        None | Some("trigger") => "trigger",
+        Some("hook") => "hook",
+        Some(other) => return error(StatusCode::BAD_REQUEST, format!("unknown source `{other}`")),
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let pushed = crate::resolve_ref(&repo.url, request.git_ref.as_deref(), request.sha)?;
+        svc.enqueue(&repo, &[pushed], source)
+    })
+    .await
+    .unwrap_or_else(|e| Err(Error::Task(e.to_string())));
+    match result {
+        Err(e @ Error::Resolve { .. }) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        other => queued_response(other),
+    }
+}
+
+async fn status_page(State(svc): State<Service>) -> Response {
+    let page = blocking(&svc, |svc| {
+        let db = svc.store().db();
+        let latest = queue::latest_per_repo(db)?;
+        let recent = queue::list(db, None, 100)?;
+        Ok(html::status_page(svc.config(), &latest, &recent))
+    })
+    .await;
+    match page {
+        Ok(p) => Html(p).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn build_page(State(svc): State<Service>, UrlPath(id): UrlPath<i64>) -> Response {
+    let page = blocking(&svc, move |svc| {
+        let Some(b) = queue::get(svc.store().db(), id)? else {
+            return Ok(None);
+        };
+        let log = std::fs::read(log_path(svc.store().root(), id)).unwrap_or_default();
+        Ok(Some(html::build_page(&b, &String::from_utf8_lossy(&log))))
+    })
+    .await;
+    match page {
+        Ok(Some(p)) => Html(p).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no build #{id}")),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    repo: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn api_builds(State(svc): State<Service>, Query(q): Query<ListQuery>) -> Response {
+    let list = blocking(&svc, move |svc| {
+        queue::list(svc.store().db(), q.repo.as_deref(), q.limit.unwrap_or(100))
+    })
+    .await;
+    match list {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn api_build(State(svc): State<Service>, UrlPath(id): UrlPath<i64>) -> Response {
+    match blocking(&svc, move |svc| queue::get(svc.store().db(), id)).await {
+        Ok(Some(b)) => Json(b).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no build #{id}")),
+        Err(e) => internal(e),
+    }
+}
+
+async fn badge(State(svc): State<Service>, UrlPath(file): UrlPath<String>) -> Response {
+    let Some(name) = file.strip_suffix(".svg") else {
+        return error(StatusCode::NOT_FOUND, "badges are NAME.svg");
+    };
+    if svc.config().repo(name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown repository `{name}`"),
+        );
+    }
+    match blocking(&svc, |svc| queue::latest_per_repo(svc.store().db())).await {
+        Ok(latest) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            html::badge(latest.get(name).map(|b| b.state)),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}

@@ -1,0 +1,336 @@
+//! Test helpers: real git repositories, an in-process server with a real
+//! checkout executor, polling the JSON API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use hoist_autobuild::{
+    BuildFailure, BuildJob, BuildOutcome, BuildRecord, Config, GitCheckoutExecutor, LogSink,
+    Service,
+};
+use sha2::{Digest, Sha256};
+
+pub const SECRET: &str = "s3cret";
+
+/// Run git in `dir`, panicking with its stderr on failure; stdout trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "protocol.file.allow=always",
+        ])
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare repository and a work clone with one commit on `main`.
+pub struct Repo {
+    pub _tmp: tempfile::TempDir,
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let bare = tmp.path().join("origin.git");
+        let work = tmp.path().join("work");
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+        );
+        git(
+            tmp.path(),
+            &["init", "-q", "-b", "main", work.to_str().unwrap()],
+        );
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        let repo = Repo {
+            _tmp: tmp,
+            bare,
+            work,
+        };
+        repo.commit("hello", "v0", "initial");
+        repo.push("main");
+        repo
+    }
+
+    /// Write `file` and the Dockerfile, commit with `message`; the new sha.
+    pub fn commit(&self, file: &str, content: &str, message: &str) -> String {
+        std::fs::write(
+            self.work.join("Dockerfile"),
+            format!("FROM scratch\nCOPY {file} /{file}\n"),
+        )
+        .unwrap();
+        std::fs::write(self.work.join(file), content).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    pub fn push(&self, refspec: &str) {
+        git(&self.work, &["push", "-q", "origin", refspec]);
+    }
+
+    pub fn url(&self) -> &str {
+        self.bare.to_str().unwrap()
+    }
+}
+
+/// What the build function saw.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub id: i64,
+    pub sha: String,
+    pub git_ref: String,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    /// Every regular file of the checkout (without .git), path → content.
+    pub tree: BTreeMap<String, String>,
+    pub dockerfile: Vec<u8>,
+}
+
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+pub fn read_tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_name() == ".git" {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
+                out.insert(rel, std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// A gate builds wait at while it is closed.
+#[derive(Default)]
+pub struct Gate {
+    closed: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        *self.closed.lock().unwrap() = true;
+    }
+    pub fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.cv.notify_all();
+    }
+    fn wait(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.cv.wait(closed).unwrap();
+        }
+    }
+}
+
+/// Shared state of the test build function.
+#[derive(Default)]
+pub struct Recorder {
+    pub builds: Mutex<Vec<Recorded>>,
+    /// Builds running now, per ref; the build function fails the test's
+    /// invariant (recorded in `overlaps`) when a ref builds twice at once.
+    pub active: Mutex<BTreeMap<String, usize>>,
+    pub overlaps: Mutex<usize>,
+    pub started: Mutex<Vec<i64>>,
+    pub gate: Gate,
+}
+
+/// The real checkout executor with a build function recording the tree.
+pub fn recording_executor(rec: Arc<Recorder>) -> GitCheckoutExecutor {
+    GitCheckoutExecutor::new(Arc::new(
+        move |job: &BuildJob, tree: &Path, dockerfile: &[u8], log: &LogSink| {
+            rec.started.lock().unwrap().push(job.id);
+            {
+                let mut active = rec.active.lock().unwrap();
+                let n = active.entry(job.git_ref.clone()).or_default();
+                *n += 1;
+                if *n > 1 {
+                    *rec.overlaps.lock().unwrap() += 1;
+                }
+            }
+            rec.gate.wait();
+            log.line("test build function ran");
+            let tree = read_tree(tree);
+            *rec.active.lock().unwrap().get_mut(&job.git_ref).unwrap() -= 1;
+            if tree.contains_key("FAIL") {
+                return Err(BuildFailure::new("FAIL file present"));
+            }
+            rec.builds.lock().unwrap().push(Recorded {
+                id: job.id,
+                sha: job.sha.clone(),
+                git_ref: job.git_ref.clone(),
+                tags: job.tags.clone(),
+                build_args: job.build_args.clone(),
+                tree,
+                dockerfile: dockerfile.to_vec(),
+            });
+            Ok(BuildOutcome {
+                digest: digest_of(dockerfile),
+                pushed_tags: job.push_tags.clone(),
+            })
+        },
+    ))
+}
+
+/// A config with one repository `demo` at `url` plus `rules` (TOML text).
+pub fn config_text(url: &str, concurrency: usize, rules: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nconcurrency = {concurrency}\n[[repo]]\nname = \"demo\"\n\
+         url = {url:?}\nsecret = \"{SECRET}\"\nbuild_args = {{ VERSION = \"{{sourceref}}-{{short_sha}}\" }}\n{rules}"
+    )
+}
+
+pub const MAIN_RULE: &str = "[[repo.rule]]\nsource = \"branch\"\nmatch = \".*\"\n\
+    tag = \"127.0.0.1:5000/demo:{sourceref}\"\npush = true\n";
+
+/// The server running in a thread of its own.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub store: tempfile::TempDir,
+    pub rec: Arc<Recorder>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    client: reqwest::blocking::Client,
+}
+
+impl TestServer {
+    pub fn start(config: &str) -> TestServer {
+        let config = Config::parse(config, Path::new("test.toml")).unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder::default());
+        let (service, _) = Service::open(
+            config,
+            store.path(),
+            Arc::new(recording_executor(Arc::clone(&rec))),
+        )
+        .unwrap();
+        let port = hoist_testutil::free_port();
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                hoist_autobuild::serve(service, listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        TestServer {
+            addr,
+            store,
+            rec,
+            stop: Some(tx),
+            thread: Some(thread),
+            client: reqwest::blocking::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
+    }
+
+    pub fn builds(&self) -> Vec<BuildRecord> {
+        api_builds(&self.client, &self.url(""))
+    }
+
+    pub fn wait_final(&self, id: i64) -> BuildRecord {
+        wait_final(&self.client, &self.url(""), id)
+    }
+
+    pub fn page(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.rec.gate.open();
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn api_builds(client: &reqwest::blocking::Client, base: &str) -> Vec<BuildRecord> {
+    client
+        .get(format!("{base}/api/builds"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Poll until `f` returns Some; a generous bound only so a bug fails instead of hanging.
+pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn wait_final(client: &reqwest::blocking::Client, base: &str, id: i64) -> BuildRecord {
+    wait_until(&format!("build #{id} to finish"), || {
+        let r = client.get(format!("{base}/api/builds/{id}")).send().ok()?;
+        let b: BuildRecord = r.json().ok()?;
+        b.state.is_final().then_some(b)
+    })
+}
+
+/// The queued build ids of a 202 answer.
+pub fn queued_ids(body: &serde_json::Value) -> Vec<i64> {
+    body["queued"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e["id"].as_i64().unwrap()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,26 @@
+//! Integration tests of hoist-autobuild: real git repositories made with the
+//! git CLI, the server on a free port, requests over HTTP.
+//!
+//! The test binary doubles as the helper programs some tests need (a
+//! post-receive hook, a server to SIGKILL): run with
+//! `HOIST_AUTOBUILD_TEST_HELPER=hook|serve` and `--exact helper_entry`.
+
+mod browser;
+mod common;
+mod helper;
+mod hooks;
+mod hostile;
+mod queue;
+mod recovery;
+mod webhooks;
+
+/// Not a test: the entry point of the helper modes (returns at once when
+/// the environment does not ask for one).
+#[test]
+fn helper_entry() {
+    match std::env::var("HOIST_AUTOBUILD_TEST_HELPER").as_deref() {
+        Ok("hook") => helper::hook(),
+        Ok("serve") => helper::serve(),
+        _ => {}
+    }
+}
