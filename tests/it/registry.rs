@@ -340,3 +340,22 @@ fn info_shows_store_auth_file_and_registry_config() {
         r.stdout
     );
 }
+
+#[test]
+fn pulling_a_missing_tag_quotes_the_registry_and_stores_nothing() {
+    require_program!("docker-registry");
+    let registry = Registry::start();
+    let h = Hoist::new();
+    let name = format!("{}/demo:missing", registry.addr);
+    let r = run_env(&h, &["pull", &name], &[], None);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&format!("error: failed to pull {name}")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("manifest unknown"), "{}", r.stderr);
+    let images = h.ok(&["images", "-q"]);
+    assert!(images.trim().is_empty(), "{images}");
+}
