@@ -10,9 +10,10 @@
 //! Docker's `config.json` and credential helpers ([`AuthFile`]), the
 //! `[registry]` config ([`RegistryConfig`]), and retries.
 //!
-//! It does not own storage: blobs go through the [`BlobStore`] seam, which
-//! hoist's content store implements in the builder/CLI (this crate must not
-//! depend on `hoist-cache`). [`OciDirStore`] is a complete implementation
+//! It does not own storage: blobs go through the [`BlobStore`] seam.
+//! [`CacheBlobStore`] implements it over hoist's content store
+//! (`hoist-cache`) and remembers which repository each blob came from, for
+//! cross-repository mounts; [`OciDirStore`] is a complete implementation
 //! over an OCI image layout directory. Nothing here prints: progress goes to
 //! [`PullEvent`]/[`PushEvent`] callbacks.
 //!
@@ -43,8 +44,11 @@
 //! # For the CLI and the builder
 //!
 //! - `hoist pull`/`push`: [`Client::from_environment`], then [`Client::pull`]
-//!   / [`Client::push`] with a [`BlobStore`] over the content store (check it
-//!   with [`store::check_store`]); draw [`PullEvent`]/[`PushEvent`].
+//!   / [`Client::push`] with a [`CacheBlobStore`]; after either, record
+//!   where the blobs live ([`CacheBlobStore::record_sources`]) and fill
+//!   [`PushOptions::mount_sources`] from [`CacheBlobStore::mount_sources`];
+//!   draw [`PullEvent`]/[`PushEvent`]. Synchronous callers run the futures
+//!   with [`block_on`].
 //! - `hoist login`/`logout`: [`login`] / [`logout`] with
 //!   [`AuthFile::discover`] (and [`auth::normalize_registry`] for display).
 //! - `hoist info`: [`RegistryConfig::load`] then [`RegistryConfig::to_toml`],
@@ -66,6 +70,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod cache_store;
 mod client;
 pub mod config;
 pub mod error;
@@ -78,6 +83,7 @@ pub mod reference;
 pub mod store;
 
 pub use auth::{AuthFile, Credential, CredentialProvider, StaticCredentials};
+pub use cache_store::CacheBlobStore;
 pub use client::{Client, ClientOptions, RetryPolicy};
 pub use config::RegistryConfig;
 pub use error::{ErrorKind, RegistryError};
@@ -115,4 +121,18 @@ pub async fn login(
 /// there were any.
 pub fn logout(registry: &str, auth_file: &AuthFile) -> Result<bool, RegistryError> {
     Ok(auth_file.erase(&auth::normalize_registry(registry))?)
+}
+
+/// Run a future of this crate to completion on a new multi-threaded tokio
+/// runtime, for synchronous callers (the CLI) that have none.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, RegistryError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| RegistryError::Io {
+            action: "start the async runtime for",
+            path: "registry transfers".into(),
+            source,
+        })?;
+    Ok(runtime.block_on(future))
 }

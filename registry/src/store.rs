@@ -1,10 +1,10 @@
 //! Where pulled blobs land and where pushed blobs come from.
 //!
 //! The registry client never touches a disk layout itself: it talks to a
-//! [`BlobStore`]. hoist's content store implements it (in the builder or the
-//! CLI, so that this crate does not depend on `hoist-cache`); [`OciDirStore`]
-//! is a complete implementation over an OCI image layout directory, used by
-//! the tests and by `hoist pull --output oci:DIR`.
+//! [`BlobStore`]. [`crate::CacheBlobStore`] implements it over hoist's
+//! content store (what the CLI uses); [`OciDirStore`] is a complete
+//! implementation over an OCI image layout directory, used by the tests and
+//! the transfer benchmark.
 //!
 //! # Ingest lifecycle
 //!

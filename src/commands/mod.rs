@@ -9,8 +9,12 @@ mod du;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
 mod load;
+mod login;
+mod pull;
+mod push;
 mod rmi;
 mod save;
 mod tag;
@@ -35,6 +39,16 @@ pub enum Command {
     Save(save::Args),
     /// Read images from a tar archive (docker save or OCI layout)
     Load(load::Args),
+    /// Download an image from a registry
+    Pull(pull::Args),
+    /// Upload an image to a registry
+    Push(push::Args),
+    /// Log in to a registry
+    Login(login::Args),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
+    /// Show the store, runtime and registry settings in effect
+    Info(info::Args),
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
@@ -48,6 +62,11 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Du(args) => du::run(context, args),
         Command::Save(args) => save::run(context, args),
         Command::Load(args) => load::run(context, args),
+        Command::Pull(args) => pull::run(context, args),
+        Command::Push(args) => push::run(context, args),
+        Command::Login(args) => login::run(context, args),
+        Command::Logout(args) => login::logout(context, args),
+        Command::Info(args) => info::run(context, args),
     }
 }
 

@@ -5,6 +5,7 @@ mod bad_input;
 mod concurrency;
 mod import;
 mod manage;
+mod registry;
 mod save_load;
 mod tree;
 mod util;

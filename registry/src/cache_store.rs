@@ -1,0 +1,308 @@
+//! [`BlobStore`] over hoist's content store (`hoist-cache`), and the record
+//! of where blobs came from, which makes cross-repository mounts possible.
+//!
+//! Pulled blobs stream into a [`ContentWriter`] that hashes as it writes;
+//! commit checks the descriptor's size and digest and links the file into
+//! `blobs/` (never replacing a blob), so the pull path's guarantees are the
+//! content store's.
+//!
+//! # Blob sources
+//!
+//! After a pull or a push, the CLI calls [`CacheBlobStore::record_sources`]
+//! with the registry and repository the blobs are now known to live in; a
+//! later push to another repository of the same registry asks
+//! [`CacheBlobStore::mount_sources`] and mounts instead of uploading (as
+//! Docker's distribution metadata does). The rows live in the store's
+//! SQLite database, in a `blob_sources` table this module creates with
+//! `CREATE TABLE IF NOT EXISTS` because the registry crate cannot add a
+//! migration to `hoist-cache`; it should become one of `db::MIGRATIONS`.
+//! Rows are hints: a blob deleted since, or a repository gone from the
+//! registry, only makes the mount fail and the push upload instead.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+
+use hoist_cache::{ContentWriter, Store};
+use oci_spec::image::{Descriptor, Digest};
+
+use crate::reference::Reference;
+use crate::store::{BlobStore, BlobWriter, StoreError};
+
+/// How many source repositories are offered per blob (most recent first):
+/// each costs a mount request when it fails.
+const MAX_SOURCES_PER_BLOB: usize = 3;
+
+const CREATE_BLOB_SOURCES: &str = "CREATE TABLE IF NOT EXISTS blob_sources (
+    digest     TEXT NOT NULL,
+    registry   TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (digest, registry, repository)
+)";
+
+/// hoist's content store as a [`BlobStore`]. Cheap to clone.
+#[derive(Clone)]
+pub struct CacheBlobStore {
+    store: Arc<Store>,
+}
+
+impl CacheBlobStore {
+    /// Wrap an open store, creating the `blob_sources` table when missing.
+    pub fn new(store: Arc<Store>) -> Result<CacheBlobStore, StoreError> {
+        store
+            .db()
+            .write(|tx| -> Result<(), hoist_cache::Error> {
+                tx.execute_batch(CREATE_BLOB_SOURCES)?;
+                Ok(())
+            })
+            .map_err(backend)?;
+        Ok(CacheBlobStore { store })
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Remember that the blobs `digests` are in `repository` of `registry`
+    /// (after a pull from there or a push to there).
+    pub fn record_sources<'a>(
+        &self,
+        registry: &str,
+        repository: &str,
+        digests: impl IntoIterator<Item = &'a Digest>,
+    ) -> Result<(), StoreError> {
+        let digests: Vec<String> = digests.into_iter().map(ToString::to_string).collect();
+        self.store
+            .db()
+            .write(|tx| -> Result<(), hoist_cache::Error> {
+                // REPLACE gives the row a new rowid: the newest source sorts first.
+                let mut insert = tx.prepare(
+                    "INSERT OR REPLACE INTO blob_sources (digest, registry, repository)
+                     VALUES (?1, ?2, ?3)",
+                )?;
+                for digest in &digests {
+                    insert.execute([digest.as_str(), registry, repository])?;
+                }
+                Ok(())
+            })
+            .map_err(backend)
+    }
+
+    /// Known sources of `digests` in `registry`, newest first, as the
+    /// digest → references map [`crate::PushOptions::mount_sources`] takes.
+    pub fn mount_sources<'a>(
+        &self,
+        registry: &str,
+        digests: impl IntoIterator<Item = &'a Digest>,
+    ) -> Result<HashMap<String, Vec<Reference>>, StoreError> {
+        let digests: Vec<String> = digests.into_iter().map(ToString::to_string).collect();
+        let rows = self
+            .store
+            .db()
+            .read(|c| -> Result<Vec<(String, String)>, hoist_cache::Error> {
+                let mut query = c.prepare(
+                    "SELECT digest, repository FROM blob_sources
+                     WHERE digest = ?1 AND registry = ?2 ORDER BY rowid DESC",
+                )?;
+                let mut rows = Vec::new();
+                for digest in &digests {
+                    let found = query.query_map([digest.as_str(), registry], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })?;
+                    for row in found.take(MAX_SOURCES_PER_BLOB) {
+                        rows.push(row?);
+                    }
+                }
+                Ok(rows)
+            })
+            .map_err(backend)?;
+        let mut out: HashMap<String, Vec<Reference>> = HashMap::new();
+        for (digest, repository) in rows {
+            // A row that no longer parses (hand-edited database) is skipped:
+            // sources are only hints.
+            if let Ok(reference) = Reference::parse_bare(&format!("{registry}/{repository}")) {
+                out.entry(digest).or_default().push(reference);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn backend(e: hoist_cache::Error) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Map the content store's errors onto the categories the client branches on.
+fn store_error(e: hoist_cache::Error, digest: &Digest) -> StoreError {
+    match e {
+        hoist_cache::Error::BlobNotFound(_) => StoreError::NotFound(digest.to_string()),
+        hoist_cache::Error::UnsupportedDigest(_) => {
+            StoreError::UnsupportedDigest(digest.to_string())
+        }
+        hoist_cache::Error::DigestMismatch { expected, actual } => StoreError::DigestMismatch {
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        },
+        hoist_cache::Error::SizeMismatch { expected, actual } => StoreError::SizeMismatch {
+            digest: digest.to_string(),
+            expected,
+            actual,
+        },
+        other => backend(other),
+    }
+}
+
+impl BlobStore for CacheBlobStore {
+    fn has(&self, digest: &Digest) -> bool {
+        self.store.content().contains(digest)
+    }
+
+    fn size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        match self.store.content().blob_size(digest) {
+            Ok(size) => Ok(Some(size)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(store_error(e, digest)),
+        }
+    }
+
+    fn writer(&self, expected: &Descriptor) -> Result<Box<dyn BlobWriter>, StoreError> {
+        // Refuse what the store cannot hold before any byte is downloaded.
+        self.store
+            .content()
+            .blob_path(expected.digest())
+            .map_err(|e| store_error(e, expected.digest()))?;
+        let inner = self
+            .store
+            .content()
+            .writer()
+            .map_err(|e| store_error(e, expected.digest()))?;
+        Ok(Box::new(CacheWriter {
+            inner,
+            expected: expected.clone(),
+        }))
+    }
+
+    fn reader(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError> {
+        let file = self
+            .store
+            .content()
+            .open_blob(digest)
+            .map_err(|e| store_error(e, digest))?;
+        Ok(Box::new(file))
+    }
+
+    fn reader_at(&self, digest: &Digest, offset: u64) -> Result<Box<dyn Read + Send>, StoreError> {
+        let mut file = self
+            .store
+            .content()
+            .open_blob(digest)
+            .map_err(|e| store_error(e, digest))?;
+        file.seek(SeekFrom::Start(offset)).map_err(|source| {
+            let path = self.store.content().blob_path(digest).unwrap_or_default();
+            StoreError::Io {
+                action: "seek in",
+                path,
+                source,
+            }
+        })?;
+        Ok(Box::new(file))
+    }
+}
+
+struct CacheWriter {
+    inner: ContentWriter,
+    expected: Descriptor,
+}
+
+impl Write for CacheWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl BlobWriter for CacheWriter {
+    fn written(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let CacheWriter { inner, expected } = *self;
+        inner
+            .commit(Some(expected.size()), Some(expected.digest()))
+            .map(|_| ())
+            .map_err(|e| store_error(e, expected.digest()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{check_store, descriptor_for, write_blob};
+
+    fn open() -> (tempfile::TempDir, CacheBlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path().join("store")).unwrap());
+        (dir, CacheBlobStore::new(store).unwrap())
+    }
+
+    #[test]
+    fn cache_blob_store_passes_the_conformance_checks() {
+        let (_dir, store) = open();
+        check_store(&store, "cache").unwrap();
+        check_store(&store, "cache").unwrap();
+        let ingest = store.store().content().ingest_dir();
+        assert_eq!(std::fs::read_dir(ingest).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn committed_blobs_are_content_store_blobs() {
+        let (_dir, store) = open();
+        let d = descriptor_for("application/octet-stream", b"layer bytes");
+        write_blob(&store, &d, b"layer bytes").unwrap();
+        assert_eq!(
+            store.store().content().read_blob(d.digest()).unwrap(),
+            b"layer bytes"
+        );
+        // Reopening the wrapper (table exists already) is fine.
+        CacheBlobStore::new(store.store().clone()).unwrap();
+    }
+
+    #[test]
+    fn sources_are_per_registry_newest_first_and_bounded() {
+        let (_dir, store) = open();
+        let a = descriptor_for("application/octet-stream", b"a");
+        let b = descriptor_for("application/octet-stream", b"b");
+        store
+            .record_sources("r:5000", "one", [a.digest(), b.digest()])
+            .unwrap();
+        store.record_sources("r:5000", "two", [a.digest()]).unwrap();
+        store
+            .record_sources("other:5000", "x", [a.digest()])
+            .unwrap();
+        for repo in ["three", "four"] {
+            store.record_sources("r:5000", repo, [a.digest()]).unwrap();
+        }
+        store.record_sources("r:5000", "one", [a.digest()]).unwrap();
+        let sources = store
+            .mount_sources("r:5000", [a.digest(), b.digest()])
+            .unwrap();
+        let names = |d: &Descriptor| -> Vec<String> {
+            sources[&d.digest().to_string()]
+                .iter()
+                .map(|r| r.name())
+                .collect()
+        };
+        assert_eq!(names(&a), ["r:5000/one", "r:5000/four", "r:5000/three"]);
+        assert_eq!(names(&b), ["r:5000/one"]);
+        let none = descriptor_for("application/octet-stream", b"c");
+        assert!(store
+            .mount_sources("r:5000", [none.digest()])
+            .unwrap()
+            .is_empty());
+    }
+}

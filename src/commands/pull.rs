@@ -1,0 +1,121 @@
+//! `hoist pull [--platform P] [-q] NAME`: download an image from a registry
+//! into the store and name it with its fully qualified reference.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hoist_registry::{
+    block_on, CacheBlobStore, Client, Platform, PullEvent, PullOptions, Reference,
+};
+
+use crate::context::Context;
+use crate::util::short_id;
+
+/// Download an image from a registry
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Platform to pick from a multi-platform image (os/arch[/variant];
+    /// default: this machine's)
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// Print only the image's full name
+    #[arg(short, long)]
+    quiet: bool,
+    /// Image to pull, NAME[:TAG|@DIGEST]
+    name: String,
+}
+
+/// Config blobs are not shown in progress, as with Docker.
+pub fn is_layer(descriptor: &hoist_cache::Descriptor) -> bool {
+    let media_type = descriptor.media_type().to_string();
+    !media_type.contains("config")
+}
+
+pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let reference = Reference::parse(&args.name)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("invalid --platform: {}", e.0))?;
+    let store = Arc::new(context.store()?);
+    let blobs = CacheBlobStore::new(store.clone())?;
+    let client = Client::from_environment().context("failed to set up the registry client")?;
+    let name = reference.to_string();
+    let before = store.get_ref(&name)?.map(|r| r.target);
+
+    if !args.quiet {
+        let tag_or_digest = reference.tag().or(reference.digest()).unwrap_or("latest");
+        eprintln!("{tag_or_digest}: Pulling from {}", reference.repository());
+    }
+    let quiet = args.quiet;
+    let events = Arc::new(move |event: PullEvent| {
+        if quiet {
+            return;
+        }
+        let (descriptor, status) = match &event {
+            PullEvent::BlobSkipped { descriptor } => (descriptor, "Already exists".to_string()),
+            PullEvent::BlobStarted { descriptor } => (descriptor, "Pulling fs layer".to_string()),
+            PullEvent::BlobDone { descriptor } => (descriptor, "Download complete".to_string()),
+            PullEvent::MirrorFailed { mirror, error } => {
+                eprintln!("mirror {mirror} failed, trying the next source: {error}");
+                return;
+            }
+            PullEvent::Retrying(notice) => {
+                eprintln!(
+                    "retrying {} (attempt {}) in {:.1}s: {}",
+                    notice.action,
+                    notice.attempt + 1,
+                    notice.delay.as_secs_f64(),
+                    notice.error
+                );
+                return;
+            }
+            _ => return,
+        };
+        if is_layer(descriptor) {
+            eprintln!("{}: {status}", short_id(descriptor.digest().as_ref()));
+        }
+    });
+    let options = PullOptions {
+        platform,
+        events: Some(events),
+    };
+    let pulled = block_on(client.pull(&reference, Arc::new(blobs.clone()), &options))?
+        .with_context(|| format!("failed to pull {}", reference.familiar()))?;
+    blobs.record_sources(
+        reference.registry(),
+        reference.repository(),
+        pulled
+            .layers
+            .iter()
+            .chain([&pulled.config])
+            .map(|d| d.digest()),
+    )?;
+    // The platform's manifest is named, not the index: the store holds only
+    // that platform's blobs, and every command reads the image through it.
+    store.set_ref(&name, &pulled.manifest)?;
+
+    let mut out = std::io::stdout().lock();
+    if !args.quiet {
+        writeln!(out, "Digest: {}", pulled.root.digest())?;
+        let up_to_date = before.is_some_and(|b| b.digest() == pulled.manifest.digest());
+        if up_to_date {
+            writeln!(
+                out,
+                "Status: Image is up to date for {}",
+                reference.familiar()
+            )?;
+        } else {
+            writeln!(
+                out,
+                "Status: Downloaded newer image for {}",
+                reference.familiar()
+            )?;
+        }
+    }
+    writeln!(out, "{name}")?;
+    Ok(())
+}
