@@ -1,5 +1,117 @@
 //! `hoist`: the command-line interface.
+//!
+//! Each subcommand lives in `src/commands/<name>.rs` with an `Args` struct
+//! (clap derive) and a `run(&Context, Args)` function; `commands/mod.rs`
+//! lists them. Errors travel as `anyhow::Error` and are printed here, one line
+//! per cause, with `hint:` lines from [`hint::Hint`] contexts.
 
-fn main() {
-    println!("hoist {}", env!("CARGO_PKG_VERSION"));
+mod change;
+mod commands;
+mod context;
+mod hint;
+mod resolve;
+mod time;
+mod util;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Daemonless OCI image builder.
+#[derive(Parser, Debug)]
+#[command(name = "hoist", version, about, propagate_version = true)]
+struct Cli {
+    /// Store root (default: /var/lib/hoist as root, else $XDG_DATA_HOME/hoist)
+    #[arg(long, global = true, env = "HOIST_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+
+    /// Log verbosity on stderr
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    log_level: LogLevel,
+
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<LogLevel> for tracing::Level {
+    fn from(level: LogLevel) -> Self {
+        match level {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 (clap's convention, as ripgrep's and Docker's).
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::from(cli.log_level))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let context = context::Context::new(cli.root);
+    match commands::run(&context, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A reader of our output went away (`hoist images | head -1`): not an error.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `error: …` then `  caused by: …` per cause, then `hint: …` lines after a
+/// blank line.
+fn report(error: &anyhow::Error) {
+    // anyhow finds a context of type Hint at any depth of the chain.
+    let hint = error.downcast_ref::<hint::Hint>().map(|h| h.0.clone());
+    let mut lines: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if Some(&text) == hint.as_ref() {
+            continue;
+        }
+        // anyhow chains sometimes repeat a message (a context equal to its
+        // source's text); print each fact once.
+        if lines.last() != Some(&text) {
+            lines.push(text);
+        }
+    }
+    let hints: Vec<String> = hint.into_iter().collect();
+    let mut stderr = std::io::stderr().lock();
+    for (i, line) in lines.iter().enumerate() {
+        let prefix = if i == 0 { "error: " } else { "  caused by: " };
+        let _ = writeln!(stderr, "{prefix}{line}");
+    }
+    if !hints.is_empty() {
+        let _ = writeln!(stderr);
+        for hint in hints {
+            let _ = writeln!(stderr, "hint: {hint}");
+        }
+    }
 }

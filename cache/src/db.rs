@@ -1,0 +1,222 @@
+//! The metadata database: SQLite in WAL mode.
+//!
+//! # Why SQLite and not redb
+//!
+//! Several hoist processes must be able to use one store at the same time (a
+//! build while `hoist images` runs, two CI jobs on one machine). redb takes an
+//! exclusive file lock for the lifetime of the process that opened the
+//! database, so a second process could not even read. SQLite in WAL mode lets
+//! any number of processes read while one writes, serializes writers with
+//! its own locks (a `busy_timeout` makes them wait instead of failing), and
+//! survives crashes and power loss with `synchronous=FULL`. `rusqlite` with
+//! the `bundled` feature compiles SQLite in, so there is no system dependency.
+//!
+//! # Schema and migrations
+//!
+//! [`MIGRATIONS`] is an ordered list of SQL scripts; `schema_version` records
+//! how many have run. Opening the database applies the missing ones inside
+//! one `BEGIN IMMEDIATE` transaction, so concurrent first opens are safe. A
+//! later feature (cache index, snapshot records, GC leases) appends a script;
+//! scripts already released are never edited.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// The ordered schema migrations; index `i` takes the schema from version
+/// `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: image refs. The descriptor's media type and size are kept beside the
+    // digest so index.json can be regenerated without reading blobs.
+    "CREATE TABLE refs (
+        name       TEXT PRIMARY KEY NOT NULL,
+        media_type TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX refs_by_digest ON refs (digest);",
+];
+
+/// How long a writer waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A handle on the metadata database, shareable between threads.
+///
+/// Other crates' records (cache index, snapshots, leases) use
+/// [`Database::read`] and [`Database::write`] with their own tables, created by
+/// their migrations in [`MIGRATIONS`].
+#[derive(Debug)]
+pub struct Database {
+    connection: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Database {
+    /// Open (creating when missing) the database at `path` and bring its
+    /// schema up to date.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let connection = Connection::open(&path).map_err(Error::db(format!(
+            "open the database file `{}`",
+            path.display()
+        )))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(Error::db("set the busy timeout"))?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(Error::db("switch to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "metadata database is not in WAL mode");
+        }
+        connection
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(Error::db("set pragmas"))?;
+        let db = Database {
+            connection: Mutex::new(connection),
+            path,
+        };
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock drops its transaction (rolled back),
+        // so the connection is still consistent: ignore the poison.
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Run read-only queries (a consistent snapshot when they are several:
+    /// wrap them in `conn.unchecked_transaction()` if needed).
+    pub fn read<T, E: From<rusqlite::Error>>(
+        &self,
+        f: impl FnOnce(&Connection) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let connection = self.lock();
+        f(&connection)
+    }
+
+    /// Run `f` in a `BEGIN IMMEDIATE` transaction (the write lock is taken at
+    /// the start, so read-then-write cannot deadlock between processes) and
+    /// commit when it returns `Ok`.
+    pub fn write<T, E: From<rusqlite::Error>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let mut connection = self.lock();
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// The schema version (number of migrations applied).
+    pub fn schema_version(&self) -> Result<u32> {
+        self.read(read_version)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let supported = MIGRATIONS.len() as u32;
+        self.write(|tx| {
+            tx.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+            )
+            .map_err(Error::db("create the schema_version table"))?;
+            let found = read_version(tx)?;
+            if found > supported {
+                return Err(Error::SchemaTooNew {
+                    path: self.path.clone(),
+                    found,
+                    supported,
+                });
+            }
+            for (i, script) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+                tx.execute_batch(script)
+                    .map_err(Error::db(format!("apply schema migration {}", i + 1)))?;
+            }
+            if found < supported {
+                tx.execute("DELETE FROM schema_version", [])
+                    .map_err(Error::db("record the schema version"))?;
+                tx.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [supported],
+                )
+                .map_err(Error::db("record the schema version"))?;
+                tracing::debug!(from = found, to = supported, "migrated metadata database");
+            }
+            Ok(())
+        })
+    }
+}
+
+fn read_version(connection: &Connection) -> Result<u32> {
+    let version: Option<u32> = connection
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .optional()
+        .map_err(Error::db("read the schema version"))?;
+    Ok(version.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_and_record_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("meta.db")).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        drop(db);
+        // Reopening applies nothing again (CREATE TABLE would fail otherwise).
+        let db = Database::open(dir.path().join("meta.db")).unwrap();
+        assert_eq!(db.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        let mode: String = db
+            .read(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let db = Database::open(&path).unwrap();
+        db.write(|tx| tx.execute("UPDATE schema_version SET version = 999", []))
+            .unwrap();
+        drop(db);
+        let err = Database::open(&path).unwrap_err();
+        assert!(
+            matches!(err, Error::SchemaTooNew { found: 999, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("upgrade hoist"));
+    }
+
+    #[test]
+    fn failed_write_rolls_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("meta.db")).unwrap();
+        let result: Result<()> = db.write(|tx| {
+            tx.execute("INSERT INTO refs VALUES ('a', 'm', 'd', 1, 0, 0)", [])?;
+            Err(Error::invalid("stop"))
+        });
+        assert!(result.is_err());
+        let n: i64 = db
+            .read(|c| c.query_row("SELECT count(*) FROM refs", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,303 @@
+//! `hoist import ROOTFS.tar[.gz|.zst] NAME[:TAG]`: one gzip layer made from a
+//! root filesystem tarball, a config with history, tagged.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Component, Path};
+
+use anyhow::{bail, Context as _};
+use hoist_cache::content::sha256_digest;
+use hoist_cache::image::media_types;
+use hoist_cache::{ContentWriter, Descriptor, MediaType, Store};
+use oci_spec::image::{
+    Config, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifestBuilder,
+    RootFsBuilder,
+};
+use sha2::{Digest as _, Sha256};
+
+use crate::context::Context;
+use crate::hint::WithHint;
+use crate::resolve;
+
+/// Create an image from a root filesystem tarball
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Tarball (plain, gzip or zstd), or `-` for stdin
+    source: String,
+    /// Name of the new image, NAME[:TAG]
+    name: String,
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV,
+    /// EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR)
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    changes: Vec<String>,
+    /// Commit message recorded in the image history
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Stack the new layer on top of this image (its layers and config are
+    /// inherited)
+    #[arg(long, value_name = "IMAGE")]
+    base: Option<String>,
+}
+
+pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let name = resolve::parse_tag_name(&args.name)?;
+    let store = context.store()?;
+    let base = match &args.base {
+        Some(base) => {
+            let (entry, _) = resolve::resolve(&store, base)
+                .with_context(|| format!("failed to resolve the base image `{base}`"))?;
+            Some(entry.image()?.clone())
+        }
+        None => None,
+    };
+    // Validate the changes before reading anything.
+    let mut config = base
+        .as_ref()
+        .map(|b| b.config.clone())
+        .unwrap_or_else(new_config);
+    let mut runtime = config.config().clone().unwrap_or_default();
+    crate::change::apply(&mut runtime, &args.changes)?;
+    config.set_config(Some(runtime));
+
+    let input: Box<dyn Read> = if args.source == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(
+            File::open(&args.source)
+                .with_context(|| format!("failed to open `{}`", args.source))?,
+        )
+    };
+    let source_label = if args.source == "-" {
+        "stdin"
+    } else {
+        &args.source
+    };
+    let mut created = Vec::new();
+    let result = (|| {
+        let layer = write_layer(&store, input)
+            .with_context(|| format!("failed to import `{source_label}`"))?;
+        if layer.created {
+            created.push(layer.digest.clone());
+        }
+        let now = crate::time::format_rfc3339(crate::time::now_or_source_date_epoch());
+        config.set_created(Some(now.clone()));
+        let mut diff_ids = config.rootfs().diff_ids().clone();
+        diff_ids.push(layer.diff_id.to_string());
+        config.set_rootfs(RootFsBuilder::default().diff_ids(diff_ids).build()?);
+        let mut history = config.history().clone().unwrap_or_default();
+        let comment = args.message.clone().unwrap_or_else(|| {
+            format!(
+                "Imported from {}",
+                if args.source == "-" {
+                    "-"
+                } else {
+                    &args.source
+                }
+            )
+        });
+        history.push(
+            HistoryBuilder::default()
+                .created(now)
+                .created_by(format!("hoist import{}", changes_suffix(&args.changes)))
+                .comment(comment)
+                .build()?,
+        );
+        config.set_history(Some(history));
+        let config_descriptor = store.put_json(&config, media_types::OCI_CONFIG)?;
+        created.push(config_descriptor.digest().clone());
+        let mut layers: Vec<Descriptor> = base
+            .as_ref()
+            .map(|b| b.layers().to_vec())
+            .unwrap_or_default();
+        layers.push(Descriptor::new(
+            MediaType::ImageLayerGzip,
+            layer.size,
+            layer.digest,
+        ));
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config_descriptor.clone())
+            .layers(layers)
+            .build()?;
+        let target = store.put_json(&manifest, media_types::OCI_MANIFEST)?;
+        created.push(target.digest().clone());
+        store.set_ref(&name.to_string(), &target)?;
+        Ok::<_, anyhow::Error>(config_descriptor)
+    })();
+    match result {
+        Ok(config_descriptor) => {
+            writeln!(io::stdout().lock(), "{}", config_descriptor.digest())?;
+            Ok(())
+        }
+        Err(e) => {
+            // Leave the store as it was: remove blobs this import added
+            // (those that existed before are not in `created`). Config and
+            // manifest digests are only pushed when new to this import's
+            // bytes, and they cannot be shared with other images unless
+            // identical, in which case removing them is not possible: skip
+            // blobs another ref still reaches.
+            discard(&store, &created);
+            Err(e)
+        }
+    }
+}
+
+fn discard(store: &Store, created: &[hoist_cache::Digest]) {
+    let mut reachable = std::collections::BTreeSet::new();
+    if let Ok(refs) = store.list_refs() {
+        for r in refs {
+            if let Ok(blobs) = store.reachable_blobs(&r.target) {
+                reachable.extend(blobs);
+            }
+        }
+    }
+    for digest in created {
+        if !reachable.contains(&digest.to_string()) {
+            let _ = store.content().delete_blob(digest);
+        }
+    }
+}
+
+fn changes_suffix(changes: &[String]) -> String {
+    changes.iter().map(|c| format!(" --change '{c}'")).collect()
+}
+
+fn new_config() -> ImageConfiguration {
+    let (os, architecture) = hoist_cache::image::host_platform();
+    // The builder only fails on missing required fields; all are given.
+    ImageConfigurationBuilder::default()
+        .os(os)
+        .architecture(architecture)
+        .config(Config::default())
+        .build()
+        .unwrap_or_default()
+}
+
+struct Layer {
+    digest: hoist_cache::Digest,
+    diff_id: hoist_cache::Digest,
+    size: u64,
+    created: bool,
+}
+
+/// Stream `input` (tar, tar.gz or tar.zst) into a gzip layer blob while a
+/// tar parser validates it: headers and checksums, every entry's data fully
+/// present, no `..` in names, and a complete compressed stream.
+fn write_layer(store: &Store, input: Box<dyn Read>) -> anyhow::Result<Layer> {
+    let mut input = BufReader::with_capacity(256 * 1024, input);
+    let head = input.fill_buf().context("failed to read the input")?;
+    if head.is_empty() {
+        bail!("the input is empty (expected a tar archive)");
+    }
+    let decompressed: Box<dyn Read> = match head {
+        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::Decoder::with_buffer(input)?),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => {
+            return Err(anyhow::anyhow!("xz-compressed input is not supported"))
+                .hint("decompress it first: `xz -dc FILE | hoist import - NAME`")
+        }
+        [b'B', b'Z', b'h', ..] => {
+            return Err(anyhow::anyhow!("bzip2-compressed input is not supported"))
+                .hint("decompress it first: `bzip2 -dc FILE | hoist import - NAME`")
+        }
+        _ => Box::new(input),
+    };
+    let writer = store.content().writer()?;
+    let gzip = flate2::write::GzEncoder::new(writer, flate2::Compression::default());
+    let mut tee = Tee {
+        inner: decompressed,
+        hasher: Sha256::new(),
+        out: gzip,
+        write_error: None,
+    };
+    let entries = validate_tar(&mut tee);
+    if let Some(e) = tee.write_error.take() {
+        return Err(anyhow::Error::new(e).context("failed to write the layer into the store"));
+    }
+    let entries = entries?;
+    if entries == 0 {
+        bail!("the input is not a tar archive (no entries found)");
+    }
+    // The rest after the end-of-archive blocks: hash it too (it is part of
+    // the layer) and let the decompressor check its trailer.
+    let mut rest = Vec::new();
+    tee.read_to_end(&mut rest)
+        .context("the input ends in the middle of its compressed stream")?;
+    if let Some(e) = tee.write_error.take() {
+        return Err(anyhow::Error::new(e).context("failed to write the layer into the store"));
+    }
+    let diff_id = sha256_digest(tee.hasher);
+    let writer: ContentWriter = tee
+        .out
+        .finish()
+        .context("failed to finish the gzip stream of the layer")?;
+    let committed = writer.commit(None, None)?;
+    Ok(Layer {
+        digest: committed.digest,
+        diff_id,
+        size: committed.size,
+        created: committed.created,
+    })
+}
+
+fn validate_tar(input: &mut impl Read) -> anyhow::Result<u64> {
+    let mut archive = tar::Archive::new(input);
+    let mut count = 0u64;
+    let entries = archive
+        .entries()
+        .context("the input is not a valid tar archive")?;
+    for entry in entries {
+        let mut entry = entry.context("the input is not a valid tar archive")?;
+        let path = entry
+            .path()
+            .context("the input is not a valid tar archive (bad entry name)")?
+            .into_owned();
+        if path.components().any(|c| c == Component::ParentDir) {
+            bail!(
+                "the tar archive has an entry `{}` that climbs out of the root with `..`",
+                path.display()
+            );
+        }
+        let expected = entry.size();
+        let copied = io::copy(&mut entry, &mut io::sink()).with_context(|| {
+            format!(
+                "the input is truncated or corrupt in entry `{}`",
+                display(&path)
+            )
+        })?;
+        if copied != expected {
+            bail!(
+                "the input is truncated: entry `{}` has {copied} of its {expected} bytes",
+                display(&path)
+            );
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Passes bytes through to `out` and a hasher as they are read.
+struct Tee<R, W> {
+    inner: R,
+    hasher: Sha256,
+    out: W,
+    write_error: Option<io::Error>,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let kind = e.kind();
+            self.write_error = Some(e);
+            return Err(io::Error::new(kind, "writing the layer failed"));
+        }
+        Ok(n)
+    }
+}

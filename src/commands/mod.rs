@@ -1,0 +1,60 @@
+//! One module per subcommand. To add one: create `src/commands/<name>.rs`
+//! with `pub struct Args` (clap `Args` derive, its doc comment is the help
+//! text) and `pub fn run(context: &Context, args: Args) -> anyhow::Result<()>`,
+//! then add a variant to [`Command`] and an arm to [`run`].
+
+use crate::context::Context;
+
+mod du;
+mod history;
+mod images;
+mod import;
+mod inspect;
+mod load;
+mod rmi;
+mod save;
+mod tag;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Create an image from a root filesystem tarball (like `docker import`)
+    Import(import::Args),
+    /// List images
+    Images(images::Args),
+    /// Show an image's manifest, config, digests and sizes as JSON
+    Inspect(inspect::Args),
+    /// Show the history of an image
+    History(history::Args),
+    /// Give an image another name
+    Tag(tag::Args),
+    /// Remove images (untag, then delete blobs no other image uses)
+    Rmi(rmi::Args),
+    /// Show the store's disk usage by kind
+    Du(du::Args),
+    /// Write images to a tar archive (docker or OCI layout)
+    Save(save::Args),
+    /// Read images from a tar archive (docker save or OCI layout)
+    Load(load::Args),
+}
+
+pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Import(args) => import::run(context, args),
+        Command::Images(args) => images::run(context, args),
+        Command::Inspect(args) => inspect::run(context, args),
+        Command::History(args) => history::run(context, args),
+        Command::Tag(args) => tag::run(context, args),
+        Command::Rmi(args) => rmi::run(context, args),
+        Command::Du(args) => du::run(context, args),
+        Command::Save(args) => save::run(context, args),
+        Command::Load(args) => load::run(context, args),
+    }
+}
+
+/// `--format` of listing commands.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}

@@ -1,0 +1,117 @@
+//! Output helpers shared by the commands: sizes, IDs, tables, names.
+
+use std::io::Write;
+
+use hoist_registry::reference::Reference;
+
+/// Sizes as Docker prints them: decimal units, three significant digits
+/// (`4.26MB`, `885kB`, `0B`).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{value:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", UNITS[unit])
+}
+
+/// The 12-hex-digit short form of a digest (`sha256:` dropped).
+pub fn short_id(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+/// Print rows as aligned columns (three spaces apart, like Docker's
+/// tabwriter); the last column is not padded.
+pub fn print_table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(cell);
+                s.push_str(&" ".repeat(widths[i] - cell.chars().count() + 3));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+/// Split a stored (fully qualified) ref name into Docker's REPOSITORY and TAG
+/// columns: `docker.io/library/busybox:latest` → (`busybox`, `latest`).
+pub fn repository_and_tag(name: &str) -> (String, String) {
+    match Reference::parse(name) {
+        Ok(reference) => {
+            let tag = reference.tag().unwrap_or("<none>").to_string();
+            let familiar = reference.familiar();
+            let repository = familiar
+                .strip_suffix(&format!(":{tag}"))
+                .unwrap_or(&familiar)
+                .to_string();
+            (repository, tag)
+        }
+        Err(_) => (name.to_string(), "<none>".to_string()),
+    }
+}
+
+/// The short form of a stored name (`busybox:latest`).
+pub fn familiar(name: &str) -> String {
+    Reference::parse(name).map_or_else(|_| name.to_string(), |r| r.familiar())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(885_000), "885kB");
+        assert_eq!(human_size(4_261_000), "4.26MB");
+        assert_eq!(human_size(1_200_000), "1.2MB");
+        assert_eq!(human_size(12_340_000), "12.3MB");
+        assert_eq!(human_size(999), "999B");
+    }
+
+    #[test]
+    fn names_split_into_columns() {
+        assert_eq!(
+            repository_and_tag("docker.io/library/busybox:latest"),
+            ("busybox".to_string(), "latest".to_string())
+        );
+        assert_eq!(
+            repository_and_tag("127.0.0.1:5000/a/b:1"),
+            ("127.0.0.1:5000/a/b".to_string(), "1".to_string())
+        );
+        assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
+    }
+}
