@@ -1,0 +1,151 @@
+//! Every user error names FILE:LINE:COL, quotes the line and points a caret.
+
+use crate::util::*;
+
+#[test]
+fn unknown_instruction_suggests() {
+    let e = build_err("FROM alpine\nRUNN echo hi\n");
+    assert_eq!(
+        e.render("Dockerfile"),
+        "Dockerfile:2:1: unknown instruction \"RUNN\" (did you mean RUN?)\n2 | RUNN echo hi\n    ^"
+    );
+}
+
+#[test]
+fn unknown_flag_suggests() {
+    let e = build_err("FROM alpine\nCOPY --chwon=1:1 a /b\n");
+    assert_eq!(
+        e.render("Dockerfile"),
+        "Dockerfile:2:6: unknown flag `--chwon` for COPY (did you mean --chown?)\n2 | COPY --chwon=1:1 a /b\n         ^"
+    );
+    let e = build_err("FROM alpine\nRUN --mnt=type=cache,target=/x true\n");
+    assert!(
+        e.message.contains("(did you mean --mount?)"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn missing_argument() {
+    let e = build_err("FROM alpine\nCOPY onlyone\n");
+    assert!(
+        e.message
+            .starts_with("COPY requires at least two arguments"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.span.unwrap().start.line, 2);
+    let e = build_err("FROM alpine\nWORKDIR\n");
+    assert_eq!(e.message, "WORKDIR requires exactly one argument");
+    let e = build_err("FROM\n");
+    assert!(e
+        .message
+        .starts_with("FROM requires either one or three arguments"));
+}
+
+#[test]
+fn bad_json_in_exec_form() {
+    // Non-string JSON is rejected by the parser itself, like BuildKit.
+    let e = build_err("FROM alpine\nCMD [\"echo\", 1]\n");
+    assert!(
+        e.message
+            .contains("arrays must be comprised of strings only"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        e.render("Dockerfile").lines().next().unwrap(),
+        "Dockerfile:2:1: when using JSON array syntax, arrays must be comprised of strings only"
+    );
+    // SHELL demands JSON.
+    let e = build_err("FROM alpine\nSHELL /bin/bash -c\n");
+    assert_eq!(e.message, "SHELL requires the arguments to be in JSON form");
+}
+
+#[test]
+fn unterminated_heredoc() {
+    let e = build_err("FROM alpine\nRUN <<EOF\necho hi\n");
+    assert!(e
+        .render("Dockerfile")
+        .starts_with("Dockerfile:2:1: unterminated heredoc \"EOF\"\n2 | RUN <<EOF\n"));
+}
+
+#[test]
+fn from_index_past_last_stage() {
+    let e = build_err("FROM alpine\nCOPY --from=3 /a /b\n");
+    assert!(
+        e.message.starts_with("invalid stage index 3"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.span.unwrap().start.line, 2);
+}
+
+#[test]
+fn from_with_variable() {
+    let e = build_err("ARG SRC=builder\nFROM alpine\nCOPY --from=$SRC /a /b\n");
+    assert!(
+        e.message.contains("variables are not expanded in --from"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.span.unwrap().start.line, 3);
+}
+
+#[test]
+fn stage_copying_from_itself() {
+    let e = build_err("FROM alpine AS app\nCOPY --from=app /a /b\n");
+    assert!(
+        e.message
+            .contains("circular dependency detected on stage: app"),
+        "{}",
+        e.message
+    );
+    let e = build_err("FROM alpine\nCOPY --from=0 /a /b\n");
+    assert!(e.message.contains("circular dependency"), "{}", e.message);
+}
+
+#[test]
+fn from_arg_expanding_to_nothing() {
+    let e = build_err("ARG BASE\nFROM ${BASE}\n");
+    assert_eq!(
+        e.render("Dockerfile"),
+        "Dockerfile:2:1: base name (${BASE}) should not be blank\n2 | FROM ${BASE}\n    ^"
+    );
+}
+
+#[test]
+fn arg_used_before_declared_is_a_warning() {
+    let g = build("FROM alpine\nENV A=$VERSION\nARG VERSION=1\nENV B=$VERSION\n");
+    assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
+    assert_eq!(g.warnings[0].rule, "UndefinedVar");
+    assert_eq!(
+        g.warnings[0].message,
+        "Usage of undefined variable '$VERSION'"
+    );
+    assert_eq!(g.warnings[0].span.unwrap().start.line, 2);
+    assert_eq!(g.target_stage().config.env_value("A"), Some(""));
+    assert_eq!(g.target_stage().config.env_value("B"), Some("1"));
+    // FROM using an undeclared ARG.
+    let g = build("FROM alpine:${TAG:-3}\n");
+    assert_eq!(g.warnings[0].rule, "UndefinedArgInFrom");
+    assert_eq!(g.warnings[0].message, "FROM argument 'TAG' is not declared");
+}
+
+#[test]
+fn unknown_target_suggests() {
+    let mut o = opts();
+    o.target = Some("buidl".into());
+    let e = build_err_with("FROM alpine AS build\nFROM alpine\n", &o);
+    assert_eq!(
+        e.message,
+        "target stage \"buidl\" could not be found (did you mean build?)"
+    );
+}
+
+#[test]
+fn instruction_before_from() {
+    let e = build_err("RUN true\nFROM alpine\n");
+    assert!(e.message.contains("must come after FROM"), "{}", e.message);
+}

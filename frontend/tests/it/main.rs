@@ -1,0 +1,6 @@
+//! Integration tests of hoist-frontend.
+
+mod conformance;
+mod errors;
+mod lowering;
+mod util;
