@@ -1,0 +1,788 @@
+//! Apply: extract an untrusted layer into a snapshot's directory.
+//!
+//! The layer may be gzip, zstd or plain tar (recognised by its first bytes).
+//! Every entry is checked before anything is written:
+//!
+//! * a path with a `..` component is refused; a leading `/` is dropped (the
+//!   path is taken relative to the root, as Docker does);
+//! * parent directories are opened with `openat2(RESOLVE_IN_ROOT)`, so a
+//!   symlink among them (absolute or relative, planted by this layer or a
+//!   lower one) is resolved as if the snapshot root were `/` and can never
+//!   lead outside it;
+//! * the final component is always created with `*at` calls that do not
+//!   follow symlinks (`O_CREAT|O_EXCL|O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`);
+//! * hardlink targets are resolved inside the root (or, for the overlay
+//!   backend, inside a lower layer, then copied up), never outside;
+//! * file data is streamed, so a header claiming a huge size costs no
+//!   memory; a layer that ends early is an error naming the entry;
+//! * device nodes that cannot be created (no `CAP_MKNOD`) are skipped with a
+//!   warning returned in [`ApplyReport::warnings`];
+//! * overlay's private xattrs (`trusted.overlay.*`, `user.overlay.*`) are
+//!   never taken from a layer.
+//!
+//! Whiteouts: `.wh.NAME` removes NAME; `.wh..wh..opq` removes what lower
+//! layers put in the directory (entries of this layer stay). With
+//! [`WhiteoutStyle::Overlay`] the target is an overlay upper dir: a removed
+//! path becomes a 0/0 character device and an opaque directory gets
+//! `trusted.overlay.opaque=y`, which overlayfs understands at mount time.
+//! With [`WhiteoutStyle::Delete`] (a full tree) they are plain deletions.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{io_err, Error, Result};
+use crate::fsutil;
+
+/// How whiteouts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhiteoutStyle {
+    /// As overlayfs whiteouts (0/0 char devices) and opaque xattrs, in an
+    /// upper dir.
+    Overlay,
+    /// As deletions, in a full tree.
+    Delete,
+}
+
+/// Where a layer is extracted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyTarget {
+    /// The directory that receives the entries.
+    pub root: PathBuf,
+    /// How deletions are recorded.
+    pub whiteouts: WhiteoutStyle,
+    /// For overlay: the parent chain, nearest first (hardlink targets and
+    /// missing parent directories are looked up there).
+    pub lowers: Vec<PathBuf>,
+}
+
+/// Options of [`apply_layer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Give entries the owner recorded in the layer (needs root or a user
+    /// namespace mapping the ids); when false, files keep the applier's ids.
+    pub same_owner: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions { same_owner: true }
+    }
+}
+
+/// Something that was not applied as written, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyWarning {
+    /// The entry's path in the layer.
+    pub path: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// `sha256:<hex>` of the uncompressed tar stream.
+    pub diff_id: String,
+    /// Size of the uncompressed tar stream.
+    pub uncompressed_size: u64,
+    /// Number of entries read.
+    pub entries: u64,
+    /// Entries skipped or changed, with the reason.
+    pub warnings: Vec<ApplyWarning>,
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+fn to_io(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+fn layer_err(path: &[u8]) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Layer {
+        path: String::from_utf8_lossy(path).into_owned(),
+        source,
+    }
+}
+
+fn unsafe_entry(path: &[u8], reason: impl Into<String>) -> Error {
+    Error::UnsafeEntry {
+        path: String::from_utf8_lossy(path).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Splits an archive path into components, refusing `..` and dropping `.`,
+/// empty components and a leading `/`.
+pub(crate) fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err(unsafe_entry(raw, "the path contains a `..` component")),
+            c => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+/// Opens a decompressing reader on `layer` after looking at its magic bytes.
+pub fn decompress<'a>(layer: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, layer);
+    let head = buffered.fill_buf().map_err(layer_err(b""))?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered).map_err(layer_err(b""))?,
+        ))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+/// Extracts `layer` into `target` (see the module docs for the rules).
+pub fn apply_layer(
+    target: &ApplyTarget,
+    layer: &mut dyn Read,
+    options: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let decoded = decompress(layer)?;
+    let mut reader = HashingReader {
+        inner: decoded,
+        hash: Sha256::new(),
+        count: 0,
+    };
+    let open_dir = |p: &Path| {
+        rustix::fs::open(
+            p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(to_io)
+        .map_err(io_err("open directory", p))
+    };
+    let root = open_dir(&target.root)?;
+    let mut lowers = Vec::new();
+    if target.whiteouts == WhiteoutStyle::Overlay {
+        for l in &target.lowers {
+            lowers.push(open_dir(l)?);
+        }
+    }
+    let mut applier = Applier {
+        root,
+        root_path: target.root.clone(),
+        style: target.whiteouts,
+        lowers,
+        options: *options,
+        written: HashSet::new(),
+        dir_times: Vec::new(),
+        warnings: Vec::new(),
+        entries: 0,
+    };
+    {
+        let mut archive = tar::Archive::new(&mut reader);
+        let entries = archive.entries().map_err(layer_err(b""))?;
+        let mut last = Vec::new();
+        for entry in entries {
+            let mut entry = entry.map_err(|e| Error::Layer {
+                path: format!("(after `{}`)", String::from_utf8_lossy(&last)),
+                source: e,
+            })?;
+            last = entry.path_bytes().into_owned();
+            applier.entries += 1;
+            applier.apply_entry(&mut entry)?;
+        }
+    }
+    // Read to the end so the hash covers the whole stream and gzip's
+    // trailer (CRC, length) is checked.
+    io::copy(&mut reader, &mut io::sink()).map_err(layer_err(b"(end of layer)"))?;
+    applier.finish()?;
+    Ok(ApplyReport {
+        diff_id: format!("sha256:{}", hex::encode(reader.hash.finalize())),
+        uncompressed_size: reader.count,
+        entries: applier.entries,
+        warnings: applier.warnings,
+    })
+}
+
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+struct Applier {
+    root: OwnedFd,
+    root_path: PathBuf,
+    style: WhiteoutStyle,
+    lowers: Vec<OwnedFd>,
+    options: ApplyOptions,
+    written: HashSet<Vec<u8>>,
+    dir_times: Vec<(Vec<Vec<u8>>, i64)>,
+    warnings: Vec<ApplyWarning>,
+    entries: u64,
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+fn proc_path(dir: &impl AsRawFd, name: &[u8]) -> PathBuf {
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    if !name.is_empty() {
+        p.push(OsStr::from_bytes(name));
+    }
+    p
+}
+
+fn in_root(dir: impl AsFd, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+    rustix::fs::openat2(
+        dir,
+        OsStr::from_bytes(rel),
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+fn parse_num(v: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(v).ok()?;
+    let int = s.split('.').next()?;
+    int.parse().ok()
+}
+
+impl Applier {
+    fn warn(&mut self, path: &[u8], message: impl Into<String>) {
+        self.warnings.push(ApplyWarning {
+            path: String::from_utf8_lossy(path).into_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn display(&self, comps: &[Vec<u8>]) -> PathBuf {
+        self.root_path.join(OsStr::from_bytes(&join(comps)))
+    }
+
+    /// Opens (creating as needed) the directory `comps` inside the root.
+    fn resolve_dir(&mut self, comps: &[Vec<u8>], entry: &[u8]) -> Result<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY;
+        match in_root(&self.root, &join(comps), flags) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e == rustix::io::Errno::NOENT => {}
+            Err(e) if e == rustix::io::Errno::NOTDIR => {
+                return Err(unsafe_entry(entry, "a parent path is not a directory"))
+            }
+            Err(e) => {
+                return Err(io_err("open directory", self.display(comps))(to_io(e)));
+            }
+        }
+        let mut dir = in_root(&self.root, b"", flags)
+            .map_err(to_io)
+            .map_err(io_err("open directory", &self.root_path))?;
+        for i in 0..comps.len() {
+            let prefix = join(&comps[..=i]);
+            match in_root(&self.root, &prefix, flags) {
+                Ok(fd) => {
+                    dir = fd;
+                    continue;
+                }
+                Err(e) if e == rustix::io::Errno::NOENT => {}
+                Err(e) if e == rustix::io::Errno::NOTDIR => {
+                    return Err(unsafe_entry(entry, "a parent path is not a directory"))
+                }
+                Err(e) => {
+                    return Err(io_err("open directory", self.display(&comps[..=i]))(to_io(
+                        e,
+                    )))
+                }
+            }
+            let name = OsStr::from_bytes(&comps[i]);
+            // A lower layer's directory keeps its mode and owner when it is
+            // recreated in the upper dir (what overlay's copy-up would do).
+            let lower_meta = self.lowers.iter().find_map(|l| {
+                in_root(l, &prefix, flags)
+                    .ok()
+                    .and_then(|fd| rustix::fs::fstat(&fd).ok())
+            });
+            let mode = lower_meta.as_ref().map_or(0o755, |s| s.st_mode & 0o7777);
+            match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode)) {
+                Ok(()) => {}
+                Err(e) if e == rustix::io::Errno::EXIST => {
+                    return Err(unsafe_entry(
+                        entry,
+                        format!(
+                            "parent `{}` is a symlink to a missing directory",
+                            String::from_utf8_lossy(&prefix)
+                        ),
+                    ))
+                }
+                Err(e) => {
+                    return Err(io_err("create directory", self.display(&comps[..=i]))(
+                        to_io(e),
+                    ))
+                }
+            }
+            if let Some(s) = &lower_meta {
+                let p = Path::new(name);
+                let _ = fsutil::lchown_at(&dir, p, s.st_uid, s.st_gid);
+                let _ = rustix::fs::chmodat(&dir, p, Mode::from_raw_mode(mode), AtFlags::empty());
+            }
+            dir = in_root(&self.root, &prefix, flags)
+                .map_err(to_io)
+                .map_err(io_err("open directory", self.display(&comps[..=i])))?;
+        }
+        Ok(dir)
+    }
+
+    fn remove_at(&self, dir: &OwnedFd, name: &[u8], comps: &[Vec<u8>]) -> Result<()> {
+        let stat = match rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW)
+        {
+            Ok(s) => s,
+            Err(e) if e == rustix::io::Errno::NOENT => return Ok(()),
+            Err(e) => return Err(io_err("stat", self.display(comps))(to_io(e))),
+        };
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory {
+            // remove_dir_all never follows symlinks below the path it is
+            // given; the /proc path pins the already resolved parent.
+            std::fs::remove_dir_all(proc_path(dir, name))
+                .map_err(io_err("remove directory", self.display(comps)))
+        } else {
+            rustix::fs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty())
+                .map_err(to_io)
+                .map_err(io_err("remove", self.display(comps)))
+        }
+    }
+
+    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let comps = clean_path(&raw)?;
+        let Some((name, parents)) = comps.split_last() else {
+            // The root itself ("./"): its metadata belongs to the snapshot.
+            return Ok(());
+        };
+        let name = name.clone();
+        let parents = parents.to_vec();
+
+        if name == b".wh..wh..opq" {
+            let dir = self.resolve_dir(&parents, &raw)?;
+            return self.opaque(&dir, &parents);
+        }
+        if let Some(hidden) = name.strip_prefix(b".wh.") {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(unsafe_entry(&raw, "whiteout names no file"));
+            }
+            let dir = self.resolve_dir(&parents, &raw)?;
+            let mut target = parents.clone();
+            target.push(hidden.to_vec());
+            self.remove_at(&dir, hidden, &target)?;
+            self.written.remove(&join(&target));
+            if self.style == WhiteoutStyle::Overlay {
+                fsutil::mknod_at(&dir, Path::new(OsStr::from_bytes(hidden)), libc::S_IFCHR, 0)
+                    .map_err(io_err("create whiteout", self.display(&target)))?;
+            }
+            return Ok(());
+        }
+
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        // Empty numeric fields mean 0, as Go's archive/tar reads them.
+        let old = header.as_old();
+        let num = |field: &[u8], value: io::Result<u64>| -> Result<u64> {
+            if field.iter().all(|b| *b == 0 || *b == b' ') {
+                Ok(0)
+            } else {
+                value.map_err(layer_err(&raw))
+            }
+        };
+        let mut meta = Meta {
+            mode: num(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777,
+            uid: num(&old.uid, header.uid())? as u32,
+            gid: num(&old.gid, header.gid())? as u32,
+            mtime: num(&old.mtime, header.mtime())? as i64,
+            xattrs: Vec::new(),
+        };
+        if let Some(pax) = entry.pax_extensions().map_err(layer_err(&raw))? {
+            for ext in pax {
+                let ext = ext.map_err(layer_err(&raw))?;
+                let (key, value) = (ext.key_bytes(), ext.value_bytes());
+                match key {
+                    b"uid" => meta.uid = parse_num(value).unwrap_or(0) as u32,
+                    b"gid" => meta.gid = parse_num(value).unwrap_or(0) as u32,
+                    b"mtime" => meta.mtime = parse_num(value).unwrap_or(meta.mtime),
+                    _ => {
+                        if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                            if fsutil::is_overlay_private(x) {
+                                self.warn(
+                                    &raw,
+                                    format!(
+                                        "dropped overlay xattr `{}`",
+                                        String::from_utf8_lossy(x)
+                                    ),
+                                );
+                            } else {
+                                meta.xattrs.push((x.to_vec(), value.to_vec()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let dir = self.resolve_dir(&parents, &raw)?;
+        let name_path = Path::new(OsStr::from_bytes(&name)).to_path_buf();
+        let is_dir_entry = kind == tar::EntryType::Directory;
+        let existing = rustix::fs::statat(&dir, &name_path, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let existing_is_dir = existing.as_ref().is_some_and(|s| {
+            rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Directory
+        });
+        if existing.is_some() && !(is_dir_entry && existing_is_dir) {
+            self.remove_at(&dir, &name, &comps)?;
+        }
+        let shown = self.display(&comps);
+
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let fd = rustix::fs::openat(
+                    &dir,
+                    &name_path,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(to_io)
+                .map_err(io_err("create", &shown))?;
+                let mut file = File::from(fd);
+                let expected = entry.size();
+                let copied = io::copy(entry, &mut file).map_err(layer_err(&raw))?;
+                if copied != expected {
+                    return Err(Error::Layer {
+                        path: String::from_utf8_lossy(&raw).into_owned(),
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the layer ends inside this file: its header says {expected} bytes, only {copied} follow"),
+                        ),
+                    });
+                }
+                self.set_meta_fd(&file, &meta, &raw, &shown)?;
+            }
+            tar::EntryType::Directory => {
+                if !existing_is_dir {
+                    rustix::fs::mkdirat(&dir, &name_path, Mode::from_raw_mode(0o700))
+                        .map_err(to_io)
+                        .map_err(io_err("create directory", &shown))?;
+                }
+                let fd = rustix::fs::openat(
+                    &dir,
+                    &name_path,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(to_io)
+                .map_err(io_err("open directory", &shown))?;
+                let mtime = meta.mtime;
+                self.set_meta_fd(&File::from(fd), &meta, &raw, &shown)?;
+                self.dir_times.push((comps.clone(), mtime));
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?
+                    .into_owned();
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, &name_path)
+                    .map_err(to_io)
+                    .map_err(io_err("create symlink", &shown))?;
+                self.set_meta_at(&dir, &name, &meta, false, &raw, &shown)?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&raw, "hardlink without a target"))?
+                    .into_owned();
+                self.hardlink(&dir, &name_path, &target, &raw, &shown)?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let (ftype, rdev) = match kind {
+                    tar::EntryType::Char => (libc::S_IFCHR, true),
+                    tar::EntryType::Block => (libc::S_IFBLK, true),
+                    _ => (libc::S_IFIFO, false),
+                };
+                let dev = if rdev {
+                    let major = header.device_major().ok().flatten().unwrap_or(0);
+                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                    fsutil::makedev(major, minor)
+                } else {
+                    0
+                };
+                match fsutil::mknod_at(&dir, &name_path, ftype | meta.mode, dev) {
+                    Ok(()) => self.set_meta_at(&dir, &name, &meta, true, &raw, &shown)?,
+                    Err(e) if rdev && e.raw_os_error() == Some(libc::EPERM) => {
+                        self.warn(
+                            &raw,
+                            "device node skipped: creating devices is not permitted here",
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(io_err("create special file", &shown)(e)),
+                }
+            }
+            other => {
+                self.warn(&raw, format!("entry of unsupported type {other:?} skipped"));
+                return Ok(());
+            }
+        }
+        self.written.insert(join(&comps));
+        Ok(())
+    }
+
+    fn set_meta_fd(&mut self, file: &File, meta: &Meta, raw: &[u8], shown: &Path) -> Result<()> {
+        if self.options.same_owner {
+            rustix::fs::fchown(
+                file,
+                Some(rustix::fs::Uid::from_raw(meta.uid)),
+                Some(rustix::fs::Gid::from_raw(meta.gid)),
+            )
+            .map_err(to_io)
+            .map_err(io_err("change owner of", shown))?;
+        }
+        // After chown, which clears setuid and setgid bits.
+        rustix::fs::fchmod(file, Mode::from_raw_mode(meta.mode))
+            .map_err(to_io)
+            .map_err(io_err("change mode of", shown))?;
+        for (name, value) in &meta.xattrs {
+            if let Err(e) = fsutil::fset_xattr(file, name, value) {
+                self.warn(
+                    raw,
+                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(name)),
+                );
+            }
+        }
+        fsutil::fset_times(file, meta.mtime, 0).map_err(io_err("set times of", shown))
+    }
+
+    fn set_meta_at(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        meta: &Meta,
+        chmod: bool,
+        raw: &[u8],
+        shown: &Path,
+    ) -> Result<()> {
+        let p = Path::new(OsStr::from_bytes(name));
+        if self.options.same_owner {
+            fsutil::lchown_at(dir, p, meta.uid, meta.gid)
+                .map_err(io_err("change owner of", shown))?;
+        }
+        if chmod {
+            // Only devices and FIFOs this function just created reach here,
+            // never a symlink, so following is not a concern.
+            rustix::fs::chmodat(dir, p, Mode::from_raw_mode(meta.mode), AtFlags::empty())
+                .map_err(to_io)
+                .map_err(io_err("change mode of", shown))?;
+        }
+        let at = proc_path(dir, name);
+        for (xname, value) in &meta.xattrs {
+            if let Err(e) = fsutil::set_xattr(&at, xname, value) {
+                self.warn(
+                    raw,
+                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(xname)),
+                );
+            }
+        }
+        fsutil::set_times_at(dir, p, meta.mtime, 0).map_err(io_err("set times of", shown))
+    }
+
+    fn hardlink(
+        &mut self,
+        dir: &OwnedFd,
+        name: &Path,
+        target: &[u8],
+        raw: &[u8],
+        shown: &Path,
+    ) -> Result<()> {
+        let target_comps = clean_path(target).map_err(|_| {
+            unsafe_entry(
+                raw,
+                format!(
+                    "hardlink target `{}` contains `..`",
+                    String::from_utf8_lossy(target)
+                ),
+            )
+        })?;
+        let rel = join(&target_comps);
+        if rel.is_empty() {
+            return Err(unsafe_entry(raw, "hardlink to the root directory"));
+        }
+        let flags = OFlags::PATH | OFlags::NOFOLLOW;
+        let fd = match in_root(&self.root, &rel, flags) {
+            Ok(fd) => fd,
+            Err(e) if e == rustix::io::Errno::NOENT && !self.lowers.is_empty() => {
+                self.copy_up(&target_comps, raw)?
+            }
+            Err(e) if e == rustix::io::Errno::NOENT => {
+                return Err(unsafe_entry(
+                    raw,
+                    format!(
+                        "hardlink target `{}` does not exist inside the layer root",
+                        String::from_utf8_lossy(target)
+                    ),
+                ))
+            }
+            Err(e) => return Err(io_err("open hardlink target for", shown)(to_io(e))),
+        };
+        let st = rustix::fs::fstat(&fd)
+            .map_err(to_io)
+            .map_err(io_err("stat hardlink target for", shown))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+            return Err(unsafe_entry(raw, "hardlink to a directory"));
+        }
+        rustix::fs::linkat(&fd, "", dir, name, AtFlags::EMPTY_PATH)
+            .map_err(to_io)
+            .map_err(io_err("create hardlink", shown))
+    }
+
+    /// Copies a lower layer's file into the upper dir so it can be linked.
+    fn copy_up(&mut self, comps: &[Vec<u8>], raw: &[u8]) -> Result<OwnedFd> {
+        let rel = join(comps);
+        let found = self
+            .lowers
+            .iter()
+            .find_map(|l| in_root(l, &rel, OFlags::RDONLY | OFlags::NOFOLLOW).ok());
+        let Some(src) = found else {
+            return Err(unsafe_entry(
+                raw,
+                format!(
+                    "hardlink target `{}` exists neither in the layer nor in its parents",
+                    String::from_utf8_lossy(&rel)
+                ),
+            ));
+        };
+        let st = rustix::fs::fstat(&src)
+            .map_err(to_io)
+            .map_err(io_err("stat", self.display(comps)))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(unsafe_entry(
+                raw,
+                "hardlink target in a parent layer is not a regular file",
+            ));
+        }
+        let (name, parents) = comps
+            .split_last()
+            .ok_or_else(|| unsafe_entry(raw, "empty hardlink target"))?;
+        let dir = self.resolve_dir(parents, raw)?;
+        let shown = self.display(comps);
+        let dst = rustix::fs::openat(
+            &dir,
+            OsStr::from_bytes(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(to_io)
+        .map_err(io_err("copy up", &shown))?;
+        let mut src = File::from(src);
+        let mut dst = File::from(dst);
+        fsutil::reflink_or_copy(&mut src, &mut dst).map_err(io_err("copy up", &shown))?;
+        let xattrs = fsutil::read_xattrs_fd(&src).map_err(io_err("read xattrs of", &shown))?;
+        let meta = Meta {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: st.st_mtime,
+            xattrs: xattrs
+                .into_iter()
+                .filter(|(n, _)| !fsutil::is_overlay_private(n))
+                .collect(),
+        };
+        self.set_meta_fd(&dst, &meta, raw, &shown)?;
+        in_root(&self.root, &rel, OFlags::PATH | OFlags::NOFOLLOW)
+            .map_err(to_io)
+            .map_err(io_err("open", &shown))
+    }
+
+    fn opaque(&mut self, dir: &OwnedFd, comps: &[Vec<u8>]) -> Result<()> {
+        let shown = self.display(comps);
+        let listing =
+            std::fs::read_dir(proc_path(dir, b"")).map_err(io_err("read directory", &shown))?;
+        for child in listing {
+            let child = child.map_err(io_err("read directory", &shown))?;
+            let name = child.file_name().as_bytes().to_vec();
+            let mut path = comps.to_vec();
+            path.push(name.clone());
+            if !self.written.contains(&join(&path)) {
+                self.remove_at(dir, &name, &path)?;
+            }
+        }
+        if self.style == WhiteoutStyle::Overlay {
+            let fd = rustix::fs::openat(
+                dir,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(to_io)
+            .map_err(io_err("open directory", &shown))?;
+            fsutil::fset_xattr(&fd, b"trusted.overlay.opaque", b"y")
+                .map_err(io_err("mark opaque", &shown))?;
+        }
+        Ok(())
+    }
+
+    /// Directory mtimes last: creating their content moved them.
+    fn finish(&mut self) -> Result<()> {
+        let times = std::mem::take(&mut self.dir_times);
+        for (comps, mtime) in times.iter().rev() {
+            let Some((name, parents)) = comps.split_last() else {
+                continue;
+            };
+            let flags = OFlags::PATH | OFlags::DIRECTORY;
+            let Ok(dir) = in_root(&self.root, &join(parents), flags) else {
+                continue;
+            };
+            // The directory may have been removed by a later whiteout.
+            let _ = fsutil::set_times_at(&dir, Path::new(OsStr::from_bytes(name)), *mtime, 0);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_path_refuses_dotdot_and_strips_root() {
+        assert_eq!(
+            clean_path(b"/etc//./passwd").unwrap(),
+            vec![b"etc".to_vec(), b"passwd".to_vec()]
+        );
+        let err = clean_path(b"a/../../etc").unwrap_err().to_string();
+        assert!(err.contains("`..`"), "{err}");
+    }
+}

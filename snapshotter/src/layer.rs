@@ -1,0 +1,490 @@
+//! From tar bytes to a layer blob in one pass: compress, and hash both the
+//! uncompressed stream (the *diff_id*) and the compressed one (the blob
+//! *digest*) while writing into the caller's writer.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::Error;
+
+/// OCI media type of an uncompressed layer.
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// OCI media type of a gzip layer.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI media type of a zstd layer.
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Plain tar.
+    Uncompressed,
+    /// gzip (the default), compressed in parallel in fixed 1 MiB blocks.
+    #[default]
+    Gzip,
+    /// zstd (single-threaded).
+    Zstd,
+}
+
+impl Compression {
+    /// The OCI media type of a layer compressed this way.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Uncompressed => MEDIA_TYPE_LAYER_TAR,
+            Compression::Gzip => MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd => MEDIA_TYPE_LAYER_ZSTD,
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "uncompressed" | "none" => Ok(Compression::Uncompressed),
+            _ => Err(Error::UnknownName {
+                what: "compression",
+                value: s.to_string(),
+                expected: "gzip, zstd, uncompressed",
+            }),
+        }
+    }
+}
+
+/// What a layer blob turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    /// `sha256:<hex>` of the uncompressed tar (goes into the image config's
+    /// `rootfs.diff_ids`).
+    pub diff_id: String,
+    /// `sha256:<hex>` of the blob as written (goes into the manifest).
+    pub digest: String,
+    /// Size of the blob as written, in bytes.
+    pub size: u64,
+    /// Size of the uncompressed tar, in bytes.
+    pub uncompressed_size: u64,
+    /// The OCI media type of the blob.
+    pub media_type: &'static str,
+}
+
+/// Compression settings of a [`LayerWriter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionOptions {
+    /// The algorithm.
+    pub compression: Compression,
+    /// Level; `None` means the algorithm's default (gzip 6, zstd 3).
+    pub level: Option<u32>,
+    /// Compression threads for gzip; 0 means one per core. The bytes do not
+    /// depend on this number.
+    pub threads: usize,
+}
+
+impl Default for CompressionOptions {
+    fn default() -> Self {
+        CompressionOptions {
+            compression: Compression::Gzip,
+            level: None,
+            threads: 0,
+        }
+    }
+}
+
+/// Counts and hashes what passes through.
+struct HashCount<W> {
+    inner: W,
+    hash: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for HashCount<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Encoder<W: Write> {
+    Plain(HashCount<W>),
+    Gzip(ParallelGzip<HashCount<W>>),
+    Zstd(zstd::stream::write::Encoder<'static, HashCount<W>>),
+}
+
+/// A `Write` that turns a tar stream into a layer blob written to `out`.
+///
+/// Write the uncompressed tar into it, then call [`LayerWriter::finish`] for
+/// the digests and sizes. Nothing is buffered beyond a few compression blocks.
+pub struct LayerWriter<W: Write> {
+    hash: Sha256,
+    count: u64,
+    encoder: Encoder<W>,
+    media_type: &'static str,
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// A writer compressing into `out`.
+    pub fn new(out: W, options: &CompressionOptions) -> io::Result<Self> {
+        let sink = HashCount {
+            inner: out,
+            hash: Sha256::new(),
+            count: 0,
+        };
+        let encoder = match options.compression {
+            Compression::Uncompressed => Encoder::Plain(sink),
+            Compression::Gzip => Encoder::Gzip(ParallelGzip::new(
+                sink,
+                options.level.unwrap_or(6).min(9),
+                options.threads,
+            )),
+            Compression::Zstd => {
+                let level = options.level.map_or(3, |l| l.min(22) as i32);
+                Encoder::Zstd(zstd::stream::write::Encoder::new(sink, level)?)
+            }
+        };
+        Ok(LayerWriter {
+            hash: Sha256::new(),
+            count: 0,
+            encoder,
+            media_type: options.compression.media_type(),
+        })
+    }
+
+    /// Finishes compression and returns what was written.
+    pub fn finish(self) -> io::Result<LayerDescriptor> {
+        let mut sink = match self.encoder {
+            Encoder::Plain(s) => s,
+            Encoder::Gzip(g) => g.finish()?,
+            Encoder::Zstd(z) => z.finish()?,
+        };
+        sink.flush()?;
+        Ok(LayerDescriptor {
+            diff_id: format!("sha256:{}", hex::encode(self.hash.finalize())),
+            digest: format!("sha256:{}", hex::encode(sink.hash.finalize())),
+            size: sink.count,
+            uncompressed_size: self.count,
+            media_type: self.media_type,
+        })
+    }
+}
+
+impl<W: Write> Write for LayerWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.encoder {
+            Encoder::Plain(s) => s.write(buf)?,
+            Encoder::Gzip(g) => g.write(buf)?,
+            Encoder::Zstd(z) => z.write(buf)?,
+        };
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.encoder {
+            Encoder::Plain(s) => s.flush(),
+            Encoder::Gzip(_) => Ok(()),
+            Encoder::Zstd(z) => z.flush(),
+        }
+    }
+}
+
+/// Size of the blocks compressed independently. Fixed, so that the output
+/// depends only on the input and the level, never on the thread count.
+pub const GZIP_BLOCK_SIZE: usize = 1 << 20;
+/// Each block is primed with the last 32 KiB of the previous one, the
+/// deflate window, so the ratio stays that of a single stream (pigz's trick).
+const DICT_SIZE: usize = 32 * 1024;
+
+struct Job {
+    seq: u64,
+    dict: Vec<u8>,
+    data: Vec<u8>,
+}
+
+type JobResult = (u64, io::Result<(Vec<u8>, crc32fast::Hasher, usize)>);
+
+struct Pool {
+    jobs: Option<mpsc::Sender<Job>>,
+    results: mpsc::Receiver<JobResult>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// A gzip encoder in the manner of pigz: the input is cut into fixed-size
+/// blocks, each deflated on a worker thread with the previous 32 KiB as
+/// dictionary and ended with a sync flush (byte-aligned, not final); the
+/// pieces are concatenated in order, an empty final block and the gzip
+/// trailer (CRC-32 combined from the blocks' CRCs, length) close one valid
+/// gzip member. With one thread the same blocks are deflated inline, so the
+/// bytes are identical for 1..N threads.
+pub struct ParallelGzip<W: Write> {
+    out: W,
+    level: u32,
+    threads: usize,
+    block: Vec<u8>,
+    dict: Vec<u8>,
+    next_seq: u64,
+    next_out: u64,
+    crc: crc32fast::Hasher,
+    total: u64,
+    pool: Option<Pool>,
+    pending: BTreeMap<u64, (Vec<u8>, crc32fast::Hasher)>,
+    header_written: bool,
+}
+
+fn deflate_block(level: u32, dict: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
+    use flate2::{Compress, FlushCompress};
+    let mut c = Compress::new(flate2::Compression::new(level), false);
+    if !dict.is_empty() {
+        c.set_dictionary(dict).map_err(io::Error::other)?;
+    }
+    let mut out = Vec::with_capacity(data.len() / 2 + 4096);
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(64 * 1024);
+        }
+        let consumed = c.total_in() as usize;
+        c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+            .map_err(io::Error::other)?;
+        // The flush is complete once all input is taken and the compressor
+        // stopped with output space left.
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            return Ok(out);
+        }
+    }
+}
+
+impl<W: Write> ParallelGzip<W> {
+    /// A gzip encoder writing to `out` at `level` (0-9) with `threads`
+    /// workers (0 = one per core).
+    pub fn new(out: W, level: u32, threads: usize) -> Self {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        ParallelGzip {
+            out,
+            level,
+            threads,
+            block: Vec::with_capacity(GZIP_BLOCK_SIZE),
+            dict: Vec::new(),
+            next_seq: 0,
+            next_out: 0,
+            crc: crc32fast::Hasher::new(),
+            total: 0,
+            pool: None,
+            pending: BTreeMap::new(),
+            header_written: false,
+        }
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            // Magic, deflate, no flags, mtime 0, no extra flags, OS unknown:
+            // nothing about the machine or the time ends up in the blob.
+            self.out
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
+            self.header_written = true;
+        }
+        Ok(())
+    }
+
+    fn start_pool(&mut self) {
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (res_tx, res_rx) = mpsc::channel::<JobResult>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut workers = Vec::new();
+        for _ in 0..self.threads {
+            let job_rx = Arc::clone(&job_rx);
+            let res_tx = res_tx.clone();
+            let level = self.level;
+            workers.push(std::thread::spawn(move || loop {
+                let job = {
+                    let Ok(rx) = job_rx.lock() else { return };
+                    match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                };
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&job.data);
+                let result = deflate_block(level, &job.dict, &job.data)
+                    .map(|out| (out, crc, job.data.len()));
+                if res_tx.send((job.seq, result)).is_err() {
+                    return;
+                }
+            }));
+        }
+        self.pool = Some(Pool {
+            jobs: Some(job_tx),
+            results: res_rx,
+            workers,
+        });
+    }
+
+    fn emit(&mut self, data: &[u8], crc: &crc32fast::Hasher) -> io::Result<()> {
+        self.out.write_all(data)?;
+        self.crc.combine(crc);
+        self.next_out += 1;
+        Ok(())
+    }
+
+    /// Receives one finished block and writes out every block now in order.
+    fn collect_one(&mut self) -> io::Result<()> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let (seq, result) = pool
+            .results
+            .recv()
+            .map_err(|_| io::Error::other("gzip worker thread died"))?;
+        let (data, crc, _) = result?;
+        self.pending.insert(seq, (data, crc));
+        while let Some((data, crc)) = self.pending.remove(&self.next_out) {
+            self.emit(&data, &crc)?;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        self.write_header()?;
+        let data = std::mem::replace(&mut self.block, Vec::with_capacity(GZIP_BLOCK_SIZE));
+        let start = data.len().saturating_sub(DICT_SIZE);
+        let dict = std::mem::replace(&mut self.dict, data[start..].to_vec());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.pool.is_none() && (self.threads <= 1 || (last && seq == 0)) {
+            let compressed = deflate_block(self.level, &dict, &data)?;
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&data);
+            return self.emit(&compressed, &crc);
+        }
+        if self.pool.is_none() {
+            self.start_pool();
+        }
+        if let Some(Pool { jobs: Some(tx), .. }) = &self.pool {
+            tx.send(Job { seq, dict, data })
+                .map_err(|_| io::Error::other("gzip worker threads died"))?;
+        }
+        // Bound memory: at most two blocks per thread in flight.
+        while self.next_seq - self.next_out > 2 * self.threads as u64 {
+            self.collect_one()?;
+        }
+        Ok(())
+    }
+
+    /// Compresses what is left, writes the trailer and returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.dispatch(true)?;
+        while self.next_out < self.next_seq {
+            self.collect_one()?;
+        }
+        if let Some(mut pool) = self.pool.take() {
+            pool.jobs = None;
+            for w in pool.workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+        self.write_header()?;
+        // An empty final fixed-Huffman block closes the deflate stream.
+        self.out.write_all(&[0x03, 0x00])?;
+        let crc = self.crc.clone().finalize();
+        self.out.write_all(&crc.to_le_bytes())?;
+        self.out.write_all(&(self.total as u32).to_le_bytes())?;
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = GZIP_BLOCK_SIZE - self.block.len();
+        let n = room.min(buf.len());
+        self.block.extend_from_slice(&buf[..n]);
+        self.total += n as u64;
+        if self.block.len() == GZIP_BLOCK_SIZE {
+            self.dispatch(false)?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(len: usize) -> Vec<u8> {
+        let mut x: u32 = 12345;
+        (0..len)
+            .map(|i| {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                if i % 3 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    b"hello world "[i % 12]
+                }
+            })
+            .collect()
+    }
+
+    fn gzip(data: &[u8], threads: usize) -> Vec<u8> {
+        let mut g = ParallelGzip::new(Vec::new(), 6, threads);
+        g.write_all(data).unwrap();
+        g.finish().unwrap()
+    }
+
+    #[test]
+    fn parallel_gzip_is_valid_and_identical_across_thread_counts() {
+        for len in [0, 1, 1000, GZIP_BLOCK_SIZE, GZIP_BLOCK_SIZE * 3 + 17] {
+            let data = sample(len);
+            let one = gzip(&data, 1);
+            for threads in [2, 3, 8] {
+                assert_eq!(one, gzip(&data, threads), "len {len} threads {threads}");
+            }
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&one[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "len {len}");
+        }
+    }
+
+    #[test]
+    fn layer_writer_hashes_both_streams() {
+        let data = sample(100_000);
+        let mut blob = Vec::new();
+        let d = {
+            let mut w = LayerWriter::new(&mut blob, &CompressionOptions::default()).unwrap();
+            w.write_all(&data).unwrap();
+            w.finish().unwrap()
+        };
+        assert_eq!(
+            d.diff_id,
+            format!("sha256:{}", hex::encode(Sha256::digest(&data)))
+        );
+        assert_eq!(
+            d.digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&blob)))
+        );
+        assert_eq!(d.size, blob.len() as u64);
+        assert_eq!(d.uncompressed_size, data.len() as u64);
+        assert_eq!(d.media_type, MEDIA_TYPE_LAYER_GZIP);
+    }
+}

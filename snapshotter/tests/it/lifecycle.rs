@@ -1,0 +1,209 @@
+//! The snapshot lifecycle: kinds, names, parents, errors, records on disk,
+//! mounts as data, deep overlay chains.
+
+use std::fs;
+
+use hoist_snapshotter::{
+    Backend, BackendChoice, ErrorKind, JsonFileRecords, Kind, LocalSnapshotter, SnapshotRecords,
+    Snapshotter,
+};
+
+use crate::util::*;
+
+fn lifecycle(choice: BackendChoice) {
+    let (_tmp, root) = temp_root();
+    let s = LocalSnapshotter::open(&root, choice).unwrap();
+    let m = s.prepare("a", None).unwrap();
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].kind, "bind");
+    assert!(!m[0].is_read_only());
+    assert_eq!(
+        s.mounts("a").unwrap(),
+        m,
+        "mounts() gives the same mounts again"
+    );
+    with_mounted(&s, "a", |p| write(p.join("f"), b"1"));
+
+    // A parent must be committed.
+    let err = s.prepare("b", Some("a")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(err.to_string().contains("`a`"), "{err}");
+
+    s.commit("base", "a").unwrap();
+    assert_eq!(s.stat("a").unwrap_err().kind(), ErrorKind::NotFound);
+    let info = s.stat("base").unwrap();
+    assert_eq!(info.kind, Kind::Committed);
+    assert_eq!(info.parent, None);
+    assert_eq!(
+        s.mounts("base").unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+
+    // Keys and names share one namespace.
+    assert_eq!(
+        s.prepare("base", None).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+
+    let mounts = s.prepare("child", Some("base")).unwrap();
+    if s.backend() == Backend::Overlay {
+        assert_eq!(mounts[0].kind, "overlay");
+        assert!(mounts[0].option("lowerdir").is_some());
+        assert!(mounts[0].option("upperdir").is_some());
+        assert!(mounts[0].option("workdir").is_some());
+    } else {
+        assert_eq!(mounts[0].kind, "bind");
+    }
+    with_mounted(&s, "child", |p| {
+        assert_eq!(fs::read(p.join("f")).unwrap(), b"1");
+        write(p.join("f"), b"2");
+    });
+    let view = s.view("look", Some("base")).unwrap();
+    assert!(view[0].is_read_only());
+    {
+        let m = Mounted::new(&view);
+        assert_eq!(
+            fs::read(m.path().join("f")).unwrap(),
+            b"1",
+            "the base is unchanged"
+        );
+        assert!(
+            fs::write(m.path().join("g"), b"x").is_err(),
+            "views are read-only"
+        );
+    }
+    assert_eq!(
+        s.commit("nope", "look").unwrap_err().kind(),
+        ErrorKind::FailedPrecondition
+    );
+
+    // remove refuses a parent with children and names them.
+    let err = s.remove("base").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    let msg = err.to_string();
+    assert!(msg.contains("`child`") && msg.contains("`look`"), "{msg}");
+
+    let keys: Vec<String> = s.list().unwrap().into_iter().map(|i| i.key).collect();
+    assert_eq!(keys, ["base", "child", "look"]);
+
+    s.remove("look").unwrap();
+    s.remove("child").unwrap();
+    s.remove("base").unwrap();
+    assert!(s.list().unwrap().is_empty());
+    let left: Vec<_> = fs::read_dir(root.join("snapshots")).unwrap().collect();
+    assert!(left.is_empty(), "remove deletes the directories: {left:?}");
+}
+
+#[test]
+fn lifecycle_overlay() {
+    hoist_testutil::require_root!();
+    lifecycle(BackendChoice::Overlay);
+}
+
+#[test]
+fn lifecycle_native() {
+    hoist_testutil::require_root!();
+    lifecycle(BackendChoice::Native);
+}
+
+#[test]
+fn automatic_choice_picks_overlay_here_and_records_survive_reopen() {
+    hoist_testutil::require_root!();
+    let (_tmp, root) = temp_root();
+    {
+        let s = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
+        assert_eq!(s.backend(), Backend::Overlay);
+        s.prepare("k", None).unwrap();
+        s.commit("n", "k").unwrap();
+    }
+    let records = JsonFileRecords::new(root.join("records.json"));
+    let set = records.read().unwrap();
+    assert_eq!(set.snapshots["n"].kind, Kind::Committed);
+    let s = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
+    assert_eq!(s.stat("n").unwrap().kind, Kind::Committed);
+    // No probe directories are left behind.
+    let names: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.starts_with("probe")), "{names:?}");
+}
+
+#[test]
+fn forcing_overlay_where_it_cannot_work_names_the_root() {
+    hoist_testutil::require_root!();
+    // A root on a read-only bind mount: the probe mount can't even be set up.
+    let (_tmp, root) = temp_root();
+    fs::create_dir_all(root.join("snapshots")).unwrap();
+    let ro = hoist_snapshotter::Mount {
+        kind: "bind".into(),
+        source: root.clone(),
+        options: vec!["rbind".into(), "ro".into()],
+    };
+    let guard = hoist_snapshotter::MountGuard::new(&[ro], &root).unwrap();
+    let err = LocalSnapshotter::open(&root, BackendChoice::Overlay).unwrap_err();
+    assert!(
+        err.to_string().contains("overlayfs is not usable under"),
+        "{err}"
+    );
+    let auto = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
+    assert_eq!(
+        auto.backend(),
+        Backend::Native,
+        "auto falls back instead of failing"
+    );
+    guard.unmount().unwrap();
+}
+
+#[test]
+fn crash_leftovers_are_cleaned() {
+    hoist_testutil::require_root!();
+    let (_tmp, root) = temp_root();
+    let s = LocalSnapshotter::open(&root, BackendChoice::Native).unwrap();
+    s.prepare("k", None).unwrap();
+    fs::create_dir_all(root.join("snapshots/new-abandoned/fs")).unwrap();
+    let removed = s.cleanup().unwrap();
+    assert_eq!(removed, [root.join("snapshots/new-abandoned")]);
+    assert!(s.stat("k").is_ok());
+}
+
+/// 80 layers whose absolute paths make a lowerdir= string far longer than a
+/// page: the mount helper falls back to relative paths from a forked child.
+#[test]
+fn deep_overlay_chain_mounts() {
+    hoist_testutil::require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("a-rather-long-directory-name-".repeat(4));
+    let s = LocalSnapshotter::open(&root, BackendChoice::Overlay).unwrap();
+    let mut parent: Option<String> = None;
+    for i in 0..80 {
+        let key = format!("k{i}");
+        s.prepare(&key, parent.as_deref()).unwrap();
+        // Write straight into the upper dir: mounting 80 times is slow.
+        let upper = match s.diff_source(&key).unwrap() {
+            hoist_snapshotter::DiffSource::OverlayUpper { upper } => upper,
+            hoist_snapshotter::DiffSource::Trees { upper, .. } => upper,
+        };
+        write(upper.join(format!("layer{i}")), format!("{i}").as_bytes());
+        write(upper.join("top"), format!("{i}").as_bytes());
+        let name = format!("n{i}");
+        s.commit(&name, &key).unwrap();
+        parent = Some(name);
+    }
+    let mounts = s.prepare("work", parent.as_deref()).unwrap();
+    let options = mounts[0].options.join(",");
+    assert!(
+        options.len() > 4096,
+        "the test must exceed a page: {}",
+        options.len()
+    );
+    let m = Mounted::new(&mounts);
+    assert_eq!(fs::read(m.path().join("layer0")).unwrap(), b"0");
+    assert_eq!(fs::read(m.path().join("layer79")).unwrap(), b"79");
+    assert_eq!(fs::read(m.path().join("top")).unwrap(), b"79");
+    write(m.path().join("new"), b"writable");
+    drop(m);
+    let view = s.view("v", parent.as_deref()).unwrap();
+    let m = Mounted::new(&view);
+    assert_eq!(fs::read(m.path().join("layer40")).unwrap(), b"40");
+}

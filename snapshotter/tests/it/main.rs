@@ -1,0 +1,9 @@
+//! Integration tests of hoist-snapshotter. Most need root (mounts, chown,
+//! mknod) and skip with a message otherwise.
+
+mod apply_safety;
+mod conformance;
+mod determinism;
+mod interop;
+mod lifecycle;
+mod util;
