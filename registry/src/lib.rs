@@ -1,7 +1,96 @@
-//! hoist-registry: the OCI distribution protocol (resolve, pull, push, auth,
-//! mirrors, retries) and image reference parsing.
+//! hoist-registry: the OCI distribution protocol — resolve, pull, push,
+//! auth, mirrors, insecure registries, retries — and image references.
+//!
+//! # What it owns, what it does not
+//!
+//! It owns talking to registries: references ([`Reference`]), resolving a
+//! tag to a manifest or index (OCI, Docker v2 schema 2, Docker manifest
+//! list), choosing a platform with containerd's rules ([`Platform`]),
+//! streaming blobs both ways with digest checks, bearer/basic auth with
+//! Docker's `config.json` and credential helpers ([`AuthFile`]), the
+//! `[registry]` config ([`RegistryConfig`]), and retries.
+//!
+//! It does not own storage: blobs go through the [`BlobStore`] seam, which
+//! hoist's content store implements in the builder/CLI (this crate must not
+//! depend on `hoist-cache`). [`OciDirStore`] is a complete implementation
+//! over an OCI image layout directory. Nothing here prints: progress goes to
+//! [`PullEvent`]/[`PushEvent`] callbacks.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use hoist_registry::{Client, OciDirStore, PullOptions, Reference};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::from_environment()?; // config files + ~/.docker/config.json
+//! let store = Arc::new(OciDirStore::open("/tmp/layout")?);
+//! let reference = Reference::parse("busybox")?;
+//! let image = client.pull(&reference, store.clone(), &PullOptions::default()).await?;
+//! store.set_ref("busybox:latest", &image.manifest)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Why not `oci-client`
+//!
+//! The `oci-client` crate (0.15, judged from its API and source, not
+//! benchmarked) streams pulls into an `AsyncWrite` and offers
+//! `push_blob_stream` and `mount_blob`, but its streamed push takes a
+//! one-shot stream that cannot be replayed, so neither a retry nor a resumed
+//! chunked upload (asking the registry for its `Range`) is possible; it has
+//! no retry/backoff policy or `Retry-After` handling, no Docker credential
+//! helpers or `config.json`, no mirrors and no insecure-registry fallback.
+//! Those are most of this crate, so the protocol is built directly on
+//! `reqwest` (rustls, streaming bodies) and tokio.
 #![warn(missing_docs)]
 
+pub mod auth;
+mod client;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod manifest;
+pub mod platform;
+mod pull;
+mod push;
 pub mod reference;
+pub mod store;
 
+pub use auth::{AuthFile, Credential, CredentialProvider, StaticCredentials};
+pub use client::{Client, ClientOptions, RetryPolicy};
+pub use config::RegistryConfig;
+pub use error::{ErrorKind, RegistryError};
+pub use events::{EventSink, PullEvent, PushEvent, RetryNotice};
+pub use platform::Platform;
+pub use pull::{select_platform, PullOptions, PulledImage, Resolved};
+pub use push::{PushOptions, PushedImage};
 pub use reference::{Reference, ReferenceError};
+pub use store::{BlobStore, BlobWriter, OciDirStore, StoreError};
+
+/// `hoist login`: check `credential` against `registry` (a host such as
+/// `docker.io` or `127.0.0.1:5000`), then save it in `auth_file` (through
+/// its credential helper when one is configured).
+pub async fn login(
+    client: &Client,
+    registry: &str,
+    credential: &Credential,
+    auth_file: &AuthFile,
+) -> Result<(), RegistryError> {
+    client.check_login(registry, credential).await?;
+    let file = auth_file.clone();
+    let registry = registry.to_string();
+    let credential = credential.clone();
+    tokio::task::spawn_blocking(move || file.store(&registry, &credential))
+        .await
+        .map_err(|source| RegistryError::Task {
+            what: "saving credentials".into(),
+            source,
+        })??;
+    Ok(())
+}
+
+/// `hoist logout`: forget the credentials of `registry`. Returns whether
+/// there were any.
+pub fn logout(registry: &str, auth_file: &AuthFile) -> Result<bool, RegistryError> {
+    Ok(auth_file.erase(registry)?)
+}

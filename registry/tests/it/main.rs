@@ -1,0 +1,16 @@
+//! Integration tests against the real CNCF distribution registry.
+
+mod auth;
+mod faults;
+mod interop;
+mod mirrors;
+mod push_pull;
+mod util;
+
+/// Skip (or fail under CI) when the registry is not installed.
+#[macro_export]
+macro_rules! require_registry {
+    () => {
+        hoist_testutil::require_program!("docker-registry");
+    };
+}
