@@ -1,0 +1,10 @@
+//! Solver tests with fake ops: no containers, no root. Each fake counts its
+//! executions, so tests assert on what ran, what hit the cache, and what was
+//! recorded.
+
+mod cache;
+mod events;
+mod failure;
+mod keys;
+mod scheduling;
+mod util;

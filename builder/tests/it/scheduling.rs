@@ -1,0 +1,198 @@
+//! What runs, how often, and in parallel or not.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoist_builder::SolveError;
+use tokio::sync::Barrier;
+
+use crate::hook;
+use crate::util::Harness;
+
+/// Guards tests whose failure mode is a hang (a barrier never reached); it is not a
+/// timing assertion, only a way to fail instead of blocking CI.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn unused_vertices_never_run() {
+    let mut h = Harness::new();
+    let a = h.add(h.fake("a"), &[]);
+    let b = h.add(h.fake("b"), &[a]);
+    let unused = h.add(h.fake("unused-stage"), &[a]);
+    h.add(h.fake("unused-child"), &[unused]);
+    let solution = h.solve(&[b]).await.unwrap();
+    assert_eq!(solution.outputs, ["b(a())"]);
+    assert_eq!(h.all_execs(), [("a".into(), 1), ("b".into(), 1)]);
+    assert!(!h.event_lines().iter().any(|line| line.contains("unused")));
+}
+
+#[tokio::test]
+async fn a_shared_input_executes_once() {
+    let mut h = Harness::new();
+    let a = h.add(h.fake("a"), &[]);
+    let b = h.add(h.fake("b"), &[a]);
+    let c = h.add(h.fake("c"), &[a]);
+    let d = h.add(h.fake("d"), &[b, c, a]);
+    let solution = h.solve(&[d, b]).await.unwrap();
+    assert_eq!(solution.outputs, ["d(b(a()),c(a()),a())", "b(a())"]);
+    assert_eq!(
+        h.all_execs(),
+        [
+            ("a".into(), 1),
+            ("b".into(), 1),
+            ("c".into(), 1),
+            ("d".into(), 1)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_branches_run_at_the_same_time() {
+    let mut h = Harness::new();
+    h.jobs = 2;
+    // Each branch waits until the other one is running too: if the solver ran them
+    // one after the other, neither would ever get past the barrier.
+    let barrier = Arc::new(Barrier::new(2));
+    let wait = |barrier: &Arc<Barrier>| {
+        let barrier = barrier.clone();
+        hook!(|_context| {
+            let barrier = barrier.clone();
+            async move {
+                barrier.wait().await;
+                Ok(())
+            }
+        })
+    };
+    let left = h.add(h.fake("left").hook(wait(&barrier)), &[]);
+    let right = h.add(h.fake("right").hook(wait(&barrier)), &[]);
+    let join = h.add(h.fake("join"), &[left, right]);
+    let solution = tokio::time::timeout(HANG_GUARD, h.solve(&[join]))
+        .await
+        .expect("the two branches never ran at the same time")
+        .unwrap();
+    assert_eq!(solution.outputs, ["join(left(),right())"]);
+    // Both started before either completed: their events interleave.
+    let lines = h.event_lines();
+    assert_eq!(
+        lines[..2]
+            .iter()
+            .filter(|l| l.starts_with("started"))
+            .count(),
+        2
+    );
+    assert_eq!(lines.last().unwrap(), "completed join");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_job_never_overlaps_ops() {
+    let mut h = Harness::new();
+    h.jobs = 1;
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let track = || {
+        let running = running.clone();
+        let most = most.clone();
+        hook!(|_context| {
+            let running = running.clone();
+            let most = most.clone();
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Give other tasks every chance to start meanwhile.
+                for _ in 0..20 {
+                    tokio::task::yield_now().await;
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    };
+    let branches: Vec<_> = (0..6)
+        .map(|i| h.add(h.fake(&format!("branch{i}")).hook(track()), &[]))
+        .collect();
+    let join = h.add(h.fake("join").hook(track()), &branches);
+    h.solve(&[join]).await.unwrap();
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+    assert_eq!(h.all_execs().len(), 7);
+    // Strict alternation of start and completion.
+    for pair in h.event_lines().chunks(2) {
+        let name = pair[0].strip_prefix("started ").unwrap();
+        assert_eq!(pair[1], format!("completed {name}"));
+    }
+}
+
+#[tokio::test]
+async fn a_cycle_is_rejected_before_anything_runs() {
+    let mut h = Harness::new();
+    let a = h.add(h.fake("a"), &[]);
+    let b = h.add(h.fake("b"), &[a]);
+    h.graph.add_input(a, b).unwrap();
+    let error = h.solve(&[b]).await.unwrap_err();
+    let SolveError::Cycle { vertex, .. } = &error else {
+        panic!("expected a cycle error, got {error:?}");
+    };
+    assert!(*vertex == a || *vertex == b);
+    let message = error.to_string();
+    assert!(
+        message == "failed to solve: `Dockerfile:1: a` depends on itself through its inputs"
+            || message == "failed to solve: `Dockerfile:1: b` depends on itself through its inputs",
+        "{message}"
+    );
+    assert!(h.all_execs().is_empty());
+}
+
+#[tokio::test]
+async fn a_self_loop_is_a_cycle() {
+    let mut h = Harness::new();
+    let a = h.add(h.fake("a"), &[]);
+    h.graph.add_input(a, a).unwrap();
+    let error = h.solve(&[a]).await.unwrap_err();
+    assert!(matches!(error, SolveError::Cycle { vertex, .. } if vertex == a));
+}
+
+#[tokio::test]
+async fn a_cycle_among_unused_vertices_does_not_matter() {
+    let mut h = Harness::new();
+    let a = h.add(h.fake("a"), &[]);
+    let c = h.add(h.fake("c"), &[]);
+    let d = h.add(h.fake("d"), &[c]);
+    h.graph.add_input(c, d).unwrap();
+    assert_eq!(h.solve(&[a]).await.unwrap().outputs, ["a()"]);
+}
+
+#[tokio::test]
+async fn an_unknown_target_is_rejected() {
+    let mut h = Harness::new();
+    let mut other = Harness::new();
+    other.add(other.fake("x"), &[]);
+    let foreign = other.add(other.fake("y"), &[]);
+    h.add(h.fake("a"), &[]);
+    let error = h.solve(&[foreign]).await.unwrap_err();
+    assert!(matches!(error, SolveError::UnknownTarget(v) if v == foreign));
+    assert_eq!(
+        error.to_string(),
+        "failed to solve: target #1 is not in the build graph"
+    );
+}
+
+#[tokio::test]
+async fn a_long_chain_solves_then_hits_without_exhausting_the_stack() {
+    let mut h = Harness::new();
+    let build = |h: &mut Harness| {
+        let mut previous = h.add(h.fake("step").definition("0"), &[]);
+        for i in 1..CHAIN {
+            previous = h.add(h.fake("step").definition(&i.to_string()), &[previous]);
+        }
+        previous
+    };
+    let last = build(&mut h);
+    h.solve(&[last]).await.unwrap();
+    assert_eq!(h.execs("step"), CHAIN);
+    h.next_build();
+    let last = build(&mut h);
+    h.solve(&[last]).await.unwrap();
+    assert_eq!(h.event_lines(), ["cached step"]);
+}
+
+const CHAIN: usize = 4000;
