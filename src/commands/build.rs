@@ -134,16 +134,18 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
             .split_once('=')
             .ok_or_else(|| anyhow!("invalid --output `{spec}`: expected KEY=VALUE pairs"))?;
         match k {
-            "type" => kind = Some(match v {
-                "image" => OutputKind::Image,
-                "oci" => OutputKind::Oci,
-                "docker" => OutputKind::Docker,
-                "local" => OutputKind::Local,
-                "tar" => OutputKind::Tar,
-                other => bail!(
+            "type" => {
+                kind = Some(match v {
+                    "image" => OutputKind::Image,
+                    "oci" => OutputKind::Oci,
+                    "docker" => OutputKind::Docker,
+                    "local" => OutputKind::Local,
+                    "tar" => OutputKind::Tar,
+                    other => bail!(
                     "invalid --output type `{other}`: expected image, oci, docker, local or tar"
                 ),
-            }),
+                })
+            }
             "dest" => dest = Some(v.to_owned()),
             "name" | "push" => {}
             other => bail!("invalid --output key `{other}`"),

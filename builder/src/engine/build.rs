@@ -20,7 +20,7 @@ use super::ops::{ContextOp, ExecStep, FileStep, ImageOp, ProcessFailed, ScratchO
 use super::{Engine, EngineError, LocalContext};
 use crate::graph::{BuildGraph, VertexId, VertexMeta};
 use crate::op::Op;
-use crate::progress::EventSink;
+use crate::progress::{Event, EventSink};
 use crate::solver::{SolveError, Solver, VertexOutcome};
 use crate::CancellationToken;
 
@@ -238,6 +238,78 @@ fn description(file: &str, graph: &FrontendGraph, vertex: usize) -> String {
     }
 }
 
+/// A cache hit does not look at its inputs, so the solver reports nothing for
+/// them; users (and `docker build` habits) expect every step of the build to be
+/// listed. This sink reports a hit's unreported inputs as cached first, inputs
+/// before consumers, except those that ignore the cache (they run on their own).
+fn cached_ancestors(
+    graph: &BuildGraph<Artifact>,
+    ids: &[VertexId],
+    ignore_cache: &HashSet<usize>,
+    events: EventSink,
+) -> EventSink {
+    let position: HashMap<VertexId, usize> = ids.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let inputs: HashMap<VertexId, Vec<VertexId>> = ids
+        .iter()
+        .map(|v| {
+            (
+                *v,
+                graph
+                    .vertex(*v)
+                    .map(|x| x.inputs().to_vec())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let names: HashMap<VertexId, String> = ids
+        .iter()
+        .map(|v| {
+            (
+                *v,
+                graph
+                    .vertex(*v)
+                    .map(|x| x.meta().name.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let skip: HashSet<VertexId> = ignore_cache.iter().map(|i| ids[*i]).collect();
+    let seen = std::sync::Mutex::new(HashSet::<VertexId>::new());
+    EventSink::new(move |event| {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        match &event {
+            Event::VertexCached { vertex, .. } => {
+                let mut todo = vec![*vertex];
+                let mut found = Vec::new();
+                while let Some(v) = todo.pop() {
+                    for input in inputs.get(&v).into_iter().flatten() {
+                        if !seen.contains(input) && !skip.contains(input) && !found.contains(input)
+                        {
+                            found.push(*input);
+                            todo.push(*input);
+                        }
+                    }
+                }
+                found.sort_by_key(|v| position.get(v).copied().unwrap_or(0));
+                for v in found {
+                    seen.insert(v);
+                    events.emit(Event::VertexCached {
+                        vertex: v,
+                        name: names.get(&v).cloned().unwrap_or_default(),
+                    });
+                }
+                seen.insert(*vertex);
+            }
+            Event::VertexStarted { vertex, .. } => {
+                seen.insert(*vertex);
+            }
+            _ => {}
+        }
+        drop(seen);
+        events.emit(event);
+    })
+}
+
 /// Runs a build; events go to `events`.
 pub fn build(
     store: Arc<Store>,
@@ -340,6 +412,7 @@ pub fn build(
 
     let index =
         Arc::new(StoreCacheIndex::open(store.clone()).map_err(|e| BuildError::Other(Box::new(e)))?);
+    let events = cached_ancestors(&graph, &ids, &ignore_cache, events);
     let mut solver = Solver::new(index).with_events(events);
     if let Some(jobs) = request.jobs {
         solver = solver.with_jobs(jobs);

@@ -138,6 +138,23 @@ fn lookup_uid_gid(passwd: &Path, uid: u32) -> Option<u32> {
     })
 }
 
+/// The home directory of `uid` in the root's passwd: `/root` for an unlisted
+/// root, `/` for other unlisted users.
+pub fn home_of(root: &Path, uid: u32) -> String {
+    let passwd = resolve_in_root(root, "/etc/passwd", true);
+    let text = fs::read_to_string(passwd).unwrap_or_default();
+    text.lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.get(2)?.parse::<u32>().ok()? != uid {
+                return None;
+            }
+            fields.get(5).map(|h| h.to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
+}
+
 /// Parses `--chmod` (octal only).
 pub fn parse_chmod(spec: &str) -> Result<u32, EngineError> {
     u32::from_str_radix(spec, 8)

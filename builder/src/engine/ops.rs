@@ -430,6 +430,11 @@ impl Op<Artifact> for ExecStep {
                 } else {
                     Some(files::resolve_owner(root, &op.user)?)
                 };
+                if !env.iter().any(|e| e.starts_with("HOME=")) {
+                    // Docker's rule: HOME from passwd, `/root` for root, else `/`.
+                    let uid = user.map_or(0, |u| u.uid);
+                    env.push(format!("HOME={}", files::home_of(root, uid)));
+                }
                 let cwd = if op.cwd.is_empty() {
                     "/"
                 } else {
