@@ -574,8 +574,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         let mut err = io::stderr().lock();
         writeln!(
             err,
-            "#{} writing image {id}: {} steps, {} cached",
-            "0",
+            "writing image {id}: {} steps, {} cached",
             built.executed + built.cached,
             built.cached
         )?;
