@@ -152,6 +152,10 @@ fn print_tree(out: &mut impl Write, entries: &[Entry], no_trunc: bool) -> anyhow
     for (i, parent) in parents.iter().enumerate() {
         children.entry(*parent).or_default().push(i);
     }
+    // Siblings by name, so the tree reads the same every time.
+    for kids in children.values_mut() {
+        kids.sort_by(|a, b| entries[*a].names.cmp(&entries[*b].names));
+    }
     let label = |i: usize| {
         let e = &entries[i];
         let names: Vec<String> = e.names.iter().map(|n| crate::util::familiar(n)).collect();

@@ -103,7 +103,11 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 .build()?,
         );
         config.set_history(Some(history));
-        let config_descriptor = store.put_json(&config, media_types::OCI_CONFIG)?;
+        let mut config_json = serde_json::to_value(&config)?;
+        if let Some(base) = &base {
+            keep_unmodelled_fields(&store, base, &mut config_json)?;
+        }
+        let config_descriptor = store.put_json(&config_json, media_types::OCI_CONFIG)?;
         created.push(config_descriptor.digest().clone());
         let mut layers: Vec<Descriptor> = base
             .as_ref()
@@ -131,12 +135,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            // Leave the store as it was: remove blobs this import added
-            // (those that existed before are not in `created`). Config and
-            // manifest digests are only pushed when new to this import's
-            // bytes, and they cannot be shared with other images unless
-            // identical, in which case removing them is not possible: skip
-            // blobs another ref still reaches.
+            // Leave the store as it was: remove the blobs this import wrote,
+            // except any that an existing image also uses (an identical
+            // config or manifest may already have been there).
             discard(&store, &created);
             Err(e)
         }
@@ -157,6 +158,32 @@ fn discard(store: &Store, created: &[hoist_cache::Digest]) {
             let _ = store.content().delete_blob(digest);
         }
     }
+}
+
+/// oci-spec's `Config` has no fields for `Healthcheck`, `Shell`, `OnBuild`
+/// or `ArgsEscaped`; copy such keys of the base's runtime config over so a
+/// child does not silently lose them.
+fn keep_unmodelled_fields(
+    store: &Store,
+    base: &hoist_cache::image::Image,
+    config: &mut serde_json::Value,
+) -> anyhow::Result<()> {
+    let raw: serde_json::Value = serde_json::from_slice(&store.content().read_blob(base.id())?)
+        .with_context(|| format!("failed to parse the base config {}", base.id()))?;
+    let Some(base_runtime) = raw.get("config").and_then(|c| c.as_object()) else {
+        return Ok(());
+    };
+    let runtime = config
+        .as_object_mut()
+        .map(|c| c.entry("config").or_insert_with(|| serde_json::json!({})));
+    if let Some(serde_json::Value::Object(runtime)) = runtime {
+        for (key, value) in base_runtime {
+            if !runtime.contains_key(key) && !value.is_null() {
+                runtime.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn changes_suffix(changes: &[String]) -> String {

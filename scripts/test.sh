@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install every Debian package the tests need (when missing), then run the
+# whole test suite. As root, HOIST_REQUIRE_ROOT_TESTS=1 turns skipped root
+# and program-dependent tests into failures, as in CI.
+#
+# Usage: ./scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+    build-essential pkg-config  # C compiler for the bundled SQLite and zstd
+    busybox-static skopeo umoci docker-registry buildah crun runc uidmap
+    apache2-utils fuse-overlayfs attr libcap2-bin git iproute2 tar gzip
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    elif command -v sudo >/dev/null; then
+        sudo apt-get update
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    else
+        echo "warning: missing Debian packages (tests needing them will skip): ${missing[*]}" >&2
+    fi
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    export HOIST_REQUIRE_ROOT_TESTS=1
+fi
+exec cargo test --workspace "$@"

@@ -1,0 +1,10 @@
+//! Integration tests of the `hoist` binary: each drives the real binary
+//! against a store in a temp dir.
+
+mod bad_input;
+mod concurrency;
+mod import;
+mod manage;
+mod save_load;
+mod tree;
+mod util;
