@@ -516,6 +516,10 @@ pub struct Stage {
     pub history: Vec<HistoryEntry>,
     /// Whether the base image's history and layers come first (false for scratch).
     pub has_base_image: bool,
+    /// The [`Op::Image`] vertex whose layers and history come first (also for
+    /// a stage built on another stage); `None` for scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<VertexId>,
     /// Where the stage begins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<Span>,
@@ -531,6 +535,19 @@ pub struct Warning {
     /// Where.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub span: Option<Span>,
+}
+
+impl Warning {
+    /// `FILE:LINE:COL: warning: message [Rule]` (without a location: `FILE: warning: …`).
+    pub fn render(&self, file: &str) -> String {
+        match self.span {
+            Some(s) => format!(
+                "{file}:{}:{}: warning: {} [{}]",
+                s.start.line, s.start.column, self.message, self.rule
+            ),
+            None => format!("{file}: warning: {} [{}]", self.message, self.rule),
+        }
+    }
 }
 
 /// A stage that was not needed for the target.
@@ -568,32 +585,5 @@ impl BuildGraph {
     pub fn to_json(&self) -> String {
         // Serialising plain data structures with string keys cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-}
-
-/// Serde helper so `Span` can be read back from JSON.
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct P {
-            line: usize,
-            column: usize,
-        }
-        #[derive(Deserialize)]
-        struct S {
-            start: P,
-            end: P,
-        }
-        let s = S::deserialize(d)?;
-        Ok(Span {
-            start: crate::parser::Pos {
-                line: s.start.line,
-                column: s.start.column,
-            },
-            end: crate::parser::Pos {
-                line: s.end.line,
-                column: s.end.column,
-            },
-        })
     }
 }

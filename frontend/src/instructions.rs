@@ -160,6 +160,8 @@ pub struct Command {
     pub original: String,
     /// The keyword as written.
     pub keyword: String,
+    /// Byte range in the Dockerfile, `(0, 0)` for ONBUILD triggers of a base image.
+    pub range: (usize, usize),
 }
 
 /// A stage: FROM and the instructions up to the next FROM.
@@ -184,6 +186,8 @@ pub struct Dockerfile {
     pub meta_args: Vec<Command>,
     /// The stages in order.
     pub stages: Vec<StageDef>,
+    /// Style warnings found while converting (BuildKit's check names).
+    pub warnings: Vec<crate::graph::Warning>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -303,13 +307,9 @@ impl Ctx<'_> {
     }
 }
 
-fn cmdline(node: &Node, empty_as_nil: bool) -> CommandLine {
-    let mut args = node.args.clone();
-    if empty_as_nil && args.is_empty() {
-        args = Vec::new();
-    }
+fn cmdline(node: &Node) -> CommandLine {
     CommandLine {
-        args,
+        args: node.args.clone(),
         prepend_shell: !node.json,
         heredocs: node.heredocs.clone(),
     }
@@ -547,7 +547,7 @@ pub(crate) fn convert_node(ctx: &Ctx, node: &Node) -> Result<Instruction> {
                 return Err(missing("requires at least one argument"));
             }
             Instruction::Run(Run {
-                command: cmdline(node, false),
+                command: cmdline(node),
                 mounts: flags.list("mount"),
                 network: flags.str("network"),
                 security: flags.str("security"),
@@ -555,11 +555,11 @@ pub(crate) fn convert_node(ctx: &Ctx, node: &Node) -> Result<Instruction> {
         }
         "cmd" => {
             ctx.flags(node, none)?;
-            Instruction::Cmd(cmdline(node, false))
+            Instruction::Cmd(cmdline(node))
         }
         "entrypoint" => {
             ctx.flags(node, none)?;
-            Instruction::Entrypoint(cmdline(node, true))
+            Instruction::Entrypoint(cmdline(node))
         }
         "healthcheck" => {
             if node.args.is_empty() {
@@ -712,8 +712,32 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
     let ctx = Ctx { ast };
     let mut meta_args = Vec::new();
     let mut stages: Vec<StageDef> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut warn = |rule: &str, node: &Node, message: String| {
+        warnings.push(crate::graph::Warning {
+            rule: rule.into(),
+            message,
+            span: Some(node.span),
+        })
+    };
     for node in &ast.nodes {
         let name = node.name();
+        match name.as_str() {
+            "maintainer" => warn(
+                "MaintainerDeprecated",
+                node,
+                "Maintainer instruction is deprecated in favor of using label".into(),
+            ),
+            "env" | "label" if node.args.len() == 3 && node.args[2].is_empty() => {
+                let kw = node.keyword.to_uppercase();
+                warn(
+                    "LegacyKeyValueFormat",
+                    node,
+                    format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format"),
+                )
+            }
+            _ => {}
+        }
         if name == "from" {
             let flags = ctx.flags(node, &[("platform", FlagKind::Str)])?;
             let args = &node.args;
@@ -727,6 +751,42 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
                             &args[2],
                             format!("invalid name for build stage: {:?}, name can't start with a number or contain symbols", args[2]),
                         ));
+                    }
+                    if args[2] != n {
+                        warn(
+                            "StageNameCasing",
+                            node,
+                            format!("Stage name '{}' should be lowercase", args[2]),
+                        );
+                    }
+                    let from_upper = node.keyword == node.keyword.to_uppercase();
+                    let as_upper = args[1] == args[1].to_uppercase();
+                    let consistent = |w: &str| w == w.to_uppercase() || w == w.to_lowercase();
+                    if consistent(&node.keyword) && consistent(&args[1]) && from_upper != as_upper {
+                        warn(
+                            "FromAsCasing",
+                            node,
+                            format!(
+                                "'{}' and '{}' keywords' casing do not match",
+                                args[1], node.keyword
+                            ),
+                        );
+                    }
+                    if n == "context" || n == "scratch" {
+                        warn(
+                            "ReservedStageName",
+                            node,
+                            format!(
+                                "Stage name should not use the same name as reserved stage {n:?}"
+                            ),
+                        );
+                    }
+                    if stages.iter().any(|s| s.name.as_deref() == Some(n.as_str())) {
+                        warn(
+                            "DuplicateStageName",
+                            node,
+                            format!("Duplicate stage name {n:?}, stage names should be unique"),
+                        );
                     }
                     Some(n)
                 }
@@ -761,6 +821,7 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
             span: node.span,
             original: node.original.trim().to_string(),
             keyword: node.keyword.clone(),
+            range: node.range,
         };
         match stages.last_mut() {
             Some(stage) => stage.commands.push(command),
@@ -786,7 +847,41 @@ pub fn convert(ast: &Ast) -> Result<Dockerfile> {
             "dockerfile contains no stages to build",
         ));
     }
-    Ok(Dockerfile { meta_args, stages })
+    // Keywords should all be upper case or all lower case, like the majority.
+    let consistent = |k: &str| k == k.to_uppercase() || k == k.to_lowercase();
+    let (mut lower, mut upper) = (0, 0);
+    for n in &ast.nodes {
+        if consistent(&n.keyword) {
+            if n.keyword == n.keyword.to_lowercase() {
+                lower += 1;
+            } else {
+                upper += 1;
+            }
+        }
+    }
+    let majority_lower = lower > upper;
+    for n in &ast.nodes {
+        let wanted = if majority_lower {
+            (n.keyword != n.keyword.to_lowercase()).then_some("lowercase")
+        } else {
+            (n.keyword != n.keyword.to_uppercase()).then_some("uppercase")
+        };
+        if let Some(case) = wanted {
+            warnings.push(crate::graph::Warning {
+                rule: "ConsistentInstructionCasing".into(),
+                message: format!(
+                    "Command '{}' should match the case of the command majority ({case})",
+                    n.keyword
+                ),
+                span: Some(n.span),
+            });
+        }
+    }
+    Ok(Dockerfile {
+        meta_args,
+        stages,
+        warnings,
+    })
 }
 
 #[cfg(test)]

@@ -77,69 +77,84 @@ impl Reader<'_> {
             Err(())
         }
     }
+    /// Validates one value without recursion (an explicit stack of open
+    /// containers), so deep nesting cannot overflow the stack. Go's decoder
+    /// gives up beyond 10,000 levels, which makes the line shell form.
     fn value(&mut self) -> Result<(), ()> {
-        if self.depth > 10_000 {
+        // true: inside an object (keys expected), false: inside an array.
+        let mut stack: Vec<bool> = Vec::new();
+        loop {
+            // Parse one value start.
+            self.ws();
+            match self.peek().ok_or(())? {
+                b'"' => {
+                    self.string()?;
+                }
+                b't' => self.lit(b"true")?,
+                b'f' => self.lit(b"false")?,
+                b'n' => self.lit(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                b'[' => {
+                    self.i += 1;
+                    if self.depth + stack.len() + 1 > 10_000 {
+                        return Err(());
+                    }
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        stack.push(false);
+                        continue;
+                    }
+                }
+                b'{' => {
+                    self.i += 1;
+                    if self.depth + stack.len() + 1 > 10_000 {
+                        return Err(());
+                    }
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        stack.push(true);
+                        self.key()?;
+                        continue;
+                    }
+                }
+                _ => return Err(()),
+            }
+            // After a complete value: close containers or move to the next element.
+            loop {
+                let Some(&in_object) = stack.last() else {
+                    return Ok(());
+                };
+                self.ws();
+                match (self.next(), in_object) {
+                    (Some(b','), true) => {
+                        self.key()?;
+                        break;
+                    }
+                    (Some(b','), false) => break,
+                    (Some(b'}'), true) | (Some(b']'), false) => {
+                        stack.pop();
+                    }
+                    _ => return Err(()),
+                }
+            }
+        }
+    }
+    /// `"key" :` inside an object.
+    fn key(&mut self) -> Result<(), ()> {
+        self.ws();
+        if self.peek() != Some(b'"') {
             return Err(());
         }
-        match self.peek().ok_or(())? {
-            b'"' => self.string().map(|_| ()),
-            b't' => self.lit(b"true"),
-            b'f' => self.lit(b"false"),
-            b'n' => self.lit(b"null"),
-            b'[' => {
-                self.i += 1;
-                self.depth += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.ws();
-                        self.value()?;
-                        self.ws();
-                        match self.next() {
-                            Some(b',') => continue,
-                            Some(b']') => break,
-                            _ => return Err(()),
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Ok(())
-            }
-            b'{' => {
-                self.i += 1;
-                self.depth += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.ws();
-                        if self.peek() != Some(b'"') {
-                            return Err(());
-                        }
-                        self.string()?;
-                        self.ws();
-                        if self.next() != Some(b':') {
-                            return Err(());
-                        }
-                        self.ws();
-                        self.value()?;
-                        self.ws();
-                        match self.next() {
-                            Some(b',') => continue,
-                            Some(b'}') => break,
-                            _ => return Err(()),
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Ok(())
-            }
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => Err(()),
+        self.string()?;
+        self.ws();
+        if self.next() != Some(b':') {
+            return Err(());
         }
+        Ok(())
     }
     fn digits(&mut self) -> usize {
         let start = self.i;
@@ -250,6 +265,18 @@ mod tests {
             Ok(vec![Some("a".into()), Some("bé".into())])
         );
         assert_eq!(parse_array("[1, {\"a\":[null]}]"), Ok(vec![None, None]));
+        assert_eq!(
+            parse_array("[{\"a\": {\"b\": [1, 2, {}]}, \"c\": true}, []]"),
+            Ok(vec![None, None])
+        );
+        assert!(parse_array("[{\"a\" 1}]").is_err());
+        assert!(parse_array("[{1: 2}]").is_err());
+        assert!(parse_array("[[1,]]").is_err());
+        assert!(parse_array("[{\"a\":1,}]").is_err());
+        // Nesting: fine within Go's limit, not JSON beyond it, never a stack overflow.
+        let deep = |n: usize| format!("[{}{}]", "[".repeat(n), "]".repeat(n));
+        assert_eq!(parse_array(&deep(9_000)), Ok(vec![None]));
+        assert!(parse_array(&deep(20_000)).is_err());
         assert!(parse_array("[\"a\"] x").is_err());
         assert!(parse_array("['a']").is_err());
         assert!(parse_array("[\"a\",]").is_err());

@@ -42,6 +42,8 @@ pub struct BuildOptions {
     pub platform: Option<Platform>,
     /// Platform the build runs on; the host's when `None`.
     pub build_platform: Option<Platform>,
+    /// `--label K=V`: added to the target stage's config.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A base image as the resolver found it.
@@ -206,6 +208,10 @@ struct Lowerer<'a> {
     scratch_vertex: Option<VertexId>,
     image_vertices: HashMap<(String, String), VertexId>,
     resolved_cache: HashMap<(String, String), Option<ResolvedImage>>,
+    /// Platform of the stage being dispatched (for images named by `--from`).
+    stage_platform: Platform,
+    /// Source range of the instruction being applied.
+    current_range: (usize, usize),
 }
 
 /// State of a stage while its instructions are applied.
@@ -220,6 +226,10 @@ struct StageState {
     history: Vec<HistoryEntry>,
     cmd_set: bool,
     has_base_image: bool,
+    base_vertex: Option<VertexId>,
+    /// Where CMD, ENTRYPOINT and HEALTHCHECK were last set in this stage.
+    used_once: HashMap<&'static str, Span>,
+    workdir_set: bool,
 }
 
 fn env_pairs(config: &ImageConfig) -> Vec<(String, String)> {
@@ -479,13 +489,141 @@ pub fn lower(ast: &Ast, opts: &BuildOptions, resolver: &dyn ImageResolver) -> Re
         scratch_vertex: None,
         image_vertices: HashMap::new(),
         resolved_cache: HashMap::new(),
+        stage_platform: Platform::default(),
+        current_range: (0, 0),
     };
-    l.run(df)
+    let mut graph = l.run(df)?;
+    // Parser findings come first, in source order, like BuildKit's checks.
+    let mut warnings: Vec<Warning> = ast
+        .warnings
+        .iter()
+        .map(|w| Warning {
+            rule: "NoEmptyContinuation".into(),
+            message: "Empty continuation line".into(),
+            span: Some(w.span),
+        })
+        .collect();
+    warnings.append(&mut graph.warnings);
+    let check = match ast.directive("check") {
+        Some(v) => CheckConfig::parse(v).map_err(|m| {
+            let line = ast
+                .directives
+                .iter()
+                .find(|d| d.name == "check")
+                .map(|d| d.line)
+                .unwrap_or(1);
+            let pos = crate::parser::Pos { line, column: 1 };
+            Error::new(
+                ErrorKind::Instruction,
+                format!("invalid check directive: {m}"),
+            )
+            .at(
+                Span {
+                    start: pos,
+                    end: pos,
+                },
+                ast.line_text(line),
+            )
+        })?,
+        None => CheckConfig::default(),
+    };
+    warnings.retain(|w| !check.skips(&w.rule));
+    if check.error && !warnings.is_empty() {
+        let mut rules: Vec<&str> = warnings.iter().map(|w| w.rule.as_str()).collect();
+        rules.dedup();
+        let first = &warnings[0];
+        let mut e = Error::new(
+            ErrorKind::Instruction,
+            format!(
+                "lint violation found for rules: {} ({})",
+                rules.join(", "),
+                first.message
+            ),
+        );
+        if let Some(span) = first.span {
+            e = e.at(span, ast.line_text(span.start.line));
+        }
+        return Err(e);
+    }
+    graph.warnings = warnings;
+    Ok(graph)
+}
+
+/// The `# check=skip=RULE,…;error=true` parser directive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// `skip=all`.
+    pub skip_all: bool,
+    /// Rules to leave out.
+    pub skip: Vec<String>,
+    /// Turn remaining warnings into an error.
+    pub error: bool,
+}
+
+impl CheckConfig {
+    /// Parses the directive's value.
+    pub fn parse(value: &str) -> std::result::Result<CheckConfig, String> {
+        let mut c = CheckConfig::default();
+        for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "skip" => {
+                    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        if r.eq_ignore_ascii_case("all") {
+                            c.skip_all = true;
+                        } else {
+                            c.skip.push(r.to_string());
+                        }
+                    }
+                }
+                "error" => {
+                    c.error = match v.trim().to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        other => return Err(format!("invalid boolean {other:?} for error")),
+                    }
+                }
+                "experimental" => {}
+                other => return Err(format!("unknown key {other:?}")),
+            }
+        }
+        Ok(c)
+    }
+
+    /// Whether warnings of `rule` are left out.
+    pub fn skips(&self, rule: &str) -> bool {
+        self.skip_all || self.skip.iter().any(|r| r.eq_ignore_ascii_case(rule))
+    }
+}
+
+/// Parses and lowers in one call.
+pub fn build_graph(
+    source: &str,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<BuildGraph> {
+    let ast = parse(source)?;
+    lower(&ast, opts, resolver)
 }
 
 impl Lowerer<'_> {
     fn line(&self, span: Span) -> &str {
         self.ast.line_text(span.start.line)
+    }
+
+    /// The span of `needle` (e.g. `--from=`) inside an instruction, so the
+    /// caret points at it; the instruction's span when it is not found.
+    fn span_of(&self, span: Span, range: (usize, usize), needle: &str) -> Span {
+        let (a, b) = range;
+        match self.ast.source().get(a..b).and_then(|t| t.find(needle)) {
+            Some(i) if b > a => Span {
+                start: self.ast.pos_of(a + i),
+                end: span.end,
+            },
+            _ => span,
+        }
     }
 
     fn err(&self, kind: ErrorKind, span: Span, message: impl Into<String>) -> Error {
@@ -548,10 +686,9 @@ impl Lowerer<'_> {
         declared: &[(String, Option<String>)],
         span: Span,
     ) -> Result<String> {
-        let env_vec: Vec<(String, String)> = env.to_vec();
         let e = self
             .lexer
-            .process(word, &env_vec)
+            .process(word, &env)
             .map_err(|e| self.err(ErrorKind::Expansion, span, e.to_string()))?;
         for name in e.unmatched {
             let special = name.chars().next().is_some_and(|c| c.is_ascii_digit())
@@ -705,10 +842,32 @@ impl Lowerer<'_> {
         Ok(FromRef::Image(r))
     }
 
+    /// The `from=` of a `--mount`, read exactly as [`Self::parse_mount`] reads
+    /// it (trimmed fields, last one wins) so dependencies and mounts agree.
     fn mount_from(mount: &str) -> Option<String> {
-        split_csv(mount).into_iter().find_map(|f| {
-            let (k, v) = f.split_once('=')?;
-            (k.trim().eq_ignore_ascii_case("from")).then(|| v.to_string())
+        split_csv(mount)
+            .iter()
+            .filter_map(|f| {
+                let (k, v) = f.trim().split_once('=')?;
+                (k.trim().eq_ignore_ascii_case("from")).then(|| v.to_string())
+            })
+            .next_back()
+    }
+
+    /// The root of an already dispatched stage.
+    fn stage_root(
+        &self,
+        done: &HashMap<usize, StageState>,
+        i: usize,
+        span: Span,
+    ) -> Result<VertexId> {
+        done.get(&i).map(|st| st.root).ok_or_else(|| {
+            // Dependencies are dispatched first, so this means a bug here.
+            self.err(
+                ErrorKind::Stage,
+                span,
+                format!("internal error: stage {i} used before it was built"),
+            )
         })
     }
 
@@ -728,8 +887,9 @@ impl Lowerer<'_> {
                 _ => vec![],
             };
             for f in froms {
-                if let FromRef::Stage(s) = self.resolve_from(plans, &f, c.span)? {
-                    deps.push((s, c.span));
+                let at = self.span_of(c.span, c.range, &format!("from={f}"));
+                if let FromRef::Stage(s) = self.resolve_from(plans, &f, at)? {
+                    deps.push((s, at));
                 }
             }
         }
@@ -747,7 +907,8 @@ impl Lowerer<'_> {
         seen
     }
 
-    fn run(&mut self, df: instructions::Dockerfile) -> Result<BuildGraph> {
+    fn run(&mut self, mut df: instructions::Dockerfile) -> Result<BuildGraph> {
+        self.warnings.append(&mut df.warnings);
         // Which stage is the target decides TARGETSTAGE, so find it first.
         let target_name = match &self.opts.target {
             Some(t) => t.to_lowercase(),
@@ -803,6 +964,15 @@ impl Lowerer<'_> {
                     def.span,
                     format!("base name ({}) should not be blank", def.base),
                 ));
+            }
+            if let Some(p) = &def.platform {
+                if p == "$TARGETPLATFORM" || p == "${TARGETPLATFORM}" {
+                    self.warn(
+                        "RedundantTargetPlatform",
+                        def.span,
+                        format!("Setting platform to predefined {p} in FROM is redundant as this is the default behavior"),
+                    );
+                }
             }
             let platform = match &def.platform {
                 Some(p) => {
@@ -935,6 +1105,7 @@ impl Lowerer<'_> {
                 config: st.config.clone(),
                 history: st.history.clone(),
                 has_base_image: st.has_base_image,
+                base_image: st.base_vertex,
                 span: Some(plan.def.span),
             });
             states.insert(s, st);
@@ -957,6 +1128,12 @@ impl Lowerer<'_> {
             })
             .collect();
         let target_pos = stages_out.len() - 1;
+        for (k, v) in &self.opts.labels {
+            stages_out[target_pos]
+                .config
+                .labels
+                .insert(k.clone(), v.clone());
+        }
         Ok(BuildGraph {
             vertices: std::mem::take(&mut self.vertices),
             stages: stages_out,
@@ -996,53 +1173,61 @@ impl Lowerer<'_> {
                 span,
                 original: node.original.trim().to_string(),
                 keyword: node.keyword.clone(),
+                range: (0, 0),
             });
         }
         Ok(out)
     }
 
+    /// Dependencies first (depth-first, iterative so long stage chains cannot
+    /// exhaust the stack); a dependency back onto the current path is a cycle.
     fn topo_order(&self, plans: &[Plan], target: usize) -> Result<Vec<usize>> {
         // 0 = unvisited, 1 = on the path, 2 = done
         let mut mark = vec![0u8; plans.len()];
         let mut order = Vec::new();
-        fn visit(
-            l: &Lowerer,
-            plans: &[Plan],
-            s: usize,
-            mark: &mut [u8],
-            order: &mut Vec<usize>,
-        ) -> Result<()> {
-            mark[s] = 1;
-            let mut deps = plans[s].deps.clone();
-            deps.sort_by_key(|(d, _)| *d);
-            for (d, span) in deps {
-                match mark[d] {
-                    1 => {
-                        return Err(l.err(
-                            ErrorKind::Stage,
-                            span,
-                            if d == s {
-                                format!(
-                                    "circular dependency detected on stage: {} copies from itself",
-                                    plans[s].display_name
-                                )
-                            } else {
-                                format!(
-                                    "circular dependency detected on stage: {}",
-                                    plans[d].display_name
-                                )
-                            },
-                        ))
-                    }
-                    0 => visit(l, plans, d, mark, order)?,
-                    _ => {}
-                }
+        let sorted_deps = |s: usize| {
+            let mut d = plans[s].deps.clone();
+            d.sort_by_key(|(x, _)| *x);
+            d
+        };
+        // (stage, its sorted deps, index of the next dep to look at)
+        let mut stack = vec![(target, sorted_deps(target), 0usize)];
+        mark[target] = 1;
+        while let Some((s, deps, next)) = stack.last_mut() {
+            let s = *s;
+            if *next == deps.len() {
+                mark[s] = 2;
+                order.push(s);
+                stack.pop();
+                continue;
             }
-            mark[s] = 2;
-            order.push(s);
-            Ok(())
+            let (d, span) = deps[*next];
+            *next += 1;
+            match mark[d] {
+                1 => {
+                    return Err(self.err(
+                        ErrorKind::Stage,
+                        span,
+                        if d == s {
+                            format!(
+                                "circular dependency detected on stage: {} copies from itself",
+                                plans[s].display_name
+                            )
+                        } else {
+                            format!(
+                                "circular dependency detected on stage: {}",
+                                plans[d].display_name
+                            )
+                        },
+                    ))
+                }
+                0 => {
+                    mark[d] = 1;
+                    stack.push((d, sorted_deps(d), 0));
+                }
+                _ => {}
+            }
         }
-        visit(self, plans, target, &mut mark, &mut order)?;
         Ok(order)
     }
 
@@ -1071,21 +1256,36 @@ impl Lowerer<'_> {
         done: &HashMap<usize, StageState>,
     ) -> Result<StageState> {
         let plan = &plans[s];
+        self.stage_platform = plan.platform.clone();
         let mut st = match &plan.base_kind {
             BaseKind::Scratch => {
                 let root = self.scratch();
                 StageState {
-                    config: ImageConfig::default(),
+                    // BuildKit's empty image has `/` as its working directory.
+                    config: ImageConfig {
+                        working_dir: "/".into(),
+                        ..Default::default()
+                    },
                     root,
                     env: vec![],
                     args: vec![],
                     history: vec![],
                     cmd_set: false,
                     has_base_image: false,
+                    base_vertex: None,
+                    used_once: HashMap::new(),
+                    workdir_set: false,
                 }
             }
             BaseKind::Stage(b) => {
-                let base = &done[b];
+                let Some(base) = done.get(b) else {
+                    // The base stage is a dependency, so it is dispatched first.
+                    return Err(self.err(
+                        ErrorKind::Stage,
+                        plan.def.span,
+                        format!("internal error: base stage {b} used before it was built"),
+                    ));
+                };
                 let mut config = base.config.clone();
                 config.on_build.clear();
                 StageState {
@@ -1096,6 +1296,9 @@ impl Lowerer<'_> {
                     history: base.history.clone(),
                     cmd_set: false,
                     has_base_image: base.has_base_image,
+                    base_vertex: base.base_vertex,
+                    used_once: HashMap::new(),
+                    workdir_set: false,
                 }
             }
             BaseKind::Image(r) => {
@@ -1124,6 +1327,9 @@ impl Lowerer<'_> {
                     history: vec![],
                     cmd_set: false,
                     has_base_image: !empty,
+                    base_vertex: (!empty).then_some(root),
+                    used_once: HashMap::new(),
+                    workdir_set: false,
                 }
             }
         };
@@ -1167,15 +1373,41 @@ impl Lowerer<'_> {
         done: &HashMap<usize, StageState>,
     ) -> Result<()> {
         let span = cmd.span;
-        let env = st.env.clone();
-        let declared = st.args.clone();
+        self.current_range = cmd.range;
+        let once = match &cmd.instruction {
+            Instruction::Cmd(_) => Some("CMD"),
+            Instruction::Entrypoint(_) => Some("ENTRYPOINT"),
+            Instruction::Healthcheck(_) => Some("HEALTHCHECK"),
+            _ => None,
+        };
+        if let Some(kw) = once {
+            if let Some(prev) = st.used_once.insert(kw, span) {
+                self.warn(
+                    "MultipleInstructionsDisallowed",
+                    prev,
+                    format!("Multiple {kw} instructions should not be used in the same stage because only the last one will be used"),
+                );
+            }
+        }
+        if let Instruction::Cmd(c) | Instruction::Entrypoint(c) = &cmd.instruction {
+            if c.prepend_shell && st.config.shell.is_empty() {
+                self.warn(
+                    "JSONArgsRecommended",
+                    span,
+                    format!(
+                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                        once.unwrap_or_default()
+                    ),
+                );
+            }
+        }
         match &cmd.instruction {
             Instruction::Env(pairs) => {
                 let mut msg = String::from("ENV");
                 let mut expanded = Vec::new();
                 for (k, v) in pairs {
-                    let k = self.expand(k, &env, &declared, span)?;
-                    let v = self.expand(v, &env, &declared, span)?;
+                    let k = self.expand(k, &st.env, &st.args, span)?;
+                    let v = self.expand(v, &st.env, &st.args, span)?;
                     expanded.push((k, v));
                 }
                 for (k, v) in expanded {
@@ -1188,8 +1420,8 @@ impl Lowerer<'_> {
             Instruction::Label(pairs) => {
                 let mut msg = String::from("LABEL");
                 for (k, v) in pairs {
-                    let k = self.expand(k, &env, &declared, span)?;
-                    let v = self.expand(v, &env, &declared, span)?;
+                    let k = self.expand(k, &st.env, &st.args, span)?;
+                    let v = self.expand(v, &st.env, &st.args, span)?;
                     msg.push_str(&format!(" {k}={v}"));
                     st.config.labels.insert(k, v);
                 }
@@ -1213,7 +1445,7 @@ impl Lowerer<'_> {
                     } else if let Some(b) = from_build_arg {
                         value = Some(b);
                     } else if let Some(d) = &value {
-                        value = Some(self.expand(d, &st.env.clone(), &st.args.clone(), span)?);
+                        value = Some(self.expand(d, &st.env, &st.args, span)?);
                     }
                     if let Some(v) = &value {
                         set_pair(&mut st.env, k, v);
@@ -1235,7 +1467,12 @@ impl Lowerer<'_> {
             }
             Instruction::Entrypoint(c) => {
                 let args = Self::command_args(&st.config, c);
-                st.config.entrypoint = Some(args.clone());
+                // `ENTRYPOINT []` removes the entrypoint (BuildKit keeps nil there).
+                st.config.entrypoint = if args.is_empty() {
+                    None
+                } else {
+                    Some(args.clone())
+                };
                 if !st.cmd_set {
                     st.config.cmd = None;
                 }
@@ -1271,7 +1508,7 @@ impl Lowerer<'_> {
                 for p in specs {
                     let words = self
                         .lexer
-                        .process_words(p, &env)
+                        .process_words(p, &st.env)
                         .map_err(|e| self.err(ErrorKind::Expansion, span, e.to_string()))?;
                     for w in words {
                         for port in parse_ports(&w)
@@ -1286,14 +1523,14 @@ impl Lowerer<'_> {
                 Self::history(st, format!("EXPOSE map[{}]", listed.join(" ")), false);
             }
             Instruction::User(u) => {
-                let u = self.expand(u, &env, &declared, span)?;
+                let u = self.expand(u, &st.env, &st.args, span)?;
                 st.config.user = u.clone();
                 Self::history(st, format!("USER {u}"), false);
             }
             Instruction::Volume(vols) => {
                 let mut out = Vec::new();
                 for v in vols {
-                    let v = self.expand(v, &env, &declared, span)?;
+                    let v = self.expand(v, &st.env, &st.args, span)?;
                     if v.is_empty() {
                         return Err(self.err(
                             ErrorKind::Instruction,
@@ -1307,7 +1544,7 @@ impl Lowerer<'_> {
                 Self::history(st, format!("VOLUME {}", go_list(&out)), false);
             }
             Instruction::StopSignal(sig) => {
-                let sig = self.expand(sig, &env, &declared, span)?;
+                let sig = self.expand(sig, &st.env, &st.args, span)?;
                 if !valid_signal(&sig) {
                     return Err(self.err(
                         ErrorKind::Instruction,
@@ -1320,7 +1557,15 @@ impl Lowerer<'_> {
             }
             Instruction::Onbuild(expr) => st.config.on_build.push(expr.clone()),
             Instruction::Workdir(w) => {
-                let w = self.expand(w, &env, &declared, span)?;
+                let w = self.expand(w, &st.env, &st.args, span)?;
+                if !st.workdir_set && !w.starts_with('/') {
+                    self.warn(
+                        "WorkdirRelativePath",
+                        span,
+                        format!("Relative workdir {w:?} can have unexpected results if the base image changes"),
+                    );
+                }
+                st.workdir_set = true;
                 let wd = relative_to_workdir(&st.config.working_dir, &w);
                 let wd = if wd.len() > 1 {
                     wd.trim_end_matches('/').to_string()
@@ -1455,20 +1700,24 @@ impl Lowerer<'_> {
                 },
             });
         }
-        let env = st.env.clone();
-        let declared = st.args.clone();
+        let env = &st.env;
+        let declared = &st.args;
         let mut ssh_count = 0;
         for raw in &run.mounts {
-            let m = self.parse_mount(
+            let mut m = self.parse_mount(
                 plans,
                 raw,
-                &env,
-                &declared,
+                env,
+                declared,
                 span,
                 done,
                 &mut inputs,
                 &mut ssh_count,
             )?;
+            // Relative mount targets are relative to the working directory.
+            if !m.target.starts_with('/') {
+                m.target = relative_to_workdir(&st.config.working_dir, &m.target);
+            }
             mounts.push(m);
         }
         let network = match run.network.as_deref() {
@@ -1635,10 +1884,11 @@ impl Lowerer<'_> {
             let Some(from) = fields.get("from") else {
                 return Ok(None);
             };
-            let v = match l.resolve_from(plans, from, span)? {
-                FromRef::Stage(i) => done[&i].root,
+            let at = l.span_of(span, l.current_range, &format!("from={from}"));
+            let v = match l.resolve_from(plans, from, at)? {
+                FromRef::Stage(i) => l.stage_root(done, i, span)?,
                 FromRef::Image(r) => {
-                    let p = l.target_platform();
+                    let p = l.stage_platform.clone();
                     let resolved = l.resolve(&r, &p, span)?;
                     let r = resolved
                         .map(|x| x.reference)
@@ -1663,11 +1913,20 @@ impl Lowerer<'_> {
         let mount = match kind.as_str() {
             "bind" => {
                 required_target(self)?;
+                let source = clean_path(&format!(
+                    "/{}",
+                    fields.get("source").map(String::as_str).unwrap_or("")
+                ));
                 let input = match from_input(self, inputs)? {
                     Some(i) => i,
                     None => {
                         let c = self.context();
-                        self.context_whole = true;
+                        if source == "/" {
+                            self.context_whole = true;
+                        } else {
+                            self.context_paths
+                                .insert(source.trim_start_matches('/').to_string());
+                        }
                         inputs.push(c);
                         inputs.len() - 1
                     }
@@ -1676,7 +1935,7 @@ impl Lowerer<'_> {
                     target: target.clone(),
                     kind: MountKind::Bind {
                         input,
-                        source: fields.get("source").cloned().unwrap_or_else(|| "/".into()),
+                        source,
                         readonly: readonly.unwrap_or(true),
                     },
                 }
@@ -1806,20 +2065,20 @@ impl Lowerer<'_> {
         label: String,
         done: &HashMap<usize, StageState>,
     ) -> Result<()> {
-        let env = st.env.clone();
-        let declared = st.args.clone();
+        let env = &st.env;
+        let declared = &st.args;
         let kw = if c.add { "ADD" } else { "COPY" };
         let mut sources = Vec::new();
         for s in &c.sources {
-            sources.push(self.expand(s, &env, &declared, span)?);
+            sources.push(self.expand(s, env, declared, span)?);
         }
-        let dest_raw = self.expand(&c.dest, &env, &declared, span)?;
+        let dest_raw = self.expand(&c.dest, env, declared, span)?;
         let chown = match &c.chown {
-            Some(v) => Some(self.expand(v, &env, &declared, span)?),
+            Some(v) => Some(self.expand(v, env, declared, span)?),
             None => None,
         };
         let chmod = match &c.chmod {
-            Some(v) => Some(self.expand(v, &env, &declared, span)?),
+            Some(v) => Some(self.expand(v, env, declared, span)?),
             None => None,
         };
         if let Some(m) = &chmod {
@@ -1849,12 +2108,12 @@ impl Lowerer<'_> {
             }
         }
         let checksum = match &c.checksum {
-            Some(v) => Some(self.expand(v, &env, &declared, span)?),
+            Some(v) => Some(self.expand(v, env, declared, span)?),
             None => None,
         };
         let mut exclude = Vec::new();
         for e in &c.exclude {
-            exclude.push(self.expand(e, &env, &declared, span)?);
+            exclude.push(self.expand(e, env, declared, span)?);
         }
         if checksum.is_some() {
             if sources.len() != 1 {
@@ -1888,18 +2147,24 @@ impl Lowerer<'_> {
         let mut inputs = vec![st.root];
         let mut actions = Vec::new();
         let source_vertex = match &c.from {
-            Some(f) => Some(match self.resolve_from(plans, f, span)? {
-                FromRef::Stage(i) => done[&i].root,
-                FromRef::Image(r) => {
-                    let p = self.target_platform();
-                    let resolved = self.resolve(&r, &p, span)?;
-                    let r = resolved
-                        .map(|x| x.reference)
-                        .filter(|x| !x.is_empty())
-                        .unwrap_or(r);
-                    self.image_vertex(&r, &p, Some(span))
-                }
-            }),
+            Some(f) => Some(
+                match self.resolve_from(
+                    plans,
+                    f,
+                    self.span_of(span, self.current_range, &format!("from={f}")),
+                )? {
+                    FromRef::Stage(i) => self.stage_root(done, i, span)?,
+                    FromRef::Image(r) => {
+                        let p = self.stage_platform.clone();
+                        let resolved = self.resolve(&r, &p, span)?;
+                        let r = resolved
+                            .map(|x| x.reference)
+                            .filter(|x| !x.is_empty())
+                            .unwrap_or(r);
+                        self.image_vertex(&r, &p, Some(span))
+                    }
+                },
+            ),
             None => None,
         };
         let input_of = |inputs: &mut Vec<VertexId>, v: VertexId| -> usize {
@@ -2037,7 +2302,7 @@ impl Lowerer<'_> {
                         ..Default::default()
                     },
                 );
-                raw.process_word(&inline.data, &env)
+                raw.process_word(&inline.data, env)
                     .map_err(|e| self.err(ErrorKind::Expansion, span, e.to_string()))?
             } else {
                 inline.data.clone()

@@ -13,7 +13,18 @@ use crate::json;
 use crate::shell::{Lexer, LexerOptions};
 
 /// A position in the source: 1-based line and 1-based column (in characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Pos {
     /// 1-based line number.
     pub line: usize,
@@ -22,7 +33,7 @@ pub struct Pos {
 }
 
 /// A source range; `end` is inclusive of the last line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     /// First character of the range.
     pub start: Pos,
@@ -319,6 +330,21 @@ pub fn parse(source: &str) -> Result<Ast, ParseError> {
         }
     }
     let raw_lines: Vec<&str> = src.split_inclusive('\n').collect();
+    // BuildKit reads lines with a 64 KiB scanner buffer and rejects longer ones.
+    if let Some(i) = raw_lines.iter().position(|l| l.len() > 65536) {
+        let pos = Pos {
+            line: i + 1,
+            column: 1,
+        };
+        return Err(ParseError {
+            message: "dockerfile line greater than max allowed size of 65535".into(),
+            span: Span {
+                start: pos,
+                end: pos,
+            },
+            line_text: String::new(),
+        });
+    }
     let err_at = |message: String, start: usize, end: usize| -> ParseError {
         let start_line = start.max(1);
         let text = line_text(src, &line_starts, start_line).to_string();
@@ -501,6 +527,7 @@ fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
             raw_quotes: true,
             raw_escapes: true,
             skip_unset_env: true,
+            heredoc_words: true,
             ..Default::default()
         },
     );
@@ -530,6 +557,8 @@ pub(crate) fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, String> {
         Some(r) => (true, r),
         None => (false, after),
     };
+    // `\s*` in BuildKit's pattern: blanks between `<<` and the word.
+    let rest = rest.trim_start_matches([' ', '\t', '\n', '\r', '\u{c}']);
     if rest.contains('<') || rest.is_empty() {
         return Ok(None);
     }
@@ -596,7 +625,25 @@ fn empty_node(keyword: &str, original: &str) -> Node {
     }
 }
 
+/// BuildKit recurses without bound on `ONBUILD ONBUILD …`; a limit keeps a
+/// hostile file from exhausting the stack (real files nest at most once).
+const MAX_NESTING: usize = 64;
+
 fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Node, String> {
+    node_from_line_at(line, escape, comments, 0)
+}
+
+fn node_from_line_at(
+    line: &str,
+    escape: char,
+    comments: Vec<String>,
+    depth: usize,
+) -> Result<Node, String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "instructions nested more than {MAX_NESTING} levels deep"
+        ));
+    }
     let (keyword, flags, rest) = split_command(line);
     let mut node = empty_node(keyword, line);
     node.flags = flags;
@@ -639,7 +686,12 @@ fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Nod
         }
         "onbuild" => {
             if !rest.is_empty() {
-                node.sub = Some(Box::new(node_from_line(&rest, escape, Vec::new())?));
+                node.sub = Some(Box::new(node_from_line_at(
+                    &rest,
+                    escape,
+                    Vec::new(),
+                    depth + 1,
+                )?));
             }
         }
         // Unknown instructions keep one empty argument, as BuildKit's dumper shows them.
@@ -1074,6 +1126,67 @@ mod tests {
         assert!(e.message.contains("only one escape"));
         let e = parse("# escape=x\nFROM a\n").unwrap_err();
         assert!(e.message.contains("invalid escape token"));
+    }
+
+    #[test]
+    fn words_keep_quotes_and_escapes() {
+        let cases: &[(&str, &[&str])] = &[
+            ("foo", &["foo"]),
+            ("foo bar", &["foo", "bar"]),
+            ("foo\\ bar", &["foo\\ bar"]),
+            ("foo=bar", &["foo=bar"]),
+            ("foo bar 'abc xyz'", &["foo", "bar", "'abc xyz'"]),
+            ("foo bar \"abc xyz\"", &["foo", "bar", "\"abc xyz\""]),
+            ("föo bàr \"âbc xÿz\"", &["föo", "bàr", "\"âbc xÿz\""]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_words(input, '\\'), *want, "{input}");
+        }
+    }
+
+    #[test]
+    fn empty_continuation_warnings() {
+        let src = "FROM alpine:3.6\nRUN valid \\\n    continuation\nRUN something \\\n\n    following \\\n\n    more\nRUN another \\\n\n    thing\nRUN non-indented \\\n# this is a comment\n   after-comment\nRUN indented \\\n    # this is an indented comment\n    comment\n";
+        let ast = parse(src).unwrap();
+        assert_eq!(ast.warnings.len(), 2);
+        assert!(ast.warnings[0]
+            .message
+            .contains("RUN something     following     more"));
+        assert!(ast.warnings[1].message.contains("RUN another     thing"));
+        assert_eq!(ast.nodes[4].args, vec!["non-indented    after-comment"]);
+        assert_eq!(ast.nodes[5].args, vec!["indented     comment"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let src = format!("FROM a\n{}RUN x\n", "ONBUILD ".repeat(5000));
+        let e = parse(&src).unwrap_err();
+        assert!(e.message.contains("nested"), "{}", e.message);
+        let ast = parse("FROM a\nONBUILD ONBUILD RUN x\n").unwrap();
+        assert_eq!(
+            dump_ast(&ast),
+            "(from \"a\")\n(onbuild (onbuild (run \"x\")))\n"
+        );
+        let src = format!(
+            "FROM a\nENV A={}x{}\n",
+            "${B:-".repeat(5000),
+            "}".repeat(5000)
+        );
+        let ast = parse(&src).unwrap();
+        let e = crate::lower::lower(&ast, &Default::default(), &crate::NoResolver).unwrap_err();
+        assert!(e.message.contains("nested"), "{}", e.message);
+    }
+
+    #[test]
+    fn long_lines_and_bom() {
+        let long = format!("FROM image\nLABEL test={}\n", "a".repeat(65536));
+        let e = parse(&long).unwrap_err();
+        assert_eq!(
+            e.message,
+            "dockerfile line greater than max allowed size of 65535"
+        );
+        let ast = parse("\u{feff}FROM a\n").unwrap();
+        assert_eq!(dump_ast(&ast), "(from \"a\")\n");
     }
 
     #[test]

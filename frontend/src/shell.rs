@@ -47,6 +47,12 @@ impl Env for [(String, String)] {
     }
 }
 
+impl Env for &[(String, String)] {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        (**self).lookup(name)
+    }
+}
+
 impl Env for Vec<(String, String)> {
     fn lookup(&self, name: &str) -> Option<&str> {
         self.as_slice().lookup(name)
@@ -64,6 +70,9 @@ pub struct LexerOptions {
     pub skip_process_quotes: bool,
     /// Leave references to unset variables as written.
     pub skip_unset_env: bool,
+    /// Keep `<<` and the blanks after it in the following word (`<<  EOF` is
+    /// one word), as BuildKit's lexer does when looking for heredocs.
+    pub heredoc_words: bool,
 }
 
 /// An expansion failure, e.g. `bad substitution` or an unterminated quote.
@@ -122,6 +131,7 @@ impl Lexer {
     /// Expands `word`, returning the string, the words and which variables were used.
     pub fn process(&self, word: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
         let mut run = Run {
+            depth: 0,
             chars: word.chars().collect(),
             pos: 0,
             escape: self.escape,
@@ -147,7 +157,12 @@ impl Lexer {
     }
 }
 
+/// BuildKit's lexer recurses without bound on `${a:-${b:-…}}`; a limit keeps
+/// a hostile word from exhausting the stack.
+const MAX_NESTING: usize = 256;
+
 struct Run<'a> {
+    depth: usize,
     chars: Vec<char>,
     pos: usize,
     escape: char,
@@ -212,10 +227,17 @@ impl Run<'_> {
     }
 
     fn stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> R<(String, Vec<String>)> {
+        if self.depth > MAX_NESTING {
+            return Err(format!(
+                "substitutions nested more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let r = self.stop_on_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         r
     }
 
@@ -238,6 +260,18 @@ impl Run<'_> {
                 words.add_raw_string(&tmp);
             } else if quotes && ch == '"' {
                 let tmp = self.double_quote()?;
+                result.push_str(&tmp);
+                words.add_raw_string(&tmp);
+            } else if self.options.heredoc_words
+                && ch == '<'
+                && self.chars.get(self.pos + 1) == Some(&'<')
+            {
+                self.pos += 2;
+                let mut tmp = String::from("<<");
+                while let Some(c @ (' ' | '\t')) = self.peek() {
+                    tmp.push(c);
+                    self.pos += 1;
+                }
                 result.push_str(&tmp);
                 words.add_raw_string(&tmp);
             } else {
@@ -709,6 +743,30 @@ mod tests {
         assert!(ex("${P#\\a}", &e).is_err());
         assert_eq!(ex("${U##*/}", &e).unwrap(), "");
         assert!(ex("${P//o}", &e).is_err());
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let env = vec![("X".to_string(), "v".to_string())];
+        let lex = Lexer::new('`', LexerOptions::default());
+        assert_eq!(lex.process_word("a`$X \\b $X", &env).unwrap(), "a$X \\b v");
+        assert_eq!(lex.process_word("\"q`\"\"", &env).unwrap(), "q\"");
+        let words = lex.process_words("one` two three", &env).unwrap();
+        assert_eq!(words, vec!["one two", "three"]);
+    }
+
+    #[test]
+    fn unset_kept_when_asked() {
+        let lex = Lexer::new(
+            '\\',
+            LexerOptions {
+                skip_unset_env: true,
+                ..Default::default()
+            },
+        );
+        let e = lex.process("$A ${B} ${C:-x} ${D/a/b}", &EmptyEnv).unwrap();
+        assert_eq!(e.result, "$A ${B} ${C:-x} ${D/a/b}");
+        assert_eq!(e.unmatched.len(), 4);
     }
 
     #[test]

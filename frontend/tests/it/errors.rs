@@ -125,6 +125,10 @@ fn arg_used_before_declared_is_a_warning() {
         "Usage of undefined variable '$VERSION'"
     );
     assert_eq!(g.warnings[0].span.unwrap().start.line, 2);
+    assert_eq!(
+        g.warnings[0].render("Dockerfile"),
+        "Dockerfile:2:1: warning: Usage of undefined variable '$VERSION' [UndefinedVar]"
+    );
     assert_eq!(g.target_stage().config.env_value("A"), Some(""));
     assert_eq!(g.target_stage().config.env_value("B"), Some("1"));
     // FROM using an undeclared ARG.
@@ -148,4 +152,97 @@ fn unknown_target_suggests() {
 fn instruction_before_from() {
     let e = build_err("RUN true\nFROM alpine\n");
     assert!(e.message.contains("must come after FROM"), "{}", e.message);
+}
+
+#[test]
+fn check_directive_skips_or_fails() {
+    let src = "FROM alpine\nENV A=$MISSING\n";
+    assert_eq!(build(src).warnings.len(), 1);
+    let g = build(&format!("# check=skip=UndefinedVar\n{src}"));
+    assert!(g.warnings.is_empty());
+    let g = build(&format!("# check=skip=all\n{src}"));
+    assert!(g.warnings.is_empty());
+    let e = build_err(&format!("# check=error=true\n{src}"));
+    assert_eq!(
+        e.message,
+        "lint violation found for rules: UndefinedVar (Usage of undefined variable '$MISSING')"
+    );
+    assert_eq!(e.span.unwrap().start.line, 3);
+    let e = build_err(&format!("# check=bogus=1\n{src}"));
+    assert!(
+        e.message.starts_with("invalid check directive"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn empty_continuation_line_is_a_warning() {
+    let g = build("FROM alpine\nRUN echo a \\\n\n  b\n");
+    assert_eq!(g.warnings[0].rule, "NoEmptyContinuation");
+    assert_eq!(history(&g), vec!["RUN /bin/sh -c echo a   b # buildkit"]);
+}
+
+#[test]
+fn style_checks_as_warnings() {
+    let g = build(concat!(
+        "FROM alpine as Build\n",
+        "MAINTAINER me\n",
+        "ENV A b\n",
+        "WORKDIR app\n",
+        "CMD echo one\n",
+        "CMD [\"two\"]\n",
+        "FROM alpine AS build\n",
+    ));
+    let rules: Vec<(&str, usize)> = g
+        .warnings
+        .iter()
+        .map(|w| (w.rule.as_str(), w.span.unwrap().start.line))
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            ("StageNameCasing", 1),
+            ("FromAsCasing", 1),
+            ("MaintainerDeprecated", 2),
+            ("LegacyKeyValueFormat", 3),
+            ("DuplicateStageName", 7),
+        ],
+        "{:?}",
+        g.warnings
+    );
+    // The first stage is pruned above, so the checks made while applying
+    // instructions did not run for it; they do for a stage that is built.
+    let g = build("FROM alpine\nWORKDIR app\nCMD echo one\nCMD [\"two\"]\n");
+    let rules: Vec<&str> = g.warnings.iter().map(|w| w.rule.as_str()).collect();
+    assert_eq!(
+        rules,
+        vec![
+            "WorkdirRelativePath",
+            "JSONArgsRecommended",
+            "MultipleInstructionsDisallowed"
+        ]
+    );
+    assert_eq!(
+        g.warnings[1].message,
+        "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"
+    );
+    assert_eq!(g.warnings[2].span.unwrap().start.line, 3);
+}
+
+#[test]
+fn casing_and_redundant_platform_checks() {
+    let g = build("FROM --platform=$TARGETPLATFORM alpine\nrun true\nRUN false\n");
+    let got: Vec<(&str, &str)> = g
+        .warnings
+        .iter()
+        .map(|w| (w.rule.as_str(), w.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ConsistentInstructionCasing", "Command 'run' should match the case of the command majority (uppercase)"),
+            ("RedundantTargetPlatform", "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"),
+        ]
+    );
 }

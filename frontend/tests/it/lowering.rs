@@ -118,6 +118,11 @@ fn copy_from_image_and_context_paths() {
         })
         .unwrap();
     assert_eq!(ctx, vec!["app", "src/*.rs"]);
+    assert_eq!(g.target_stage().config.working_dir, "/");
+    assert_eq!(
+        g.target_stage().config.env,
+        vec![format!("PATH={}", hoist_frontend::lower::DEFAULT_PATH)]
+    );
     assert_eq!(
         history(&g),
         vec![
@@ -284,6 +289,22 @@ fn run_mounts_network_and_heredocs() {
     assert_eq!(e.mounts[2].target, "/run/secrets/tok");
     assert_eq!(e.mounts[3].target, "/run/buildkit/ssh_agent.0");
     assert_eq!(execs[1].argv, vec!["/bin/sh", "-c", "echo one\necho two\n"]);
+    let g = build(
+        "FROM alpine\nWORKDIR /src\nRUN --mount=source=go.mod,target=go.mod go mod download\n",
+    );
+    let e = g
+        .vertices
+        .iter()
+        .find_map(|v| match &v.op {
+            Op::Exec(e) => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(e.mounts[0].target, "/src/go.mod");
+    assert!(matches!(&e.mounts[0].kind, MountKind::Bind { source, .. } if source == "/go.mod"));
+    assert!(g.vertices.iter().any(
+        |v| matches!(&v.op, Op::Context { paths, .. } if paths == &vec!["go.mod".to_string()])
+    ));
     assert_eq!(execs[2].argv, vec!["/dev/pipes/EOF"]);
     assert_eq!(
         execs[3].argv,
@@ -379,4 +400,58 @@ fn vertices_are_topologically_ordered_and_json_round_trips() {
         plan.contains("history RUN /bin/sh -c y # buildkit"),
         "{plan}"
     );
+}
+
+#[test]
+fn cli_labels_go_to_the_target_only() {
+    let mut o = opts();
+    o.labels
+        .insert("org.opencontainers.image.version".into(), "1.0".into());
+    let g = build_with(
+        "FROM alpine AS a\nFROM a\nLABEL own=yes\n",
+        &o,
+        &FakeResolver::default(),
+    );
+    let t = g.target_stage();
+    assert_eq!(
+        t.config
+            .labels
+            .get("org.opencontainers.image.version")
+            .map(String::as_str),
+        Some("1.0")
+    );
+    assert_eq!(t.config.labels.get("own").map(String::as_str), Some("yes"));
+    assert!(g.stages[0].config.labels.is_empty());
+}
+
+#[test]
+fn arg_defaults_lose_their_quotes() {
+    let g = build("FROM alpine\nARG abc=\"123 456\" def\nENV X=$abc\n");
+    assert_eq!(g.target_stage().config.env_value("X"), Some("123 456"));
+    assert_eq!(history(&g)[0], "ARG abc=123 456 def");
+}
+
+#[test]
+fn long_stage_chains_and_cycles() {
+    let mut src = String::from("FROM alpine AS s0\n");
+    for i in 1..3000 {
+        src.push_str(&format!("FROM s{} AS s{i}\n", i - 1));
+    }
+    let g = build(&src);
+    assert_eq!(g.stages.len(), 3000);
+    assert_eq!(g.stages[0].name.as_deref(), Some("s0"));
+    let e =
+        build_err("FROM alpine AS a\nCOPY --from=b /x /x\nFROM alpine AS b\nCOPY --from=a /y /y\n");
+    assert!(
+        e.message
+            .starts_with("circular dependency detected on stage"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn mount_from_with_blanks_names_the_same_stage() {
+    let g = build("FROM alpine AS a\nFROM alpine\nRUN --mount=\"from=a ,target=/x\" true\n");
+    assert_eq!(g.stages.len(), 2);
 }

@@ -2,5 +2,7 @@
 
 mod conformance;
 mod errors;
+mod heredocs;
 mod lowering;
+mod properties;
 mod util;
