@@ -14,7 +14,9 @@
 //! * hardlink targets are resolved inside the root (or, for the overlay
 //!   backend, inside a lower layer, then copied up), never outside;
 //! * file data is streamed, so a header claiming a huge size costs no
-//!   memory; a layer that ends early is an error naming the entry;
+//!   memory; a layer that ends early is an error naming the entry; PAX and
+//!   GNU long-name headers, the only ones held in memory, are limited to
+//!   1 MiB each;
 //! * device nodes that cannot be created (no `CAP_MKNOD`) are skipped with a
 //!   warning returned in [`ApplyReport::warnings`];
 //! * overlay's private xattrs (`trusted.overlay.*`, `user.overlay.*`) are
@@ -40,6 +42,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{io_err, Error, Result};
 use crate::fsutil;
+use crate::tarread::{RawEntry, TarReader};
 
 /// How whiteouts are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,17 +204,20 @@ pub fn apply_layer(
         entries: 0,
     };
     {
-        let mut archive = tar::Archive::new(&mut reader);
-        let entries = archive.entries().map_err(layer_err(b""))?;
-        let mut last = Vec::new();
-        for entry in entries {
-            let mut entry = entry.map_err(|e| Error::Layer {
-                path: format!("(after `{}`)", String::from_utf8_lossy(&last)),
-                source: e,
+        let mut tar = TarReader::new(&mut reader);
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let next = tar.next_entry().map_err(|source| Error::Layer {
+                path: match &last {
+                    Some(p) => format!("(the header after `{}`)", String::from_utf8_lossy(p)),
+                    None => "(the first header)".to_string(),
+                },
+                source,
             })?;
-            last = entry.path_bytes().into_owned();
+            let Some(entry) = next else { break };
+            last = Some(entry.path.clone());
             applier.entries += 1;
-            applier.apply_entry(&mut entry)?;
+            applier.apply_entry(&entry, &mut tar)?;
         }
     }
     // Read to the end so the hash covers the whole stream and gzip's
@@ -267,12 +273,6 @@ fn in_root(dir: impl AsFd, rel: &[u8], flags: OFlags) -> rustix::io::Result<Owne
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
-}
-
-fn parse_num(v: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(v).ok()?;
-    let int = s.split('.').next()?;
-    int.parse().ok()
 }
 
 impl Applier {
@@ -377,8 +377,8 @@ impl Applier {
         }
     }
 
-    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
+    fn apply_entry(&mut self, entry: &RawEntry, data: &mut dyn Read) -> Result<()> {
+        let raw = entry.path.clone();
         let comps = clean_path(&raw)?;
         let Some((name, parents)) = comps.split_last() else {
             // The root itself ("./"): its metadata belongs to the snapshot.
@@ -407,54 +407,32 @@ impl Applier {
             return Ok(());
         }
 
-        let header = entry.header().clone();
-        let kind = header.entry_type();
-        // Empty numeric fields mean 0, as Go's archive/tar reads them.
-        let old = header.as_old();
-        let num = |field: &[u8], value: io::Result<u64>| -> Result<u64> {
-            if field.iter().all(|b| *b == 0 || *b == b' ') {
-                Ok(0)
-            } else {
-                value.map_err(layer_err(&raw))
-            }
-        };
+        let mut kind = entry.typeflag;
+        if (kind == 0 || kind == b'0') && raw.ends_with(b"/") {
+            // Old (v7) archives mark directories by a trailing slash only.
+            kind = b'5';
+        }
         let mut meta = Meta {
-            mode: num(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777,
-            uid: num(&old.uid, header.uid())? as u32,
-            gid: num(&old.gid, header.gid())? as u32,
-            mtime: num(&old.mtime, header.mtime())? as i64,
+            mode: entry.mode & 0o7777,
+            uid: entry.uid as u32,
+            gid: entry.gid as u32,
+            mtime: entry.mtime,
             xattrs: Vec::new(),
         };
-        if let Some(pax) = entry.pax_extensions().map_err(layer_err(&raw))? {
-            for ext in pax {
-                let ext = ext.map_err(layer_err(&raw))?;
-                let (key, value) = (ext.key_bytes(), ext.value_bytes());
-                match key {
-                    b"uid" => meta.uid = parse_num(value).unwrap_or(0) as u32,
-                    b"gid" => meta.gid = parse_num(value).unwrap_or(0) as u32,
-                    b"mtime" => meta.mtime = parse_num(value).unwrap_or(meta.mtime),
-                    _ => {
-                        if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                            if fsutil::is_overlay_private(x) {
-                                self.warn(
-                                    &raw,
-                                    format!(
-                                        "dropped overlay xattr `{}`",
-                                        String::from_utf8_lossy(x)
-                                    ),
-                                );
-                            } else {
-                                meta.xattrs.push((x.to_vec(), value.to_vec()));
-                            }
-                        }
-                    }
-                }
+        for (x, value) in &entry.xattrs {
+            if fsutil::is_overlay_private(x) {
+                self.warn(
+                    &raw,
+                    format!("dropped overlay xattr `{}`", String::from_utf8_lossy(x)),
+                );
+            } else {
+                meta.xattrs.push((x.clone(), value.clone()));
             }
         }
 
         let dir = self.resolve_dir(&parents, &raw)?;
         let name_path = Path::new(OsStr::from_bytes(&name)).to_path_buf();
-        let is_dir_entry = kind == tar::EntryType::Directory;
+        let is_dir_entry = kind == b'5';
         let existing = rustix::fs::statat(&dir, &name_path, AtFlags::SYMLINK_NOFOLLOW).ok();
         let existing_is_dir = existing.as_ref().is_some_and(|s| {
             rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Directory
@@ -465,7 +443,7 @@ impl Applier {
         let shown = self.display(&comps);
 
         match kind {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            0 | b'0' | b'7' => {
                 let fd = rustix::fs::openat(
                     &dir,
                     &name_path,
@@ -479,8 +457,8 @@ impl Applier {
                 .map_err(to_io)
                 .map_err(io_err("create", &shown))?;
                 let mut file = File::from(fd);
-                let expected = entry.size();
-                let copied = io::copy(entry, &mut file).map_err(layer_err(&raw))?;
+                let expected = entry.size;
+                let copied = io::copy(data, &mut file).map_err(layer_err(&raw))?;
                 if copied != expected {
                     return Err(Error::Layer {
                         path: String::from_utf8_lossy(&raw).into_owned(),
@@ -492,7 +470,7 @@ impl Applier {
                 }
                 self.set_meta_fd(&file, &meta, &raw, &shown)?;
             }
-            tar::EntryType::Directory => {
+            b'5' => {
                 if !existing_is_dir {
                     rustix::fs::mkdirat(&dir, &name_path, Mode::from_raw_mode(0o700))
                         .map_err(to_io)
@@ -510,33 +488,31 @@ impl Applier {
                 self.set_meta_fd(&File::from(fd), &meta, &raw, &shown)?;
                 self.dir_times.push((comps.clone(), mtime));
             }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?
-                    .into_owned();
+            b'2' => {
+                if entry.link.is_empty() {
+                    return Err(unsafe_entry(&raw, "symlink without a target"));
+                }
+                let target = entry.link.clone();
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &dir, &name_path)
                     .map_err(to_io)
                     .map_err(io_err("create symlink", &shown))?;
                 self.set_meta_at(&dir, &name, &meta, false, &raw, &shown)?;
             }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry(&raw, "hardlink without a target"))?
-                    .into_owned();
+            b'1' => {
+                if entry.link.is_empty() {
+                    return Err(unsafe_entry(&raw, "hardlink without a target"));
+                }
+                let target = entry.link.clone();
                 self.hardlink(&dir, &name_path, &target, &raw, &shown)?;
             }
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+            b'3' | b'4' | b'6' => {
                 let (ftype, rdev) = match kind {
-                    tar::EntryType::Char => (libc::S_IFCHR, true),
-                    tar::EntryType::Block => (libc::S_IFBLK, true),
+                    b'3' => (libc::S_IFCHR, true),
+                    b'4' => (libc::S_IFBLK, true),
                     _ => (libc::S_IFIFO, false),
                 };
                 let dev = if rdev {
-                    let major = header.device_major().ok().flatten().unwrap_or(0);
-                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                    fsutil::makedev(major, minor)
+                    fsutil::makedev(entry.dev_major, entry.dev_minor)
                 } else {
                     0
                 };
@@ -553,7 +529,13 @@ impl Applier {
                 }
             }
             other => {
-                self.warn(&raw, format!("entry of unsupported type {other:?} skipped"));
+                self.warn(
+                    &raw,
+                    format!(
+                        "entry of unsupported type `{}` skipped",
+                        other.escape_ascii()
+                    ),
+                );
                 return Ok(());
             }
         }

@@ -100,6 +100,21 @@ pub fn write_layer(
     })
 }
 
+/// A file being copied into the layer; keeps its read error apart from the
+/// writer's so each is reported against the right object.
+struct SourceFile {
+    file: File,
+    error: Option<std::io::Error>,
+}
+
+impl Read for SourceFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf).inspect_err(|e| {
+            self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
 /// A path and its lstat, borrowed from a directory listing.
 type Node<'a> = (&'a PathBuf, &'a Metadata);
 
@@ -134,6 +149,19 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf, Metadata)>> {
 
 fn layer_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut x = fsutil::read_xattrs(path).map_err(io_err("read xattrs of", path))?;
+    // A redirect (renamed lower dir) or metacopy (data still in a lower
+    // file) can't be expressed in a layer from the upper dir alone; refuse
+    // rather than write a layer that silently misses content.
+    for (name, _) in &x {
+        for bad in ["overlay.redirect", "overlay.metacopy"] {
+            if fsutil::is_overlay_private(name) && name.ends_with(bad.as_bytes()) {
+                return Err(Error::UnsupportedOverlay {
+                    path: path.to_path_buf(),
+                    xattr: String::from_utf8_lossy(name).into_owned(),
+                });
+            }
+        }
+    }
     x.retain(|(name, _)| !fsutil::is_overlay_private(name) && name != b"security.selinux");
     Ok(x)
 }
@@ -305,11 +333,13 @@ impl<W: Write> Walker<W> {
             .write_header(&header)
             .map_err(Self::write_err(rel))?;
         if let EntryKind::File { size } = kind {
-            let mut file = File::open(path).map_err(io_err("open", path))?;
-            let complete = self
-                .tar
-                .write_data(&mut file, size)
-                .map_err(Self::write_err(rel))?;
+            let file = File::open(path).map_err(io_err("open", path))?;
+            let mut source = SourceFile { file, error: None };
+            let written = self.tar.write_data(&mut source, size);
+            if let Some(e) = source.error.take() {
+                return Err(io_err("read", path)(e));
+            }
+            let complete = written.map_err(Self::write_err(rel))?;
             if !complete {
                 return Err(Error::FileChanged {
                     path: path.to_path_buf(),

@@ -83,6 +83,23 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The overlay backend cannot use a root whose path contains `:` or `,`
+    /// (they separate overlay mount options).
+    #[error("snapshot root {} contains `:` or `,`, which overlay mount options cannot carry", root.display())]
+    UnusableRoot {
+        /// The snapshotter root.
+        root: PathBuf,
+    },
+    /// The root was created with another backend; the layouts differ.
+    #[error("snapshot root {} uses the {recorded} backend, not {requested}", root.display())]
+    BackendMismatch {
+        /// The snapshotter root.
+        root: PathBuf,
+        /// The backend recorded in the root.
+        recorded: String,
+        /// The backend asked for.
+        requested: String,
+    },
     /// A layer entry tried to leave the root or is otherwise unacceptable.
     #[error("refusing layer entry `{path}`: {reason}")]
     UnsafeEntry {
@@ -117,6 +134,16 @@ pub enum Error {
         /// The size seen by lstat.
         expected: u64,
     },
+    /// An overlay upper dir holds state the differ cannot translate
+    /// (a directory redirect or a metacopy-only file), because it was
+    /// mounted with options other than the snapshotter's.
+    #[error("cannot diff {}: it carries overlay's `{xattr}` (mounted with redirect_dir or metacopy on?)", path.display())]
+    UnsupportedOverlay {
+        /// The file or directory in the upper dir.
+        path: PathBuf,
+        /// The overlay xattr found.
+        xattr: String,
+    },
     /// An unknown backend or compression name.
     #[error("unknown {what} `{value}` (expected one of: {expected})")]
     UnknownName {
@@ -150,7 +177,10 @@ impl Error {
         match self {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
-            Error::HasChildren { .. } | Error::WrongKind { .. } => ErrorKind::FailedPrecondition,
+            Error::HasChildren { .. }
+            | Error::WrongKind { .. }
+            | Error::BackendMismatch { .. }
+            | Error::UnusableRoot { .. } => ErrorKind::FailedPrecondition,
             Error::UnsafeEntry { .. } | Error::Layer { .. } => ErrorKind::InvalidLayer,
             _ => ErrorKind::Other,
         }
@@ -170,4 +200,5 @@ pub(crate) fn io_err(
     }
 }
 
-pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -44,10 +44,11 @@ pub mod records;
 mod snapshot;
 mod sys;
 mod tarfmt;
+mod tarread;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyReport, ApplyTarget, ApplyWarning, WhiteoutStyle};
 pub use diff::{write_layer, DiffOptions, DiffSource};
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, Result};
 pub use layer::{Compression, CompressionOptions, LayerDescriptor, LayerWriter};
 pub use mount::{mount_all, unmount, Mount, MountGuard};
 pub use records::{JsonFileRecords, Kind, Record, RecordSet, SnapshotRecords};

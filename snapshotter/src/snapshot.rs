@@ -67,6 +67,7 @@ pub struct Info {
 ///   snapshot must not be mounted and written to at the same time.
 /// * `apply` is meant for a freshly prepared snapshot.
 /// * `remove` refuses a snapshot that has children; remove them first.
+///   Unmount a snapshot before removing or committing it.
 /// * Mounts of an active snapshot stay valid until it is committed or removed;
 ///   `mounts(key)` gives them again later.
 pub trait Snapshotter: Send + Sync {
@@ -86,6 +87,14 @@ pub trait Snapshotter: Send + Sync {
     fn stat(&self, key_or_name: &str) -> Result<Info>;
     /// Every snapshot, sorted by key.
     fn list(&self) -> Result<Vec<Info>>;
+    /// Calls `visit` for every snapshot, sorted by key; stops at the first
+    /// error it returns.
+    fn walk(&self, visit: &mut dyn FnMut(&Info) -> Result<()>) -> Result<()> {
+        for info in self.list()? {
+            visit(&info)?;
+        }
+        Ok(())
+    }
     /// Where the changes of the active snapshot `key` can be read.
     fn diff_source(&self, key: &str) -> Result<DiffSource>;
     /// Where a layer must be written to become the content of `key`.
@@ -206,6 +215,8 @@ pub fn probe_overlay(root: &Path) -> Result<()> {
 }
 
 /// Snapshots stored under one root directory:
+/// `<root>/backend` (the backend chosen when the root was first opened; a
+/// root never changes backend),
 /// `<root>/snapshots/<id>/fs` (the tree; for overlay the upper dir),
 /// `<root>/snapshots/<id>/work` (overlay's work dir, active snapshots only),
 /// and by default the records in `<root>/records.json`.
@@ -249,6 +260,49 @@ impl LocalSnapshotter {
     ) -> Result<Self> {
         let root = root.into();
         ensure_dir(&root.join("snapshots"))?;
+        let root_text = root.to_string_lossy();
+        let overlay_safe = !root_text.contains(':') && !root_text.contains(',');
+        if choice == BackendChoice::Overlay && !overlay_safe {
+            return Err(Error::UnusableRoot { root });
+        }
+        // The two layouts are not interchangeable (upper dirs vs full trees),
+        // so the first choice made for a root is kept in it.
+        let marker = root.join("backend");
+        let recorded = match fs::read_to_string(&marker) {
+            Ok(s) => Some(s.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("read", &marker)(e)),
+        };
+        if let Some(recorded) = recorded {
+            let backend = match recorded.as_str() {
+                "overlay" => Backend::Overlay,
+                "native" => Backend::Native,
+                _ => {
+                    return Err(Error::UnknownName {
+                        what: "backend recorded in the snapshot root",
+                        value: recorded,
+                        expected: "overlay, native",
+                    })
+                }
+            };
+            let requested = match choice {
+                BackendChoice::Auto => backend,
+                BackendChoice::Overlay => Backend::Overlay,
+                BackendChoice::Native => Backend::Native,
+            };
+            if requested != backend {
+                return Err(Error::BackendMismatch {
+                    root,
+                    recorded,
+                    requested: requested.as_str().to_string(),
+                });
+            }
+            return Ok(LocalSnapshotter {
+                root,
+                backend,
+                records,
+            });
+        }
         let backend = match choice {
             BackendChoice::Native => Backend::Native,
             BackendChoice::Overlay => {
@@ -258,6 +312,7 @@ impl LocalSnapshotter {
                 })?;
                 Backend::Overlay
             }
+            BackendChoice::Auto if !overlay_safe => Backend::Native,
             BackendChoice::Auto => match probe_overlay(&root) {
                 Ok(()) => Backend::Overlay,
                 Err(e) => {
@@ -266,6 +321,9 @@ impl LocalSnapshotter {
                 }
             },
         };
+        let tmp = root.join("backend.tmp");
+        fs::write(&tmp, backend.as_str()).map_err(io_err("write", &tmp))?;
+        fs::rename(&tmp, &marker).map_err(io_err("rename to", &marker))?;
         Ok(LocalSnapshotter {
             root,
             backend,

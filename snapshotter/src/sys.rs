@@ -1,6 +1,6 @@
 //! The only module with `unsafe` code: mount(2) and a forked helper that
 //! mounts from inside a chosen working directory.
-#![allow(unsafe_code)]
+#![expect(unsafe_code, reason = "mount(2), umount2(2), fork(2) and waitpid(2) through libc")]
 
 use std::ffi::CStr;
 use std::io;

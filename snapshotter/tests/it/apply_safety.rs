@@ -292,3 +292,56 @@ fn whiteouts_cannot_name_parents() {
     assert!(apply(&s.root, WhiteoutStyle::Delete, &bytes).is_err());
     untouched(&s);
 }
+
+/// Without CAP_MKNOD (as for a rootless user), device nodes are skipped with
+/// a warning; everything else is applied. The check runs in a child process
+/// whose capability bounding set lacks CAP_MKNOD.
+#[test]
+fn devices_are_skipped_with_a_warning_without_cap_mknod() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("setpriv");
+    const NAME: &str = "apply_safety::devices_are_skipped_with_a_warning_without_cap_mknod";
+    if std::env::var_os("HOIST_TEST_NO_MKNOD_CHILD").is_some() {
+        let s = scene();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("dev/mem").unwrap();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_mode(0o640);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(1).unwrap();
+        h.set_cksum();
+        let dev = h.as_bytes().to_vec();
+        let bytes = archive(&[
+            entry(b"dev/", b'5', b"", b"", None),
+            dev,
+            entry(b"dev/fifo", b'6', b"", b"", None),
+            entry(b"file", b'0', b"", b"data", None),
+        ]);
+        let report = apply(&s.root, WhiteoutStyle::Delete, &bytes).unwrap();
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert_eq!(report.warnings[0].path, "dev/mem");
+        assert!(report.warnings[0].message.contains("device node skipped"));
+        assert!(!s.root.join("dev/mem").exists());
+        assert!(fs::symlink_metadata(s.root.join("dev/fifo")).is_ok());
+        assert_eq!(fs::read(s.root.join("file")).unwrap(), b"data");
+        println!("child checks passed");
+        return;
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set", "-mknod", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env("HOIST_TEST_NO_MKNOD_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("child checks passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

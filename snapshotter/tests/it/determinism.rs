@@ -206,3 +206,36 @@ fn every_compression_applies_to_the_same_tree() {
     assert_eq!(trees[0]["bin/cfg"].data, "../etc/config.txt");
     assert_eq!(trees[0]["bin/blob-link"].link.as_deref(), Some("bin/blob"));
 }
+
+/// An upper dir with a metacopy or redirect (overlay mounted with other
+/// options than ours) is refused with a message naming the path.
+#[test]
+fn foreign_overlay_state_is_refused() {
+    hoist_testutil::require_root!();
+    for (name, kind) in [
+        ("trusted.overlay.metacopy", "file"),
+        ("trusted.overlay.redirect", "dir"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let upper = tmp.path().join("upper");
+        let victim = upper.join("x");
+        if kind == "file" {
+            write(&victim, b"");
+        } else {
+            fs::create_dir_all(&victim).unwrap();
+        }
+        run(
+            "setfattr",
+            &["-n", name, "-v", "/y", victim.to_str().unwrap()],
+        );
+        let mut out = Vec::new();
+        let err = hoist_snapshotter::write_layer(
+            &hoist_snapshotter::DiffSource::OverlayUpper { upper },
+            &DiffOptions::default(),
+            &mut out,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(name) && msg.contains("upper/x"), "{msg}");
+    }
+}

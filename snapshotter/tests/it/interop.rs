@@ -292,3 +292,64 @@ fn hoist_applies_buildah_layers_like_buildah_mounts_them() {
         assert_same_tree(&expected, &committed_tree(&s, "n1"), &format!("{choice:?}"));
     }
 }
+
+/// GNU tar's own formats (GNU long names and base-256 numbers; POSIX PAX
+/// with xattrs and fractional times) apply to the tree they were made from.
+#[test]
+fn gnu_tar_archives_apply_to_the_same_tree() {
+    hoist_testutil::require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    rich_tree(&src);
+    let long_dir = "directory-with-a-long-name/".repeat(6);
+    write(src.join(&long_dir).join("file"), b"long path");
+    symlink(format!("../{}", "x".repeat(150)), src.join("long-link")).unwrap();
+    run(
+        "setfattr",
+        &[
+            "-n",
+            "user.note",
+            "-v",
+            "kept",
+            src.join("etc/hostname").to_str().unwrap(),
+        ],
+    );
+    std::os::unix::fs::lchown(src.join("usr/bin/tool"), Some(3_000_000), Some(3_000_001)).unwrap();
+    let expected = tree(&src);
+    for format in ["gnu", "posix"] {
+        let archive = tmp.path().join(format!("{format}.tar.gz"));
+        run(
+            "tar",
+            &[
+                &format!("--format={format}"),
+                "--xattrs",
+                "--xattrs-include=*",
+                "--numeric-owner",
+                "-czf",
+                archive.to_str().unwrap(),
+                "-C",
+                src.to_str().unwrap(),
+                ".",
+            ],
+        );
+        let dst = tmp.path().join(format!("dst-{format}"));
+        fs::create_dir(&dst).unwrap();
+        let target = hoist_snapshotter::ApplyTarget {
+            root: dst.clone(),
+            whiteouts: hoist_snapshotter::WhiteoutStyle::Delete,
+            lowers: Vec::new(),
+        };
+        let report = hoist_snapshotter::apply_layer(
+            &target,
+            &mut fs::File::open(&archive).unwrap(),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            report.warnings.is_empty(),
+            "{format}: {:?}",
+            report.warnings
+        );
+        assert_same_tree(&expected, &tree(&dst), format);
+    }
+}

@@ -146,13 +146,24 @@ fn forcing_overlay_where_it_cannot_work_names_the_root() {
         err.to_string().contains("overlayfs is not usable under"),
         "{err}"
     );
-    let auto = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
-    assert_eq!(
-        auto.backend(),
-        Backend::Native,
-        "auto falls back instead of failing"
-    );
     guard.unmount().unwrap();
+}
+
+#[test]
+fn a_root_keeps_its_backend() {
+    hoist_testutil::require_root!();
+    let (_tmp, root) = temp_root();
+    LocalSnapshotter::open(&root, BackendChoice::Native).unwrap();
+    // Auto follows the recorded choice instead of probing again.
+    let s = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
+    assert_eq!(s.backend(), Backend::Native);
+    let err = LocalSnapshotter::open(&root, BackendChoice::Overlay).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(
+        err.to_string()
+            .contains("uses the native backend, not overlay"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -206,4 +217,94 @@ fn deep_overlay_chain_mounts() {
     let view = s.view("v", parent.as_deref()).unwrap();
     let m = Mounted::new(&view);
     assert_eq!(fs::read(m.path().join("layer40")).unwrap(), b"40");
+}
+
+/// Several threads preparing and committing at once: every record lands,
+/// ids stay unique (the JSON records are updated under a file lock).
+#[test]
+fn concurrent_prepares_keep_every_record() {
+    hoist_testutil::require_root!();
+    let (_tmp, root) = temp_root();
+    let s = std::sync::Arc::new(LocalSnapshotter::open(&root, BackendChoice::Native).unwrap());
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let s = std::sync::Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let key = format!("t{t}-{i}");
+                    s.prepare(&key, None).unwrap();
+                    s.commit(&format!("{key}-done"), &key).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let records = JsonFileRecords::new(root.join("records.json"));
+    let set = records.read().unwrap();
+    assert_eq!(set.snapshots.len(), 80);
+    let mut ids: Vec<u64> = set.snapshots.values().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 80);
+    assert_eq!(fs::read_dir(root.join("snapshots")).unwrap().count(), 80);
+}
+
+/// A layer whose hardlink points at a file of a lower layer: on overlay the
+/// file is copied up into the new snapshot and linked there.
+#[test]
+fn hardlink_to_a_lower_layer_file() {
+    hoist_testutil::require_root!();
+    for choice in [BackendChoice::Overlay, BackendChoice::Native] {
+        let (_tmp, root) = temp_root();
+        let s = LocalSnapshotter::open(&root, choice).unwrap();
+        s.prepare("k", None).unwrap();
+        with_mounted(&s, "k", |p| {
+            write(p.join("bin/busybox"), b"the binary");
+            chmod(p.join("bin/busybox"), 0o755);
+        });
+        s.commit("base", "k").unwrap();
+
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_link(&mut h, "bin/sh", "bin/busybox").unwrap();
+        let layer = b.into_inner().unwrap();
+
+        s.prepare("k2", Some("base")).unwrap();
+        s.apply("k2", &mut &layer[..], &Default::default()).unwrap();
+        s.commit("top", "k2").unwrap();
+        let t = committed_tree(&s, "top");
+        assert_eq!(t["bin/sh"].data, t["bin/busybox"].data, "{choice:?}");
+        assert_eq!(
+            t["bin/sh"].link.as_deref(),
+            Some("bin/busybox"),
+            "{choice:?}"
+        );
+        assert_eq!(t["bin/sh"].mode, 0o755);
+        // The base still has a single link.
+        assert_eq!(committed_tree(&s, "base")["bin/busybox"].link, None);
+    }
+}
+
+#[test]
+fn overlay_refuses_roots_with_option_separators() {
+    hoist_testutil::require_root!();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("a:b,c");
+    let err = LocalSnapshotter::open(&root, BackendChoice::Overlay).unwrap_err();
+    assert!(err.to_string().contains("contains `:` or `,`"), "{err}");
+    let s = LocalSnapshotter::open(&root, BackendChoice::Auto).unwrap();
+    assert_eq!(s.backend(), Backend::Native);
+    s.prepare("k", None).unwrap();
+    let mut seen = Vec::new();
+    s.walk(&mut |info| {
+        seen.push((info.key.clone(), info.kind));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, [("k".to_string(), Kind::Active)]);
 }
