@@ -180,13 +180,20 @@ impl AuthFile {
     /// The file the environment designates: `REGISTRY_AUTH_FILE` (podman),
     /// else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
     pub fn default_path() -> PathBuf {
-        if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|v| !v.is_empty()) {
+        Self::path_from_env(|name| std::env::var_os(name))
+    }
+
+    /// [`AuthFile::default_path`] with the environment given as a lookup
+    /// function (so callers and tests need not touch the process's).
+    pub fn path_from_env(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(p) = var("REGISTRY_AUTH_FILE") {
             return PathBuf::from(p);
         }
-        if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
+        if let Some(d) = var("DOCKER_CONFIG") {
             return PathBuf::from(d).join("config.json");
         }
-        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+        let home = var("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
         home.join(".docker/config.json")
     }
 
@@ -489,6 +496,13 @@ fn ensure_object(v: &mut serde_json::Value) -> &mut serde_json::Map<String, serd
     }
 }
 
+/// The registry host a user typed for `hoist login`/`logout`
+/// (`https://index.docker.io/v1/`, `registry-1.docker.io`, `http://h:5000/`)
+/// reduced to the form references use (`docker.io`, `h:5000`).
+pub fn normalize_registry(input: &str) -> String {
+    normalize_key(input)
+}
+
 /// The `config.json` key for a registry host.
 pub fn auth_key(registry: &str) -> String {
     if normalize_key(registry) == "docker.io" {
@@ -609,6 +623,48 @@ fn parse_params(s: &str) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_file_location_follows_podman_then_docker() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert_eq!(
+            AuthFile::path_from_env(env(&[
+                ("REGISTRY_AUTH_FILE", "/run/auth.json"),
+                ("DOCKER_CONFIG", "/d"),
+                ("HOME", "/h"),
+            ])),
+            PathBuf::from("/run/auth.json")
+        );
+        assert_eq!(
+            AuthFile::path_from_env(env(&[("DOCKER_CONFIG", "/d"), ("HOME", "/h")])),
+            PathBuf::from("/d/config.json")
+        );
+        assert_eq!(
+            AuthFile::path_from_env(env(&[("REGISTRY_AUTH_FILE", ""), ("HOME", "/h")])),
+            PathBuf::from("/h/.docker/config.json")
+        );
+    }
+
+    #[test]
+    fn registry_names_typed_by_users() {
+        assert_eq!(
+            normalize_registry("https://index.docker.io/v1/"),
+            "docker.io"
+        );
+        assert_eq!(normalize_registry("registry-1.docker.io"), "docker.io");
+        assert_eq!(
+            normalize_registry("http://127.0.0.1:5000/v2/"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(normalize_registry("quay.io"), "quay.io");
+        assert_eq!(auth_key("docker.io"), DOCKER_HUB_AUTH_KEY);
+    }
 
     #[test]
     fn challenges() {

@@ -72,6 +72,9 @@ pub struct ClientOptions {
     pub monolithic_limit: u64,
     /// Size of one PATCH of a chunked upload (default 64 MiB).
     pub chunk_size: u64,
+    /// Idle connections kept per registry host for reuse (default 16; 0
+    /// opens a connection per request).
+    pub max_idle_connections: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
 }
@@ -87,6 +90,7 @@ impl Default for ClientOptions {
             concurrency: 4,
             monolithic_limit: 16 << 20,
             chunk_size: 64 << 20,
+            max_idle_connections: 16,
             user_agent: format!("hoist/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -102,6 +106,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("concurrency", &self.concurrency)
             .field("monolithic_limit", &self.monolithic_limit)
             .field("chunk_size", &self.chunk_size)
+            .field("max_idle_connections", &self.max_idle_connections)
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +173,7 @@ impl Client {
                 .read_timeout(options.read_timeout)
                 .danger_accept_invalid_certs(insecure)
                 .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(options.max_idle_connections)
                 .build()
                 .map_err(RegistryError::ClientBuild)
         };
@@ -457,12 +463,9 @@ impl Client {
             }) => {
                 let mut wanted: Vec<String> = scopes.to_vec();
                 if let Some(s) = scope {
-                    for s in s.split(' ') {
-                        if !s.is_empty() && !wanted.iter().any(|w| w == s) {
-                            wanted.push(s.to_string());
-                        }
-                    }
+                    wanted.extend(s.split(' ').map(str::to_string));
                 }
+                let wanted = merge_scopes(&wanted);
                 // Boxed: fetching a token sends a request too (without
                 // auth, but the compiler cannot see the recursion ends).
                 let token =
@@ -538,6 +541,37 @@ impl Client {
                 self.inner.options.retry.max_attempts,
                 notify,
                 |http| {
+                    // An identity token (Docker's `<token>` user) is an
+                    // OAuth2 refresh token: POST it (distribution's token
+                    // spec, "OAuth2 token" flow).
+                    if let Some(c) = credential
+                        .as_ref()
+                        .filter(|c| c.username == IDENTITY_TOKEN_USER)
+                    {
+                        let mut form = vec![
+                            ("grant_type", "refresh_token".to_string()),
+                            ("refresh_token", c.password.clone()),
+                            ("client_id", "hoist".to_string()),
+                            ("scope", sorted.join(" ")),
+                        ];
+                        if let Some(s) = service {
+                            form.push(("service", s.to_string()));
+                        }
+                        let mut base = url.clone();
+                        base.set_query(None);
+                        let body = form
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                            .collect::<Vec<_>>()
+                            .join("&");
+                        return Ok(http
+                            .request(Method::POST, base)
+                            .header(
+                                reqwest::header::CONTENT_TYPE,
+                                "application/x-www-form-urlencoded",
+                            )
+                            .body(body));
+                    }
                     let mut r = http.request(Method::GET, url.clone());
                     if let Some(c) = &credential {
                         r = r.header(AUTHORIZATION, c.basic_header());
@@ -623,6 +657,24 @@ impl Client {
     }
 }
 
+/// The user name Docker stores with an identity (refresh) token.
+pub(crate) const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn form_encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these caches leaves valid data.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -684,6 +736,43 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Merge scopes naming the same resource (`repository:a:push,pull` and
+/// `repository:a:pull` → `repository:a:pull,push`), sorted, so that equal
+/// needs share one cached token.
+pub(crate) fn merge_scopes(scopes: &[String]) -> Vec<String> {
+    let mut merged: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for s in scopes.iter().filter(|s| !s.is_empty()) {
+        match s.rsplit_once(':') {
+            Some((resource, actions)) => {
+                let set = merged.entry(resource.to_string()).or_default();
+                set.extend(
+                    actions
+                        .split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            None => {
+                merged.entry(s.clone()).or_default();
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(resource, actions)| {
+            if actions.is_empty() {
+                resource
+            } else {
+                format!(
+                    "{resource}:{}",
+                    actions.into_iter().collect::<Vec<_>>().join(",")
+                )
+            }
+        })
+        .collect()
+}
+
 /// `repository:NAME:pull` / `repository:NAME:pull,push`.
 pub(crate) fn scope(repository: &str, push: bool) -> String {
     if push {
@@ -727,5 +816,19 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn scopes_merge_per_resource() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            merge_scopes(&s(&[
+                "repository:a/b:pull,push",
+                "repository:a/b:push,pull",
+                "repository:c:pull",
+                "",
+            ])),
+            s(&["repository:a/b:pull,push", "repository:c:pull"])
+        );
     }
 }

@@ -68,17 +68,18 @@ pub use reference::{Reference, ReferenceError};
 pub use store::{BlobStore, BlobWriter, OciDirStore, StoreError};
 
 /// `hoist login`: check `credential` against `registry` (a host such as
-/// `docker.io` or `127.0.0.1:5000`), then save it in `auth_file` (through
-/// its credential helper when one is configured).
+/// `docker.io` or `127.0.0.1:5000`; URL forms such as
+/// `https://index.docker.io/v1/` are accepted), then save it in `auth_file`
+/// (through its credential helper when one is configured).
 pub async fn login(
     client: &Client,
     registry: &str,
     credential: &Credential,
     auth_file: &AuthFile,
 ) -> Result<(), RegistryError> {
-    client.check_login(registry, credential).await?;
+    let registry = auth::normalize_registry(registry);
+    client.check_login(&registry, credential).await?;
     let file = auth_file.clone();
-    let registry = registry.to_string();
     let credential = credential.clone();
     tokio::task::spawn_blocking(move || file.store(&registry, &credential))
         .await
@@ -92,5 +93,5 @@ pub async fn login(
 /// `hoist logout`: forget the credentials of `registry`. Returns whether
 /// there were any.
 pub fn logout(registry: &str, auth_file: &AuthFile) -> Result<bool, RegistryError> {
-    Ok(auth_file.erase(registry)?)
+    Ok(auth_file.erase(&auth::normalize_registry(registry))?)
 }

@@ -7,8 +7,7 @@ use futures_util::StreamExt;
 use oci_spec::image::{Descriptor, MediaType};
 use reqwest::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
-use sha2::{Digest as _, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{RwLock, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::client::{error_chain, no_notify, scope, status_error, Client, Endpoint, Result};
@@ -19,7 +18,7 @@ use crate::manifest::{
 };
 use crate::platform::Platform;
 use crate::reference::Reference;
-use crate::store::{digest_from_hasher, sha256_digest, write_blob, BlobStore};
+use crate::store::{sha256_digest, write_blob, BlobStore, StoreError};
 
 /// Progress events are sent at most once per this many bytes per blob.
 const PROGRESS_STEP: u64 = 256 << 10;
@@ -320,6 +319,7 @@ impl Client {
         events: Option<EventSink<PullEvent>>,
     ) -> Result<()> {
         let semaphore = Arc::new(Semaphore::new(self.inner.options.concurrency.max(1)));
+        let commits = Arc::new(RwLock::new(()));
         let mut tasks = JoinSet::new();
         let mut seen = HashSet::new();
         for blob in blobs {
@@ -341,34 +341,43 @@ impl Client {
             let store = store.clone();
             let events = events.clone();
             let semaphore = semaphore.clone();
+            let commits = commits.clone();
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
                 client
-                    .fetch_blob(&endpoint, &repository, &blob, store.as_ref(), events)
+                    .fetch_blob(
+                        &endpoint,
+                        &repository,
+                        &blob,
+                        store.as_ref(),
+                        events,
+                        commits,
+                    )
                     .await
             });
         }
+        let mut failure = None;
         while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    // Abort the other downloads and wait until they are
-                    // gone: their writers are dropped, no ingest remains.
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    return Err(e);
-                }
-                Err(source) => {
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    return Err(RegistryError::Task {
-                        what: format!("pull of {reference}"),
-                        source,
-                    });
-                }
-            }
+            let error = match joined {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(source) => RegistryError::Task {
+                    what: format!("pull of {reference}"),
+                    source,
+                },
+            };
+            // Abort the other downloads and wait until they are gone: their
+            // writers are dropped, no ingest remains.
+            tasks.abort_all();
+            failure.get_or_insert(error);
         }
-        Ok(())
+        // A commit runs on a blocking thread that an abort cannot stop; wait
+        // for those in flight so nothing changes in the store after we return.
+        let _quiet = commits.write().await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Stream one blob into the store, resuming with `Range` after a body
@@ -380,6 +389,7 @@ impl Client {
         descriptor: &Descriptor,
         store: &dyn BlobStore,
         events: Option<EventSink<PullEvent>>,
+        commits: Arc<RwLock<()>>,
     ) -> Result<()> {
         let digest = descriptor.digest().to_string();
         let total = descriptor.size();
@@ -404,7 +414,6 @@ impl Client {
         let mut writer = store
             .writer(descriptor)
             .map_err(|e| store_err("open an ingest for", e))?;
-        let mut hasher = Sha256::new();
         let mut done: u64 = 0;
         let mut last_progress = 0;
         let mut attempt = 0;
@@ -477,7 +486,6 @@ impl Client {
                 writer.write_all(&chunk).map_err(|e| {
                     store_err("write", crate::store::StoreError::Backend(Box::new(e)))
                 })?;
-                hasher.update(&chunk);
                 done += chunk.len() as u64;
                 if done - last_progress >= PROGRESS_STEP || done == total {
                     last_progress = done;
@@ -523,22 +531,36 @@ impl Client {
             });
             tokio::time::sleep(delay).await;
         }
-        let actual = digest_from_hasher(hasher);
-        if &actual != descriptor.digest() {
-            // The writer is dropped here: the ingest is discarded.
-            return Err(RegistryError::DigestMismatch {
+        // The writer checks size and digest at commit (the BlobWriter
+        // contract), having hashed the bytes as they were written; hashing
+        // them here as well would cost a second SHA-256 pass per byte. A
+        // mismatch discards the ingest and is not retried.
+        let in_flight = commits.read_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let result = writer.commit();
+            drop(in_flight);
+            result
+        })
+        .await
+        .map_err(|source| RegistryError::Task {
+            what: format!("commit of {digest}"),
+            source,
+        })?
+        .map_err(|e| match e {
+            StoreError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch {
                 what: format!("blob from {url}"),
-                expected: digest,
-                actual: actual.to_string(),
-            });
-        }
-        tokio::task::spawn_blocking(move || writer.commit())
-            .await
-            .map_err(|source| RegistryError::Task {
-                what: format!("commit of {digest}"),
-                source,
-            })?
-            .map_err(|e| store_err("commit", e))?;
+                expected,
+                actual,
+            },
+            StoreError::SizeMismatch {
+                expected, actual, ..
+            } => RegistryError::SizeMismatch {
+                what: format!("blob from {url}"),
+                expected,
+                actual,
+            },
+            e => store_err("commit", e),
+        })?;
         emit(PullEvent::BlobDone {
             descriptor: descriptor.clone(),
         });

@@ -85,6 +85,12 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// An open ingest of one blob. Writes stream in; [`BlobWriter::commit`]
 /// checks size and digest and publishes the blob; dropping the writer
 /// without committing discards everything written.
+///
+/// The digest check is the implementation's duty, not optional: the pull
+/// path relies on it and does not hash the bytes a second time. Report a
+/// wrong digest as [`StoreError::DigestMismatch`] and a wrong length as
+/// [`StoreError::SizeMismatch`] so callers can tell corruption from I/O
+/// failures.
 pub trait BlobWriter: Write + Send {
     /// Bytes accepted so far (a resumed download asks for the rest).
     fn written(&self) -> u64;
@@ -490,9 +496,121 @@ impl BlobWriter for OciDirWriter {
     }
 }
 
+/// Behavioural checks every [`BlobStore`] must pass, so that the content
+/// store's adapter can be held to the same contract as [`OciDirStore`]
+/// (run it from that adapter's tests). Uses blobs made of `tag`'s bytes so
+/// that runs against a shared store do not collide. Returns the first
+/// broken rule.
+pub fn check_store(store: &dyn BlobStore, tag: &str) -> std::result::Result<(), String> {
+    fn ensure(ok: bool, rule: &str) -> std::result::Result<(), String> {
+        if ok {
+            Ok(())
+        } else {
+            Err(rule.to_string())
+        }
+    }
+    let e = |what: &str| {
+        let what = what.to_string();
+        move |err: StoreError| format!("{what}: {err}")
+    };
+    let content = format!("hoist blob store conformance {tag} 0123456789").into_bytes();
+    let good = descriptor_for("application/octet-stream", &content);
+
+    // Streamed in pieces, committed, visible with the right size and bytes.
+    let existed = store.has(good.digest());
+    let mut w = store.writer(&good).map_err(e("open a writer"))?;
+    for piece in content.chunks(7) {
+        w.write_all(piece)
+            .map_err(|err| format!("write a piece: {err}"))?;
+    }
+    ensure(
+        w.written() == content.len() as u64,
+        "written() counts the bytes accepted",
+    )?;
+    ensure(
+        existed || !store.has(good.digest()),
+        "a blob is invisible before commit",
+    )?;
+    w.commit().map_err(e("commit a correct blob"))?;
+    ensure(store.has(good.digest()), "a committed blob is visible")?;
+    ensure(
+        store.size(good.digest()).map_err(e("size"))? == Some(content.len() as u64),
+        "size() reports the committed length",
+    )?;
+    ensure(
+        store.read_all(good.digest()).map_err(e("read back"))? == content,
+        "a committed blob reads back byte for byte",
+    )?;
+    let mut tail = Vec::new();
+    store
+        .reader_at(good.digest(), 10)
+        .map_err(e("reader_at"))?
+        .read_to_end(&mut tail)
+        .map_err(|err| format!("read from an offset: {err}"))?;
+    ensure(tail == content[10..], "reader_at starts at the offset")?;
+
+    // Committing the same content again is success, not an error.
+    let mut w = store.writer(&good).map_err(e("open a second writer"))?;
+    w.write_all(&content)
+        .map_err(|err| format!("write again: {err}"))?;
+    w.commit().map_err(e("commit an existing blob"))?;
+
+    // Wrong bytes, wrong length, dropped writers: no blob.
+    let other = format!("hoist blob store conformance {tag} 9876543210").into_bytes();
+    let wanted = descriptor_for("application/octet-stream", &other);
+    let mut w = store.writer(&wanted).map_err(e("open a writer"))?;
+    let mut corrupt = other.clone();
+    corrupt[0] ^= 0xff;
+    w.write_all(&corrupt)
+        .map_err(|err| format!("write: {err}"))?;
+    ensure(
+        matches!(w.commit(), Err(StoreError::DigestMismatch { .. })),
+        "wrong bytes fail commit with DigestMismatch",
+    )?;
+    ensure(
+        !store.has(wanted.digest()),
+        "a mismatched blob is not stored",
+    )?;
+    let mut w = store.writer(&wanted).map_err(e("open a writer"))?;
+    w.write_all(&other[..other.len() - 1])
+        .map_err(|err| format!("write: {err}"))?;
+    ensure(
+        matches!(w.commit(), Err(StoreError::SizeMismatch { .. })),
+        "a short blob fails commit with SizeMismatch",
+    )?;
+    let mut w = store.writer(&wanted).map_err(e("open a writer"))?;
+    w.write_all(&other).map_err(|err| format!("write: {err}"))?;
+    drop(w);
+    ensure(
+        !store.has(wanted.digest()),
+        "a dropped writer stores nothing",
+    )?;
+    ensure(
+        matches!(store.reader(wanted.digest()), Err(StoreError::NotFound(_))),
+        "reading an absent blob is NotFound",
+    )?;
+    ensure(
+        store
+            .size(wanted.digest())
+            .map_err(e("size of an absent blob"))?
+            .is_none(),
+        "size() of an absent blob is None",
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oci_dir_store_passes_the_conformance_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OciDirStore::open(dir.path()).unwrap();
+        check_store(&store, "a").unwrap();
+        check_store(&store, "a").unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+    }
 
     #[test]
     fn commit_checks_digest_and_size_and_leaves_nothing_on_failure() {

@@ -48,6 +48,7 @@ async fn push_and_pull_survive_dropped_connections_500s_and_429s() {
             drop_after: 150_000,
             kill_after: None,
             on_kill: None,
+            request_filter: None,
         },
     );
     let image = make_image(&[2 << 20, 600 << 10, 100 << 10], 20);
@@ -145,6 +146,7 @@ async fn a_registry_gone_mid_blob_is_a_clear_error_and_leaves_no_blob() {
             on_kill: Some(Box::new(move || {
                 drop(victim.lock().unwrap().take());
             })),
+            request_filter: None,
         },
     );
     let mut opts = options(Arc::new(hoist_registry::auth::Anonymous));
@@ -195,6 +197,7 @@ async fn corrupted_bytes_are_a_fatal_digest_mismatch() {
             drop_after: u64::MAX,
             kill_after: None,
             on_kill: None,
+            request_filter: None,
         },
     );
     let target = Reference::parse(&format!("{}/corrupt/app:1", proxy.addr)).unwrap();
@@ -213,4 +216,123 @@ async fn corrupted_bytes_are_a_fatal_digest_mismatch() {
     assert!(!dest.has(&digest), "a corrupted blob was stored");
     assert!(!dest.has(image.manifest.digest()));
     assert_eq!(ingest_files(dir.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_chunked_upload_resumes_from_the_registry_range() {
+    require_registry!();
+    let reg = Registry::start();
+    // The third PATCH is answered 500 before it reaches the registry.
+    let patches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = patches.clone();
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        ProxySettings {
+            request_filter: Some(Box::new(move |line| {
+                if line.starts_with("PATCH ") && counter.fetch_add(1, Ordering::SeqCst) == 2 {
+                    Fault::Status500
+                } else {
+                    Fault::Pass
+                }
+            })),
+            ..ProxySettings::default()
+        },
+    );
+    let mut opts = options(Arc::new(hoist_registry::auth::Anonymous));
+    opts.monolithic_limit = 0;
+    opts.chunk_size = 128 << 10;
+    opts.concurrency = 1;
+    // A connection per request, so the proxy sees every request line.
+    opts.max_idle_connections = 0;
+    let client = Client::new(opts).unwrap();
+    let image = make_image(&[1 << 20], 23);
+    let target = Reference::parse(&format!("{}/resume/app:1", proxy.addr)).unwrap();
+    client
+        .push(
+            &target,
+            &image.manifest,
+            image.store.clone(),
+            &PushOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(proxy.stats.injected_500.load(Ordering::SeqCst), 1);
+    // The client asked the session where it stood, and went on in it: one
+    // upload session per blob, none restarted.
+    let status = access_log(&reg, "GET /v2/resume/app/blobs/uploads/");
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert!(status[0].contains("\" 204 "), "{status:?}");
+    let sessions = access_log(&reg, "POST /v2/resume/app/blobs/uploads/");
+    assert_eq!(sessions.len(), image.blob_digests().len(), "{sessions:?}");
+    let (_d, dest) = empty_store();
+    client
+        .pull(&target, dest.clone(), &PullOptions::default())
+        .await
+        .unwrap();
+    assert_same_blobs(image.store.as_ref(), dest.as_ref(), &image.blob_digests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_mid_body_resumes_with_a_range_request() {
+    require_registry!();
+    let reg = Registry::start();
+    let image = make_image(&[1 << 20], 24);
+    let direct = Reference::parse(&format!("{}/ranged/app:1", reg.addr)).unwrap();
+    client()
+        .push(
+            &direct,
+            &image.manifest,
+            image.store.clone(),
+            &PushOptions::default(),
+        )
+        .await
+        .unwrap();
+    // The first download of the big layer is cut after ~300 KB.
+    let big = image.layers.last().unwrap().digest().to_string();
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cut.clone();
+    let wanted = format!("GET /v2/ranged/app/blobs/{big} ");
+    let proxy = FaultProxy::start(
+        &reg.addr,
+        ProxySettings {
+            drop_after: 300_000,
+            request_filter: Some(Box::new(move |line| {
+                if line.starts_with(&wanted) && !flag.swap(true, Ordering::SeqCst) {
+                    Fault::Drop
+                } else {
+                    Fault::Pass
+                }
+            })),
+            ..ProxySettings::default()
+        },
+    );
+    let mut opts = options(Arc::new(hoist_registry::auth::Anonymous));
+    opts.max_idle_connections = 0;
+    let client = Client::new(opts).unwrap();
+    let retries: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = retries.clone();
+    let pull_options = PullOptions {
+        platform: None,
+        events: Some(Arc::new(move |e| {
+            if let PullEvent::Retrying(n) = e {
+                sink.lock().unwrap().push(n.action);
+            }
+        })),
+    };
+    let target = Reference::parse(&format!("{}/ranged/app:1", proxy.addr)).unwrap();
+    let (_d, dest) = empty_store();
+    client
+        .pull(&target, dest.clone(), &pull_options)
+        .await
+        .unwrap();
+    assert!(cut.load(Ordering::SeqCst));
+    assert_eq!(proxy.stats.dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(*retries.lock().unwrap(), vec![format!("fetch blob {big}")]);
+    let gets = access_log(&reg, &format!("GET /v2/ranged/app/blobs/{big} "));
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(
+        gets[1].contains("\" 206 "),
+        "the second GET was not a range: {gets:?}"
+    );
+    assert_same_blobs(image.store.as_ref(), dest.as_ref(), &image.blob_digests());
 }

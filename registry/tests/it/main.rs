@@ -5,6 +5,7 @@ mod faults;
 mod interop;
 mod mirrors;
 mod push_pull;
+mod tls;
 mod util;
 
 /// Skip (or fail under CI) when the registry is not installed.

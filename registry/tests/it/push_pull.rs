@@ -370,3 +370,93 @@ async fn errors_quote_the_registry() {
         .is_err());
     assert_eq!(ingest_files(dir.path()), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_manifest_lists_and_schema2_manifests_round_trip() {
+    use hoist_registry::manifest::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
+    use hoist_registry::store::{descriptor_for, write_blob};
+    require_registry!();
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(hoist_registry::OciDirStore::open(dir.path()).unwrap());
+    let mut entries = Vec::new();
+    let mut layers = HashMap::new();
+    for (i, (os, arch, variant)) in [("linux", "amd64", ""), ("linux", "arm", "v7")]
+        .iter()
+        .enumerate()
+    {
+        let (layer_bytes, diff_id) = random_layer(200 + i as u64, 32 << 10);
+        let layer = descriptor_for(
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            &layer_bytes,
+        );
+        write_blob(store.as_ref(), &layer, &layer_bytes).unwrap();
+        let config_bytes = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch, "os": os, "variant": variant,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let config = descriptor_for(
+            "application/vnd.docker.container.image.v1+json",
+            &config_bytes,
+        );
+        write_blob(store.as_ref(), &config, &config_bytes).unwrap();
+        let manifest_bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": config, "layers": [layer],
+        }))
+        .unwrap();
+        let manifest = descriptor_for(DOCKER_MANIFEST, &manifest_bytes);
+        write_blob(store.as_ref(), &manifest, &manifest_bytes).unwrap();
+        let mut platform = serde_json::json!({"os": os, "architecture": arch});
+        if !variant.is_empty() {
+            platform["variant"] = serde_json::json!(variant);
+        }
+        let mut entry = serde_json::to_value(&manifest).unwrap();
+        entry["platform"] = platform;
+        entries.push(entry);
+        layers.insert(format!("{os}/{arch}"), (manifest, layer));
+    }
+    let list_bytes = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST_LIST, "manifests": entries,
+    }))
+    .unwrap();
+    let list = descriptor_for(DOCKER_MANIFEST_LIST, &list_bytes);
+    write_blob(store.as_ref(), &list, &list_bytes).unwrap();
+
+    let client = client();
+    let target = Reference::parse(&format!("{}/dockerish/app:1", reg.addr)).unwrap();
+    client
+        .push(&target, &list, store.clone(), &PushOptions::default())
+        .await
+        .unwrap();
+    let resolved = client.resolve(&target).await.unwrap();
+    assert_eq!(
+        resolved.descriptor.media_type().to_string(),
+        DOCKER_MANIFEST_LIST
+    );
+    assert_eq!(resolved.descriptor.digest(), list.digest());
+    assert!(resolved.is_index());
+    for (wanted, key) in [
+        ("linux/amd64", "linux/amd64"),
+        ("linux/arm/v7", "linux/arm"),
+    ] {
+        let (_d, dest) = empty_store();
+        let pulled = client
+            .pull(
+                &target,
+                dest.clone(),
+                &PullOptions {
+                    platform: Some(Platform::parse(wanted).unwrap()),
+                    events: None,
+                },
+            )
+            .await
+            .unwrap();
+        let (manifest, layer) = &layers[key];
+        assert_eq!(pulled.manifest.digest(), manifest.digest());
+        assert_eq!(pulled.manifest.media_type().to_string(), DOCKER_MANIFEST);
+        assert_eq!(pulled.layers[0].digest(), layer.digest());
+        assert_same_blobs(store.as_ref(), dest.as_ref(), &[layer.digest().to_string()]);
+    }
+}

@@ -60,13 +60,19 @@ pub fn random_layer(seed: u64, size: usize) -> (Vec<u8>, String) {
     gzip_with_diff_id(&tar)
 }
 
-/// The busybox root filesystem as a gzip layer.
+/// The busybox root filesystem as a gzip layer (made once per test
+/// process: compressing it in a debug build takes a while).
 pub fn busybox_layer() -> (Vec<u8>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let tar_path = dir.path().join("rootfs.tar");
-    hoist_testutil::busybox_rootfs_tar(&tar_path);
-    let tar = std::fs::read(tar_path).unwrap();
-    gzip_with_diff_id(&tar)
+    static LAYER: std::sync::OnceLock<(Vec<u8>, String)> = std::sync::OnceLock::new();
+    LAYER
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let tar_path = dir.path().join("rootfs.tar");
+            hoist_testutil::busybox_rootfs_tar(&tar_path);
+            let tar = std::fs::read(tar_path).unwrap();
+            gzip_with_diff_id(&tar)
+        })
+        .clone()
 }
 
 fn gzip_with_diff_id(tar: &[u8]) -> (Vec<u8>, String) {
@@ -249,6 +255,26 @@ pub struct ProxySettings {
     /// Total response bytes after which everything stops.
     pub kill_after: Option<u64>,
     pub on_kill: Option<Box<dyn FnOnce() + Send>>,
+    /// When set, the first request line of every connection (`PATCH
+    /// /v2/… HTTP/1.1`) is read first and this decides its fate instead of
+    /// `schedule` (clients that open a connection per request make this a
+    /// per-request schedule).
+    pub request_filter: Option<RequestFilter>,
+}
+
+pub type RequestFilter = Box<dyn Fn(&str) -> Fault + Send + Sync>;
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            schedule: Box::new(|_| Fault::Pass),
+            budget: u64::MAX,
+            drop_after: u64::MAX,
+            kill_after: None,
+            on_kill: None,
+            request_filter: None,
+        }
+    }
 }
 
 impl FaultProxy {
@@ -265,6 +291,7 @@ impl FaultProxy {
             drop_after: settings.drop_after,
             kill_after: settings.kill_after,
             on_kill: Mutex::new(settings.on_kill),
+            request_filter: settings.request_filter,
             response_bytes: AtomicU64::new(0),
             stop: stop.clone(),
             stats: stats.clone(),
@@ -316,6 +343,7 @@ struct Shared {
     drop_after: u64,
     kill_after: Option<u64>,
     on_kill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    request_filter: Option<RequestFilter>,
     response_bytes: AtomicU64,
     stop: Arc<AtomicBool>,
     stats: Arc<ProxyStats>,
@@ -338,14 +366,33 @@ fn handle(n: usize, mut client: TcpStream, upstream: &str, shared: &Arc<Shared>)
     if shared.stop.load(Ordering::SeqCst) {
         return;
     }
-    let fault = (shared.schedule)(n);
+    // Bytes of the request already read (to be forwarded first).
+    let mut head = Vec::new();
+    let fault = match &shared.request_filter {
+        Some(filter) => {
+            client
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .ok();
+            let mut buf = [0u8; 4096];
+            while !head.windows(2).any(|w| w == b"\r\n") {
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => head.extend_from_slice(&buf[..k]),
+                }
+            }
+            client.set_read_timeout(None).ok();
+            let text = String::from_utf8_lossy(&head);
+            filter(text.lines().next().unwrap_or(""))
+        }
+        None => (shared.schedule)(n),
+    };
     match fault {
         Fault::Status500 | Fault::Status429 => {
             // Read the request head (a TLS probe has none: give up soon).
             client
                 .set_read_timeout(Some(Duration::from_millis(500)))
                 .ok();
-            let mut head = Vec::new();
+            let mut head = std::mem::take(&mut head);
             let mut buf = [0u8; 4096];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                 match client.read(&mut buf) {
@@ -383,9 +430,12 @@ fn handle(n: usize, mut client: TcpStream, upstream: &str, shared: &Arc<Shared>)
             while matches!(client.read(&mut buf), Ok(k) if k > 0) {}
         }
         Fault::Pass | Fault::Drop | Fault::Corrupt => {
-            let Ok(server) = TcpStream::connect(upstream) else {
+            let Ok(mut server) = TcpStream::connect(upstream) else {
                 return;
             };
+            if !head.is_empty() && server.write_all(&head).is_err() {
+                return;
+            }
             let limit = if fault == Fault::Drop {
                 shared.drop_after
             } else {
@@ -472,7 +522,8 @@ fn pump(
 pub struct TokenServer {
     pub realm: String,
     pub cert_path: std::path::PathBuf,
-    pub issued: Arc<AtomicUsize>,
+    /// Tokens issued to requests with valid credentials.
+    pub issued_authenticated: Arc<AtomicUsize>,
     pub requests: Arc<Mutex<Vec<String>>>,
     server: Arc<tiny_http::Server>,
     _dir: tempfile::TempDir,
@@ -480,6 +531,8 @@ pub struct TokenServer {
 
 pub const TOKEN_SERVICE: &str = "hoist-test-registry";
 pub const TOKEN_ISSUER: &str = "hoist-test-issuer";
+/// The identity (refresh) token the token server accepts.
+pub const REFRESH_TOKEN: &str = "refresh-me-please";
 
 impl TokenServer {
     /// Accepts `user`/`password` (basic auth) and grants what is asked;
@@ -500,6 +553,7 @@ impl TokenServer {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let realm = format!("http://{}/token", server.server_addr().to_ip().unwrap());
         let issued = Arc::new(AtomicUsize::new(0));
+        let issued_authenticated = Arc::new(AtomicUsize::new(0));
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let expected = format!(
             "Basic {}",
@@ -508,9 +562,10 @@ impl TokenServer {
         {
             let server = server.clone();
             let issued = issued.clone();
+            let issued_authenticated = issued_authenticated.clone();
             let requests = requests.clone();
             std::thread::spawn(move || {
-                for request in server.incoming_requests() {
+                for mut request in server.incoming_requests() {
                     let url = request.url().to_string();
                     requests.lock().unwrap().push(url.clone());
                     let auth = request
@@ -518,8 +573,35 @@ impl TokenServer {
                         .iter()
                         .find(|h| h.field.equiv("Authorization"))
                         .map(|h| h.value.as_str().to_string());
-                    let authenticated = auth.as_deref() == Some(expected.as_str());
-                    if auth.is_some() && !authenticated {
+                    let mut authenticated = auth.as_deref() == Some(expected.as_str());
+                    let mut scopes: Vec<String> = Vec::new();
+                    let mut refused = auth.is_some() && !authenticated;
+                    if *request.method() == tiny_http::Method::Post {
+                        // The OAuth2 refresh-token flow: a form body.
+                        let mut body = String::new();
+                        let _ = request.as_reader().read_to_string(&mut body);
+                        requests.lock().unwrap().push(format!("POST {body}"));
+                        let mut refresh = None;
+                        for pair in body.split('&') {
+                            match pair.split_once('=') {
+                                Some(("refresh_token", v)) => refresh = Some(percent_decode(v)),
+                                Some(("scope", v)) => {
+                                    scopes.extend(percent_decode(v).split(' ').map(str::to_string))
+                                }
+                                _ => {}
+                            }
+                        }
+                        authenticated = refresh.as_deref() == Some(REFRESH_TOKEN);
+                        refused = !authenticated;
+                    } else {
+                        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+                        for pair in query.split('&') {
+                            if let Some(("scope", v)) = pair.split_once('=') {
+                                scopes.push(percent_decode(v));
+                            }
+                        }
+                    }
+                    if refused {
                         let _ = request.respond(
                             tiny_http::Response::from_string(
                                 r#"{"errors":[{"code":"UNAUTHORIZED","message":"wrong user name or password"}]}"#,
@@ -528,13 +610,8 @@ impl TokenServer {
                         );
                         continue;
                     }
-                    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
                     let mut access = Vec::new();
-                    for pair in query.split('&') {
-                        let Some(("scope", v)) = pair.split_once('=') else {
-                            continue;
-                        };
-                        let v = percent_decode(v);
+                    for v in scopes.into_iter().filter(|s| !s.is_empty()) {
                         // repository:NAME:actions (NAME may hold ':' only with
                         // a port, which repositories don't have).
                         let mut parts = v.splitn(3, ':');
@@ -556,6 +633,9 @@ impl TokenServer {
                         .unwrap()
                         .as_secs();
                     let n = issued.fetch_add(1, Ordering::SeqCst);
+                    if authenticated {
+                        issued_authenticated.fetch_add(1, Ordering::SeqCst);
+                    }
                     let claims = serde_json::json!({
                         "iss": TOKEN_ISSUER,
                         "sub": if authenticated { "tester" } else { "" },
@@ -583,7 +663,7 @@ impl TokenServer {
         TokenServer {
             realm,
             cert_path,
-            issued,
+            issued_authenticated,
             requests,
             server,
             _dir: dir,
