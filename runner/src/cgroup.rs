@@ -1,0 +1,473 @@
+//! Resource limits and accounting through cgroups: v2 when a usable unified
+//! hierarchy with the memory, cpu and pids controllers exists, else v1
+//! (hybrid hosts, such as these machines, keep the controllers on v1).
+//!
+//! Layout: `<hoist's own cgroup>/hoist/hoist-<pid>-<n>` in each hierarchy,
+//! so that limits placed on hoist itself still apply to its steps. A step's
+//! cgroup whose owning pid is dead is removed when the next [`Cgroups`] is
+//! made (a hoist killed mid-step leaves at most empty cgroups until then).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::spec::Limits;
+
+/// Errors of cgroup handling.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// A cgroup file could not be read or written.
+    #[error("failed to {action} {path}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Limits were asked for but no cgroup hierarchy can enforce them.
+    #[error("resource limits need a writable cgroup hierarchy with the memory, cpu and pids controllers, and none was found")]
+    Unavailable,
+}
+
+type Result<T> = std::result::Result<T, CgroupError>;
+
+fn write(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|source| CgroupError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+/// Which hierarchy is in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    /// Unified hierarchy.
+    V2,
+    /// Legacy per-controller hierarchies.
+    V1,
+}
+
+/// Where steps' cgroups are made.
+#[derive(Clone, Debug)]
+pub(crate) struct Cgroups {
+    version: CgroupVersion,
+    /// v2: one `hoist` dir. v1: one per controller (memory, cpu, cpuacct, pids).
+    parents: Vec<(&'static str, PathBuf)>,
+}
+
+/// One step's cgroup.
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    version: CgroupVersion,
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+/// What a finished step's cgroup reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CgroupStats {
+    pub cpu: Option<Duration>,
+    pub peak_memory: Option<u64>,
+    pub oom_killed: bool,
+    /// The memory limit was hit at least once (v1 `memory.failcnt`).
+    pub memory_limit_hit: bool,
+}
+
+struct MountInfo {
+    root: String,
+    mount_point: PathBuf,
+    fstype: String,
+    super_options: String,
+}
+
+fn mountinfo() -> Vec<MountInfo> {
+    let text = read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let l: Vec<&str> = left.split(' ').collect();
+            let r: Vec<&str> = right.split(' ').collect();
+            Some(MountInfo {
+                root: l.get(3)?.to_string(),
+                mount_point: PathBuf::from(unescape(l.get(4)?)),
+                fstype: r.first()?.to_string(),
+                super_options: r.get(2).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\134", "\\")
+}
+
+/// `/proc/self/cgroup`: (controllers, path) per line.
+fn own_cgroups() -> Vec<(String, String)> {
+    read(Path::new("/proc/self/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ':');
+            it.next()?;
+            Some((it.next()?.to_string(), it.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn join_cgroup(mount: &MountInfo, own_path: &str) -> PathBuf {
+    let rel = own_path
+        .strip_prefix(mount.root.as_str())
+        .unwrap_or(own_path)
+        .trim_start_matches('/');
+    mount.mount_point.join(rel)
+}
+
+impl Cgroups {
+    /// Find a usable hierarchy and create the `hoist` parents. `None` when
+    /// there is none we can write to.
+    pub(crate) fn detect() -> Option<Cgroups> {
+        let mounts = mountinfo();
+        let own = own_cgroups();
+        Self::detect_v2(&mounts, &own).or_else(|| Self::detect_v1(&mounts, &own))
+    }
+
+    fn detect_v2(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
+        let mount = mounts.iter().find(|m| m.fstype == "cgroup2")?;
+        let own_path = own.iter().find(|(c, _)| c.is_empty())?.1.as_str();
+        // hoist's own cgroup first (its limits then bind the steps); the
+        // hierarchy's root when that cgroup holds processes and so cannot
+        // enable controllers for children ("no internal processes" rule,
+        // e.g. hoist started from a systemd service as root).
+        let candidates = [join_cgroup(mount, own_path), mount.mount_point.clone()];
+        candidates.iter().find_map(|base| Self::v2_parent_in(base))
+    }
+
+    fn v2_parent_in(base: &Path) -> Option<Cgroups> {
+        let wanted = ["memory", "cpu", "pids"];
+        let has_all = |p: &Path| {
+            read(&p.join("cgroup.controllers")).is_some_and(|c| {
+                let c: Vec<&str> = c.split_whitespace().collect();
+                wanted.iter().all(|w| c.contains(w))
+            })
+        };
+        if !has_all(base) {
+            return None;
+        }
+        let subtree = base.join("cgroup.subtree_control");
+        let enabled = read(&subtree).unwrap_or_default();
+        if !wanted
+            .iter()
+            .all(|w| enabled.split_whitespace().any(|e| e == *w))
+            && write(&subtree, "+memory +cpu +pids").is_err()
+        {
+            return None;
+        }
+        let parent = base.join("hoist");
+        fs::create_dir_all(&parent).ok()?;
+        if !has_all(&parent) || !can_create_in(&parent) {
+            return None;
+        }
+        write(&parent.join("cgroup.subtree_control"), "+memory +cpu +pids").ok()?;
+        Some(Cgroups {
+            version: CgroupVersion::V2,
+            parents: vec![("unified", parent)],
+        })
+    }
+
+    fn detect_v1(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
+        let mut parents = Vec::new();
+        for controller in ["memory", "cpu", "cpuacct", "pids"] {
+            let Some(mount) = mounts.iter().find(|m| {
+                m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller)
+            }) else {
+                continue;
+            };
+            let own_path = own
+                .iter()
+                .find(|(c, _)| c.split(',').any(|c| c == controller))
+                .map_or("/", |(_, p)| p.as_str());
+            let parent = join_cgroup(mount, own_path).join("hoist");
+            if fs::create_dir_all(&parent).is_err() || !can_create_in(&parent) {
+                continue;
+            }
+            // cpu and cpuacct may be co-mounted: then one directory serves
+            // both, and `create`/`attach` visit it once.
+            parents.push((controller, parent));
+        }
+        parents
+            .iter()
+            .any(|(c, _)| *c == "memory")
+            .then_some(Cgroups {
+                version: CgroupVersion::V1,
+                parents,
+            })
+    }
+
+    /// Which hierarchy is used.
+    pub(crate) fn version(&self) -> &CgroupVersion {
+        &self.version
+    }
+
+    /// The `hoist` parent directories.
+    pub(crate) fn parents(&self) -> impl Iterator<Item = &Path> {
+        self.parents.iter().map(|(_, p)| p.as_path())
+    }
+
+    /// Create the cgroup `name` with `limits`.
+    pub(crate) fn create(&self, name: &str, limits: &Limits) -> Result<Cgroup> {
+        let mut dirs: Vec<(&'static str, PathBuf)> = Vec::new();
+        for (controller, parent) in &self.parents {
+            let dir = parent.join(name);
+            if !dirs.iter().any(|(_, d)| *d == dir) {
+                fs::create_dir_all(&dir).map_err(|source| CgroupError::Io {
+                    action: "create cgroup",
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            dirs.push((controller, dir));
+        }
+        let cgroup = Cgroup {
+            version: self.version.clone(),
+            dirs,
+        };
+        if let Err(e) = cgroup.apply(limits) {
+            cgroup.destroy();
+            return Err(e);
+        }
+        Ok(cgroup)
+    }
+
+    /// Remove step cgroups whose owning hoist process is gone.
+    pub(crate) fn clean_stale(&self) {
+        let me = std::process::id();
+        for (_, parent) in &self.parents {
+            let Ok(entries) = fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = owner_pid(&name) else {
+                    continue;
+                };
+                if pid == me || Path::new("/proc").join(pid.to_string()).exists() {
+                    continue;
+                }
+                tracing::info!(cgroup = %entry.path().display(), "removing stale step cgroup");
+                let stale = Cgroup {
+                    version: self.version.clone(),
+                    dirs: vec![("", entry.path())],
+                };
+                stale.destroy();
+            }
+        }
+    }
+}
+
+/// Whether this process may make cgroups in `parent` (it may exist already,
+/// made by root, while we run unprivileged).
+fn can_create_in(parent: &Path) -> bool {
+    let probe = parent.join(format!("probe-{}", std::process::id()));
+    let ok = fs::create_dir(&probe).is_ok();
+    let _ = fs::remove_dir(&probe);
+    ok
+}
+
+/// The pid in a `hoist-<pid>-<n>` name.
+pub(crate) fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("hoist-")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+impl Cgroup {
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| *c == controller || self.version == CgroupVersion::V2)
+            .map(|(_, d)| d.as_path())
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<()> {
+        match self.version {
+            CgroupVersion::V2 => {
+                let Some(dir) = self.dir("unified") else {
+                    return Ok(());
+                };
+                if let Some(memory) = limits.memory {
+                    write(&dir.join("memory.max"), &memory.to_string())?;
+                    // Docker's default: swap may add as much again.
+                    let swap = dir.join("memory.swap.max");
+                    if swap.exists() {
+                        write(&swap, &memory.to_string())?;
+                    }
+                }
+                if let Some(cpus) = limits.cpus {
+                    let quota = (cpus * 100_000.0).round().max(1000.0) as u64;
+                    write(&dir.join("cpu.max"), &format!("{quota} 100000"))?;
+                }
+                if let Some(pids) = limits.pids {
+                    write(&dir.join("pids.max"), &pids.to_string())?;
+                }
+            }
+            CgroupVersion::V1 => {
+                if let Some(memory) = limits.memory {
+                    let dir = self.dir("memory").ok_or(CgroupError::Unavailable)?;
+                    write(&dir.join("memory.limit_in_bytes"), &memory.to_string())?;
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(&memsw, &memory.saturating_mul(2).to_string())?;
+                    }
+                }
+                if let Some(cpus) = limits.cpus {
+                    let dir = self.dir("cpu").ok_or(CgroupError::Unavailable)?;
+                    let quota = (cpus * 100_000.0).round().max(1000.0) as u64;
+                    write(&dir.join("cpu.cfs_period_us"), "100000")?;
+                    write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+                if let Some(pids) = limits.pids {
+                    let dir = self.dir("pids").ok_or(CgroupError::Unavailable)?;
+                    write(&dir.join("pids.max"), &pids.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move `pid` into the cgroup (in every hierarchy).
+    pub(crate) fn attach(&self, pid: libc::pid_t) -> Result<()> {
+        let mut done: Vec<&Path> = Vec::new();
+        for (_, dir) in &self.dirs {
+            if done.contains(&dir.as_path()) {
+                continue;
+            }
+            write(&dir.join("cgroup.procs"), &pid.to_string())?;
+            done.push(dir);
+        }
+        Ok(())
+    }
+
+    /// Read accounting after the step ended.
+    pub(crate) fn stats(&self) -> CgroupStats {
+        let mut stats = CgroupStats::default();
+        let number = |path: PathBuf| read(&path).and_then(|s| s.trim().parse::<u64>().ok());
+        let field = |path: PathBuf, key: &str| {
+            read(&path).and_then(|s| {
+                s.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == key).then(|| v.trim().parse::<u64>().ok()).flatten()
+                })
+            })
+        };
+        match self.version {
+            CgroupVersion::V2 => {
+                if let Some(dir) = self.dir("unified") {
+                    stats.cpu =
+                        field(dir.join("cpu.stat"), "usage_usec").map(Duration::from_micros);
+                    stats.peak_memory = number(dir.join("memory.peak"));
+                    stats.oom_killed =
+                        field(dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0;
+                }
+            }
+            CgroupVersion::V1 => {
+                if let Some(dir) = self.dir("cpuacct") {
+                    stats.cpu = number(dir.join("cpuacct.usage")).map(Duration::from_nanos);
+                }
+                if let Some(dir) = self.dir("memory") {
+                    stats.peak_memory = number(dir.join("memory.max_usage_in_bytes"));
+                    stats.oom_killed =
+                        field(dir.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0;
+                    stats.memory_limit_hit = number(dir.join("memory.failcnt")).unwrap_or(0) > 0;
+                }
+            }
+        }
+        stats
+    }
+
+    /// Kill what is left in the cgroup and remove it (best effort: a
+    /// leftover is removed by the next start's stale cleanup).
+    pub(crate) fn destroy(&self) {
+        let mut done: Vec<&Path> = Vec::new();
+        for (_, dir) in &self.dirs {
+            if done.contains(&dir.as_path()) {
+                continue;
+            }
+            done.push(dir);
+            remove_cgroup_dir(dir);
+        }
+    }
+}
+
+fn remove_cgroup_dir(dir: &Path) {
+    // Children first (a step might have made sub-cgroups with cgroupns).
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_dir(&e.path());
+            }
+        }
+    }
+    let kill = dir.join("cgroup.kill");
+    // Dying processes leave the cgroup shortly after SIGKILL; rmdir says
+    // EBUSY until then. Retry for up to ~2 s.
+    for _ in 0..200 {
+        if kill.exists() {
+            let _ = fs::write(&kill, "1");
+        } else if let Some(procs) = read(&dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                let _ = crate::sys::kill(pid, libc::SIGKILL);
+            }
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    tracing::warn!(cgroup = %dir.display(), "could not remove cgroup");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_parses_step_names_only() {
+        assert_eq!(owner_pid("hoist-1234-7"), Some(1234));
+        assert_eq!(owner_pid("hoist-1234"), None);
+        assert_eq!(owner_pid("other-1-2"), None);
+    }
+
+    #[test]
+    fn cgroup_paths_are_relative_to_the_mount_root() {
+        let m = MountInfo {
+            root: "/".into(),
+            mount_point: "/sys/fs/cgroup/memory".into(),
+            fstype: "cgroup".into(),
+            super_options: "rw,memory".into(),
+        };
+        assert_eq!(
+            join_cgroup(&m, "/a/b"),
+            PathBuf::from("/sys/fs/cgroup/memory/a/b")
+        );
+        let m = MountInfo {
+            root: "/a".into(),
+            ..m
+        };
+        assert_eq!(
+            join_cgroup(&m, "/a/b"),
+            PathBuf::from("/sys/fs/cgroup/memory/b")
+        );
+    }
+}

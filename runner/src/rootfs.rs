@@ -1,0 +1,880 @@
+//! Building the step's view of the filesystem inside its mount namespace:
+//! the root, `/proc`, `/sys`, `/dev`, the per-run `/etc` files, the extra
+//! mounts, then pivot_root(2).
+//!
+//! Every namespace and mount change goes through the [`Syscalls`] seam so
+//! that unit tests can check which calls would be made, in which order,
+//! without root (youki's syscall trait).
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::spec::{Mount, MountData};
+
+const MS_NONE: libc::c_ulong = 0;
+
+/// The namespace, mount and filesystem calls made while preparing a root.
+pub(crate) trait Syscalls {
+    /// mount(2).
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    /// chdir into `new_root`, pivot_root(".", "."), detach the old root, chdir "/".
+    fn pivot_root(&self, new_root: &Path) -> io::Result<()>;
+    /// sethostname(2).
+    fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Bring `lo` up.
+    fn loopback_up(&self) -> io::Result<()>;
+    /// mkdir -p.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Create an empty file if missing (a bind-mount target on a tmpfs we own).
+    fn create_file(&self, path: &Path) -> io::Result<()>;
+    /// symlink(2).
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    /// Write a file with owner and mode (secrets on their tmpfs).
+    fn write_file(&self, path: &Path, data: &[u8], mode: u32, uid: u32, gid: u32)
+        -> io::Result<()>;
+    /// Read a host file (a secret's source).
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The lock-relevant mount flags of the filesystem at `path`.
+    fn mount_flags_of(&self, path: &Path) -> io::Result<libc::c_ulong>;
+    /// Whether `path` exists, and is a directory (without following a final symlink).
+    fn kind_of(&self, path: &Path) -> Option<FileKind>;
+    /// readlink(2).
+    fn read_link(&self, path: &Path) -> io::Result<PathBuf>;
+}
+
+/// What a path is, for the checks made while preparing a root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
+/// The real kernel.
+pub(crate) struct LinuxSyscalls;
+
+impl Syscalls for LinuxSyscalls {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        tracing::debug!(?source, ?target, ?fstype, flags, ?data, "mount");
+        crate::sys::mount(source, target, fstype, flags, data)
+    }
+    fn pivot_root(&self, new_root: &Path) -> io::Result<()> {
+        std::env::set_current_dir(new_root)?;
+        crate::sys::pivot_root(Path::new("."), Path::new("."))?;
+        // The old root now sits on top of the new one at "/"; make it a slave
+        // so the detach below does not propagate to the host, then drop it.
+        crate::sys::mount(
+            None,
+            Path::new("."),
+            None,
+            libc::MS_SLAVE | libc::MS_REC,
+            None,
+        )?;
+        crate::sys::umount2(Path::new("."), libc::MNT_DETACH)?;
+        std::env::set_current_dir("/")
+    }
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        crate::sys::sethostname(name)
+    }
+    fn loopback_up(&self) -> io::Result<()> {
+        crate::sys::loopback_up()
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn create_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .map(drop)
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+    }
+    fn write_file(
+        &self,
+        path: &Path,
+        data: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, data)?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+    fn mount_flags_of(&self, path: &Path) -> io::Result<libc::c_ulong> {
+        crate::sys::mount_flags_of(path)
+    }
+    fn kind_of(&self, path: &Path) -> Option<FileKind> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(if meta.is_dir() {
+            FileKind::Dir
+        } else if meta.file_type().is_symlink() {
+            FileKind::Symlink
+        } else {
+            FileKind::Other
+        })
+    }
+    fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        std::fs::read_link(path)
+    }
+}
+
+/// Errors while preparing the root of a step.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// A mount failed.
+    #[error("failed to mount {what} at {target}")]
+    Mount {
+        /// What was mounted.
+        what: String,
+        /// Where.
+        target: PathBuf,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// A file or directory could not be prepared.
+    #[error("failed to {action} {path}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Too many symlinks or a path that leaves the root.
+    #[error("cannot resolve {path} inside the root: too many symbolic links")]
+    SymlinkLoop {
+        /// The path inside the step.
+        path: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, RootfsError>;
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
+    move |source| RootfsError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the init needs to prepare a root.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RootPlan {
+    /// Where the root is (or gets) mounted, on the host's paths.
+    pub root: PathBuf,
+    /// For `Rootfs::Dir`: bind `root` onto itself. Otherwise these mounts.
+    pub root_mounts: Option<Vec<MountData>>,
+    /// Hostname of the step.
+    pub hostname: String,
+    /// A new network namespace was made: bring `lo` up.
+    pub new_net: bool,
+    /// Per-run files bound over paths of the root: (path in the step, host file).
+    pub etc_files: Vec<(String, PathBuf)>,
+    /// Extra mounts.
+    pub mounts: Vec<Mount>,
+    /// A host directory (in the run's state dir) where the secrets' tmpfs goes.
+    pub secrets_dir: PathBuf,
+}
+
+/// Resolve `path` (absolute, inside the step) to a host path under `root`,
+/// following symlinks as the step would see them: never outside `root`.
+pub(crate) fn resolve_in_root(sys: &dyn Syscalls, root: &Path, path: &str) -> Result<PathBuf> {
+    let mut pending: Vec<std::ffi::OsString> = Path::new(path)
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut current: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(next) = pending.pop() {
+        if next == ".." {
+            current.pop();
+            continue;
+        }
+        let candidate: PathBuf = root.join(current.iter().collect::<PathBuf>()).join(&next);
+        if sys.kind_of(&candidate) == Some(FileKind::Symlink) {
+            links += 1;
+            if links > 40 {
+                return Err(RootfsError::SymlinkLoop {
+                    path: path.to_string(),
+                });
+            }
+            let target = sys
+                .read_link(&candidate)
+                .map_err(io_err("read symbolic link", &candidate))?;
+            if target.is_absolute() {
+                current.clear();
+            }
+            for c in target.components().rev() {
+                match c {
+                    Component::Normal(n) => pending.push(n.to_os_string()),
+                    Component::ParentDir => pending.push("..".into()),
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        current.push(next);
+    }
+    Ok(root.join(current.iter().collect::<PathBuf>()))
+}
+
+/// Translate `mount(8)` options into flags and the data string.
+pub(crate) fn parse_options(options: &[String]) -> (libc::c_ulong, Option<String>) {
+    let mut flags = MS_NONE;
+    let mut data = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" | "defaults" => {}
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            "noatime" => flags |= libc::MS_NOATIME,
+            "relatime" => flags |= libc::MS_RELATIME,
+            "strictatime" => flags |= libc::MS_STRICTATIME,
+            "bind" => flags |= libc::MS_BIND,
+            "rbind" => flags |= libc::MS_BIND | libc::MS_REC,
+            other => data.push(other.to_string()),
+        }
+    }
+    let data = (!data.is_empty()).then(|| data.join(","));
+    (flags, data)
+}
+
+fn mount_at(
+    sys: &dyn Syscalls,
+    what: &str,
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<()> {
+    sys.mount(source, target, fstype, flags, data)
+        .map_err(|source| RootfsError::Mount {
+            what: what.to_string(),
+            target: target.to_path_buf(),
+            source,
+        })
+}
+
+/// Bind `source` at `target`, read-only if asked (a second, remounting call:
+/// the kernel ignores MS_RDONLY on the first bind).
+fn bind(sys: &dyn Syscalls, source: &Path, target: &Path, readonly: bool) -> Result<()> {
+    let what = source.display().to_string();
+    mount_at(
+        sys,
+        &what,
+        Some(source),
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    if readonly {
+        let locked = sys.mount_flags_of(target).unwrap_or(MS_NONE);
+        mount_at(
+            sys,
+            &format!("{what} (read-only)"),
+            None,
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Make mounts private and mount the root (shared by the embedded init and
+/// the external-runtime path).
+pub(crate) fn mount_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
+    // Nothing we mount may propagate back to the host.
+    mount_at(
+        sys,
+        "/ (private)",
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    let root = plan.root.as_path();
+    match &plan.root_mounts {
+        None => bind(sys, root, root, false),
+        Some(mounts) => {
+            for m in mounts {
+                let target = if m.target.trim_matches('/').is_empty() {
+                    root.to_path_buf()
+                } else {
+                    resolve_in_root(sys, root, &m.target)?
+                };
+                let (mut flags, data) = parse_options(&m.options);
+                let fstype = (m.kind != "bind").then_some(m.kind.as_str());
+                if m.kind == "bind" {
+                    flags |= libc::MS_BIND;
+                }
+                // The kernel ignores MS_RDONLY on a new bind: remount after.
+                let readonly = flags & libc::MS_RDONLY != 0 && flags & libc::MS_BIND != 0;
+                mount_at(
+                    sys,
+                    &format!("{} {}", m.kind, m.source),
+                    Some(Path::new(&m.source)),
+                    &target,
+                    fstype,
+                    if readonly {
+                        flags & !libc::MS_RDONLY
+                    } else {
+                        flags
+                    },
+                    data.as_deref(),
+                )?;
+                if readonly {
+                    mount_at(
+                        sys,
+                        &format!("{} (read-only)", m.source),
+                        None,
+                        &target,
+                        None,
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        None,
+                    )?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Put every secret on a private tmpfs at `plan.secrets_dir/<mount index>`.
+/// The tmpfs lives only in this mount namespace, so only RAM ever holds it.
+pub(crate) fn prepare_secrets(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
+    let mut mounted = false;
+    for (index, m) in plan.mounts.iter().enumerate() {
+        let Mount::Secret {
+            source,
+            mode,
+            uid,
+            gid,
+            ..
+        } = m
+        else {
+            continue;
+        };
+        if !mounted {
+            sys.create_dir_all(&plan.secrets_dir)
+                .map_err(io_err("create", &plan.secrets_dir))?;
+            mount_at(
+                sys,
+                "tmpfs (secrets)",
+                Some(Path::new("tmpfs")),
+                &plan.secrets_dir,
+                Some("tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("mode=0755,size=16m"),
+            )?;
+            mounted = true;
+        }
+        let data = sys
+            .read_file(source)
+            .map_err(io_err("read secret", source))?;
+        let file = plan.secrets_dir.join(index.to_string());
+        sys.write_file(&file, &data, *mode, *uid, *gid)
+            .map_err(io_err("write secret", &file))?;
+    }
+    Ok(())
+}
+
+/// Prepare the root described by `plan` and pivot into it. Called by the
+/// sandbox init, in its own mount namespace.
+pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
+    mount_root(sys, plan)?;
+    let root = plan.root.as_path();
+    sys.sethostname(&plan.hostname)
+        .map_err(io_err("set hostname for", root))?;
+    if plan.new_net {
+        sys.loopback_up()
+            .map_err(io_err("bring up the loopback interface of", root))?;
+    }
+
+    let proc_dir = root.join("proc");
+    mount_at(
+        sys,
+        "proc",
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    let sys_dir = root.join("sys");
+    let sys_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
+    if let Err(e) = sys.mount(
+        Some(Path::new("sysfs")),
+        &sys_dir,
+        Some("sysfs"),
+        sys_flags,
+        None,
+    ) {
+        // A fresh sysfs needs a network namespace owned by our user namespace;
+        // with the host's network in rootless mode, bind the host's instead.
+        tracing::debug!(error = %e, "sysfs mount refused, binding /sys");
+        bind(sys, Path::new("/sys"), &sys_dir, true)?;
+    }
+    prepare_dev(sys, &root.join("dev"))?;
+
+    for (path, host) in &plan.etc_files {
+        let target = resolve_in_root(sys, root, path)?;
+        if sys.kind_of(&target).is_none() {
+            // A dangling symlink in the image (e.g. resolv.conf into /run):
+            // leave the step without this file rather than create one.
+            tracing::debug!(path, "no file to bind over");
+            continue;
+        }
+        bind(sys, host, &target, false)?;
+    }
+
+    prepare_secrets(sys, plan)?;
+    for (index, m) in plan.mounts.iter().enumerate() {
+        let target = resolve_in_root(sys, root, m.target())?;
+        ensure_target(sys, &target, m.target_is_file())?;
+        match m {
+            Mount::Bind {
+                source, readonly, ..
+            } => bind(sys, source, &target, *readonly)?,
+            Mount::Tmpfs { size, mode, .. } => {
+                let mut data = format!("mode={:o}", mode.unwrap_or(0o1777));
+                if let Some(size) = size {
+                    data.push_str(&format!(",size={size}"));
+                }
+                mount_at(
+                    sys,
+                    "tmpfs",
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    Some(&data),
+                )?;
+            }
+            Mount::Secret { .. } => bind(
+                sys,
+                &plan.secrets_dir.join(index.to_string()),
+                &target,
+                true,
+            )?,
+            Mount::SshAgent { socket, .. } => bind(sys, socket, &target, false)?,
+        }
+    }
+
+    sys.pivot_root(root)
+        .map_err(io_err("pivot_root into", root))?;
+    mask_paths(sys)?;
+    Ok(())
+}
+
+/// Make sure a mount target exists. Targets inside the image were arranged by
+/// the runner as stubs before the sandbox started (see `stubs.rs`); this only
+/// creates targets below other mounts (e.g. a file inside a tmpfs).
+fn ensure_target(sys: &dyn Syscalls, target: &Path, is_file: bool) -> Result<()> {
+    if sys.kind_of(target).is_some() {
+        return Ok(());
+    }
+    if is_file {
+        if let Some(parent) = target.parent() {
+            sys.create_dir_all(parent)
+                .map_err(io_err("create", parent))?;
+        }
+        sys.create_file(target).map_err(io_err("create", target))
+    } else {
+        sys.create_dir_all(target).map_err(io_err("create", target))
+    }
+}
+
+/// A minimal `/dev` on a tmpfs: device nodes bound from the host (works in a
+/// user namespace too, where mknod is refused), a private devpts, shm, mqueue.
+fn prepare_dev(sys: &dyn Syscalls, dev: &Path) -> Result<()> {
+    mount_at(
+        sys,
+        "tmpfs (/dev)",
+        Some(Path::new("tmpfs")),
+        dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        sys.create_file(&target)
+            .map_err(io_err("create", &target))?;
+        bind(sys, &Path::new("/dev").join(name), &target, false)?;
+    }
+    let pts = dev.join("pts");
+    sys.create_dir_all(&pts).map_err(io_err("create", &pts))?;
+    let pts_flags = libc::MS_NOSUID | libc::MS_NOEXEC;
+    if sys
+        .mount(
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            pts_flags,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        )
+        .is_err()
+    {
+        // gid 5 (tty) is not mapped in a user namespace without subordinate ids.
+        mount_at(
+            sys,
+            "devpts",
+            Some(Path::new("devpts")),
+            &pts,
+            Some("devpts"),
+            pts_flags,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )?;
+    }
+    let link = |target: &str, name: &str| {
+        let path = dev.join(name);
+        sys.symlink(Path::new(target), &path)
+            .map_err(io_err("create symbolic link", &path))
+    };
+    link("pts/ptmx", "ptmx")?;
+    link("/proc/self/fd", "fd")?;
+    link("/proc/self/fd/0", "stdin")?;
+    link("/proc/self/fd/1", "stdout")?;
+    link("/proc/self/fd/2", "stderr")?;
+    let shm = dev.join("shm");
+    sys.create_dir_all(&shm).map_err(io_err("create", &shm))?;
+    mount_at(
+        sys,
+        "tmpfs (/dev/shm)",
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let mqueue = dev.join("mqueue");
+    sys.create_dir_all(&mqueue)
+        .map_err(io_err("create", &mqueue))?;
+    mount_at(
+        sys,
+        "mqueue",
+        Some(Path::new("mqueue")),
+        &mqueue,
+        Some("mqueue"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+}
+
+/// Docker's masked and read-only paths, applied after pivot_root.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn mask_paths(sys: &dyn Syscalls) -> Result<()> {
+    for p in MASKED_PATHS {
+        let path = Path::new(p);
+        match sys.kind_of(path) {
+            None => {}
+            Some(FileKind::Dir) => mount_at(
+                sys,
+                "tmpfs (mask)",
+                Some(Path::new("tmpfs")),
+                path,
+                Some("tmpfs"),
+                libc::MS_RDONLY,
+                None,
+            )?,
+            Some(_) => bind(sys, Path::new("/dev/null"), path, false)?,
+        }
+    }
+    for p in READONLY_PATHS {
+        let path = Path::new(p);
+        if sys.kind_of(path).is_some() {
+            bind(sys, path, path, true)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A recording fake of [`Syscalls`] for unit tests.
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::rc::Rc;
+
+    /// Records every call as a line of text into shared state.
+    #[derive(Default, Clone)]
+    pub(crate) struct RecordingSyscalls {
+        pub calls: Rc<RefCell<Vec<String>>>,
+        pub existing: Rc<RefCell<BTreeSet<PathBuf>>>,
+        pub symlinks: Rc<RefCell<BTreeMap<PathBuf, PathBuf>>>,
+        pub refuse_sysfs: bool,
+    }
+
+    impl RecordingSyscalls {
+        fn record(&self, line: String) {
+            self.calls.borrow_mut().push(line);
+        }
+    }
+
+    impl Syscalls for RecordingSyscalls {
+        fn mount(
+            &self,
+            source: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: libc::c_ulong,
+            data: Option<&str>,
+        ) -> io::Result<()> {
+            if self.refuse_sysfs && fstype == Some("sysfs") {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
+            let mut f = Vec::new();
+            for (bit, name) in [
+                (libc::MS_BIND, "bind"),
+                (libc::MS_REC, "rec"),
+                (libc::MS_RDONLY, "ro"),
+                (libc::MS_REMOUNT, "remount"),
+                (libc::MS_PRIVATE, "private"),
+            ] {
+                if flags & bit != 0 {
+                    f.push(name);
+                }
+            }
+            self.record(format!(
+                "mount {} {} {} [{}] {}",
+                source.map_or("-".into(), |s| s.display().to_string()),
+                target.display(),
+                fstype.unwrap_or("-"),
+                f.join(","),
+                data.unwrap_or("-")
+            ));
+            Ok(())
+        }
+        fn pivot_root(&self, new_root: &Path) -> io::Result<()> {
+            self.record(format!("pivot_root {}", new_root.display()));
+            Ok(())
+        }
+        fn sethostname(&self, name: &str) -> io::Result<()> {
+            self.record(format!("sethostname {name}"));
+            Ok(())
+        }
+        fn loopback_up(&self) -> io::Result<()> {
+            self.record("loopback_up".into());
+            Ok(())
+        }
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            self.existing.borrow_mut().insert(path.to_path_buf());
+            Ok(())
+        }
+        fn create_file(&self, path: &Path) -> io::Result<()> {
+            self.existing.borrow_mut().insert(path.to_path_buf());
+            Ok(())
+        }
+        fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+            self.record(format!("symlink {} {}", target.display(), link.display()));
+            Ok(())
+        }
+        fn write_file(
+            &self,
+            path: &Path,
+            data: &[u8],
+            mode: u32,
+            uid: u32,
+            gid: u32,
+        ) -> io::Result<()> {
+            self.record(format!(
+                "write {} {} bytes mode {mode:o} owner {uid}:{gid}",
+                path.display(),
+                data.len()
+            ));
+            Ok(())
+        }
+        fn read_file(&self, _path: &Path) -> io::Result<Vec<u8>> {
+            Ok(b"s3cret".to_vec())
+        }
+        fn mount_flags_of(&self, _path: &Path) -> io::Result<libc::c_ulong> {
+            Ok(0)
+        }
+        fn kind_of(&self, path: &Path) -> Option<FileKind> {
+            if self.symlinks.borrow().contains_key(path) {
+                Some(FileKind::Symlink)
+            } else if self.existing.borrow().contains(path) {
+                Some(FileKind::Other)
+            } else {
+                None
+            }
+        }
+        fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+            self.symlinks
+                .borrow()
+                .get(path)
+                .cloned()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::RecordingSyscalls;
+    use super::*;
+
+    fn plan() -> RootPlan {
+        RootPlan {
+            root: PathBuf::from("/r"),
+            root_mounts: None,
+            hostname: "box".into(),
+            new_net: true,
+            etc_files: vec![("/etc/hosts".into(), PathBuf::from("/run/x/hosts"))],
+            mounts: vec![Mount::Secret {
+                source: PathBuf::from("/host/secret"),
+                target: "/run/secrets/a".into(),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            }],
+            secrets_dir: PathBuf::from("/run/x/secrets"),
+        }
+    }
+
+    fn position(calls: &[String], needle: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c.starts_with(needle))
+            .unwrap_or_else(|| panic!("no call starting with {needle:?} in {calls:#?}"))
+    }
+
+    #[test]
+    fn mounts_happen_before_pivot_root_and_nothing_propagates() {
+        let fake = RecordingSyscalls::default();
+        fake.existing
+            .borrow_mut()
+            .insert(PathBuf::from("/r/etc/hosts"));
+        prepare_root(&fake, &plan()).unwrap();
+        let calls = fake.calls.borrow();
+        assert_eq!(calls[0], "mount - / - [rec,private] -");
+        assert_eq!(calls[1], "mount /r /r - [bind,rec] -");
+        let pivot = position(&calls, "pivot_root /r");
+        for needle in [
+            "mount proc /r/proc proc",
+            "mount sysfs /r/sys sysfs [ro]",
+            "mount tmpfs /r/dev tmpfs",
+            "mount /dev/null /r/dev/null - [bind,rec]",
+            "mount devpts /r/dev/pts devpts",
+            "mount /run/x/hosts /r/etc/hosts - [bind,rec]",
+            "mount tmpfs /run/x/secrets tmpfs",
+            "write /run/x/secrets/0 6 bytes mode 400 owner 0:0",
+            "mount /run/x/secrets/0 /r/run/secrets/a - [bind,rec]",
+            "mount - /r/run/secrets/a - [bind,ro,remount]",
+            "sethostname box",
+            "loopback_up",
+        ] {
+            assert!(
+                position(&calls, needle) < pivot,
+                "{needle} after pivot_root"
+            );
+        }
+    }
+
+    #[test]
+    fn sysfs_falls_back_to_a_read_only_bind() {
+        let fake = RecordingSyscalls {
+            refuse_sysfs: true,
+            ..Default::default()
+        };
+        prepare_root(&fake, &plan()).unwrap();
+        let calls = fake.calls.borrow();
+        position(&calls, "mount /sys /r/sys - [bind,rec]");
+        position(&calls, "mount - /r/sys - [bind,ro,remount]");
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let fake = RecordingSyscalls::default();
+        fake.symlinks
+            .borrow_mut()
+            .insert(PathBuf::from("/r/etc"), PathBuf::from("/../../host/etc"));
+        fake.symlinks
+            .borrow_mut()
+            .insert(PathBuf::from("/r/host/etc/x"), PathBuf::from("../y"));
+        let p = resolve_in_root(&fake, Path::new("/r"), "/etc/x").unwrap();
+        assert_eq!(p, PathBuf::from("/r/host/y"));
+        fake.symlinks
+            .borrow_mut()
+            .insert(PathBuf::from("/r/loop"), PathBuf::from("loop"));
+        assert!(matches!(
+            resolve_in_root(&fake, Path::new("/r"), "/loop"),
+            Err(RootfsError::SymlinkLoop { .. })
+        ));
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let (flags, data) = parse_options(&[
+            "ro".into(),
+            "nosuid".into(),
+            "lowerdir=/a:/b".into(),
+            "upperdir=/u".into(),
+        ]);
+        assert_eq!(flags, libc::MS_RDONLY | libc::MS_NOSUID);
+        assert_eq!(data.as_deref(), Some("lowerdir=/a:/b,upperdir=/u"));
+    }
+}
