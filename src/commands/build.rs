@@ -158,6 +158,27 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     Ok(Output { kind, dest })
 }
 
+/// `512m`, `1g`, `1048576` (Docker's units, powers of 1024).
+fn parse_bytes(text: &str) -> anyhow::Result<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (digits, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => lower.split_at(i),
+        None => (lower, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => bail!("invalid size `{text}`: expected a number with k, m or g"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow!("invalid size `{text}`: expected a number with k, m or g"))?;
+    Ok(n << shift)
+}
+
 fn key_values(
     values: &[String],
     what: &str,
@@ -383,11 +404,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }
-    if args.memory.is_some() || args.cpus.is_some() {
-        tracing::warn!(
-            "--memory and --cpus are not enforced yet (the sandbox runner is not wired in)"
-        );
-    }
+    let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
 
     let stdin_dir;
     let (context_dir, stdin_dockerfile) = if args.context == "-" {
@@ -452,6 +469,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             Network::Host => NetworkMode::Host,
         }),
         jobs: args.jobs,
+        memory,
+        cpus: args.cpus,
         created: None,
     };
 

@@ -180,3 +180,32 @@ fn multi_stage_copy_from_and_unused_stage() {
     let config = env.config("multi:1");
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn run_sandbox_has_dev_and_etc_files_that_never_reach_the_layer() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile(
+        "FROM busybox\n\
+         RUN echo x > /dev/null && cat /etc/hosts > /hosts.copy && grep -c : /proc/net/dev > /netdevs\n",
+    );
+    let (_, fs_dir) = env.build_fs("sandbox:1", &["--network", "none"]);
+    assert!(fs::read_to_string(fs_dir.join("hosts.copy")).unwrap().contains("localhost"));
+    assert_eq!(
+        fs::read_to_string(fs_dir.join("netdevs")).unwrap().trim(),
+        "1",
+        "--network none leaves only lo"
+    );
+    let inspect = env.inspect("sandbox:1");
+    let layers = inspect["Layers"].as_array().unwrap();
+    let digest = layers[1]["Digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let blob = env.root.path().join("content/blobs/sha256").join(digest);
+    let mut names: Vec<String> =
+        tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(blob).unwrap()))
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+    names.sort();
+    assert_eq!(names, ["hosts.copy", "netdevs"], "only what the step wrote");
+}

@@ -48,6 +48,10 @@ pub struct BuildRequest {
     pub network: Option<NetworkMode>,
     /// Steps run at once (default: the number of cores).
     pub jobs: Option<usize>,
+    /// Memory limit of RUN steps, in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit of RUN steps.
+    pub cpus: Option<f64>,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
 }
@@ -334,7 +338,8 @@ pub fn build(
             ignore,
         },
     );
-    let engine = Arc::new(Engine::new(store.clone(), contexts)?);
+    let engine =
+        Arc::new(Engine::new(store.clone(), contexts)?.with_limits(request.memory, request.cpus));
 
     // Which vertices ignore the cache.
     let mut ignore_cache: HashSet<usize> = HashSet::new();

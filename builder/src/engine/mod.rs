@@ -109,6 +109,10 @@ pub struct Engine {
     counter: AtomicU64,
     /// Per-file digests computed in this build (path, size, mtime, inode → digest).
     hashes: hash::StatCache,
+    /// The sandbox for RUN steps (`None`: the interim `unshare` path is used).
+    runner: Option<hoist_runner::Runner>,
+    /// Resource limits of RUN steps.
+    limits: hoist_runner::Limits,
 }
 
 impl std::fmt::Debug for Engine {
@@ -150,7 +154,16 @@ impl Engine {
             .tempdir_in(&tmp)
             .map_err(io_error("create a scratch directory in", &tmp))?;
         let hashes = hash::StatCache::load(store.root().join("build-stat-cache"));
+        let runner = match hoist_runner::Runner::new(hoist_runner::RunnerConfig::default()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "sandbox runner unavailable, RUN uses unshare");
+                None
+            }
+        };
         Ok(Engine {
+            runner,
+            limits: hoist_runner::Limits::default(),
             store,
             snapshots,
             contexts,
@@ -159,6 +172,13 @@ impl Engine {
             counter: AtomicU64::new(0),
             hashes,
         })
+    }
+
+    /// Sets the resource limits of RUN steps (`--memory`, `--cpus`).
+    pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
+        self.limits.memory = memory;
+        self.limits.cpus = cpus;
+        self
     }
 
     /// The store.
@@ -258,6 +278,26 @@ impl Engine {
         layers: &[Layer],
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
+        self.with_new_snapshot(layers, |key, mounts| {
+            let mountpoint = self.scratch_dir("root")?;
+            let guard = MountGuard::new(mounts, &mountpoint)
+                .map_err(snap_error(format!("mount snapshot {key}")))?;
+            change(&mountpoint)?;
+            guard
+                .unmount()
+                .map_err(snap_error(format!("unmount snapshot {key}")))?;
+            let _ = std::fs::remove_dir(&mountpoint);
+            Ok(())
+        })
+    }
+
+    /// Prepares a writable snapshot on `layers` and hands its mounts to `change`
+    /// (which must leave them unmounted); the changes become a new layer.
+    pub(crate) fn with_new_snapshot(
+        &self,
+        layers: &[Layer],
+        change: impl FnOnce(&str, &[hoist_snapshotter::Mount]) -> Result<(), crate::OpError>,
+    ) -> Result<Vec<Layer>, crate::OpError> {
         let parent = self.ensure_snapshot(layers)?;
         let key = self.unique("step");
         let mounts = self
@@ -269,16 +309,7 @@ impl Engine {
             key: key.clone(),
             done: false,
         };
-        let mountpoint = self.scratch_dir("root")?;
-        {
-            let guard = MountGuard::new(&mounts, &mountpoint)
-                .map_err(snap_error(format!("mount snapshot {key}")))?;
-            change(&mountpoint)?;
-            guard
-                .unmount()
-                .map_err(snap_error(format!("unmount snapshot {key}")))?;
-        }
-        let _ = std::fs::remove_dir(&mountpoint);
+        change(&key, &mounts)?;
 
         let mut writer = self
             .store

@@ -419,6 +419,109 @@ impl Op<Artifact> for ExecStep {
             (hoist_frontend::graph::NetworkMode::Default, Some(n)) => n,
             (n, _) => n,
         };
+        if engine.runner.is_none() {
+            return self.exec_unshare(context, inputs, network).await;
+        }
+        let cancel = hoist_runner::Cancel::new()?;
+        // The runner watches a pipe, the solver a token: bridge them.
+        let watcher = {
+            let cancel = cancel.clone();
+            let token = context.cancellation().clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                cancel.cancel();
+            })
+        };
+        let context = context.clone();
+        let result = blocking(move || {
+            let base = inputs[op.root].layers().to_vec();
+            let mut env = op.env.clone();
+            env.extend(op.proxy_env.iter().cloned());
+            let layers = engine.with_new_snapshot(&base, |_, mounts| {
+                let rootfs = hoist_runner::Rootfs::Mounts(
+                    mounts
+                        .iter()
+                        .map(|m| hoist_runner::MountData {
+                            kind: m.kind.clone(),
+                            source: m.source.to_string_lossy().into_owned(),
+                            target: "/".into(),
+                            options: m.options.clone(),
+                        })
+                        .collect(),
+                );
+                let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
+                spec.env = env;
+                spec.cwd = if op.cwd.is_empty() {
+                    "/".into()
+                } else {
+                    op.cwd.clone()
+                };
+                spec.user = op.user.clone();
+                spec.network = match network {
+                    hoist_frontend::graph::NetworkMode::None => hoist_runner::NetworkMode::None,
+                    hoist_frontend::graph::NetworkMode::Host => hoist_runner::NetworkMode::Host,
+                    hoist_frontend::graph::NetworkMode::Default => {
+                        hoist_runner::NetworkMode::Default
+                    }
+                };
+                spec.limits = engine.limits;
+                let runner = engine.runner.as_ref().ok_or_else(|| {
+                    EngineError::Invalid("the sandbox runner is unavailable".into())
+                })?;
+                let result = runner.run_with_cancel(
+                    &spec,
+                    &mut |stream, bytes| {
+                        let stream = match stream {
+                            hoist_runner::Stream::Stdout => crate::LogStream::Stdout,
+                            hoist_runner::Stream::Stderr => crate::LogStream::Stderr,
+                        };
+                        context.log(stream, bytes);
+                    },
+                    Some(&cancel),
+                )?;
+                context.record_usage(crate::Usage {
+                    cpu_time: result.usage.cpu,
+                    peak_memory_bytes: result.usage.peak_memory,
+                });
+                if context.is_cancelled() {
+                    return Err(Box::new(EngineError::Invalid("cancelled".into())));
+                }
+                match result.failure_message(&spec.limits) {
+                    None => Ok(()),
+                    Some(message) => {
+                        let (status, code) = match result.status {
+                            hoist_runner::ExitStatus::Exited(code) if !result.oom_killed => {
+                                (format!("exit code: {code}"), Some(code))
+                            }
+                            _ => (message, None),
+                        };
+                        Err(Box::new(ProcessFailed {
+                            command: op.argv.join(" "),
+                            status,
+                            code,
+                        }))
+                    }
+                }
+            })?;
+            Ok(Artifact::Fs { layers })
+        })
+        .await;
+        watcher.abort();
+        result
+    }
+}
+
+impl ExecStep {
+    /// The interim sandbox (util-linux `unshare`), used when the runner cannot
+    /// be set up.
+    async fn exec_unshare(
+        &self,
+        context: &OpContext,
+        inputs: Vec<Artifact>,
+        network: hoist_frontend::graph::NetworkMode,
+    ) -> Result<Artifact, OpError> {
+        let engine = self.engine.clone();
+        let op = self.op.clone();
         let context = context.clone();
         blocking(move || {
             let base = inputs[op.root].layers().to_vec();
