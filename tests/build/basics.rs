@@ -190,7 +190,9 @@ fn run_sandbox_has_dev_and_etc_files_that_never_reach_the_layer() {
          RUN echo x > /dev/null && cat /etc/hosts > /hosts.copy && grep -c : /proc/net/dev > /netdevs\n",
     );
     let (_, fs_dir) = env.build_fs("sandbox:1", &["--network", "none"]);
-    assert!(fs::read_to_string(fs_dir.join("hosts.copy")).unwrap().contains("localhost"));
+    assert!(fs::read_to_string(fs_dir.join("hosts.copy"))
+        .unwrap()
+        .contains("localhost"));
     assert_eq!(
         fs::read_to_string(fs_dir.join("netdevs")).unwrap().trim(),
         "1",
@@ -198,7 +200,10 @@ fn run_sandbox_has_dev_and_etc_files_that_never_reach_the_layer() {
     );
     let inspect = env.inspect("sandbox:1");
     let layers = inspect["Layers"].as_array().unwrap();
-    let digest = layers[1]["Digest"].as_str().unwrap().trim_start_matches("sha256:");
+    let digest = layers[1]["Digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
     let blob = env.root.path().join("content/blobs/sha256").join(digest);
     let mut names: Vec<String> =
         tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(blob).unwrap()))

@@ -95,3 +95,52 @@ fn no_cache_reruns_everything() {
     assert_eq!(cached_steps(&again.stderr), 0, "{}", again.stderr);
     assert!(done_steps(&again.stderr) >= 4, "{}", again.stderr);
 }
+
+#[test]
+fn no_cache_filter_reruns_only_that_stage_and_json_progress_is_one_object_per_line() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile(
+        "FROM busybox AS base\n\
+         RUN echo base > /base\n\
+         FROM base AS final\n\
+         RUN echo final > /final\n",
+    );
+    env.build(&[]).assert_ok();
+    let run = super::common::hoist(
+        env.root.path(),
+        &[
+            "build",
+            "--progress",
+            "json",
+            "--no-cache-filter",
+            "final",
+            env.context.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    run.assert_ok();
+    let events: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "started")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        started.iter().any(|n| n.contains("echo final")),
+        "{started:?}"
+    );
+    assert!(
+        !started.iter().any(|n| n.contains("echo base")),
+        "{started:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "cached" && e["name"].as_str().unwrap().contains("echo base")));
+    assert!(events.iter().any(|e| e["event"] == "finished"));
+}
