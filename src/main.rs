@@ -57,7 +57,8 @@ impl From<LogLevel> for tracing::Level {
 }
 
 fn main() -> ExitCode {
-    // Usage errors exit 2 (clap's convention, as ripgrep's and Docker's).
+    hoist_runner::init_if_requested(); // the sandbox init of RUN steps is this binary
+                                       // Usage errors exit 2 (clap's convention, as ripgrep's and Docker's).
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::from(cli.log_level))

@@ -52,6 +52,7 @@
 
 mod cache_index;
 mod digest;
+pub mod engine;
 mod file_index;
 mod graph;
 mod op;

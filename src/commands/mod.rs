@@ -5,6 +5,7 @@
 
 use crate::context::Context;
 
+mod build;
 mod du;
 mod history;
 mod images;
@@ -21,6 +22,8 @@ mod tag;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(build::Args),
     /// Create an image from a root filesystem tarball (like `docker import`)
     Import(import::Args),
     /// List images
@@ -53,6 +56,7 @@ pub enum Command {
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Build(args) => build::run(context, args),
         Command::Import(args) => import::run(context, args),
         Command::Images(args) => images::run(context, args),
         Command::Inspect(args) => inspect::run(context, args),

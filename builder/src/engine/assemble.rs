@@ -1,0 +1,263 @@
+//! Image assembly: the config as Docker writes it, and the manifest.
+
+use std::collections::BTreeMap;
+
+use hoist_cache::{Descriptor, Store};
+use hoist_frontend::graph::{BuildGraph, ImageConfig, Op as GraphOp, Stage};
+use serde_json::{json, Map, Value};
+
+use super::artifact::Layer;
+use super::EngineError;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// An image written to the content store.
+#[derive(Clone, Debug)]
+pub struct Assembled {
+    /// The manifest's descriptor (what refs point at).
+    pub manifest: Descriptor,
+    /// `sha256:<hex>` of the config (the image ID).
+    pub config_digest: String,
+    /// The config document.
+    pub config: Value,
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The raw config of the image a stage ultimately starts from, if any: follows
+/// the root input of each vertex down to an image.
+pub fn base_image_config(
+    store: &Store,
+    graph: &BuildGraph,
+    stage: &Stage,
+) -> Result<Option<Value>, EngineError> {
+    let mut vertex = stage.root;
+    loop {
+        let v = &graph.vertices[vertex];
+        match &v.op {
+            GraphOp::Image { reference, .. } => {
+                let Some((_, digest)) = reference.split_once('@') else {
+                    return Ok(None);
+                };
+                let parsed = digest
+                    .parse()
+                    .map_err(|_| EngineError::Invalid(format!("bad digest in {reference}")))?;
+                let manifest =
+                    store
+                        .read_manifest(&parsed)
+                        .map_err(|source| EngineError::Store {
+                            action: format!("read manifest of {reference}"),
+                            source,
+                        })?;
+                let bytes = store
+                    .content()
+                    .read_blob(manifest.config().digest())
+                    .map_err(|source| EngineError::Store {
+                        action: format!("read config of {reference}"),
+                        source,
+                    })?;
+                return serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| EngineError::Invalid(format!("bad config of {reference}: {e}")));
+            }
+            GraphOp::Exec(e) => vertex = v.inputs[e.root],
+            GraphOp::File(f) => match f.root {
+                Some(r) => vertex = v.inputs[r],
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        }
+    }
+}
+
+fn runtime_config(config: &ImageConfig, labels: &BTreeMap<String, String>) -> Value {
+    let mut c = Map::new();
+    if !config.user.is_empty() {
+        c.insert("User".into(), json!(config.user));
+    }
+    if !config.exposed_ports.is_empty() {
+        let ports: Map<String, Value> = config
+            .exposed_ports
+            .iter()
+            .map(|p| (p.clone(), json!({})))
+            .collect();
+        c.insert("ExposedPorts".into(), Value::Object(ports));
+    }
+    c.insert("Env".into(), json!(config.env));
+    if let Some(entrypoint) = &config.entrypoint {
+        c.insert("Entrypoint".into(), json!(entrypoint));
+    }
+    if let Some(cmd) = &config.cmd {
+        c.insert("Cmd".into(), json!(cmd));
+    }
+    if !config.volumes.is_empty() {
+        let volumes: Map<String, Value> = config
+            .volumes
+            .iter()
+            .map(|v| (v.clone(), json!({})))
+            .collect();
+        c.insert("Volumes".into(), Value::Object(volumes));
+    }
+    if !config.working_dir.is_empty() {
+        c.insert("WorkingDir".into(), json!(config.working_dir));
+    }
+    let mut all_labels = config.labels.clone();
+    all_labels.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if !all_labels.is_empty() {
+        c.insert("Labels".into(), json!(all_labels));
+    }
+    if !config.stop_signal.is_empty() {
+        c.insert("StopSignal".into(), json!(config.stop_signal));
+    }
+    if config.args_escaped {
+        c.insert("ArgsEscaped".into(), json!(true));
+    }
+    if let Some(h) = &config.healthcheck {
+        let mut hc = Map::new();
+        hc.insert("Test".into(), json!(h.test));
+        for (name, value) in [
+            ("Interval", h.interval),
+            ("Timeout", h.timeout),
+            ("StartPeriod", h.start_period),
+            ("StartInterval", h.start_interval),
+        ] {
+            if value != 0 {
+                hc.insert(name.into(), json!(value));
+            }
+        }
+        if h.retries != 0 {
+            hc.insert("Retries".into(), json!(h.retries));
+        }
+        c.insert("Healthcheck".into(), Value::Object(hc));
+    }
+    if !config.on_build.is_empty() {
+        c.insert("OnBuild".into(), json!(config.on_build));
+    }
+    if !config.shell.is_empty() {
+        c.insert("Shell".into(), json!(config.shell));
+    }
+    Value::Object(c)
+}
+
+/// Writes the config and manifest of `stage` with `layers` to the store.
+pub fn assemble(
+    store: &Store,
+    graph: &BuildGraph,
+    stage: &Stage,
+    layers: &[Layer],
+    labels: &BTreeMap<String, String>,
+    created: i64,
+) -> Result<Assembled, EngineError> {
+    let created = rfc3339(created);
+    let base = if stage.has_base_image {
+        base_image_config(store, graph, stage)?
+    } else {
+        None
+    };
+    let mut history: Vec<Value> = base
+        .as_ref()
+        .and_then(|b| b["history"].as_array().cloned())
+        .unwrap_or_default();
+    for entry in &stage.history {
+        let mut h = Map::new();
+        h.insert("created".into(), json!(created));
+        h.insert("created_by".into(), json!(entry.created_by));
+        h.insert("comment".into(), json!(entry.comment));
+        if entry.empty_layer {
+            h.insert("empty_layer".into(), json!(true));
+        }
+        history.push(Value::Object(h));
+    }
+    let history_layers = history
+        .iter()
+        .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
+        .count();
+    if history_layers != layers.len() {
+        tracing::warn!(
+            history_layers,
+            layers = layers.len(),
+            "image history does not match its layers"
+        );
+    }
+    let mut config = Map::new();
+    config.insert("architecture".into(), json!(stage.platform.architecture));
+    config.insert("config".into(), runtime_config(&stage.config, labels));
+    config.insert("created".into(), json!(created));
+    config.insert("history".into(), Value::Array(history));
+    config.insert("os".into(), json!(stage.platform.os));
+    if let Some(variant) = &stage.platform.variant {
+        config.insert("variant".into(), json!(variant));
+    }
+    config.insert(
+        "rootfs".into(),
+        json!({"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()}),
+    );
+    let config = Value::Object(config);
+    let config_descriptor =
+        store
+            .put_json(&config, OCI_CONFIG)
+            .map_err(|source| EngineError::Store {
+                action: "store the image config".into(),
+                source,
+            })?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": config_descriptor.digest().to_string(),
+            "size": config_descriptor.size(),
+        },
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": l.media_type,
+            "digest": l.digest,
+            "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let manifest =
+        store
+            .put_json(&manifest, OCI_MANIFEST)
+            .map_err(|source| EngineError::Store {
+                action: "store the image manifest".into(),
+                source,
+            })?;
+    Ok(Assembled {
+        manifest,
+        config_digest: config_descriptor.digest().to_string(),
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

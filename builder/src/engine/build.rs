@@ -1,0 +1,477 @@
+//! One `hoist build`: Dockerfile → frontend graph → solver graph → solve →
+//! image in the store.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hoist_cache::Store;
+use hoist_frontend::dockerignore::Matcher;
+use hoist_frontend::graph::{
+    BuildGraph as FrontendGraph, Healthcheck, ImageConfig, NetworkMode, Op as GraphOp, Platform,
+};
+use hoist_frontend::{BuildOptions, ImageResolver, ResolvedImage};
+use serde_json::Value;
+
+use super::artifact::{Artifact, Layer};
+use super::assemble::{assemble, Assembled};
+use super::index::StoreCacheIndex;
+use super::ops::{ContextOp, ExecStep, FileStep, ImageOp, ProcessFailed, ScratchOp};
+use super::{Engine, EngineError, LocalContext};
+use crate::graph::{BuildGraph, VertexId, VertexMeta};
+use crate::op::Op;
+use crate::progress::{Event, EventSink};
+use crate::solver::{SolveError, Solver, VertexOutcome};
+use crate::CancellationToken;
+
+/// What to build.
+#[derive(Clone, Debug, Default)]
+pub struct BuildRequest {
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its name in messages (`Dockerfile`).
+    pub dockerfile_name: String,
+    /// The context directory.
+    pub context_dir: PathBuf,
+    /// The `.dockerignore` text, if the caller found one; `None` reads
+    /// `<context>/.dockerignore` when it exists.
+    pub dockerignore: Option<String>,
+    /// Build args and target.
+    pub options: BuildOptions,
+    /// Ignore the cache for every step.
+    pub no_cache: bool,
+    /// Ignore the cache for these stages' steps.
+    pub no_cache_filter: Vec<String>,
+    /// `--label` values, over the Dockerfile's.
+    pub labels: BTreeMap<String, String>,
+    /// `--network`, for steps that do not choose.
+    pub network: Option<NetworkMode>,
+    /// Steps run at once (default: the number of cores).
+    pub jobs: Option<usize>,
+    /// Memory limit of RUN steps, in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit of RUN steps.
+    pub cpus: Option<f64>,
+    /// Creation time of the image, seconds since the epoch (default: now).
+    pub created: Option<i64>,
+}
+
+/// What a build made.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The image.
+    pub image: Assembled,
+    /// Its layers, bottom first.
+    pub layers: Vec<Layer>,
+    /// How many steps ran and how many came from the cache.
+    pub executed: usize,
+    /// Steps that hit the cache.
+    pub cached: usize,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile is wrong (rendered with file, line and caret).
+    #[error("{0}")]
+    Dockerfile(String),
+    /// A step failed.
+    #[error("failed to solve: {description}: {message}")]
+    Step {
+        /// `Dockerfile:7: RUN make`.
+        description: String,
+        /// The error and its causes.
+        message: String,
+        /// The last lines of its output.
+        log_tail: Vec<String>,
+        /// The exit code of a failed RUN.
+        exit_code: Option<i32>,
+    },
+    /// The build was cancelled.
+    #[error("build cancelled")]
+    Cancelled,
+    /// Something else failed (store, snapshots, solver).
+    #[error("failed to build")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<EngineError> for BuildError {
+    fn from(e: EngineError) -> Self {
+        BuildError::Other(Box::new(e))
+    }
+}
+
+/// Resolves base images in the local store.
+pub struct StoreResolver {
+    store: Arc<Store>,
+}
+
+impl StoreResolver {
+    /// A resolver over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        StoreResolver { store }
+    }
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array().map(|a| {
+        a.iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    })
+}
+
+/// The frontend's view of a Docker/OCI config document.
+pub fn frontend_config(config: &Value) -> ImageConfig {
+    let c = &config["config"];
+    let keys = |v: &Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    ImageConfig {
+        env: strings(&c["Env"]).unwrap_or_default(),
+        cmd: strings(&c["Cmd"]),
+        entrypoint: strings(&c["Entrypoint"]),
+        working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
+        user: c["User"].as_str().unwrap_or_default().to_owned(),
+        labels: c["Labels"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        exposed_ports: keys(&c["ExposedPorts"]).into_iter().collect(),
+        volumes: keys(&c["Volumes"]).into_iter().collect(),
+        stop_signal: c["StopSignal"].as_str().unwrap_or_default().to_owned(),
+        healthcheck: c["Healthcheck"].as_object().map(|h| Healthcheck {
+            test: strings(&h["Test"]).unwrap_or_default(),
+            interval: h["Interval"].as_u64().unwrap_or(0),
+            timeout: h["Timeout"].as_u64().unwrap_or(0),
+            start_period: h["StartPeriod"].as_u64().unwrap_or(0),
+            start_interval: h["StartInterval"].as_u64().unwrap_or(0),
+            retries: h["Retries"].as_u64().unwrap_or(0) as u32,
+        }),
+        shell: strings(&c["Shell"]).unwrap_or_default(),
+        on_build: strings(&c["OnBuild"]).unwrap_or_default(),
+        args_escaped: c["ArgsEscaped"].as_bool().unwrap_or(false),
+        author: config["author"].as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+impl ImageResolver for StoreResolver {
+    fn resolve(
+        &self,
+        reference: &str,
+        _platform: &Platform,
+    ) -> Result<Option<ResolvedImage>, Box<dyn std::error::Error + Send + Sync>> {
+        let (name, manifest_digest) = match reference.split_once('@') {
+            Some((name, digest)) => (name.to_owned(), digest.to_owned()),
+            None => {
+                let Some(r) = self.store.get_ref(reference)? else {
+                    return Err(format!(
+                        "image {reference} is not in the store (pulling during build is not supported yet: `hoist pull` or `hoist import` it first)"
+                    )
+                    .into());
+                };
+                let image = self.store.image(&r.target)?;
+                (
+                    reference.to_owned(),
+                    image.manifest_descriptor.digest().to_string(),
+                )
+            }
+        };
+        let manifest = self.store.read_manifest(&manifest_digest.parse()?)?;
+        let config: Value =
+            serde_json::from_slice(&self.store.content().read_blob(manifest.config().digest())?)?;
+        Ok(Some(ResolvedImage {
+            reference: format!("{name}@{manifest_digest}"),
+            config: frontend_config(&config),
+            empty: manifest.layers().is_empty(),
+        }))
+    }
+}
+
+/// Parses and lowers the Dockerfile (what `--dry-run` prints), resolving base
+/// images in the store.
+pub fn plan(store: Arc<Store>, request: &BuildRequest) -> Result<FrontendGraph, BuildError> {
+    let ast = hoist_frontend::parse(&request.dockerfile)
+        .map_err(|e| BuildError::Dockerfile(e.render(&request.dockerfile_name)))?;
+    hoist_frontend::lower(&ast, &request.options, &StoreResolver::new(store)).map_err(|e| {
+        let mut text = e.render(&request.dockerfile_name);
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        BuildError::Dockerfile(text)
+    })
+}
+
+/// Names of the vertices of a stage: the chain of roots from the stage's root
+/// down to where another stage or a source begins.
+fn stage_vertices(graph: &FrontendGraph, stage_root: usize, stop: &HashSet<usize>) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut vertex = stage_root;
+    loop {
+        out.push(vertex);
+        let v = &graph.vertices[vertex];
+        let next = match &v.op {
+            GraphOp::Exec(e) => Some(v.inputs[e.root]),
+            GraphOp::File(f) => f.root.map(|r| v.inputs[r]),
+            _ => None,
+        };
+        match next {
+            Some(n) if !stop.contains(&n) => vertex = n,
+            _ => return out,
+        }
+    }
+}
+
+fn description(file: &str, graph: &FrontendGraph, vertex: usize) -> String {
+    let v = &graph.vertices[vertex];
+    let instruction = match v.name.strip_prefix('[') {
+        Some(rest) => rest.split_once("] ").map_or(v.name.as_str(), |(_, i)| i),
+        None => v.name.as_str(),
+    };
+    match v.span {
+        Some(span) => format!("{file}:{}: {instruction}", span.start.line),
+        None => instruction.to_owned(),
+    }
+}
+
+/// A cache hit does not look at its inputs, so the solver reports nothing for
+/// them; users (and `docker build` habits) expect every step of the build to be
+/// listed. This sink reports a hit's unreported inputs as cached first, inputs
+/// before consumers, except those that ignore the cache (they run on their own).
+fn cached_ancestors(
+    graph: &BuildGraph<Artifact>,
+    ids: &[VertexId],
+    ignore_cache: &HashSet<usize>,
+    events: EventSink,
+) -> EventSink {
+    let position: HashMap<VertexId, usize> = ids.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let inputs: HashMap<VertexId, Vec<VertexId>> = ids
+        .iter()
+        .map(|v| {
+            (
+                *v,
+                graph
+                    .vertex(*v)
+                    .map(|x| x.inputs().to_vec())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let names: HashMap<VertexId, String> = ids
+        .iter()
+        .map(|v| {
+            (
+                *v,
+                graph
+                    .vertex(*v)
+                    .map(|x| x.meta().name.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let skip: HashSet<VertexId> = ignore_cache.iter().map(|i| ids[*i]).collect();
+    let seen = std::sync::Mutex::new(HashSet::<VertexId>::new());
+    EventSink::new(move |event| {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        match &event {
+            Event::VertexCached { vertex, .. } => {
+                let mut todo = vec![*vertex];
+                let mut found = Vec::new();
+                while let Some(v) = todo.pop() {
+                    for input in inputs.get(&v).into_iter().flatten() {
+                        if !seen.contains(input) && !skip.contains(input) && !found.contains(input)
+                        {
+                            found.push(*input);
+                            todo.push(*input);
+                        }
+                    }
+                }
+                found.sort_by_key(|v| position.get(v).copied().unwrap_or(0));
+                for v in found {
+                    seen.insert(v);
+                    events.emit(Event::VertexCached {
+                        vertex: v,
+                        name: names.get(&v).cloned().unwrap_or_default(),
+                    });
+                }
+                seen.insert(*vertex);
+            }
+            Event::VertexStarted { vertex, .. } => {
+                seen.insert(*vertex);
+            }
+            _ => {}
+        }
+        drop(seen);
+        events.emit(event);
+    })
+}
+
+/// Runs a build; events go to `events`.
+pub fn build(
+    store: Arc<Store>,
+    request: &BuildRequest,
+    events: EventSink,
+    cancel: &CancellationToken,
+) -> Result<Built, BuildError> {
+    let frontend = plan(store.clone(), request)?;
+    let ignore_text = match &request.dockerignore {
+        Some(text) => text.clone(),
+        None => {
+            std::fs::read_to_string(request.context_dir.join(".dockerignore")).unwrap_or_default()
+        }
+    };
+    let ignore = Matcher::parse(&ignore_text)
+        .map_err(|e| BuildError::Dockerfile(format!(".dockerignore: {e}")))?;
+    let mut contexts = HashMap::new();
+    contexts.insert(
+        "context".to_owned(),
+        LocalContext {
+            dir: request.context_dir.clone(),
+            ignore,
+        },
+    );
+    let engine =
+        Arc::new(Engine::new(store.clone(), contexts)?.with_limits(request.memory, request.cpus));
+
+    // Which vertices ignore the cache.
+    let mut ignore_cache: HashSet<usize> = HashSet::new();
+    if request.no_cache {
+        ignore_cache.extend(0..frontend.vertices.len());
+    } else if !request.no_cache_filter.is_empty() {
+        let roots: HashSet<usize> = frontend.stages.iter().map(|s| s.root).collect();
+        for stage in &frontend.stages {
+            let named = request.no_cache_filter.iter().any(|f| {
+                stage.name.as_deref() == Some(f.to_lowercase().as_str())
+                    || f.parse::<usize>().ok() == Some(stage.index)
+            });
+            if named {
+                let stop: HashSet<usize> =
+                    roots.iter().copied().filter(|r| *r != stage.root).collect();
+                ignore_cache.extend(stage_vertices(&frontend, stage.root, &stop));
+            }
+        }
+    }
+
+    let file = if request.dockerfile_name.is_empty() {
+        "Dockerfile"
+    } else {
+        request.dockerfile_name.as_str()
+    };
+    let mut graph: BuildGraph<Artifact> = BuildGraph::new();
+    let mut ids: Vec<VertexId> = Vec::with_capacity(frontend.vertices.len());
+    for (i, v) in frontend.vertices.iter().enumerate() {
+        let op: Arc<dyn Op<Artifact>> = match &v.op {
+            GraphOp::Scratch => Arc::new(ScratchOp),
+            GraphOp::Image { reference, .. } => Arc::new(ImageOp {
+                reference: reference.clone(),
+                engine: engine.clone(),
+            }),
+            GraphOp::Context { name, paths } => Arc::new(ContextOp {
+                name: name.clone(),
+                paths: paths.clone(),
+                engine: engine.clone(),
+            }),
+            GraphOp::File(f) => Arc::new(FileStep {
+                op: f.clone(),
+                engine: engine.clone(),
+            }),
+            GraphOp::Exec(e) => Arc::new(ExecStep {
+                op: e.clone(),
+                network: request.network,
+                engine: engine.clone(),
+            }),
+            GraphOp::Git { url, .. } => {
+                return Err(BuildError::Dockerfile(format!(
+                    "{}: git sources ({url}) are not supported yet",
+                    description(file, &frontend, i)
+                )))
+            }
+            GraphOp::Http { url, .. } => {
+                return Err(BuildError::Dockerfile(format!(
+                    "{}: remote URLs ({url}) are not supported yet",
+                    description(file, &frontend, i)
+                )))
+            }
+        };
+        let name = match &v.op {
+            GraphOp::Context { .. } => "[internal] load build context".to_owned(),
+            _ => v.name.clone(),
+        };
+        let meta = VertexMeta::new(name)
+            .with_description(description(file, &frontend, i))
+            .with_ignore_cache(ignore_cache.contains(&i));
+        let inputs: Vec<VertexId> = v.inputs.iter().map(|x| ids[*x]).collect();
+        let id = graph
+            .add_shared(op, &inputs, meta)
+            .map_err(|e| BuildError::Other(Box::new(e)))?;
+        ids.push(id);
+    }
+
+    let index =
+        Arc::new(StoreCacheIndex::open(store.clone()).map_err(|e| BuildError::Other(Box::new(e)))?);
+    let events = cached_ancestors(&graph, &ids, &ignore_cache, events);
+    let mut solver = Solver::new(index).with_events(events);
+    if let Some(jobs) = request.jobs {
+        solver = solver.with_jobs(jobs);
+    }
+    let stage = frontend.target_stage().clone();
+    let target = ids[stage.root];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .map_err(|e| BuildError::Other(Box::new(e)))?;
+    let result = runtime.block_on(solver.solve(&graph, &[target], cancel));
+    engine.save_stat_cache();
+    let solution = match result {
+        Ok(s) => s,
+        Err(SolveError::Cancelled) => return Err(BuildError::Cancelled),
+        Err(SolveError::Op {
+            description,
+            log_tail,
+            source,
+            ..
+        }) => {
+            let exit_code = source.downcast_ref::<ProcessFailed>().and_then(|p| p.code);
+            let mut message = source.to_string();
+            let mut cause = source.source();
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            return Err(BuildError::Step {
+                description,
+                message,
+                log_tail,
+                exit_code,
+            });
+        }
+        Err(e) => return Err(BuildError::Other(Box::new(e))),
+    };
+    let layers = solution.outputs[0].layers().to_vec();
+    let created = request.created.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let image = assemble(&store, &frontend, &stage, &layers, &request.labels, created)?;
+    let cached = solution
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, VertexOutcome::Cached))
+        .count();
+    Ok(Built {
+        image,
+        layers,
+        executed: solution.outcomes.len() - cached,
+        cached,
+    })
+}

@@ -1,0 +1,152 @@
+//! Running a RUN step's process on a mounted root.
+//!
+//! Interim sandbox until the runner crate lands on this branch: util-linux
+//! `unshare` gives the step its own mount and PID namespaces (and network
+//! namespace for `--network=none`), a fresh `/proc`, the root as `/`, the working
+//! directory and the user. The process tree dies with the step (`--kill-child`).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use hoist_frontend::graph::NetworkMode;
+
+use super::files::Owner;
+use super::{io_error, EngineError};
+use crate::op::OpContext;
+use crate::progress::LogStream;
+
+/// One process to run.
+pub struct ProcessSpec<'a> {
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// `KEY=value` environment.
+    pub env: &'a [String],
+    /// Working directory inside the root.
+    pub cwd: &'a str,
+    /// Numeric user, `None` for root.
+    pub user: Option<Owner>,
+    /// Network mode.
+    pub network: NetworkMode,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Exit code.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+/// Runs the process with `root` as `/`, streaming its output to the op's log.
+/// Returns `Ok(None)` if the build was cancelled (the process was killed).
+pub fn run(
+    root: &Path,
+    spec: &ProcessSpec<'_>,
+    context: &OpContext,
+) -> Result<Option<Exit>, EngineError> {
+    let proc_dir = root.join("proc");
+    let made_proc = !proc_dir.exists();
+    if made_proc {
+        std::fs::create_dir(&proc_dir).map_err(io_error("create", &proc_dir))?;
+    }
+    let result = run_inner(root, spec, context);
+    if made_proc {
+        let _ = std::fs::remove_dir(&proc_dir);
+    }
+    result
+}
+
+fn run_inner(
+    root: &Path,
+    spec: &ProcessSpec<'_>,
+    context: &OpContext,
+) -> Result<Option<Exit>, EngineError> {
+    let mut command = Command::new("unshare");
+    command
+        .arg("--mount")
+        .arg("--pid")
+        .arg("--uts")
+        .arg("--ipc")
+        .arg("--fork")
+        .arg("--kill-child")
+        // unshare changes root before it mounts proc: the path is inside the root.
+        .arg("--mount-proc=/proc")
+        .arg(format!("--root={}", root.display()))
+        .arg(format!(
+            "--wd={}",
+            if spec.cwd.is_empty() { "/" } else { spec.cwd }
+        ));
+    if spec.network == NetworkMode::None {
+        command.arg("--net");
+    }
+    if let Some(owner) = spec.user {
+        command
+            .arg(format!("--setgid={}", owner.gid))
+            .arg(format!("--setuid={}", owner.uid));
+    }
+    command.arg("--").args(spec.argv);
+    command.env_clear();
+    for entry in spec.env {
+        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+        command.env(k, v);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .map_err(io_error("start the sandbox (unshare) for", root))?;
+    let pump = |stream: Option<Box<dyn Read + Send>>, kind: LogStream| {
+        let context = context.clone();
+        std::thread::spawn(move || {
+            let Some(mut stream) = stream else { return };
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                context.log(kind, &buf[..n]);
+            }
+        })
+    };
+    let out = pump(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        LogStream::Stdout,
+    );
+    let err = pump(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        LogStream::Stderr,
+    );
+    let status = loop {
+        if context.is_cancelled() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = out.join();
+            let _ = err.join();
+            return Ok(None);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(io_error("wait for the step in", root)(e)),
+        }
+    };
+    let _ = out.join();
+    let _ = err.join();
+    use std::os::unix::process::ExitStatusExt;
+    Ok(Some(match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(sig)) => Exit::Signal(sig),
+        (None, None) => Exit::Code(-1),
+    }))
+}

@@ -1,0 +1,64 @@
+//! Exports of a built filesystem: a directory (`type=local`) or a tar stream
+//! (`type=tar`).
+
+use std::io::Write;
+use std::path::Path;
+
+use hoist_cache::Store;
+use hoist_snapshotter::{apply_layer, ApplyOptions, ApplyTarget, WhiteoutStyle};
+
+use super::artifact::Layer;
+use super::{io_error, EngineError};
+
+/// Writes the filesystem of `layers` into `dest` (created when missing), by
+/// applying each layer in order with deletions for whiteouts.
+pub fn export_local(store: &Store, layers: &[Layer], dest: &Path) -> Result<(), EngineError> {
+    std::fs::create_dir_all(dest).map_err(io_error("create directory", dest))?;
+    let target = ApplyTarget {
+        root: dest.to_path_buf(),
+        whiteouts: WhiteoutStyle::Delete,
+        lowers: vec![],
+    };
+    for layer in layers {
+        let digest = layer
+            .digest
+            .parse()
+            .map_err(|_| EngineError::Invalid(format!("bad layer digest {}", layer.digest)))?;
+        let mut blob = store
+            .content()
+            .open_blob(&digest)
+            .map_err(|source| EngineError::Store {
+                action: format!("open layer {}", layer.digest),
+                source,
+            })?;
+        apply_layer(&target, &mut blob, &ApplyOptions::default()).map_err(|source| {
+            EngineError::Snapshot {
+                action: format!("extract layer {} into {}", layer.digest, dest.display()),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes the filesystem of `layers` as one tar stream.
+pub fn export_tar(store: &Store, layers: &[Layer], out: impl Write) -> Result<(), EngineError> {
+    let tmp = store.tmp_dir().map_err(|source| EngineError::Store {
+        action: "create the store's scratch directory".into(),
+        source,
+    })?;
+    let dir = tempfile::Builder::new()
+        .prefix("export-")
+        .tempdir_in(&tmp)
+        .map_err(io_error("create a directory in", &tmp))?;
+    export_local(store, layers, dir.path())?;
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all(".", dir.path())
+        .map_err(io_error("write a tar of", dir.path()))?;
+    builder
+        .into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io_error("finish the tar of", dir.path()))
+}

@@ -1,0 +1,596 @@
+//! File actions on a mounted root: COPY/ADD of local files with Docker's rules,
+//! mkdir (WORKDIR), mkfile (inline documents), rm.
+//!
+//! Every path inside the root is resolved with symlinks scoped to the root, so
+//! a symlink in an image (`/bin -> usr/bin`, or a hostile `/x -> /etc`) never
+//! leads outside it.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use hoist_frontend::dockerignore::Matcher;
+
+use super::hash::{expand, has_glob, relative};
+use super::{io_error, EngineError};
+
+/// A numeric owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// Resolves `path` (absolute inside the root) to a host path under `root`,
+/// following symlinks as if `root` were `/`. The last component is followed
+/// only when `follow_last` is set. Missing components are appended as they are.
+pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> PathBuf {
+    let mut pending: Vec<String> = relative(path)
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .rev()
+        .collect();
+    let mut current: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            current.pop();
+            continue;
+        }
+        if part == "." {
+            continue;
+        }
+        current.push(part);
+        let is_last = pending.is_empty();
+        if is_last && !follow_last {
+            break;
+        }
+        let host = root.join(current.join("/"));
+        let Ok(target) = fs::read_link(&host) else {
+            continue;
+        };
+        hops += 1;
+        if hops > 40 {
+            break;
+        }
+        current.pop();
+        if target.is_absolute() {
+            current.clear();
+        }
+        for comp in target.components().rev() {
+            match comp {
+                Component::Normal(c) => pending.push(c.to_string_lossy().into_owned()),
+                Component::ParentDir => pending.push("..".into()),
+                _ => {}
+            }
+        }
+    }
+    root.join(current.join("/"))
+}
+
+fn lookup(file: &Path, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
+    let text = fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() != Some(&name) {
+            return None;
+        }
+        let id = fields.get(id_field)?.parse().ok()?;
+        let gid = fields.get(3).and_then(|g| g.parse().ok());
+        Some((id, gid))
+    })
+}
+
+/// Resolves `user[:group]` (names or numbers) against the root's `/etc/passwd`
+/// and `/etc/group`. A user without group uses the user's primary group, or
+/// the same number for a numeric user unknown to passwd (Docker's rule).
+pub fn resolve_owner(root: &Path, spec: &str) -> Result<Owner, EngineError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = resolve_in_root(root, "/etc/passwd", true);
+    let group_file = resolve_in_root(root, "/etc/group", true);
+    let (uid, primary) = match user.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => {
+            let (uid, gid) = lookup(&passwd, user, 2).ok_or_else(|| {
+                EngineError::Invalid(format!(
+                    "unable to find user {user}: no matching entries in passwd file"
+                ))
+            })?;
+            (uid, gid)
+        }
+    };
+    let gid = match group {
+        Some(g) if !g.is_empty() => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                lookup(&group_file, g, 2)
+                    .ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "unable to find group {g}: no matching entries in group file"
+                        ))
+                    })?
+                    .0
+            }
+        },
+        _ => match user.parse::<u32>() {
+            Ok(uid) => lookup_uid_gid(&passwd, uid).unwrap_or(uid),
+            Err(_) => primary.unwrap_or(uid),
+        },
+    };
+    Ok(Owner { uid, gid })
+}
+
+fn lookup_uid_gid(passwd: &Path, uid: u32) -> Option<u32> {
+    let text = fs::read_to_string(passwd).ok()?;
+    text.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.get(2)?.parse::<u32>().ok()? == uid)
+            .then(|| fields.get(3)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The home directory of `uid` in the root's passwd: `/root` for an unlisted
+/// root, `/` for other unlisted users.
+pub fn home_of(root: &Path, uid: u32) -> String {
+    let passwd = resolve_in_root(root, "/etc/passwd", true);
+    let text = fs::read_to_string(passwd).unwrap_or_default();
+    text.lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.get(2)?.parse::<u32>().ok()? != uid {
+                return None;
+            }
+            fields.get(5).map(|h| h.to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
+}
+
+/// Parses `--chmod` (octal only).
+pub fn parse_chmod(spec: &str) -> Result<u32, EngineError> {
+    u32::from_str_radix(spec, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| {
+            EngineError::Invalid(format!(
+                "invalid --chmod={spec}: only octal modes (e.g. 755) are supported"
+            ))
+        })
+}
+
+/// Where a COPY reads from.
+pub struct Source<'a> {
+    /// The tree (a context directory or a mounted stage).
+    pub root: &'a Path,
+    /// `.dockerignore` of a context.
+    pub ignore: Option<&'a Matcher>,
+    /// Files from a context belong to root unless `--chown` says otherwise;
+    /// files from a stage keep their owner.
+    pub reset_owner: bool,
+    /// For messages: `build context` or `stage`.
+    pub what: &'a str,
+}
+
+/// What a COPY action asks for.
+pub struct CopyRequest<'a> {
+    /// Source path or pattern.
+    pub source: &'a str,
+    /// Destination, absolute; a trailing `/` means "into this directory".
+    pub dest: &'a str,
+    /// Owner override.
+    pub owner: Option<Owner>,
+    /// Mode override.
+    pub mode: Option<u32>,
+    /// `--exclude` patterns.
+    pub exclude: Option<&'a Matcher>,
+    /// Follow a symlink named as the source.
+    pub follow_symlinks: bool,
+    /// Copy a directory's contents rather than itself.
+    pub dir_contents_only: bool,
+    /// ADD: extract local tar archives.
+    pub attempt_unpack: bool,
+    /// Wildcards allowed.
+    pub allow_wildcard: bool,
+    /// A wildcard that matches nothing is fine.
+    pub allow_empty_wildcard: bool,
+}
+
+struct Meta {
+    owner: Option<Owner>,
+    mode: Option<u32>,
+    reset_owner: bool,
+}
+
+/// Copies per Docker's rules into the tree at `root`.
+pub fn copy(
+    root: &Path,
+    source: &Source<'_>,
+    request: &CopyRequest<'_>,
+) -> Result<(), EngineError> {
+    let rel = relative(request.source);
+    let wildcard = request.allow_wildcard && has_glob(&rel);
+    let matches: Vec<String> = if wildcard {
+        expand(source.root, &rel).map_err(io_error("list", source.root))?
+    } else if fs::symlink_metadata(source.root.join(&rel)).is_ok() {
+        vec![rel.clone()]
+    } else {
+        vec![]
+    };
+    let matches: Vec<String> = matches
+        .into_iter()
+        .filter(|m| m.is_empty() || !source.ignore.is_some_and(|i| i.is_excluded(m)))
+        .collect();
+    if matches.is_empty() {
+        if wildcard && request.allow_empty_wildcard {
+            return Ok(());
+        }
+        return Err(EngineError::Invalid(format!(
+            "\"/{rel}\": not found in the {}",
+            source.what
+        )));
+    }
+    let meta = Meta {
+        owner: request
+            .owner
+            .or(source.reset_owner.then_some(Owner { uid: 0, gid: 0 })),
+        mode: request.mode,
+        reset_owner: source.reset_owner,
+    };
+    let dir_owner = request.owner.unwrap_or(Owner { uid: 0, gid: 0 });
+    let dest_dir_syntax = request.dest.ends_with('/') || matches.len() > 1;
+    for m in &matches {
+        let src = source.root.join(m);
+        let src_meta = if request.follow_symlinks {
+            fs::metadata(&src)
+        } else {
+            fs::symlink_metadata(&src)
+        }
+        .map_err(io_error("stat", &src))?;
+        if src_meta.is_dir() && request.dir_contents_only {
+            let target = mkdir_all(root, request.dest, 0o755, dir_owner)?;
+            copy_children(&src, m, &target, source, request.exclude, &meta, true)?;
+            continue;
+        }
+        if src_meta.is_file() && request.attempt_unpack && is_archive(&src)? {
+            let target = mkdir_all(root, request.dest, 0o755, dir_owner)?;
+            extract(&src, &target)?;
+            continue;
+        }
+        let existing = resolve_in_root(root, request.dest, true);
+        let into_dir = dest_dir_syntax || existing.is_dir();
+        let target = if into_dir {
+            let dir = mkdir_all(root, request.dest, 0o755, dir_owner)?;
+            let name = Path::new(m)
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            dir.join(name)
+        } else {
+            let parent = Path::new(request.dest.trim_end_matches('/'))
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "/".into());
+            let dir = mkdir_all(root, &parent, 0o755, dir_owner)?;
+            let name = Path::new(request.dest.trim_end_matches('/'))
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            dir.join(name)
+        };
+        copy_node(
+            &src,
+            m,
+            &target,
+            source,
+            request.exclude,
+            &meta,
+            request.follow_symlinks,
+        )?;
+    }
+    Ok(())
+}
+
+fn excluded(rel: &str, source: &Source<'_>, exclude: Option<&Matcher>) -> (bool, bool) {
+    // (leave out, and may skip the whole directory)
+    for m in [source.ignore, exclude].into_iter().flatten() {
+        if m.is_excluded(rel) {
+            return (true, m.can_skip_dir(rel));
+        }
+    }
+    (false, false)
+}
+
+fn copy_children(
+    src: &Path,
+    rel: &str,
+    target: &Path,
+    source: &Source<'_>,
+    exclude: Option<&Matcher>,
+    meta: &Meta,
+    top: bool,
+) -> Result<(), EngineError> {
+    let _ = top;
+    let mut names: Vec<_> = fs::read_dir(src)
+        .map_err(io_error("read directory", src))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let child_rel = if rel.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{rel}/{}", name.to_string_lossy())
+        };
+        copy_node(
+            &src.join(&name),
+            &child_rel,
+            &target.join(&name),
+            source,
+            exclude,
+            meta,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+fn copy_node(
+    src: &Path,
+    rel: &str,
+    dst: &Path,
+    source: &Source<'_>,
+    exclude: Option<&Matcher>,
+    meta: &Meta,
+    follow: bool,
+) -> Result<(), EngineError> {
+    let (left_out, skip_dir) = excluded(rel, source, exclude);
+    if left_out && skip_dir {
+        return Ok(());
+    }
+    let src_meta = if follow {
+        fs::metadata(src)
+    } else {
+        fs::symlink_metadata(src)
+    }
+    .map_err(io_error("stat", src))?;
+    if left_out && !src_meta.is_dir() {
+        return Ok(());
+    }
+    let existing = fs::symlink_metadata(dst).ok();
+    let owner = meta.owner.unwrap_or(Owner {
+        uid: src_meta.uid(),
+        gid: src_meta.gid(),
+    });
+    let _ = meta.reset_owner;
+    let ft = src_meta.file_type();
+    if ft.is_dir() {
+        match &existing {
+            Some(e) if e.is_dir() => {}
+            Some(_) => {
+                fs::remove_file(dst).map_err(io_error("replace", dst))?;
+                fs::create_dir(dst).map_err(io_error("create directory", dst))?;
+            }
+            None => fs::create_dir(dst).map_err(io_error("create directory", dst))?,
+        }
+        copy_children(src, rel, dst, source, exclude, meta, false)?;
+        finish(
+            dst,
+            &src_meta,
+            owner,
+            meta.mode.unwrap_or(src_meta.mode() & 0o7777),
+        )?;
+    } else if ft.is_file() {
+        if let Some(e) = &existing {
+            if e.is_dir() {
+                return Err(EngineError::Invalid(format!(
+                    "cannot replace directory {} with file {rel}",
+                    dst.display()
+                )));
+            }
+            fs::remove_file(dst).map_err(io_error("replace", dst))?;
+        }
+        fs::copy(src, dst).map_err(io_error(format!("copy {rel} to"), dst))?;
+        finish(
+            dst,
+            &src_meta,
+            owner,
+            meta.mode.unwrap_or(src_meta.mode() & 0o7777),
+        )?;
+    } else if ft.is_symlink() {
+        if let Some(e) = &existing {
+            if e.is_dir() {
+                fs::remove_dir_all(dst).map_err(io_error("replace", dst))?;
+            } else {
+                fs::remove_file(dst).map_err(io_error("replace", dst))?;
+            }
+        }
+        let target = fs::read_link(src).map_err(io_error("read link", src))?;
+        symlink(&target, dst).map_err(io_error("create symlink", dst))?;
+        lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(io_error("chown", dst))?;
+    } else {
+        tracing::warn!(path = rel, "skipping special file");
+    }
+    Ok(())
+}
+
+fn finish(dst: &Path, src_meta: &fs::Metadata, owner: Owner, mode: u32) -> Result<(), EngineError> {
+    lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(io_error("chown", dst))?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode)).map_err(io_error("chmod", dst))?;
+    if let Ok(mtime) = src_meta.modified() {
+        set_mtime(dst, mtime)?;
+    }
+    Ok(())
+}
+
+fn set_mtime(path: &Path, mtime: SystemTime) -> Result<(), EngineError> {
+    let file = File::open(path).map_err(io_error("open", path))?;
+    file.set_modified(mtime)
+        .map_err(io_error("set the modification time of", path))
+}
+
+/// `mkdir -p` inside the root; created directories get `mode` and `owner`.
+/// Returns the host path of the directory.
+pub fn mkdir_all(root: &Path, path: &str, mode: u32, owner: Owner) -> Result<PathBuf, EngineError> {
+    let rel = relative(path);
+    let mut current = String::new();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        current = format!("{current}/{part}");
+        let host = resolve_in_root(root, &current, true);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(EngineError::Invalid(format!(
+                    "cannot create directory {current}: a file is in the way"
+                )))
+            }
+            Err(_) => {
+                fs::create_dir(&host).map_err(io_error("create directory", &host))?;
+                lchown(&host, Some(owner.uid), Some(owner.gid))
+                    .map_err(io_error("chown", &host))?;
+                fs::set_permissions(&host, fs::Permissions::from_mode(mode))
+                    .map_err(io_error("chmod", &host))?;
+            }
+        }
+    }
+    Ok(resolve_in_root(root, &rel, true))
+}
+
+/// Writes a file with `data` and `mode`, creating its parents.
+pub fn mkfile(root: &Path, path: &str, mode: u32, data: &str) -> Result<(), EngineError> {
+    let rel = relative(path);
+    let parent = Path::new(&rel)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    mkdir_all(root, &parent, 0o755, Owner { uid: 0, gid: 0 })?;
+    let host = resolve_in_root(root, &rel, false);
+    fs::write(&host, data).map_err(io_error("write", &host))?;
+    fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(io_error("chmod", &host))
+}
+
+/// Removes a path (recursively).
+pub fn rm(root: &Path, path: &str, allow_not_found: bool) -> Result<(), EngineError> {
+    let host = resolve_in_root(root, path, false);
+    let result = match fs::symlink_metadata(&host) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(&host),
+        Ok(_) => fs::remove_file(&host),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && allow_not_found => Ok(()),
+        other => other.map_err(io_error("remove", &host)),
+    }
+}
+
+/// Whether a file is a tar archive ADD extracts (plain or gzip).
+fn is_archive(path: &Path) -> Result<bool, EngineError> {
+    let mut head = vec![0u8; 512];
+    let mut file = File::open(path).map_err(io_error("open", path))?;
+    let mut n = 0;
+    while n < head.len() {
+        let read = file.read(&mut head[n..]).map_err(io_error("read", path))?;
+        if read == 0 {
+            break;
+        }
+        n += read;
+    }
+    head.truncate(n);
+    if head.starts_with(&[0x1f, 0x8b]) {
+        // A gzip file is an archive when what it holds is a tar.
+        let mut decoder =
+            flate2::read::GzDecoder::new(File::open(path).map_err(io_error("open", path))?);
+        let mut inner = vec![0u8; 512];
+        let mut got = 0;
+        while got < inner.len() {
+            match decoder.read(&mut inner[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(r) => got += r,
+            }
+        }
+        return Ok(got >= 262 && &inner[257..262] == b"ustar");
+    }
+    Ok(head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+fn extract(path: &Path, target: &Path) -> Result<(), EngineError> {
+    let file = File::open(path).map_err(io_error("open", path))?;
+    let mut head = [0u8; 2];
+    let gz = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head == [0x1f, 0x8b];
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    archive
+        .unpack(target)
+        .map_err(io_error(format!("extract {} into", path.display()), target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+        symlink("usr/bin", root.path().join("bin")).unwrap();
+        symlink("/../../etc", root.path().join("evil")).unwrap();
+        assert_eq!(
+            resolve_in_root(root.path(), "/bin/sh", true),
+            root.path().join("usr/bin/sh")
+        );
+        assert_eq!(
+            resolve_in_root(root.path(), "/evil/passwd", true),
+            root.path().join("etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root.path(), "/bin", false),
+            root.path().join("bin")
+        );
+    }
+
+    #[test]
+    fn owners_resolve_like_docker() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("etc")).unwrap();
+        fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(root.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let r = |s| resolve_owner(root.path(), s).unwrap();
+        assert_eq!(
+            r("app"),
+            Owner {
+                uid: 1000,
+                gid: 1001
+            }
+        );
+        assert_eq!(r("app:staff"), Owner { uid: 1000, gid: 50 });
+        assert_eq!(r("42"), Owner { uid: 42, gid: 42 });
+        assert_eq!(r("42:7"), Owner { uid: 42, gid: 7 });
+        assert!(resolve_owner(root.path(), "nobody").is_err());
+        assert_eq!(parse_chmod("755").unwrap(), 0o755);
+        assert!(parse_chmod("u+x").is_err());
+    }
+}

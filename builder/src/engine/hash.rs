@@ -1,0 +1,433 @@
+//! Which paths of a tree a COPY or a context selects, and the digest of their
+//! content, mode and ownership (never mtimes).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hoist_frontend::dockerignore::Matcher;
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+
+/// Whether a path component has wildcard characters.
+pub fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[a-z]`, `[^a]`, `\`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    fn class(p: &[char], c: char) -> Option<(bool, usize)> {
+        // Returns (matched, length of the class in p, including brackets).
+        let mut i = 1;
+        let negate = matches!(p.get(1), Some('^') | Some('!'));
+        if negate {
+            i += 1;
+        }
+        let mut matched = false;
+        let mut first = true;
+        while i < p.len() {
+            if p[i] == ']' && !first {
+                return Some((matched != negate, i + 1));
+            }
+            first = false;
+            let mut lo = p[i];
+            if lo == '\\' {
+                i += 1;
+                lo = *p.get(i)?;
+            }
+            let mut hi = lo;
+            if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|c| *c != ']') {
+                hi = p[i + 2];
+                i += 2;
+            }
+            if lo <= c && c <= hi {
+                matched = true;
+            }
+            i += 1;
+        }
+        None
+    }
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|k| go(&p[1..], &n[k..])),
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some('[') => match (n.first(), class(p, *n.first().unwrap_or(&'\0'))) {
+                (Some(_), Some((true, len))) => go(&p[len..], &n[1..]),
+                _ => false,
+            },
+            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && go(&p[2..], &n[1..]),
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    go(&p, &n)
+}
+
+/// Cleans a source path to a relative `/`-separated path (`""` for the root).
+pub fn relative(source: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in source.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// The paths (relative to `root`) a source names: itself, or the matches of
+/// its wildcards, sorted. A path that does not exist yields nothing.
+pub fn expand(root: &Path, source: &str) -> io::Result<Vec<String>> {
+    let rel = relative(source);
+    if rel.is_empty() {
+        return Ok(vec![String::new()]);
+    }
+    let mut found = vec![String::new()];
+    for part in rel.split('/') {
+        let mut next = Vec::new();
+        for prefix in &found {
+            let dir = root.join(prefix);
+            let join = |name: &str| {
+                if prefix.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{prefix}/{name}")
+                }
+            };
+            if has_glob(part) {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(_) => continue,
+                };
+                let mut names: Vec<String> = entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|name| glob_match(part, name))
+                    .collect();
+                names.sort();
+                next.extend(names.iter().map(|n| join(n)));
+            } else {
+                let candidate = join(part);
+                if fs::symlink_metadata(root.join(&candidate)).is_ok() {
+                    next.push(candidate);
+                }
+            }
+        }
+        found = next;
+    }
+    Ok(found)
+}
+
+/// Every entry at or below the paths `sources` select, not left out by
+/// `ignore`, sorted by path.
+pub fn select(
+    root: &Path,
+    sources: &[String],
+    ignore: Option<&Matcher>,
+) -> io::Result<BTreeMap<String, Metadata>> {
+    let mut out = BTreeMap::new();
+    for source in sources {
+        for path in expand(root, source)? {
+            walk(root, &path, ignore, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+fn walk(
+    root: &Path,
+    rel: &str,
+    ignore: Option<&Matcher>,
+    out: &mut BTreeMap<String, Metadata>,
+) -> io::Result<()> {
+    if !rel.is_empty() && ignore.is_some_and(|m| m.is_excluded(rel)) {
+        if ignore.is_some_and(|m| m.can_skip_dir(rel)) {
+            return Ok(());
+        }
+    } else {
+        let meta = fs::symlink_metadata(root.join(rel))?;
+        let is_dir = meta.is_dir();
+        out.insert(rel.to_owned(), meta);
+        if !is_dir {
+            return Ok(());
+        }
+    }
+    let dir = root.join(rel);
+    if !dir.is_dir() || dir.is_symlink() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for name in names {
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        walk(root, &child, ignore, out)?;
+    }
+    Ok(())
+}
+
+/// Digests of file contents, remembered by (path, size, mtime, inode, ctime) and
+/// persisted between builds, so that an unchanged context costs a walk.
+pub struct StatCache {
+    file: PathBuf,
+    entries: Mutex<HashMap<PathBuf, (StatKey, [u8; 32])>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct StatKey {
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl StatKey {
+    fn of(meta: &Metadata) -> Self {
+        StatKey {
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ino: meta.ino(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+}
+
+impl StatCache {
+    /// Loads the cache file (a missing or unreadable file is an empty cache).
+    pub fn load(file: PathBuf) -> Self {
+        let mut entries = HashMap::new();
+        if let Ok(text) = fs::read_to_string(&file) {
+            for line in text.lines() {
+                let fields: Vec<&str> = line.splitn(8, ' ').collect();
+                let [digest, size, mtime, mtime_nsec, ino, ctime, ctime_nsec, path] =
+                    fields.as_slice()
+                else {
+                    continue;
+                };
+                let mut bytes = [0u8; 32];
+                if hex::decode_to_slice(digest, &mut bytes).is_err() {
+                    continue;
+                }
+                let parse = |s: &str| s.parse::<i64>().ok();
+                let (Some(size), Some(mtime), Some(mn), Some(ino), Some(ctime), Some(cn)) = (
+                    parse(size),
+                    parse(mtime),
+                    parse(mtime_nsec),
+                    parse(ino),
+                    parse(ctime),
+                    parse(ctime_nsec),
+                ) else {
+                    continue;
+                };
+                let key = StatKey {
+                    size: size as u64,
+                    mtime,
+                    mtime_nsec: mn,
+                    ino: ino as u64,
+                    ctime,
+                    ctime_nsec: cn,
+                };
+                entries.insert(PathBuf::from(path), (key, bytes));
+            }
+        }
+        StatCache {
+            file,
+            entries: Mutex::new(entries),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (StatKey, [u8; 32])>> {
+        // Each critical section is one map operation.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lookup(&self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
+        let key = StatKey::of(meta);
+        match self.lock().get(path) {
+            Some((k, digest)) if *k == key => Some(*digest),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, path: PathBuf, meta: &Metadata, digest: [u8; 32]) {
+        self.lock().insert(path, (StatKey::of(meta), digest));
+    }
+
+    /// Writes the cache file atomically; failures only cost speed next time.
+    pub fn save(&self) {
+        let entries = self.lock();
+        let mut text = String::new();
+        for (path, (k, digest)) in entries.iter() {
+            let Some(path) = path.to_str() else { continue };
+            if path.contains('\n') {
+                continue;
+            }
+            text.push_str(&format!(
+                "{} {} {} {} {} {} {} {}\n",
+                hex::encode(digest),
+                k.size,
+                k.mtime,
+                k.mtime_nsec,
+                k.ino,
+                k.ctime,
+                k.ctime_nsec,
+                path
+            ));
+        }
+        drop(entries);
+        let tmp = self.file.with_extension("tmp");
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .and_then(|()| fs::rename(&tmp, &self.file));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "could not save the context stat cache");
+        }
+    }
+
+    /// The sha256 of a regular file's content.
+    fn file_digest(&self, path: &Path, meta: &Metadata) -> io::Result<[u8; 32]> {
+        if let Some(d) = self.lookup(path, meta) {
+            return Ok(d);
+        }
+        let mut file = File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let digest: [u8; 32] = hasher.finalize().into();
+        self.remember(path.to_path_buf(), meta, digest);
+        Ok(digest)
+    }
+}
+
+/// Digest of the selected entries under `root`: path, type, permission bits,
+/// owner, and content (files) or target (symlinks); never times.
+pub fn digest_entries(
+    root: &Path,
+    entries: &BTreeMap<String, Metadata>,
+    cache: &StatCache,
+) -> io::Result<Digest> {
+    // Hash file contents on all cores first.
+    let files: Vec<(&String, &Metadata)> = entries.iter().filter(|(_, m)| m.is_file()).collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    let mut contents: HashMap<&str, [u8; 32]> = HashMap::new();
+    std::thread::scope(|scope| -> io::Result<()> {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || -> io::Result<Vec<(&str, [u8; 32])>> {
+                    part.iter()
+                        .map(|(rel, meta)| {
+                            Ok((rel.as_str(), cache.file_digest(&root.join(rel), meta)?))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        for handle in handles {
+            let part = handle
+                .join()
+                .map_err(|_| io::Error::other("a hashing thread panicked"))??;
+            contents.extend(part);
+        }
+        Ok(())
+    })?;
+
+    let mut hasher = Sha256::new();
+    hasher.update(b"hoist.selected-content v1\n");
+    for (rel, meta) in entries {
+        let kind = if meta.is_dir() {
+            'd'
+        } else if meta.is_file() {
+            'f'
+        } else if meta.file_type().is_symlink() {
+            'l'
+        } else {
+            'o'
+        };
+        hasher.update(format!(
+            "{}\0{kind} {:o} {} {}\0",
+            rel,
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        ));
+        if let Some(d) = contents.get(rel.as_str()) {
+            hasher.update(d);
+        } else if kind == 'l' {
+            let target = fs::read_link(root.join(rel))?;
+            hasher.update(target.as_os_str().as_encoded_bytes());
+        }
+        hasher.update(b"\n");
+    }
+    Ok(Digest::from_bytes(hasher.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_follow_go_filepath_match() {
+        assert!(glob_match("*.txt", "a.txt"));
+        assert!(!glob_match("*.txt", "a.txt.bak"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(glob_match("[a-c]x", "bx"));
+        assert!(!glob_match("[^a-c]x", "bx"));
+        assert!(glob_match("\\*", "*"));
+        assert_eq!(relative("/a/./b/../c/"), "a/c");
+    }
+
+    #[test]
+    fn digest_ignores_mtime_but_not_content_or_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), "one").unwrap();
+        fs::write(dir.path().join("b.txt"), "two").unwrap();
+        let cache = StatCache::load(dir.path().join("none"));
+        let sel = |c: &StatCache| {
+            let entries = select(dir.path(), &["*.txt".into()], None).unwrap();
+            digest_entries(dir.path(), &entries, c).unwrap()
+        };
+        let first = sel(&cache);
+        let f = File::options()
+            .write(true)
+            .open(dir.path().join("a.txt"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(sel(&cache), first, "mtime must not matter");
+        fs::set_permissions(dir.path().join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert_ne!(sel(&cache), first, "mode must matter");
+        fs::write(dir.path().join("b.txt"), "TWO").unwrap();
+        let fresh = StatCache::load(dir.path().join("none"));
+        assert_eq!(sel(&cache), sel(&fresh), "changed content must be rehashed");
+    }
+}

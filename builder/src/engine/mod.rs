@@ -1,0 +1,374 @@
+//! The real ops behind `hoist build`: the frontend's graph ops (image, scratch,
+//! context, file actions, exec) implemented over the content store, the
+//! snapshotter and a process sandbox, plus image assembly and exports.
+//!
+//! Everything here is driven by [`build::build`]; the CLI only parses flags and
+//! renders [`Event`](crate::Event)s.
+
+pub mod artifact;
+pub mod assemble;
+pub mod build;
+mod exec;
+pub mod export;
+mod files;
+mod hash;
+pub mod index;
+mod ops;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hoist_cache::Store;
+use hoist_frontend::dockerignore::Matcher;
+use hoist_snapshotter::{
+    ApplyOptions, BackendChoice, DiffOptions, LocalSnapshotter, MountGuard, Snapshotter,
+};
+
+use artifact::{snapshot_name, Layer};
+
+/// Errors of the engine's own work (snapshots, blobs, files).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The snapshotter failed.
+    #[error("failed to {action}")]
+    Snapshot {
+        /// What was attempted.
+        action: String,
+        /// The cause.
+        #[source]
+        source: hoist_snapshotter::Error,
+    },
+    /// The store failed.
+    #[error("failed to {action}")]
+    Store {
+        /// What was attempted.
+        action: String,
+        /// The cause.
+        #[source]
+        source: hoist_cache::Error,
+    },
+    /// A file operation failed.
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        /// What was attempted.
+        action: String,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something the user asked for is wrong or unsupported.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub(crate) fn io_error(
+    action: impl Into<String>,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    let action = action.into();
+    move |source| EngineError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn snap_error(action: impl Into<String>) -> impl FnOnce(hoist_snapshotter::Error) -> EngineError {
+    let action = action.into();
+    move |source| EngineError::Snapshot { action, source }
+}
+
+fn store_error(action: impl Into<String>) -> impl FnOnce(hoist_cache::Error) -> EngineError {
+    let action = action.into();
+    move |source| EngineError::Store { action, source }
+}
+
+/// A local build context: its directory and what `.dockerignore` leaves out.
+#[derive(Debug)]
+pub struct LocalContext {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The ignore rules.
+    pub ignore: Matcher,
+}
+
+/// Shared state of one build: the store, the snapshots, the contexts.
+pub struct Engine {
+    store: Arc<Store>,
+    snapshots: LocalSnapshotter,
+    contexts: HashMap<String, LocalContext>,
+    /// Serialises making snapshots of layer chains, so that two steps needing
+    /// the same chain apply it once.
+    materialize: Mutex<()>,
+    /// Mount points and scratch files of this build.
+    scratch: tempfile::TempDir,
+    counter: AtomicU64,
+    /// Per-file digests computed in this build (path, size, mtime, inode → digest).
+    hashes: hash::StatCache,
+    /// The sandbox for RUN steps (`None`: the interim `unshare` path is used).
+    runner: Option<hoist_runner::Runner>,
+    /// Resource limits of RUN steps.
+    limits: hoist_runner::Limits,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Removes an active snapshot unless it was committed.
+struct Active<'a> {
+    engine: &'a Engine,
+    key: String,
+    done: bool,
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Err(e) = self.engine.snapshots.remove(&self.key) {
+                tracing::warn!(key = %self.key, error = %e, "could not remove active snapshot");
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// An engine over `store`, with snapshots under `<root>/snapshots`.
+    pub fn new(
+        store: Arc<Store>,
+        contexts: HashMap<String, LocalContext>,
+    ) -> Result<Self, EngineError> {
+        let snapshots = LocalSnapshotter::open(store.root().join("snapshots"), BackendChoice::Auto)
+            .map_err(snap_error("open the snapshotter"))?;
+        let tmp = store
+            .tmp_dir()
+            .map_err(store_error("create the store's scratch directory"))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&tmp)
+            .map_err(io_error("create a scratch directory in", &tmp))?;
+        let hashes = hash::StatCache::load(store.root().join("build-stat-cache"));
+        let runner = match hoist_runner::Runner::new(hoist_runner::RunnerConfig::default()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "sandbox runner unavailable, RUN uses unshare");
+                None
+            }
+        };
+        Ok(Engine {
+            runner,
+            limits: hoist_runner::Limits::default(),
+            store,
+            snapshots,
+            contexts,
+            materialize: Mutex::new(()),
+            scratch,
+            counter: AtomicU64::new(0),
+            hashes,
+        })
+    }
+
+    /// Sets the resource limits of RUN steps (`--memory`, `--cpus`).
+    pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
+        self.limits.memory = memory;
+        self.limits.cpus = cpus;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The context called `name`.
+    pub fn context(&self, name: &str) -> Result<&LocalContext, EngineError> {
+        self.contexts
+            .get(name)
+            .ok_or_else(|| EngineError::Invalid(format!("no build context named `{name}`")))
+    }
+
+    fn unique(&self, what: &str) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{what}-{}-{n}", std::process::id())
+    }
+
+    /// A fresh empty directory in this build's scratch space.
+    pub(crate) fn scratch_dir(&self, what: &str) -> Result<PathBuf, EngineError> {
+        let dir = self.scratch.path().join(self.unique(what));
+        std::fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
+        Ok(dir)
+    }
+
+    /// Saves what the stat cache learned.
+    pub fn save_stat_cache(&self) {
+        self.hashes.save();
+    }
+
+    /// Makes sure the committed snapshot of `layers` exists (applying whatever
+    /// layers are missing) and returns its name (`None` for no layers).
+    pub(crate) fn ensure_snapshot(&self, layers: &[Layer]) -> Result<Option<String>, EngineError> {
+        let Some(name) = snapshot_name(layers) else {
+            return Ok(None);
+        };
+        // Poison only means another step panicked mid-apply; its active snapshot
+        // is removed by its guard, so the committed set is still consistent.
+        let _lock = self.materialize.lock().unwrap_or_else(|e| e.into_inner());
+        if self.snapshots.stat(&name).is_ok() {
+            return Ok(Some(name));
+        }
+        // Longest prefix that exists already.
+        let mut have = layers.len() - 1;
+        while have > 0 {
+            let prefix = snapshot_name(&layers[..have]).unwrap_or_default();
+            if self.snapshots.stat(&prefix).is_ok() {
+                break;
+            }
+            have -= 1;
+        }
+        for n in have..layers.len() {
+            let parent = snapshot_name(&layers[..n]);
+            let this = snapshot_name(&layers[..=n]).unwrap_or_default();
+            let key = self.unique("extract");
+            self.snapshots
+                .prepare(&key, parent.as_deref())
+                .map_err(snap_error(format!("prepare snapshot {key}")))?;
+            let mut active = Active {
+                engine: self,
+                key: key.clone(),
+                done: false,
+            };
+            let layer = &layers[n];
+            let digest = layer
+                .digest
+                .parse()
+                .map_err(|_| EngineError::Invalid(format!("bad layer digest {}", layer.digest)))?;
+            let mut blob = self
+                .store
+                .content()
+                .open_blob(&digest)
+                .map_err(store_error(format!("open layer {}", layer.digest)))?;
+            let report = self
+                .snapshots
+                .apply(&key, &mut blob, &ApplyOptions::default())
+                .map_err(snap_error(format!("apply layer {}", layer.digest)))?;
+            if report.diff_id != layer.diff_id {
+                return Err(EngineError::Invalid(format!(
+                    "layer {} has diff_id {} but the image says {}",
+                    layer.digest, report.diff_id, layer.diff_id
+                )));
+            }
+            self.snapshots
+                .commit(&this, &key)
+                .map_err(snap_error(format!("commit snapshot {this}")))?;
+            active.done = true;
+        }
+        Ok(Some(name))
+    }
+
+    /// Prepares a writable snapshot on `layers` and mounts it; the closure
+    /// changes the tree; its changes become a new layer on top of `layers`.
+    pub(crate) fn with_new_layer(
+        &self,
+        layers: &[Layer],
+        change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
+    ) -> Result<Vec<Layer>, crate::OpError> {
+        self.with_new_snapshot(layers, |key, mounts| {
+            let mountpoint = self.scratch_dir("root")?;
+            let guard = MountGuard::new(mounts, &mountpoint)
+                .map_err(snap_error(format!("mount snapshot {key}")))?;
+            change(&mountpoint)?;
+            guard
+                .unmount()
+                .map_err(snap_error(format!("unmount snapshot {key}")))?;
+            let _ = std::fs::remove_dir(&mountpoint);
+            Ok(())
+        })
+    }
+
+    /// Prepares a writable snapshot on `layers` and hands its mounts to `change`
+    /// (which must leave them unmounted); the changes become a new layer.
+    pub(crate) fn with_new_snapshot(
+        &self,
+        layers: &[Layer],
+        change: impl FnOnce(&str, &[hoist_snapshotter::Mount]) -> Result<(), crate::OpError>,
+    ) -> Result<Vec<Layer>, crate::OpError> {
+        let parent = self.ensure_snapshot(layers)?;
+        let key = self.unique("step");
+        let mounts = self
+            .snapshots
+            .prepare(&key, parent.as_deref())
+            .map_err(snap_error(format!("prepare snapshot {key}")))?;
+        let mut active = Active {
+            engine: self,
+            key: key.clone(),
+            done: false,
+        };
+        change(&key, &mounts)?;
+
+        let mut writer = self
+            .store
+            .content()
+            .writer()
+            .map_err(store_error("start a layer blob"))?;
+        let descriptor = self
+            .snapshots
+            .diff(&key, &DiffOptions::default(), &mut writer)
+            .map_err(snap_error(format!("diff snapshot {key}")))?;
+        writer
+            .commit(Some(descriptor.size), None)
+            .map_err(store_error(format!("store layer {}", descriptor.digest)))?;
+        let mut out = layers.to_vec();
+        out.push(Layer {
+            digest: descriptor.digest,
+            diff_id: descriptor.diff_id,
+            size: descriptor.size,
+            media_type: descriptor.media_type.to_owned(),
+        });
+        let name = snapshot_name(&out).unwrap_or_default();
+        let _lock = self.materialize.lock().unwrap_or_else(|e| e.into_inner());
+        if self.snapshots.stat(&name).is_err() {
+            self.snapshots
+                .commit(&name, &key)
+                .map_err(snap_error(format!("commit snapshot {name}")))?;
+            active.done = true;
+        }
+        Ok(out)
+    }
+
+    /// Mounts a read-only view of `layers` for the duration of `read`.
+    pub(crate) fn with_view<T>(
+        &self,
+        layers: &[Layer],
+        read: impl FnOnce(&Path) -> Result<T, crate::OpError>,
+    ) -> Result<T, crate::OpError> {
+        let Some(parent) = self.ensure_snapshot(layers)? else {
+            let empty = self.scratch_dir("empty")?;
+            return read(&empty);
+        };
+        let key = self.unique("view");
+        let mounts = self
+            .snapshots
+            .view(&key, Some(&parent))
+            .map_err(snap_error(format!("make view {key}")))?;
+        let _active = Active {
+            engine: self,
+            key: key.clone(),
+            done: false,
+        };
+        let mountpoint = self.scratch_dir("view")?;
+        let guard = MountGuard::new(&mounts, &mountpoint)
+            .map_err(snap_error(format!("mount view {key}")))?;
+        let result = read(&mountpoint);
+        guard
+            .unmount()
+            .map_err(snap_error(format!("unmount view {key}")))?;
+        let _ = std::fs::remove_dir(&mountpoint);
+        result
+    }
+}

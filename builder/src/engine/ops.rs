@@ -1,0 +1,573 @@
+//! The frontend's graph ops as solver [`Op`]s over [`Artifact`]s.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use hoist_frontend::dockerignore::Matcher;
+use hoist_frontend::graph::{FileAction, FileOp, MountKind};
+
+use super::artifact::{Artifact, Layer};
+use super::exec::{self, Exit, ProcessSpec};
+use super::files::{self, CopyRequest, Owner, Source};
+use super::hash;
+use super::{Engine, EngineError};
+use crate::digest::{CanonicalBytes, CanonicalEncoder, Digest};
+use crate::op::{Op, OpContext, OpError};
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Plain data with string keys: serialising cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Runs blocking work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, OpError> + Send + 'static,
+) -> Result<T, OpError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| -> OpError { Box::new(EngineError::Invalid(format!("step panicked: {e}"))) })?
+}
+
+/// `scratch`: an empty filesystem.
+pub struct ScratchOp;
+
+#[async_trait]
+impl Op<Artifact> for ScratchOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("scratch", 1).finish()
+    }
+
+    async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
+        Ok(Artifact::Fs { layers: vec![] })
+    }
+}
+
+/// An image of the store, by its pinned manifest digest.
+pub struct ImageOp {
+    /// The reference, `name@sha256:…` as the resolver pinned it.
+    pub reference: String,
+    /// The engine.
+    pub engine: Arc<Engine>,
+}
+
+/// The layers of the manifest `digest` (its config's diff_ids paired with the
+/// manifest's layers).
+pub fn image_layers(engine: &Engine, digest: &str) -> Result<Vec<Layer>, EngineError> {
+    let store = engine.store();
+    let parsed = digest
+        .parse()
+        .map_err(|_| EngineError::Invalid(format!("bad manifest digest {digest}")))?;
+    let manifest = store
+        .read_manifest(&parsed)
+        .map_err(|source| EngineError::Store {
+            action: format!("read manifest {digest}"),
+            source,
+        })?;
+    let config: serde_json::Value = serde_json::from_slice(
+        &store
+            .content()
+            .read_blob(manifest.config().digest())
+            .map_err(|source| EngineError::Store {
+                action: format!("read the config of {digest}"),
+                source,
+            })?,
+    )
+    .map_err(|e| EngineError::Invalid(format!("bad image config of {digest}: {e}")))?;
+    let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(EngineError::Invalid(format!(
+            "image {digest} has {} layers but {} diff_ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        )));
+    }
+    Ok(manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, diff_id)| Layer {
+            digest: l.digest().to_string(),
+            diff_id,
+            size: l.size(),
+            media_type: l.media_type().to_string(),
+        })
+        .collect())
+}
+
+#[async_trait]
+impl Op<Artifact> for ImageOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("image", 1)
+            .str("reference", &self.reference)
+            .finish()
+    }
+
+    async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let Some((_, digest)) = self.reference.split_once('@') else {
+            return Err(Box::new(EngineError::Invalid(format!(
+                "image {} is not in the store (pulling during build is not supported yet: hoist pull or hoist import it first)",
+                self.reference
+            ))));
+        };
+        let layers = image_layers(&self.engine, digest)?;
+        Ok(Artifact::Fs { layers })
+    }
+}
+
+/// A local context: its key is the digest of its selected files.
+pub struct ContextOp {
+    /// Context name.
+    pub name: String,
+    /// Paths the build reads (empty: all).
+    pub paths: Vec<String>,
+    /// The engine.
+    pub engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl Op<Artifact> for ContextOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("context", 1)
+            .str("name", &self.name)
+            .str_list("paths", &self.paths)
+            .finish()
+    }
+
+    async fn source_digest(&self, _: &OpContext) -> Result<Option<Digest>, OpError> {
+        let engine = self.engine.clone();
+        let name = self.name.clone();
+        let paths = if self.paths.is_empty() {
+            vec![String::new()]
+        } else {
+            self.paths.clone()
+        };
+        blocking(move || {
+            let context = engine.context(&name)?;
+            let entries = hash::select(&context.dir, &paths, Some(&context.ignore))
+                .map_err(super::io_error("read the build context", &context.dir))?;
+            let digest = hash::digest_entries(&context.dir, &entries, &engine.hashes)
+                .map_err(super::io_error("hash the build context", &context.dir))?;
+            Ok(Some(digest))
+        })
+        .await
+    }
+
+    async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
+        Ok(Artifact::Context {
+            name: self.name.clone(),
+        })
+    }
+}
+
+/// File actions (COPY, ADD, WORKDIR's mkdir, inline files).
+pub struct FileStep {
+    /// The frontend's op.
+    pub op: FileOp,
+    /// The engine.
+    pub engine: Arc<Engine>,
+}
+
+impl FileStep {
+    fn sources_of(&self, input: usize) -> Vec<String> {
+        self.op
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                FileAction::Copy {
+                    input: i, source, ..
+                } if *i == input => Some(source.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Op<Artifact> for FileStep {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("file", 1)
+            .bytes("op", &json(&self.op))
+            .finish()
+    }
+
+    fn selector(&self, input: usize) -> Option<CanonicalBytes> {
+        if Some(input) == self.op.root {
+            return None;
+        }
+        Some(
+            CanonicalEncoder::new("file-selector", 1)
+                .str_list("sources", self.sources_of(input))
+                .finish(),
+        )
+    }
+
+    fn content_addressed(&self, input: usize) -> bool {
+        Some(input) != self.op.root
+    }
+
+    async fn content_digest(
+        &self,
+        _: &OpContext,
+        input: usize,
+        output: &Artifact,
+    ) -> Result<Digest, OpError> {
+        let sources = self.sources_of(input);
+        match output {
+            Artifact::Context { name } => {
+                let engine = self.engine.clone();
+                let name = name.clone();
+                blocking(move || {
+                    let context = engine.context(&name)?;
+                    let entries = hash::select(&context.dir, &sources, Some(&context.ignore))
+                        .map_err(super::io_error("read the build context", &context.dir))?;
+                    Ok(hash::digest_entries(&context.dir, &entries, &engine.hashes)
+                        .map_err(super::io_error("hash the build context", &context.dir))?)
+                })
+                .await
+            }
+            // A stage's layers stand for its content (a rebuilt stage with equal
+            // files has new layers and misses: safe, not yet minimal).
+            Artifact::Fs { layers } => {
+                let mut e = CanonicalEncoder::new("layers", 1);
+                e.str_list("diff_ids", layers.iter().map(|l| l.diff_id.as_str()));
+                Ok(e.finish().digest())
+            }
+        }
+    }
+
+    async fn exec(&self, _: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let engine = self.engine.clone();
+        let op = self.op.clone();
+        blocking(move || {
+            let base: Vec<Layer> = match op.root {
+                Some(r) => inputs[r].layers().to_vec(),
+                None => vec![],
+            };
+            let layers = engine.with_new_layer(&base, |root| {
+                for action in &op.actions {
+                    apply_action(&engine, root, action, &inputs)?;
+                }
+                Ok(())
+            })?;
+            Ok(Artifact::Fs { layers })
+        })
+        .await
+    }
+}
+
+fn apply_action(
+    engine: &Engine,
+    root: &std::path::Path,
+    action: &FileAction,
+    inputs: &[Artifact],
+) -> Result<(), OpError> {
+    match action {
+        FileAction::Copy {
+            input,
+            source,
+            dest,
+            chown,
+            chmod,
+            exclude,
+            include,
+            follow_symlinks,
+            dir_contents_only,
+            attempt_unpack,
+            create_dest_path: _,
+            allow_wildcard,
+            allow_empty_wildcard,
+        } => {
+            if !include.is_empty() {
+                return Err(Box::new(EngineError::Invalid(
+                    "COPY --parents is not supported yet".into(),
+                )));
+            }
+            let owner = chown
+                .as_deref()
+                .map(|c| files::resolve_owner(root, c))
+                .transpose()?;
+            let mode = chmod.as_deref().map(files::parse_chmod).transpose()?;
+            let exclude =
+                if exclude.is_empty() {
+                    None
+                } else {
+                    Some(Matcher::from_patterns(exclude).map_err(|e| {
+                        EngineError::Invalid(format!("invalid --exclude pattern: {e}"))
+                    })?)
+                };
+            let request = CopyRequest {
+                source,
+                dest,
+                owner,
+                mode,
+                exclude: exclude.as_ref(),
+                follow_symlinks: *follow_symlinks,
+                dir_contents_only: *dir_contents_only,
+                attempt_unpack: *attempt_unpack,
+                allow_wildcard: *allow_wildcard,
+                allow_empty_wildcard: *allow_empty_wildcard,
+            };
+            match &inputs[*input] {
+                Artifact::Context { name } => {
+                    let context = engine.context(name)?;
+                    let from = Source {
+                        root: &context.dir,
+                        ignore: Some(&context.ignore),
+                        reset_owner: true,
+                        what: "build context",
+                    };
+                    files::copy(root, &from, &request)?;
+                }
+                Artifact::Fs { layers } => {
+                    engine.with_view(layers, |view| {
+                        let from = Source {
+                            root: view,
+                            ignore: None,
+                            reset_owner: false,
+                            what: "source stage",
+                        };
+                        files::copy(root, &from, &request)?;
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+        FileAction::Mkdir {
+            path,
+            mode,
+            make_parents: _,
+            chown,
+        } => {
+            let owner = chown
+                .as_deref()
+                .map(|c| files::resolve_owner(root, c))
+                .transpose()?
+                .unwrap_or(Owner { uid: 0, gid: 0 });
+            files::mkdir_all(root, path, *mode, owner)?;
+        }
+        FileAction::Mkfile { path, mode, data } => files::mkfile(root, path, *mode, data)?,
+        FileAction::Rm {
+            path,
+            allow_not_found,
+        } => files::rm(root, path, *allow_not_found)?,
+    }
+    Ok(())
+}
+
+/// Why a RUN failed.
+#[derive(Debug, thiserror::Error)]
+#[error("process \"{command}\" did not complete successfully: {status}")]
+pub struct ProcessFailed {
+    /// The command line, space-joined as BuildKit shows it.
+    pub command: String,
+    /// `exit code: N` or `killed by signal N`.
+    pub status: String,
+    /// The exit code, if it exited.
+    pub code: Option<i32>,
+}
+
+/// A RUN step.
+pub struct ExecStep {
+    /// The frontend's op.
+    pub op: hoist_frontend::graph::ExecOp,
+    /// The network mode forced by `--network`, if any.
+    pub network: Option<hoist_frontend::graph::NetworkMode>,
+    /// The engine.
+    pub engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl Op<Artifact> for ExecStep {
+    fn definition(&self) -> CanonicalBytes {
+        let mut op = self.op.clone();
+        // Proxy variables never change what a step means (BuildKit's rule).
+        op.proxy_env.clear();
+        CanonicalEncoder::new("exec", 1)
+            .bytes("op", &json(&op))
+            .finish()
+    }
+
+    async fn exec(&self, context: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
+        if !self.op.mounts.is_empty() {
+            let kinds: Vec<&str> = self
+                .op
+                .mounts
+                .iter()
+                .map(|m| match m.kind {
+                    MountKind::Bind { .. } => "bind",
+                    MountKind::Cache { .. } => "cache",
+                    MountKind::Tmpfs { .. } => "tmpfs",
+                    MountKind::Secret { .. } => "secret",
+                    MountKind::Ssh { .. } => "ssh",
+                })
+                .collect();
+            return Err(Box::new(EngineError::Invalid(format!(
+                "RUN --mount ({}) is not supported yet",
+                kinds.join(", ")
+            ))));
+        }
+        let engine = self.engine.clone();
+        let op = self.op.clone();
+        let network = match (op.network, self.network) {
+            (hoist_frontend::graph::NetworkMode::Default, Some(n)) => n,
+            (n, _) => n,
+        };
+        if engine.runner.is_none() {
+            return self.exec_unshare(context, inputs, network).await;
+        }
+        let cancel = hoist_runner::Cancel::new()?;
+        // The runner watches a pipe, the solver a token: bridge them.
+        let watcher = {
+            let cancel = cancel.clone();
+            let token = context.cancellation().clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                cancel.cancel();
+            })
+        };
+        let context = context.clone();
+        let result = blocking(move || {
+            let base = inputs[op.root].layers().to_vec();
+            let mut env = op.env.clone();
+            env.extend(op.proxy_env.iter().cloned());
+            let layers = engine.with_new_snapshot(&base, |_, mounts| {
+                let rootfs = hoist_runner::Rootfs::Mounts(
+                    mounts
+                        .iter()
+                        .map(|m| hoist_runner::MountData {
+                            kind: m.kind.clone(),
+                            source: m.source.to_string_lossy().into_owned(),
+                            target: "/".into(),
+                            options: m.options.clone(),
+                        })
+                        .collect(),
+                );
+                let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
+                spec.env = env;
+                spec.cwd = if op.cwd.is_empty() {
+                    "/".into()
+                } else {
+                    op.cwd.clone()
+                };
+                spec.user = op.user.clone();
+                spec.network = match network {
+                    hoist_frontend::graph::NetworkMode::None => hoist_runner::NetworkMode::None,
+                    hoist_frontend::graph::NetworkMode::Host => hoist_runner::NetworkMode::Host,
+                    hoist_frontend::graph::NetworkMode::Default => {
+                        hoist_runner::NetworkMode::Default
+                    }
+                };
+                spec.limits = engine.limits;
+                let runner = engine.runner.as_ref().ok_or_else(|| {
+                    EngineError::Invalid("the sandbox runner is unavailable".into())
+                })?;
+                let result = runner.run_with_cancel(
+                    &spec,
+                    &mut |stream, bytes| {
+                        let stream = match stream {
+                            hoist_runner::Stream::Stdout => crate::LogStream::Stdout,
+                            hoist_runner::Stream::Stderr => crate::LogStream::Stderr,
+                        };
+                        context.log(stream, bytes);
+                    },
+                    Some(&cancel),
+                )?;
+                context.record_usage(crate::Usage {
+                    cpu_time: result.usage.cpu,
+                    peak_memory_bytes: result.usage.peak_memory,
+                });
+                if context.is_cancelled() {
+                    return Err(Box::new(EngineError::Invalid("cancelled".into())));
+                }
+                match result.failure_message(&spec.limits) {
+                    None => Ok(()),
+                    Some(message) => {
+                        let (status, code) = match result.status {
+                            hoist_runner::ExitStatus::Exited(code) if !result.oom_killed => {
+                                (format!("exit code: {code}"), Some(code))
+                            }
+                            _ => (message, None),
+                        };
+                        Err(Box::new(ProcessFailed {
+                            command: op.argv.join(" "),
+                            status,
+                            code,
+                        }))
+                    }
+                }
+            })?;
+            Ok(Artifact::Fs { layers })
+        })
+        .await;
+        watcher.abort();
+        result
+    }
+}
+
+impl ExecStep {
+    /// The interim sandbox (util-linux `unshare`), used when the runner cannot
+    /// be set up.
+    async fn exec_unshare(
+        &self,
+        context: &OpContext,
+        inputs: Vec<Artifact>,
+        network: hoist_frontend::graph::NetworkMode,
+    ) -> Result<Artifact, OpError> {
+        let engine = self.engine.clone();
+        let op = self.op.clone();
+        let context = context.clone();
+        blocking(move || {
+            let base = inputs[op.root].layers().to_vec();
+            let mut env = op.env.clone();
+            env.extend(op.proxy_env.iter().cloned());
+            let layers = engine.with_new_layer(&base, |root| {
+                let user = if op.user.is_empty() {
+                    None
+                } else {
+                    Some(files::resolve_owner(root, &op.user)?)
+                };
+                if !env.iter().any(|e| e.starts_with("HOME=")) {
+                    // Docker's rule: HOME from passwd, `/root` for root, else `/`.
+                    let uid = user.map_or(0, |u| u.uid);
+                    env.push(format!("HOME={}", files::home_of(root, uid)));
+                }
+                let cwd = if op.cwd.is_empty() {
+                    "/"
+                } else {
+                    op.cwd.as_str()
+                };
+                files::mkdir_all(root, cwd, 0o755, user.unwrap_or(Owner { uid: 0, gid: 0 }))?;
+                let spec = ProcessSpec {
+                    argv: &op.argv,
+                    env: &env,
+                    cwd,
+                    user,
+                    network,
+                };
+                let exit = exec::run(root, &spec, &context)?;
+                let failed = |status: String, code| -> OpError {
+                    Box::new(ProcessFailed {
+                        command: op.argv.join(" "),
+                        status,
+                        code,
+                    })
+                };
+                match exit {
+                    None => Err(Box::new(EngineError::Invalid("cancelled".into()))),
+                    Some(Exit::Code(0)) => Ok(()),
+                    Some(Exit::Code(code)) => Err(failed(format!("exit code: {code}"), Some(code))),
+                    Some(Exit::Signal(sig)) => Err(failed(format!("killed by signal {sig}"), None)),
+                }
+            })?;
+            Ok(Artifact::Fs { layers })
+        })
+        .await
+    }
+}

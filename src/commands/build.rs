@@ -1,0 +1,605 @@
+//! `hoist build [OPTIONS] CONTEXT|-`: build an image from a Dockerfile.
+//!
+//! The builder does the work; this module reads the inputs (context directory,
+//! stdin, Dockerfile, ignore file), renders progress events (plain as
+//! `docker build --progress=plain`, or JSON lines) and writes the outputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context as _};
+use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
+use hoist_builder::engine::export;
+use hoist_builder::{CancellationToken, Event, EventSink, LogStream, VertexId};
+use hoist_cache::archive::{self, SaveImage};
+use hoist_frontend::graph::NetworkMode;
+use hoist_frontend::BuildOptions;
+
+use crate::context::Context;
+use crate::resolve::parse_tag_name;
+use crate::util::familiar;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Progress {
+    /// plain when stderr is not a terminal, tty otherwise
+    #[default]
+    Auto,
+    /// numbered steps and prefixed output, as `docker build --progress=plain`
+    Plain,
+    /// live view (currently rendered as plain)
+    Tty,
+    /// one JSON event object per line
+    Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum PlanFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Network {
+    Default,
+    None,
+    Host,
+}
+
+/// Build an image from a Dockerfile
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Build context: a directory, or `-` for a tar archive (or a Dockerfile) on stdin
+    context: String,
+    /// Name and optionally a tag (NAME[:TAG]); repeatable
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
+    /// Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from stdin
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<String>,
+    /// Build-time variable KEY=VALUE (KEY alone takes it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    build_args: Vec<String>,
+    /// Stage to build
+    #[arg(long)]
+    target: Option<String>,
+    /// Label KEY=VALUE for the image
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Do not use the cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not use the cache for these stages
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    no_cache_filter: Vec<String>,
+    /// Network for RUN steps
+    #[arg(long, value_enum)]
+    network: Option<Network>,
+    /// Memory limit of RUN steps (e.g. 512m)
+    #[arg(long, value_name = "BYTES")]
+    memory: Option<String>,
+    /// CPU limit of RUN steps
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Print only the image ID
+    #[arg(short, long)]
+    quiet: bool,
+    /// Progress output
+    #[arg(long, value_enum, default_value_t)]
+    progress: Progress,
+    /// Output: type=image|oci|docker|local|tar[,dest=PATH|-]
+    #[arg(short, long = "output", value_name = "SPEC")]
+    outputs: Vec<String>,
+    /// Write the image ID to this file
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Write build metadata (digests) as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+    /// Print the build plan instead of building
+    #[arg(long)]
+    dry_run: bool,
+    /// Format of --dry-run
+    #[arg(long, value_enum, default_value_t)]
+    format: PlanFormat,
+    /// Steps run at once (default: number of cores)
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum OutputKind {
+    Image,
+    Oci,
+    Docker,
+    Local,
+    Tar,
+}
+
+#[derive(Debug)]
+struct Output {
+    kind: OutputKind,
+    dest: Option<String>,
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid --output `{spec}`: expected KEY=VALUE pairs"))?;
+        match k {
+            "type" => {
+                kind = Some(match v {
+                    "image" => OutputKind::Image,
+                    "oci" => OutputKind::Oci,
+                    "docker" => OutputKind::Docker,
+                    "local" => OutputKind::Local,
+                    "tar" => OutputKind::Tar,
+                    other => bail!(
+                    "invalid --output type `{other}`: expected image, oci, docker, local or tar"
+                ),
+                })
+            }
+            "dest" => dest = Some(v.to_owned()),
+            "name" | "push" => {}
+            other => bail!("invalid --output key `{other}`"),
+        }
+    }
+    let kind = kind.ok_or_else(|| anyhow!("invalid --output `{spec}`: type= is required"))?;
+    if kind != OutputKind::Image && dest.is_none() {
+        bail!("--output `{spec}` needs dest=PATH (or dest=- for stdout)");
+    }
+    Ok(Output { kind, dest })
+}
+
+/// `512m`, `1g`, `1048576` (Docker's units, powers of 1024).
+fn parse_bytes(text: &str) -> anyhow::Result<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (digits, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => lower.split_at(i),
+        None => (lower, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => bail!("invalid size `{text}`: expected a number with k, m or g"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow!("invalid size `{text}`: expected a number with k, m or g"))?;
+    Ok(n << shift)
+}
+
+fn key_values(
+    values: &[String],
+    what: &str,
+    from_env: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for value in values {
+        match value.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_owned(), v.to_owned());
+            }
+            None if from_env => {
+                if let Ok(v) = std::env::var(value) {
+                    out.insert(value.clone(), v);
+                }
+            }
+            None => bail!("invalid {what} `{value}`: expected KEY=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads stdin: a tar archive (plain or gzip) becomes the context, anything
+/// else is a Dockerfile with an empty context.
+fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
+    let mut data = Vec::new();
+    io::stdin()
+        .read_to_end(&mut data)
+        .context("failed to read the build context from stdin")?;
+    let is_gzip = data.starts_with(&[0x1f, 0x8b]);
+    let is_tar = data.len() >= 262 && &data[257..262] == b"ustar";
+    if !is_gzip && !is_tar {
+        return Ok(Some(
+            String::from_utf8(data).context("the Dockerfile on stdin is not UTF-8")?,
+        ));
+    }
+    let reader: Box<dyn Read> = if is_gzip {
+        Box::new(flate2::read::GzDecoder::new(&data[..]))
+    } else {
+        Box::new(&data[..])
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive
+        .unpack(dir)
+        .context("failed to unpack the build context from stdin")?;
+    Ok(None)
+}
+
+/// Renders events as `docker build --progress=plain` does.
+struct Plain {
+    numbers: HashMap<VertexId, (usize, Instant, String)>,
+    next: usize,
+    partial: HashMap<VertexId, Vec<u8>>,
+}
+
+impl Plain {
+    fn number(&mut self, vertex: VertexId, name: &str) -> usize {
+        let next = &mut self.next;
+        self.numbers
+            .entry(vertex)
+            .or_insert_with(|| {
+                *next += 1;
+                (*next, Instant::now(), name.to_owned())
+            })
+            .0
+    }
+
+    fn render(&mut self, event: &Event, out: &mut dyn Write) -> io::Result<()> {
+        match event {
+            Event::VertexStarted { vertex, name } => {
+                let n = self.number(*vertex, name);
+                if let Some(entry) = self.numbers.get_mut(vertex) {
+                    entry.1 = Instant::now();
+                }
+                writeln!(out, "#{n} {name}")?;
+            }
+            Event::VertexCached { vertex, name } => {
+                let n = self.number(*vertex, name);
+                writeln!(out, "#{n} {name}\n#{n} CACHED\n")?;
+            }
+            Event::Log {
+                vertex,
+                bytes,
+                stream,
+            } => {
+                let Some((n, start, _)) = self.numbers.get(vertex).cloned() else {
+                    return Ok(());
+                };
+                let _ = stream;
+                let buffer = self.partial.entry(*vertex).or_default();
+                buffer.extend_from_slice(bytes);
+                while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=pos).collect();
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+                    writeln!(out, "#{n} {:.3} {text}", start.elapsed().as_secs_f64())?;
+                }
+            }
+            Event::VertexCompleted {
+                vertex, duration, ..
+            } => {
+                if let Some((n, start, _)) = self.numbers.get(vertex).cloned() {
+                    self.flush_partial(*vertex, n, start, out)?;
+                    writeln!(out, "#{n} DONE {:.1}s\n", duration.as_secs_f64())?;
+                }
+            }
+            Event::VertexFailed { vertex, error } => {
+                if let Some((n, start, _)) = self.numbers.get(vertex).cloned() {
+                    self.flush_partial(*vertex, n, start, out)?;
+                    writeln!(out, "#{n} ERROR: {error}\n")?;
+                }
+            }
+            Event::VertexCancelled { vertex } => {
+                if let Some((n, _, _)) = self.numbers.get(vertex).cloned() {
+                    writeln!(out, "#{n} CANCELED\n")?;
+                }
+            }
+            Event::Warning { message, .. } => writeln!(out, "WARNING: {message}")?,
+            Event::Progress { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn flush_partial(
+        &mut self,
+        vertex: VertexId,
+        n: usize,
+        start: Instant,
+        out: &mut dyn Write,
+    ) -> io::Result<()> {
+        if let Some(rest) = self.partial.remove(&vertex) {
+            if !rest.is_empty() {
+                writeln!(
+                    out,
+                    "#{n} {:.3} {}",
+                    start.elapsed().as_secs_f64(),
+                    String::from_utf8_lossy(&rest)
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn json_event(event: &Event) -> serde_json::Value {
+    use serde_json::json;
+    match event {
+        Event::VertexStarted { vertex, name } => {
+            json!({"event": "started", "vertex": vertex.index(), "name": name})
+        }
+        Event::VertexCached { vertex, name } => {
+            json!({"event": "cached", "vertex": vertex.index(), "name": name})
+        }
+        Event::VertexCompleted {
+            vertex,
+            duration,
+            usage,
+        } => json!({
+            "event": "finished",
+            "vertex": vertex.index(),
+            "duration_seconds": duration.as_secs_f64(),
+            "cpu_seconds": usage.map(|u| u.cpu_time.as_secs_f64()),
+            "peak_memory_bytes": usage.and_then(|u| u.peak_memory_bytes),
+        }),
+        Event::VertexFailed { vertex, error } => {
+            json!({"event": "failed", "vertex": vertex.index(), "error": error})
+        }
+        Event::VertexCancelled { vertex } => {
+            json!({"event": "cancelled", "vertex": vertex.index()})
+        }
+        Event::Log {
+            vertex,
+            stream,
+            bytes,
+        } => json!({
+            "event": "log",
+            "vertex": vertex.index(),
+            "stream": if *stream == LogStream::Stdout { "stdout" } else { "stderr" },
+            "data": String::from_utf8_lossy(bytes),
+        }),
+        Event::Progress {
+            vertex,
+            id,
+            current,
+            total,
+        } => json!({
+            "event": "progress", "vertex": vertex.index(), "id": id, "current": current, "total": total,
+        }),
+        Event::Warning { vertex, message } => json!({
+            "event": "warning", "vertex": vertex.map(|v| v.index()), "message": message,
+        }),
+    }
+}
+
+fn open_dest(dest: &str) -> anyhow::Result<Box<dyn Write>> {
+    if dest == "-" {
+        if io::stdout().is_terminal() {
+            bail!("refusing to write an archive to a terminal; redirect stdout or give dest=FILE");
+        }
+        return Ok(Box::new(BufWriter::new(io::stdout().lock())));
+    }
+    let file = File::create(dest).with_context(|| format!("failed to create `{dest}`"))?;
+    Ok(Box::new(BufWriter::new(file)))
+}
+
+pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| parse_tag_name(t).map(|r| r.to_string()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = if args.outputs.is_empty() {
+        vec![Output {
+            kind: OutputKind::Image,
+            dest: None,
+        }]
+    } else {
+        args.outputs
+            .iter()
+            .map(|o| parse_output(o))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    if args.file.as_deref() == Some("-") && args.context == "-" {
+        bail!("the Dockerfile and the context cannot both come from stdin");
+    }
+    let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
+
+    let stdin_dir;
+    let (context_dir, stdin_dockerfile) = if args.context == "-" {
+        stdin_dir = tempfile::tempdir().context("failed to create a directory for the context")?;
+        let dockerfile = stdin_context(stdin_dir.path())?;
+        (stdin_dir.path().to_path_buf(), dockerfile)
+    } else {
+        let dir = PathBuf::from(&args.context);
+        if !dir.is_dir() {
+            bail!("build context `{}` is not a directory", dir.display());
+        }
+        (dir, None)
+    };
+    let (dockerfile, dockerfile_name, dockerfile_path) = match (&args.file, stdin_dockerfile) {
+        (Some(f), _) if f == "-" => {
+            let mut text = String::new();
+            io::stdin()
+                .read_to_string(&mut text)
+                .context("failed to read the Dockerfile from stdin")?;
+            (text, "Dockerfile".to_owned(), None)
+        }
+        (_, Some(text)) => (text, "Dockerfile".to_owned(), None),
+        (Some(f), None) => {
+            let path = PathBuf::from(f);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("failed to read the Dockerfile `{}`", path.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "Dockerfile".into());
+            (text, name, Some(path))
+        }
+        (None, None) => {
+            let path = context_dir.join("Dockerfile");
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("failed to read the Dockerfile `{}`", path.display()))?;
+            (text, "Dockerfile".to_owned(), Some(path))
+        }
+    };
+    let dockerignore = dockerfile_path
+        .as_ref()
+        .map(|p| PathBuf::from(format!("{}.dockerignore", p.display())))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::fs::read_to_string(context_dir.join(".dockerignore")).ok());
+
+    let request = BuildRequest {
+        dockerfile,
+        dockerfile_name,
+        context_dir,
+        dockerignore: Some(dockerignore.unwrap_or_default()),
+        options: BuildOptions {
+            build_args: key_values(&args.build_args, "--build-arg", true)?,
+            target: args.target.clone(),
+            ..Default::default()
+        },
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        labels: key_values(&args.labels, "--label", false)?,
+        network: args.network.map(|n| match n {
+            Network::Default => NetworkMode::Default,
+            Network::None => NetworkMode::None,
+            Network::Host => NetworkMode::Host,
+        }),
+        jobs: args.jobs,
+        memory,
+        cpus: args.cpus,
+        created: None,
+    };
+
+    let store = Arc::new(context.store()?);
+    if args.dry_run {
+        let plan = engine_build::plan(store, &request).map_err(|e| anyhow!("{e}"))?;
+        let mut out = io::stdout().lock();
+        match args.format {
+            PlanFormat::Json => writeln!(out, "{}", plan.to_json())?,
+            PlanFormat::Text => write!(out, "{}", plan.render_plan())?,
+        }
+        return Ok(());
+    }
+
+    let events = if args.quiet {
+        EventSink::discard()
+    } else if args.progress == Progress::Json {
+        EventSink::new(|event| {
+            let line = json_event(&event).to_string();
+            let _ = writeln!(io::stderr().lock(), "{line}");
+        })
+    } else {
+        let plain = Mutex::new(Plain {
+            numbers: HashMap::new(),
+            next: 0,
+            partial: HashMap::new(),
+        });
+        EventSink::new(move |event| {
+            let mut plain = plain.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = plain.render(&event, &mut io::stderr().lock());
+        })
+    };
+    let cancel = CancellationToken::new();
+    let built = match engine_build::build(store.clone(), &request, events, &cancel) {
+        Ok(built) => built,
+        Err(BuildError::Step {
+            description,
+            message,
+            log_tail,
+            exit_code,
+        }) => {
+            let mut err = io::stderr().lock();
+            if !log_tail.is_empty() {
+                let _ = writeln!(err, "------\n > {description}:");
+                for line in &log_tail {
+                    let _ = writeln!(err, "{line}");
+                }
+                let _ = writeln!(err, "------");
+            }
+            let _ = exit_code;
+            bail!("failed to solve: {description}: {message}");
+        }
+        Err(BuildError::Dockerfile(text)) => bail!("{text}"),
+        Err(e) => return Err(anyhow::Error::new(e)),
+    };
+
+    let manifest = &built.image.manifest;
+    let id = built.image.config_digest.clone();
+    for output in &outputs {
+        match output.kind {
+            OutputKind::Image => {
+                for tag in &tags {
+                    store
+                        .set_ref(tag, manifest)
+                        .with_context(|| format!("failed to tag the image as `{tag}`"))?;
+                }
+            }
+            OutputKind::Oci | OutputKind::Docker => {
+                let dest = output.dest.as_deref().unwrap_or("-");
+                let names: Vec<String> = if output.kind == OutputKind::Docker {
+                    tags.iter().map(|t| familiar(t)).collect()
+                } else {
+                    tags.clone()
+                };
+                let images = [SaveImage {
+                    names,
+                    target: manifest.clone(),
+                }];
+                let mut out = open_dest(dest)?;
+                if output.kind == OutputKind::Docker {
+                    archive::save_docker(&store, &images, &mut out)?;
+                } else {
+                    archive::save_oci(&store, &images, &mut out)?;
+                }
+                out.flush()?;
+            }
+            OutputKind::Local => {
+                let dest = output.dest.as_deref().unwrap_or(".");
+                export::export_local(&store, &built.layers, Path::new(dest))?;
+            }
+            OutputKind::Tar => {
+                let dest = output.dest.as_deref().unwrap_or("-");
+                let mut out = open_dest(dest)?;
+                export::export_tar(&store, &built.layers, &mut out)?;
+                out.flush()?;
+            }
+        }
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id)
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let metadata = serde_json::json!({
+            "containerimage.digest": manifest.digest().to_string(),
+            "containerimage.config.digest": id,
+            "containerimage.descriptor": {
+                "mediaType": manifest.media_type().to_string(),
+                "digest": manifest.digest().to_string(),
+                "size": manifest.size(),
+            },
+            "image.name": tags.join(","),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
+            .with_context(|| format!("failed to write `{}`", path.display()))?;
+    }
+    if args.quiet {
+        println!("{id}");
+    } else {
+        let mut err = io::stderr().lock();
+        writeln!(
+            err,
+            "writing image {id}: {} steps, {} cached",
+            built.executed + built.cached,
+            built.cached
+        )?;
+        for tag in &tags {
+            writeln!(err, "naming to {tag}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! Outputs and metadata: tags, --iidfile, --metadata-file, archives, dry runs.
+
+use std::fs;
+
+use super::common::{hoist, Env};
+
+#[test]
+fn tags_iidfile_metadata_and_archives() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.write("f.txt", "f\n");
+    env.dockerfile("FROM busybox\nCOPY f.txt /f.txt\nCMD [\"cat\", \"/f.txt\"]\n");
+    let iid = env.scratch.path().join("iid");
+    let meta = env.scratch.path().join("meta.json");
+    let oci = env.scratch.path().join("img.oci.tar");
+    let tar_out = env.scratch.path().join("fs.tar");
+    let run = env.build(&[
+        "-t",
+        "one:1",
+        "-t",
+        "example.com/two:latest",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        "-o",
+        "type=image",
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+        "-o",
+        &format!("type=tar,dest={}", tar_out.display()),
+    ]);
+    run.assert_ok();
+    let id = fs::read_to_string(&iid).unwrap();
+    let inspect = env.inspect("one:1");
+    assert_eq!(inspect["Id"], id.as_str());
+    assert_eq!(env.inspect("example.com/two:latest")["Id"], id.as_str());
+    let metadata: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(metadata["containerimage.config.digest"], id.as_str());
+    assert_eq!(metadata["containerimage.digest"], inspect["ManifestDigest"]);
+    // The OCI archive has an index.json naming the manifest.
+    let mut archive = tar::Archive::new(fs::File::open(&oci).unwrap());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.trim_start_matches("./") == "index.json"),
+        "{names:?}"
+    );
+    // The tar export holds the files.
+    let mut archive = tar::Archive::new(fs::File::open(&tar_out).unwrap());
+    let mut found = false;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            == "f.txt"
+        {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut s).unwrap();
+            assert_eq!(s, "f\n");
+            found = true;
+        }
+    }
+    assert!(found, "f.txt in the tar export");
+}
+
+#[test]
+fn quiet_prints_only_the_id_and_dry_run_prints_the_plan() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile("FROM busybox\nRUN echo hi\n");
+    let plan = env.build(&["--dry-run", "--format", "json"]);
+    plan.assert_ok();
+    let graph: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert!(graph["vertices"].as_array().unwrap().len() >= 2);
+    assert!(
+        !plan.stderr.contains("DONE"),
+        "nothing ran: {}",
+        plan.stderr
+    );
+    let quiet = hoist(
+        env.root.path(),
+        &["build", "-q", env.context.path().to_str().unwrap()],
+        None,
+    );
+    quiet.assert_ok();
+    assert!(
+        quiet.stdout.trim().starts_with("sha256:"),
+        "{}",
+        quiet.stdout
+    );
+    assert_eq!(quiet.stdout.lines().count(), 1);
+}
+
+#[test]
+fn dockerfile_from_stdin_and_build_args_and_dockerignore() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.write("keep.txt", "keep\n");
+    env.write("secret.txt", "secret\n");
+    env.write(".dockerignore", "secret.txt\n");
+    let dockerfile = "FROM busybox\nARG WHO=nobody\nRUN echo $WHO > /who\nCOPY . /ctx/\n";
+    let dest = env.scratch.path().join("out");
+    let run = hoist(
+        env.root.path(),
+        &[
+            "build",
+            "-f",
+            "-",
+            "--build-arg",
+            "WHO=alice",
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+            env.context.path().to_str().unwrap(),
+        ],
+        Some(dockerfile.as_bytes()),
+    );
+    run.assert_ok();
+    assert_eq!(fs::read_to_string(dest.join("who")).unwrap(), "alice\n");
+    assert!(dest.join("ctx/keep.txt").is_file());
+    assert!(
+        !dest.join("ctx/secret.txt").exists(),
+        ".dockerignore applies"
+    );
+}
