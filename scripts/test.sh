@@ -11,6 +11,7 @@ packages=(
     build-essential pkg-config  # C compiler for the bundled SQLite and zstd
     busybox-static skopeo umoci docker-registry buildah crun runc uidmap
     apache2-utils fuse-overlayfs attr libcap2-bin git iproute2 tar gzip
+    chromium  # the autobuild status page is tested in headless Chromium
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -57,8 +57,9 @@ impl From<LogLevel> for tracing::Level {
 }
 
 fn main() -> ExitCode {
-    hoist_runner::init_if_requested(); // the sandbox init of RUN steps is this binary
-                                       // Usage errors exit 2 (clap's convention, as ripgrep's and Docker's).
+    // The sandbox init of RUN steps is this binary, re-executed.
+    hoist_runner::init_if_requested();
+    // Usage errors exit 2 (clap's convention, as ripgrep's and Docker's).
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::from(cli.log_level))

@@ -6,6 +6,7 @@
 use crate::context::Context;
 
 mod build;
+mod debug;
 mod du;
 mod history;
 mod images;
@@ -52,6 +53,8 @@ pub enum Command {
     Logout(login::LogoutArgs),
     /// Show the store, runtime and registry settings in effect
     Info(info::Args),
+    /// Inspect how hoist understands its inputs (Dockerfile syntax trees)
+    Debug(debug::Args),
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
@@ -71,6 +74,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Login(args) => login::run(context, args),
         Command::Logout(args) => login::logout(context, args),
         Command::Info(args) => info::run(context, args),
+        Command::Debug(args) => debug::run(context, args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod concurrency;
+mod debug;
 mod import;
 mod manage;
 mod registry;
