@@ -472,6 +472,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         memory,
         cpus: args.cpus,
         created: None,
+        lease: None,
+        explain: false,
     };
 
     let store = Arc::new(context.store()?);
@@ -502,6 +504,16 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             let mut plain = plain.lock().unwrap_or_else(|e| e.into_inner());
             let _ = plain.render(&event, &mut io::stderr().lock());
         })
+    };
+    // Lifecycle: a lease protects what the build uses and makes until the
+    // image is tagged; then the store is brought under gc.max-storage.
+    let lease = store
+        .create_lease("build")
+        .context("failed to take a lease on the store")?;
+    let lease_guard = super::prune::LeaseGuard::new(&store, lease.clone());
+    let request = BuildRequest {
+        lease: Some(lease),
+        ..request
     };
     let cancel = CancellationToken::new();
     let built = match engine_build::build(store.clone(), &request, events, &cancel) {
@@ -566,6 +578,19 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 let mut out = open_dest(dest)?;
                 export::export_tar(&store, &built.layers, &mut out)?;
                 out.flush()?;
+            }
+        }
+    }
+    drop(lease_guard);
+    if built.executed > 0 {
+        if let Some(report) = super::prune::after_build(&store)? {
+            if !args.quiet {
+                writeln!(
+                    io::stderr().lock(),
+                    "store over gc.max-storage: reclaimed {} ({} now)",
+                    crate::util::human_size(report.reclaimed),
+                    crate::util::human_size(report.usage_after)
+                )?;
             }
         }
     }

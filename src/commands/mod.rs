@@ -15,6 +15,7 @@ mod info;
 mod inspect;
 mod load;
 mod login;
+mod prune;
 mod pull;
 mod push;
 mod rmi;
@@ -39,6 +40,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Show the store's disk usage by kind
     Du(du::Args),
+    /// Remove build cache (unused cache records, layers, snapshots, cache mounts)
+    Prune(prune::Args),
     /// Write images to a tar archive (docker or OCI layout)
     Save(save::Args),
     /// Read images from a tar archive (docker save or OCI layout)
@@ -67,6 +70,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Tag(args) => tag::run(context, args),
         Command::Rmi(args) => rmi::run(context, args),
         Command::Du(args) => du::run(context, args),
+        Command::Prune(args) => prune::run(context, args),
         Command::Save(args) => save::run(context, args),
         Command::Load(args) => load::run(context, args),
         Command::Pull(args) => pull::run(context, args),

@@ -54,6 +54,11 @@ pub struct BuildRequest {
     pub cpus: Option<f64>,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
+    /// The lease that protects what this build uses and makes from garbage
+    /// collection until the caller has tagged the image and released it.
+    pub lease: Option<hoist_cache::Lease>,
+    /// Work out why each step that runs missed the cache (see `explain`).
+    pub explain: bool,
 }
 
 /// What a build made.
@@ -314,6 +319,20 @@ fn cached_ancestors(
     })
 }
 
+/// Releases a lease when dropped.
+struct ReleaseOnDrop<'a> {
+    store: &'a Store,
+    lease: &'a hoist_cache::Lease,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release_lease(self.lease) {
+            tracing::warn!(error = %e, "could not release the build's lease");
+        }
+    }
+}
+
 /// Runs a build; events go to `events`.
 pub fn build(
     store: Arc<Store>,
@@ -415,8 +434,26 @@ pub fn build(
         ids.push(id);
     }
 
-    let index =
-        Arc::new(StoreCacheIndex::open(store.clone()).map_err(|e| BuildError::Other(Box::new(e)))?);
+    // Without a lease from the caller, one for the build itself: it then
+    // protects the image only until this returns.
+    let own_lease = match &request.lease {
+        Some(_) => None,
+        None => Some(
+            store
+                .create_lease("build")
+                .map_err(|e| BuildError::Other(Box::new(e)))?,
+        ),
+    };
+    let _release = own_lease.as_ref().map(|lease| ReleaseOnDrop {
+        store: &store,
+        lease,
+    });
+    let lease = request.lease.as_ref().or(own_lease.as_ref());
+    let index = Arc::new(
+        StoreCacheIndex::open(store.clone())
+            .map_err(|e| BuildError::Other(Box::new(e)))?
+            .with_lease(lease.cloned()),
+    );
     let events = cached_ancestors(&graph, &ids, &ignore_cache, events);
     let mut solver = Solver::new(index).with_events(events);
     if let Some(jobs) = request.jobs {
@@ -463,6 +500,16 @@ pub fn build(
             .unwrap_or(0)
     });
     let image = assemble(&store, &frontend, &stage, &layers, &request.labels, created)?;
+    if let Some(lease) = lease {
+        let mut blobs = vec![
+            image.manifest.digest().to_string(),
+            image.config_digest.clone(),
+        ];
+        blobs.extend(layers.iter().map(|l| l.digest.clone()));
+        store
+            .lease_blobs(lease, &blobs)
+            .map_err(|e| BuildError::Other(Box::new(e)))?;
+    }
     let cached = solution
         .outcomes
         .values()

@@ -11,6 +11,7 @@ pub mod build;
 mod exec;
 pub mod export;
 mod files;
+pub mod gc;
 mod hash;
 pub mod index;
 mod ops;
