@@ -748,7 +748,7 @@ mod tests {
         let b = dir.path().join("b.toml");
         fs::write(&a, "[gc]\nmax-storage = \"10GB\"\n").unwrap();
         fs::write(&b, "[gc]\nmax_storage = 5000000\nenabled = false\n").unwrap();
-        let c = GcConfig::load_from(&[a.clone()]).unwrap();
+        let c = GcConfig::load_from(std::slice::from_ref(&a)).unwrap();
         assert_eq!(c.max_storage, 10_000_000_000);
         let c = GcConfig::load_from(&[a.clone(), b.clone()]).unwrap();
         assert_eq!((c.max_storage, c.enabled), (5_000_000, false));

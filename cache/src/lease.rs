@@ -198,12 +198,12 @@ mod tests {
                 )
             })
             .unwrap();
-        let (oldest, blobs) = store.db().write(|tx| live(tx)).unwrap();
+        let (oldest, blobs) = store.db().write(live).unwrap();
         assert_eq!(oldest, Some(lease.created_ms));
         assert_eq!(blobs, ["sha256:aa"]);
         assert_eq!(store.leases().unwrap().len(), 1);
         store.release_lease(&lease).unwrap();
-        let (oldest, blobs) = store.db().write(|tx| live(tx)).unwrap();
+        let (oldest, blobs) = store.db().write(live).unwrap();
         assert_eq!((oldest, blobs.len()), (None, 0));
     }
 }
