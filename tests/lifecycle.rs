@@ -6,6 +6,7 @@ mod lifecycle {
     #[allow(dead_code)]
     #[path = "../build/common.rs"]
     pub mod common;
+    pub mod explain;
     pub mod gc;
     pub mod util;
 }

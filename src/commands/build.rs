@@ -109,6 +109,10 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Say why each step that runs missed the cache (with --dry-run: which
+    /// steps will run, and why)
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -473,10 +477,21 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         cpus: args.cpus,
         created: None,
         lease: None,
-        explain: false,
+        explain: args.explain.then(hoist_builder::explain::Explanations::new),
     };
 
     let store = Arc::new(context.store()?);
+    if args.dry_run && args.explain {
+        let predicted = engine_build::predict(store, &request).map_err(|e| anyhow!("{e}"))?;
+        let mut out = io::stdout().lock();
+        for (label, reason) in predicted {
+            match reason {
+                Some(reason) => writeln!(out, "{label}: will run: {reason}")?,
+                None => writeln!(out, "{label}: cached")?,
+            }
+        }
+        return Ok(());
+    }
     if args.dry_run {
         let plan = engine_build::plan(store, &request).map_err(|e| anyhow!("{e}"))?;
         let mut out = io::stdout().lock();
@@ -490,8 +505,17 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let events = if args.quiet {
         EventSink::discard()
     } else if args.progress == Progress::Json {
-        EventSink::new(|event| {
-            let line = json_event(&event).to_string();
+        let explanations = request.explain.clone();
+        EventSink::new(move |event| {
+            let mut value = json_event(&event);
+            if let (Some(explanations), Event::VertexStarted { vertex, .. }) =
+                (&explanations, &event)
+            {
+                if let Some(explanation) = explanations.get(*vertex) {
+                    value["reason"] = explanation.reason.into();
+                }
+            }
+            let line = value.to_string();
             let _ = writeln!(io::stderr().lock(), "{line}");
         })
     } else {
@@ -582,6 +606,20 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     drop(lease_guard);
+    if let (Some(explanations), false, false) = (
+        &request.explain,
+        args.quiet,
+        args.progress == Progress::Json,
+    ) {
+        let mut err = io::stderr().lock();
+        let all = explanations.all();
+        if all.is_empty() {
+            writeln!(err, "explain: every step came from the cache")?;
+        }
+        for e in all {
+            writeln!(err, "explain: {}: {}", e.label, e.reason)?;
+        }
+    }
     if built.executed > 0 {
         if let Some(report) = super::prune::after_build(&store)? {
             if !args.quiet {

@@ -57,8 +57,9 @@ pub struct BuildRequest {
     /// The lease that protects what this build uses and makes from garbage
     /// collection until the caller has tagged the image and released it.
     pub lease: Option<hoist_cache::Lease>,
-    /// Work out why each step that runs missed the cache (see `explain`).
-    pub explain: bool,
+    /// Work out why each step that runs missed the cache, into this (see
+    /// [`crate::explain`]).
+    pub explain: Option<Arc<crate::explain::Explanations>>,
 }
 
 /// What a build made.
@@ -333,6 +334,82 @@ impl Drop for ReleaseOnDrop<'_> {
     }
 }
 
+/// Which vertices ignore the cache, and why (`--no-cache`,
+/// `--no-cache-filter build`).
+fn ignore_cache_reasons(
+    frontend: &FrontendGraph,
+    request: &BuildRequest,
+) -> HashMap<usize, String> {
+    let mut ignore_cache = HashMap::new();
+    if request.no_cache {
+        for i in 0..frontend.vertices.len() {
+            ignore_cache.insert(i, "--no-cache".to_owned());
+        }
+    } else if !request.no_cache_filter.is_empty() {
+        let roots: HashSet<usize> = frontend.stages.iter().map(|s| s.root).collect();
+        for stage in &frontend.stages {
+            let named = request.no_cache_filter.iter().find(|f| {
+                stage.name.as_deref() == Some(f.to_lowercase().as_str())
+                    || f.parse::<usize>().ok() == Some(stage.index)
+            });
+            if let Some(filter) = named {
+                let stop: HashSet<usize> =
+                    roots.iter().copied().filter(|r| *r != stage.root).collect();
+                for v in stage_vertices(frontend, stage.root, &stop) {
+                    ignore_cache.insert(v, format!("--no-cache-filter {filter}"));
+                }
+            }
+        }
+    }
+    ignore_cache
+}
+
+fn ignore_matcher(request: &BuildRequest) -> Result<Matcher, BuildError> {
+    let ignore_text = match &request.dockerignore {
+        Some(text) => text.clone(),
+        None => {
+            std::fs::read_to_string(request.context_dir.join(".dockerignore")).unwrap_or_default()
+        }
+    };
+    Matcher::parse(&ignore_text).map_err(|e| BuildError::Dockerfile(format!(".dockerignore: {e}")))
+}
+
+/// `hoist build --dry-run --explain`: for each step the target needs, in
+/// order, `None` when it will likely come from the cache, or why it will run.
+pub fn predict(
+    store: Arc<Store>,
+    request: &BuildRequest,
+) -> Result<Vec<(String, Option<String>)>, BuildError> {
+    let frontend = plan(store.clone(), request)?;
+    let explainer = crate::explain::Explainer::new(
+        store,
+        &frontend,
+        &request.context_dir,
+        dockerfile_name(request),
+        ignore_matcher(request)?,
+        &[],
+        ignore_cache_reasons(&frontend, request),
+    );
+    let mut needed = HashSet::new();
+    let mut todo = vec![frontend.target_stage().root];
+    while let Some(v) = todo.pop() {
+        if needed.insert(v) {
+            todo.extend(frontend.vertices[v].inputs.iter().copied());
+        }
+    }
+    let mut needed: Vec<usize> = needed.into_iter().collect();
+    needed.sort();
+    Ok(explainer.predict(&needed))
+}
+
+fn dockerfile_name(request: &BuildRequest) -> &str {
+    if request.dockerfile_name.is_empty() {
+        "Dockerfile"
+    } else {
+        request.dockerfile_name.as_str()
+    }
+}
+
 /// Runs a build; events go to `events`.
 pub fn build(
     store: Arc<Store>,
@@ -360,24 +437,8 @@ pub fn build(
     let engine =
         Arc::new(Engine::new(store.clone(), contexts)?.with_limits(request.memory, request.cpus));
 
-    // Which vertices ignore the cache.
-    let mut ignore_cache: HashSet<usize> = HashSet::new();
-    if request.no_cache {
-        ignore_cache.extend(0..frontend.vertices.len());
-    } else if !request.no_cache_filter.is_empty() {
-        let roots: HashSet<usize> = frontend.stages.iter().map(|s| s.root).collect();
-        for stage in &frontend.stages {
-            let named = request.no_cache_filter.iter().any(|f| {
-                stage.name.as_deref() == Some(f.to_lowercase().as_str())
-                    || f.parse::<usize>().ok() == Some(stage.index)
-            });
-            if named {
-                let stop: HashSet<usize> =
-                    roots.iter().copied().filter(|r| *r != stage.root).collect();
-                ignore_cache.extend(stage_vertices(&frontend, stage.root, &stop));
-            }
-        }
-    }
+    let ignore_reasons = ignore_cache_reasons(&frontend, request);
+    let ignore_cache: HashSet<usize> = ignore_reasons.keys().copied().collect();
 
     let file = if request.dockerfile_name.is_empty() {
         "Dockerfile"
@@ -449,11 +510,37 @@ pub fn build(
         lease,
     });
     let lease = request.lease.as_ref().or(own_lease.as_ref());
+    let explainer = Arc::new(crate::explain::Explainer::new(
+        store.clone(),
+        &frontend,
+        &request.context_dir,
+        file,
+        ignore_matcher(request)?,
+        &ids,
+        ignore_reasons,
+    ));
     let index = Arc::new(
         StoreCacheIndex::open(store.clone())
             .map_err(|e| BuildError::Other(Box::new(e)))?
-            .with_lease(lease.cloned()),
+            .with_lease(lease.cloned())
+            .with_steps(explainer.clone()),
     );
+
+    let events = match &request.explain {
+        Some(explanations) => {
+            let explanations = explanations.clone();
+            let inner = events;
+            EventSink::new(move |event| {
+                if let Event::VertexStarted { vertex, .. } = &event {
+                    if let Some(explanation) = explainer.explain(*vertex) {
+                        explanations.insert(*vertex, explanation);
+                    }
+                }
+                inner.emit(event);
+            })
+        }
+        None => events,
+    };
     let events = cached_ancestors(&graph, &ids, &ignore_cache, events);
     let mut solver = Solver::new(index).with_events(events);
     if let Some(jobs) = request.jobs {

@@ -12,7 +12,7 @@ mod exec;
 pub mod export;
 mod files;
 pub mod gc;
-mod hash;
+pub(crate) mod hash;
 pub mod index;
 mod ops;
 
