@@ -225,6 +225,37 @@ mod tests {
     }
 
     #[test]
+    fn stores_with_the_builders_old_table_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::DATABASE_FILE);
+        {
+            // A store written before migration 2: schema version 1 and the
+            // table the builder used to create itself.
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(&format!(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);
+                 {}
+                 CREATE TABLE build_cache (key TEXT PRIMARY KEY NOT NULL, final_key TEXT NOT NULL,
+                     output BLOB NOT NULL, updated_at INTEGER NOT NULL);
+                 INSERT INTO build_cache VALUES ('old', 'old-final', x'7b7d', 1700000000);",
+                crate::db::MIGRATIONS[0]
+            ))
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.db().schema_version().unwrap(),
+            crate::db::MIGRATIONS.len() as u32
+        );
+        let old = store.use_cache_record("old", None).unwrap().unwrap();
+        assert_eq!(old.final_key, "old-final");
+        assert_eq!(old.output, b"{}");
+        assert_eq!(old.created_ms, 1_700_000_000_000);
+        assert!(old.last_used_ms > old.created_ms);
+    }
+
+    #[test]
     fn put_use_list_and_replace() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
