@@ -8,5 +8,6 @@ mod lifecycle {
     pub mod common;
     pub mod explain;
     pub mod gc;
+    pub mod share;
     pub mod util;
 }

@@ -40,6 +40,7 @@ pub mod archive;
 pub mod content;
 pub mod db;
 mod error;
+pub mod exchange;
 pub mod gc;
 pub mod image;
 pub mod lease;

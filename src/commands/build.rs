@@ -109,6 +109,12 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Export build cache: type=local,dest=DIR[,mode=min|max]
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Option<String>,
+    /// Import build cache: type=local,src=DIR (repeatable)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
     /// Say why each step that runs missed the cache (with --dry-run: which
     /// steps will run, and why)
     #[arg(long)]
@@ -529,6 +535,17 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             let _ = plain.render(&event, &mut io::stderr().lock());
         })
     };
+    let cache_to = args
+        .cache_to
+        .as_deref()
+        .map(|s| super::cache_spec::parse(s, "--cache-to"))
+        .transpose()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| super::cache_spec::parse(s, "--cache-from"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    super::cache_spec::import_all(&store, &cache_from)?;
     // Lifecycle: a lease protects what the build uses and makes until the
     // image is tagged; then the store is brought under gc.max-storage.
     let lease = store
@@ -604,6 +621,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 out.flush()?;
             }
         }
+    }
+    if let Some(spec) = &cache_to {
+        super::cache_spec::export(&store, spec, &built)?;
     }
     drop(lease_guard);
     if let (Some(explanations), false, false) = (

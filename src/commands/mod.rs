@@ -6,6 +6,7 @@
 use crate::context::Context;
 
 mod build;
+mod cache_spec;
 mod debug;
 mod du;
 mod history;
@@ -22,6 +23,8 @@ mod rmi;
 mod save;
 mod tag;
 
+// One value per process, parsed once: the size of `build::Args` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile

@@ -73,6 +73,8 @@ pub struct Built {
     pub executed: usize,
     /// Steps that hit the cache.
     pub cached: usize,
+    /// Keys of the cache records this build hit or made (for `--cache-to`).
+    pub cache_records: Vec<String>,
 }
 
 /// Why a build failed.
@@ -542,6 +544,7 @@ pub fn build(
         None => events,
     };
     let events = cached_ancestors(&graph, &ids, &ignore_cache, events);
+    let used_index = index.clone();
     let mut solver = Solver::new(index).with_events(events);
     if let Some(jobs) = request.jobs {
         solver = solver.with_jobs(jobs);
@@ -607,5 +610,6 @@ pub fn build(
         layers,
         executed: solution.outcomes.len() - cached,
         cached,
+        cache_records: used_index.touched_keys(),
     })
 }

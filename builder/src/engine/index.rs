@@ -6,7 +6,8 @@
 //! build has looked up or made; a hit marks the record as used now (for
 //! least-recently-used collection).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use hoist_cache::{Lease, NewCacheRecord, Store};
 
@@ -32,6 +33,8 @@ pub struct StoreCacheIndex {
     store: Arc<Store>,
     lease: Option<Lease>,
     steps: Option<Arc<dyn StepRecorder>>,
+    /// Keys this build hit or recorded (what `--cache-to` exports).
+    touched: Mutex<BTreeSet<String>>,
 }
 
 impl StoreCacheIndex {
@@ -41,6 +44,7 @@ impl StoreCacheIndex {
             store,
             lease: None,
             steps: None,
+            touched: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -54,6 +58,16 @@ impl StoreCacheIndex {
     pub fn with_steps(mut self, steps: Arc<dyn StepRecorder>) -> Self {
         self.steps = Some(steps);
         self
+    }
+
+    /// Keys this build hit or recorded, sorted.
+    pub fn touched_keys(&self) -> Vec<String> {
+        self.touch_lock().iter().cloned().collect()
+    }
+
+    fn touch_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // Single inserts: a poisoned set is still consistent.
+        self.touched.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn put_record(
@@ -81,6 +95,7 @@ impl StoreCacheIndex {
             step,
             preimage,
         };
+        self.touch_lock().insert(new.key.clone());
         self.store
             .put_cache_record(&new, self.lease.as_ref())
             .map_err(|e| CacheIndexError {
@@ -123,6 +138,7 @@ impl CacheIndex<Artifact> for StoreCacheIndex {
                 return Ok(None);
             }
         }
+        self.touch_lock().insert(row.key);
         Ok(Some(CacheRecord {
             output,
             cache_key: final_key,
