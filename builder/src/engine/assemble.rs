@@ -46,6 +46,49 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Parses an RFC 3339 time (`2024-01-02T03:04:05.123Z`, `…+01:00`) into
+/// whole seconds since the epoch; `None` when it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let num = |s: &str| -> Option<i64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (date, time) = text.split_once(['T', 't', ' '])?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || time.len() < 8 {
+        return None;
+    }
+    let (hh, mm, ss) = (num(&time[0..2])?, num(&time[3..5])?, num(&time[6..8])?);
+    let mut rest = &time[8..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let minutes = num(&rest[1..3])? * 60 + num(&rest[4..6])?;
+            if rest.starts_with('-') {
+                -minutes * 60
+            } else {
+                minutes * 60
+            }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
 /// The raw config of the image a stage ultimately starts from, if any: follows
 /// the root input of each vertex down to an image.
 pub fn base_image_config(
@@ -162,6 +205,13 @@ fn runtime_config(config: &ImageConfig, labels: &BTreeMap<String, String>) -> Va
 }
 
 /// Writes the config and manifest of `stage` with `layers` to the store.
+///
+/// `created` is the time of the config and of the history entries this build
+/// adds. With `source_date_epoch`, the base image's history entries later than
+/// it are clamped to it too, as BuildKit does (older ones keep their times:
+/// they are part of the pinned base). Nothing else of the host enters the
+/// JSON: keys are written in a fixed (sorted) order, labels, ports and volumes
+/// come from sorted maps, env in Dockerfile order.
 pub fn assemble(
     store: &Store,
     graph: &BuildGraph,
@@ -169,8 +219,9 @@ pub fn assemble(
     layers: &[Layer],
     labels: &BTreeMap<String, String>,
     created: i64,
+    source_date_epoch: Option<i64>,
 ) -> Result<Assembled, EngineError> {
-    let created = rfc3339(created);
+    let created = rfc3339(source_date_epoch.unwrap_or(created));
     let base = if stage.has_base_image {
         base_image_config(store, graph, stage)?
     } else {
@@ -180,6 +231,17 @@ pub fn assemble(
         .as_ref()
         .and_then(|b| b["history"].as_array().cloned())
         .unwrap_or_default();
+    if let Some(epoch) = source_date_epoch {
+        for entry in &mut history {
+            let later = entry["created"]
+                .as_str()
+                .and_then(parse_rfc3339)
+                .is_some_and(|t| t > epoch);
+            if later {
+                entry["created"] = json!(created);
+            }
+        }
+    }
     for entry in &stage.history {
         let mut h = Map::new();
         h.insert("created".into(), json!(created));
@@ -203,6 +265,9 @@ pub fn assemble(
     }
     let mut config = Map::new();
     config.insert("architecture".into(), json!(stage.platform.architecture));
+    if !stage.config.author.is_empty() {
+        config.insert("author".into(), json!(stage.config.author));
+    }
     config.insert("config".into(), runtime_config(&stage.config, labels));
     config.insert("created".into(), json!(created));
     config.insert("history".into(), Value::Array(history));
@@ -259,5 +324,22 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_formats_and_offsets() {
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.999999999Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2023-13-01T00:00:00Z"), None);
     }
 }
