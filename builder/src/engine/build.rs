@@ -536,7 +536,12 @@ fn check_pinned(
     } else {
         request.dockerfile_name.as_str()
     };
-    let found: Vec<String> = unpinned_inputs(frontend)
+    // The graph has lost how `COPY --from=image` was written; the typed
+    // Dockerfile still has it (parsing again is cheap; it parsed once already).
+    let typed = hoist_frontend::parse(&request.dockerfile)
+        .ok()
+        .and_then(|ast| hoist_frontend::instructions::convert(&ast).ok());
+    let found: Vec<String> = unpinned_inputs(frontend, typed.as_ref())
         .iter()
         .map(|u| u.render(file))
         .collect();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hoist_frontend::graph::{BuildGraph, Op as GraphOp};
+use hoist_frontend::instructions::{Dockerfile, Instruction};
 
 use crate::digest::{CanonicalBytes, CanonicalEncoder, Digest};
 use crate::op::{Op, OpContext, OpError};
@@ -83,8 +84,41 @@ fn is_commit_id(reference: &str) -> bool {
 }
 
 /// The inputs of `graph` that are not pinned, in Dockerfile order.
-pub fn unpinned_inputs(graph: &BuildGraph) -> Vec<Unpinned> {
+/// `dockerfile` (the typed source the graph was lowered from) adds the
+/// images named by `COPY --from=` in the stages the graph builds.
+pub fn unpinned_inputs(graph: &BuildGraph, dockerfile: Option<&Dockerfile>) -> Vec<Unpinned> {
     let mut out = Vec::new();
+    if let Some(dockerfile) = dockerfile {
+        let names: Vec<&str> = dockerfile
+            .stages
+            .iter()
+            .filter_map(|s| s.name.as_deref())
+            .collect();
+        for stage in &graph.stages {
+            let Some(def) = dockerfile.stages.get(stage.index) else {
+                continue;
+            };
+            for command in &def.commands {
+                let Instruction::Copy(copy) = &command.instruction else {
+                    continue;
+                };
+                let Some(from) = copy.from.as_deref() else {
+                    continue;
+                };
+                // `--from` is never expanded: the text is the reference.
+                let is_stage = from.parse::<usize>().is_ok()
+                    || names.iter().any(|n| n.eq_ignore_ascii_case(from));
+                if !is_stage && !from.contains("@sha256:") {
+                    out.push(Unpinned {
+                        line: command.span.start.line,
+                        message: format!(
+                            "COPY --from={from} is not pinned by digest (use `{from}@sha256:<digest>`)"
+                        ),
+                    });
+                }
+            }
+        }
+    }
     for stage in &graph.stages {
         let base = stage.base.trim();
         let is_stage = graph.stages.iter().any(|s| {
@@ -200,7 +234,8 @@ mod tests {
     fn check(dockerfile: &str) -> Vec<String> {
         let ast = parse(dockerfile).unwrap();
         let graph = lower(&ast, &BuildOptions::default(), &NoResolver).unwrap();
-        unpinned_inputs(&graph)
+        let typed = hoist_frontend::instructions::convert(&ast).unwrap();
+        unpinned_inputs(&graph, Some(&typed))
             .iter()
             .map(|u| u.render("Dockerfile"))
             .collect()
@@ -217,6 +252,21 @@ mod tests {
             vec![
                 "Dockerfile:1: FROM busybox is not pinned by digest (use `busybox@sha256:<digest>`)"
             ]
+        );
+    }
+
+    #[test]
+    fn reports_copies_from_unpinned_images_of_built_stages_only() {
+        let digest = "sha256:".to_owned() + &"a".repeat(64);
+        let got = check(&format!(
+            "FROM scratch AS unused\nCOPY --from=nginx /a /a\n\
+             FROM scratch AS one\nCOPY x /x\n\
+             FROM scratch\nCOPY --from=one /x /x\nCOPY --from=1 /a /a\n\
+             COPY --from=alpine:3 /b /b\nCOPY --from=alpine@{digest} /c /c\n"
+        ));
+        assert_eq!(
+            got,
+            vec!["Dockerfile:8: COPY --from=alpine:3 is not pinned by digest (use `alpine:3@sha256:<digest>`)"]
         );
     }
 
