@@ -89,6 +89,19 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
 }
 
+/// Sets the `created` of history entries later than `epoch` to `epoch`.
+fn clamp_history(history: &mut [Value], epoch: i64) {
+    for entry in history {
+        let later = entry["created"]
+            .as_str()
+            .and_then(parse_rfc3339)
+            .is_some_and(|t| t > epoch);
+        if later {
+            entry["created"] = json!(rfc3339(epoch));
+        }
+    }
+}
+
 /// The raw config of the image a stage ultimately starts from, if any: follows
 /// the root input of each vertex down to an image.
 pub fn base_image_config(
@@ -232,15 +245,7 @@ pub fn assemble(
         .and_then(|b| b["history"].as_array().cloned())
         .unwrap_or_default();
     if let Some(epoch) = source_date_epoch {
-        for entry in &mut history {
-            let later = entry["created"]
-                .as_str()
-                .and_then(parse_rfc3339)
-                .is_some_and(|t| t > epoch);
-            if later {
-                entry["created"] = json!(created);
-            }
-        }
+        clamp_history(&mut history, epoch);
     }
     for entry in &stage.history {
         let mut h = Map::new();
@@ -324,6 +329,76 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    /// The exact bytes of a config: a change here changes every image digest
+    /// hoist makes (e.g. serde_json's `preserve_order` turned on by another
+    /// crate would reorder keys), so it must be deliberate.
+    #[test]
+    fn config_and_manifest_bytes_are_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let dockerfile = "FROM scratch\nCOPY x /x\nLABEL zeta=2 alpha=1\nENV Z=1 A=2\n\
+                          EXPOSE 8080 443/udp\nVOLUME /data /cache\nCMD [\"/x\"]\n";
+        let ast = hoist_frontend::parse(dockerfile).unwrap();
+        let graph = hoist_frontend::lower(
+            &ast,
+            &hoist_frontend::BuildOptions::default(),
+            &hoist_frontend::NoResolver,
+        )
+        .unwrap();
+        let layer = Layer {
+            digest: format!("sha256:{}", "a".repeat(64)),
+            diff_id: format!("sha256:{}", "b".repeat(64)),
+            size: 10,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        let labels = BTreeMap::from([("by".to_owned(), "cli".to_owned())]);
+        let assembled = assemble(
+            &store,
+            &graph,
+            graph.target_stage(),
+            &[layer],
+            &labels,
+            1,
+            Some(1_700_000_000),
+        )
+        .unwrap();
+        let config = store
+            .content()
+            .read_blob(&assembled.config_digest.parse().unwrap())
+            .unwrap();
+        let config = String::from_utf8(config).unwrap();
+        let arch = &graph.target_stage().platform.architecture;
+        let expected = format!(
+            r#"{{"architecture":"{arch}","config":{{"ArgsEscaped":true,"Cmd":["/x"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","Z=1","A=2"],"ExposedPorts":{{"443/udp":{{}},"8080/tcp":{{}}}},"Labels":{{"alpha":"1","by":"cli","zeta":"2"}},"Volumes":{{"/cache":{{}},"/data":{{}}}},"WorkingDir":"/"}},"created":"2023-11-14T22:13:20Z","history":[{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"COPY x /x # buildkit"}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"LABEL zeta=2 alpha=1","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"ENV Z=1 A=2","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"EXPOSE map[443/udp:{{}} 8080/tcp:{{}}]","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"VOLUME [/data /cache]","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"CMD [\"/x\"]","empty_layer":true}}],"os":"linux","rootfs":{{"diff_ids":["sha256:{}"],"type":"layers"}}}}"#,
+            "b".repeat(64)
+        );
+        assert_eq!(config, expected);
+        let manifest = store
+            .content()
+            .read_blob(assembled.manifest.digest())
+            .unwrap();
+        let expected = format!(
+            r#"{{"config":{{"digest":"{}","mediaType":"application/vnd.oci.image.config.v1+json","size":{}}},"layers":[{{"digest":"sha256:{}","mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":10}}],"mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}}"#,
+            assembled.config_digest,
+            config.len(),
+            "a".repeat(64)
+        );
+        assert_eq!(String::from_utf8(manifest).unwrap(), expected);
+    }
+
+    #[test]
+    fn base_history_later_than_the_epoch_is_clamped() {
+        let mut history = vec![
+            json!({"created": "2001-09-09T01:46:40Z", "created_by": "old"}),
+            json!({"created": "2030-01-01T00:00:00.5+02:00", "created_by": "new"}),
+            json!({"created_by": "no time"}),
+        ];
+        clamp_history(&mut history, 1_700_000_000);
+        assert_eq!(history[0]["created"], "2001-09-09T01:46:40Z");
+        assert_eq!(history[1]["created"], "2023-11-14T22:13:20Z");
+        assert!(history[2].get("created").is_none());
     }
 
     #[test]
