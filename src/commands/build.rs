@@ -678,6 +678,14 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             built.executed + built.cached,
             built.cached
         )?;
+        if let Some(index) = &built.index {
+            writeln!(
+                err,
+                "writing provenance attestation: image {}, index {}",
+                built.image.manifest.digest(),
+                index.digest()
+            )?;
+        }
         for tag in &tags {
             writeln!(err, "naming to {tag}")?;
         }
