@@ -276,6 +276,18 @@ mod tests {
     }
 
     #[test]
+    fn the_epoch_is_part_of_the_definition() {
+        use crate::engine::artifact::Artifact;
+        let inner: Arc<dyn Op<Artifact>> = Arc::new(crate::engine::ops::ScratchOp);
+        let plain = inner.definition().digest();
+        let one = EpochOp::new(inner.clone(), 1).definition().digest();
+        let two = EpochOp::new(inner.clone(), 2).definition().digest();
+        assert_ne!(plain, one);
+        assert_ne!(one, two);
+        assert_eq!(one, EpochOp::new(inner, 1).definition().digest());
+    }
+
+    #[test]
     fn commit_ids_pin_git_refs() {
         assert!(is_commit_id(&"a1".repeat(20)));
         assert!(is_commit_id(&"b2".repeat(32)));
