@@ -335,7 +335,7 @@ pub fn build(
 ) -> Result<Built, BuildError> {
     let started = now();
     let frontend = plan(store.clone(), request)?;
-    check_pinned(request, &frontend, &events)?;
+    super::reproducible::check_pinned(request, &frontend, &events)?;
     let ignore_text = match &request.dockerignore {
         Some(text) => text.clone(),
         None => {
@@ -492,8 +492,14 @@ pub fn build(
         request.repro.source_date_epoch,
     )?;
     let index = if request.repro.provenance {
-        Some(attach_provenance(
-            &store, &engine, request, &frontend, &image, started,
+        Some(super::provenance::attach_to_build(
+            &store,
+            &engine,
+            request,
+            &frontend,
+            &image,
+            started,
+            now(),
         )?)
     } else {
         None
@@ -512,95 +518,9 @@ pub fn build(
     })
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-/// `--reproducible`: a warning per unpinned input, or (strict) an error
-/// naming them all before anything runs.
-fn check_pinned(
-    request: &BuildRequest,
-    frontend: &FrontendGraph,
-    events: &EventSink,
-) -> Result<(), BuildError> {
-    use super::reproducible::{unpinned_inputs, Reproducible};
-    let mode = request.repro.check_mode();
-    if mode == Reproducible::Off {
-        return Ok(());
-    }
-    let file = if request.dockerfile_name.is_empty() {
-        "Dockerfile"
-    } else {
-        request.dockerfile_name.as_str()
-    };
-    // The graph has lost how `COPY --from=image` was written; the typed
-    // Dockerfile still has it (parsing again is cheap; it parsed once already).
-    let typed = hoist_frontend::parse(&request.dockerfile)
-        .ok()
-        .and_then(|ast| hoist_frontend::instructions::convert(&ast).ok());
-    let found: Vec<String> = unpinned_inputs(frontend, typed.as_ref())
-        .iter()
-        .map(|u| u.render(file))
-        .collect();
-    if found.is_empty() {
-        return Ok(());
-    }
-    if mode == Reproducible::Strict {
-        return Err(BuildError::Dockerfile(format!(
-            "{}\n--reproducible=strict refuses inputs that are not pinned",
-            found.join("\n")
-        )));
-    }
-    for message in found {
-        events.emit(Event::Warning {
-            vertex: None,
-            message,
-        });
-    }
-    Ok(())
-}
-
-/// Writes the provenance attestation of `image` and the index holding both.
-fn attach_provenance(
-    store: &Store,
-    engine: &Engine,
-    request: &BuildRequest,
-    frontend: &FrontendGraph,
-    image: &Assembled,
-    started: i64,
-) -> Result<hoist_cache::Descriptor, BuildError> {
-    use super::provenance;
-    use sha2::Digest as _;
-    let stage = frontend.target_stage();
-    let context_sha256 = provenance::context_sha256(engine, "context")?;
-    engine.save_stat_cache();
-    let input = provenance::ProvenanceInput {
-        dockerfile_name: if request.dockerfile_name.is_empty() {
-            "Dockerfile".to_owned()
-        } else {
-            request.dockerfile_name.clone()
-        },
-        dockerfile_sha256: hex::encode(sha2::Sha256::digest(request.dockerfile.as_bytes())),
-        context_sha256: Some(context_sha256),
-        git: provenance::git_info(&request.context_dir),
-        build_args: request.options.build_args.clone(),
-        labels: request.labels.clone(),
-        target: request.options.target.clone(),
-        source_date_epoch: request.repro.source_date_epoch,
-        base_images: provenance::base_images(frontend),
-        platform: stage.platform.clone(),
-        started,
-        finished: now(),
-        subject_name: request.repro.subject_name.clone(),
-    };
-    let statement = provenance::statement(&input, &image.manifest);
-    Ok(provenance::attach(
-        store,
-        &image.manifest,
-        &stage.platform,
-        &statement,
-    )?)
 }

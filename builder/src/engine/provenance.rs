@@ -22,7 +22,9 @@ use hoist_cache::{Descriptor, Digest, Store};
 use hoist_frontend::graph::{BuildGraph, Op as GraphOp, Platform};
 use serde_json::{json, Map, Value};
 
-use super::assemble::rfc3339;
+use super::assemble::{rfc3339, Assembled};
+use super::build::{BuildError, BuildRequest};
+use super::Engine;
 use super::EngineError;
 
 /// Media type of an in-toto statement layer.
@@ -454,6 +456,43 @@ pub fn read(
         }
     }
     Ok(out)
+}
+
+/// Writes the provenance attestation of `image` and the index holding both.
+pub(crate) fn attach_to_build(
+    store: &Store,
+    engine: &Engine,
+    request: &BuildRequest,
+    frontend: &BuildGraph,
+    image: &Assembled,
+    started: i64,
+    finished: i64,
+) -> Result<Descriptor, BuildError> {
+    use sha2::Digest as _;
+    let stage = frontend.target_stage();
+    let context_sha256 = context_sha256(engine, "context")?;
+    engine.save_stat_cache();
+    let input = ProvenanceInput {
+        dockerfile_name: if request.dockerfile_name.is_empty() {
+            "Dockerfile".to_owned()
+        } else {
+            request.dockerfile_name.clone()
+        },
+        dockerfile_sha256: hex::encode(sha2::Sha256::digest(request.dockerfile.as_bytes())),
+        context_sha256: Some(context_sha256),
+        git: git_info(&request.context_dir),
+        build_args: request.options.build_args.clone(),
+        labels: request.labels.clone(),
+        target: request.options.target.clone(),
+        source_date_epoch: request.repro.source_date_epoch,
+        base_images: base_images(frontend),
+        platform: stage.platform.clone(),
+        started,
+        finished,
+        subject_name: request.repro.subject_name.clone(),
+    };
+    let statement = statement(&input, &image.manifest);
+    Ok(attach(store, &image.manifest, &stage.platform, &statement)?)
 }
 
 #[cfg(test)]

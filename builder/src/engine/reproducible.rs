@@ -14,8 +14,10 @@ use async_trait::async_trait;
 use hoist_frontend::graph::{BuildGraph, Op as GraphOp};
 use hoist_frontend::instructions::{Dockerfile, Instruction};
 
+use super::build::{BuildError, BuildRequest};
 use crate::digest::{CanonicalBytes, CanonicalEncoder, Digest};
 use crate::op::{Op, OpContext, OpError};
+use crate::progress::{Event, EventSink};
 
 /// How `--reproducible` treats unpinned inputs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -170,6 +172,49 @@ pub fn unpinned_inputs(graph: &BuildGraph, dockerfile: Option<&Dockerfile>) -> V
     out.sort_by_key(|u| u.line);
     out.dedup();
     out
+}
+
+/// `--reproducible`: a warning per unpinned input, or (strict) an error
+/// naming them all before anything runs.
+pub(crate) fn check_pinned(
+    request: &BuildRequest,
+    frontend: &BuildGraph,
+    events: &EventSink,
+) -> Result<(), BuildError> {
+    let mode = request.repro.check_mode();
+    if mode == Reproducible::Off {
+        return Ok(());
+    }
+    let file = if request.dockerfile_name.is_empty() {
+        "Dockerfile"
+    } else {
+        request.dockerfile_name.as_str()
+    };
+    // The graph has lost how `COPY --from=image` was written; the typed
+    // Dockerfile still has it (parsing again is cheap; it parsed once already).
+    let typed = hoist_frontend::parse(&request.dockerfile)
+        .ok()
+        .and_then(|ast| hoist_frontend::instructions::convert(&ast).ok());
+    let found: Vec<String> = unpinned_inputs(frontend, typed.as_ref())
+        .iter()
+        .map(|u| u.render(file))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    if mode == Reproducible::Strict {
+        return Err(BuildError::Dockerfile(format!(
+            "{}\n--reproducible=strict refuses inputs that are not pinned",
+            found.join("\n")
+        )));
+    }
+    for message in found {
+        events.emit(Event::Warning {
+            vertex: None,
+            message,
+        });
+    }
+    Ok(())
 }
 
 /// Wraps an op whose layer bytes depend on `SOURCE_DATE_EPOCH` (file ops and
