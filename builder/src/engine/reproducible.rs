@@ -101,22 +101,34 @@ pub fn unpinned_inputs(graph: &BuildGraph, dockerfile: Option<&Dockerfile>) -> V
                 continue;
             };
             for command in &def.commands {
-                let Instruction::Copy(copy) = &command.instruction else {
-                    continue;
+                // `--from` and `from=` are never expanded: the text is the reference.
+                let froms: Vec<(&str, &str)> = match &command.instruction {
+                    Instruction::Copy(copy) => copy
+                        .from
+                        .as_deref()
+                        .map(|f| ("COPY --from=", f))
+                        .into_iter()
+                        .collect(),
+                    Instruction::Run(run) => run
+                        .mounts
+                        .iter()
+                        .flat_map(|m| m.split(','))
+                        .filter_map(|kv| kv.trim().strip_prefix("from="))
+                        .map(|f| ("RUN --mount from=", f))
+                        .collect(),
+                    _ => continue,
                 };
-                let Some(from) = copy.from.as_deref() else {
-                    continue;
-                };
-                // `--from` is never expanded: the text is the reference.
-                let is_stage = from.parse::<usize>().is_ok()
-                    || names.iter().any(|n| n.eq_ignore_ascii_case(from));
-                if !is_stage && !from.contains("@sha256:") {
-                    out.push(Unpinned {
-                        line: command.span.start.line,
-                        message: format!(
-                            "COPY --from={from} is not pinned by digest (use `{from}@sha256:<digest>`)"
-                        ),
-                    });
+                for (what, from) in froms {
+                    let is_stage = from.parse::<usize>().is_ok()
+                        || names.iter().any(|n| n.eq_ignore_ascii_case(from));
+                    if !is_stage && !from.contains("@sha256:") {
+                        out.push(Unpinned {
+                            line: command.span.start.line,
+                            message: format!(
+                                "{what}{from} is not pinned by digest (use `{from}@sha256:<digest>`)"
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -307,11 +319,15 @@ mod tests {
             "FROM scratch AS unused\nCOPY --from=nginx /a /a\n\
              FROM scratch AS one\nCOPY x /x\n\
              FROM scratch\nCOPY --from=one /x /x\nCOPY --from=1 /a /a\n\
-             COPY --from=alpine:3 /b /b\nCOPY --from=alpine@{digest} /c /c\n"
+             COPY --from=alpine:3 /b /b\nCOPY --from=alpine@{digest} /c /c\n\
+             RUN --mount=type=bind,from=debian,target=/d --mount=from=one,target=/o true\n"
         ));
         assert_eq!(
             got,
-            vec!["Dockerfile:8: COPY --from=alpine:3 is not pinned by digest (use `alpine:3@sha256:<digest>`)"]
+            vec![
+                "Dockerfile:8: COPY --from=alpine:3 is not pinned by digest (use `alpine:3@sha256:<digest>`)",
+                "Dockerfile:10: RUN --mount from=debian is not pinned by digest (use `debian@sha256:<digest>`)",
+            ]
         );
     }
 
