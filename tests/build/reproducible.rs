@@ -701,3 +701,172 @@ fn an_image_with_provenance_pushes_as_an_index() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+const ROOTLESS_USER: &str = "hoist-rootless-test";
+
+/// The unprivileged user of rootless tests (the runner's tests use the same
+/// one), created with subordinate ids when missing.
+fn rootless_user() -> (u32, u32) {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id")
+            .args([flag, ROOTLESS_USER])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let status = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", ROOTLESS_USER])
+            .status()
+            .unwrap();
+        assert!(status.success(), "useradd {ROOTLESS_USER} failed");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let mut text = fs::read_to_string(file).unwrap_or_default();
+        if !text
+            .lines()
+            .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+        {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("{ROOTLESS_USER}:300000:65536\n"));
+            fs::write(file, text).unwrap();
+        }
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// Whether rootless builds can run here; prints why not (a failure under
+/// HOIST_REQUIRE_ROOT_TESTS=1).
+fn can_run_rootless() -> bool {
+    let mut missing: Vec<String> = ["setpriv", "unshare", "useradd", "newuidmap", "newgidmap"]
+        .iter()
+        .filter(|p| hoist_testutil::which(p).is_none())
+        .map(|p| format!("`{p}` is not installed"))
+        .collect();
+    let help = Command::new("unshare")
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !help.contains("--map-auto") {
+        missing.push("`unshare` has no --map-auto (util-linux 2.38+)".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !hoist_testutil::strict(),
+        "rootless: {}",
+        missing.join(", ")
+    );
+    eprintln!("skipped: {}", missing.join(", "));
+    false
+}
+
+#[test]
+fn a_rootless_build_gives_the_same_digest_as_root() {
+    hoist_testutil::require_root!();
+    if !can_run_rootless() {
+        return;
+    }
+    let (uid, gid) = rootless_user();
+    let base = Base::new();
+    let epoch = EPOCH.to_string();
+
+    let root_store = base.store();
+    let root_context = tempfile::tempdir().unwrap();
+    write_context(root_context.path());
+    build(
+        root_store.path(),
+        root_context.path(),
+        &["-t", "app:1", "--source-date-epoch", &epoch],
+        &[],
+    );
+    let as_root = inspect(root_store.path(), "app:1");
+
+    // The user's own store and context, in a directory it can reach; hoist
+    // runs in a user namespace mapping the user to root and its subordinate
+    // ids to the rest (what `buildah unshare` and rootlesskit do).
+    let work = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let store = work.path().join("store");
+    fs::create_dir(&store).unwrap();
+    std::os::unix::fs::chown(&store, Some(uid), Some(gid)).unwrap();
+    // The same tar path as root's import: `hoist import` records it.
+    fs::set_permissions(base.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tar = base.dir.path().join("busybox.tar");
+    let context = work.path().join("context");
+    write_context(&context);
+    // Inside the namespace the user is uid 0: keep it off root's real
+    // `/tmp/hoist-runner-0`.
+    let tmp = work.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).unwrap();
+    let rootless = |args: &[&str], envs: &[(&str, &str)]| -> Run {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--init-groups")
+            .args([
+                "unshare",
+                "--user",
+                "--map-root-user",
+                "--map-auto",
+                "--mount",
+            ])
+            .arg(env!("CARGO_BIN_EXE_hoist"))
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("HOME", work.path())
+            .env("TMPDIR", &tmp)
+            .current_dir(work.path())
+            .stdin(Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    rootless(
+        &["import", tar.to_str().unwrap(), "busybox:latest"],
+        &[("SOURCE_DATE_EPOCH", "1000000000")],
+    )
+    .assert_ok();
+    rootless(
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app:1",
+            "--source-date-epoch",
+            &epoch,
+            context.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .assert_ok();
+    let run = rootless(&["inspect", "app:1"], &[]);
+    run.assert_ok();
+    let as_user: Value = serde_json::from_str(&run.stdout).unwrap();
+    let as_user = &as_user[0];
+    if std::env::var_os("HOIST_KEEP_ROOTLESS").is_some() {
+        eprintln!(
+            "kept: root store {:?}, user store {:?}",
+            root_store.keep(),
+            work.keep()
+        );
+    }
+    assert_eq!(as_user["ManifestDigest"], as_root["ManifestDigest"]);
+    assert_eq!(layer_digests(as_user), layer_digests(&as_root));
+}
