@@ -665,6 +665,15 @@ fn an_image_with_provenance_pushes_as_an_index() {
     ))
     .unwrap();
     assert_eq!(raw.stdout, stored);
+    // Pulling it back names the image (the attestation is never picked as
+    // the platform's image): the digest to compare when verifying.
+    let other = base.store();
+    ok(other.path(), &["pull", &name], &envs);
+    assert_eq!(
+        inspect(other.path(), &name)["ManifestDigest"],
+        app["ManifestDigest"]
+    );
+
     // The attestation and its statement came along.
     let layout = tempfile::tempdir().unwrap();
     let copied = Command::new("skopeo")
