@@ -470,8 +470,9 @@ pub(crate) fn attach_to_build(
 ) -> Result<Descriptor, BuildError> {
     use sha2::Digest as _;
     let stage = frontend.target_stage();
+    // The build's own steps saved the stat cache already; files only this
+    // walk hashed are hashed again next time rather than paying a second save.
     let context_sha256 = context_sha256(engine, "context")?;
-    engine.save_stat_cache();
     let input = ProvenanceInput {
         dockerfile_name: if request.dockerfile_name.is_empty() {
             "Dockerfile".to_owned()
