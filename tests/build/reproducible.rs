@@ -196,6 +196,11 @@ fn same_inputs_give_the_same_digest_across_stores_paths_times_and_jobs() {
     // mtimes and must not be reused by the build with the epoch.
     build(root_a.path(), &context_a, &["-t", "app:plain"], &[]);
     let plain = inspect(root_a.path(), "app:plain");
+    let created = plain["Config"]["created"].as_str().unwrap().to_owned();
+    assert!(
+        created.as_str() > "2024",
+        "without an epoch, `created` is the real time: {created}"
+    );
     build(
         root_a.path(),
         &context_a,
