@@ -14,6 +14,8 @@ mod files;
 mod hash;
 pub mod index;
 mod ops;
+pub mod provenance;
+pub mod reproducible;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,6 +115,8 @@ pub struct Engine {
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
     limits: hoist_runner::Limits,
+    /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
+    source_date_epoch: Option<i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -164,6 +168,7 @@ impl Engine {
         Ok(Engine {
             runner,
             limits: hoist_runner::Limits::default(),
+            source_date_epoch: None,
             store,
             snapshots,
             contexts,
@@ -178,6 +183,13 @@ impl Engine {
     pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
         self.limits.memory = memory;
         self.limits.cpus = cpus;
+        self
+    }
+
+    /// Clamps the mtimes of every layer this engine writes to `epoch`
+    /// (SOURCE_DATE_EPOCH); layers of base images are never rewritten.
+    pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
+        self.source_date_epoch = epoch;
         self
     }
 
@@ -318,7 +330,14 @@ impl Engine {
             .map_err(store_error("start a layer blob"))?;
         let descriptor = self
             .snapshots
-            .diff(&key, &DiffOptions::default(), &mut writer)
+            .diff(
+                &key,
+                &DiffOptions {
+                    source_date_epoch: self.source_date_epoch,
+                    ..DiffOptions::default()
+                },
+                &mut writer,
+            )
             .map_err(snap_error(format!("diff snapshot {key}")))?;
         writer
             .commit(Some(descriptor.size), None)
