@@ -51,12 +51,15 @@ impl BuildJob {
 }
 
 /// What a successful build produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BuildOutcome {
     /// The image (manifest) digest.
     pub digest: String,
     /// Tags pushed to their registries.
     pub pushed_tags: Vec<String>,
+    /// The base images the build used (normalised reference → manifest
+    /// digest), remembered for base-image watching.
+    pub bases: BTreeMap<String, String>,
 }
 
 /// A failed build; the message is stored in the record and the log.
@@ -226,7 +229,11 @@ fn run_git(git: &Path, dir: &Path, args: &[&str], log: &LogSink) -> Result<(), B
 }
 
 /// Shallow-fetch exactly `job.sha` into a new temp dir and check it out.
-fn checkout(git: &Path, job: &BuildJob, log: &LogSink) -> Result<tempfile::TempDir, BuildFailure> {
+pub(crate) fn checkout(
+    git: &Path,
+    job: &BuildJob,
+    log: &LogSink,
+) -> Result<tempfile::TempDir, BuildFailure> {
     if !is_full_sha(&job.sha) {
         return Err(BuildFailure::new(format!(
             "`{}` is not a full commit id",

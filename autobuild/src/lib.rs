@@ -34,7 +34,7 @@
 //! let executor = GitCheckoutExecutor::new(Arc::new(|job, tree, dockerfile, log| {
 //!     log.line("building");
 //!     // hoist-builder goes here.
-//!     Ok(BuildOutcome { digest: "sha256:…".into(), pushed_tags: job.push_tags.clone() })
+//!     Ok(BuildOutcome { digest: "sha256:…".into(), pushed_tags: job.push_tags.clone(), ..Default::default() })
 //! }));
 //! let (service, _recovery) = Service::open(config.clone(), "/var/lib/hoist".as_ref(), Arc::new(executor))?;
 //! let listener = tokio::net::TcpListener::bind(&config.listen).await?;
@@ -47,9 +47,11 @@ pub mod config;
 pub mod executor;
 pub mod hook;
 pub mod html;
+pub mod image;
 pub mod queue;
 pub mod server;
 mod sys;
+pub mod watch;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +62,7 @@ pub use executor::{
     BuildExecutor, BuildFailure, BuildFn, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink,
 };
 pub use hook::{install_hook, run_hook, HookResult};
+pub use image::ImageBuilder;
 pub use queue::{BuildRecord, BuildState, Enqueued, Recovery};
 pub use server::{serve, Queued, Service};
 pub use webhook::{Provider, PushedRef};
@@ -136,6 +139,15 @@ pub enum Error {
     /// `install-hook` was given something that is not a git directory.
     #[error("`{}` is not a git directory (no HEAD and objects/)", .0.display())]
     NotAGitDir(PathBuf),
+    /// The server could not listen.
+    #[error("failed to listen on `{addr}`")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A file operation failed.
     #[error("failed to {action} `{}`", path.display())]
     Io {
@@ -147,6 +159,47 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `hoist autobuild serve`: open the service over the store at
+/// `store_root` with `builder` as the build function (and its registry
+/// client for base-image watching), listen on `listen` (default: the
+/// config's), call `ready` with the bound address and what recovery did,
+/// then serve until SIGINT or SIGTERM. Blocks; makes its own tokio runtime.
+pub fn run_server(
+    config: Config,
+    store_root: &Path,
+    builder: ImageBuilder,
+    listen: Option<&str>,
+    ready: impl FnOnce(std::net::SocketAddr, &Recovery),
+) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            action: "start the async runtime for",
+            path: store_root.to_path_buf(),
+            source,
+        })?;
+    let listen = listen.unwrap_or(&config.listen).to_string();
+    runtime.block_on(async move {
+        let client = builder.client().clone();
+        let (service, recovery) =
+            Service::open(config, store_root, std::sync::Arc::new(builder.executor()))?;
+        service.watch_bases_with(client);
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: listen.clone(),
+            source,
+        })?;
+        ready(addr, &recovery);
+        serve(service, listener, server::shutdown_signal()).await
+    })
 }
 
 fn open_db(store_root: &Path) -> Result<hoist_cache::Store, Error> {

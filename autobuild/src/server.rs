@@ -43,6 +43,8 @@ struct Inner {
     store: Store,
     executor: Arc<dyn BuildExecutor>,
     wake: Notify,
+    /// The registry client base-image watching resolves digests with.
+    registry: std::sync::OnceLock<hoist_registry::Client>,
     /// Held (flock) while this service exists: one server per store.
     _lock: std::fs::File,
 }
@@ -116,10 +118,23 @@ impl Service {
                 store,
                 executor,
                 wake: Notify::new(),
+                registry: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         };
         Ok((service, recovery))
+    }
+
+    /// Enable base-image watching (`watch_base = true` repositories) with
+    /// this registry client; [`serve`] then checks their base images every
+    /// `poll_interval`. Only the first call counts.
+    pub fn watch_bases_with(&self, client: hoist_registry::Client) {
+        let _ = self.inner.registry.set(client);
+    }
+
+    /// The registry client given to [`Self::watch_bases_with`].
+    pub fn registry(&self) -> Option<&hoist_registry::Client> {
+        self.inner.registry.get()
     }
 
     /// The configuration.
@@ -246,6 +261,11 @@ impl Service {
                 for t in &o.pushed_tags {
                     log.line(&format!("pushed {t}"));
                 }
+                if !o.bases.is_empty() {
+                    if let Err(e) = queue::set_bases(db, &rec.repo, Some(rec.id), &o.bases) {
+                        tracing::warn!(error = %e, "cannot record the base images");
+                    }
+                }
                 queue::finish(db, rec.id, Ok((&o.digest, &o.pushed_tags)))
             }
             Err(e) => {
@@ -258,7 +278,7 @@ impl Service {
         }
     }
 
-    fn job(&self, rec: &queue::BuildRecord) -> Result<BuildJob, String> {
+    pub(crate) fn job(&self, rec: &queue::BuildRecord) -> Result<BuildJob, String> {
         let repo = self
             .inner
             .config
@@ -306,6 +326,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut watchers = Vec::new();
+    if let Some(client) = service.registry() {
+        for repo in service.config().repos.iter().filter(|r| r.watch_base) {
+            watchers.push(tokio::spawn(crate::watch::watch_repo(
+                service.clone(),
+                repo.clone(),
+                client.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
     let dispatcher = tokio::spawn(service.clone().dispatch(stop_rx));
     let result = axum::serve(listener, service.router())
         .with_graceful_shutdown(shutdown)
@@ -313,6 +344,9 @@ pub async fn serve(
         .map_err(Error::Serve);
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    for w in watchers {
+        let _ = w.await;
+    }
     result
 }
 

@@ -197,6 +197,7 @@ pub fn recording_executor(rec: Arc<Recorder>) -> GitCheckoutExecutor {
             Ok(BuildOutcome {
                 digest: digest_of(dockerfile),
                 pushed_tags: job.push_tags.clone(),
+                ..Default::default()
             })
         },
     ))
