@@ -294,14 +294,19 @@ pub(crate) fn checkout(
             log,
         )?;
     }
-    let head = Command::new(git)
-        .arg("-C")
-        .arg(dir.path())
-        .args(["rev-parse", "--verify", "FETCH_HEAD^{commit}"])
-        .output()
-        .map_err(|e| BuildFailure::new(format!("cannot run git: {e}")))?;
-    let fetched = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    if fetched != job.sha {
+    let rev_parse = |what: &str| -> Result<String, BuildFailure> {
+        let out = Command::new(git)
+            .arg("-C")
+            .arg(dir.path())
+            .args(["rev-parse", "--verify", what])
+            .output()
+            .map_err(|e| BuildFailure::new(format!("cannot run git: {e}")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let fetched = rev_parse("FETCH_HEAD^{commit}")?;
+    // An annotated tag's push names the tag object: it must be what was
+    // fetched, and its commit is built.
+    if fetched != job.sha && rev_parse("FETCH_HEAD")? != job.sha {
         return Err(BuildFailure::new(format!(
             "{} is at {fetched}, not {}: the commit is no longer reachable",
             job.git_ref, job.sha
@@ -316,7 +321,7 @@ pub(crate) fn checkout(
             "checkout",
             "-q",
             "--detach",
-            &job.sha,
+            &fetched,
         ],
         log,
     )?;

@@ -316,10 +316,17 @@ pub fn resolve_ref(
     if git_ref.is_none() {
         cmd.arg("--symref");
     }
+    // `REF^{}` asks for an annotated tag's commit too.
+    let peeled_patterns: Vec<String> = wanted
+        .iter()
+        .filter(|w| w.starts_with("refs/tags/"))
+        .map(|w| format!("{w}^{{}}"))
+        .collect();
     let out = cmd
         .arg("--")
         .arg(url)
         .args(&wanted)
+        .args(&peeled_patterns)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .output()

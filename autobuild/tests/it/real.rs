@@ -381,3 +381,133 @@ fn gitlab_push_builds_and_pushes_with_docker_config_credentials() {
 fn gitea_push_builds_and_pushes() {
     provider_push_builds_and_pushes(Provider::Gitea);
 }
+
+/// `POST /trigger/demo` with `body` (none for `Value::Null`).
+fn trigger(server: &TestServer, body: Value) -> (u16, Value) {
+    let mut request = server
+        .client()
+        .post(server.url("/trigger/demo"))
+        .header("x-hoist-token", SECRET);
+    if !body.is_null() {
+        request = request.json(&body);
+    }
+    let r = request.send().unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+fn layer_count(image: &str) -> usize {
+    inspect(image, None).unwrap()["Layers"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn trigger_url_builds_and_a_new_base_image_rebuilds_a_watching_repo() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = Registry::start();
+    let reg = registry.addr.clone();
+    let base = format!("{reg}/base:latest");
+    let first_base = push_base(&base, &[], None);
+    let repo = Repo::new();
+    let sha = commit_files(
+        &repo,
+        &[("Dockerfile", &dockerfile(&base)), ("hello", "watched\n")],
+        "watch me",
+    );
+    repo.push("main");
+    let server = real_server(
+        &real_config(
+            repo.url(),
+            &reg,
+            "watch_base = true\npoll_interval = \"1s\"",
+        ),
+        None,
+    );
+
+    // The trigger URL with no body builds the remote's HEAD branch.
+    let (status, body) = trigger(&server, Value::Null);
+    assert_eq!(status, 202, "{body}");
+    let b = server.wait_final(queued_ids(&body)[0]);
+    let image = format!("{reg}/demo:main");
+    assert_pushed(&b, &image, None);
+    assert_eq!(
+        (b.trigger.as_str(), b.sha.as_str()),
+        ("trigger", sha.as_str())
+    );
+    assert_eq!(layer_count(&image), 2, "busybox + COPY");
+    let log = server.page(&format!("/builds/{}", b.id));
+    assert!(
+        log.contains(&format!("base image {base}: ")) && log.contains(&first_base),
+        "{log}"
+    );
+
+    // A new base image in the registry: the watcher rebuilds and pushes.
+    let second_base = push_base(&base, &[("etc/base-version", "2\n")], None);
+    assert_ne!(first_base, second_base);
+    let rebuilt = wait_until("a build triggered by the base image", || {
+        server
+            .builds()
+            .into_iter()
+            .find(|r| r.trigger.starts_with("base:"))
+    });
+    let rebuilt = server.wait_final(rebuilt.id);
+    assert_eq!(rebuilt.trigger, format!("base:{base}"));
+    assert_eq!(
+        rebuilt.message,
+        format!("base image {base} changed to {second_base}")
+    );
+    assert_eq!(
+        (rebuilt.git_ref.as_str(), rebuilt.sha.as_str()),
+        ("refs/heads/main", sha.as_str())
+    );
+    assert_pushed(&rebuilt, &image, None);
+    assert_ne!(rebuilt.digest, b.digest);
+    assert_eq!(layer_count(&image), 3, "new base layer + COPY");
+    assert_eq!(
+        top_layer_files(&image, None)
+            .get("hello")
+            .map(String::as_str),
+        Some("watched\n")
+    );
+    // The base is checked every second; nothing changed since, so no
+    // further base build is queued.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let base_builds = server
+        .builds()
+        .into_iter()
+        .filter(|r| r.trigger.starts_with("base:"))
+        .count();
+    assert_eq!(base_builds, 1, "{:?}", server.builds());
+}
+
+#[test]
+fn tag_push_builds_through_a_regex_rule_and_pushes() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = Registry::start();
+    let reg = registry.addr.clone();
+    let base = format!("{reg}/base:latest");
+    push_base(&base, &[], None);
+    let repo = Repo::new();
+    let sha = commit_files(
+        &repo,
+        &[("Dockerfile", &dockerfile(&base)), ("hello", "release\n")],
+        "release 2.7",
+    );
+    git(&repo.work, &["tag", "-a", "v2.7", "-m", "v2.7"]);
+    repo.push("v2.7");
+    let server = real_server(&real_config(repo.url(), &reg, ""), None);
+    // The trigger URL with a tag name (annotated: peeled to its commit).
+    let (status, body) = trigger(&server, serde_json::json!({ "ref": "v2.7" }));
+    assert_eq!(status, 202, "{body}");
+    let b = server.wait_final(queued_ids(&body)[0]);
+    let image = format!("{reg}/demo:2.7-{}", &sha[..7]);
+    assert_pushed(&b, &image, None);
+    assert_eq!(b.git_ref, "refs/tags/v2.7");
+    assert_eq!(b.sha, sha);
+    let seen = inspect(&image, None).unwrap();
+    assert_eq!(seen["Labels"]["version"], "v2.7-".to_string() + &sha[..7]);
+}
