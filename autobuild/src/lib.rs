@@ -14,15 +14,19 @@
 //! - [`executor`]: the [`BuildExecutor`] seam and [`GitCheckoutExecutor`]
 //!   (shallow checkout of the exact commit with the git CLI, then a build
 //!   function).
+//! - [`image`]: [`ImageBuilder`], the real build function: base images
+//!   resolved and pulled with `hoist-registry`, `hoist-builder`'s public
+//!   `engine::build::build` over the checkout, tags in the store, pushes with
+//!   the docker config file's credentials.
+//! - [`watch`]: base-image watching (`watch_base`, `poll_interval`): the
+//!   `FROM` images' digests checked in their registries, a rebuild with
+//!   trigger `base:IMAGE` when one changed.
 //!
 //! # What it does not own
-//! Building and pushing the image: the CLI gives [`GitCheckoutExecutor`] a
-//! build function calling `hoist-builder` and the registry push. Base-image
-//! watching (`watch_base`, `poll_interval`) is parsed but **not implemented
-//! yet**: it needs the registry crate's manifest resolve (TODO: a task per
-//! watching repo that resolves each FROM image's digest every
-//! `poll_interval`, stores it in an `autobuild_bases` table and queues a
-//! build of the default branch with trigger `base:<image>` when it changes).
+//! Solving Dockerfiles (the builder), registry protocol and credentials (the
+//! registry crate), argument parsing and printing (the CLI's
+//! `src/commands/autobuild.rs`, which calls [`run_server`], [`list`],
+//! [`read_log`], [`retry`], [`run_hook`] and [`install_hook`]).
 //!
 //! # Example
 //! ```no_run
@@ -31,9 +35,10 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load("autobuild.toml".as_ref())?;
+//! // A build function of your own (tests use one that records the tree);
+//! // `hoist autobuild serve` uses `ImageBuilder::executor()` instead.
 //! let executor = GitCheckoutExecutor::new(Arc::new(|job, tree, dockerfile, log| {
 //!     log.line("building");
-//!     // hoist-builder goes here.
 //!     Ok(BuildOutcome { digest: "sha256:…".into(), pushed_tags: job.push_tags.clone(), ..Default::default() })
 //! }));
 //! let (service, _recovery) = Service::open(config.clone(), "/var/lib/hoist".as_ref(), Arc::new(executor))?;
