@@ -242,6 +242,7 @@ impl Service {
             "build #{} of {} {} {} (trigger {}, attempt {})",
             rec.id, rec.repo, rec.git_ref, rec.sha, rec.trigger, rec.attempt
         ));
+        tracing::info!(id = rec.id, repo = %rec.repo, git_ref = %rec.git_ref, sha = %rec.sha, trigger = %rec.trigger, "build started");
         let result = match self.job(&rec) {
             Err(e) => Err(e),
             Ok(job) => {
@@ -257,6 +258,7 @@ impl Service {
         };
         let recorded = match &result {
             Ok(o) => {
+                tracing::info!(id = rec.id, digest = %o.digest, "build succeeded");
                 log.line(&format!("built {}", o.digest));
                 for t in &o.pushed_tags {
                     log.line(&format!("pushed {t}"));
@@ -269,6 +271,7 @@ impl Service {
                 queue::finish(db, rec.id, Ok((&o.digest, &o.pushed_tags)))
             }
             Err(e) => {
+                tracing::warn!(id = rec.id, error = %e, "build failed");
                 log.line(&format!("build failed: {e}"));
                 queue::finish(db, rec.id, Err(e))
             }

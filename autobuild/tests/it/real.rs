@@ -511,3 +511,89 @@ fn tag_push_builds_through_a_regex_rule_and_pushes() {
     let seen = inspect(&image, None).unwrap();
     assert_eq!(seen["Labels"]["version"], "v2.7-".to_string() + &sha[..7]);
 }
+
+#[test]
+fn a_never_built_watching_repo_takes_its_bases_from_head_and_rebuilds_on_change() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = Registry::start();
+    let reg = registry.addr.clone();
+    let base = format!("{reg}/base:latest");
+    let first_base = push_base(&base, &[], None);
+    let repo = Repo::new();
+    // Multi-stage with an ARG in FROM: the bases are what the frontend asks.
+    let sha = commit_files(
+        &repo,
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "ARG BASE={base}\nFROM $BASE AS build\nCOPY hello /hello\n\
+                     FROM build\nLABEL stage=final\n"
+                ),
+            ),
+            ("hello", "discovered\n"),
+        ],
+        "multi-stage",
+    );
+    repo.push("main");
+    let server = real_server(
+        &real_config(
+            repo.url(),
+            &reg,
+            "watch_base = true\npoll_interval = \"1s\"",
+        ),
+        None,
+    );
+    let store = hoist_cache::Store::open(server.store.path()).unwrap();
+    let baseline = wait_until("the baseline from the HEAD Dockerfile", || {
+        let bases = hoist_autobuild::queue::bases(store.db(), "demo").unwrap();
+        (!bases.is_empty()).then_some(bases)
+    });
+    assert_eq!(
+        baseline.into_iter().collect::<Vec<_>>(),
+        vec![(base.clone(), first_base.clone())]
+    );
+    assert!(server.builds().is_empty(), "the baseline builds nothing");
+
+    let second_base = push_base(&base, &[("etc/base-version", "2\n")], None);
+    let b = wait_until("a base build", || server.builds().into_iter().next());
+    let b = server.wait_final(b.id);
+    assert_eq!(b.trigger, format!("base:{base}"));
+    assert_eq!(b.sha, sha);
+    assert_pushed(&b, &format!("{reg}/demo:main"), None);
+    let bases = hoist_autobuild::queue::bases(store.db(), "demo").unwrap();
+    assert_eq!(bases.get(&base), Some(&second_base));
+}
+
+#[test]
+fn a_broken_dockerfile_fails_with_its_error_and_pushes_nothing() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = Registry::start();
+    let reg = registry.addr.clone();
+    let base = format!("{reg}/base:latest");
+    push_base(&base, &[], None);
+    let repo = Repo::new();
+    git(&repo.work, &["checkout", "-q", "-b", "broken"]);
+    commit_files(
+        &repo,
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nCOPY missing-file /x\n"),
+        )],
+        "broken",
+    );
+    repo.push("broken");
+    let server = real_server(&real_config(repo.url(), &reg, ""), None);
+    let (status, body) = trigger(&server, serde_json::json!({ "ref": "broken" }));
+    assert_eq!(status, 202, "{body}");
+    let b = server.wait_final(queued_ids(&body)[0]);
+    assert_eq!(b.state, BuildState::Failed, "{b:?}");
+    let error = b.error.clone().unwrap();
+    assert!(error.contains("missing-file"), "{error}");
+    assert!(b.digest.is_none() && b.pushed.is_empty(), "{b:?}");
+    assert!(inspect(&format!("{reg}/demo:broken"), None).is_none());
+    let log = server.page(&format!("/builds/{}", b.id));
+    assert!(log.contains("build failed"), "{log}");
+}
