@@ -38,6 +38,12 @@ use crate::executor::{BuildFailure, BuildJob, BuildOutcome, GitCheckoutExecutor,
 pub struct ImageBuilder {
     store: Arc<Store>,
     client: Client,
+    /// Builds of one process share `hoist-builder`'s scratch names
+    /// (`extract-<pid>-<n>`, `n` counted per engine), so two at once collide
+    /// ("snapshot `extract-…-0` already exists"). Until the builder counts
+    /// per process, the solve step runs one at a time; checkouts, pulls and
+    /// pushes of `concurrency` builds still overlap.
+    solve: Arc<Mutex<()>>,
 }
 
 impl ImageBuilder {
@@ -45,7 +51,11 @@ impl ImageBuilder {
     /// passes `Client::from_environment()`: registry config files and the
     /// docker config file's credentials).
     pub fn new(store: Arc<Store>, client: Client) -> ImageBuilder {
-        ImageBuilder { store, client }
+        ImageBuilder {
+            store,
+            client,
+            solve: Arc::new(Mutex::new(())),
+        }
     }
 
     /// The registry client.
@@ -106,6 +116,7 @@ impl ImageBuilder {
             ..Default::default()
         };
         let cancel = CancellationToken::new();
+        let solving = self.solve.lock().unwrap_or_else(|p| p.into_inner());
         let built = engine_build::build(
             Arc::clone(&self.store),
             &request,
@@ -113,6 +124,7 @@ impl ImageBuilder {
             &cancel,
         )
         .map_err(|e| build_failure(e, log))?;
+        drop(solving);
         let manifest = built.image.manifest.clone();
         let digest = manifest.digest().to_string();
         log.line(&format!(

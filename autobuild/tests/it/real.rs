@@ -597,3 +597,48 @@ fn a_broken_dockerfile_fails_with_its_error_and_pushes_nothing() {
     let log = server.page(&format!("/builds/{}", b.id));
     assert!(log.contains("build failed"), "{log}");
 }
+
+#[test]
+fn two_refs_queued_together_with_concurrency_2_both_build() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = Registry::start();
+    let reg = registry.addr.clone();
+    let base = format!("{reg}/base:latest");
+    push_base(&base, &[], None);
+    let repo = Repo::new();
+    let mut shas = Vec::new();
+    for branch in ["left", "right"] {
+        git(&repo.work, &["checkout", "-q", "-B", branch, "main"]);
+        shas.push(commit_files(
+            &repo,
+            &[
+                ("Dockerfile", &dockerfile(&base)),
+                ("hello", &format!("{branch}\n")),
+            ],
+            branch,
+        ));
+        repo.push(branch);
+    }
+    let config = real_config(repo.url(), &reg, "").replace("concurrency = 1", "concurrency = 2");
+    let server = real_server(&config, None);
+    let ids: Vec<i64> = ["left", "right"]
+        .iter()
+        .map(|r| {
+            let (status, body) = trigger(&server, serde_json::json!({ "ref": r }));
+            assert_eq!(status, 202, "{body}");
+            queued_ids(&body)[0]
+        })
+        .collect();
+    for (id, branch) in ids.iter().zip(["left", "right"]) {
+        let b = server.wait_final(*id);
+        let image = format!("{reg}/demo:{branch}");
+        assert_pushed(&b, &image, None);
+        assert_eq!(
+            top_layer_files(&image, None)
+                .get("hello")
+                .map(String::as_str),
+            Some(format!("{branch}\n").as_str())
+        );
+    }
+}
