@@ -234,10 +234,13 @@ impl Server {
         let _ = self.0.wait();
     }
 
+    /// SIGTERM: the server stops accepting, waits for running builds and
+    /// exits 0.
     fn stop(&mut self) {
         let pid = self.0.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.0.wait();
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "serve exited with {status} on SIGTERM");
     }
 }
 
