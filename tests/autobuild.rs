@@ -513,6 +513,12 @@ fn sigkill_of_serve_with_builds_queued_and_running_loses_none() {
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "overlapping builds: {spans:?}");
     }
+    // The killed build's checkout was removed at restart, the others after
+    // their builds.
+    let work: Vec<_> = std::fs::read_dir(s.store.join("autobuild/work"))
+        .unwrap()
+        .collect();
+    assert!(work.is_empty(), "{work:?}");
     let log = s.serve_log();
     assert!(
         log.contains(&format!(

@@ -112,6 +112,16 @@ impl Service {
         }
         queue::init(store.db())?;
         let recovery = queue::recover(store.db())?;
+        // Checkouts of builds a killed server left behind: the lock says no
+        // other server uses them.
+        let work = autobuild_dir(store_root).join("work");
+        if let Ok(entries) = std::fs::read_dir(&work) {
+            for entry in entries.flatten() {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale checkout");
+                }
+            }
+        }
         let service = Service {
             inner: Arc::new(Inner {
                 config,
