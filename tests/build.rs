@@ -7,4 +7,5 @@ mod build {
     pub mod common;
     pub mod errors;
     pub mod outputs;
+    pub mod reproducible;
 }
