@@ -168,9 +168,12 @@ pub struct Explainer {
     /// Names of ENV variables per vertex's stage (the rest are build args).
     env_names: Vec<Vec<String>>,
     preimages: Mutex<HashMap<usize, Preimage>>,
-    /// The nearest earlier record's preimage of each vertex, read before the
-    /// build records anything (a step's new record must not hide its old one).
-    previous: Vec<Option<Preimage>>,
+    /// The nearest earlier record's preimage of each vertex, read once, on
+    /// first use: that is before the vertex records anything (its preimage
+    /// is computed, and with `--explain` it is explained, before its record
+    /// is written), so a step's new record never hides its old one. Lazy
+    /// because a no-op build needs none of them.
+    previous: Vec<std::sync::OnceLock<Option<Preimage>>>,
 }
 
 /// Splits `[stage 2/5] RUN make` into (`stage`, `2/5`, `RUN make`).
@@ -275,14 +278,7 @@ impl Explainer {
         for (i, id) in ids.iter().enumerate() {
             frontend_of.entry(*id).or_insert(i);
         }
-        let previous = steps
-            .iter()
-            .map(|step: &String| {
-                let row = store.latest_cache_record_of_step(step).ok()??;
-                let p: Preimage = serde_json::from_slice(row.preimage.as_deref()?).ok()?;
-                (p.version == PREIMAGE_VERSION).then_some(p)
-            })
-            .collect();
+        let previous = steps.iter().map(|_| std::sync::OnceLock::new()).collect();
         Explainer {
             previous,
             store,
@@ -412,7 +408,16 @@ impl Explainer {
 
     /// The preimage of the nearest earlier record of frontend vertex `i`'s step.
     fn previous(&self, i: usize) -> Option<Preimage> {
-        self.previous[i].clone()
+        self.previous[i]
+            .get_or_init(|| {
+                let row = self
+                    .store
+                    .latest_cache_record_of_step(&self.steps[i])
+                    .ok()??;
+                let p: Preimage = serde_json::from_slice(row.preimage.as_deref()?).ok()?;
+                (p.version == PREIMAGE_VERSION).then_some(p)
+            })
+            .clone()
     }
 
     /// Why frontend vertex `i` does not match its nearest earlier record, or
