@@ -722,15 +722,16 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     if built.executed > 0 {
-        if let Some(report) = super::prune::after_build(&store)? {
-            if !args.quiet {
-                writeln!(
-                    io::stderr().lock(),
-                    "store over gc.max-storage: reclaimed {} ({} now)",
-                    crate::util::human_size(report.reclaimed),
-                    crate::util::human_size(report.usage_after)
-                )?;
-            }
+        // The image is made and tagged: a failed collection is a warning.
+        match super::prune::after_build(&store) {
+            Ok(Some(report)) if !args.quiet => writeln!(
+                io::stderr().lock(),
+                "store over gc.max-storage: reclaimed {} ({} now)",
+                crate::util::human_size(report.reclaimed),
+                crate::util::human_size(report.usage_after)
+            )?,
+            Ok(_) => {}
+            Err(e) => writeln!(io::stderr().lock(), "warning: {e:#}")?,
         }
     }
     if let Some(path) = &args.iidfile {
