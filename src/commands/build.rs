@@ -109,6 +109,12 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET|KEYFILE[,KEYFILE]
+    #[arg(long = "ssh", value_name = "SPEC")]
+    ssh: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -472,6 +478,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         memory,
         cpus: args.cpus,
         created: None,
+        secrets: exec_flags::secrets(&args.secrets)?,
+        ssh: exec_flags::ssh(&args.ssh)?,
     };
 
     let store = Arc::new(context.store()?);
@@ -602,4 +610,30 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--secret` and `--ssh` into the request's maps.
+mod exec_flags {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use hoist_builder::engine::mounts::{parse_secret_flag, parse_ssh_flag, SecretSource};
+
+    pub(super) fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+        let mut out = BTreeMap::new();
+        for spec in specs {
+            let (id, source) = parse_secret_flag(spec)?;
+            out.insert(id, source);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
+        let mut out = BTreeMap::new();
+        for spec in specs {
+            let (id, paths) = parse_ssh_flag(spec)?;
+            out.insert(id, paths);
+        }
+        Ok(out)
+    }
 }

@@ -54,6 +54,10 @@ pub struct BuildRequest {
     pub cpus: Option<f64>,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
+    /// `--secret` sources by id (for `RUN --mount=type=secret`).
+    pub secrets: BTreeMap<String, super::mounts::SecretSource>,
+    /// `--ssh` agents or key files by id (for `RUN --mount=type=ssh`).
+    pub ssh: BTreeMap<String, Vec<PathBuf>>,
 }
 
 /// What a build made.
@@ -338,8 +342,12 @@ pub fn build(
             ignore,
         },
     );
-    let engine =
-        Arc::new(Engine::new(store.clone(), contexts)?.with_limits(request.memory, request.cpus));
+    let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
+    let engine = Arc::new(
+        Engine::new(store.clone(), contexts)?
+            .with_limits(request.memory, request.cpus)
+            .with_secrets(secrets),
+    );
 
     // Which vertices ignore the cache.
     let mut ignore_cache: HashSet<usize> = HashSet::new();

@@ -13,6 +13,7 @@ pub mod export;
 mod files;
 mod hash;
 pub mod index;
+pub mod mounts;
 mod ops;
 
 use std::collections::HashMap;
@@ -113,6 +114,8 @@ pub struct Engine {
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
     limits: hoist_runner::Limits,
+    /// `--secret` and `--ssh` sources for RUN mounts.
+    secrets: mounts::Secrets,
 }
 
 impl std::fmt::Debug for Engine {
@@ -164,6 +167,7 @@ impl Engine {
         Ok(Engine {
             runner,
             limits: hoist_runner::Limits::default(),
+            secrets: mounts::Secrets::default(),
             store,
             snapshots,
             contexts,
@@ -178,6 +182,12 @@ impl Engine {
     pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
         self.limits.memory = memory;
         self.limits.cpus = cpus;
+        self
+    }
+
+    /// Sets the secrets and ssh agents RUN mounts may use.
+    pub fn with_secrets(mut self, secrets: mounts::Secrets) -> Self {
+        self.secrets = secrets;
         self
     }
 

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hoist_frontend::dockerignore::Matcher;
-use hoist_frontend::graph::{FileAction, FileOp, MountKind};
+use hoist_frontend::graph::{FileAction, FileOp};
 
 use super::artifact::{Artifact, Layer};
 use super::exec::{self, Exit, ProcessSpec};
 use super::files::{self, CopyRequest, Owner, Source};
 use super::hash;
+use super::mounts;
 use super::{Engine, EngineError};
 use crate::digest::{CanonicalBytes, CanonicalEncoder, Digest};
 use crate::op::{Op, OpContext, OpError};
@@ -395,24 +396,6 @@ impl Op<Artifact> for ExecStep {
     }
 
     async fn exec(&self, context: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
-        if !self.op.mounts.is_empty() {
-            let kinds: Vec<&str> = self
-                .op
-                .mounts
-                .iter()
-                .map(|m| match m.kind {
-                    MountKind::Bind { .. } => "bind",
-                    MountKind::Cache { .. } => "cache",
-                    MountKind::Tmpfs { .. } => "tmpfs",
-                    MountKind::Secret { .. } => "secret",
-                    MountKind::Ssh { .. } => "ssh",
-                })
-                .collect();
-            return Err(Box::new(EngineError::Invalid(format!(
-                "RUN --mount ({}) is not supported yet",
-                kinds.join(", ")
-            ))));
-        }
         let engine = self.engine.clone();
         let op = self.op.clone();
         let network = match (op.network, self.network) {
@@ -420,6 +403,12 @@ impl Op<Artifact> for ExecStep {
             (n, _) => n,
         };
         if engine.runner.is_none() {
+            if !op.mounts.is_empty() {
+                return Err(Box::new(EngineError::Invalid(
+                    "RUN --mount needs the sandbox runner, which could not be set up (see the log)"
+                        .into(),
+                )));
+            }
             return self.exec_unshare(context, inputs, network).await;
         }
         let cancel = hoist_runner::Cancel::new()?;
@@ -437,72 +426,87 @@ impl Op<Artifact> for ExecStep {
             let base = inputs[op.root].layers().to_vec();
             let mut env = op.env.clone();
             env.extend(op.proxy_env.iter().cloned());
-            let layers = engine.with_new_snapshot(&base, |_, mounts| {
-                let rootfs = hoist_runner::Rootfs::Mounts(
-                    mounts
-                        .iter()
-                        .map(|m| hoist_runner::MountData {
-                            kind: m.kind.clone(),
-                            source: m.source.to_string_lossy().into_owned(),
-                            target: "/".into(),
-                            options: m.options.clone(),
-                        })
-                        .collect(),
-                );
-                let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
-                spec.env = env;
-                spec.cwd = if op.cwd.is_empty() {
-                    "/".into()
-                } else {
-                    op.cwd.clone()
-                };
-                spec.user = op.user.clone();
-                spec.network = match network {
-                    hoist_frontend::graph::NetworkMode::None => hoist_runner::NetworkMode::None,
-                    hoist_frontend::graph::NetworkMode::Host => hoist_runner::NetworkMode::Host,
-                    hoist_frontend::graph::NetworkMode::Default => {
-                        hoist_runner::NetworkMode::Default
-                    }
-                };
-                spec.limits = engine.limits;
-                let runner = engine.runner.as_ref().ok_or_else(|| {
-                    EngineError::Invalid("the sandbox runner is unavailable".into())
-                })?;
-                let result = runner.run_with_cancel(
-                    &spec,
-                    &mut |stream, bytes| {
-                        let stream = match stream {
-                            hoist_runner::Stream::Stdout => crate::LogStream::Stdout,
-                            hoist_runner::Stream::Stderr => crate::LogStream::Stderr,
+            let to_view = mounts::inputs_to_view(&op.mounts, &inputs);
+            let mut views = std::collections::HashMap::new();
+            let layers =
+                mounts::with_views(&engine, &inputs, &to_view, &mut views, &mut |views| {
+                    let extra = mounts::prepare(&engine, &op.mounts, &inputs, views, &env)?;
+                    let mut env = env.clone();
+                    env.extend(extra.env.iter().cloned());
+                    engine.with_new_snapshot(&base, |_, mounts| {
+                        let rootfs = hoist_runner::Rootfs::Mounts(
+                            mounts
+                                .iter()
+                                .map(|m| hoist_runner::MountData {
+                                    kind: m.kind.clone(),
+                                    source: m.source.to_string_lossy().into_owned(),
+                                    target: "/".into(),
+                                    options: m.options.clone(),
+                                })
+                                .collect(),
+                        );
+                        let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
+                        spec.env = env.clone();
+                        spec.mounts = extra.mounts.clone();
+                        spec.cwd = if op.cwd.is_empty() {
+                            "/".into()
+                        } else {
+                            op.cwd.clone()
                         };
-                        context.log(stream, bytes);
-                    },
-                    Some(&cancel),
-                )?;
-                context.record_usage(crate::Usage {
-                    cpu_time: result.usage.cpu,
-                    peak_memory_bytes: result.usage.peak_memory,
-                });
-                if context.is_cancelled() {
-                    return Err(Box::new(EngineError::Invalid("cancelled".into())));
-                }
-                match result.failure_message(&spec.limits) {
-                    None => Ok(()),
-                    Some(message) => {
-                        let (status, code) = match result.status {
-                            hoist_runner::ExitStatus::Exited(code) if !result.oom_killed => {
-                                (format!("exit code: {code}"), Some(code))
+                        spec.user = op.user.clone();
+                        spec.network = match network {
+                            hoist_frontend::graph::NetworkMode::None => {
+                                hoist_runner::NetworkMode::None
                             }
-                            _ => (message, None),
+                            hoist_frontend::graph::NetworkMode::Host => {
+                                hoist_runner::NetworkMode::Host
+                            }
+                            hoist_frontend::graph::NetworkMode::Default => {
+                                hoist_runner::NetworkMode::Default
+                            }
                         };
-                        Err(Box::new(ProcessFailed {
-                            command: op.argv.join(" "),
-                            status,
-                            code,
-                        }))
-                    }
-                }
-            })?;
+                        spec.limits = engine.limits;
+                        let runner = engine.runner.as_ref().ok_or_else(|| {
+                            EngineError::Invalid("the sandbox runner is unavailable".into())
+                        })?;
+                        let result = runner.run_with_cancel(
+                            &spec,
+                            &mut |stream, bytes| {
+                                let stream = match stream {
+                                    hoist_runner::Stream::Stdout => crate::LogStream::Stdout,
+                                    hoist_runner::Stream::Stderr => crate::LogStream::Stderr,
+                                };
+                                context.log(stream, bytes);
+                            },
+                            Some(&cancel),
+                        )?;
+                        context.record_usage(crate::Usage {
+                            cpu_time: result.usage.cpu,
+                            peak_memory_bytes: result.usage.peak_memory,
+                        });
+                        if context.is_cancelled() {
+                            return Err(Box::new(EngineError::Invalid("cancelled".into())));
+                        }
+                        match result.failure_message(&spec.limits) {
+                            None => Ok(()),
+                            Some(message) => {
+                                let (status, code) = match result.status {
+                                    hoist_runner::ExitStatus::Exited(code)
+                                        if !result.oom_killed =>
+                                    {
+                                        (format!("exit code: {code}"), Some(code))
+                                    }
+                                    _ => (message, None),
+                                };
+                                Err(Box::new(ProcessFailed {
+                                    command: op.argv.join(" "),
+                                    status,
+                                    code,
+                                }))
+                            }
+                        }
+                    })
+                })?;
             Ok(Artifact::Fs { layers })
         })
         .await;
