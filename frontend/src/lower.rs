@@ -2226,6 +2226,7 @@ impl Lowerer<'_> {
         if c.parents {
             msg.push_str(" --parents");
         }
+
         if let Some(o) = &chown {
             msg.push_str(&format!(" --chown={o}"));
         }
@@ -2430,15 +2431,41 @@ impl Lowerer<'_> {
         }
         msg.push(' ');
         msg.push_str(&dest_raw);
-        st.root = self.add_vertex(
-            Op::File(FileOp {
-                root: Some(0),
-                actions,
-            }),
-            inputs,
-            label,
-            Some(span),
-        );
+        if c.link {
+            // The files go into a layer of their own made on an empty root,
+            // so its cache key does not depend on the layers below.
+            let base = inputs.remove(0);
+            for a in &mut actions {
+                if let FileAction::Copy { input, .. } = a {
+                    *input -= 1;
+                }
+            }
+            let layer = self.add_vertex(
+                Op::File(FileOp {
+                    root: None,
+                    actions,
+                }),
+                inputs,
+                label.clone(),
+                Some(span),
+            );
+            st.root = self.add_vertex(
+                Op::Merge,
+                vec![base, layer],
+                format!("{label} (link)"),
+                Some(span),
+            );
+        } else {
+            st.root = self.add_vertex(
+                Op::File(FileOp {
+                    root: Some(0),
+                    actions,
+                }),
+                inputs,
+                label,
+                Some(span),
+            );
+        }
         Self::history(st, format!("{msg} # buildkit"), true);
         Ok(())
     }

@@ -225,6 +225,7 @@ fn stage_vertices(graph: &FrontendGraph, stage_root: usize, stop: &HashSet<usize
         let next = match &v.op {
             GraphOp::Exec(e) => Some(v.inputs[e.root]),
             GraphOp::File(f) => f.root.map(|r| v.inputs[r]),
+            GraphOp::Merge => v.inputs.first().copied(),
             _ => None,
         };
         match next {
@@ -391,6 +392,7 @@ pub fn build(
                 op: f.clone(),
                 engine: engine.clone(),
             }),
+            GraphOp::Merge => Arc::new(super::ops::MergeOp),
             GraphOp::Exec(e) => Arc::new(ExecStep {
                 op: e.clone(),
                 network: request.network,

@@ -43,6 +43,24 @@ impl Op<Artifact> for ScratchOp {
     }
 }
 
+/// `COPY --link`: the layers of input 1 stacked on those of input 0.
+pub struct MergeOp;
+
+#[async_trait]
+impl Op<Artifact> for MergeOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("merge", 1).finish()
+    }
+
+    async fn exec(&self, _: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let mut layers = Vec::new();
+        for input in &inputs {
+            layers.extend(input.layers().iter().cloned());
+        }
+        Ok(Artifact::Fs { layers })
+    }
+}
+
 /// An image of the store, by its pinned manifest digest.
 pub struct ImageOp {
     /// The reference, `name@sha256:…` as the resolver pinned it.
@@ -285,11 +303,6 @@ fn apply_action(
             allow_wildcard,
             allow_empty_wildcard,
         } => {
-            if !include.is_empty() {
-                return Err(Box::new(EngineError::Invalid(
-                    "COPY --parents is not supported yet".into(),
-                )));
-            }
             let owner = chown
                 .as_deref()
                 .map(|c| files::resolve_owner(root, c))
@@ -324,7 +337,7 @@ fn apply_action(
                         reset_owner: true,
                         what: "build context",
                     };
-                    files::copy(root, &from, &request)?;
+                    copy_one(root, &from, &request, include)?;
                 }
                 Artifact::Fs { layers } => {
                     engine.with_view(layers, |view| {
@@ -334,7 +347,7 @@ fn apply_action(
                             reset_owner: false,
                             what: "source stage",
                         };
-                        files::copy(root, &from, &request)?;
+                        copy_one(root, &from, &request, include)?;
                         Ok(())
                     })?;
                 }
@@ -360,6 +373,19 @@ fn apply_action(
         } => files::rm(root, path, *allow_not_found)?,
     }
     Ok(())
+}
+
+fn copy_one(
+    root: &std::path::Path,
+    from: &Source<'_>,
+    request: &CopyRequest<'_>,
+    include: &[String],
+) -> Result<(), EngineError> {
+    if include.is_empty() {
+        files::copy(root, from, request)
+    } else {
+        files::copy_with_parents(root, from, request, include)
+    }
 }
 
 /// Why a RUN failed.
