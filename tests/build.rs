@@ -5,6 +5,7 @@ mod build {
     pub mod basics;
     pub mod cache;
     pub mod common;
+    pub mod config;
     pub mod copy;
     pub mod errors;
     pub mod heredocs;
