@@ -11,4 +11,5 @@ mod build {
     pub mod heredocs;
     pub mod mounts;
     pub mod outputs;
+    pub mod remote;
 }

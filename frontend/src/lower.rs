@@ -2308,7 +2308,16 @@ impl Lowerer<'_> {
                     } else {
                         clean_path(&format!("/{subdir}"))
                     };
-                    actions.push(copy(i, source, vec![], false));
+                    let mut action = copy(i, source, vec![], false);
+                    // A checkout's directory is copied by its contents, like a
+                    // local directory.
+                    if let FileAction::Copy {
+                        dir_contents_only, ..
+                    } = &mut action
+                    {
+                        *dir_contents_only = true;
+                    }
+                    actions.push(action);
                     continue;
                 }
                 if is_http_source(src) {

@@ -417,6 +417,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         stdin_dir = tempfile::tempdir().context("failed to create a directory for the context")?;
         let dockerfile = stdin_context(stdin_dir.path())?;
         (stdin_dir.path().to_path_buf(), dockerfile)
+    } else if let Some(remote) = exec_flags::remote_context(&args.context)? {
+        stdin_dir = remote.0;
+        (stdin_dir.path().join(remote.1), remote.2)
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
@@ -626,6 +629,33 @@ mod exec_flags {
             out.insert(id, source);
         }
         Ok(out)
+    }
+
+    /// A context given as a git URL or an http(s) URL: (its temporary
+    /// directory, the context directory relative to it, a Dockerfile downloaded instead of an
+    /// archive).
+    pub(super) fn remote_context(
+        spec: &str,
+    ) -> anyhow::Result<Option<(tempfile::TempDir, PathBuf, Option<String>)>> {
+        use anyhow::Context as _;
+        use hoist_builder::engine::fetch;
+        let is_url = spec.starts_with("http://") || spec.starts_with("https://");
+        if !fetch::is_git_context(spec) && !is_url {
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir().context("failed to create a directory for the context")?;
+        if fetch::is_git_context(spec) {
+            let context = fetch::git_context(spec, dir.path())
+                .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
+            let relative = context
+                .strip_prefix(dir.path())
+                .unwrap_or(&context)
+                .to_path_buf();
+            return Ok(Some((dir, relative, None)));
+        }
+        let dockerfile = fetch::url_context(spec, dir.path())
+            .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
+        Ok(Some((dir, PathBuf::new(), dockerfile)))
     }
 
     pub(super) fn ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {

@@ -398,18 +398,26 @@ pub fn build(
                 network: request.network,
                 engine: engine.clone(),
             }),
-            GraphOp::Git { url, .. } => {
-                return Err(BuildError::Dockerfile(format!(
-                    "{}: git sources ({url}) are not supported yet",
-                    description(file, &frontend, i)
-                )))
-            }
-            GraphOp::Http { url, .. } => {
-                return Err(BuildError::Dockerfile(format!(
-                    "{}: remote URLs ({url}) are not supported yet",
-                    description(file, &frontend, i)
-                )))
-            }
+            GraphOp::Git {
+                url,
+                reference,
+                keep_git_dir,
+            } => Arc::new(super::ops::GitOp::new(
+                url.clone(),
+                reference.clone(),
+                *keep_git_dir,
+                engine.clone(),
+            )),
+            GraphOp::Http {
+                url,
+                checksum,
+                filename,
+            } => Arc::new(super::ops::HttpOp::new(
+                url.clone(),
+                checksum.clone(),
+                filename.clone(),
+                engine.clone(),
+            )),
         };
         let name = match &v.op {
             GraphOp::Context { .. } => "[internal] load build context".to_owned(),

@@ -10,6 +10,7 @@ pub mod assemble;
 pub mod build;
 mod exec;
 pub mod export;
+pub mod fetch;
 mod files;
 mod hash;
 pub mod index;

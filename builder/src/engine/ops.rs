@@ -601,3 +601,200 @@ impl ExecStep {
         .await
     }
 }
+
+/// `ADD https://…`: the file in a layer of its own, at `/<filename>`, mode
+/// 0600 (as BuildKit), its mtime from `Last-Modified`.
+pub struct HttpOp {
+    /// URL.
+    pub url: String,
+    /// `--checksum`, if given.
+    pub checksum: Option<String>,
+    /// File name in the layer.
+    pub filename: String,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The download made while computing the cache key, reused by `exec`.
+    fetched: std::sync::Mutex<Option<super::fetch::Download>>,
+}
+
+impl HttpOp {
+    /// An op downloading `url`.
+    pub fn new(
+        url: String,
+        checksum: Option<String>,
+        filename: String,
+        engine: Arc<Engine>,
+    ) -> Self {
+        HttpOp {
+            url,
+            checksum,
+            filename,
+            engine,
+            fetched: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn fetch(&self) -> Result<super::fetch::Download, OpError> {
+        if let Some(d) = self
+            .fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(d);
+        }
+        let dir = self.engine.scratch_dir("http")?;
+        let (url, checksum) = (self.url.clone(), self.checksum.clone());
+        // On a runtime of its own: the build's runtime has no I/O driver.
+        let download = blocking(move || {
+            Ok(super::fetch::download_blocking(
+                &url,
+                &dir.join("data"),
+                checksum.as_deref(),
+            )?)
+        })
+        .await?;
+        *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) = Some(download.clone());
+        Ok(download)
+    }
+}
+
+#[async_trait]
+impl Op<Artifact> for HttpOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("http", 1)
+            .str("url", &self.url)
+            .optional_str("checksum", self.checksum.as_deref())
+            .str("filename", &self.filename)
+            .finish()
+    }
+
+    async fn source_digest(&self, _: &OpContext) -> Result<Option<Digest>, OpError> {
+        // With a checksum the content is known without asking the server.
+        let (digest, modified) = match &self.checksum {
+            Some(c) => (c.clone(), None),
+            None => {
+                let d = self.fetch().await?;
+                (d.digest, d.modified)
+            }
+        };
+        let mut e = CanonicalEncoder::new("http-content", 1);
+        e.str("digest", &digest);
+        if let Some(m) = modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()) {
+            e.u64("modified", m.as_secs());
+        }
+        Ok(Some(e.finish().digest()))
+    }
+
+    async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let download = self.fetch().await?;
+        let engine = self.engine.clone();
+        let filename = self.filename.clone();
+        blocking(move || {
+            let layers = engine.with_new_layer(&[], |root| {
+                let target = root.join(&filename);
+                std::fs::copy(&download.path, &target)
+                    .map_err(super::io_error("write downloaded file", &target))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+                    .map_err(super::io_error("chmod", &target))?;
+                if let Some(m) = download.modified {
+                    std::fs::File::open(&target)
+                        .and_then(|f| f.set_modified(m))
+                        .map_err(super::io_error("set the modification time of", &target))?;
+                }
+                Ok(())
+            })?;
+            let _ = std::fs::remove_file(&download.path);
+            Ok(Artifact::Fs { layers })
+        })
+        .await
+    }
+}
+
+/// `ADD https://….git#ref`: a checkout (through the git CLI) in a layer.
+pub struct GitOp {
+    /// Repository URL.
+    pub url: String,
+    /// Branch, tag or commit.
+    pub reference: String,
+    /// Keep `.git`.
+    pub keep_git_dir: bool,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    commit: std::sync::Mutex<Option<String>>,
+}
+
+impl GitOp {
+    /// An op checking out `reference` of `url`.
+    pub fn new(url: String, reference: String, keep_git_dir: bool, engine: Arc<Engine>) -> Self {
+        GitOp {
+            url,
+            reference,
+            keep_git_dir,
+            engine,
+            commit: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn commit(&self) -> Result<String, OpError> {
+        if let Some(c) = self
+            .commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let (url, reference) = (self.url.clone(), self.reference.clone());
+        let commit = blocking(move || Ok(super::fetch::resolve_git_ref(&url, &reference)?)).await?;
+        *self.commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(commit.clone());
+        Ok(commit)
+    }
+}
+
+#[async_trait]
+impl Op<Artifact> for GitOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("git", 1)
+            .str("url", &self.url)
+            .str("reference", &self.reference)
+            .str("keep_git_dir", if self.keep_git_dir { "1" } else { "0" })
+            .finish()
+    }
+
+    async fn source_digest(&self, _: &OpContext) -> Result<Option<Digest>, OpError> {
+        let commit = self.commit().await?;
+        Ok(Some(
+            CanonicalEncoder::new("git-commit", 1)
+                .str("commit", &commit)
+                .finish()
+                .digest(),
+        ))
+    }
+
+    async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let commit = self.commit().await?;
+        let engine = self.engine.clone();
+        let (url, reference, keep) = (self.url.clone(), self.reference.clone(), self.keep_git_dir);
+        blocking(move || {
+            let dir = engine.scratch_dir("git")?.join("checkout");
+            super::fetch::checkout(&url, &reference, &commit, &dir, keep)?;
+            let layers = engine.with_new_layer(&[], |root| {
+                let mut names: Vec<_> = std::fs::read_dir(&dir)
+                    .map_err(super::io_error("read", &dir))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .collect();
+                names.sort();
+                for name in names {
+                    mounts::copy_tree(&dir.join(&name), &root.join(&name))?;
+                }
+                Ok(())
+            })?;
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(Artifact::Fs { layers })
+        })
+        .await
+    }
+}
