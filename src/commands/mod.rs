@@ -24,7 +24,7 @@ mod tag;
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Create an image from a root filesystem tarball (like `docker import`)
     Import(import::Args),
     /// List images
@@ -59,7 +59,7 @@ pub enum Command {
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Build(args) => build::run(context, args),
+        Command::Build(args) => build::run(context, *args),
         Command::Import(args) => import::run(context, args),
         Command::Images(args) => images::run(context, args),
         Command::Inspect(args) => inspect::run(context, args),

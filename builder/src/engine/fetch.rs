@@ -68,7 +68,13 @@ pub enum FetchError {
     },
     /// Local I/O.
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(Box<EngineError>),
+}
+
+impl From<EngineError> for FetchError {
+    fn from(e: EngineError) -> Self {
+        FetchError::Engine(Box::new(e))
+    }
 }
 
 fn client() -> Result<reqwest::Client, reqwest::Error> {

@@ -310,18 +310,20 @@ pub fn lease_cache(
             .write(true)
             .open(&lock_path)
             .map_err(io_error("open", &lock_path))?;
-        match sharing {
-            CacheSharing::Shared => lock.lock_shared().map_err(io_error("lock", &lock_path))?,
-            CacheSharing::Locked => lock.lock().map_err(io_error("lock", &lock_path))?,
-            CacheSharing::Private => match lock.try_lock() {
-                Ok(()) => {}
-                Err(fs::TryLockError::WouldBlock) => {
-                    // In use: a private mount gets another instance.
-                    instance += 1;
-                    continue;
-                }
-                Err(fs::TryLockError::Error(e)) => return Err(io_error("lock", &lock_path)(e)),
-            },
+        use rustix::fs::{flock, FlockOperation};
+        let locked = match sharing {
+            CacheSharing::Shared => flock(&lock, FlockOperation::LockShared),
+            CacheSharing::Locked => flock(&lock, FlockOperation::LockExclusive),
+            CacheSharing::Private => flock(&lock, FlockOperation::NonBlockingLockExclusive),
+        };
+        match locked {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK && sharing == CacheSharing::Private => {
+                // In use: a private mount gets another instance.
+                instance += 1;
+                continue;
+            }
+            Err(e) => return Err(io_error("lock", &lock_path)(e.into())),
         }
         let dir = root.join(&stem);
         if !dir.exists() {
@@ -409,14 +411,17 @@ pub fn inputs_to_view(mounts: &[Mount], inputs: &[Artifact]) -> Vec<usize> {
     out
 }
 
+/// Host paths of mounted inputs, by input index.
+pub type Views = HashMap<usize, PathBuf>;
+
 /// Mounts read-only views of `which` inputs, runs `work` with their host
 /// paths, unmounts them.
 pub fn with_views<T>(
     engine: &Engine,
     inputs: &[Artifact],
     which: &[usize],
-    views: &mut HashMap<usize, PathBuf>,
-    work: &mut dyn FnMut(&HashMap<usize, PathBuf>) -> Result<T, OpError>,
+    views: &mut Views,
+    work: &mut dyn FnMut(&Views) -> Result<T, OpError>,
 ) -> Result<T, OpError> {
     let Some((first, rest)) = which.split_first() else {
         return work(views);
