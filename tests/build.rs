@@ -9,6 +9,7 @@ mod build {
     pub mod copy;
     pub mod errors;
     pub mod heredocs;
+    pub mod load;
     pub mod mounts;
     pub mod outputs;
     pub mod remote;

@@ -115,6 +115,9 @@ pub struct Args {
     /// SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET|KEYFILE[,KEYFILE]
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
+    /// Load the image into the local Docker daemon (`docker load`)
+    #[arg(long)]
+    load: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -411,6 +414,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }
     let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
+    if args.load && !args.dry_run {
+        exec_flags::check_docker()?;
+    }
 
     let stdin_dir;
     let (context_dir, stdin_dockerfile) = if args.context == "-" {
@@ -580,6 +586,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    if args.load {
+        exec_flags::load(&store, &tags, &manifest)?;
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
             .with_context(|| format!("failed to write `{}`", path.display()))?;
@@ -656,6 +665,69 @@ mod exec_flags {
         let dockerfile = fetch::url_context(spec, dir.path())
             .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
         Ok(Some((dir, PathBuf::new(), dockerfile)))
+    }
+
+    /// Fails with a clear message when `docker load` would have no daemon.
+    pub(super) fn check_docker() -> anyhow::Result<()> {
+        let output = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let reason = match output {
+            Err(e) => format!("cannot run `docker`: {e}"),
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("the daemon did not answer")
+                .trim()
+                .to_owned(),
+        };
+        anyhow::bail!(
+            "--load: no Docker daemon is reachable ({reason})\n\nhint: build without --load and run `hoist save IMAGE | docker load` where a daemon runs, or use `-o type=docker,dest=FILE`"
+        )
+    }
+
+    /// Streams the image in docker format into `docker load`.
+    pub(super) fn load(
+        store: &hoist_cache::Store,
+        tags: &[String],
+        manifest: &oci_spec::image::Descriptor,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("docker")
+            .arg("load")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("--load: failed to start `docker load`")?;
+        let images = [hoist_cache::archive::SaveImage {
+            names: tags.iter().map(|t| crate::util::familiar(t)).collect(),
+            target: manifest.clone(),
+        }];
+        let written = match child.stdin.take() {
+            Some(stdin) => {
+                let mut pipe = std::io::BufWriter::new(stdin);
+                hoist_cache::archive::save_docker(store, &images, &mut pipe)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|_| pipe.flush().map_err(anyhow::Error::from))
+            }
+            None => Ok(()),
+        };
+        let output = child
+            .wait_with_output()
+            .context("--load: failed to wait for `docker load`")?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "--load: `docker load` failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        written.context("--load: failed to stream the image into `docker load`")?;
+        eprint!("{}", String::from_utf8_lossy(&output.stdout));
+        Ok(())
     }
 
     pub(super) fn ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
