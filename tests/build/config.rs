@@ -79,7 +79,10 @@ fn config_instructions_as_docker_inspect_shows_them() {
          CMD serve\n",
     );
     let (_, root) = env.build_fs("config:1", &[]);
-    assert_eq!(fs::read_to_string(root.join("shell-was")).unwrap(), "/bin/sh\n");
+    assert_eq!(
+        fs::read_to_string(root.join("shell-was")).unwrap(),
+        "/bin/sh\n"
+    );
     let c = &env.config("config:1")["config"];
     assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
     assert_eq!(
