@@ -492,6 +492,11 @@ impl Op<Artifact> for ExecStep {
                             }
                         };
                         spec.limits = engine.limits;
+                        if op.security == hoist_frontend::graph::SecurityMode::Insecure {
+                            // BuildKit's security.insecure: no seccomp filter, setuid works.
+                            spec.seccomp = false;
+                            spec.no_new_privileges = false;
+                        }
                         let runner = engine.runner.as_ref().ok_or_else(|| {
                             EngineError::Invalid("the sandbox runner is unavailable".into())
                         })?;
