@@ -80,6 +80,8 @@ fn bind_and_tmpfs_mounts() {
     let env = Env::new();
     env.write("ctx.txt", "from the context\n");
     env.write("dir/a", "a\n");
+    env.write("dir/ignored", "left out by .dockerignore\n");
+    env.write(".dockerignore", "dir/ignored\n");
     env.dockerfile(
         "FROM busybox AS seed\n\
          RUN mkdir -p /seed && echo from-stage > /seed/s.txt\n\
@@ -96,7 +98,11 @@ fn bind_and_tmpfs_mounts() {
     assert_eq!(read("from-ctx"), "from the context\n");
     assert_eq!(read("from-stage"), "from-stage\n");
     assert_eq!(read("from-image"), "/bb/busybox\n");
-    assert_eq!(read("rw-list"), "a\nnew\n");
+    assert_eq!(
+        read("rw-list"),
+        "a\nnew\n",
+        "the context as the build sees it (.dockerignore applies)"
+    );
     assert_eq!(read("ro-result"), "read-only\n");
     assert!(
         !env.context.path().join("dir/new").exists(),

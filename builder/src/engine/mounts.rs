@@ -393,6 +393,34 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), EngineError> {
     Ok(())
 }
 
+fn context_selection(
+    engine: &Engine,
+    context: &super::LocalContext,
+    source: &str,
+) -> Result<PathBuf, EngineError> {
+    let dir = engine.scratch_dir("bind-context")?;
+    let from = super::files::Source {
+        root: &context.dir,
+        ignore: Some(&context.ignore),
+        reset_owner: true,
+        what: "build context",
+    };
+    let request = super::files::CopyRequest {
+        source,
+        dest: "/data",
+        owner: None,
+        mode: None,
+        exclude: None,
+        follow_symlinks: true,
+        dir_contents_only: true,
+        attempt_unpack: false,
+        allow_wildcard: false,
+        allow_empty_wildcard: false,
+    };
+    super::files::copy(&dir, &from, &request)?;
+    Ok(dir.join("data"))
+}
+
 /// Inputs of an exec whose filesystem must be mounted for its mounts.
 pub fn inputs_to_view(mounts: &[Mount], inputs: &[Artifact]) -> Vec<usize> {
     let mut out = Vec::new();
@@ -474,11 +502,19 @@ pub fn prepare(
                 readonly,
             } => {
                 let root = input_root(*input)?;
-                let host = resolve_in_root(&root, source, true);
+                let mut host = resolve_in_root(&root, source, true);
                 if fs::symlink_metadata(&host).is_err() {
                     return Err(EngineError::Invalid(format!(
                         "--mount=type=bind,target={target}: source {source} not found"
                     )));
+                }
+                if let Some(Artifact::Context { name }) = inputs.get(*input) {
+                    let context = engine.context(name)?;
+                    if !context.ignore.patterns().is_empty() {
+                        // The context as the build sees it: without what
+                        // `.dockerignore` leaves out.
+                        host = context_selection(engine, context, source)?;
+                    }
                 }
                 let source = if *readonly {
                     host
