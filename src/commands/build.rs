@@ -587,7 +587,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     if args.load {
-        exec_flags::load(&store, &tags, &manifest)?;
+        exec_flags::load(&store, &tags, manifest)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
