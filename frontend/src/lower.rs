@@ -2340,7 +2340,12 @@ impl Lowerer<'_> {
                         Some(span),
                     );
                     let i = input_of(&mut inputs, v);
-                    actions.push(copy(i, filename, vec![], false));
+                    let mut action = copy(i, filename, vec![], false);
+                    // A downloaded archive is extracted only when asked to.
+                    if let FileAction::Copy { attempt_unpack, .. } = &mut action {
+                        *attempt_unpack = c.unpack == Some(true);
+                    }
+                    actions.push(action);
                     continue;
                 }
             } else if source_vertex.is_none() && (is_http_source(src) || git_source(src).is_some())

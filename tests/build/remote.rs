@@ -123,6 +123,21 @@ fn add_from_http_and_git() {
     fs::create_dir_all(&served).unwrap();
     fs::write(served.join("file.txt"), "remote\n").unwrap();
     make_repo(&served, &env.scratch.path().join("work"));
+    {
+        let file = fs::File::create(served.join("arch.tar.gz")).unwrap();
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(9);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, "bin/tool", &b"#!/bin/sh"[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
     let base = serve(served.clone());
     let sum = {
         use sha2::Digest;
@@ -133,7 +148,9 @@ fn add_from_http_and_git() {
          ADD {base}/file.txt /dl/\n\
          ADD --checksum=sha256:{sum} {base}/file.txt /sum.txt\n\
          ADD {base}/repo.git#v1:sub /src/\n\
-         ADD --keep-git-dir {base}/repo.git#main /full/\n"
+         ADD --keep-git-dir {base}/repo.git#main /full/\n\
+         ADD {base}/arch.tar.gz /packed/\n\
+         ADD --unpack=true {base}/arch.tar.gz /unpacked/\n"
     ));
     let (_, root) = env.build_fs("remote:1", &[]);
     let dl = root.join("dl/file.txt");
@@ -162,6 +179,15 @@ fn add_from_http_and_git() {
         "main\n"
     );
     assert!(root.join("full/.git").is_dir(), "--keep-git-dir");
+    assert!(
+        root.join("packed/arch.tar.gz").is_file(),
+        "a remote archive is not extracted by default"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("unpacked/bin/tool")).unwrap(),
+        "#!/bin/sh"
+    );
+    assert_eq!(mode(&root.join("unpacked/bin/tool")), 0o755);
 
     // Unchanged remote content: the second build is cached.
     let again = env.build(&["-t", "remote:2"]);
