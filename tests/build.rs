@@ -13,4 +13,5 @@ mod build {
     pub mod mounts;
     pub mod outputs;
     pub mod remote;
+    pub mod reproducible;
 }

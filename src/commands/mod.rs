@@ -5,6 +5,7 @@
 
 use crate::context::Context;
 
+mod autobuild;
 mod build;
 mod debug;
 mod du;
@@ -55,6 +56,8 @@ pub enum Command {
     Info(info::Args),
     /// Inspect how hoist understands its inputs (Dockerfile syntax trees)
     Debug(debug::Args),
+    /// Automated builds: rebuild and push images on git pushes
+    Autobuild(autobuild::Args),
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
@@ -75,6 +78,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Logout(args) => login::logout(context, args),
         Command::Info(args) => info::run(context, args),
         Command::Debug(args) => debug::run(context, args),
+        Command::Autobuild(args) => autobuild::run(context, args),
     }
 }
 

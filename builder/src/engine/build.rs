@@ -58,6 +58,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, super::mounts::SecretSource>,
     /// `--ssh` agents or key files by id (for `RUN --mount=type=ssh`).
     pub ssh: BTreeMap<String, Vec<PathBuf>>,
+    /// SOURCE_DATE_EPOCH, `--reproducible`, `--provenance`.
+    pub repro: super::reproducible::ReproOptions,
 }
 
 /// What a build made.
@@ -65,12 +67,22 @@ pub struct BuildRequest {
 pub struct Built {
     /// The image.
     pub image: Assembled,
+    /// With `--provenance`: the index holding the image and its attestation
+    /// (what refs should point at).
+    pub index: Option<hoist_cache::Descriptor>,
     /// Its layers, bottom first.
     pub layers: Vec<Layer>,
     /// How many steps ran and how many came from the cache.
     pub executed: usize,
     /// Steps that hit the cache.
     pub cached: usize,
+}
+
+impl Built {
+    /// What refs should point at: the index when there is one, else the manifest.
+    pub fn target(&self) -> &hoist_cache::Descriptor {
+        self.index.as_ref().unwrap_or(&self.image.manifest)
+    }
 }
 
 /// Why a build failed.
@@ -326,7 +338,9 @@ pub fn build(
     events: EventSink,
     cancel: &CancellationToken,
 ) -> Result<Built, BuildError> {
+    let started = now();
     let frontend = plan(store.clone(), request)?;
+    super::reproducible::check_pinned(request, &frontend, &events)?;
     let ignore_text = match &request.dockerignore {
         Some(text) => text.clone(),
         None => {
@@ -347,6 +361,7 @@ pub fn build(
     let engine = Arc::new(
         Engine::new(store.clone(), contexts)?
             .with_limits(request.memory, request.cpus)
+            .with_source_date_epoch(request.repro.source_date_epoch)
             .with_secrets(secrets),
     );
 
@@ -419,6 +434,14 @@ pub fn build(
                 engine.clone(),
             )),
         };
+        // Layers of file ops and RUN get their mtimes clamped: the epoch is
+        // part of their result, so of their cache key.
+        let op = match (&v.op, request.repro.source_date_epoch) {
+            (GraphOp::File(_) | GraphOp::Exec(_), Some(epoch)) => {
+                Arc::new(super::reproducible::EpochOp::new(op, epoch))
+            }
+            _ => op,
+        };
         let name = match &v.op {
             GraphOp::Context { .. } => "[internal] load build context".to_owned(),
             _ => v.name.clone(),
@@ -474,13 +497,29 @@ pub fn build(
         Err(e) => return Err(BuildError::Other(Box::new(e))),
     };
     let layers = solution.outputs[0].layers().to_vec();
-    let created = request.created.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    });
-    let image = assemble(&store, &frontend, &stage, &layers, &request.labels, created)?;
+    let created = request.created.unwrap_or_else(now);
+    let image = assemble(
+        &store,
+        &frontend,
+        &stage,
+        &layers,
+        &request.labels,
+        created,
+        request.repro.source_date_epoch,
+    )?;
+    let index = if request.repro.provenance {
+        Some(super::provenance::attach_to_build(
+            &store,
+            &engine,
+            request,
+            &frontend,
+            &image,
+            started,
+            now(),
+        )?)
+    } else {
+        None
+    };
     let cached = solution
         .outcomes
         .values()
@@ -488,8 +527,16 @@ pub fn build(
         .count();
     Ok(Built {
         image,
+        index,
         layers,
         executed: solution.outcomes.len() - cached,
         cached,
     })
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -16,6 +16,8 @@ mod hash;
 pub mod index;
 pub mod mounts;
 mod ops;
+pub mod provenance;
+pub mod reproducible;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -117,6 +119,8 @@ pub struct Engine {
     limits: hoist_runner::Limits,
     /// `--secret` and `--ssh` sources for RUN mounts.
     secrets: mounts::Secrets,
+    /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
+    source_date_epoch: Option<i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -169,6 +173,7 @@ impl Engine {
             runner,
             limits: hoist_runner::Limits::default(),
             secrets: mounts::Secrets::default(),
+            source_date_epoch: None,
             store,
             snapshots,
             contexts,
@@ -189,6 +194,13 @@ impl Engine {
     /// Sets the secrets and ssh agents RUN mounts may use.
     pub fn with_secrets(mut self, secrets: mounts::Secrets) -> Self {
         self.secrets = secrets;
+        self
+    }
+
+    /// Clamps the mtimes of every layer this engine writes to `epoch`
+    /// (SOURCE_DATE_EPOCH); layers of base images are never rewritten.
+    pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
+        self.source_date_epoch = epoch;
         self
     }
 
@@ -329,7 +341,14 @@ impl Engine {
             .map_err(store_error("start a layer blob"))?;
         let descriptor = self
             .snapshots
-            .diff(&key, &DiffOptions::default(), &mut writer)
+            .diff(
+                &key,
+                &DiffOptions {
+                    source_date_epoch: self.source_date_epoch,
+                    ..DiffOptions::default()
+                },
+                &mut writer,
+            )
             .map_err(snap_error(format!("diff snapshot {key}")))?;
         writer
             .commit(Some(descriptor.size), None)
