@@ -151,7 +151,9 @@ fn secrets_and_ssh_never_reach_the_store_or_the_output() {
              sh -c 'printf %s \"$TOKEN\" | sha256sum > /env-sum && sha256sum < /s/t > /env-file-sum && stat -c \"%a %u %g\" /s/t > /secret-stat2'\n\
          RUN --mount=type=secret,id=absent echo optional > /optional\n\
          RUN --mount=type=ssh sh -c 'test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /ssh-sock'\n\
-         RUN --mount=type=ssh,id=deploy,target=/agent test -S /agent && echo ok > /ssh-key\n",
+         RUN --mount=type=ssh,id=deploy,target=/agent test -S /agent && echo ok > /ssh-key\n\
+         RUN --mount=type=ssh,id=deploy,target=/agent2,uid=1000,gid=1000,mode=0660 stat -c '%a %u %g' /agent2 > /ssh-stat\n\
+         RUN --mount=type=ssh stat -c '%a %u %g' /run/buildkit/ssh_agent.0 > /ssh-default-stat\n",
     );
     let secret_arg = format!("id=tok,src={}", secret_file.display());
     let key_arg = format!("deploy={}", key.display());
@@ -215,6 +217,12 @@ fn secrets_and_ssh_never_reach_the_store_or_the_output() {
     assert_eq!(read("optional"), "optional\n");
     assert_eq!(read("ssh-sock"), "/run/buildkit/ssh_agent.0\n");
     assert_eq!(read("ssh-key"), "ok\n");
+    assert_eq!(
+        read("ssh-stat"),
+        "660 1000 1000\n",
+        "mode, uid, gid of the socket"
+    );
+    assert_eq!(read("ssh-default-stat"), "600 0 0\n", "BuildKit's defaults");
     assert!(!dest.join("run/secrets").exists());
     assert!(!dest.join("s").exists());
     assert!(!dest.join("agent").exists());

@@ -470,6 +470,67 @@ pub struct Prepared {
     pub env: Vec<String>,
     /// Cache directories in use.
     _leases: Vec<CacheLease>,
+    /// Agent sockets in use.
+    _proxies: Vec<AgentProxy>,
+}
+
+/// A unix socket relaying every connection to an ssh agent, for one step.
+pub struct AgentProxy {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AgentProxy {
+    fn start(
+        dir: PathBuf,
+        agent: &Path,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<AgentProxy, EngineError> {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let path = dir.join("agent.sock");
+        let listener = UnixListener::bind(&path).map_err(io_error("listen on", &path))?;
+        lchown(&path, Some(uid), Some(gid)).map_err(io_error("chown", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(io_error("chmod", &path))?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (agent, flag) = (agent.to_path_buf(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = UnixStream::connect(&agent) else {
+                    continue;
+                };
+                let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+                    continue;
+                };
+                let (mut client, mut upstream) = (client, upstream);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client, &mut upstream);
+                    let _ = upstream.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(AgentProxy { path, stop })
+    }
+}
+
+impl Drop for AgentProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag and ends.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// Turns the frontend's mounts into the runner's. `views` holds the host paths
@@ -589,7 +650,13 @@ pub fn prepare(
                     });
                 }
             }
-            MountKind::Ssh { id, required, .. } => {
+            MountKind::Ssh {
+                id,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
                 let Some(socket) = engine.secrets.agents.get(id) else {
                     if *required {
                         return Err(EngineError::Invalid(format!(
@@ -602,10 +669,15 @@ pub fn prepare(
                     out.env.push(format!("SSH_AUTH_SOCK={target}"));
                 }
                 first_ssh = false;
+                // A socket of our own with the mount's owner and mode, relaying
+                // to the agent (BuildKit does the same).
+                let proxy =
+                    AgentProxy::start(engine.scratch_dir("ssh")?, socket, *mode, *uid, *gid)?;
                 out.mounts.push(hoist_runner::Mount::SshAgent {
-                    socket: socket.clone(),
+                    socket: proxy.path.clone(),
                     target,
                 });
+                out._proxies.push(proxy);
             }
         }
     }
@@ -615,6 +687,39 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_proxy_relays_both_ways_with_its_own_mode() {
+        use std::io::{Read, Write};
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("real.sock");
+        let listener = UnixListener::bind(&agent).unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4];
+            conn.read_exact(&mut buf).unwrap();
+            conn.write_all(&buf).unwrap();
+        });
+        let proxy_dir = dir.path().join("proxy");
+        fs::create_dir(&proxy_dir).unwrap();
+        // Our own ids, so that the test needs no root.
+        let own = fs::metadata(dir.path()).unwrap();
+        let (uid, gid) = (own.uid(), own.gid());
+        let proxy = AgentProxy::start(proxy_dir, &agent, 0o640, uid, gid).unwrap();
+        assert_eq!(
+            fs::metadata(&proxy.path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        let mut client = UnixStream::connect(&proxy.path).unwrap();
+        client.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        let path = proxy.path.clone();
+        drop(proxy);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn secret_and_ssh_flags() {
