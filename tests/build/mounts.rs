@@ -277,3 +277,20 @@ fn a_required_secret_that_is_missing_fails_the_step() {
     );
     assert!(run.stderr.contains("Dockerfile:2"), "{}", run.stderr);
 }
+
+#[test]
+fn security_insecure_runs_without_the_seccomp_filter() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile(
+        "FROM busybox\n\
+         RUN grep '^Seccomp:' /proc/self/status > /sandboxed\n\
+         RUN --security=insecure grep '^Seccomp:' /proc/self/status > /insecure\n\
+         RUN --network=none sh -c 'ls /sys/class/net > /net-none'\n",
+    );
+    let (_, root) = env.build_fs("insecure:1", &[]);
+    let read = |p: &str| fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(read("insecure").split_whitespace().last(), Some("0"));
+    assert_ne!(read("sandboxed"), read("insecure"), "{}", read("sandboxed"));
+    assert_eq!(read("net-none"), "lo\n");
+}
