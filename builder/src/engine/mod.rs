@@ -110,7 +110,6 @@ pub struct Engine {
     materialize: Mutex<()>,
     /// Mount points and scratch files of this build.
     scratch: tempfile::TempDir,
-    counter: AtomicU64,
     /// Per-file digests computed in this build (path, size, mtime, inode → digest).
     hashes: hash::StatCache,
     /// The sandbox for RUN steps (`None`: the interim `unshare` path is used).
@@ -179,7 +178,6 @@ impl Engine {
             contexts,
             materialize: Mutex::new(()),
             scratch,
-            counter: AtomicU64::new(0),
             hashes,
         })
     }
@@ -217,7 +215,10 @@ impl Engine {
     }
 
     fn unique(&self, what: &str) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Process-wide: scratch snapshot names share one namespace in the
+        // store, and one process may run several builds (autobuild).
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         format!("{what}-{}-{n}", std::process::id())
     }
 
@@ -286,10 +287,14 @@ impl Engine {
                     layer.digest, report.diff_id, layer.diff_id
                 )));
             }
-            self.snapshots
-                .commit(&this, &key)
-                .map_err(snap_error(format!("commit snapshot {this}")))?;
-            active.done = true;
+            match self.snapshots.commit(&this, &key) {
+                Ok(()) => active.done = true,
+                // Another build (here or in another process) committed the
+                // same chain meanwhile: same layers, same tree; ours is
+                // dropped by its guard.
+                Err(e) if e.kind() == hoist_snapshotter::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(snap_error(format!("commit snapshot {this}"))(e)),
+            }
         }
         Ok(Some(name))
     }
@@ -363,10 +368,12 @@ impl Engine {
         let name = snapshot_name(&out).unwrap_or_default();
         let _lock = self.materialize.lock().unwrap_or_else(|e| e.into_inner());
         if self.snapshots.stat(&name).is_err() {
-            self.snapshots
-                .commit(&name, &key)
-                .map_err(snap_error(format!("commit snapshot {name}")))?;
-            active.done = true;
+            match self.snapshots.commit(&name, &key) {
+                Ok(()) => active.done = true,
+                // Committed by a concurrent build between stat and commit.
+                Err(e) if e.kind() == hoist_snapshotter::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(snap_error(format!("commit snapshot {name}"))(e).into()),
+            }
         }
         Ok(out)
     }
