@@ -6,5 +6,7 @@ mod build {
     pub mod cache;
     pub mod common;
     pub mod errors;
+    pub mod interrupt;
     pub mod outputs;
+    pub mod summary;
 }
