@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hoist's offline demo: a busybox base image made from Debian's
-# busybox-static, an application image on top of it (testdata/demo/), and
-# the image commands around them, all in a throw-away store.
+# busybox-static, a two-stage Dockerfile (testdata/demo/) built on it, built
+# again from the cache, and the image commands around them, all in a
+# throw-away store.
 #
 # Usage: ./scripts/demo.sh   (after `cargo build --release`)
 set -euo pipefail
@@ -29,13 +30,12 @@ run() { step "hoist $*"; "$hoist" --root "$store" "$@"; }
 
 ./scripts/busybox-rootfs.sh "$work/rootfs"
 tar --sort=name --numeric-owner --owner=0 --group=0 -C "$work/rootfs" -cf "$work/busybox.tar" .
-mkdir -p "$work/app/usr/local/bin"
-install -m 755 testdata/demo/hello.sh "$work/app/usr/local/bin/hello"
-tar --sort=name --numeric-owner --owner=0 --group=0 -C "$work/app" -czf "$work/app.tar.gz" .
 
 run import "$work/busybox.tar" busybox:latest --change 'CMD ["sh"]' --message "busybox from Debian's busybox-static"
-run import --base busybox "$work/app.tar.gz" demo/hello:1 \
-    --change 'WORKDIR /srv' --change 'ENV GREETING=hello' --change 'CMD ["/usr/local/bin/hello"]'
+run build --progress plain -t demo/hello:1 testdata/demo
+step "touch testdata/demo/hello.sh (same content, new mtime): every step is cached"
+touch testdata/demo/hello.sh
+run build --progress plain -t demo/hello:1 testdata/demo
 run tag demo/hello:1 demo/hello:latest
 run images
 run images --tree
@@ -56,7 +56,7 @@ if command -v umoci >/dev/null && [ "$(id -u)" = 0 ]; then
     mkdir "$work/layout" && tar -C "$work/layout" -xf "$work/hello-oci.tar"
     umoci unpack --image "$work/layout:docker.io/demo/hello:1" "$work/bundle" >/dev/null
     mkdir -p "$work/bundle/rootfs/srv"
-    chroot "$work/bundle/rootfs" /bin/sh -c 'cd /srv && /usr/local/bin/hello'
+    chroot "$work/bundle/rootfs" /bin/sh -c 'cd /srv && /usr/local/bin/hello && cat /usr/local/share/hello/BUILDINFO'
 fi
 run du
 printf '\ndemo finished: the store was %s (removed now)\n' "$store"

@@ -88,6 +88,17 @@ pub fn familiar(name: &str) -> String {
     Reference::parse(name).map_or_else(|_| name.to_string(), |r| r.familiar())
 }
 
+/// One stderr line for a transfer being retried, as pull and push print it.
+pub fn report_retry(notice: &hoist_registry::RetryNotice) {
+    eprintln!(
+        "retrying {} (attempt {}) in {:.1}s: {}",
+        notice.action,
+        notice.attempt + 1,
+        notice.delay.as_secs_f64(),
+        notice.error
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,5 +8,6 @@ mod build {
     pub mod errors;
     pub mod interrupt;
     pub mod outputs;
+    pub mod reproducible;
     pub mod summary;
 }

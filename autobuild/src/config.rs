@@ -111,7 +111,7 @@ pub struct RepoConfig {
     pub context: String,
     /// Build args before substitution.
     pub build_args: BTreeMap<String, String>,
-    /// Rebuild when a base image changes (not implemented yet, see the crate docs).
+    /// Rebuild when a base image changes (see [`crate::watch`]).
     pub watch_base: bool,
     /// How often base images are checked.
     pub poll_interval: Duration,

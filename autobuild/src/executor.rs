@@ -51,12 +51,15 @@ impl BuildJob {
 }
 
 /// What a successful build produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BuildOutcome {
     /// The image (manifest) digest.
     pub digest: String,
     /// Tags pushed to their registries.
     pub pushed_tags: Vec<String>,
+    /// The base images the build used (normalised reference → manifest
+    /// digest), remembered for base-image watching.
+    pub bases: BTreeMap<String, String>,
 }
 
 /// A failed build; the message is stored in the record and the log.
@@ -226,7 +229,11 @@ fn run_git(git: &Path, dir: &Path, args: &[&str], log: &LogSink) -> Result<(), B
 }
 
 /// Shallow-fetch exactly `job.sha` into a new temp dir and check it out.
-fn checkout(git: &Path, job: &BuildJob, log: &LogSink) -> Result<tempfile::TempDir, BuildFailure> {
+pub(crate) fn checkout(
+    git: &Path,
+    job: &BuildJob,
+    log: &LogSink,
+) -> Result<tempfile::TempDir, BuildFailure> {
     if !is_full_sha(&job.sha) {
         return Err(BuildFailure::new(format!(
             "`{}` is not a full commit id",
@@ -287,14 +294,19 @@ fn checkout(git: &Path, job: &BuildJob, log: &LogSink) -> Result<tempfile::TempD
             log,
         )?;
     }
-    let head = Command::new(git)
-        .arg("-C")
-        .arg(dir.path())
-        .args(["rev-parse", "--verify", "FETCH_HEAD^{commit}"])
-        .output()
-        .map_err(|e| BuildFailure::new(format!("cannot run git: {e}")))?;
-    let fetched = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    if fetched != job.sha {
+    let rev_parse = |what: &str| -> Result<String, BuildFailure> {
+        let out = Command::new(git)
+            .arg("-C")
+            .arg(dir.path())
+            .args(["rev-parse", "--verify", what])
+            .output()
+            .map_err(|e| BuildFailure::new(format!("cannot run git: {e}")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let fetched = rev_parse("FETCH_HEAD^{commit}")?;
+    // An annotated tag's push names the tag object: it must be what was
+    // fetched, and its commit is built.
+    if fetched != job.sha && rev_parse("FETCH_HEAD")? != job.sha {
         return Err(BuildFailure::new(format!(
             "{} is at {fetched}, not {}: the commit is no longer reachable",
             job.git_ref, job.sha
@@ -309,7 +321,7 @@ fn checkout(git: &Path, job: &BuildJob, log: &LogSink) -> Result<tempfile::TempD
             "checkout",
             "-q",
             "--detach",
-            &job.sha,
+            &fetched,
         ],
         log,
     )?;

@@ -14,15 +14,19 @@
 //! - [`executor`]: the [`BuildExecutor`] seam and [`GitCheckoutExecutor`]
 //!   (shallow checkout of the exact commit with the git CLI, then a build
 //!   function).
+//! - [`image`]: [`ImageBuilder`], the real build function: base images
+//!   resolved and pulled with `hoist-registry`, `hoist-builder`'s public
+//!   `engine::build::build` over the checkout, tags in the store, pushes with
+//!   the docker config file's credentials.
+//! - [`watch`]: base-image watching (`watch_base`, `poll_interval`): the
+//!   `FROM` images' digests checked in their registries, a rebuild with
+//!   trigger `base:IMAGE` when one changed.
 //!
 //! # What it does not own
-//! Building and pushing the image: the CLI gives [`GitCheckoutExecutor`] a
-//! build function calling `hoist-builder` and the registry push. Base-image
-//! watching (`watch_base`, `poll_interval`) is parsed but **not implemented
-//! yet**: it needs the registry crate's manifest resolve (TODO: a task per
-//! watching repo that resolves each FROM image's digest every
-//! `poll_interval`, stores it in an `autobuild_bases` table and queues a
-//! build of the default branch with trigger `base:<image>` when it changes).
+//! Solving Dockerfiles (the builder), registry protocol and credentials (the
+//! registry crate), argument parsing and printing (the CLI's
+//! `src/commands/autobuild.rs`, which calls [`run_server`], [`list`],
+//! [`read_log`], [`retry`], [`run_hook`] and [`install_hook`]).
 //!
 //! # Example
 //! ```no_run
@@ -31,10 +35,11 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config::load("autobuild.toml".as_ref())?;
+//! // A build function of your own (tests use one that records the tree);
+//! // `hoist autobuild serve` uses `ImageBuilder::executor()` instead.
 //! let executor = GitCheckoutExecutor::new(Arc::new(|job, tree, dockerfile, log| {
 //!     log.line("building");
-//!     // hoist-builder goes here.
-//!     Ok(BuildOutcome { digest: "sha256:…".into(), pushed_tags: job.push_tags.clone() })
+//!     Ok(BuildOutcome { digest: "sha256:…".into(), pushed_tags: job.push_tags.clone(), ..Default::default() })
 //! }));
 //! let (service, _recovery) = Service::open(config.clone(), "/var/lib/hoist".as_ref(), Arc::new(executor))?;
 //! let listener = tokio::net::TcpListener::bind(&config.listen).await?;
@@ -47,9 +52,11 @@ pub mod config;
 pub mod executor;
 pub mod hook;
 pub mod html;
+pub mod image;
 pub mod queue;
 pub mod server;
 mod sys;
+pub mod watch;
 pub mod webhook;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +67,7 @@ pub use executor::{
     BuildExecutor, BuildFailure, BuildFn, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink,
 };
 pub use hook::{install_hook, run_hook, HookResult};
+pub use image::ImageBuilder;
 pub use queue::{BuildRecord, BuildState, Enqueued, Recovery};
 pub use server::{serve, Queued, Service};
 pub use webhook::{Provider, PushedRef};
@@ -136,6 +144,15 @@ pub enum Error {
     /// `install-hook` was given something that is not a git directory.
     #[error("`{}` is not a git directory (no HEAD and objects/)", .0.display())]
     NotAGitDir(PathBuf),
+    /// The server could not listen.
+    #[error("failed to listen on `{addr}`")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A file operation failed.
     #[error("failed to {action} `{}`", path.display())]
     Io {
@@ -147,6 +164,47 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `hoist autobuild serve`: open the service over the store at
+/// `store_root` with `builder` as the build function (and its registry
+/// client for base-image watching), listen on `listen` (default: the
+/// config's), call `ready` with the bound address and what recovery did,
+/// then serve until SIGINT or SIGTERM. Blocks; makes its own tokio runtime.
+pub fn run_server(
+    config: Config,
+    store_root: &Path,
+    builder: ImageBuilder,
+    listen: Option<&str>,
+    ready: impl FnOnce(std::net::SocketAddr, &Recovery),
+) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            action: "start the async runtime for",
+            path: store_root.to_path_buf(),
+            source,
+        })?;
+    let listen = listen.unwrap_or(&config.listen).to_string();
+    runtime.block_on(async move {
+        let client = builder.client().clone();
+        let (service, recovery) =
+            Service::open(config, store_root, std::sync::Arc::new(builder.executor()))?;
+        service.watch_bases_with(client);
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen {
+            addr: listen.clone(),
+            source,
+        })?;
+        ready(addr, &recovery);
+        serve(service, listener, server::shutdown_signal()).await
+    })
 }
 
 fn open_db(store_root: &Path) -> Result<hoist_cache::Store, Error> {
@@ -263,10 +321,17 @@ pub fn resolve_ref(
     if git_ref.is_none() {
         cmd.arg("--symref");
     }
+    // `REF^{}` asks for an annotated tag's commit too.
+    let peeled_patterns: Vec<String> = wanted
+        .iter()
+        .filter(|w| w.starts_with("refs/tags/"))
+        .map(|w| format!("{w}^{{}}"))
+        .collect();
     let out = cmd
         .arg("--")
         .arg(url)
         .args(&wanted)
+        .args(&peeled_patterns)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null())
         .output()

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 /// The version of this crate's tables.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS autobuild_schema_version (version INTEGER NOT NULL);
@@ -49,6 +49,14 @@ CREATE TABLE IF NOT EXISTS autobuild_builds (
 );
 CREATE INDEX IF NOT EXISTS autobuild_builds_by_state ON autobuild_builds (state, id);
 CREATE INDEX IF NOT EXISTS autobuild_builds_by_repo ON autobuild_builds (repo, id);
+CREATE TABLE IF NOT EXISTS autobuild_bases (
+    repo       TEXT NOT NULL,
+    image      TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    build_id   INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, image)
+);
 ";
 
 /// Where a build is in its life.
@@ -221,9 +229,61 @@ pub fn init(db: &Database) -> Result<(), Error> {
                     supported: SCHEMA_VERSION,
                 })
             }
+            // Version 2 added `autobuild_bases`, created above.
+            Some(v) if v < SCHEMA_VERSION => {
+                tx.execute(
+                    "UPDATE autobuild_schema_version SET version = ?1",
+                    [SCHEMA_VERSION],
+                )?;
+            }
             Some(_) => {}
         }
         Ok(())
+    })
+}
+
+/// Replace the base images remembered for `repo` with those build `build_id`
+/// used (image → manifest digest): base-image watching follows the
+/// Dockerfile of the latest successful build.
+pub fn set_bases(
+    db: &Database,
+    repo: &str,
+    build_id: Option<i64>,
+    bases: &BTreeMap<String, String>,
+) -> Result<(), Error> {
+    db.write(|tx| {
+        tx.execute("DELETE FROM autobuild_bases WHERE repo = ?1", [repo])?;
+        for (image, digest) in bases {
+            tx.execute(
+                "INSERT INTO autobuild_bases (repo, image, digest, build_id, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![repo, image, digest, build_id, now_ms()],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+/// Remember a new digest of one base image of `repo`.
+pub fn update_base(db: &Database, repo: &str, image: &str, digest: &str) -> Result<(), Error> {
+    db.write(|tx| {
+        tx.execute(
+            "INSERT INTO autobuild_bases (repo, image, digest, build_id, updated_at) \
+             VALUES (?1, ?2, ?3, NULL, ?4) \
+             ON CONFLICT (repo, image) DO UPDATE SET digest = ?3, updated_at = ?4",
+            params![repo, image, digest, now_ms()],
+        )?;
+        Ok(())
+    })
+}
+
+/// The base images remembered for `repo` (image → manifest digest).
+pub fn bases(db: &Database, repo: &str) -> Result<BTreeMap<String, String>, Error> {
+    db.read(|c| {
+        let mut q = c.prepare("SELECT image, digest FROM autobuild_bases WHERE repo = ?1")?;
+        let rows = q.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<BTreeMap<String, String>>>()
+            .map_err(Error::from)
     })
 }
 

@@ -43,6 +43,8 @@ struct Inner {
     store: Store,
     executor: Arc<dyn BuildExecutor>,
     wake: Notify,
+    /// The registry client base-image watching resolves digests with.
+    registry: std::sync::OnceLock<hoist_registry::Client>,
     /// Held (flock) while this service exists: one server per store.
     _lock: std::fs::File,
 }
@@ -110,16 +112,39 @@ impl Service {
         }
         queue::init(store.db())?;
         let recovery = queue::recover(store.db())?;
+        // Checkouts of builds a killed server left behind: the lock says no
+        // other server uses them.
+        let work = autobuild_dir(store_root).join("work");
+        if let Ok(entries) = std::fs::read_dir(&work) {
+            for entry in entries.flatten() {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale checkout");
+                }
+            }
+        }
         let service = Service {
             inner: Arc::new(Inner {
                 config,
                 store,
                 executor,
                 wake: Notify::new(),
+                registry: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         };
         Ok((service, recovery))
+    }
+
+    /// Enable base-image watching (`watch_base = true` repositories) with
+    /// this registry client; [`serve`] then checks their base images every
+    /// `poll_interval`. Only the first call counts.
+    pub fn watch_bases_with(&self, client: hoist_registry::Client) {
+        let _ = self.inner.registry.set(client);
+    }
+
+    /// The registry client given to [`Self::watch_bases_with`].
+    pub fn registry(&self) -> Option<&hoist_registry::Client> {
+        self.inner.registry.get()
     }
 
     /// The configuration.
@@ -227,6 +252,7 @@ impl Service {
             "build #{} of {} {} {} (trigger {}, attempt {})",
             rec.id, rec.repo, rec.git_ref, rec.sha, rec.trigger, rec.attempt
         ));
+        tracing::info!(id = rec.id, repo = %rec.repo, git_ref = %rec.git_ref, sha = %rec.sha, trigger = %rec.trigger, "build started");
         let result = match self.job(&rec) {
             Err(e) => Err(e),
             Ok(job) => {
@@ -242,13 +268,20 @@ impl Service {
         };
         let recorded = match &result {
             Ok(o) => {
+                tracing::info!(id = rec.id, digest = %o.digest, "build succeeded");
                 log.line(&format!("built {}", o.digest));
                 for t in &o.pushed_tags {
                     log.line(&format!("pushed {t}"));
                 }
+                if !o.bases.is_empty() {
+                    if let Err(e) = queue::set_bases(db, &rec.repo, Some(rec.id), &o.bases) {
+                        tracing::warn!(error = %e, "cannot record the base images");
+                    }
+                }
                 queue::finish(db, rec.id, Ok((&o.digest, &o.pushed_tags)))
             }
             Err(e) => {
+                tracing::warn!(id = rec.id, error = %e, "build failed");
                 log.line(&format!("build failed: {e}"));
                 queue::finish(db, rec.id, Err(e))
             }
@@ -258,7 +291,7 @@ impl Service {
         }
     }
 
-    fn job(&self, rec: &queue::BuildRecord) -> Result<BuildJob, String> {
+    pub(crate) fn job(&self, rec: &queue::BuildRecord) -> Result<BuildJob, String> {
         let repo = self
             .inner
             .config
@@ -306,6 +339,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut watchers = Vec::new();
+    if let Some(client) = service.registry() {
+        for repo in service.config().repos.iter().filter(|r| r.watch_base) {
+            watchers.push(tokio::spawn(crate::watch::watch_repo(
+                service.clone(),
+                repo.clone(),
+                client.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
     let dispatcher = tokio::spawn(service.clone().dispatch(stop_rx));
     let result = axum::serve(listener, service.router())
         .with_graceful_shutdown(shutdown)
@@ -313,6 +357,9 @@ pub async fn serve(
         .map_err(Error::Serve);
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    for w in watchers {
+        let _ = w.await;
+    }
     result
 }
 

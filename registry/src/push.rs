@@ -12,7 +12,9 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::client::{error_chain, retryable_status, scope, status_error, Client, Endpoint, Result};
+use crate::client::{
+    error_chain, retryable_status, scope, status_error, Client, Endpoint, Result, RetryPolicy,
+};
 use crate::error::RegistryError;
 use crate::events::{EventSink, PushEvent, RetryNotice};
 use crate::manifest::{self, is_index, is_manifest};
@@ -323,6 +325,30 @@ impl Upload<'_> {
         }
     }
 
+    /// The error once the retry policy is exhausted; status 0 because the
+    /// last failure may have been a transport error, not an HTTP answer.
+    fn gave_up(&self, action: String, attempts: u32, error: &str) -> RegistryError {
+        RegistryError::Status {
+            action,
+            url: self.endpoint.base.to_string(),
+            status: 0,
+            message: format!("gave up after {attempts} attempts: {error}"),
+            code: None,
+        }
+    }
+
+    /// Reports a failed attempt, then waits out the policy's delay.
+    async fn back_off(&self, policy: &RetryPolicy, action: &str, attempt: u32, error: String) {
+        let delay = policy.delay(attempt, None);
+        self.notify(RetryNotice {
+            action: action.to_string(),
+            attempt,
+            delay,
+            error,
+        });
+        tokio::time::sleep(delay).await;
+    }
+
     /// POST a new upload session; returns its location.
     async fn start(&self) -> Result<Url> {
         let url = self
@@ -401,22 +427,9 @@ impl Upload<'_> {
                 Err(e) => return Err(e),
             };
             if attempt >= policy.max_attempts {
-                return Err(RegistryError::Status {
-                    action,
-                    url: self.endpoint.base.to_string(),
-                    status: 0,
-                    message: format!("gave up after {attempt} attempts: {error}"),
-                    code: None,
-                });
+                return Err(self.gave_up(action, attempt, &error));
             }
-            let delay = policy.delay(attempt, None);
-            self.notify(RetryNotice {
-                action: action.clone(),
-                attempt,
-                delay,
-                error,
-            });
-            tokio::time::sleep(delay).await;
+            self.back_off(&policy, &action, attempt, error).await;
         }
     }
 
@@ -490,22 +503,9 @@ impl Upload<'_> {
                 failures += 1;
                 total_failures += 1;
                 if failures >= policy.max_attempts || total_failures >= policy.max_attempts * 4 {
-                    return Err(RegistryError::Status {
-                        action,
-                        url: self.endpoint.base.to_string(),
-                        status: 0,
-                        message: format!("gave up after {failures} attempts: {error}"),
-                        code: None,
-                    });
+                    return Err(self.gave_up(action, failures, &error));
                 }
-                let delay = policy.delay(failures, None);
-                self.notify(RetryNotice {
-                    action: action.clone(),
-                    attempt: failures,
-                    delay,
-                    error,
-                });
-                tokio::time::sleep(delay).await;
+                self.back_off(&policy, &action, failures, error).await;
                 match self.status(&session).await {
                     Ok((next, have)) => {
                         tracing::debug!(offset = have, "resuming chunked upload");

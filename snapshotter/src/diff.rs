@@ -85,6 +85,7 @@ pub fn write_layer(
         tar: TarWriter::new(writer),
         epoch: options.source_date_epoch,
         links: HashMap::new(),
+        pending: Vec::new(),
     };
     match source {
         DiffSource::OverlayUpper { upper } => walker.walk_upper(upper, b"")?,
@@ -122,6 +123,12 @@ struct Walker<W: Write> {
     tar: TarWriter<W>,
     epoch: Option<i64>,
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Trees only: directories on the current path that exist in both trees
+    /// unchanged, written as soon as anything below them is. An overlay
+    /// upper dir holds every ancestor of a change (copy-up), so the native
+    /// backend must write the same parents to make the same layer (and
+    /// Docker's naive differ adds them too, for their permissions).
+    pending: Vec<(PathBuf, Vec<u8>, Metadata)>,
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -272,6 +279,7 @@ impl<W: Write> Walker<W> {
     /// including the mtime (as containerd writes them), so that when the
     /// deletion happened never changes the layer.
     fn marker(&mut self, rel: &[u8]) -> Result<()> {
+        self.flush_pending()?;
         let header = EntryHeader {
             path: rel.to_vec(),
             kind: EntryKind::File { size: 0 },
@@ -284,7 +292,20 @@ impl<W: Write> Walker<W> {
         self.tar.write_header(&header).map_err(Self::write_err(rel))
     }
 
+    /// Writes the unchanged parent directories a change below them needs.
+    fn flush_pending(&mut self) -> Result<()> {
+        for (path, rel, meta) in std::mem::take(&mut self.pending) {
+            self.write_entry(&path, &rel, &meta)?;
+        }
+        Ok(())
+    }
+
     fn emit(&mut self, path: &Path, rel: &[u8], meta: &Metadata) -> Result<()> {
+        self.flush_pending()?;
+        self.write_entry(path, rel, meta)
+    }
+
+    fn write_entry(&mut self, path: &Path, rel: &[u8], meta: &Metadata) -> Result<()> {
         let ft = meta.file_type();
         let (major, minor) = fsutil::split_dev(meta.rdev());
         let mut kind = if ft.is_dir() {
@@ -426,6 +447,16 @@ impl<W: Write> Walker<W> {
                     let both_dirs = meta.is_dir() && lmeta.is_dir();
                     if changed(lpath, lmeta, path, meta)? {
                         self.emit(path, &child, meta)?;
+                    } else if both_dirs {
+                        self.pending
+                            .push((path.clone(), child.clone(), meta.clone()));
+                        let depth = self.pending.len();
+                        self.walk_trees(Some(lpath), path, &child)?;
+                        // Nothing below changed: the directory stays out.
+                        if self.pending.len() == depth {
+                            self.pending.pop();
+                        }
+                        continue;
                     }
                     if both_dirs {
                         self.walk_trees(Some(lpath), path, &child)?;

@@ -110,6 +110,69 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    // Reproducibility and provenance (docs/reproducibility.md).
+    /// Timestamp (seconds since 1970) for `created` and the upper bound of
+    /// every mtime in the layers the build writes [env: SOURCE_DATE_EPOCH]
+    #[arg(long, value_name = "SECONDS")]
+    source_date_epoch: Option<i64>,
+    /// Report inputs that are not pinned (FROM without digest, ADD without
+    /// --checksum, git branches); `=strict` makes them errors
+    #[arg(long, value_name = "MODE", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "warn")]
+    reproducible: Option<ReproducibleMode>,
+    /// Attach a SLSA provenance attestation (`--provenance=false` to omit)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    provenance: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ReproducibleMode {
+    /// a warning per unpinned input
+    Warn,
+    /// unpinned inputs are errors
+    Strict,
+}
+
+/// SOURCE_DATE_EPOCH from `--source-date-epoch`, else `--build-arg
+/// SOURCE_DATE_EPOCH=N` (as BuildKit takes it), else the environment; the
+/// value is also passed on as that build arg, so `ARG SOURCE_DATE_EPOCH` sees it.
+fn source_date_epoch(
+    flag: Option<i64>,
+    build_args: &mut BTreeMap<String, String>,
+) -> anyhow::Result<Option<i64>> {
+    const NAME: &str = "SOURCE_DATE_EPOCH";
+    let parse = |text: &str, from: &str| -> anyhow::Result<i64> {
+        text.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| anyhow!("invalid {NAME} `{text}` ({from}): expected seconds since 1970"))
+    };
+    let epoch = match flag {
+        Some(n) if n < 0 => bail!("invalid --source-date-epoch `{n}`: expected seconds since 1970"),
+        Some(n) => Some(n),
+        None => match build_args.get(NAME).filter(|v| !v.trim().is_empty()) {
+            Some(v) => Some(parse(v, "--build-arg")?),
+            None => match std::env::var(NAME) {
+                Ok(v) if !v.trim().is_empty() => Some(parse(&v, "environment")?),
+                _ => None,
+            },
+        },
+    };
+    if let Some(n) = epoch {
+        build_args.insert(NAME.to_owned(), n.to_string());
+    }
+    Ok(epoch)
+}
+
+fn parse_provenance(value: Option<&str>) -> anyhow::Result<bool> {
+    match value {
+        None => Ok(false),
+        Some("true" | "1" | "mode=min" | "mode=max") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => {
+            bail!("invalid --provenance `{other}`: expected true, false, mode=min or mode=max")
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -306,13 +369,26 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .and_then(|p| std::fs::read_to_string(p).ok())
         .or_else(|| std::fs::read_to_string(context_dir.join(".dockerignore")).ok());
 
+    let mut build_args = key_values(&args.build_args, "--build-arg", true)?;
+    let repro = hoist_builder::engine::reproducible::ReproOptions {
+        source_date_epoch: source_date_epoch(args.source_date_epoch, &mut build_args)?,
+        reproducible: match args.reproducible {
+            None => hoist_builder::engine::reproducible::Reproducible::Off,
+            Some(ReproducibleMode::Warn) => hoist_builder::engine::reproducible::Reproducible::Warn,
+            Some(ReproducibleMode::Strict) => {
+                hoist_builder::engine::reproducible::Reproducible::Strict
+            }
+        },
+        provenance: parse_provenance(args.provenance.as_deref())?,
+        subject_name: tags.first().cloned(),
+    };
     let request = BuildRequest {
         dockerfile,
         dockerfile_name,
         context_dir,
         dockerignore: Some(dockerignore.unwrap_or_default()),
         options: BuildOptions {
-            build_args: key_values(&args.build_args, "--build-arg", true)?,
+            build_args,
             target: args.target.clone(),
             ..Default::default()
         },
@@ -328,6 +404,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         memory,
         cpus: args.cpus,
         created: None,
+        repro,
     };
 
     let store = Arc::new(context.store()?);
@@ -382,7 +459,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e)),
     };
 
-    let manifest = &built.image.manifest;
+    // With provenance, refs point at the index holding image and attestation.
+    let manifest = built.target();
     let id = built.image.config_digest.clone();
     for output in &outputs {
         match output.kind {
@@ -400,10 +478,13 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 } else {
                     tags.clone()
                 };
-                let images = [SaveImage {
-                    names,
-                    target: manifest.clone(),
-                }];
+                // A docker archive holds one manifest per image, no index.
+                let target = if output.kind == OutputKind::Docker {
+                    built.image.manifest.clone()
+                } else {
+                    manifest.clone()
+                };
+                let images = [SaveImage { names, target }];
                 let mut out = open_dest(dest)?;
                 if output.kind == OutputKind::Docker {
                     archive::save_docker(&store, &images, &mut out)?;
@@ -452,6 +533,14 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             built.executed + built.cached,
             built.cached
         )?;
+        if let Some(index) = &built.index {
+            writeln!(
+                err,
+                "writing provenance attestation: image {}, index {}",
+                built.image.manifest.digest(),
+                index.digest()
+            )?;
+        }
         for tag in &tags {
             writeln!(err, "naming to {tag}")?;
         }

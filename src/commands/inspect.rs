@@ -1,10 +1,12 @@
-//! `hoist inspect IMAGE...`: JSON with the manifest, config, digests, sizes.
+//! `hoist inspect IMAGE...`: JSON with the manifest, config, digests, sizes;
+//! `--provenance`: the images' provenance statements.
 
 use std::io::{self, Write};
 
 use anyhow::Context as _;
 
 use crate::context::Context;
+use crate::hint::WithHint;
 use crate::resolve::{all_images, find};
 
 /// Show an image's manifest, config, digests and sizes as JSON
@@ -13,6 +15,9 @@ pub struct Args {
     /// Images (name, ID or digest)
     #[arg(required = true)]
     images: Vec<String>,
+    /// Show the images' provenance (in-toto SLSA statements) instead
+    #[arg(long)]
+    provenance: bool,
 }
 
 pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
@@ -23,6 +28,21 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         let (i, _) = find(&entries, arg)?;
         let entry = &entries[i];
         let image = entry.image()?;
+        if args.provenance {
+            let statements = hoist_builder::engine::provenance::read(
+                &store,
+                &entry.target,
+                image.manifest_descriptor.digest(),
+            )?;
+            if statements.is_empty() {
+                return Err(anyhow::anyhow!(
+                    "image `{arg}` has no provenance attestation"
+                ))
+                .hint("build it with `hoist build --provenance`");
+            }
+            values.extend(statements);
+            continue;
+        }
         let raw = |digest: &hoist_cache::Digest, what: &str| -> anyhow::Result<serde_json::Value> {
             let bytes = store.content().read_blob(digest)?;
             serde_json::from_slice(&bytes)

@@ -5,6 +5,7 @@
 
 use crate::context::Context;
 
+mod autobuild;
 mod build;
 mod debug;
 mod du;
@@ -24,7 +25,7 @@ mod tag;
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Create an image from a root filesystem tarball (like `docker import`)
     Import(import::Args),
     /// List images
@@ -55,11 +56,13 @@ pub enum Command {
     Info(info::Args),
     /// Inspect how hoist understands its inputs (Dockerfile syntax trees)
     Debug(debug::Args),
+    /// Automated builds: rebuild and push images on git pushes
+    Autobuild(autobuild::Args),
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Build(args) => build::run(context, args),
+        Command::Build(args) => build::run(context, *args),
         Command::Import(args) => import::run(context, args),
         Command::Images(args) => images::run(context, args),
         Command::Inspect(args) => inspect::run(context, args),
@@ -75,6 +78,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Logout(args) => login::logout(context, args),
         Command::Info(args) => info::run(context, args),
         Command::Debug(args) => debug::run(context, args),
+        Command::Autobuild(args) => autobuild::run(context, args),
     }
 }
 

@@ -10,7 +10,7 @@ use hoist_registry::{
 };
 
 use crate::context::Context;
-use crate::util::short_id;
+use crate::util::{report_retry, short_id};
 
 /// Download an image from a registry
 #[derive(clap::Args, Debug)]
@@ -64,13 +64,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 return;
             }
             PullEvent::Retrying(notice) => {
-                eprintln!(
-                    "retrying {} (attempt {}) in {:.1}s: {}",
-                    notice.action,
-                    notice.attempt + 1,
-                    notice.delay.as_secs_f64(),
-                    notice.error
-                );
+                report_retry(notice);
                 return;
             }
             _ => return,

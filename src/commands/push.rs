@@ -11,7 +11,7 @@ use crate::commands::pull::is_layer;
 use crate::context::Context;
 use crate::hint::WithHint;
 use crate::resolve::parse_tag_name;
-use crate::util::short_id;
+use crate::util::{report_retry, short_id};
 
 /// Upload an image to a registry
 #[derive(clap::Args, Debug)]
@@ -64,13 +64,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             }
             PushEvent::BlobDone { descriptor } => (descriptor, "Pushed".to_string()),
             PushEvent::Retrying(notice) => {
-                eprintln!(
-                    "retrying {} (attempt {}) in {:.1}s: {}",
-                    notice.action,
-                    notice.attempt + 1,
-                    notice.delay.as_secs_f64(),
-                    notice.error
-                );
+                report_retry(notice);
                 return;
             }
             _ => return,

@@ -197,6 +197,7 @@ pub fn recording_executor(rec: Arc<Recorder>) -> GitCheckoutExecutor {
             Ok(BuildOutcome {
                 digest: digest_of(dockerfile),
                 pushed_tags: job.push_tags.clone(),
+                ..Default::default()
             })
         },
     ))
@@ -225,15 +226,25 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(config: &str) -> TestServer {
-        let config = Config::parse(config, Path::new("test.toml")).unwrap();
-        let store = tempfile::tempdir().unwrap();
         let rec = Arc::new(Recorder::default());
-        let (service, _) = Service::open(
-            config,
-            store.path(),
-            Arc::new(recording_executor(Arc::clone(&rec))),
-        )
-        .unwrap();
+        let executor = Arc::new(recording_executor(Arc::clone(&rec)));
+        Self::start_with(config, tempfile::tempdir().unwrap(), rec, executor, None)
+    }
+
+    /// A server over `store` building with `executor`, watching base images
+    /// with `registry` when given.
+    pub fn start_with(
+        config: &str,
+        store: tempfile::TempDir,
+        rec: Arc<Recorder>,
+        executor: Arc<dyn hoist_autobuild::BuildExecutor>,
+        registry: Option<hoist_registry::Client>,
+    ) -> TestServer {
+        let config = Config::parse(config, Path::new("test.toml")).unwrap();
+        let (service, _) = Service::open(config, store.path(), executor).unwrap();
+        if let Some(client) = registry {
+            service.watch_bases_with(client);
+        }
         let port = hoist_testutil::free_port();
         let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         std_listener.set_nonblocking(true).unwrap();

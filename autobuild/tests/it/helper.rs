@@ -83,6 +83,7 @@ pub fn serve() {
             Ok(BuildOutcome {
                 digest: digest_of(dockerfile),
                 pushed_tags: job.push_tags.clone(),
+                ..Default::default()
             })
         },
     ));

@@ -11,6 +11,7 @@ mod helper;
 mod hooks;
 mod hostile;
 mod queue;
+mod real;
 mod recovery;
 mod webhooks;
 

@@ -46,6 +46,62 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Parses an RFC 3339 time (`2024-01-02T03:04:05.123Z`, `…+01:00`) into
+/// whole seconds since the epoch; `None` when it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let num = |s: &str| -> Option<i64> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (date, time) = text.split_once(['T', 't', ' '])?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || time.len() < 8 {
+        return None;
+    }
+    let (hh, mm, ss) = (num(&time[0..2])?, num(&time[3..5])?, num(&time[6..8])?);
+    let mut rest = &time[8..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let minutes = num(&rest[1..3])? * 60 + num(&rest[4..6])?;
+            if rest.starts_with('-') {
+                -minutes * 60
+            } else {
+                minutes * 60
+            }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+/// Sets the `created` of history entries later than `epoch` to `epoch`.
+fn clamp_history(history: &mut [Value], epoch: i64) {
+    for entry in history {
+        let later = entry["created"]
+            .as_str()
+            .and_then(parse_rfc3339)
+            .is_some_and(|t| t > epoch);
+        if later {
+            entry["created"] = json!(rfc3339(epoch));
+        }
+    }
+}
+
 /// The raw config of the image a stage ultimately starts from, if any: follows
 /// the root input of each vertex down to an image.
 pub fn base_image_config(
@@ -162,6 +218,13 @@ fn runtime_config(config: &ImageConfig, labels: &BTreeMap<String, String>) -> Va
 }
 
 /// Writes the config and manifest of `stage` with `layers` to the store.
+///
+/// `created` is the time of the config and of the history entries this build
+/// adds. With `source_date_epoch`, the base image's history entries later than
+/// it are clamped to it too, as BuildKit does (older ones keep their times:
+/// they are part of the pinned base). Nothing else of the host enters the
+/// JSON: keys are written in a fixed (sorted) order, labels, ports and volumes
+/// come from sorted maps, env in Dockerfile order.
 pub fn assemble(
     store: &Store,
     graph: &BuildGraph,
@@ -169,8 +232,9 @@ pub fn assemble(
     layers: &[Layer],
     labels: &BTreeMap<String, String>,
     created: i64,
+    source_date_epoch: Option<i64>,
 ) -> Result<Assembled, EngineError> {
-    let created = rfc3339(created);
+    let created = rfc3339(source_date_epoch.unwrap_or(created));
     let base = if stage.has_base_image {
         base_image_config(store, graph, stage)?
     } else {
@@ -180,6 +244,9 @@ pub fn assemble(
         .as_ref()
         .and_then(|b| b["history"].as_array().cloned())
         .unwrap_or_default();
+    if let Some(epoch) = source_date_epoch {
+        clamp_history(&mut history, epoch);
+    }
     for entry in &stage.history {
         let mut h = Map::new();
         h.insert("created".into(), json!(created));
@@ -203,6 +270,9 @@ pub fn assemble(
     }
     let mut config = Map::new();
     config.insert("architecture".into(), json!(stage.platform.architecture));
+    if !stage.config.author.is_empty() {
+        config.insert("author".into(), json!(stage.config.author));
+    }
     config.insert("config".into(), runtime_config(&stage.config, labels));
     config.insert("created".into(), json!(created));
     config.insert("history".into(), Value::Array(history));
@@ -259,5 +329,92 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    /// The exact bytes of a config: a change here changes every image digest
+    /// hoist makes (e.g. serde_json's `preserve_order` turned on by another
+    /// crate would reorder keys), so it must be deliberate.
+    #[test]
+    fn config_and_manifest_bytes_are_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let dockerfile = "FROM scratch\nCOPY x /x\nLABEL zeta=2 alpha=1\nENV Z=1 A=2\n\
+                          EXPOSE 8080 443/udp\nVOLUME /data /cache\nCMD [\"/x\"]\n";
+        let ast = hoist_frontend::parse(dockerfile).unwrap();
+        let graph = hoist_frontend::lower(
+            &ast,
+            &hoist_frontend::BuildOptions::default(),
+            &hoist_frontend::NoResolver,
+        )
+        .unwrap();
+        let layer = Layer {
+            digest: format!("sha256:{}", "a".repeat(64)),
+            diff_id: format!("sha256:{}", "b".repeat(64)),
+            size: 10,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        let labels = BTreeMap::from([("by".to_owned(), "cli".to_owned())]);
+        let assembled = assemble(
+            &store,
+            &graph,
+            graph.target_stage(),
+            &[layer],
+            &labels,
+            1,
+            Some(1_700_000_000),
+        )
+        .unwrap();
+        let config = store
+            .content()
+            .read_blob(&assembled.config_digest.parse().unwrap())
+            .unwrap();
+        let config = String::from_utf8(config).unwrap();
+        let arch = &graph.target_stage().platform.architecture;
+        let expected = format!(
+            r#"{{"architecture":"{arch}","config":{{"ArgsEscaped":true,"Cmd":["/x"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","Z=1","A=2"],"ExposedPorts":{{"443/udp":{{}},"8080/tcp":{{}}}},"Labels":{{"alpha":"1","by":"cli","zeta":"2"}},"Volumes":{{"/cache":{{}},"/data":{{}}}},"WorkingDir":"/"}},"created":"2023-11-14T22:13:20Z","history":[{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"COPY x /x # buildkit"}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"LABEL zeta=2 alpha=1","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"ENV Z=1 A=2","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"EXPOSE map[443/udp:{{}} 8080/tcp:{{}}]","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"VOLUME [/data /cache]","empty_layer":true}},{{"comment":"buildkit.dockerfile.v0","created":"2023-11-14T22:13:20Z","created_by":"CMD [\"/x\"]","empty_layer":true}}],"os":"linux","rootfs":{{"diff_ids":["sha256:{}"],"type":"layers"}}}}"#,
+            "b".repeat(64)
+        );
+        assert_eq!(config, expected);
+        let manifest = store
+            .content()
+            .read_blob(assembled.manifest.digest())
+            .unwrap();
+        let expected = format!(
+            r#"{{"config":{{"digest":"{}","mediaType":"application/vnd.oci.image.config.v1+json","size":{}}},"layers":[{{"digest":"sha256:{}","mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":10}}],"mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2}}"#,
+            assembled.config_digest,
+            config.len(),
+            "a".repeat(64)
+        );
+        assert_eq!(String::from_utf8(manifest).unwrap(), expected);
+    }
+
+    #[test]
+    fn base_history_later_than_the_epoch_is_clamped() {
+        let mut history = vec![
+            json!({"created": "2001-09-09T01:46:40Z", "created_by": "old"}),
+            json!({"created": "2030-01-01T00:00:00.5+02:00", "created_by": "new"}),
+            json!({"created_by": "no time"}),
+        ];
+        clamp_history(&mut history, 1_700_000_000);
+        assert_eq!(history[0]["created"], "2001-09-09T01:46:40Z");
+        assert_eq!(history[1]["created"], "2023-11-14T22:13:20Z");
+        assert!(history[2].get("created").is_none());
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_formats_and_offsets() {
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.999999999Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2023-13-01T00:00:00Z"), None);
     }
 }

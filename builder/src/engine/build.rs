@@ -54,6 +54,8 @@ pub struct BuildRequest {
     pub cpus: Option<f64>,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
+    /// SOURCE_DATE_EPOCH, `--reproducible`, `--provenance`.
+    pub repro: super::reproducible::ReproOptions,
 }
 
 /// What a build made.
@@ -61,6 +63,9 @@ pub struct BuildRequest {
 pub struct Built {
     /// The image.
     pub image: Assembled,
+    /// With `--provenance`: the index holding the image and its attestation
+    /// (what refs should point at).
+    pub index: Option<hoist_cache::Descriptor>,
     /// Its layers, bottom first.
     pub layers: Vec<Layer>,
     /// How many steps ran and how many came from the cache.
@@ -70,6 +75,13 @@ pub struct Built {
     /// Compressed size of the layer each RUN/COPY/ADD step made (or found in
     /// the cache), for the build summary.
     pub layer_sizes: BTreeMap<VertexId, u64>,
+}
+
+impl Built {
+    /// What refs should point at: the index when there is one, else the manifest.
+    pub fn target(&self) -> &hoist_cache::Descriptor {
+        self.index.as_ref().unwrap_or(&self.image.manifest)
+    }
 }
 
 /// Why a build failed.
@@ -324,7 +336,9 @@ pub fn build(
     events: EventSink,
     cancel: &CancellationToken,
 ) -> Result<Built, BuildError> {
+    let started = now();
     let frontend = plan(store.clone(), request)?;
+    super::reproducible::check_pinned(request, &frontend, &events)?;
     let ignore_text = match &request.dockerignore {
         Some(text) => text.clone(),
         None => {
@@ -341,8 +355,11 @@ pub fn build(
             ignore,
         },
     );
-    let engine =
-        Arc::new(Engine::new(store.clone(), contexts)?.with_limits(request.memory, request.cpus));
+    let engine = Arc::new(
+        Engine::new(store.clone(), contexts)?
+            .with_limits(request.memory, request.cpus)
+            .with_source_date_epoch(request.repro.source_date_epoch),
+    );
 
     // Which vertices ignore the cache.
     let mut ignore_cache: HashSet<usize> = HashSet::new();
@@ -404,6 +421,14 @@ pub fn build(
                 )))
             }
         };
+        // Layers of file ops and RUN get their mtimes clamped: the epoch is
+        // part of their result, so of their cache key.
+        let op = match (&v.op, request.repro.source_date_epoch) {
+            (GraphOp::File(_) | GraphOp::Exec(_), Some(epoch)) => {
+                Arc::new(super::reproducible::EpochOp::new(op, epoch))
+            }
+            _ => op,
+        };
         let name = match &v.op {
             GraphOp::Context { .. } => "[internal] load build context".to_owned(),
             _ => v.name.clone(),
@@ -459,13 +484,29 @@ pub fn build(
         Err(e) => return Err(BuildError::Other(Box::new(e))),
     };
     let layers = solution.outputs[0].layers().to_vec();
-    let created = request.created.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    });
-    let image = assemble(&store, &frontend, &stage, &layers, &request.labels, created)?;
+    let created = request.created.unwrap_or_else(now);
+    let image = assemble(
+        &store,
+        &frontend,
+        &stage,
+        &layers,
+        &request.labels,
+        created,
+        request.repro.source_date_epoch,
+    )?;
+    let index = if request.repro.provenance {
+        Some(super::provenance::attach_to_build(
+            &store,
+            &engine,
+            request,
+            &frontend,
+            &image,
+            started,
+            now(),
+        )?)
+    } else {
+        None
+    };
     let cached = solution
         .outcomes
         .values()
@@ -487,9 +528,17 @@ pub fn build(
         .collect();
     Ok(Built {
         image,
+        index,
         layers,
         executed: solution.outcomes.len() - cached,
         cached,
         layer_sizes,
     })
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -14,6 +14,8 @@ mod files;
 mod hash;
 pub mod index;
 mod ops;
+pub mod provenance;
+pub mod reproducible;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -111,13 +113,14 @@ pub struct Engine {
     materialize: Mutex<()>,
     /// Mount points and scratch files of this build.
     scratch: tempfile::TempDir,
-    counter: AtomicU64,
     /// Per-file digests computed in this build (path, size, mtime, inode → digest).
     hashes: hash::StatCache,
     /// The sandbox for RUN steps (`None`: the interim `unshare` path is used).
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
     limits: hoist_runner::Limits,
+    /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
+    source_date_epoch: Option<i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -169,12 +172,12 @@ impl Engine {
         Ok(Engine {
             runner,
             limits: hoist_runner::Limits::default(),
+            source_date_epoch: None,
             store,
             snapshots,
             contexts,
             materialize: Mutex::new(()),
             scratch,
-            counter: AtomicU64::new(0),
             hashes,
         })
     }
@@ -183,6 +186,13 @@ impl Engine {
     pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
         self.limits.memory = memory;
         self.limits.cpus = cpus;
+        self
+    }
+
+    /// Clamps the mtimes of every layer this engine writes to `epoch`
+    /// (SOURCE_DATE_EPOCH); layers of base images are never rewritten.
+    pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
+        self.source_date_epoch = epoch;
         self
     }
 
@@ -199,7 +209,10 @@ impl Engine {
     }
 
     fn unique(&self, what: &str) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Process-wide: scratch snapshot names share one namespace in the
+        // store, and one process may run several builds (autobuild).
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         format!("{what}-{}-{n}", std::process::id())
     }
 
@@ -268,10 +281,14 @@ impl Engine {
                     layer.digest, report.diff_id, layer.diff_id
                 )));
             }
-            self.snapshots
-                .commit(&this, &key)
-                .map_err(snap_error(format!("commit snapshot {this}")))?;
-            active.done = true;
+            match self.snapshots.commit(&this, &key) {
+                Ok(()) => active.done = true,
+                // Another build (here or in another process) committed the
+                // same chain meanwhile: same layers, same tree; ours is
+                // dropped by its guard.
+                Err(e) if e.kind() == hoist_snapshotter::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(snap_error(format!("commit snapshot {this}"))(e)),
+            }
         }
         Ok(Some(name))
     }
@@ -327,6 +344,7 @@ impl Engine {
                 &key,
                 &DiffOptions {
                     level: Some(LAYER_GZIP_LEVEL),
+                    source_date_epoch: self.source_date_epoch,
                     ..DiffOptions::default()
                 },
                 &mut writer,
@@ -345,10 +363,12 @@ impl Engine {
         let name = snapshot_name(&out).unwrap_or_default();
         let _lock = self.materialize.lock().unwrap_or_else(|e| e.into_inner());
         if self.snapshots.stat(&name).is_err() {
-            self.snapshots
-                .commit(&name, &key)
-                .map_err(snap_error(format!("commit snapshot {name}")))?;
-            active.done = true;
+            match self.snapshots.commit(&name, &key) {
+                Ok(()) => active.done = true,
+                // Committed by a concurrent build between stat and commit.
+                Err(e) if e.kind() == hoist_snapshotter::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(snap_error(format!("commit snapshot {name}"))(e).into()),
+            }
         }
         Ok(out)
     }

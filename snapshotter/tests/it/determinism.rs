@@ -239,3 +239,59 @@ fn foreign_overlay_state_is_refused() {
         assert!(msg.contains(name) && msg.contains("upper/x"), "{msg}");
     }
 }
+
+/// A change deep in a directory of the parent: overlay's upper dir holds the
+/// copied-up parents, and the native backend must write the same parents
+/// (with the epoch clamping their fresh mtimes), so that a machine without
+/// overlay (or a rootless build) makes the same layer.
+#[test]
+fn parents_of_a_change_are_in_the_layer_on_every_backend() {
+    hoist_testutil::require_root!();
+    let options = DiffOptions {
+        compression: Compression::Uncompressed,
+        source_date_epoch: Some(1_700_000_000),
+        ..Default::default()
+    };
+    let make = |choice: BackendChoice| {
+        let (_tmp, root) = temp_root();
+        let s = LocalSnapshotter::open(&root, choice).unwrap();
+        s.prepare("base-k", None).unwrap();
+        with_mounted(&s, "base-k", |p| {
+            write(p.join("etc/keep/deep/old"), b"old");
+            write(p.join("etc/gone"), b"gone");
+            write(p.join("usr/untouched/file"), b"same");
+            sh(&format!(
+                "find {} -mindepth 1 -exec touch -h -d @1600000000 {{}} +",
+                p.display()
+            ));
+        });
+        s.commit("base", "base-k").unwrap();
+        s.prepare("k", Some("base")).unwrap();
+        with_mounted(&s, "k", |p| {
+            write(p.join("etc/keep/deep/new"), b"new");
+            fs::remove_file(p.join("etc/gone")).unwrap();
+        });
+        let mut blob = Vec::new();
+        let d = s.diff("k", &options, &mut blob).unwrap();
+        let names: Vec<String> = tar::Archive::new(&blob[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        (d, names)
+    };
+    let (overlay, overlay_names) = make(BackendChoice::Overlay);
+    let (native, native_names) = make(BackendChoice::Native);
+    assert_eq!(
+        native_names,
+        [
+            "etc/",
+            "etc/.wh.gone",
+            "etc/keep/",
+            "etc/keep/deep/",
+            "etc/keep/deep/new"
+        ]
+    );
+    assert_eq!(overlay_names, native_names);
+    assert_eq!(overlay.diff_id, native.diff_id);
+}

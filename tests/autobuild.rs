@@ -1,0 +1,530 @@
+//! `hoist autobuild` through the real binary: `serve` builds with RUN steps
+//! (the binary is the sandbox init), `install-hook` + `git push` queues,
+//! `list`, `logs`, `retry`, and SIGKILL of the server with builds queued and
+//! one running. Images are checked in the real registry with skopeo.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hoist_testutil::{require_program, require_root, Registry};
+use serde_json::Value;
+
+const SECRET: &str = "hook-s3cret";
+
+fn hoist(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
+    c.arg("--root").arg(root);
+    // Credentials and registry config of this test only.
+    c.env("REGISTRY_AUTH_FILE", root.with_extension("auth.json"))
+        .env("XDG_CONFIG_HOME", root.with_extension("config"))
+        .env_remove("DOCKER_CONFIG");
+    c
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    ok(out, &format!("git {args:?}")).trim().to_string()
+}
+
+/// Busybox imported into a scratch store and pushed as `REG/base:latest`
+/// with `hoist import` and `hoist push`.
+fn push_base(tmp: &Path, registry: &str) -> String {
+    let store = tmp.join("base-store");
+    let tar = tmp.join("busybox.tar");
+    hoist_testutil::busybox_rootfs_tar(&tar);
+    let base = format!("{registry}/base:latest");
+    ok(
+        hoist(&store)
+            .args(["import", tar.to_str().unwrap(), &base])
+            .args(["--change", r#"CMD ["sh"]"#])
+            .output()
+            .unwrap(),
+        "hoist import",
+    );
+    ok(
+        hoist(&store).args(["push", &base]).output().unwrap(),
+        "hoist push",
+    );
+    base
+}
+
+struct Setup {
+    tmp: tempfile::TempDir,
+    registry: Registry,
+    bare: PathBuf,
+    work: PathBuf,
+    store: PathBuf,
+    config: PathBuf,
+    port: u16,
+}
+
+impl Setup {
+    /// A registry with a base image, a bare repository with a work clone
+    /// (nothing pushed yet), a store and a config for repo `demo`.
+    fn new(dockerfile_tail: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = Registry::start();
+        let base = push_base(tmp.path(), &registry.addr);
+        let bare = tmp.path().join("demo.git");
+        let work = tmp.path().join("work");
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+        );
+        git(
+            tmp.path(),
+            &["init", "-q", "-b", "main", work.to_str().unwrap()],
+        );
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        std::fs::write(
+            work.join("Dockerfile"),
+            format!("FROM {base}\nARG VERSION\n{dockerfile_tail}"),
+        )
+        .unwrap();
+        let port = hoist_testutil::free_port();
+        let config = tmp.path().join("autobuild.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nconcurrency = 1\n[[repo]]\nname = \"demo\"\n\
+                 url = {:?}\nsecret = \"{SECRET}\"\n\
+                 build_args = {{ VERSION = \"{{sourceref}}-{{short_sha}}\" }}\n\
+                 [[repo.rule]]\nsource = \"branch\"\nmatch = \".*\"\n\
+                 tag = \"{}/demo:{{sourceref}}\"\npush = true\n",
+                bare.to_str().unwrap(),
+                registry.addr
+            ),
+        )
+        .unwrap();
+        let store = tmp.path().join("store");
+        Setup {
+            tmp,
+            registry,
+            bare,
+            work,
+            store,
+            config,
+            port,
+        }
+    }
+
+    fn server_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn serve(&self) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.tmp.path().join("serve.log"))
+            .unwrap();
+        let child = hoist(&self.store)
+            .args(["autobuild", "serve", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Server(child);
+        wait_until("the server to listen", || {
+            TcpStream::connect(("127.0.0.1", self.port)).ok()
+        });
+        server
+    }
+
+    fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("serve.log")).unwrap_or_default()
+    }
+
+    fn commit(&self, file: &str, content: &str, message: &str) -> String {
+        std::fs::write(self.work.join(file), content).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    fn list(&self) -> Vec<Value> {
+        let out = hoist(&self.store)
+            .args(["autobuild", "list", "--format", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_str(&ok(out, "hoist autobuild list")).unwrap()
+    }
+
+    fn wait_final(&self, id: i64) -> Value {
+        wait_until(&format!("build #{id} to finish"), || {
+            self.list().into_iter().find(|b| {
+                b["id"] == id && !matches!(b["state"].as_str(), Some("queued" | "running"))
+            })
+        })
+    }
+
+    fn inspect(&self, tag: &str) -> Option<Value> {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{}/demo:{tag}", self.registry.addr))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// The files of the image's layers, later layers winning.
+    fn image_files(&self, tag: &str) -> std::collections::BTreeMap<String, String> {
+        let dir = self.tmp.path().join(format!("copy-{tag}"));
+        let out = Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{}/demo:{tag}", self.registry.addr))
+            .arg(format!("dir:{}", dir.display()))
+            .output()
+            .unwrap();
+        ok(out, "skopeo copy");
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        for layer in manifest["layers"].as_array().unwrap() {
+            let digest = layer["digest"].as_str().unwrap();
+            let out = Command::new("tar")
+                .arg("-xf")
+                .arg(dir.join(digest.trim_start_matches("sha256:")))
+                .arg("-C")
+                .arg(&rootfs)
+                .output()
+                .unwrap();
+            ok(out, "tar -x of a layer");
+        }
+        let mut files = std::collections::BTreeMap::new();
+        for name in ["version", "hello"] {
+            if let Ok(text) = std::fs::read_to_string(rootfs.join(name)) {
+                files.insert(name.to_string(), text);
+            }
+        }
+        files
+    }
+}
+
+/// The server process, killed on drop.
+struct Server(Child);
+
+impl Server {
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM: the server stops accepting, waits for running builds and
+    /// exits 0.
+    fn stop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "serve exited with {status} on SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_builds_with_run_on_git_push_through_the_installed_hook() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let s = Setup::new("RUN echo \"$VERSION\" > /version\n");
+    let mut server = s.serve();
+
+    let out = hoist(&s.store)
+        .args(["autobuild", "install-hook"])
+        .arg(&s.bare)
+        .args([
+            "--server",
+            &s.server_url(),
+            "--repo",
+            "demo",
+            "--secret",
+            SECRET,
+        ])
+        .output()
+        .unwrap();
+    let printed = ok(out, "install-hook");
+    assert_eq!(
+        printed.trim(),
+        s.bare.join("hooks/post-receive").to_str().unwrap()
+    );
+    let hook = std::fs::read_to_string(s.bare.join("hooks/post-receive")).unwrap();
+    assert!(
+        hook.contains(&format!("'{}' autobuild hook", env!("CARGO_BIN_EXE_hoist"))),
+        "{hook}"
+    );
+
+    let sha = s.commit("hello", "hi\n", "first");
+    let push = Command::new("git")
+        .arg("-C")
+        .arg(&s.work)
+        .args(["push", "origin", "main"])
+        .output()
+        .unwrap();
+    assert!(push.status.success());
+    // The hook's answer reaches the pusher as `remote:` lines.
+    let pushed = String::from_utf8_lossy(&push.stderr);
+    assert!(
+        pushed.contains("remote: autobuild: refs/heads/main") && pushed.contains("build queued"),
+        "{pushed}"
+    );
+    let builds = s.list();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let id = builds[0]["id"].as_i64().unwrap();
+    let b = s.wait_final(id);
+    assert_eq!(b["state"], "succeeded", "{b}\n{}", s.serve_log());
+    assert_eq!(b["trigger"], "hook");
+    assert_eq!(b["sha"], sha.as_str());
+    let seen = s.inspect("main").expect("demo:main was pushed");
+    assert_eq!(seen["Digest"], b["digest"]);
+    // The RUN step ran with the substituted build arg.
+    assert_eq!(
+        s.image_files("main").get("version").map(String::as_str),
+        Some(format!("main-{}\n", &sha[..7]).as_str())
+    );
+
+    // logs: the build's steps, the RUN, the push.
+    let log = ok(
+        hoist(&s.store)
+            .args(["autobuild", "logs", &id.to_string()])
+            .output()
+            .unwrap(),
+        "logs",
+    );
+    assert!(
+        log.contains(&format!("checking out refs/heads/main {sha}")),
+        "{log}"
+    );
+    assert!(log.contains("RUN echo \"$VERSION\" > /version"), "{log}");
+    assert!(
+        log.contains(&format!("pushing {}/demo:main", s.registry.addr)),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("built {}", b["digest"].as_str().unwrap())),
+        "{log}"
+    );
+
+    // list as a table.
+    let table = ok(
+        hoist(&s.store)
+            .args(["autobuild", "list"])
+            .output()
+            .unwrap(),
+        "list",
+    );
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("ID"), "{table}");
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..6],
+        [
+            &id.to_string(),
+            "demo",
+            "main",
+            &sha[..7],
+            "succeeded",
+            "hook"
+        ],
+        "{table}"
+    );
+
+    // retry: a copy is queued, the server builds it, logs --follow waits.
+    let out = ok(
+        hoist(&s.store)
+            .args(["autobuild", "retry", &id.to_string()])
+            .output()
+            .unwrap(),
+        "retry",
+    );
+    let copy: i64 = out
+        .trim()
+        .strip_prefix("queued build #")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let followed = ok(
+        hoist(&s.store)
+            .args(["autobuild", "logs", "--follow", &copy.to_string()])
+            .output()
+            .unwrap(),
+        "logs --follow",
+    );
+    assert!(followed.contains("pushing"), "{followed}");
+    let r = s.wait_final(copy);
+    assert_eq!(
+        (
+            r["state"].as_str(),
+            r["trigger"].as_str(),
+            r["retry_of"].as_i64()
+        ),
+        (Some("succeeded"), Some("retry"), Some(id))
+    );
+    // An unknown build is a clear error.
+    let out = hoist(&s.store)
+        .args(["autobuild", "logs", "999"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no build #999"));
+    server.stop();
+}
+
+#[test]
+fn sigkill_of_serve_with_builds_queued_and_running_loses_none() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    // Long enough a build that the kill lands while it runs.
+    let s = Setup::new("RUN sleep 2 && echo \"$VERSION\" > /version\n");
+    let mut server = s.serve();
+    let mut shas = Vec::new();
+    for branch in ["a", "b", "c"] {
+        git(&s.work, &["checkout", "-q", "-B", branch]);
+        shas.push((branch, s.commit(branch, branch, branch)));
+    }
+    git(&s.work, &["push", "-q", "origin", "a", "b", "c"]);
+    // Queue the three refs through the hook command, as post-receive would.
+    let mut hook = hoist(&s.store)
+        .args([
+            "autobuild",
+            "hook",
+            "--server",
+            &s.server_url(),
+            "--repo",
+            "demo",
+        ])
+        .args(["--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let zero = "0".repeat(40);
+    let input: String = shas
+        .iter()
+        .map(|(b, sha)| format!("{zero} {sha} refs/heads/{b}\n"))
+        .collect();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+    assert_eq!(s.list().len(), 3);
+
+    // Kill -9 while the first build runs and two are queued.
+    let running = wait_until("a build to run", || {
+        s.list().into_iter().find(|b| b["state"] == "running")
+    });
+    server.kill9();
+    let states: Vec<String> = s
+        .list()
+        .iter()
+        .map(|b| b["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|s| *s == "queued").count(),
+        2,
+        "{states:?}"
+    );
+
+    let mut server = s.serve();
+    let all = wait_until("every build to finish", || {
+        let list = s.list();
+        list.iter()
+            .all(|b| !matches!(b["state"].as_str(), Some("queued" | "running")))
+            .then_some(list)
+    });
+    server.stop();
+    let interrupted = all.iter().find(|b| b["id"] == running["id"]).unwrap();
+    assert_eq!(interrupted["state"], "interrupted", "{all:?}");
+    let requeued: Vec<&Value> = all
+        .iter()
+        .filter(|b| b["retry_of"] == running["id"])
+        .collect();
+    assert_eq!(requeued.len(), 1, "{all:?}");
+    assert_eq!(requeued[0]["attempt"], 2);
+    assert_eq!(requeued[0]["trigger"], "requeue");
+    // Every ref built exactly once successfully, pushed with its commit.
+    for (branch, sha) in &shas {
+        let done: Vec<&Value> = all
+            .iter()
+            .filter(|b| b["git_ref"] == format!("refs/heads/{branch}") && b["state"] == "succeeded")
+            .collect();
+        assert_eq!(done.len(), 1, "{branch}: {all:?}");
+        assert_eq!(done[0]["sha"], sha.as_str());
+        let seen = s.inspect(branch).expect("pushed");
+        assert_eq!(seen["Digest"], done[0]["digest"], "{branch}");
+    }
+    assert_eq!(all.len(), 4, "3 builds + 1 requeue: {all:?}");
+    // None ran twice at once: with concurrency 1 the run intervals of all
+    // builds are disjoint.
+    let mut spans: Vec<(i64, i64)> = all
+        .iter()
+        .filter(|b| b["state"] == "succeeded")
+        .map(|b| {
+            (
+                b["started_at"].as_i64().unwrap(),
+                b["finished_at"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping builds: {spans:?}");
+    }
+    // The killed build's checkout was removed at restart, the others after
+    // their builds.
+    let work: Vec<_> = std::fs::read_dir(s.store.join("autobuild/work"))
+        .unwrap()
+        .collect();
+    assert!(work.is_empty(), "{work:?}");
+    let log = s.serve_log();
+    assert!(
+        log.contains(&format!(
+            "build #{} was interrupted; queued again as #{}",
+            running["id"], requeued[0]["id"]
+        )),
+        "{log}"
+    );
+}

@@ -1,0 +1,886 @@
+//! Reproducible images and provenance (issue 11): the same inputs under
+//! SOURCE_DATE_EPOCH give the same digests whatever the store, the context's
+//! path, the time or the parallelism; unpinned inputs are reported; the
+//! provenance attestation sits beside the image without changing it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use sha2::Digest as _;
+use tempfile::TempDir;
+
+use super::common::Run;
+
+/// 2023-11-14T22:13:20Z
+const EPOCH: i64 = 1_700_000_000;
+const EPOCH_TEXT: &str = "2023-11-14T22:13:20Z";
+
+/// Runs hoist with `envs` and without any SOURCE_DATE_EPOCH of the test's own
+/// environment.
+fn hoist(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
+    command
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run hoist");
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ok(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let run = hoist(root, args, envs);
+    run.assert_ok();
+    run
+}
+
+/// One busybox tar for all stores of a test, so that their base images are
+/// the same image (a tar made twice has other mtimes).
+struct Base {
+    dir: TempDir,
+}
+
+impl Base {
+    fn new() -> Base {
+        let dir = tempfile::tempdir().unwrap();
+        hoist_testutil::busybox_rootfs_tar(&dir.path().join("busybox.tar"));
+        Base { dir }
+    }
+
+    /// A fresh store with `busybox:latest` imported (its `created` fixed, so
+    /// every store gets the same base image).
+    fn store(&self) -> TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let tar = self.dir.path().join("busybox.tar");
+        ok(
+            root.path(),
+            &["import", tar.to_str().unwrap(), "busybox:latest"],
+            &[("SOURCE_DATE_EPOCH", "1000000000")],
+        );
+        root
+    }
+}
+
+fn inspect(root: &Path, image: &str) -> Value {
+    let run = ok(root, &["inspect", image], &[]);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    v[0].clone()
+}
+
+fn layer_digests(image: &Value) -> Vec<String> {
+    image["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["Digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn blob_path(root: &Path, digest: &str) -> PathBuf {
+    root.join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// (path, mtime) of every entry of a gzip layer blob.
+fn layer_mtimes(root: &Path, digest: &str) -> Vec<(String, u64)> {
+    let file = fs::File::open(blob_path(root, digest)).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().mtime().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A multi-stage context: RUN (heredoc), COPY, COPY --from, ADD of a local
+/// directory and of a local tar (unpacked), an inline file, config
+/// instructions whose maps must come out sorted.
+fn write_context(dir: &Path) {
+    let write = |path: &str, content: &str| {
+        let p = dir.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    };
+    write(
+        "Dockerfile",
+        "FROM busybox AS build\n\
+         WORKDIR /src\n\
+         COPY src/ ./\n\
+         RUN <<EOF\n\
+         set -e\n\
+         mkdir -p /out\n\
+         cat a.txt b.txt > /out/joined\n\
+         touch /out/stamp\n\
+         EOF\n\
+         \n\
+         FROM busybox\n\
+         COPY --from=build /out /opt/out\n\
+         ADD conf /etc/app/\n\
+         ADD files.tar /opt/unpacked/\n\
+         COPY <<EOF /etc/app/motd\n\
+         hello\n\
+         EOF\n\
+         RUN echo built > /built && mkdir -p /var/empty\n\
+         LABEL zeta=2 alpha=1\n\
+         ENV Z=1 A=2\n\
+         EXPOSE 8080 443\n\
+         VOLUME /data /cache\n\
+         CMD [\"cat\", \"/etc/app/motd\"]\n",
+    );
+    write("src/a.txt", "alpha\n");
+    write("src/b.txt", "beta\n");
+    write("conf/app.conf", "key=value\n");
+    write("conf/sub/more.conf", "more\n");
+    write("tarsrc/t1.txt", "in the tar\n");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(dir.join("files.tar"))
+        .arg("-C")
+        .arg(dir.join("tarsrc"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::remove_dir_all(dir.join("tarsrc")).unwrap();
+}
+
+fn build(root: &Path, context: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut all = vec!["build", "--progress", "plain"];
+    all.extend_from_slice(args);
+    all.push(context.to_str().unwrap());
+    ok(root, &all, envs)
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn same_inputs_give_the_same_digest_across_stores_paths_times_and_jobs() {
+    hoist_testutil::require_root!();
+    let base = Base::new();
+    let (root_a, root_b) = (base.store(), base.store());
+    let busybox = inspect(root_a.path(), "busybox");
+    assert_eq!(
+        busybox["ManifestDigest"],
+        inspect(root_b.path(), "busybox")["ManifestDigest"],
+        "precondition: both stores hold the same base image"
+    );
+
+    let dirs = tempfile::tempdir().unwrap();
+    let context_a = dirs.path().join("a");
+    write_context(&context_a);
+
+    // Store A first builds without an epoch: its cached layers carry real
+    // mtimes and must not be reused by the build with the epoch.
+    build(root_a.path(), &context_a, &["-t", "app:plain"], &[]);
+    let plain = inspect(root_a.path(), "app:plain");
+    let created = plain["Config"]["created"].as_str().unwrap().to_owned();
+    assert!(
+        created.as_str() > "2024",
+        "without an epoch, `created` is the real time: {created}"
+    );
+    build(
+        root_a.path(),
+        &context_a,
+        &["-t", "app:1", "--jobs", "1"],
+        &[("SOURCE_DATE_EPOCH", &EPOCH.to_string())],
+    );
+    let a = inspect(root_a.path(), "app:1");
+
+    // Another store, another context path, written later, other flags.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let context_b = dirs.path().join("elsewhere/deeper/b");
+    write_context(&context_b);
+    build(
+        root_b.path(),
+        &context_b,
+        &[
+            "-t",
+            "app:1",
+            "--jobs",
+            "2",
+            "--source-date-epoch",
+            &EPOCH.to_string(),
+        ],
+        &[],
+    );
+    let b = inspect(root_b.path(), "app:1");
+
+    assert_eq!(a["ManifestDigest"], b["ManifestDigest"]);
+    assert_eq!(a["ConfigDigest"], b["ConfigDigest"]);
+    assert_eq!(layer_digests(&a), layer_digests(&b));
+    let base_count = layer_digests(&busybox).len();
+    for (without, with) in layer_digests(&plain)
+        .iter()
+        .zip(layer_digests(&a))
+        .skip(base_count)
+    {
+        assert_ne!(
+            *without, with,
+            "a layer made without the epoch was reused with it"
+        );
+    }
+
+    // The base layer is the base image's, untouched.
+    let base_layers = layer_digests(&busybox);
+    let layers = layer_digests(&a);
+    assert_eq!(layers[..base_layers.len()], base_layers[..]);
+    // Every layer the build wrote has its mtimes clamped to the epoch.
+    let mut clamped = 0;
+    for digest in &layers[base_layers.len()..] {
+        for (path, mtime) in layer_mtimes(root_a.path(), digest) {
+            assert!(
+                mtime <= EPOCH as u64,
+                "{path} in {digest} has mtime {mtime}"
+            );
+            clamped += usize::from(mtime == EPOCH as u64);
+        }
+    }
+    assert!(clamped > 0, "no entry was clamped to the epoch");
+
+    // `created` of the config and of every history entry this build added.
+    let config = &a["Config"];
+    assert_eq!(config["created"], EPOCH_TEXT);
+    let history = config["history"].as_array().unwrap();
+    let base_history = busybox["Config"]["history"].as_array().unwrap().len();
+    assert!(history.len() > base_history);
+    for entry in &history[base_history..] {
+        assert_eq!(entry["created"], EPOCH_TEXT, "{entry}");
+    }
+    let env = config["config"]["Env"].as_array().unwrap();
+    assert_eq!(
+        env[env.len() - 2..],
+        [Value::from("Z=1"), Value::from("A=2")]
+    );
+
+    // Nothing of the host in the config or the manifest. The base image's
+    // own history (`hoist import` names its tar, as `docker import` does) is
+    // the base's, not this build's.
+    for digest in [
+        a["ConfigDigest"].as_str().unwrap(),
+        a["ManifestDigest"].as_str().unwrap(),
+    ] {
+        let mut document: Value =
+            serde_json::from_slice(&fs::read(blob_path(root_a.path(), digest)).unwrap()).unwrap();
+        if let Some(history) = document.get_mut("history").and_then(Value::as_array_mut) {
+            history.drain(..base_history);
+        }
+        let text = document.to_string();
+        for leak in [
+            dirs.path().to_str().unwrap(),
+            root_a.path().to_str().unwrap(),
+            "/tmp/",
+        ] {
+            assert!(!text.contains(leak), "{digest} contains {leak}: {text}");
+        }
+        let host = hostname();
+        if host.len() >= 4 {
+            assert!(!text.contains(&host), "{digest} contains the hostname");
+        }
+    }
+    let raw_config = fs::read_to_string(blob_path(
+        root_a.path(),
+        a["ConfigDigest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let order = |needle: &str| raw_config.find(needle).unwrap();
+    assert!(order("\"alpha\"") < order("\"zeta\""), "labels are sorted");
+    assert!(
+        order("\"443/tcp\"") < order("\"8080/tcp\""),
+        "ports are sorted"
+    );
+    assert!(
+        order("\"/cache\"") < order("\"/data\""),
+        "volumes are sorted"
+    );
+}
+
+#[test]
+fn mtime_only_changes_keep_the_digest_and_a_byte_changes_it() {
+    hoist_testutil::require_root!();
+    let base = Base::new();
+    let root = base.store();
+    let context = tempfile::tempdir().unwrap();
+    write_context(context.path());
+    let epoch = EPOCH.to_string();
+    let args = ["-t", "app", "--source-date-epoch", epoch.as_str()];
+    build(root.path(), context.path(), &args, &[]);
+    let first = inspect(root.path(), "app");
+
+    // Touch every file later (mtimes only), rebuild without the cache so
+    // the layers are really written again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for entry in walkdir::WalkDir::new(context.path()) {
+        let entry = entry.unwrap();
+        let file = fs::File::options().read(true).open(entry.path()).unwrap();
+        file.set_modified(std::time::SystemTime::now()).unwrap();
+    }
+    let mut no_cache = args.to_vec();
+    no_cache.push("--no-cache");
+    build(root.path(), context.path(), &no_cache, &[]);
+    let touched = inspect(root.path(), "app");
+    assert_eq!(first["ManifestDigest"], touched["ManifestDigest"]);
+    assert_eq!(layer_digests(&first), layer_digests(&touched));
+
+    // One byte more in one file.
+    fs::write(context.path().join("conf/app.conf"), "key=value!\n").unwrap();
+    build(root.path(), context.path(), &args, &[]);
+    let changed = inspect(root.path(), "app");
+    assert_ne!(first["ManifestDigest"], changed["ManifestDigest"]);
+    let (l1, l2) = (layer_digests(&first), layer_digests(&changed));
+    // busybox, COPY --from=build, then ADD conf.
+    assert_eq!(l1[..2], l2[..2], "layers before ADD conf are the same");
+    assert_ne!(l1[2], l2[2], "the ADD conf layer changed");
+}
+
+#[test]
+fn unpinned_inputs_warn_and_strict_mode_refuses_them() {
+    hoist_testutil::require_root!();
+    let base = Base::new();
+    let root = base.store();
+    let busybox = inspect(root.path(), "busybox");
+    let digest = busybox["ManifestDigest"].as_str().unwrap();
+    let context = tempfile::tempdir().unwrap();
+    let dockerfile =
+        "FROM busybox AS build\nRUN echo hi > /x\n\nFROM busybox\nCOPY --from=build /x /x\n";
+    fs::write(context.path().join("Dockerfile"), dockerfile).unwrap();
+
+    let strict = hoist(
+        root.path(),
+        &[
+            "build",
+            "-t",
+            "strict:1",
+            "--reproducible=strict",
+            context.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(strict.status.code(), Some(1), "stderr: {}", strict.stderr);
+    assert!(
+        strict
+            .stderr
+            .contains("Dockerfile:1: FROM busybox is not pinned by digest"),
+        "{}",
+        strict.stderr
+    );
+    assert!(
+        strict
+            .stderr
+            .contains("Dockerfile:4: FROM busybox is not pinned by digest"),
+        "{}",
+        strict.stderr
+    );
+    assert!(
+        !strict.stderr.contains("RUN echo"),
+        "nothing ran: {}",
+        strict.stderr
+    );
+    let listed = ok(root.path(), &["images"], &[]).stdout;
+    assert!(!listed.contains("strict"), "no image was made: {listed}");
+
+    // SOURCE_DATE_EPOCH implies warnings, and the build goes on.
+    let warned = build(
+        root.path(),
+        context.path(),
+        &["-t", "warned:1"],
+        &[("SOURCE_DATE_EPOCH", "1")],
+    );
+    assert_eq!(
+        warned
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("WARNING: Dockerfile:") && l.contains("not pinned"))
+            .count(),
+        2,
+        "{}",
+        warned.stderr
+    );
+    inspect(root.path(), "warned:1");
+
+    // Pinned by digest: strict mode builds without a word.
+    let pinned = dockerfile.replace("FROM busybox", &format!("FROM busybox@{digest}"));
+    fs::write(context.path().join("Dockerfile"), pinned).unwrap();
+    let run = build(
+        root.path(),
+        context.path(),
+        &["-t", "pinned:1", "--reproducible=strict"],
+        &[],
+    );
+    assert!(!run.stderr.contains("WARNING"), "{}", run.stderr);
+    inspect(root.path(), "pinned:1");
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn provenance_is_an_attestation_beside_an_unchanged_image() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("git");
+    let base = Base::new();
+    let root = base.store();
+    let busybox = inspect(root.path(), "busybox");
+    let context = tempfile::tempdir().unwrap();
+    write_context(context.path());
+    git(context.path(), &["init", "-q"]);
+    git(context.path(), &["add", "-A"]);
+    git(context.path(), &["commit", "-qm", "context"]);
+    let commit = git(context.path(), &["rev-parse", "HEAD"]);
+    let epoch = EPOCH.to_string();
+    let common = [
+        "--source-date-epoch",
+        epoch.as_str(),
+        "--build-arg",
+        "GREETING=hi",
+    ];
+
+    let mut args = vec!["-t", "plain:1"];
+    args.extend(common);
+    build(root.path(), context.path(), &args, &[]);
+    let mut args = vec!["-t", "app:1", "--provenance"];
+    args.extend(common);
+    build(root.path(), context.path(), &args, &[]);
+    let plain = inspect(root.path(), "plain:1");
+    let app = inspect(root.path(), "app:1");
+
+    // The image is the same; the ref points at an index holding it.
+    assert_eq!(plain["ManifestDigest"], app["ManifestDigest"]);
+    assert_eq!(plain["Target"]["Digest"], plain["ManifestDigest"]);
+    assert_eq!(
+        app["Target"]["MediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let manifest_digest = app["ManifestDigest"].as_str().unwrap();
+    let index: Value = serde_json::from_slice(
+        &fs::read(blob_path(
+            root.path(),
+            app["Target"]["Digest"].as_str().unwrap(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 2);
+    assert_eq!(manifests[0]["digest"], manifest_digest);
+    assert_eq!(manifests[0]["platform"]["os"], "linux");
+    let attestation = &manifests[1];
+    assert_eq!(
+        attestation["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    assert_eq!(
+        attestation["annotations"]["vnd.docker.reference.digest"],
+        manifest_digest
+    );
+    assert_eq!(attestation["platform"]["os"], "unknown");
+    assert_eq!(attestation["platform"]["architecture"], "unknown");
+    let attestation: Value = serde_json::from_slice(
+        &fs::read(blob_path(
+            root.path(),
+            attestation["digest"].as_str().unwrap(),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = &attestation["layers"][0];
+    assert_eq!(layer["mediaType"], "application/vnd.in-toto+json");
+    assert_eq!(
+        layer["annotations"]["in-toto.io/predicate-type"],
+        "https://slsa.dev/provenance/v1"
+    );
+
+    // `hoist inspect --provenance` shows the statement.
+    let run = ok(root.path(), &["inspect", "--provenance", "app:1"], &[]);
+    let statements: Value = serde_json::from_str(&run.stdout).unwrap();
+    let statement = &statements[0];
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        manifest_digest.trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        statement["subject"][0]["name"],
+        "pkg:docker/app@1?platform=linux%2Famd64"
+            .replace("amd64", app["Architecture"].as_str().unwrap())
+    );
+    let predicate = &statement["predicate"];
+    let definition = &predicate["buildDefinition"];
+    let dockerfile = fs::read(context.path().join("Dockerfile")).unwrap();
+    assert_eq!(
+        definition["externalParameters"]["configSource"]["digest"]["sha256"],
+        hex(&sha2::Sha256::digest(&dockerfile))
+    );
+    assert_eq!(
+        definition["externalParameters"]["configSource"]["path"],
+        "Dockerfile"
+    );
+    let request_args = &definition["externalParameters"]["request"]["args"];
+    assert_eq!(request_args["build-arg:GREETING"], "hi");
+    assert_eq!(request_args["build-arg:SOURCE_DATE_EPOCH"], epoch);
+    let dependencies = definition["resolvedDependencies"].as_array().unwrap();
+    let base_dependency = dependencies
+        .iter()
+        .find(|d| {
+            d["uri"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("pkg:docker/busybox@latest"))
+        })
+        .unwrap_or_else(|| panic!("no busybox in {dependencies:?}"));
+    assert_eq!(
+        base_dependency["digest"]["sha256"],
+        busybox["ManifestDigest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+    let context_dependency = dependencies
+        .iter()
+        .find(|d| d["name"] == "context")
+        .unwrap();
+    assert_eq!(context_dependency["digest"]["gitCommit"], commit);
+    assert_eq!(
+        context_dependency["digest"]["sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    let metadata = &predicate["runDetails"]["metadata"];
+    assert_eq!(metadata["buildkit_metadata"]["vcs"]["revision"], commit);
+    for time in ["startedOn", "finishedOn"] {
+        let text = metadata[time].as_str().unwrap();
+        assert!(
+            text.len() == 20 && text.ends_with('Z') && text > "2024",
+            "{time}: {text} is a real time, not the epoch"
+        );
+    }
+    assert_eq!(
+        predicate["runDetails"]["builder"]["version"]["hoist"],
+        env!("CARGO_PKG_VERSION")
+    );
+
+    // With --target the predicate names it.
+    let mut args = vec!["-t", "build:1", "--provenance", "--target", "build"];
+    args.extend(common);
+    build(root.path(), context.path(), &args, &[]);
+    let run = ok(root.path(), &["inspect", "--provenance", "build:1"], &[]);
+    let statements: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        statements[0]["predicate"]["buildDefinition"]["externalParameters"]["request"]["args"]
+            ["target"],
+        "build"
+    );
+
+    // An image without provenance says so.
+    let run = hoist(root.path(), &["inspect", "--provenance", "plain:1"], &[]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("has no provenance attestation"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_image_with_provenance_pushes_as_an_index() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("docker-registry");
+    hoist_testutil::require_program!("skopeo");
+    let registry = hoist_testutil::Registry::start();
+    let base = Base::new();
+    let root = base.store();
+    let context = tempfile::tempdir().unwrap();
+    fs::write(
+        context.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo hi > /hi\n",
+    )
+    .unwrap();
+    let name = format!("{}/repro/app:1", registry.addr);
+    let config = tempfile::tempdir().unwrap();
+    let auth = config.path().join("auth.json");
+    let envs = [
+        ("XDG_CONFIG_HOME", config.path().to_str().unwrap()),
+        ("REGISTRY_AUTH_FILE", auth.to_str().unwrap()),
+    ];
+    build(
+        root.path(),
+        context.path(),
+        &["-t", &name, "--provenance", "--source-date-epoch", "1"],
+        &envs,
+    );
+    let app = inspect(root.path(), &name);
+    ok(root.path(), &["push", &name], &envs);
+
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{raw:?}");
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(index["manifests"][0]["digest"], app["ManifestDigest"]);
+    assert_eq!(
+        index["manifests"][1]["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    // The index the registry serves is the one in the store.
+    let stored = fs::read(blob_path(
+        root.path(),
+        app["Target"]["Digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(raw.stdout, stored);
+    // Pulling it back names the image (the attestation is never picked as
+    // the platform's image): the digest to compare when verifying.
+    let other = base.store();
+    ok(other.path(), &["pull", &name], &envs);
+    assert_eq!(
+        inspect(other.path(), &name)["ManifestDigest"],
+        app["ManifestDigest"]
+    );
+
+    // The attestation and its statement came along.
+    let layout = tempfile::tempdir().unwrap();
+    let copied = Command::new("skopeo")
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .arg(format!("oci:{}:app", layout.path().display()))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+    let blob = |digest: &str| {
+        fs::read(
+            layout
+                .path()
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let attestation: Value =
+        serde_json::from_slice(&blob(index["manifests"][1]["digest"].as_str().unwrap())).unwrap();
+    let statement: Value =
+        serde_json::from_slice(&blob(attestation["layers"][0]["digest"].as_str().unwrap()))
+            .unwrap();
+    assert_eq!(statement["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        statement["subject"][0]["digest"]["sha256"],
+        app["ManifestDigest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const ROOTLESS_USER: &str = "hoist-rootless-test";
+
+/// The unprivileged user of rootless tests (the runner's tests use the same
+/// one), created with subordinate ids when missing.
+fn rootless_user() -> (u32, u32) {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id")
+            .args([flag, ROOTLESS_USER])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let status = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", ROOTLESS_USER])
+            .status()
+            .unwrap();
+        assert!(status.success(), "useradd {ROOTLESS_USER} failed");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let mut text = fs::read_to_string(file).unwrap_or_default();
+        if !text
+            .lines()
+            .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
+        {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("{ROOTLESS_USER}:300000:65536\n"));
+            fs::write(file, text).unwrap();
+        }
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// Whether rootless builds can run here; prints why not (a failure under
+/// HOIST_REQUIRE_ROOT_TESTS=1).
+fn can_run_rootless() -> bool {
+    let mut missing: Vec<String> = ["setpriv", "unshare", "useradd", "newuidmap", "newgidmap"]
+        .iter()
+        .filter(|p| hoist_testutil::which(p).is_none())
+        .map(|p| format!("`{p}` is not installed"))
+        .collect();
+    let help = Command::new("unshare")
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !help.contains("--map-auto") {
+        missing.push("`unshare` has no --map-auto (util-linux 2.38+)".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !hoist_testutil::strict(),
+        "rootless: {}",
+        missing.join(", ")
+    );
+    eprintln!("skipped: {}", missing.join(", "));
+    false
+}
+
+#[test]
+fn a_rootless_build_gives_the_same_digest_as_root() {
+    hoist_testutil::require_root!();
+    if !can_run_rootless() {
+        return;
+    }
+    let (uid, gid) = rootless_user();
+    let base = Base::new();
+    let epoch = EPOCH.to_string();
+
+    let root_store = base.store();
+    let root_context = tempfile::tempdir().unwrap();
+    write_context(root_context.path());
+    build(
+        root_store.path(),
+        root_context.path(),
+        &["-t", "app:1", "--source-date-epoch", &epoch],
+        &[],
+    );
+    let as_root = inspect(root_store.path(), "app:1");
+
+    // The user's own store and context, in a directory it can reach; hoist
+    // runs in a user namespace mapping the user to root and its subordinate
+    // ids to the rest (what `buildah unshare` and rootlesskit do).
+    let work = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(work.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let store = work.path().join("store");
+    fs::create_dir(&store).unwrap();
+    std::os::unix::fs::chown(&store, Some(uid), Some(gid)).unwrap();
+    // The same tar path as root's import: `hoist import` records it.
+    fs::set_permissions(base.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tar = base.dir.path().join("busybox.tar");
+    let context = work.path().join("context");
+    write_context(&context);
+    // Inside the namespace the user is uid 0: keep it off root's real
+    // `/tmp/hoist-runner-0`.
+    let tmp = work.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).unwrap();
+    let rootless = |args: &[&str], envs: &[(&str, &str)]| -> Run {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--init-groups")
+            .args([
+                "unshare",
+                "--user",
+                "--map-root-user",
+                "--map-auto",
+                "--mount",
+            ])
+            .arg(env!("CARGO_BIN_EXE_hoist"))
+            .arg("--root")
+            .arg(&store)
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("HOME", work.path())
+            .env("TMPDIR", &tmp)
+            .current_dir(work.path())
+            .stdin(Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    rootless(
+        &["import", tar.to_str().unwrap(), "busybox:latest"],
+        &[("SOURCE_DATE_EPOCH", "1000000000")],
+    )
+    .assert_ok();
+    rootless(
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app:1",
+            "--source-date-epoch",
+            &epoch,
+            context.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .assert_ok();
+    let run = rootless(&["inspect", "app:1"], &[]);
+    run.assert_ok();
+    let as_user: Value = serde_json::from_str(&run.stdout).unwrap();
+    let as_user = &as_user[0];
+    if std::env::var_os("HOIST_KEEP_ROOTLESS").is_some() {
+        eprintln!(
+            "kept: root store {:?}, user store {:?}",
+            root_store.keep(),
+            work.keep()
+        );
+    }
+    assert_eq!(as_user["ManifestDigest"], as_root["ManifestDigest"]);
+    assert_eq!(layer_digests(as_user), layer_digests(&as_root));
+}
