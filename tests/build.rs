@@ -9,9 +9,11 @@ mod build {
     pub mod copy;
     pub mod errors;
     pub mod heredocs;
+    pub mod interrupt;
     pub mod load;
     pub mod mounts;
     pub mod outputs;
     pub mod remote;
     pub mod reproducible;
+    pub mod summary;
 }

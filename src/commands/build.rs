@@ -4,22 +4,23 @@
 //! stdin, Dockerfile, ignore file), renders progress events (plain as
 //! `docker build --progress=plain`, or JSON lines) and writes the outputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
 use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
 use hoist_builder::engine::export;
-use hoist_builder::{CancellationToken, Event, EventSink, LogStream, VertexId};
+use hoist_builder::CancellationToken;
 use hoist_cache::archive::{self, SaveImage};
 use hoist_frontend::graph::NetworkMode;
 use hoist_frontend::BuildOptions;
 
 use crate::context::Context;
+use crate::interrupt;
+use crate::progress::{self as display, Mode as ProgressMode, Status};
 use crate::resolve::parse_tag_name;
 use crate::util::familiar;
 
@@ -30,7 +31,7 @@ enum Progress {
     Auto,
     /// numbered steps and prefixed output, as `docker build --progress=plain`
     Plain,
-    /// live view (currently rendered as plain)
+    /// live view: a line per running step with the tail of its output
     Tty,
     /// one JSON event object per line
     Json,
@@ -300,151 +301,6 @@ fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// Renders events as `docker build --progress=plain` does.
-struct Plain {
-    numbers: HashMap<VertexId, (usize, Instant, String)>,
-    next: usize,
-    partial: HashMap<VertexId, Vec<u8>>,
-}
-
-impl Plain {
-    fn number(&mut self, vertex: VertexId, name: &str) -> usize {
-        let next = &mut self.next;
-        self.numbers
-            .entry(vertex)
-            .or_insert_with(|| {
-                *next += 1;
-                (*next, Instant::now(), name.to_owned())
-            })
-            .0
-    }
-
-    fn render(&mut self, event: &Event, out: &mut dyn Write) -> io::Result<()> {
-        match event {
-            Event::VertexStarted { vertex, name } => {
-                let n = self.number(*vertex, name);
-                if let Some(entry) = self.numbers.get_mut(vertex) {
-                    entry.1 = Instant::now();
-                }
-                writeln!(out, "#{n} {name}")?;
-            }
-            Event::VertexCached { vertex, name } => {
-                let n = self.number(*vertex, name);
-                writeln!(out, "#{n} {name}\n#{n} CACHED\n")?;
-            }
-            Event::Log {
-                vertex,
-                bytes,
-                stream,
-            } => {
-                let Some((n, start, _)) = self.numbers.get(vertex).cloned() else {
-                    return Ok(());
-                };
-                let _ = stream;
-                let buffer = self.partial.entry(*vertex).or_default();
-                buffer.extend_from_slice(bytes);
-                while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=pos).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-                    writeln!(out, "#{n} {:.3} {text}", start.elapsed().as_secs_f64())?;
-                }
-            }
-            Event::VertexCompleted {
-                vertex, duration, ..
-            } => {
-                if let Some((n, start, _)) = self.numbers.get(vertex).cloned() {
-                    self.flush_partial(*vertex, n, start, out)?;
-                    writeln!(out, "#{n} DONE {:.1}s\n", duration.as_secs_f64())?;
-                }
-            }
-            Event::VertexFailed { vertex, error } => {
-                if let Some((n, start, _)) = self.numbers.get(vertex).cloned() {
-                    self.flush_partial(*vertex, n, start, out)?;
-                    writeln!(out, "#{n} ERROR: {error}\n")?;
-                }
-            }
-            Event::VertexCancelled { vertex } => {
-                if let Some((n, _, _)) = self.numbers.get(vertex).cloned() {
-                    writeln!(out, "#{n} CANCELED\n")?;
-                }
-            }
-            Event::Warning { message, .. } => writeln!(out, "WARNING: {message}")?,
-            Event::Progress { .. } => {}
-        }
-        Ok(())
-    }
-
-    fn flush_partial(
-        &mut self,
-        vertex: VertexId,
-        n: usize,
-        start: Instant,
-        out: &mut dyn Write,
-    ) -> io::Result<()> {
-        if let Some(rest) = self.partial.remove(&vertex) {
-            if !rest.is_empty() {
-                writeln!(
-                    out,
-                    "#{n} {:.3} {}",
-                    start.elapsed().as_secs_f64(),
-                    String::from_utf8_lossy(&rest)
-                )?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn json_event(event: &Event) -> serde_json::Value {
-    use serde_json::json;
-    match event {
-        Event::VertexStarted { vertex, name } => {
-            json!({"event": "started", "vertex": vertex.index(), "name": name})
-        }
-        Event::VertexCached { vertex, name } => {
-            json!({"event": "cached", "vertex": vertex.index(), "name": name})
-        }
-        Event::VertexCompleted {
-            vertex,
-            duration,
-            usage,
-        } => json!({
-            "event": "finished",
-            "vertex": vertex.index(),
-            "duration_seconds": duration.as_secs_f64(),
-            "cpu_seconds": usage.map(|u| u.cpu_time.as_secs_f64()),
-            "peak_memory_bytes": usage.and_then(|u| u.peak_memory_bytes),
-        }),
-        Event::VertexFailed { vertex, error } => {
-            json!({"event": "failed", "vertex": vertex.index(), "error": error})
-        }
-        Event::VertexCancelled { vertex } => {
-            json!({"event": "cancelled", "vertex": vertex.index()})
-        }
-        Event::Log {
-            vertex,
-            stream,
-            bytes,
-        } => json!({
-            "event": "log",
-            "vertex": vertex.index(),
-            "stream": if *stream == LogStream::Stdout { "stdout" } else { "stderr" },
-            "data": String::from_utf8_lossy(bytes),
-        }),
-        Event::Progress {
-            vertex,
-            id,
-            current,
-            total,
-        } => json!({
-            "event": "progress", "vertex": vertex.index(), "id": id, "current": current, "total": total,
-        }),
-        Event::Warning { vertex, message } => json!({
-            "event": "warning", "vertex": vertex.map(|v| v.index()), "message": message,
-        }),
-    }
-}
-
 fn open_dest(dest: &str) -> anyhow::Result<Box<dyn Write>> {
     if dest == "-" {
         if io::stdout().is_terminal() {
@@ -579,27 +435,26 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let events = if args.quiet {
-        EventSink::discard()
-    } else if args.progress == Progress::Json {
-        EventSink::new(|event| {
-            let line = json_event(&event).to_string();
-            let _ = writeln!(io::stderr().lock(), "{line}");
-        })
-    } else {
-        let plain = Mutex::new(Plain {
-            numbers: HashMap::new(),
-            next: 0,
-            partial: HashMap::new(),
-        });
-        EventSink::new(move |event| {
-            let mut plain = plain.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = plain.render(&event, &mut io::stderr().lock());
-        })
-    };
+    let progress = display::Progress::new(match (args.quiet, args.progress) {
+        (true, _) => ProgressMode::Quiet,
+        (false, Progress::Auto) => ProgressMode::auto(),
+        (false, Progress::Plain) => ProgressMode::Plain,
+        (false, Progress::Tty) => ProgressMode::Tty,
+        (false, Progress::Json) => ProgressMode::Json,
+    });
     let cancel = CancellationToken::new();
-    let built = match engine_build::build(store.clone(), &request, events, &cancel) {
-        Ok(built) => built,
+    let interrupts = interrupt::Guard::install(cancel.clone(), progress.notifier())
+        .context("failed to watch for Ctrl-C")?;
+    let result = engine_build::build(store.clone(), &request, progress.sink(), &cancel);
+    // From here on, Ctrl-C ends the process at once, as it normally would.
+    interrupts.release();
+    progress.end_live();
+    let built = match result {
+        Ok(built) if !cancel.is_cancelled() => built,
+        Ok(_) | Err(BuildError::Cancelled) => {
+            progress.finish(Status::Cancelled, None);
+            return Err(interrupt::Interrupted("build cancelled".into()).into());
+        }
         Err(BuildError::Step {
             description,
             message,
@@ -710,6 +565,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             writeln!(err, "naming to {tag}")?;
         }
     }
+    progress.finish(Status::Success, Some(&built.layer_sizes));
     Ok(())
 }
 

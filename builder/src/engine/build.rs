@@ -76,6 +76,9 @@ pub struct Built {
     pub executed: usize,
     /// Steps that hit the cache.
     pub cached: usize,
+    /// Compressed size of the layer each RUN/COPY/ADD step made (or found in
+    /// the cache), for the build summary.
+    pub layer_sizes: BTreeMap<VertexId, u64>,
 }
 
 impl Built {
@@ -525,12 +528,27 @@ pub fn build(
         .values()
         .filter(|o| matches!(o, VertexOutcome::Cached))
         .count();
+    let steps: HashMap<VertexId, usize> = ids.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let layer_sizes = solution
+        .vertex_outputs
+        .iter()
+        .filter(|(id, _)| {
+            steps.get(id).is_some_and(|i| {
+                matches!(
+                    frontend.vertices[*i].op,
+                    GraphOp::Exec(_) | GraphOp::File(_)
+                )
+            })
+        })
+        .filter_map(|(id, output)| Some((*id, output.layers().last()?.size)))
+        .collect();
     Ok(Built {
         image,
         index,
         layers,
         executed: solution.outcomes.len() - cached,
         cached,
+        layer_sizes,
     })
 }
 
