@@ -9,6 +9,8 @@ mod change;
 mod commands;
 mod context;
 mod hint;
+mod interrupt;
+mod progress;
 mod resolve;
 mod time;
 mod util;
@@ -71,6 +73,10 @@ fn main() -> ExitCode {
     match commands::run(&context, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) if error.is::<interrupt::Interrupted>() => {
+            report(&error);
+            ExitCode::from(interrupt::EXIT_INTERRUPTED)
+        }
         Err(error) => {
             report(&error);
             ExitCode::FAILURE

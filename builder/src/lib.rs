@@ -75,5 +75,7 @@ pub use digest::{
 pub use file_index::{CacheOutput, FileCacheIndex, FileIndexError};
 pub use graph::{BuildGraph, GraphError, Vertex, VertexId, VertexMeta};
 pub use op::{NotContentAddressed, Op, OpContext, OpError, LOG_TAIL_LINES};
-pub use progress::{Event, EventSink, LogStream, Usage};
+pub use progress::{
+    BuildSummary, Event, EventSink, LogStream, StepStatus, StepSummary, SummaryCollector, Usage,
+};
 pub use solver::{OpAction, OpPanicked, Solution, SolveError, Solver, VertexOutcome};

@@ -150,6 +150,174 @@ impl Default for EventSink {
     }
 }
 
+/// How a step of the build ended, as the build summary shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    /// Its result came from the cache.
+    Cached,
+    /// It started and has not ended (the build stopped before it did).
+    Running,
+    /// It ran and its result was recorded.
+    Done,
+    /// It failed.
+    Failed,
+    /// It was stopped because the build was cancelled.
+    Cancelled,
+}
+
+/// One step of a [`BuildSummary`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepSummary {
+    /// The vertex.
+    pub vertex: VertexId,
+    /// Its progress name.
+    pub name: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// Wall time of its execution (`None` when it did not run to an end).
+    pub duration: Option<Duration>,
+    /// CPU time and peak memory its op reported.
+    pub usage: Option<Usage>,
+    /// Compressed size of the layer it made, when the caller knows it.
+    pub layer_size: Option<u64>,
+}
+
+/// Per-step results of a build, in the order steps were first reported, made
+/// from its events by [`SummaryCollector`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BuildSummary {
+    /// The steps.
+    pub steps: Vec<StepSummary>,
+}
+
+impl BuildSummary {
+    /// Steps whose result came from the cache.
+    pub fn cached(&self) -> usize {
+        self.count(StepStatus::Cached)
+    }
+
+    /// Steps that ran to completion.
+    pub fn executed(&self) -> usize {
+        self.count(StepStatus::Done)
+    }
+
+    fn count(&self, status: StepStatus) -> usize {
+        self.steps.iter().filter(|s| s.status == status).count()
+    }
+
+    /// CPU time the steps reported, summed.
+    pub fn cpu_time(&self) -> Duration {
+        self.steps
+            .iter()
+            .filter_map(|s| s.usage.map(|u| u.cpu_time))
+            .sum()
+    }
+
+    /// The highest peak memory a step reported.
+    pub fn peak_memory_bytes(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.usage.and_then(|u| u.peak_memory_bytes))
+            .max()
+    }
+
+    /// Size of the layers the steps made, summed.
+    pub fn layer_bytes(&self) -> u64 {
+        self.steps.iter().filter_map(|s| s.layer_size).sum()
+    }
+
+    /// Sets the layer size of the steps in `sizes` (by vertex).
+    pub fn set_layer_sizes(&mut self, sizes: &std::collections::BTreeMap<VertexId, u64>) {
+        for step in &mut self.steps {
+            if let Some(size) = sizes.get(&step.vertex) {
+                step.layer_size = Some(*size);
+            }
+        }
+    }
+}
+
+/// Builds a [`BuildSummary`] from a build's events.
+#[derive(Debug, Default)]
+pub struct SummaryCollector {
+    summary: BuildSummary,
+    position: std::collections::HashMap<VertexId, usize>,
+}
+
+impl SummaryCollector {
+    /// An empty collector.
+    pub fn new() -> Self {
+        SummaryCollector::default()
+    }
+
+    fn step(&mut self, vertex: VertexId, name: Option<&str>) -> Option<&mut StepSummary> {
+        let steps = &mut self.summary.steps;
+        let index = match self.position.get(&vertex) {
+            Some(index) => *index,
+            None => {
+                steps.push(StepSummary {
+                    vertex,
+                    name: name?.to_owned(),
+                    status: StepStatus::Running,
+                    duration: None,
+                    usage: None,
+                    layer_size: None,
+                });
+                self.position.insert(vertex, steps.len() - 1);
+                steps.len() - 1
+            }
+        };
+        steps.get_mut(index)
+    }
+
+    /// Takes one event into account.
+    pub fn observe(&mut self, event: &Event) {
+        match event {
+            Event::VertexStarted { vertex, name } => {
+                if let Some(step) = self.step(*vertex, Some(name)) {
+                    step.status = StepStatus::Running;
+                }
+            }
+            Event::VertexCached { vertex, name } => {
+                if let Some(step) = self.step(*vertex, Some(name)) {
+                    step.status = StepStatus::Cached;
+                }
+            }
+            Event::VertexCompleted {
+                vertex,
+                duration,
+                usage,
+            } => {
+                if let Some(step) = self.step(*vertex, None) {
+                    step.status = StepStatus::Done;
+                    step.duration = Some(*duration);
+                    step.usage = *usage;
+                }
+            }
+            Event::VertexFailed { vertex, .. } => {
+                if let Some(step) = self.step(*vertex, None) {
+                    step.status = StepStatus::Failed;
+                }
+            }
+            Event::VertexCancelled { vertex } => {
+                if let Some(step) = self.step(*vertex, None) {
+                    step.status = StepStatus::Cancelled;
+                }
+            }
+            Event::Log { .. } | Event::Progress { .. } | Event::Warning { .. } => {}
+        }
+    }
+
+    /// The summary so far.
+    pub fn summary(&self) -> &BuildSummary {
+        &self.summary
+    }
+
+    /// The summary.
+    pub fn finish(self) -> BuildSummary {
+        self.summary
+    }
+}
+
 /// Formats an error and its causes on one line, `outer: inner: innermost`.
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -174,6 +342,63 @@ mod tests {
     fn error_chain_joins_causes() {
         let error = Outer(std::io::Error::other("inner"));
         assert_eq!(error_chain(&error), "outer: inner");
+    }
+
+    #[test]
+    fn summary_follows_the_events_of_each_step() {
+        let id = |n: usize| VertexId(petgraph::graph::NodeIndex::new(n));
+        let mut collector = SummaryCollector::new();
+        let usage = Usage {
+            cpu_time: Duration::from_millis(1500),
+            peak_memory_bytes: Some(4 << 20),
+        };
+        for event in [
+            Event::VertexCached {
+                vertex: id(0),
+                name: "[1/3] FROM busybox".into(),
+            },
+            Event::VertexStarted {
+                vertex: id(1),
+                name: "[2/3] RUN make".into(),
+            },
+            Event::VertexStarted {
+                vertex: id(2),
+                name: "[3/3] RUN test".into(),
+            },
+            Event::VertexCompleted {
+                vertex: id(1),
+                duration: Duration::from_secs(2),
+                usage: Some(usage),
+            },
+            Event::VertexFailed {
+                vertex: id(2),
+                error: "exit code: 1".into(),
+            },
+            // An end event of a step never started is ignored.
+            Event::VertexCancelled { vertex: id(9) },
+        ] {
+            collector.observe(&event);
+        }
+        let mut summary = collector.finish();
+        summary.set_layer_sizes(&[(id(1), 1000)].into_iter().collect());
+        let statuses: Vec<(&str, StepStatus)> = summary
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("[1/3] FROM busybox", StepStatus::Cached),
+                ("[2/3] RUN make", StepStatus::Done),
+                ("[3/3] RUN test", StepStatus::Failed),
+            ]
+        );
+        assert_eq!((summary.cached(), summary.executed()), (1, 1));
+        assert_eq!(summary.cpu_time(), Duration::from_millis(1500));
+        assert_eq!(summary.peak_memory_bytes(), Some(4 << 20));
+        assert_eq!(summary.layer_bytes(), 1000);
+        assert_eq!(summary.steps[1].duration, Some(Duration::from_secs(2)));
     }
 
     #[tokio::test]

@@ -143,6 +143,9 @@ pub struct Solution<O> {
     /// (unused stages, inputs of cache hits) and duplicates of identical vertices are
     /// absent.
     pub outcomes: BTreeMap<VertexId, VertexOutcome>,
+    /// The output of every vertex in `outcomes` (e.g. for the build summary's
+    /// layer sizes), keyed the same way.
+    pub vertex_outputs: BTreeMap<VertexId, O>,
 }
 
 /// Solves build graphs against a cache index.
@@ -275,10 +278,18 @@ where
             }
         }
         let outcomes = std::mem::take(&mut *run.lock_outcomes());
+        let vertex_outputs = outcomes
+            .keys()
+            .filter_map(|id| match run.nodes.get(&id.0)?.output.get() {
+                Some(Ok(output)) => Some((*id, output.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Solution {
             outputs,
             cache_keys,
             outcomes,
+            vertex_outputs,
         })
     }
 }

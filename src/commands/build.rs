@@ -4,22 +4,23 @@
 //! stdin, Dockerfile, ignore file), renders progress events (plain as
 //! `docker build --progress=plain`, or JSON lines) and writes the outputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
 use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
 use hoist_builder::engine::export;
-use hoist_builder::{CancellationToken, Event, EventSink, LogStream, VertexId};
+use hoist_builder::CancellationToken;
 use hoist_cache::archive::{self, SaveImage};
 use hoist_frontend::graph::NetworkMode;
 use hoist_frontend::BuildOptions;
 
 use crate::context::Context;
+use crate::interrupt;
+use crate::progress::{self as display, Mode as ProgressMode, Status};
 use crate::resolve::parse_tag_name;
 use crate::util::familiar;
 
@@ -30,7 +31,7 @@ enum Progress {
     Auto,
     /// numbered steps and prefixed output, as `docker build --progress=plain`
     Plain,
-    /// live view (currently rendered as plain)
+    /// live view: a line per running step with the tail of its output
     Tty,
     /// one JSON event object per line
     Json,
@@ -119,6 +120,15 @@ pub struct Args {
     /// steps will run, and why)
     #[arg(long)]
     explain: bool,
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET|KEYFILE[,KEYFILE]
+    #[arg(long = "ssh", value_name = "SPEC")]
+    ssh: Vec<String>,
+    /// Load the image into the local Docker daemon (`docker load`)
+    #[arg(long)]
+    load: bool,
     // Reproducibility and provenance (docs/reproducibility.md).
     /// Timestamp (seconds since 1970) for `created` and the upper bound of
     /// every mtime in the layers the build writes [env: SOURCE_DATE_EPOCH]
@@ -301,151 +311,6 @@ fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// Renders events as `docker build --progress=plain` does.
-struct Plain {
-    numbers: HashMap<VertexId, (usize, Instant, String)>,
-    next: usize,
-    partial: HashMap<VertexId, Vec<u8>>,
-}
-
-impl Plain {
-    fn number(&mut self, vertex: VertexId, name: &str) -> usize {
-        let next = &mut self.next;
-        self.numbers
-            .entry(vertex)
-            .or_insert_with(|| {
-                *next += 1;
-                (*next, Instant::now(), name.to_owned())
-            })
-            .0
-    }
-
-    fn render(&mut self, event: &Event, out: &mut dyn Write) -> io::Result<()> {
-        match event {
-            Event::VertexStarted { vertex, name } => {
-                let n = self.number(*vertex, name);
-                if let Some(entry) = self.numbers.get_mut(vertex) {
-                    entry.1 = Instant::now();
-                }
-                writeln!(out, "#{n} {name}")?;
-            }
-            Event::VertexCached { vertex, name } => {
-                let n = self.number(*vertex, name);
-                writeln!(out, "#{n} {name}\n#{n} CACHED\n")?;
-            }
-            Event::Log {
-                vertex,
-                bytes,
-                stream,
-            } => {
-                let Some((n, start, _)) = self.numbers.get(vertex).cloned() else {
-                    return Ok(());
-                };
-                let _ = stream;
-                let buffer = self.partial.entry(*vertex).or_default();
-                buffer.extend_from_slice(bytes);
-                while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=pos).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-                    writeln!(out, "#{n} {:.3} {text}", start.elapsed().as_secs_f64())?;
-                }
-            }
-            Event::VertexCompleted {
-                vertex, duration, ..
-            } => {
-                if let Some((n, start, _)) = self.numbers.get(vertex).cloned() {
-                    self.flush_partial(*vertex, n, start, out)?;
-                    writeln!(out, "#{n} DONE {:.1}s\n", duration.as_secs_f64())?;
-                }
-            }
-            Event::VertexFailed { vertex, error } => {
-                if let Some((n, start, _)) = self.numbers.get(vertex).cloned() {
-                    self.flush_partial(*vertex, n, start, out)?;
-                    writeln!(out, "#{n} ERROR: {error}\n")?;
-                }
-            }
-            Event::VertexCancelled { vertex } => {
-                if let Some((n, _, _)) = self.numbers.get(vertex).cloned() {
-                    writeln!(out, "#{n} CANCELED\n")?;
-                }
-            }
-            Event::Warning { message, .. } => writeln!(out, "WARNING: {message}")?,
-            Event::Progress { .. } => {}
-        }
-        Ok(())
-    }
-
-    fn flush_partial(
-        &mut self,
-        vertex: VertexId,
-        n: usize,
-        start: Instant,
-        out: &mut dyn Write,
-    ) -> io::Result<()> {
-        if let Some(rest) = self.partial.remove(&vertex) {
-            if !rest.is_empty() {
-                writeln!(
-                    out,
-                    "#{n} {:.3} {}",
-                    start.elapsed().as_secs_f64(),
-                    String::from_utf8_lossy(&rest)
-                )?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn json_event(event: &Event) -> serde_json::Value {
-    use serde_json::json;
-    match event {
-        Event::VertexStarted { vertex, name } => {
-            json!({"event": "started", "vertex": vertex.index(), "name": name})
-        }
-        Event::VertexCached { vertex, name } => {
-            json!({"event": "cached", "vertex": vertex.index(), "name": name})
-        }
-        Event::VertexCompleted {
-            vertex,
-            duration,
-            usage,
-        } => json!({
-            "event": "finished",
-            "vertex": vertex.index(),
-            "duration_seconds": duration.as_secs_f64(),
-            "cpu_seconds": usage.map(|u| u.cpu_time.as_secs_f64()),
-            "peak_memory_bytes": usage.and_then(|u| u.peak_memory_bytes),
-        }),
-        Event::VertexFailed { vertex, error } => {
-            json!({"event": "failed", "vertex": vertex.index(), "error": error})
-        }
-        Event::VertexCancelled { vertex } => {
-            json!({"event": "cancelled", "vertex": vertex.index()})
-        }
-        Event::Log {
-            vertex,
-            stream,
-            bytes,
-        } => json!({
-            "event": "log",
-            "vertex": vertex.index(),
-            "stream": if *stream == LogStream::Stdout { "stdout" } else { "stderr" },
-            "data": String::from_utf8_lossy(bytes),
-        }),
-        Event::Progress {
-            vertex,
-            id,
-            current,
-            total,
-        } => json!({
-            "event": "progress", "vertex": vertex.index(), "id": id, "current": current, "total": total,
-        }),
-        Event::Warning { vertex, message } => json!({
-            "event": "warning", "vertex": vertex.map(|v| v.index()), "message": message,
-        }),
-    }
-}
-
 fn open_dest(dest: &str) -> anyhow::Result<Box<dyn Write>> {
     if dest == "-" {
         if io::stdout().is_terminal() {
@@ -478,12 +343,18 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }
     let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
+    if args.load && !args.dry_run {
+        exec_flags::check_docker()?;
+    }
 
     let stdin_dir;
     let (context_dir, stdin_dockerfile) = if args.context == "-" {
         stdin_dir = tempfile::tempdir().context("failed to create a directory for the context")?;
         let dockerfile = stdin_context(stdin_dir.path())?;
         (stdin_dir.path().to_path_buf(), dockerfile)
+    } else if let Some(remote) = exec_flags::remote_context(&args.context)? {
+        stdin_dir = remote.0;
+        (stdin_dir.path().join(remote.1), remote.2)
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
@@ -560,6 +431,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         created: None,
         lease: None,
         explain: args.explain.then(hoist_builder::explain::Explanations::new),
+        secrets: exec_flags::secrets(&args.secrets)?,
+        ssh: exec_flags::ssh(&args.ssh)?,
         repro,
     };
 
@@ -585,33 +458,13 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let events = if args.quiet {
-        EventSink::discard()
-    } else if args.progress == Progress::Json {
-        let explanations = request.explain.clone();
-        EventSink::new(move |event| {
-            let mut value = json_event(&event);
-            if let (Some(explanations), Event::VertexStarted { vertex, .. }) =
-                (&explanations, &event)
-            {
-                if let Some(explanation) = explanations.get(*vertex) {
-                    value["reason"] = explanation.reason.into();
-                }
-            }
-            let line = value.to_string();
-            let _ = writeln!(io::stderr().lock(), "{line}");
-        })
-    } else {
-        let plain = Mutex::new(Plain {
-            numbers: HashMap::new(),
-            next: 0,
-            partial: HashMap::new(),
-        });
-        EventSink::new(move |event| {
-            let mut plain = plain.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = plain.render(&event, &mut io::stderr().lock());
-        })
-    };
+    let progress = display::Progress::new(match (args.quiet, args.progress) {
+        (true, _) => ProgressMode::Quiet,
+        (false, Progress::Auto) => ProgressMode::auto(),
+        (false, Progress::Plain) => ProgressMode::Plain,
+        (false, Progress::Tty) => ProgressMode::Tty,
+        (false, Progress::Json) => ProgressMode::Json,
+    });
     let cache_to = args
         .cache_to
         .as_deref()
@@ -634,8 +487,44 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         ..request
     };
     let cancel = CancellationToken::new();
-    let built = match engine_build::build(store.clone(), &request, events, &cancel) {
-        Ok(built) => built,
+    let interrupts = interrupt::Guard::install(cancel.clone(), progress.notifier())
+        .context("failed to watch for Ctrl-C")?;
+    let sink = match (
+        &request.explain,
+        args.progress == Progress::Json && !args.quiet,
+    ) {
+        // `--progress json --explain`: an `explain` event with the reason
+        // comes right before the step's `started` event.
+        (Some(explanations), true) => {
+            let explanations = explanations.clone();
+            let inner = progress.sink();
+            hoist_builder::EventSink::new(move |event| {
+                if let hoist_builder::Event::VertexStarted { vertex, .. } = &event {
+                    if let Some(e) = explanations.get(*vertex) {
+                        let line = serde_json::json!({
+                            "event": "explain",
+                            "vertex": vertex.index(),
+                            "step": e.label,
+                            "reason": e.reason,
+                        });
+                        let _ = writeln!(io::stderr().lock(), "{line}");
+                    }
+                }
+                inner.emit(event);
+            })
+        }
+        _ => progress.sink(),
+    };
+    let result = engine_build::build(store.clone(), &request, sink, &cancel);
+    // From here on, Ctrl-C ends the process at once, as it normally would.
+    interrupts.release();
+    progress.end_live();
+    let built = match result {
+        Ok(built) if !cancel.is_cancelled() => built,
+        Ok(_) | Err(BuildError::Cancelled) => {
+            progress.finish(Status::Cancelled, None);
+            return Err(interrupt::Interrupted("build cancelled".into()).into());
+        }
         Err(BuildError::Step {
             description,
             message,
@@ -734,6 +623,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             Err(e) => writeln!(io::stderr().lock(), "warning: {e:#}")?,
         }
     }
+    if args.load {
+        exec_flags::load(&store, &tags, manifest)?;
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
             .with_context(|| format!("failed to write `{}`", path.display()))?;
@@ -774,5 +666,122 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             writeln!(err, "naming to {tag}")?;
         }
     }
+    progress.finish(Status::Success, Some(&built.layer_sizes));
     Ok(())
+}
+
+/// `--secret` and `--ssh` into the request's maps.
+mod exec_flags {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use hoist_builder::engine::mounts::{parse_secret_flag, parse_ssh_flag, SecretSource};
+
+    pub(super) fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+        let mut out = BTreeMap::new();
+        for spec in specs {
+            let (id, source) = parse_secret_flag(spec)?;
+            out.insert(id, source);
+        }
+        Ok(out)
+    }
+
+    /// A context given as a git URL or an http(s) URL: (its temporary
+    /// directory, the context directory relative to it, a Dockerfile downloaded instead of an
+    /// archive).
+    pub(super) fn remote_context(
+        spec: &str,
+    ) -> anyhow::Result<Option<(tempfile::TempDir, PathBuf, Option<String>)>> {
+        use anyhow::Context as _;
+        use hoist_builder::engine::fetch;
+        let is_url = spec.starts_with("http://") || spec.starts_with("https://");
+        if !fetch::is_git_context(spec) && !is_url {
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir().context("failed to create a directory for the context")?;
+        if fetch::is_git_context(spec) {
+            let context = fetch::git_context(spec, dir.path())
+                .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
+            let relative = context
+                .strip_prefix(dir.path())
+                .unwrap_or(&context)
+                .to_path_buf();
+            return Ok(Some((dir, relative, None)));
+        }
+        let dockerfile = fetch::url_context(spec, dir.path())
+            .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
+        Ok(Some((dir, PathBuf::new(), dockerfile)))
+    }
+
+    /// Fails with a clear message when `docker load` would have no daemon.
+    pub(super) fn check_docker() -> anyhow::Result<()> {
+        let output = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let reason = match output {
+            Err(e) => format!("cannot run `docker`: {e}"),
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("the daemon did not answer")
+                .trim()
+                .to_owned(),
+        };
+        anyhow::bail!(
+            "--load: no Docker daemon is reachable ({reason})\n\nhint: build without --load and run `hoist save IMAGE | docker load` where a daemon runs, or use `-o type=docker,dest=FILE`"
+        )
+    }
+
+    /// Streams the image in docker format into `docker load`.
+    pub(super) fn load(
+        store: &hoist_cache::Store,
+        tags: &[String],
+        manifest: &oci_spec::image::Descriptor,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("docker")
+            .arg("load")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("--load: failed to start `docker load`")?;
+        let images = [hoist_cache::archive::SaveImage {
+            names: tags.iter().map(|t| crate::util::familiar(t)).collect(),
+            target: manifest.clone(),
+        }];
+        let written = match child.stdin.take() {
+            Some(stdin) => {
+                let mut pipe = std::io::BufWriter::new(stdin);
+                hoist_cache::archive::save_docker(store, &images, &mut pipe)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|_| pipe.flush().map_err(anyhow::Error::from))
+            }
+            None => Ok(()),
+        };
+        let output = child
+            .wait_with_output()
+            .context("--load: failed to wait for `docker load`")?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "--load: `docker load` failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        written.context("--load: failed to stream the image into `docker load`")?;
+        eprint!("{}", String::from_utf8_lossy(&output.stdout));
+        Ok(())
+    }
+
+    pub(super) fn ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
+        let mut out = BTreeMap::new();
+        for spec in specs {
+            let (id, paths) = parse_ssh_flag(spec)?;
+            out.insert(id, paths);
+        }
+        Ok(out)
+    }
 }

@@ -212,15 +212,23 @@ fn json_progress_carries_the_reason_and_dry_run_predicts() {
         None,
     );
     run.assert_ok();
-    let started: Vec<serde_json::Value> = run
+    let events: Vec<serde_json::Value> = run
         .stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "started")
         .collect();
-    let copy = started
+    let explain = events
         .iter()
-        .find(|v| v["name"].as_str().unwrap().contains("COPY src/ /app/"))
-        .unwrap_or_else(|| panic!("no started event for the COPY:\n{}", run.stderr));
-    assert_eq!(copy["reason"], change.as_str(), "{copy}");
+        .position(|v| v["event"] == "explain" && v["step"] == "step 1/3 COPY src/ /app/")
+        .unwrap_or_else(|| panic!("no explain event for the COPY:\n{}", run.stderr));
+    assert_eq!(
+        events[explain]["reason"],
+        change.as_str(),
+        "{}",
+        events[explain]
+    );
+    // It comes right before the step's `started` event.
+    let next = &events[explain + 1];
+    assert_eq!(next["event"], "started", "{next}");
+    assert_eq!(next["vertex"], events[explain]["vertex"], "{next}");
 }

@@ -58,7 +58,15 @@ fn a_fresh_store_importing_a_local_cache_runs_no_step() {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
             .arg("--root")
             .arg(root)
-            .args(["build", "--progress", "plain", "-t", "app", cache_flag, spec])
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "-t",
+                "app",
+                cache_flag,
+                spec,
+            ])
             .arg(env.context.path())
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()

@@ -60,6 +60,10 @@ pub struct BuildRequest {
     /// Work out why each step that runs missed the cache, into this (see
     /// [`crate::explain`]).
     pub explain: Option<Arc<crate::explain::Explanations>>,
+    /// `--secret` sources by id (for `RUN --mount=type=secret`).
+    pub secrets: BTreeMap<String, super::mounts::SecretSource>,
+    /// `--ssh` agents or key files by id (for `RUN --mount=type=ssh`).
+    pub ssh: BTreeMap<String, Vec<PathBuf>>,
     /// SOURCE_DATE_EPOCH, `--reproducible`, `--provenance`.
     pub repro: super::reproducible::ReproOptions,
 }
@@ -80,6 +84,9 @@ pub struct Built {
     pub cached: usize,
     /// Keys of the cache records this build hit or made (for `--cache-to`).
     pub cache_records: Vec<String>,
+    /// Compressed size of the layer each RUN/COPY/ADD step made (or found in
+    /// the cache), for the build summary.
+    pub layer_sizes: BTreeMap<VertexId, u64>,
 }
 
 impl Built {
@@ -241,6 +248,7 @@ fn stage_vertices(graph: &FrontendGraph, stage_root: usize, stop: &HashSet<usize
         let next = match &v.op {
             GraphOp::Exec(e) => Some(v.inputs[e.root]),
             GraphOp::File(f) => f.root.map(|r| v.inputs[r]),
+            GraphOp::Merge => v.inputs.first().copied(),
             _ => None,
         };
         match next {
@@ -450,10 +458,12 @@ pub fn build(
             ignore,
         },
     );
+    let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
     let engine = Arc::new(
         Engine::new(store.clone(), contexts)?
             .with_limits(request.memory, request.cpus)
-            .with_source_date_epoch(request.repro.source_date_epoch),
+            .with_source_date_epoch(request.repro.source_date_epoch)
+            .with_secrets(secrets),
     );
 
     let ignore_reasons = ignore_cache_reasons(&frontend, request);
@@ -482,23 +492,32 @@ pub fn build(
                 op: f.clone(),
                 engine: engine.clone(),
             }),
+            GraphOp::Merge => Arc::new(super::ops::MergeOp),
             GraphOp::Exec(e) => Arc::new(ExecStep {
                 op: e.clone(),
                 network: request.network,
                 engine: engine.clone(),
             }),
-            GraphOp::Git { url, .. } => {
-                return Err(BuildError::Dockerfile(format!(
-                    "{}: git sources ({url}) are not supported yet",
-                    description(file, &frontend, i)
-                )))
-            }
-            GraphOp::Http { url, .. } => {
-                return Err(BuildError::Dockerfile(format!(
-                    "{}: remote URLs ({url}) are not supported yet",
-                    description(file, &frontend, i)
-                )))
-            }
+            GraphOp::Git {
+                url,
+                reference,
+                keep_git_dir,
+            } => Arc::new(super::ops::GitOp::new(
+                url.clone(),
+                reference.clone(),
+                *keep_git_dir,
+                engine.clone(),
+            )),
+            GraphOp::Http {
+                url,
+                checksum,
+                filename,
+            } => Arc::new(super::ops::HttpOp::new(
+                url.clone(),
+                checksum.clone(),
+                filename.clone(),
+                engine.clone(),
+            )),
         };
         // Layers of file ops and RUN get their mtimes clamped: the epoch is
         // part of their result, so of their cache key.
@@ -646,6 +665,20 @@ pub fn build(
         .values()
         .filter(|o| matches!(o, VertexOutcome::Cached))
         .count();
+    let steps: HashMap<VertexId, usize> = ids.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let layer_sizes = solution
+        .vertex_outputs
+        .iter()
+        .filter(|(id, _)| {
+            steps.get(id).is_some_and(|i| {
+                matches!(
+                    frontend.vertices[*i].op,
+                    GraphOp::Exec(_) | GraphOp::File(_)
+                )
+            })
+        })
+        .filter_map(|(id, output)| Some((*id, output.layers().last()?.size)))
+        .collect();
     Ok(Built {
         image,
         index,
@@ -653,6 +686,7 @@ pub fn build(
         executed: solution.outcomes.len() - cached,
         cached,
         cache_records: used_index.touched_keys(),
+        layer_sizes,
     })
 }
 

@@ -186,6 +186,9 @@ fn walk(
 pub struct StatCache {
     file: PathBuf,
     entries: Mutex<HashMap<PathBuf, (StatKey, [u8; 32])>>,
+    /// Whether anything was learned since the load (an unchanged context
+    /// must not cost a rewrite of the whole file).
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -252,6 +255,7 @@ impl StatCache {
         StatCache {
             file,
             entries: Mutex::new(entries),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -270,10 +274,15 @@ impl StatCache {
 
     fn remember(&self, path: PathBuf, meta: &Metadata, digest: [u8; 32]) {
         self.lock().insert(path, (StatKey::of(meta), digest));
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Writes the cache file atomically; failures only cost speed next time.
+    /// Writes the cache file atomically if anything changed; failures only
+    /// cost speed next time.
     pub fn save(&self) {
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let entries = self.lock();
         let mut text = String::new();
         for (path, (k, digest)) in entries.iter() {
