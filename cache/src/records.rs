@@ -267,6 +267,8 @@ mod tests {
         store
             .put_cache_record(&record("k2", &["sha256:b"]), None)
             .unwrap();
+        // Last-use times are in milliseconds: make this use the newest.
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let got = store.use_cache_record("k1", None).unwrap().unwrap();
         assert_eq!(got.blobs, ["sha256:a", "sha256:b"]);
         assert_eq!(got.preimage.as_deref(), Some(&b"pre"[..]));

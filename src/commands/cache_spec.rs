@@ -36,7 +36,7 @@ pub fn parse(spec: &str, flag: &str) -> anyhow::Result<CacheSpec> {
                     _ => bail!("invalid {flag} mode `{v}`: expected min or max"),
                 }
             }
-            "compression" | "oci-mediatypes" | "ignore-error" => {}
+            "ref" | "compression" | "oci-mediatypes" | "ignore-error" => {}
             _ => bail!("invalid {flag} key `{k}`"),
         }
     }
