@@ -52,8 +52,50 @@ use crate::error::{Error, Result};
 use crate::records::now_ms;
 use crate::Store;
 
-/// Directory of `RUN --mount=type=cache` directories (`<root>/cache-mounts/<id>`).
-pub const CACHE_MOUNTS_DIR: &str = "cache-mounts";
+/// Directory of `RUN --mount=type=cache` directories: the builder keeps
+/// each as `<root>/cache-mounts/v1/<sha256 of id>[-N]`, beside a `.lock`
+/// file it holds (flock) while a step uses the directory.
+pub const CACHE_MOUNTS_DIR: &str = "cache-mounts/v1";
+
+/// The cache mount directories (not their lock files, nor a staging
+/// directory being filled).
+fn cache_mount_dirs(root: &Path) -> Vec<fs::DirEntry> {
+    fs::read_dir(root.join(CACHE_MOUNTS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().contains('.'))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .collect()
+}
+
+/// Removes a cache mount unless a step holds it; `Ok(false)` when in use.
+fn remove_cache_mount(path: &Path) -> Result<bool> {
+    let lock_path = path.with_extension("lock");
+    let lock = match fs::OpenOptions::new().write(true).open(&lock_path) {
+        Ok(file) => Some(file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("open cache mount lock", &lock_path, e)),
+    };
+    if let Some(file) = &lock {
+        if !crate::sys::try_lock_exclusive(file)
+            .map_err(|e| Error::io("lock cache mount", &lock_path, e))?
+        {
+            return Ok(false);
+        }
+    }
+    match fs::remove_dir_all(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove cache mount", path, e)),
+    }
+    if lock.is_some() {
+        // Still held: a step that opened the old file waits for us, then
+        // finds no directory and makes a fresh one.
+        let _ = fs::remove_file(&lock_path);
+    }
+    Ok(true)
+}
 /// The default cap of the store's size: 20 GB, Docker Desktop's default
 /// `builder.gc.defaultKeepStorage`.
 pub const DEFAULT_MAX_STORAGE: u64 = 20_000_000_000;
@@ -474,8 +516,7 @@ impl Store {
                     }
                 }
             }
-            let mounts = self.root().join(CACHE_MOUNTS_DIR);
-            for entry in fs::read_dir(&mounts).into_iter().flatten().flatten() {
+            for entry in cache_mount_dirs(self.root()) {
                 let Ok(meta) = entry.metadata() else { continue };
                 let last = mtime_ms(&meta);
                 if (options.all || sized) && old_enough(last) {
@@ -525,10 +566,9 @@ impl Store {
                     report.push(d.kind(), &entry.id, &entry.description, freed);
                 }
                 Candidate::CacheMount { path, size } => {
-                    match fs::remove_dir_all(&path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io("remove cache mount", &path, e)),
+                    if !remove_cache_mount(&path)? {
+                        report.in_use += 1;
+                        continue;
                     }
                     usage = usage.saturating_sub(size);
                     let id = path
@@ -698,11 +738,7 @@ pub fn usage_summary(root: &Path) -> UsageSummary {
         let name = entry.file_name().to_string_lossy().into_owned();
         summary.parts.insert(name, disk_usage(&entry.path()));
     }
-    for entry in fs::read_dir(root.join(CACHE_MOUNTS_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for entry in cache_mount_dirs(root) {
         let last = entry.metadata().map(|m| mtime_ms(&m)).unwrap_or(0);
         summary.cache_mounts.insert(
             entry.file_name().to_string_lossy().into_owned(),

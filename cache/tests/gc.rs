@@ -171,3 +171,59 @@ fn a_writer_refreshing_a_blob_keeps_it_from_a_collection() {
     assert!(present(&store, &digest), "{report:#?}");
     store.release_lease(&lease).unwrap();
 }
+
+/// A cache mount a step holds (its `.lock` flocked, as the builder does)
+/// survives `prune --all`; an idle one and its lock file go.
+#[test]
+fn prune_all_removes_idle_cache_mounts_and_keeps_one_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mounts = dir.path().join(hoist_cache::gc::CACHE_MOUNTS_DIR);
+    for stem in ["idle", "busy"] {
+        std::fs::create_dir_all(mounts.join(stem)).unwrap();
+        std::fs::write(mounts.join(stem).join("data"), vec![7u8; 50_000]).unwrap();
+        std::fs::write(mounts.join(format!("{stem}.lock")), b"").unwrap();
+    }
+    // A staging directory being filled is not a cache mount yet.
+    std::fs::create_dir_all(mounts.join("new.new-1")).unwrap();
+    // util-linux flock holds the lock from another process, as a build
+    // step's lease would; wait until it has it.
+    let mut holder = std::process::Command::new("flock")
+        .args([
+            "-s",
+            mounts.join("busy.lock").to_str().unwrap(),
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    while std::process::Command::new("flock")
+        .args([
+            "-n",
+            "-x",
+            mounts.join("busy.lock").to_str().unwrap(),
+            "true",
+        ])
+        .status()
+        .unwrap()
+        .success()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let report = store
+        .collect_garbage(
+            &GcOptions {
+                all: true,
+                ..GcOptions::default()
+            },
+            &[],
+        )
+        .unwrap();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(!mounts.join("idle").exists());
+    assert!(!mounts.join("idle.lock").exists());
+    assert!(mounts.join("busy/data").exists());
+    assert!(mounts.join("new.new-1").exists());
+    assert!(report.in_use >= 1, "{report:?}");
+}

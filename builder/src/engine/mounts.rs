@@ -345,6 +345,12 @@ pub fn lease_cache(
                 }
             }
         }
+        // The directory's mtime is its last use for garbage collection
+        // (least recently used first); a step's writes inside it do not
+        // always reach it.
+        if let Ok(handle) = File::open(&dir) {
+            let _ = handle.set_modified(std::time::SystemTime::now());
+        }
         return Ok(CacheLease {
             dir,
             _lock: Some(lock),
