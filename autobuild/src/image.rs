@@ -38,12 +38,6 @@ use crate::executor::{BuildFailure, BuildJob, BuildOutcome, GitCheckoutExecutor,
 pub struct ImageBuilder {
     store: Arc<Store>,
     client: Client,
-    /// Builds of one process share `hoist-builder`'s scratch names
-    /// (`extract-<pid>-<n>`, `n` counted per engine), so two at once collide
-    /// ("snapshot `extract-…-0` already exists"). Until the builder counts
-    /// per process, the solve step runs one at a time; checkouts, pulls and
-    /// pushes of `concurrency` builds still overlap.
-    solve: Arc<Mutex<()>>,
 }
 
 impl ImageBuilder {
@@ -51,11 +45,7 @@ impl ImageBuilder {
     /// passes `Client::from_environment()`: registry config files and the
     /// docker config file's credentials).
     pub fn new(store: Arc<Store>, client: Client) -> ImageBuilder {
-        ImageBuilder {
-            store,
-            client,
-            solve: Arc::new(Mutex::new(())),
-        }
+        ImageBuilder { store, client }
     }
 
     /// The registry client.
@@ -116,7 +106,6 @@ impl ImageBuilder {
             ..Default::default()
         };
         let cancel = CancellationToken::new();
-        let solving = self.solve.lock().unwrap_or_else(|p| p.into_inner());
         let built = engine_build::build(
             Arc::clone(&self.store),
             &request,
@@ -124,7 +113,6 @@ impl ImageBuilder {
             &cancel,
         )
         .map_err(|e| build_failure(e, log))?;
-        drop(solving);
         let manifest = built.image.manifest.clone();
         let digest = manifest.digest().to_string();
         log.line(&format!(

@@ -303,11 +303,18 @@ impl StatCache {
             ));
         }
         drop(entries);
-        let tmp = self.file.with_extension("tmp");
+        // A name of our own: two builds (processes or engines) saving at
+        // once must not write into one temp file and rename a mix of both.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .file
+            .with_extension(format!("tmp-{}-{n}", std::process::id()));
         let written = File::create(&tmp)
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .and_then(|()| fs::rename(&tmp, &self.file));
         if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
             tracing::debug!(error = %e, "could not save the context stat cache");
         }
     }
