@@ -10,4 +10,5 @@ mod build {
     pub mod outputs;
     pub mod reproducible;
     pub mod summary;
+    pub mod tty;
 }
