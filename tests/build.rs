@@ -5,9 +5,15 @@ mod build {
     pub mod basics;
     pub mod cache;
     pub mod common;
+    pub mod config;
+    pub mod copy;
     pub mod errors;
+    pub mod heredocs;
     pub mod interrupt;
+    pub mod load;
+    pub mod mounts;
     pub mod outputs;
+    pub mod remote;
     pub mod reproducible;
     pub mod summary;
     pub mod tty;

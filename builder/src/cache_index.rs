@@ -67,6 +67,21 @@ pub trait CacheIndex<O>: Send + Sync {
 
     /// Records `record` under `key`, replacing any previous record.
     fn put(&self, key: &CacheKey, record: &CacheRecord<O>) -> Result<(), CacheIndexError>;
+
+    /// Records the result of executing `vertex` (described as `description`,
+    /// e.g. `Dockerfile:7: RUN make`); the solver calls this rather than
+    /// [`CacheIndex::put`] so that indexes can keep who made a record (for
+    /// `hoist du --verbose` and `--explain`). The default forgets it.
+    fn put_vertex(
+        &self,
+        key: &CacheKey,
+        record: &CacheRecord<O>,
+        vertex: crate::graph::VertexId,
+        description: &str,
+    ) -> Result<(), CacheIndexError> {
+        let _ = (vertex, description);
+        self.put(key, record)
+    }
 }
 
 /// An index in memory, lost when dropped.

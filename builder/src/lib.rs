@@ -53,6 +53,7 @@
 mod cache_index;
 mod digest;
 pub mod engine;
+pub mod explain;
 mod file_index;
 mod graph;
 mod op;

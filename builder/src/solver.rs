@@ -696,9 +696,13 @@ where
             output: output.clone(),
             cache_key: keys.final_key,
         };
-        let mut recorded = self.index.put(&keys.final_key, &record);
+        let description = vertex.description.as_str();
+        let mut recorded = self
+            .index
+            .put_vertex(&keys.final_key, &record, id, description);
         if let Some(fast) = keys.fast.filter(|fast| *fast != keys.final_key) {
-            recorded = recorded.and_then(|()| self.index.put(&fast, &record));
+            recorded =
+                recorded.and_then(|()| self.index.put_vertex(&fast, &record, id, description));
         }
         if let Err(error) = recorded {
             self.events.emit(Event::VertexFailed {

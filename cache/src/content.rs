@@ -167,12 +167,16 @@ impl ContentStore {
     /// Store a small in-memory blob (a manifest, a config).
     pub fn put(&self, bytes: &[u8]) -> Result<Committed> {
         let digest = digest_of(bytes);
-        if self.contains(&digest) {
-            return Ok(Committed {
-                digest,
-                size: bytes.len() as u64,
-                created: false,
-            });
+        if let Ok(path) = self.blob_path(&digest) {
+            // An existing blob is refreshed (see `ContentWriter::commit`); one
+            // collected meanwhile is written again below.
+            if refresh(&path).is_ok() {
+                return Ok(Committed {
+                    digest,
+                    size: bytes.len() as u64,
+                    created: false,
+                });
+            }
         }
         self.ingest(bytes, Some(bytes.len() as u64), Some(&digest))
     }
@@ -280,10 +284,22 @@ impl ContentWriter {
         let target = self.blobs.join(digest.digest());
         // link(2) fails with EEXIST instead of replacing: a blob, once
         // visible, is never rewritten, even by a concurrent identical ingest.
-        let created = match fs::hard_link(&self.path, &target) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(Error::io("link ingest file into", &target, e)),
+        let created = loop {
+            match fs::hard_link(&self.path, &target) {
+                Ok(()) => break true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Refresh the existing blob's modification time so that a
+                    // garbage collection running now sees it as new (see
+                    // `gc`); if the collection took it away in between, link
+                    // ours again.
+                    match refresh(&target) {
+                        Ok(()) => break false,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::io("refresh blob", &target, e)),
+                    }
+                }
+                Err(e) => return Err(Error::io("link ingest file into", &target, e)),
+            }
         };
         // Drop removes the ingest name; the blob keeps the inode.
         if created {
@@ -327,6 +343,14 @@ impl Drop for ContentWriter {
         // leftover ingest file is invisible and reported by `hoist du`.
         let _ = fs::remove_file(&self.path);
     }
+}
+
+/// Set a blob's modification time to now (the sign of recent use that
+/// garbage collection respects while builds hold leases).
+pub(crate) fn refresh(path: &Path) -> io::Result<()> {
+    // A read-only descriptor suffices: setting times needs ownership, not
+    // write permission, and blobs may be read-only files.
+    File::open(path)?.set_modified(std::time::SystemTime::now())
 }
 
 /// Copy `reader` into `writer` with a large buffer, naming the failing side.

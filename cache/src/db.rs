@@ -41,6 +41,43 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX refs_by_digest ON refs (digest);",
+    // 2: the build cache, leases and GC bookkeeping. `build_cache` existed
+    // before this migration in stores written by earlier builds (the builder
+    // created it itself), hence IF NOT EXISTS before the new columns.
+    // Times ending in `_ms` are milliseconds since the epoch.
+    "CREATE TABLE IF NOT EXISTS build_cache (
+        key        TEXT PRIMARY KEY NOT NULL,
+        final_key  TEXT NOT NULL,
+        output     BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    ALTER TABLE build_cache ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE build_cache ADD COLUMN last_used_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE build_cache ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE build_cache ADD COLUMN step TEXT NOT NULL DEFAULT '';
+    ALTER TABLE build_cache ADD COLUMN preimage BLOB;
+    UPDATE build_cache SET created_ms = updated_at * 1000, last_used_ms = updated_at * 1000;
+    CREATE INDEX build_cache_by_step ON build_cache (step, created_ms);
+    CREATE TABLE cache_blobs (
+        key    TEXT NOT NULL REFERENCES build_cache (key) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (key, digest)
+    );
+    CREATE INDEX cache_blobs_by_digest ON cache_blobs (digest);
+    CREATE TABLE leases (
+        id          TEXT PRIMARY KEY NOT NULL,
+        pid         INTEGER NOT NULL,
+        pid_start   INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        description TEXT NOT NULL
+    );
+    CREATE TABLE lease_blobs (
+        lease  TEXT NOT NULL REFERENCES leases (id) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (lease, digest)
+    );
+    CREATE INDEX lease_blobs_by_digest ON lease_blobs (digest);",
 ];
 
 /// How long a writer waits for another process's transaction.

@@ -115,6 +115,15 @@ pub enum Error {
         /// The newest version this build knows.
         supported: u32,
     },
+    /// Another crate's data taking part in garbage collection failed.
+    #[error("failed to {action}")]
+    Derived {
+        /// What hoist was doing.
+        action: String,
+        /// The other crate's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A metadata database operation failed.
     #[error("failed to {action} in the metadata database")]
     Database {
@@ -146,6 +155,7 @@ impl Error {
             | Error::UnsupportedMediaType { .. } => ErrorKind::Invalid,
             Error::SchemaTooNew { .. } => ErrorKind::Unsupported,
             Error::Database { .. } => ErrorKind::Database,
+            Error::Derived { .. } => ErrorKind::Io,
         }
     }
 

@@ -6,8 +6,10 @@
 //!   `index.json`, `blobs/sha256/<hex>`), ingested atomically and checked
 //!   against the expected digest ([`ContentWriter`]);
 //! - the **metadata database** ([`Database`], SQLite in WAL mode at
-//!   `<root>/meta.db`): image refs now, and the tables later features add by
-//!   appending to [`db::MIGRATIONS`] (cache index, snapshot records, leases);
+//!   `<root>/meta.db`): image refs, build cache records ([`records`]) and
+//!   leases ([`lease`]), with tables added by appending to [`db::MIGRATIONS`];
+//! - **garbage collection** ([`gc`]): roots, leases, least-recently-used
+//!   eviction until the store's size on disk is under a cap;
 //! - **refs** ([`ImageRef`]): names → manifest descriptors, mirrored into
 //!   `content/index.json` with `org.opencontainers.image.ref.name` set to the
 //!   fully qualified name (`docker.io/library/busybox:latest`), so
@@ -38,7 +40,11 @@ pub mod archive;
 pub mod content;
 pub mod db;
 mod error;
+pub mod exchange;
+pub mod gc;
 pub mod image;
+pub mod lease;
+pub mod records;
 pub mod refs;
 mod sys;
 
@@ -47,7 +53,10 @@ use std::path::{Path, PathBuf};
 pub use content::{Committed, ContentStore, ContentWriter};
 pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
+pub use gc::{DerivedEntry, DerivedStore, GcConfig, GcOptions, GcReport};
+pub use lease::{Lease, LeaseInfo};
 pub use oci_spec::image::{Descriptor, Digest, MediaType};
+pub use records::{CacheRecordRow, NewCacheRecord};
 pub use refs::{ImageRef, RefTransaction};
 
 /// The store's directories and database, opened together.

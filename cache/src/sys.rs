@@ -29,3 +29,21 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
         }
     }
 }
+
+/// Try to take an exclusive `flock(2)` on `file` without waiting: `false`
+/// when another open file description holds a lock on it.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    loop {
+        // SAFETY: as in `lock_exclusive`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(false),
+            _ => return Err(error),
+        }
+    }
+}

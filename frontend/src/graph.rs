@@ -481,6 +481,9 @@ pub enum Op {
     Exec(ExecOp),
     /// File operations.
     File(FileOp),
+    /// The layers of input 1 stacked on those of input 0, as they are: the
+    /// upper input was made without looking at the lower one (`COPY --link`).
+    Merge,
 }
 
 /// An op with its inputs.

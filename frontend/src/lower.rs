@@ -2226,6 +2226,7 @@ impl Lowerer<'_> {
         if c.parents {
             msg.push_str(" --parents");
         }
+
         if let Some(o) = &chown {
             msg.push_str(&format!(" --chown={o}"));
         }
@@ -2307,7 +2308,16 @@ impl Lowerer<'_> {
                     } else {
                         clean_path(&format!("/{subdir}"))
                     };
-                    actions.push(copy(i, source, vec![], false));
+                    let mut action = copy(i, source, vec![], false);
+                    // A checkout's directory is copied by its contents, like a
+                    // local directory.
+                    if let FileAction::Copy {
+                        dir_contents_only, ..
+                    } = &mut action
+                    {
+                        *dir_contents_only = true;
+                    }
+                    actions.push(action);
                     continue;
                 }
                 if is_http_source(src) {
@@ -2330,7 +2340,12 @@ impl Lowerer<'_> {
                         Some(span),
                     );
                     let i = input_of(&mut inputs, v);
-                    actions.push(copy(i, filename, vec![], false));
+                    let mut action = copy(i, filename, vec![], false);
+                    // A downloaded archive is extracted only when asked to.
+                    if let FileAction::Copy { attempt_unpack, .. } = &mut action {
+                        *attempt_unpack = c.unpack == Some(true);
+                    }
+                    actions.push(action);
                     continue;
                 }
             } else if source_vertex.is_none() && (is_http_source(src) || git_source(src).is_some())
@@ -2430,15 +2445,41 @@ impl Lowerer<'_> {
         }
         msg.push(' ');
         msg.push_str(&dest_raw);
-        st.root = self.add_vertex(
-            Op::File(FileOp {
-                root: Some(0),
-                actions,
-            }),
-            inputs,
-            label,
-            Some(span),
-        );
+        if c.link {
+            // The files go into a layer of their own made on an empty root,
+            // so its cache key does not depend on the layers below.
+            let base = inputs.remove(0);
+            for a in &mut actions {
+                if let FileAction::Copy { input, .. } = a {
+                    *input -= 1;
+                }
+            }
+            let layer = self.add_vertex(
+                Op::File(FileOp {
+                    root: None,
+                    actions,
+                }),
+                inputs,
+                label.clone(),
+                Some(span),
+            );
+            st.root = self.add_vertex(
+                Op::Merge,
+                vec![base, layer],
+                format!("{label} (link)"),
+                Some(span),
+            );
+        } else {
+            st.root = self.add_vertex(
+                Op::File(FileOp {
+                    root: Some(0),
+                    actions,
+                }),
+                inputs,
+                label,
+                Some(span),
+            );
+        }
         Self::history(st, format!("{msg} # buildkit"), true);
         Ok(())
     }

@@ -29,6 +29,7 @@ fn describe(v: &Vertex, id: VertexId) -> String {
             Some(c) => format!("http {url} (checksum {c})"),
             None => format!("http {url}"),
         },
+        Op::Merge => "merge (layers of the second input on the first)".to_string(),
         Op::Exec(e) => {
             let mut s = format!("exec {:?} cwd={}", e.argv, e.cwd);
             if !e.user.is_empty() {

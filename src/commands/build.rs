@@ -110,6 +110,25 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Export build cache: type=local,dest=DIR[,mode=min|max]
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Option<String>,
+    /// Import build cache: type=local,src=DIR (repeatable)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// Say why each step that runs missed the cache (with --dry-run: which
+    /// steps will run, and why)
+    #[arg(long)]
+    explain: bool,
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET|KEYFILE[,KEYFILE]
+    #[arg(long = "ssh", value_name = "SPEC")]
+    ssh: Vec<String>,
+    /// Load the image into the local Docker daemon (`docker load`)
+    #[arg(long)]
+    load: bool,
     // Reproducibility and provenance (docs/reproducibility.md).
     /// Timestamp (seconds since 1970) for `created` and the upper bound of
     /// every mtime in the layers the build writes [env: SOURCE_DATE_EPOCH]
@@ -324,12 +343,18 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }
     let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
+    if args.load && !args.dry_run {
+        exec_flags::check_docker()?;
+    }
 
     let stdin_dir;
     let (context_dir, stdin_dockerfile) = if args.context == "-" {
         stdin_dir = tempfile::tempdir().context("failed to create a directory for the context")?;
         let dockerfile = stdin_context(stdin_dir.path())?;
         (stdin_dir.path().to_path_buf(), dockerfile)
+    } else if let Some(remote) = exec_flags::remote_context(&args.context)? {
+        stdin_dir = remote.0;
+        (stdin_dir.path().join(remote.1), remote.2)
     } else {
         let dir = PathBuf::from(&args.context);
         if !dir.is_dir() {
@@ -404,10 +429,25 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         memory,
         cpus: args.cpus,
         created: None,
+        lease: None,
+        explain: args.explain.then(hoist_builder::explain::Explanations::new),
+        secrets: exec_flags::secrets(&args.secrets)?,
+        ssh: exec_flags::ssh(&args.ssh)?,
         repro,
     };
 
     let store = Arc::new(context.store()?);
+    if args.dry_run && args.explain {
+        let predicted = engine_build::predict(store, &request).map_err(|e| anyhow!("{e}"))?;
+        let mut out = io::stdout().lock();
+        for (label, reason) in predicted {
+            match reason {
+                Some(reason) => writeln!(out, "{label}: will run: {reason}")?,
+                None => writeln!(out, "{label}: cached")?,
+            }
+        }
+        return Ok(());
+    }
     if args.dry_run {
         let plan = engine_build::plan(store, &request).map_err(|e| anyhow!("{e}"))?;
         let mut out = io::stdout().lock();
@@ -425,10 +465,57 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         (false, Progress::Tty) => ProgressMode::Tty,
         (false, Progress::Json) => ProgressMode::Json,
     });
+    let cache_to = args
+        .cache_to
+        .as_deref()
+        .map(|s| super::cache_spec::parse(s, "--cache-to"))
+        .transpose()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| super::cache_spec::parse(s, "--cache-from"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    super::cache_spec::import_all(&store, &cache_from)?;
+    // Lifecycle: a lease protects what the build uses and makes until the
+    // image is tagged; then the store is brought under gc.max-storage.
+    let lease = store
+        .create_lease("build")
+        .context("failed to take a lease on the store")?;
+    let lease_guard = super::prune::LeaseGuard::new(&store, lease.clone());
+    let request = BuildRequest {
+        lease: Some(lease),
+        ..request
+    };
     let cancel = CancellationToken::new();
     let interrupts = interrupt::Guard::install(cancel.clone(), progress.notifier())
         .context("failed to watch for Ctrl-C")?;
-    let result = engine_build::build(store.clone(), &request, progress.sink(), &cancel);
+    let sink = match (
+        &request.explain,
+        args.progress == Progress::Json && !args.quiet,
+    ) {
+        // `--progress json --explain`: an `explain` event with the reason
+        // comes right before the step's `started` event.
+        (Some(explanations), true) => {
+            let explanations = explanations.clone();
+            let inner = progress.sink();
+            hoist_builder::EventSink::new(move |event| {
+                if let hoist_builder::Event::VertexStarted { vertex, .. } = &event {
+                    if let Some(e) = explanations.get(*vertex) {
+                        let line = serde_json::json!({
+                            "event": "explain",
+                            "vertex": vertex.index(),
+                            "step": e.label,
+                            "reason": e.reason,
+                        });
+                        let _ = writeln!(io::stderr().lock(), "{line}");
+                    }
+                }
+                inner.emit(event);
+            })
+        }
+        _ => progress.sink(),
+    };
+    let result = engine_build::build(store.clone(), &request, sink, &cancel);
     // From here on, Ctrl-C ends the process at once, as it normally would.
     interrupts.release();
     progress.end_live();
@@ -505,6 +592,40 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(spec) = &cache_to {
+        super::cache_spec::export(&store, spec, &built)?;
+    }
+    drop(lease_guard);
+    if let (Some(explanations), false, false) = (
+        &request.explain,
+        args.quiet,
+        args.progress == Progress::Json,
+    ) {
+        let mut err = io::stderr().lock();
+        let all = explanations.all();
+        if all.is_empty() {
+            writeln!(err, "explain: every step came from the cache")?;
+        }
+        for e in all {
+            writeln!(err, "explain: {}: {}", e.label, e.reason)?;
+        }
+    }
+    if built.executed > 0 {
+        // The image is made and tagged: a failed collection is a warning.
+        match super::prune::after_build(&store) {
+            Ok(Some(report)) if !args.quiet => writeln!(
+                io::stderr().lock(),
+                "store over gc.max-storage: reclaimed {} ({} now)",
+                crate::util::human_size(report.reclaimed),
+                crate::util::human_size(report.usage_after)
+            )?,
+            Ok(_) => {}
+            Err(e) => writeln!(io::stderr().lock(), "warning: {e:#}")?,
+        }
+    }
+    if args.load {
+        exec_flags::load(&store, &tags, manifest)?;
+    }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
             .with_context(|| format!("failed to write `{}`", path.display()))?;
@@ -547,4 +668,120 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     }
     progress.finish(Status::Success, Some(&built.layer_sizes));
     Ok(())
+}
+
+/// `--secret` and `--ssh` into the request's maps.
+mod exec_flags {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use hoist_builder::engine::mounts::{parse_secret_flag, parse_ssh_flag, SecretSource};
+
+    pub(super) fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+        let mut out = BTreeMap::new();
+        for spec in specs {
+            let (id, source) = parse_secret_flag(spec)?;
+            out.insert(id, source);
+        }
+        Ok(out)
+    }
+
+    /// A context given as a git URL or an http(s) URL: (its temporary
+    /// directory, the context directory relative to it, a Dockerfile downloaded instead of an
+    /// archive).
+    pub(super) fn remote_context(
+        spec: &str,
+    ) -> anyhow::Result<Option<(tempfile::TempDir, PathBuf, Option<String>)>> {
+        use anyhow::Context as _;
+        use hoist_builder::engine::fetch;
+        let is_url = spec.starts_with("http://") || spec.starts_with("https://");
+        if !fetch::is_git_context(spec) && !is_url {
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir().context("failed to create a directory for the context")?;
+        if fetch::is_git_context(spec) {
+            let context = fetch::git_context(spec, dir.path())
+                .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
+            let relative = context
+                .strip_prefix(dir.path())
+                .unwrap_or(&context)
+                .to_path_buf();
+            return Ok(Some((dir, relative, None)));
+        }
+        let dockerfile = fetch::url_context(spec, dir.path())
+            .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
+        Ok(Some((dir, PathBuf::new(), dockerfile)))
+    }
+
+    /// Fails with a clear message when `docker load` would have no daemon.
+    pub(super) fn check_docker() -> anyhow::Result<()> {
+        let output = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let reason = match output {
+            Err(e) => format!("cannot run `docker`: {e}"),
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("the daemon did not answer")
+                .trim()
+                .to_owned(),
+        };
+        anyhow::bail!(
+            "--load: no Docker daemon is reachable ({reason})\n\nhint: build without --load and run `hoist save IMAGE | docker load` where a daemon runs, or use `-o type=docker,dest=FILE`"
+        )
+    }
+
+    /// Streams the image in docker format into `docker load`.
+    pub(super) fn load(
+        store: &hoist_cache::Store,
+        tags: &[String],
+        manifest: &oci_spec::image::Descriptor,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("docker")
+            .arg("load")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("--load: failed to start `docker load`")?;
+        let images = [hoist_cache::archive::SaveImage {
+            names: tags.iter().map(|t| crate::util::familiar(t)).collect(),
+            target: manifest.clone(),
+        }];
+        let written = match child.stdin.take() {
+            Some(stdin) => {
+                let mut pipe = std::io::BufWriter::new(stdin);
+                hoist_cache::archive::save_docker(store, &images, &mut pipe)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|_| pipe.flush().map_err(anyhow::Error::from))
+            }
+            None => Ok(()),
+        };
+        let output = child
+            .wait_with_output()
+            .context("--load: failed to wait for `docker load`")?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "--load: `docker load` failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        written.context("--load: failed to stream the image into `docker load`")?;
+        eprint!("{}", String::from_utf8_lossy(&output.stdout));
+        Ok(())
+    }
+
+    pub(super) fn ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {
+        let mut out = BTreeMap::new();
+        for spec in specs {
+            let (id, paths) = parse_ssh_flag(spec)?;
+            out.insert(id, paths);
+        }
+        Ok(out)
+    }
 }

@@ -7,6 +7,7 @@ use crate::context::Context;
 
 mod autobuild;
 mod build;
+mod cache_spec;
 mod debug;
 mod du;
 mod history;
@@ -16,12 +17,15 @@ mod info;
 mod inspect;
 mod load;
 mod login;
+mod prune;
 mod pull;
 mod push;
 mod rmi;
 mod save;
 mod tag;
 
+// One value per process, parsed once: the size of `build::Args` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile
@@ -40,6 +44,8 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Show the store's disk usage by kind
     Du(du::Args),
+    /// Remove build cache (unused cache records, layers, snapshots, cache mounts)
+    Prune(prune::Args),
     /// Write images to a tar archive (docker or OCI layout)
     Save(save::Args),
     /// Read images from a tar archive (docker save or OCI layout)
@@ -70,6 +76,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Tag(args) => tag::run(context, args),
         Command::Rmi(args) => rmi::run(context, args),
         Command::Du(args) => du::run(context, args),
+        Command::Prune(args) => prune::run(context, args),
         Command::Save(args) => save::run(context, args),
         Command::Load(args) => load::run(context, args),
         Command::Pull(args) => pull::run(context, args),

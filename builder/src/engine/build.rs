@@ -54,6 +54,16 @@ pub struct BuildRequest {
     pub cpus: Option<f64>,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
+    /// The lease that protects what this build uses and makes from garbage
+    /// collection until the caller has tagged the image and released it.
+    pub lease: Option<hoist_cache::Lease>,
+    /// Work out why each step that runs missed the cache, into this (see
+    /// [`crate::explain`]).
+    pub explain: Option<Arc<crate::explain::Explanations>>,
+    /// `--secret` sources by id (for `RUN --mount=type=secret`).
+    pub secrets: BTreeMap<String, super::mounts::SecretSource>,
+    /// `--ssh` agents or key files by id (for `RUN --mount=type=ssh`).
+    pub ssh: BTreeMap<String, Vec<PathBuf>>,
     /// SOURCE_DATE_EPOCH, `--reproducible`, `--provenance`.
     pub repro: super::reproducible::ReproOptions,
 }
@@ -72,6 +82,8 @@ pub struct Built {
     pub executed: usize,
     /// Steps that hit the cache.
     pub cached: usize,
+    /// Keys of the cache records this build hit or made (for `--cache-to`).
+    pub cache_records: Vec<String>,
     /// Compressed size of the layer each RUN/COPY/ADD step made (or found in
     /// the cache), for the build summary.
     pub layer_sizes: BTreeMap<VertexId, u64>,
@@ -236,6 +248,7 @@ fn stage_vertices(graph: &FrontendGraph, stage_root: usize, stop: &HashSet<usize
         let next = match &v.op {
             GraphOp::Exec(e) => Some(v.inputs[e.root]),
             GraphOp::File(f) => f.root.map(|r| v.inputs[r]),
+            GraphOp::Merge => v.inputs.first().copied(),
             _ => None,
         };
         match next {
@@ -329,6 +342,96 @@ fn cached_ancestors(
     })
 }
 
+/// Releases a lease when dropped.
+struct ReleaseOnDrop<'a> {
+    store: &'a Store,
+    lease: &'a hoist_cache::Lease,
+}
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release_lease(self.lease) {
+            tracing::warn!(error = %e, "could not release the build's lease");
+        }
+    }
+}
+
+/// Which vertices ignore the cache, and why (`--no-cache`,
+/// `--no-cache-filter build`).
+fn ignore_cache_reasons(
+    frontend: &FrontendGraph,
+    request: &BuildRequest,
+) -> HashMap<usize, String> {
+    let mut ignore_cache = HashMap::new();
+    if request.no_cache {
+        for i in 0..frontend.vertices.len() {
+            ignore_cache.insert(i, "--no-cache".to_owned());
+        }
+    } else if !request.no_cache_filter.is_empty() {
+        let roots: HashSet<usize> = frontend.stages.iter().map(|s| s.root).collect();
+        for stage in &frontend.stages {
+            let named = request.no_cache_filter.iter().find(|f| {
+                stage.name.as_deref() == Some(f.to_lowercase().as_str())
+                    || f.parse::<usize>().ok() == Some(stage.index)
+            });
+            if let Some(filter) = named {
+                let stop: HashSet<usize> =
+                    roots.iter().copied().filter(|r| *r != stage.root).collect();
+                for v in stage_vertices(frontend, stage.root, &stop) {
+                    ignore_cache.insert(v, format!("--no-cache-filter {filter}"));
+                }
+            }
+        }
+    }
+    ignore_cache
+}
+
+fn ignore_matcher(request: &BuildRequest) -> Result<Matcher, BuildError> {
+    let ignore_text = match &request.dockerignore {
+        Some(text) => text.clone(),
+        None => {
+            std::fs::read_to_string(request.context_dir.join(".dockerignore")).unwrap_or_default()
+        }
+    };
+    Matcher::parse(&ignore_text).map_err(|e| BuildError::Dockerfile(format!(".dockerignore: {e}")))
+}
+
+/// `hoist build --dry-run --explain`: for each step the target needs, in
+/// order, `None` when it will likely come from the cache, or why it will run.
+pub fn predict(
+    store: Arc<Store>,
+    request: &BuildRequest,
+) -> Result<Vec<(String, Option<String>)>, BuildError> {
+    let frontend = plan(store.clone(), request)?;
+    let explainer = crate::explain::Explainer::new(
+        store,
+        &frontend,
+        &request.context_dir,
+        dockerfile_name(request),
+        ignore_matcher(request)?,
+        &[],
+        ignore_cache_reasons(&frontend, request),
+    );
+    let mut needed = HashSet::new();
+    let mut todo = vec![frontend.target_stage().root];
+    while let Some(v) = todo.pop() {
+        if needed.insert(v) {
+            todo.extend(frontend.vertices[v].inputs.iter().copied());
+        }
+    }
+    let mut needed: Vec<usize> = needed.into_iter().collect();
+    needed.sort();
+    Ok(explainer.predict(&needed))
+}
+
+fn dockerfile_name(request: &BuildRequest) -> &str {
+    if request.dockerfile_name.is_empty() {
+        "Dockerfile"
+    } else {
+        request.dockerfile_name.as_str()
+    }
+}
+
 /// Runs a build; events go to `events`.
 pub fn build(
     store: Arc<Store>,
@@ -355,30 +458,16 @@ pub fn build(
             ignore,
         },
     );
+    let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
     let engine = Arc::new(
         Engine::new(store.clone(), contexts)?
             .with_limits(request.memory, request.cpus)
-            .with_source_date_epoch(request.repro.source_date_epoch),
+            .with_source_date_epoch(request.repro.source_date_epoch)
+            .with_secrets(secrets),
     );
 
-    // Which vertices ignore the cache.
-    let mut ignore_cache: HashSet<usize> = HashSet::new();
-    if request.no_cache {
-        ignore_cache.extend(0..frontend.vertices.len());
-    } else if !request.no_cache_filter.is_empty() {
-        let roots: HashSet<usize> = frontend.stages.iter().map(|s| s.root).collect();
-        for stage in &frontend.stages {
-            let named = request.no_cache_filter.iter().any(|f| {
-                stage.name.as_deref() == Some(f.to_lowercase().as_str())
-                    || f.parse::<usize>().ok() == Some(stage.index)
-            });
-            if named {
-                let stop: HashSet<usize> =
-                    roots.iter().copied().filter(|r| *r != stage.root).collect();
-                ignore_cache.extend(stage_vertices(&frontend, stage.root, &stop));
-            }
-        }
-    }
+    let ignore_reasons = ignore_cache_reasons(&frontend, request);
+    let ignore_cache: HashSet<usize> = ignore_reasons.keys().copied().collect();
 
     let file = if request.dockerfile_name.is_empty() {
         "Dockerfile"
@@ -403,23 +492,32 @@ pub fn build(
                 op: f.clone(),
                 engine: engine.clone(),
             }),
+            GraphOp::Merge => Arc::new(super::ops::MergeOp),
             GraphOp::Exec(e) => Arc::new(ExecStep {
                 op: e.clone(),
                 network: request.network,
                 engine: engine.clone(),
             }),
-            GraphOp::Git { url, .. } => {
-                return Err(BuildError::Dockerfile(format!(
-                    "{}: git sources ({url}) are not supported yet",
-                    description(file, &frontend, i)
-                )))
-            }
-            GraphOp::Http { url, .. } => {
-                return Err(BuildError::Dockerfile(format!(
-                    "{}: remote URLs ({url}) are not supported yet",
-                    description(file, &frontend, i)
-                )))
-            }
+            GraphOp::Git {
+                url,
+                reference,
+                keep_git_dir,
+            } => Arc::new(super::ops::GitOp::new(
+                url.clone(),
+                reference.clone(),
+                *keep_git_dir,
+                engine.clone(),
+            )),
+            GraphOp::Http {
+                url,
+                checksum,
+                filename,
+            } => Arc::new(super::ops::HttpOp::new(
+                url.clone(),
+                checksum.clone(),
+                filename.clone(),
+                engine.clone(),
+            )),
         };
         // Layers of file ops and RUN get their mtimes clamped: the epoch is
         // part of their result, so of their cache key.
@@ -443,9 +541,54 @@ pub fn build(
         ids.push(id);
     }
 
-    let index =
-        Arc::new(StoreCacheIndex::open(store.clone()).map_err(|e| BuildError::Other(Box::new(e)))?);
+    // Without a lease from the caller, one for the build itself: it then
+    // protects the image only until this returns.
+    let own_lease = match &request.lease {
+        Some(_) => None,
+        None => Some(
+            store
+                .create_lease("build")
+                .map_err(|e| BuildError::Other(Box::new(e)))?,
+        ),
+    };
+    let _release = own_lease.as_ref().map(|lease| ReleaseOnDrop {
+        store: &store,
+        lease,
+    });
+    let lease = request.lease.as_ref().or(own_lease.as_ref());
+    let explainer = Arc::new(crate::explain::Explainer::new(
+        store.clone(),
+        &frontend,
+        &request.context_dir,
+        file,
+        ignore_matcher(request)?,
+        &ids,
+        ignore_reasons,
+    ));
+    let index = Arc::new(
+        StoreCacheIndex::open(store.clone())
+            .map_err(|e| BuildError::Other(Box::new(e)))?
+            .with_lease(lease.cloned())
+            .with_steps(explainer.clone()),
+    );
+
+    let events = match &request.explain {
+        Some(explanations) => {
+            let explanations = explanations.clone();
+            let inner = events;
+            EventSink::new(move |event| {
+                if let Event::VertexStarted { vertex, .. } = &event {
+                    if let Some(explanation) = explainer.explain(*vertex) {
+                        explanations.insert(*vertex, explanation);
+                    }
+                }
+                inner.emit(event);
+            })
+        }
+        None => events,
+    };
     let events = cached_ancestors(&graph, &ids, &ignore_cache, events);
+    let used_index = index.clone();
     let mut solver = Solver::new(index).with_events(events);
     if let Some(jobs) = request.jobs {
         solver = solver.with_jobs(jobs);
@@ -507,6 +650,16 @@ pub fn build(
     } else {
         None
     };
+    if let Some(lease) = lease {
+        let mut blobs = vec![
+            image.manifest.digest().to_string(),
+            image.config_digest.clone(),
+        ];
+        blobs.extend(layers.iter().map(|l| l.digest.clone()));
+        store
+            .lease_blobs(lease, &blobs)
+            .map_err(|e| BuildError::Other(Box::new(e)))?;
+    }
     let cached = solution
         .outcomes
         .values()
@@ -532,6 +685,7 @@ pub fn build(
         layers,
         executed: solution.outcomes.len() - cached,
         cached,
+        cache_records: used_index.touched_keys(),
         layer_sizes,
     })
 }

@@ -155,16 +155,99 @@ pub fn home_of(root: &Path, uid: u32) -> String {
         .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
 }
 
-/// Parses `--chmod` (octal only).
-pub fn parse_chmod(spec: &str) -> Result<u32, EngineError> {
-    u32::from_str_radix(spec, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| {
-            EngineError::Invalid(format!(
-                "invalid --chmod={spec}: only octal modes (e.g. 755) are supported"
-            ))
-        })
+/// A `--chmod` mode: octal, or symbolic clauses applied to each file's mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chmod {
+    /// `755`.
+    Octal(u32),
+    /// `u+x,go-w`, `a=rX`: (who mask, op, perms) per clause.
+    Symbolic(Vec<(u32, char, String)>),
+}
+
+impl Chmod {
+    /// The mode a file with `current` mode gets (`is_dir` for `X`).
+    pub fn apply(&self, current: u32, is_dir: bool) -> u32 {
+        match self {
+            Chmod::Octal(m) => *m,
+            Chmod::Symbolic(clauses) => {
+                let mut mode = current & 0o7777;
+                for (who, op, perms) in clauses {
+                    let mut bits = 0;
+                    for p in perms.chars() {
+                        bits |= match p {
+                            'r' => 0o444,
+                            'w' => 0o222,
+                            'x' => 0o111,
+                            'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                            's' => 0o6000,
+                            't' => 0o1000,
+                            _ => 0,
+                        };
+                    }
+                    // Who selects rwx columns; setuid/setgid follow u/g, sticky o... as chmod(1).
+                    let mut mask = 0;
+                    if who & 4 != 0 {
+                        mask |= 0o4700;
+                    }
+                    if who & 2 != 0 {
+                        mask |= 0o2070;
+                    }
+                    if who & 1 != 0 {
+                        mask |= 0o1007;
+                    }
+                    let bits = bits & mask;
+                    match op {
+                        '+' => mode |= bits,
+                        '-' => mode &= !bits,
+                        _ => mode = (mode & !(mask & 0o7777)) | bits,
+                    }
+                }
+                mode
+            }
+        }
+    }
+}
+
+/// Parses `--chmod`: octal (`0755`) or symbolic (`u+x,g-w`, `a=rX`).
+pub fn parse_chmod(spec: &str) -> Result<Chmod, EngineError> {
+    let invalid = || {
+        EngineError::Invalid(format!(
+            "invalid --chmod={spec}: expected an octal mode (755) or symbolic clauses (u+x,go-w)"
+        ))
+    };
+    if let Ok(m) = u32::from_str_radix(spec, 8) {
+        return if m <= 0o7777 {
+            Ok(Chmod::Octal(m))
+        } else {
+            Err(invalid())
+        };
+    }
+    let mut clauses = Vec::new();
+    for clause in spec.split(',') {
+        let split = clause.find(['+', '-', '=']).ok_or_else(invalid)?;
+        let (who_text, rest) = clause.split_at(split);
+        let mut who = 0;
+        for c in who_text.chars() {
+            who |= match c {
+                'u' => 4,
+                'g' => 2,
+                'o' => 1,
+                'a' => 7,
+                _ => return Err(invalid()),
+            };
+        }
+        if who == 0 {
+            who = 7;
+        }
+        let mut chars = rest.chars();
+        let op = chars.next().ok_or_else(invalid)?;
+        let perms: String = chars.collect();
+        if !perms.chars().all(|c| "rwxXst".contains(c)) {
+            return Err(invalid());
+        }
+        clauses.push((who, op, perms));
+    }
+    Ok(Chmod::Symbolic(clauses))
 }
 
 /// Where a COPY reads from.
@@ -189,7 +272,7 @@ pub struct CopyRequest<'a> {
     /// Owner override.
     pub owner: Option<Owner>,
     /// Mode override.
-    pub mode: Option<u32>,
+    pub mode: Option<Chmod>,
     /// `--exclude` patterns.
     pub exclude: Option<&'a Matcher>,
     /// Follow a symlink named as the source.
@@ -204,9 +287,13 @@ pub struct CopyRequest<'a> {
     pub allow_empty_wildcard: bool,
 }
 
+#[derive(Clone)]
 struct Meta {
+    /// `--exclude` patterns match paths relative to the source being
+    /// copied (BuildKit's rule): this prefix is cut off first.
+    exclude_prefix: String,
     owner: Option<Owner>,
-    mode: Option<u32>,
+    mode: Option<Chmod>,
     reset_owner: bool,
 }
 
@@ -238,11 +325,19 @@ pub fn copy(
             source.what
         )));
     }
-    let meta = Meta {
+    let matches: Vec<String> = matches
+        .into_iter()
+        .filter(|m| m.is_empty() || !request.exclude.is_some_and(|e| e.is_excluded(m)))
+        .collect();
+    if matches.is_empty() {
+        return Ok(());
+    }
+    let mut meta = Meta {
+        exclude_prefix: String::new(),
         owner: request
             .owner
             .or(source.reset_owner.then_some(Owner { uid: 0, gid: 0 })),
-        mode: request.mode,
+        mode: request.mode.clone(),
         reset_owner: source.reset_owner,
     };
     let dir_owner = request.owner.unwrap_or(Owner { uid: 0, gid: 0 });
@@ -255,6 +350,14 @@ pub fn copy(
             fs::symlink_metadata(&src)
         }
         .map_err(io_error("stat", &src))?;
+        meta.exclude_prefix = if src_meta.is_dir() && !m.is_empty() {
+            format!("{m}/")
+        } else {
+            match m.rsplit_once('/') {
+                Some((parent, _)) => format!("{parent}/"),
+                None => String::new(),
+            }
+        };
         if src_meta.is_dir() && request.dir_contents_only {
             let target = mkdir_all(root, request.dest, 0o755, dir_owner)?;
             copy_children(&src, m, &target, source, request.exclude, &meta, true)?;
@@ -299,10 +402,75 @@ pub fn copy(
     Ok(())
 }
 
-fn excluded(rel: &str, source: &Source<'_>, exclude: Option<&Matcher>) -> (bool, bool) {
+/// `COPY --parents`: each path matching an `include` pattern (relative to
+/// `request.source`) is copied to the same relative path under the destination.
+pub fn copy_with_parents(
+    root: &Path,
+    source: &Source<'_>,
+    request: &CopyRequest<'_>,
+    include: &[String],
+) -> Result<(), EngineError> {
+    let base = relative(request.source);
+    let base_host = resolve_in_root(source.root, &base, true);
+    let mut copied = 0;
+    for pattern in include {
+        let found = if has_glob(pattern) {
+            expand(&base_host, pattern).map_err(io_error("list", &base_host))?
+        } else if fs::symlink_metadata(base_host.join(relative(pattern))).is_ok() {
+            vec![relative(pattern)]
+        } else {
+            vec![]
+        };
+        for m in found {
+            let full = if base.is_empty() {
+                m.clone()
+            } else {
+                format!("{base}/{m}")
+            };
+            if m.is_empty() || source.ignore.is_some_and(|i| i.is_excluded(&full)) {
+                continue;
+            }
+            let dest = format!("{}/{m}", request.dest.trim_end_matches('/'));
+            let sub = CopyRequest {
+                source: &full,
+                dest: &dest,
+                owner: request.owner,
+                mode: request.mode.clone(),
+                exclude: request.exclude,
+                follow_symlinks: request.follow_symlinks,
+                dir_contents_only: true,
+                attempt_unpack: false,
+                allow_wildcard: false,
+                allow_empty_wildcard: true,
+            };
+            copy(root, source, &sub)?;
+            copied += 1;
+        }
+    }
+    if copied == 0 && !request.allow_empty_wildcard {
+        return Err(EngineError::Invalid(format!(
+            "\"/{}\": no source files were specified",
+            include.join(" ")
+        )));
+    }
+    Ok(())
+}
+
+fn excluded(
+    rel: &str,
+    source: &Source<'_>,
+    exclude: Option<&Matcher>,
+    meta: &Meta,
+) -> (bool, bool) {
     // (leave out, and may skip the whole directory)
-    for m in [source.ignore, exclude].into_iter().flatten() {
+    if let Some(m) = source.ignore {
         if m.is_excluded(rel) {
+            return (true, m.can_skip_dir(rel));
+        }
+    }
+    if let Some(m) = exclude {
+        let rel = rel.strip_prefix(&meta.exclude_prefix).unwrap_or(rel);
+        if !rel.is_empty() && m.is_excluded(rel) {
             return (true, m.can_skip_dir(rel));
         }
     }
@@ -353,7 +521,7 @@ fn copy_node(
     meta: &Meta,
     follow: bool,
 ) -> Result<(), EngineError> {
-    let (left_out, skip_dir) = excluded(rel, source, exclude);
+    let (left_out, skip_dir) = excluded(rel, source, exclude, meta);
     if left_out && skip_dir {
         return Ok(());
     }
@@ -383,12 +551,7 @@ fn copy_node(
             None => fs::create_dir(dst).map_err(io_error("create directory", dst))?,
         }
         copy_children(src, rel, dst, source, exclude, meta, false)?;
-        finish(
-            dst,
-            &src_meta,
-            owner,
-            meta.mode.unwrap_or(src_meta.mode() & 0o7777),
-        )?;
+        finish(dst, &src_meta, owner, mode_of(meta, &src_meta, true))?;
     } else if ft.is_file() {
         if let Some(e) = &existing {
             if e.is_dir() {
@@ -400,12 +563,7 @@ fn copy_node(
             fs::remove_file(dst).map_err(io_error("replace", dst))?;
         }
         fs::copy(src, dst).map_err(io_error(format!("copy {rel} to"), dst))?;
-        finish(
-            dst,
-            &src_meta,
-            owner,
-            meta.mode.unwrap_or(src_meta.mode() & 0o7777),
-        )?;
+        finish(dst, &src_meta, owner, mode_of(meta, &src_meta, false))?;
     } else if ft.is_symlink() {
         if let Some(e) = &existing {
             if e.is_dir() {
@@ -421,6 +579,13 @@ fn copy_node(
         tracing::warn!(path = rel, "skipping special file");
     }
     Ok(())
+}
+
+fn mode_of(meta: &Meta, src_meta: &fs::Metadata, is_dir: bool) -> u32 {
+    let current = src_meta.mode() & 0o7777;
+    meta.mode
+        .as_ref()
+        .map_or(current, |m| m.apply(current, is_dir))
 }
 
 fn finish(dst: &Path, src_meta: &fs::Metadata, owner: Owner, mode: u32) -> Result<(), EngineError> {
@@ -590,7 +755,15 @@ mod tests {
         assert_eq!(r("42"), Owner { uid: 42, gid: 42 });
         assert_eq!(r("42:7"), Owner { uid: 42, gid: 7 });
         assert!(resolve_owner(root.path(), "nobody").is_err());
-        assert_eq!(parse_chmod("755").unwrap(), 0o755);
-        assert!(parse_chmod("u+x").is_err());
+        assert_eq!(parse_chmod("755").unwrap(), Chmod::Octal(0o755));
+        assert!(parse_chmod("u+q").is_err());
+        assert!(parse_chmod("99").is_err());
+        let m = |s: &str, cur: u32, dir: bool| parse_chmod(s).unwrap().apply(cur, dir);
+        assert_eq!(m("u+x", 0o644, false), 0o744);
+        assert_eq!(m("go-r", 0o644, false), 0o600);
+        assert_eq!(m("a=rX", 0o640, false), 0o444);
+        assert_eq!(m("a=rX", 0o640, true), 0o555);
+        assert_eq!(m("+x,g+w", 0o644, false), 0o775);
+        assert_eq!(m("u=rwx,go=", 0o666, false), 0o700);
     }
 }

@@ -1,80 +1,133 @@
-//! The cache index as a table of the store's metadata database.
+//! The cache index as records of the store's metadata database
+//! (`hoist_cache::records`, table `build_cache`).
 //!
-//! The cache crate's migrations are a released list this crate may not append
-//! to, so the table is created with `CREATE TABLE IF NOT EXISTS` on open (an
-//! idempotent statement, safe for concurrent first opens under SQLite's write
-//! lock).
+//! Reads and writes go through the build's lease, so that a garbage
+//! collection in another process never removes the blobs of a record this
+//! build has looked up or made; a hit marks the record as used now (for
+//! least-recently-used collection).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
-use hoist_cache::Store;
-use rusqlite::OptionalExtension;
+use hoist_cache::{Lease, NewCacheRecord, Store};
 
 use crate::cache_index::{CacheIndex, CacheIndexAction, CacheIndexError, CacheRecord};
 use crate::digest::CacheKey;
 use crate::engine::artifact::Artifact;
 use crate::file_index::CacheOutput;
+use crate::graph::VertexId;
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS build_cache (
-    key        TEXT PRIMARY KEY NOT NULL,
-    final_key  TEXT NOT NULL,
-    output     BLOB NOT NULL,
-    updated_at INTEGER NOT NULL
-)";
+/// What the index keeps about the vertex that made a record besides its
+/// description: the step identity and the preimage of the key (see
+/// `explain`).
+pub trait StepRecorder: Send + Sync {
+    /// `(step identity, preimage bytes)` of `vertex`, computed after it ran.
+    fn step_of(&self, vertex: VertexId) -> Option<(String, Vec<u8>)>;
+}
 
-/// Cache records in `<root>/meta.db`, table `build_cache`.
+/// Cache records in `<root>/meta.db`.
 ///
 /// `get` returns `None` when a recorded layer blob is gone from the content store
 /// (snapshots are rebuilt from blobs on demand, so blobs are all a hit needs).
 pub struct StoreCacheIndex {
     store: Arc<Store>,
+    lease: Option<Lease>,
+    steps: Option<Arc<dyn StepRecorder>>,
+    /// Keys this build hit or recorded (what `--cache-to` exports).
+    touched: Mutex<BTreeSet<String>>,
 }
 
 impl StoreCacheIndex {
-    /// Opens the table, creating it when missing.
+    /// The index of `store` (its table is made by the store's migrations).
     pub fn open(store: Arc<Store>) -> Result<Self, hoist_cache::Error> {
-        store
-            .db()
-            .write(|tx| tx.execute_batch(SCHEMA).map_err(hoist_cache::Error::from))?;
-        Ok(StoreCacheIndex { store })
+        Ok(StoreCacheIndex {
+            store,
+            lease: None,
+            steps: None,
+            touched: Mutex::new(BTreeSet::new()),
+        })
     }
-}
 
-fn index_error(
-    action: CacheIndexAction,
-    key: &CacheKey,
-) -> impl FnOnce(rusqlite::Error) -> CacheIndexError + '_ {
-    move |e| CacheIndexError {
-        action,
-        key: *key,
-        source: Box::new(e),
+    /// Puts what this index reads and writes under `lease`.
+    pub fn with_lease(mut self, lease: Option<Lease>) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Records step identities and preimages through `steps`.
+    pub fn with_steps(mut self, steps: Arc<dyn StepRecorder>) -> Self {
+        self.steps = Some(steps);
+        self
+    }
+
+    /// Keys this build hit or recorded, sorted.
+    pub fn touched_keys(&self) -> Vec<String> {
+        self.touch_lock().iter().cloned().collect()
+    }
+
+    fn touch_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // Single inserts: a poisoned set is still consistent.
+        self.touched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put_record(
+        &self,
+        key: &CacheKey,
+        record: &CacheRecord<Artifact>,
+        description: &str,
+        step: Option<(String, Vec<u8>)>,
+    ) -> Result<(), CacheIndexError> {
+        let (step, preimage) = match step {
+            Some((s, p)) => (s, Some(p)),
+            None => (String::new(), None),
+        };
+        let new = NewCacheRecord {
+            key: key.to_string(),
+            final_key: record.cache_key.to_string(),
+            output: record.output.to_record_bytes(),
+            blobs: record
+                .output
+                .layers()
+                .iter()
+                .map(|l| l.digest.clone())
+                .collect(),
+            description: description.to_owned(),
+            step,
+            preimage,
+        };
+        self.touch_lock().insert(new.key.clone());
+        self.store
+            .put_cache_record(&new, self.lease.as_ref())
+            .map_err(|e| CacheIndexError {
+                action: CacheIndexAction::Put,
+                key: *key,
+                source: Box::new(e),
+            })
     }
 }
 
 impl CacheIndex<Artifact> for StoreCacheIndex {
     fn get(&self, key: &CacheKey) -> Result<Option<CacheRecord<Artifact>>, CacheIndexError> {
-        let row: Option<(String, Vec<u8>)> = self
+        let row = self
             .store
-            .db()
-            .read(|conn| {
-                conn.query_row(
-                    "SELECT final_key, output FROM build_cache WHERE key = ?1",
-                    [key.to_string()],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-            })
-            .map_err(index_error(CacheIndexAction::Get, key))?;
-        let Some((final_key, output)) = row else {
+            .use_cache_record(&key.to_string(), self.lease.as_ref())
+            .map_err(|e| CacheIndexError {
+                action: CacheIndexAction::Get,
+                key: *key,
+                source: Box::new(e),
+            })?;
+        let Some(row) = row else {
             return Ok(None);
         };
         let (Ok(final_key), Some(output)) = (
-            final_key.parse().map(CacheKey),
-            Artifact::from_record_bytes(&output),
+            row.final_key.parse().map(CacheKey),
+            Artifact::from_record_bytes(&row.output),
         ) else {
             // A record this version cannot read is a miss, not an error.
             return Ok(None);
         };
+        // The lease now holds the blobs: present now means present until
+        // the build ends.
         for layer in output.layers() {
             let present = layer
                 .digest
@@ -85,6 +138,7 @@ impl CacheIndex<Artifact> for StoreCacheIndex {
                 return Ok(None);
             }
         }
+        self.touch_lock().insert(row.key);
         Ok(Some(CacheRecord {
             output,
             cache_key: final_key,
@@ -92,26 +146,32 @@ impl CacheIndex<Artifact> for StoreCacheIndex {
     }
 
     fn put(&self, key: &CacheKey, record: &CacheRecord<Artifact>) -> Result<(), CacheIndexError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        self.store
-            .db()
-            .write(|tx| {
-                tx.execute(
-                    "INSERT INTO build_cache (key, final_key, output, updated_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (key) DO UPDATE SET final_key = ?2, output = ?3, updated_at = ?4",
-                    rusqlite::params![
-                        key.to_string(),
-                        record.cache_key.to_string(),
-                        record.output.to_record_bytes(),
-                        now
-                    ],
-                )
-            })
-            .map_err(index_error(CacheIndexAction::Put, key))?;
-        Ok(())
+        self.put_record(key, record, "", None)
+    }
+
+    fn put_vertex(
+        &self,
+        key: &CacheKey,
+        record: &CacheRecord<Artifact>,
+        vertex: VertexId,
+        description: &str,
+    ) -> Result<(), CacheIndexError> {
+        let step = self.steps.as_ref().and_then(|s| s.step_of(vertex));
+        self.put_record(key, record, description, step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_index_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let index = StoreCacheIndex::open(store).unwrap();
+        crate::cache_index::check_conformance(&index, |n| Artifact::Context {
+            name: format!("context {n}"),
+        });
     }
 }

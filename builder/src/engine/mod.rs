@@ -10,9 +10,12 @@ pub mod assemble;
 pub mod build;
 mod exec;
 pub mod export;
+pub mod fetch;
 mod files;
-mod hash;
+pub mod gc;
+pub(crate) mod hash;
 pub mod index;
+pub mod mounts;
 mod ops;
 pub mod provenance;
 pub mod reproducible;
@@ -119,6 +122,8 @@ pub struct Engine {
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
     limits: hoist_runner::Limits,
+    /// `--secret` and `--ssh` sources for RUN mounts.
+    secrets: mounts::Secrets,
     /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
     source_date_epoch: Option<i64>,
 }
@@ -172,6 +177,7 @@ impl Engine {
         Ok(Engine {
             runner,
             limits: hoist_runner::Limits::default(),
+            secrets: mounts::Secrets::default(),
             source_date_epoch: None,
             store,
             snapshots,
@@ -186,6 +192,12 @@ impl Engine {
     pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
         self.limits.memory = memory;
         self.limits.cpus = cpus;
+        self
+    }
+
+    /// Sets the secrets and ssh agents RUN mounts may use.
+    pub fn with_secrets(mut self, secrets: mounts::Secrets) -> Self {
+        self.secrets = secrets;
         self
     }
 

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hoist_frontend::dockerignore::Matcher;
-use hoist_frontend::graph::{FileAction, FileOp, MountKind};
+use hoist_frontend::graph::{FileAction, FileOp};
 
 use super::artifact::{Artifact, Layer};
 use super::exec::{self, Exit, ProcessSpec};
 use super::files::{self, CopyRequest, Owner, Source};
 use super::hash;
+use super::mounts;
 use super::{Engine, EngineError};
 use crate::digest::{CanonicalBytes, CanonicalEncoder, Digest};
 use crate::op::{Op, OpContext, OpError};
@@ -39,6 +40,24 @@ impl Op<Artifact> for ScratchOp {
 
     async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
         Ok(Artifact::Fs { layers: vec![] })
+    }
+}
+
+/// `COPY --link`: the layers of input 1 stacked on those of input 0.
+pub struct MergeOp;
+
+#[async_trait]
+impl Op<Artifact> for MergeOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("merge", 1).finish()
+    }
+
+    async fn exec(&self, _: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let mut layers = Vec::new();
+        for input in &inputs {
+            layers.extend(input.layers().iter().cloned());
+        }
+        Ok(Artifact::Fs { layers })
     }
 }
 
@@ -284,11 +303,6 @@ fn apply_action(
             allow_wildcard,
             allow_empty_wildcard,
         } => {
-            if !include.is_empty() {
-                return Err(Box::new(EngineError::Invalid(
-                    "COPY --parents is not supported yet".into(),
-                )));
-            }
             let owner = chown
                 .as_deref()
                 .map(|c| files::resolve_owner(root, c))
@@ -323,7 +337,7 @@ fn apply_action(
                         reset_owner: true,
                         what: "build context",
                     };
-                    files::copy(root, &from, &request)?;
+                    copy_one(root, &from, &request, include)?;
                 }
                 Artifact::Fs { layers } => {
                     engine.with_view(layers, |view| {
@@ -333,7 +347,7 @@ fn apply_action(
                             reset_owner: false,
                             what: "source stage",
                         };
-                        files::copy(root, &from, &request)?;
+                        copy_one(root, &from, &request, include)?;
                         Ok(())
                     })?;
                 }
@@ -359,6 +373,19 @@ fn apply_action(
         } => files::rm(root, path, *allow_not_found)?,
     }
     Ok(())
+}
+
+fn copy_one(
+    root: &std::path::Path,
+    from: &Source<'_>,
+    request: &CopyRequest<'_>,
+    include: &[String],
+) -> Result<(), EngineError> {
+    if include.is_empty() {
+        files::copy(root, from, request)
+    } else {
+        files::copy_with_parents(root, from, request, include)
+    }
 }
 
 /// Why a RUN failed.
@@ -395,24 +422,6 @@ impl Op<Artifact> for ExecStep {
     }
 
     async fn exec(&self, context: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
-        if !self.op.mounts.is_empty() {
-            let kinds: Vec<&str> = self
-                .op
-                .mounts
-                .iter()
-                .map(|m| match m.kind {
-                    MountKind::Bind { .. } => "bind",
-                    MountKind::Cache { .. } => "cache",
-                    MountKind::Tmpfs { .. } => "tmpfs",
-                    MountKind::Secret { .. } => "secret",
-                    MountKind::Ssh { .. } => "ssh",
-                })
-                .collect();
-            return Err(Box::new(EngineError::Invalid(format!(
-                "RUN --mount ({}) is not supported yet",
-                kinds.join(", ")
-            ))));
-        }
         let engine = self.engine.clone();
         let op = self.op.clone();
         let network = match (op.network, self.network) {
@@ -420,6 +429,12 @@ impl Op<Artifact> for ExecStep {
             (n, _) => n,
         };
         if engine.runner.is_none() {
+            if !op.mounts.is_empty() {
+                return Err(Box::new(EngineError::Invalid(
+                    "RUN --mount needs the sandbox runner, which could not be set up (see the log)"
+                        .into(),
+                )));
+            }
             return self.exec_unshare(context, inputs, network).await;
         }
         let cancel = hoist_runner::Cancel::new()?;
@@ -437,72 +452,92 @@ impl Op<Artifact> for ExecStep {
             let base = inputs[op.root].layers().to_vec();
             let mut env = op.env.clone();
             env.extend(op.proxy_env.iter().cloned());
-            let layers = engine.with_new_snapshot(&base, |_, mounts| {
-                let rootfs = hoist_runner::Rootfs::Mounts(
-                    mounts
-                        .iter()
-                        .map(|m| hoist_runner::MountData {
-                            kind: m.kind.clone(),
-                            source: m.source.to_string_lossy().into_owned(),
-                            target: "/".into(),
-                            options: m.options.clone(),
-                        })
-                        .collect(),
-                );
-                let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
-                spec.env = env;
-                spec.cwd = if op.cwd.is_empty() {
-                    "/".into()
-                } else {
-                    op.cwd.clone()
-                };
-                spec.user = op.user.clone();
-                spec.network = match network {
-                    hoist_frontend::graph::NetworkMode::None => hoist_runner::NetworkMode::None,
-                    hoist_frontend::graph::NetworkMode::Host => hoist_runner::NetworkMode::Host,
-                    hoist_frontend::graph::NetworkMode::Default => {
-                        hoist_runner::NetworkMode::Default
-                    }
-                };
-                spec.limits = engine.limits;
-                let runner = engine.runner.as_ref().ok_or_else(|| {
-                    EngineError::Invalid("the sandbox runner is unavailable".into())
-                })?;
-                let result = runner.run_with_cancel(
-                    &spec,
-                    &mut |stream, bytes| {
-                        let stream = match stream {
-                            hoist_runner::Stream::Stdout => crate::LogStream::Stdout,
-                            hoist_runner::Stream::Stderr => crate::LogStream::Stderr,
+            let to_view = mounts::inputs_to_view(&op.mounts, &inputs);
+            let mut views = std::collections::HashMap::new();
+            let layers =
+                mounts::with_views(&engine, &inputs, &to_view, &mut views, &mut |views| {
+                    let extra = mounts::prepare(&engine, &op.mounts, &inputs, views, &env)?;
+                    let mut env = env.clone();
+                    env.extend(extra.env.iter().cloned());
+                    engine.with_new_snapshot(&base, |_, mounts| {
+                        let rootfs = hoist_runner::Rootfs::Mounts(
+                            mounts
+                                .iter()
+                                .map(|m| hoist_runner::MountData {
+                                    kind: m.kind.clone(),
+                                    source: m.source.to_string_lossy().into_owned(),
+                                    target: "/".into(),
+                                    options: m.options.clone(),
+                                })
+                                .collect(),
+                        );
+                        let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
+                        spec.env = env.clone();
+                        spec.mounts = extra.mounts.clone();
+                        spec.cwd = if op.cwd.is_empty() {
+                            "/".into()
+                        } else {
+                            op.cwd.clone()
                         };
-                        context.log(stream, bytes);
-                    },
-                    Some(&cancel),
-                )?;
-                context.record_usage(crate::Usage {
-                    cpu_time: result.usage.cpu,
-                    peak_memory_bytes: result.usage.peak_memory,
-                });
-                if context.is_cancelled() {
-                    return Err(Box::new(EngineError::Invalid("cancelled".into())));
-                }
-                match result.failure_message(&spec.limits) {
-                    None => Ok(()),
-                    Some(message) => {
-                        let (status, code) = match result.status {
-                            hoist_runner::ExitStatus::Exited(code) if !result.oom_killed => {
-                                (format!("exit code: {code}"), Some(code))
+                        spec.user = op.user.clone();
+                        spec.network = match network {
+                            hoist_frontend::graph::NetworkMode::None => {
+                                hoist_runner::NetworkMode::None
                             }
-                            _ => (message, None),
+                            hoist_frontend::graph::NetworkMode::Host => {
+                                hoist_runner::NetworkMode::Host
+                            }
+                            hoist_frontend::graph::NetworkMode::Default => {
+                                hoist_runner::NetworkMode::Default
+                            }
                         };
-                        Err(Box::new(ProcessFailed {
-                            command: op.argv.join(" "),
-                            status,
-                            code,
-                        }))
-                    }
-                }
-            })?;
+                        spec.limits = engine.limits;
+                        if op.security == hoist_frontend::graph::SecurityMode::Insecure {
+                            // BuildKit's security.insecure: no seccomp filter, setuid works.
+                            spec.seccomp = false;
+                            spec.no_new_privileges = false;
+                        }
+                        let runner = engine.runner.as_ref().ok_or_else(|| {
+                            EngineError::Invalid("the sandbox runner is unavailable".into())
+                        })?;
+                        let result = runner.run_with_cancel(
+                            &spec,
+                            &mut |stream, bytes| {
+                                let stream = match stream {
+                                    hoist_runner::Stream::Stdout => crate::LogStream::Stdout,
+                                    hoist_runner::Stream::Stderr => crate::LogStream::Stderr,
+                                };
+                                context.log(stream, bytes);
+                            },
+                            Some(&cancel),
+                        )?;
+                        context.record_usage(crate::Usage {
+                            cpu_time: result.usage.cpu,
+                            peak_memory_bytes: result.usage.peak_memory,
+                        });
+                        if context.is_cancelled() {
+                            return Err(Box::new(EngineError::Invalid("cancelled".into())));
+                        }
+                        match result.failure_message(&spec.limits) {
+                            None => Ok(()),
+                            Some(message) => {
+                                let (status, code) = match result.status {
+                                    hoist_runner::ExitStatus::Exited(code)
+                                        if !result.oom_killed =>
+                                    {
+                                        (format!("exit code: {code}"), Some(code))
+                                    }
+                                    _ => (message, None),
+                                };
+                                Err(Box::new(ProcessFailed {
+                                    command: op.argv.join(" "),
+                                    status,
+                                    code,
+                                }))
+                            }
+                        }
+                    })
+                })?;
             Ok(Artifact::Fs { layers })
         })
         .await;
@@ -566,6 +601,203 @@ impl ExecStep {
                     Some(Exit::Signal(sig)) => Err(failed(format!("killed by signal {sig}"), None)),
                 }
             })?;
+            Ok(Artifact::Fs { layers })
+        })
+        .await
+    }
+}
+
+/// `ADD https://…`: the file in a layer of its own, at `/<filename>`, mode
+/// 0600 (as BuildKit), its mtime from `Last-Modified`.
+pub struct HttpOp {
+    /// URL.
+    pub url: String,
+    /// `--checksum`, if given.
+    pub checksum: Option<String>,
+    /// File name in the layer.
+    pub filename: String,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The download made while computing the cache key, reused by `exec`.
+    fetched: std::sync::Mutex<Option<super::fetch::Download>>,
+}
+
+impl HttpOp {
+    /// An op downloading `url`.
+    pub fn new(
+        url: String,
+        checksum: Option<String>,
+        filename: String,
+        engine: Arc<Engine>,
+    ) -> Self {
+        HttpOp {
+            url,
+            checksum,
+            filename,
+            engine,
+            fetched: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn fetch(&self) -> Result<super::fetch::Download, OpError> {
+        if let Some(d) = self
+            .fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(d);
+        }
+        let dir = self.engine.scratch_dir("http")?;
+        let (url, checksum) = (self.url.clone(), self.checksum.clone());
+        // On a runtime of its own: the build's runtime has no I/O driver.
+        let download = blocking(move || {
+            Ok(super::fetch::download_blocking(
+                &url,
+                &dir.join("data"),
+                checksum.as_deref(),
+            )?)
+        })
+        .await?;
+        *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) = Some(download.clone());
+        Ok(download)
+    }
+}
+
+#[async_trait]
+impl Op<Artifact> for HttpOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("http", 1)
+            .str("url", &self.url)
+            .optional_str("checksum", self.checksum.as_deref())
+            .str("filename", &self.filename)
+            .finish()
+    }
+
+    async fn source_digest(&self, _: &OpContext) -> Result<Option<Digest>, OpError> {
+        // With a checksum the content is known without asking the server.
+        let (digest, modified) = match &self.checksum {
+            Some(c) => (c.clone(), None),
+            None => {
+                let d = self.fetch().await?;
+                (d.digest, d.modified)
+            }
+        };
+        let mut e = CanonicalEncoder::new("http-content", 1);
+        e.str("digest", &digest);
+        if let Some(m) = modified.and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok()) {
+            e.u64("modified", m.as_secs());
+        }
+        Ok(Some(e.finish().digest()))
+    }
+
+    async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let download = self.fetch().await?;
+        let engine = self.engine.clone();
+        let filename = self.filename.clone();
+        blocking(move || {
+            let layers = engine.with_new_layer(&[], |root| {
+                let target = root.join(&filename);
+                std::fs::copy(&download.path, &target)
+                    .map_err(super::io_error("write downloaded file", &target))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+                    .map_err(super::io_error("chmod", &target))?;
+                if let Some(m) = download.modified {
+                    std::fs::File::open(&target)
+                        .and_then(|f| f.set_modified(m))
+                        .map_err(super::io_error("set the modification time of", &target))?;
+                }
+                Ok(())
+            })?;
+            let _ = std::fs::remove_file(&download.path);
+            Ok(Artifact::Fs { layers })
+        })
+        .await
+    }
+}
+
+/// `ADD https://….git#ref`: a checkout (through the git CLI) in a layer.
+pub struct GitOp {
+    /// Repository URL.
+    pub url: String,
+    /// Branch, tag or commit.
+    pub reference: String,
+    /// Keep `.git`.
+    pub keep_git_dir: bool,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    commit: std::sync::Mutex<Option<String>>,
+}
+
+impl GitOp {
+    /// An op checking out `reference` of `url`.
+    pub fn new(url: String, reference: String, keep_git_dir: bool, engine: Arc<Engine>) -> Self {
+        GitOp {
+            url,
+            reference,
+            keep_git_dir,
+            engine,
+            commit: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn commit(&self) -> Result<String, OpError> {
+        if let Some(c) = self
+            .commit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let (url, reference) = (self.url.clone(), self.reference.clone());
+        let commit = blocking(move || Ok(super::fetch::resolve_git_ref(&url, &reference)?)).await?;
+        *self.commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(commit.clone());
+        Ok(commit)
+    }
+}
+
+#[async_trait]
+impl Op<Artifact> for GitOp {
+    fn definition(&self) -> CanonicalBytes {
+        CanonicalEncoder::new("git", 1)
+            .str("url", &self.url)
+            .str("reference", &self.reference)
+            .str("keep_git_dir", if self.keep_git_dir { "1" } else { "0" })
+            .finish()
+    }
+
+    async fn source_digest(&self, _: &OpContext) -> Result<Option<Digest>, OpError> {
+        let commit = self.commit().await?;
+        Ok(Some(
+            CanonicalEncoder::new("git-commit", 1)
+                .str("commit", &commit)
+                .finish()
+                .digest(),
+        ))
+    }
+
+    async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
+        let commit = self.commit().await?;
+        let engine = self.engine.clone();
+        let (url, reference, keep) = (self.url.clone(), self.reference.clone(), self.keep_git_dir);
+        blocking(move || {
+            let dir = engine.scratch_dir("git")?.join("checkout");
+            super::fetch::checkout(&url, &reference, &commit, &dir, keep)?;
+            let layers = engine.with_new_layer(&[], |root| {
+                let mut names: Vec<_> = std::fs::read_dir(&dir)
+                    .map_err(super::io_error("read", &dir))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .collect();
+                names.sort();
+                for name in names {
+                    mounts::copy_tree(&dir.join(&name), &root.join(&name))?;
+                }
+                Ok(())
+            })?;
+            let _ = std::fs::remove_dir_all(&dir);
             Ok(Artifact::Fs { layers })
         })
         .await

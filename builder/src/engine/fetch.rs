@@ -1,0 +1,384 @@
+//! Remote sources: `ADD https://…` (a file), `ADD https://….git#ref:dir` (a
+//! checkout through the git CLI), and build contexts given as a git URL or a
+//! tarball URL.
+//!
+//! A download lands in a scratch file first and its digest is computed while
+//! it streams; `--checksum` is compared before anything reaches the store.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
+
+use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
+
+use super::{io_error, EngineError};
+
+/// A downloaded file.
+#[derive(Clone, Debug)]
+pub struct Download {
+    /// Where it was written.
+    pub path: PathBuf,
+    /// `sha256:<hex>` of its bytes.
+    pub digest: String,
+    /// `Last-Modified`, if the server sent one.
+    pub modified: Option<SystemTime>,
+}
+
+/// Errors of fetching remote sources.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The request failed before a response.
+    #[error("failed to fetch {url}")]
+    Request {
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("failed to fetch {url}: server answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// `404 Not Found`.
+        status: String,
+    },
+    /// The content does not match `--checksum`.
+    #[error("failed to verify {url}: checksum mismatch: expected {expected}, got {actual}")]
+    Checksum {
+        /// The URL.
+        url: String,
+        /// What `--checksum` says.
+        expected: String,
+        /// What was downloaded.
+        actual: String,
+    },
+    /// A `git` command failed.
+    #[error("failed to {action} {url}: {stderr}")]
+    Git {
+        /// What was attempted.
+        action: String,
+        /// The repository.
+        url: String,
+        /// git's message.
+        stderr: String,
+    },
+    /// Local I/O.
+    #[error(transparent)]
+    Engine(Box<EngineError>),
+}
+
+impl From<EngineError> for FetchError {
+    fn from(e: EngineError) -> Self {
+        FetchError::Engine(Box::new(e))
+    }
+}
+
+fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Downloads `url` into `dest`; with `checksum` (`sha256:<hex>`), a mismatch
+/// is an error and `dest` is removed.
+pub async fn download(
+    url: &str,
+    dest: &Path,
+    checksum: Option<&str>,
+) -> Result<Download, FetchError> {
+    let request_error = |source| FetchError::Request {
+        url: url.to_owned(),
+        source,
+    };
+    let response = client()
+        .map_err(request_error)?
+        .get(url)
+        .send()
+        .await
+        .map_err(request_error)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(FetchError::Status {
+            url: url.to_owned(),
+            status: status.to_string(),
+        });
+    }
+    let modified = response
+        .headers()
+        .get(reqwest::header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let mut file = std::fs::File::create(dest).map_err(io_error("create", dest))?;
+    let mut hasher = Sha256::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(request_error)?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).map_err(io_error("write", dest))?;
+    }
+    file.flush().map_err(io_error("write", dest))?;
+    drop(file);
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    if let Some(expected) = checksum {
+        let expected_norm = if expected.contains(':') {
+            expected.to_owned()
+        } else {
+            format!("sha256:{expected}")
+        };
+        if expected_norm != digest {
+            let _ = std::fs::remove_file(dest);
+            return Err(FetchError::Checksum {
+                url: url.to_owned(),
+                expected: expected.to_owned(),
+                actual: digest,
+            });
+        }
+    }
+    Ok(Download {
+        path: dest.to_path_buf(),
+        digest,
+        modified,
+    })
+}
+
+/// [`download`] for callers without an async runtime.
+pub fn download_blocking(
+    url: &str,
+    dest: &Path,
+    checksum: Option<&str>,
+) -> Result<Download, FetchError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_error("start an async runtime for", dest))?;
+    runtime.block_on(download(url, dest, checksum))
+}
+
+fn git(args: &[&str], dir: Option<&Path>, action: &str, url: &str) -> Result<String, FetchError> {
+    let mut command = Command::new("git");
+    command
+        .args(args)
+        // Never prompt: a build has no terminal to answer on.
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command.output().map_err(|e| FetchError::Git {
+        action: action.to_owned(),
+        url: url.to_owned(),
+        stderr: format!("cannot run git: {e}"),
+    })?;
+    if !output.status.success() {
+        return Err(FetchError::Git {
+            action: action.to_owned(),
+            url: url.to_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The commit `reference` (branch, tag, commit; empty: HEAD) names in `url`.
+pub fn resolve_git_ref(url: &str, reference: &str) -> Result<String, FetchError> {
+    let is_hex = reference.len() >= 7 && reference.chars().all(|c| c.is_ascii_hexdigit());
+    let wanted = if reference.is_empty() {
+        "HEAD"
+    } else {
+        reference
+    };
+    let listing = git(&["ls-remote", url, wanted], None, "list refs of", url)?;
+    let mut found: Option<String> = None;
+    for line in listing.lines() {
+        let Some((hash, name)) = line.split_once('\t') else {
+            continue;
+        };
+        let exact = name == wanted
+            || name == format!("refs/heads/{wanted}")
+            || name == format!("refs/tags/{wanted}");
+        if name == format!("refs/tags/{wanted}^{{}}") {
+            // The commit an annotated tag points at.
+            return Ok(hash.to_owned());
+        }
+        if exact && found.is_none() {
+            found = Some(hash.to_owned());
+        }
+    }
+    match found {
+        Some(hash) => Ok(hash),
+        None if is_hex => Ok(reference.to_owned()),
+        None => Err(FetchError::Git {
+            action: format!("find ref `{wanted}` in"),
+            url: url.to_owned(),
+            stderr: "no such branch, tag or commit".into(),
+        }),
+    }
+}
+
+/// Checks `commit` of `url` out into `dir` (which must not exist); the
+/// `.git` directory is removed unless `keep_git_dir`.
+pub fn checkout(
+    url: &str,
+    reference: &str,
+    commit: &str,
+    dir: &Path,
+    keep_git_dir: bool,
+) -> Result<(), FetchError> {
+    std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+    git(&["init", "-q"], Some(dir), "prepare a checkout of", url)?;
+    git(
+        &["remote", "add", "origin", url],
+        Some(dir),
+        "prepare a checkout of",
+        url,
+    )?;
+    // Fetch the commit itself; servers that refuse unadvertised commits get
+    // the ref by name instead.
+    if git(
+        &["fetch", "-q", "--depth=1", "origin", commit],
+        Some(dir),
+        "fetch",
+        url,
+    )
+    .is_err()
+    {
+        let name = if reference.is_empty() {
+            "HEAD"
+        } else {
+            reference
+        };
+        git(&["fetch", "-q", "origin", name], Some(dir), "fetch", url)?;
+    }
+    git(
+        &["-c", "advice.detachedHead=false", "checkout", "-q", commit],
+        Some(dir),
+        &format!("check out {commit} of"),
+        url,
+    )?;
+    if dir.join(".gitmodules").exists() {
+        git(
+            &["submodule", "update", "--init", "--recursive", "--depth=1"],
+            Some(dir),
+            "fetch the submodules of",
+            url,
+        )?;
+    }
+    if keep_git_dir {
+        // BuildKit keeps the branch name checked out when it can.
+        if !reference.is_empty() && reference != commit {
+            let _ = git(
+                &["checkout", "-q", "-B", reference],
+                Some(dir),
+                "name the branch",
+                url,
+            );
+        }
+    } else {
+        let git_dir = dir.join(".git");
+        std::fs::remove_dir_all(&git_dir).map_err(io_error("remove", &git_dir))?;
+    }
+    Ok(())
+}
+
+/// Splits `https://host/repo.git#ref:subdir` into (url, ref, subdir).
+pub fn split_git_url(spec: &str) -> (String, String, String) {
+    let (url, fragment) = match spec.split_once('#') {
+        Some((u, f)) => (u.to_owned(), f.to_owned()),
+        None => (spec.to_owned(), String::new()),
+    };
+    let (reference, subdir) = match fragment.split_once(':') {
+        Some((r, d)) => (r.to_owned(), d.to_owned()),
+        None => (fragment, String::new()),
+    };
+    (url, reference, subdir)
+}
+
+/// Whether a `hoist build` context argument names a git repository
+/// (Docker's rules: `git://`, `git@`, `github.com/`, or a URL ending in
+/// `.git` with an optional `#fragment`).
+pub fn is_git_context(spec: &str) -> bool {
+    let url = spec.split('#').next().unwrap_or(spec);
+    spec.starts_with("git://")
+        || spec.starts_with("git@")
+        || spec.starts_with("github.com/")
+        || ((url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("ssh://")
+            || url.starts_with("file://"))
+            && url.ends_with(".git"))
+}
+
+/// Makes `dir` the checkout of a git context (`URL#ref:subdir`); returns the
+/// directory to use as the context (the subdirectory, if any).
+pub fn git_context(spec: &str, dir: &Path) -> Result<PathBuf, FetchError> {
+    let (url, reference, subdir) = split_git_url(spec);
+    let url = if url.starts_with("github.com/") {
+        format!("https://{url}")
+    } else {
+        url
+    };
+    let commit = resolve_git_ref(&url, &reference)?;
+    let checkout_dir = dir.join("checkout");
+    checkout(&url, &reference, &commit, &checkout_dir, false)?;
+    let context = super::files::resolve_in_root(&checkout_dir, &subdir, true);
+    if !context.is_dir() {
+        return Err(FetchError::Git {
+            action: format!("use `{subdir}` as the context of"),
+            url,
+            stderr: "no such directory in the repository".into(),
+        });
+    }
+    Ok(context)
+}
+
+/// Makes `dir` the context downloaded from `url`: a tar archive (plain or
+/// gzip) is extracted there; anything else is taken as the Dockerfile, which
+/// is returned.
+pub fn url_context(url: &str, dir: &Path) -> Result<Option<String>, FetchError> {
+    let file = dir.join(".hoist-download");
+    download_blocking(url, &file, None)?;
+    let data = std::fs::read(&file).map_err(io_error("read", &file))?;
+    std::fs::remove_file(&file).map_err(io_error("remove", &file))?;
+    let is_gzip = data.starts_with(&[0x1f, 0x8b]);
+    let plain_tar = data.len() >= 262 && &data[257..262] == b"ustar";
+    if !is_gzip && !plain_tar {
+        return Ok(Some(String::from_utf8_lossy(&data).into_owned()));
+    }
+    let reader: Box<dyn std::io::Read> = if is_gzip {
+        Box::new(flate2::read::GzDecoder::new(&data[..]))
+    } else {
+        Box::new(&data[..])
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive
+        .unpack(dir)
+        .map_err(io_error(format!("extract {url} into"), dir))?;
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_urls() {
+        assert_eq!(
+            split_git_url("https://h/r.git#v1:sub/dir"),
+            ("https://h/r.git".into(), "v1".into(), "sub/dir".into())
+        );
+        assert_eq!(
+            split_git_url("https://h/r.git"),
+            ("https://h/r.git".into(), String::new(), String::new())
+        );
+        assert!(is_git_context("https://h/r.git#main"));
+        assert!(is_git_context("git@github.com:a/b"));
+        assert!(is_git_context("file:///srv/r.git"));
+        assert!(!is_git_context("https://h/ctx.tar.gz"));
+        assert!(!is_git_context("."));
+    }
+}

@@ -1,0 +1,240 @@
+//! Garbage collection of a store with the builder's snapshots taking part:
+//! `hoist prune` and the automatic collection after builds.
+//!
+//! The cache crate collects blobs, cache records and cache mounts; the
+//! snapshots under `<root>/snapshots` belong to the snapshotter, which knows
+//! nothing of the cache, so this module presents them to the collection as
+//! a [`DerivedStore`]: one entry per committed snapshot together with its
+//! descendants (a parent cannot go before its children), last used when the
+//! most recently used cache record whose output is that layer chain was,
+//! and an orphan when no cache record or tagged image has that chain.
+//! Active snapshots and views exist only while a build runs; collection
+//! only looks at snapshots when no build holds a lease, so any left are
+//! leftovers of a killed build, and orphans.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use hoist_cache::gc::disk_usage;
+use hoist_cache::{DerivedEntry, DerivedStore, GcOptions, GcReport, Store};
+use hoist_snapshotter::{JsonFileRecords, Kind, RecordSet, SnapshotRecords};
+
+use super::artifact::{snapshot_name, Artifact, Layer};
+use crate::file_index::CacheOutput;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The builder's snapshots as collectable data.
+pub struct Snapshots {
+    root: PathBuf,
+}
+
+impl Snapshots {
+    /// The snapshots of the store at `store_root` (`<root>/snapshots`).
+    pub fn new(store_root: &std::path::Path) -> Self {
+        Snapshots {
+            root: store_root.join("snapshots"),
+        }
+    }
+
+    fn records(&self) -> JsonFileRecords {
+        JsonFileRecords::new(self.root.join("records.json"))
+    }
+
+    fn dir(&self, id: u64) -> PathBuf {
+        self.root.join("snapshots").join(id.to_string())
+    }
+
+    fn snapshotter(&self) -> Result<hoist_snapshotter::LocalSnapshotter, BoxError> {
+        Ok(hoist_snapshotter::LocalSnapshotter::open(
+            &self.root,
+            hoist_snapshotter::BackendChoice::Auto,
+        )?)
+    }
+}
+
+/// `name` and everything built on it, children before parents.
+fn subtree(set: &RecordSet, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for child in set.children_of(name) {
+        out.extend(subtree(set, child));
+    }
+    out.push(name.to_owned());
+    out
+}
+
+/// Names of the snapshots of every prefix of the layer chains of tagged
+/// images (read from their configs' diff_ids).
+fn image_chains(store: &Store) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let Ok(refs) = store.list_refs() else {
+        return out;
+    };
+    for r in refs {
+        let Ok(image) = store.image(&r.target) else {
+            continue;
+        };
+        let Ok(bytes) = store.content().read_blob(image.manifest.config().digest()) else {
+            continue;
+        };
+        let Ok(config) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let layers: Vec<Layer> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str())
+            .map(|d| Layer {
+                digest: String::new(),
+                diff_id: d.to_owned(),
+                size: 0,
+                media_type: String::new(),
+            })
+            .collect();
+        for n in 1..=layers.len() {
+            if let Some(name) = snapshot_name(&layers[..n]) {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+impl DerivedStore for Snapshots {
+    fn kind(&self) -> &'static str {
+        "snapshot"
+    }
+
+    fn entries(&self, store: &Store) -> Result<Vec<DerivedEntry>, BoxError> {
+        if !self.root.join("records.json").exists() {
+            return Ok(Vec::new());
+        }
+        let set = self.records().read()?;
+        // Last use of each chain by a cache record.
+        let mut used: HashMap<String, i64> = HashMap::new();
+        for record in store.list_cache_records()? {
+            let Some(artifact) = Artifact::from_record_bytes(&record.output) else {
+                continue;
+            };
+            if let Some(name) = snapshot_name(artifact.layers()) {
+                let last = used.entry(name).or_insert(0);
+                *last = (*last).max(record.last_used_ms);
+            }
+        }
+        let images = image_chains(store);
+        let mut entries = Vec::new();
+        for (name, record) in &set.snapshots {
+            let members = subtree(&set, name);
+            let mut last = 0i64;
+            let mut needed = false;
+            let mut size = 0;
+            for member in &members {
+                let Some(r) = set.snapshots.get(member) else {
+                    continue;
+                };
+                last = last.max(
+                    used.get(member)
+                        .copied()
+                        .unwrap_or(r.created_unix as i64 * 1000),
+                );
+                needed |= r.kind == Kind::Committed
+                    && (used.contains_key(member) || images.contains(member));
+                size += disk_usage(&self.dir(r.id));
+            }
+            let what = match record.kind {
+                Kind::Committed => "layer chain",
+                Kind::Active => "left by a killed build (active)",
+                Kind::View => "left by a killed build (view)",
+            };
+            entries.push(DerivedEntry {
+                id: name.clone(),
+                description: if members.len() > 1 {
+                    format!("{what}, with {} built on it", members.len() - 1)
+                } else {
+                    what.to_owned()
+                },
+                last_used_ms: last,
+                size,
+                orphan: !needed,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn remove(&self, id: &str) -> Result<u64, BoxError> {
+        use hoist_snapshotter::Snapshotter as _;
+        let set = self.records().read()?;
+        if !set.snapshots.contains_key(id) {
+            return Ok(0);
+        }
+        let snapshotter = self.snapshotter()?;
+        let mut freed = 0;
+        for member in subtree(&set, id) {
+            let Some(record) = set.snapshots.get(&member) else {
+                continue;
+            };
+            let size = disk_usage(&self.dir(record.id));
+            snapshotter.remove(&member)?;
+            freed += size;
+        }
+        Ok(freed)
+    }
+}
+
+/// Runs a collection of `store` with its snapshots.
+pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport, hoist_cache::Error> {
+    let snapshots = Snapshots::new(store.root());
+    let report = store.collect_garbage(options, &[&snapshots])?;
+    if report.in_use == 0 && snapshots.root.join("records.json").exists() {
+        // Directories a crash left without records.
+        if let Ok(s) = snapshots.snapshotter() {
+            let _ = s.cleanup();
+        }
+    }
+    Ok(report)
+}
+
+/// One snapshot for `hoist du --verbose`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotUsage {
+    /// Its key or name.
+    pub name: String,
+    /// Committed, active or view.
+    pub kind: &'static str,
+    /// Its parent.
+    pub parent: Option<String>,
+    /// Bytes on disk of its own directory.
+    pub size: u64,
+    /// Creation time (seconds since the epoch).
+    pub created_unix: u64,
+}
+
+/// Every snapshot with its own size on disk, by name.
+pub fn snapshot_usage(store_root: &std::path::Path) -> BTreeMap<String, SnapshotUsage> {
+    let snapshots = Snapshots::new(store_root);
+    let mut out = BTreeMap::new();
+    if !snapshots.root.join("records.json").exists() {
+        return out;
+    }
+    let Ok(set) = snapshots.records().read() else {
+        return out;
+    };
+    for (name, record) in set.snapshots {
+        out.insert(
+            name.clone(),
+            SnapshotUsage {
+                size: disk_usage(&snapshots.dir(record.id)),
+                kind: match record.kind {
+                    Kind::Committed => "committed",
+                    Kind::Active => "active",
+                    Kind::View => "view",
+                },
+                parent: record.parent,
+                created_unix: record.created_unix,
+                name,
+            },
+        );
+    }
+    out
+}

@@ -1,0 +1,205 @@
+//! `hoist prune`: remove build cache, as `docker builder prune` does; and
+//! the automatic collection `hoist build` runs when the store passes
+//! `gc.max-storage`.
+
+use std::io::{self, BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use hoist_builder::engine::gc;
+use hoist_cache::{GcConfig, GcOptions, GcReport, Store};
+
+use crate::context::Context;
+use crate::util::human_size;
+
+/// Remove build cache (unused cache records, layers, snapshots, cache mounts)
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Remove all unused build cache, not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Provide filter values (`until=DURATION`, e.g. `until=24h`)
+    #[arg(long = "filter", value_name = "FILTER")]
+    filters: Vec<String>,
+    /// Amount of disk space to keep for cache (e.g. `10GB`)
+    #[arg(long, value_name = "SIZE")]
+    keep_storage: Option<String>,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// List what was removed, with sizes
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+/// Go-style durations as Docker's filters take them: `90s`, `30m`, `24h`,
+/// `1h30m`, `1.5h`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let invalid = || anyhow!("invalid duration `{text}`: expected e.g. `24h`, `30m` or `1h30m`");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_end);
+        let number: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        total += number * seconds;
+        rest = tail;
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let mut options = GcOptions {
+        all: args.all,
+        ..GcOptions::default()
+    };
+    for filter in &args.filters {
+        match filter.split_once('=') {
+            Some(("until", value)) => options.until = Some(parse_duration(value)?),
+            _ => bail!("invalid filter `{filter}`: only `until=DURATION` is supported"),
+        }
+    }
+    if let Some(size) = &args.keep_storage {
+        options.keep_storage = Some(
+            hoist_cache::gc::parse_size(size)
+                .ok_or_else(|| anyhow!("invalid --keep-storage `{size}`: expected e.g. `10GB`"))?,
+        );
+    }
+    if !args.force {
+        let what = if args.all {
+            "all build cache"
+        } else {
+            "all dangling build cache"
+        };
+        let mut err = io::stderr().lock();
+        write!(
+            err,
+            "WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] "
+        )?;
+        err.flush()?;
+        let mut answer = String::new();
+        io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            return Ok(());
+        }
+    }
+    let store = context.store()?;
+    let report = gc::collect(&store, &options).context("failed to prune the build cache")?;
+    let mut out = io::stdout().lock();
+    let records: Vec<_> = report
+        .removed
+        .iter()
+        .filter(|r| args.verbose || r.kind != "blob" && r.kind != "ingest")
+        .collect();
+    if !records.is_empty() {
+        writeln!(out, "Deleted build cache objects:")?;
+        for r in records {
+            if args.verbose {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    r.kind,
+                    r.id,
+                    human_size(r.size),
+                    r.description
+                )?;
+            } else {
+                writeln!(out, "{}", r.id)?;
+            }
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed)
+    )?;
+    if let Some(target) = options.keep_storage {
+        if report.usage_after > target {
+            writeln!(
+                io::stderr().lock(),
+                "warning: the store still uses {} (over --keep-storage {}): tagged images and what running builds use are kept",
+                human_size(report.usage_after),
+                human_size(target)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Releases a lease when dropped (a failed build releases it too).
+pub struct LeaseGuard<'a> {
+    store: &'a Store,
+    lease: hoist_cache::Lease,
+}
+
+impl<'a> LeaseGuard<'a> {
+    pub fn new(store: &'a Store, lease: hoist_cache::Lease) -> Self {
+        LeaseGuard { store, lease }
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release_lease(&self.lease) {
+            tracing::warn!(error = %e, "could not release the build's lease");
+        }
+    }
+}
+
+/// The collection `hoist build` runs after a build that wrote something:
+/// when the store is larger than `gc.max-storage`, least recently used
+/// cache goes until it is not. Returns the report when it ran.
+pub fn after_build(store: &Store) -> anyhow::Result<Option<GcReport>> {
+    let config = GcConfig::load(store.root()).context("failed to read the gc configuration")?;
+    if !config.enabled || config.max_storage == 0 {
+        return Ok(None);
+    }
+    let usage = hoist_cache::gc::disk_usage(store.root());
+    if usage <= config.max_storage {
+        return Ok(None);
+    }
+    let options = GcOptions {
+        keep_storage: Some(config.max_storage),
+        ..GcOptions::default()
+    };
+    let report =
+        gc::collect(store, &options).context("failed to collect garbage after the build")?;
+    Ok(Some(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5_400));
+        assert_eq!(
+            parse_duration("1.5s").unwrap(),
+            Duration::from_millis(1_500)
+        );
+        assert!(parse_duration("3 days").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10").is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! ADD of http(s) and git URLs, and build contexts from URLs, against a small
+//! HTTP server the test starts on 127.0.0.1 (git through its "dumb" HTTP
+//! protocol: a bare repository served as static files).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::common::{hoist, mode, Env};
+
+const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+const LAST_MODIFIED_SECS: i64 = 1_445_412_480;
+
+/// Serves the files under `dir`; returns the base URL.
+fn serve(dir: PathBuf) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    return;
+                }
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut parts = first.split_whitespace();
+                let method = parts.next().unwrap_or("");
+                let path = parts.next().unwrap_or("/").split('?').next().unwrap_or("/");
+                let file = dir.join(path.trim_start_matches('/'));
+                let response = match fs::read(&file) {
+                    Ok(body) if file.is_file() => {
+                        let mut head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: {LAST_MODIFIED}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        if method != "HEAD" {
+                            head.extend_from_slice(&body);
+                        }
+                        head
+                    }
+                    _ => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = stream.write_all(&response);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository with tag v1 (sub/in-sub.txt = "v1") and branch main one commit
+/// later (sub/in-sub.txt = "main", plus ctx/ holding a Dockerfile), published
+/// bare at `<served>/repo.git`.
+fn make_repo(served: &Path, work: &Path) {
+    fs::create_dir_all(work.join("sub")).unwrap();
+    git(work, &["init", "-q", "-b", "main"]);
+    fs::write(work.join("top.txt"), "top\n").unwrap();
+    fs::write(work.join("sub/in-sub.txt"), "v1\n").unwrap();
+    git(work, &["add", "."]);
+    git(work, &["commit", "-q", "-m", "one"]);
+    git(work, &["tag", "-a", "v1", "-m", "v1"]);
+    fs::write(work.join("sub/in-sub.txt"), "main\n").unwrap();
+    fs::create_dir_all(work.join("ctx")).unwrap();
+    fs::write(
+        work.join("ctx/Dockerfile"),
+        "FROM busybox\nCOPY hello /hello\n",
+    )
+    .unwrap();
+    fs::write(work.join("ctx/hello"), "hello from git\n").unwrap();
+    git(work, &["add", "."]);
+    git(work, &["commit", "-q", "-m", "two"]);
+    let bare = served.join("repo.git");
+    git(
+        work,
+        &["clone", "-q", "--bare", ".", bare.to_str().unwrap()],
+    );
+    git(&bare, &["update-server-info"]);
+}
+
+fn blob_count(root: &Path) -> usize {
+    fs::read_dir(root.join("content/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn add_from_http_and_git() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("git");
+    let env = Env::new();
+    let served = env.scratch.path().join("www");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("file.txt"), "remote\n").unwrap();
+    make_repo(&served, &env.scratch.path().join("work"));
+    {
+        let file = fs::File::create(served.join("arch.tar.gz")).unwrap();
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(9);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, "bin/tool", &b"#!/bin/sh"[..])
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let base = serve(served.clone());
+    let sum = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(b"remote\n"))
+    };
+    env.dockerfile(&format!(
+        "FROM busybox\n\
+         ADD {base}/file.txt /dl/\n\
+         ADD --checksum=sha256:{sum} {base}/file.txt /sum.txt\n\
+         ADD {base}/repo.git#v1:sub /src/\n\
+         ADD --keep-git-dir {base}/repo.git#main /full/\n\
+         ADD {base}/arch.tar.gz /packed/\n\
+         ADD --unpack=true {base}/arch.tar.gz /unpacked/\n"
+    ));
+    let (_, root) = env.build_fs("remote:1", &[]);
+    let dl = root.join("dl/file.txt");
+    assert_eq!(fs::read_to_string(&dl).unwrap(), "remote\n");
+    assert_eq!(mode(&dl), 0o600);
+    assert_eq!(
+        fs::metadata(&dl).unwrap().mtime(),
+        LAST_MODIFIED_SECS,
+        "Last-Modified"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("sum.txt")).unwrap(),
+        "remote\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("src/in-sub.txt")).unwrap(),
+        "v1\n"
+    );
+    assert!(
+        !root.join("src/sub").exists(),
+        "the subdirectory's contents"
+    );
+    assert!(!root.join("src/.git").exists());
+    assert_eq!(
+        fs::read_to_string(root.join("full/sub/in-sub.txt")).unwrap(),
+        "main\n"
+    );
+    assert!(root.join("full/.git").is_dir(), "--keep-git-dir");
+    assert!(
+        root.join("packed/arch.tar.gz").is_file(),
+        "a remote archive is not extracted by default"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("unpacked/bin/tool")).unwrap(),
+        "#!/bin/sh"
+    );
+    assert_eq!(mode(&root.join("unpacked/bin/tool")), 0o755);
+
+    // Unchanged remote content: the second build is cached.
+    let again = env.build(&["-t", "remote:2"]);
+    again.assert_ok();
+    assert!(
+        again
+            .stderr
+            .lines()
+            .filter(|l| l.ends_with(" CACHED"))
+            .count()
+            >= 4,
+        "{}",
+        again.stderr
+    );
+}
+
+#[test]
+fn add_failures_name_the_url_and_write_nothing() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    let served = env.scratch.path().join("www");
+    fs::create_dir_all(&served).unwrap();
+    fs::write(served.join("file.txt"), "remote\n").unwrap();
+    let base = serve(served);
+    let before = blob_count(env.root.path());
+    env.dockerfile(&format!(
+        "FROM busybox\nADD --checksum=sha256:{} {base}/file.txt /x\n",
+        "0".repeat(64)
+    ));
+    let run = env.build(&["-t", "bad:1"]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains(&format!("{base}/file.txt")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("checksum mismatch"), "{}", run.stderr);
+    assert_eq!(blob_count(env.root.path()), before, "no layer was written");
+
+    env.dockerfile(&format!("FROM busybox\nADD {base}/missing.txt /x\n"));
+    let run = env.build(&["-t", "bad:2"]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains(&format!("{base}/missing.txt")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("404 Not Found"), "{}", run.stderr);
+}
+
+#[test]
+fn build_context_from_git_and_tarball_urls() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("git");
+    let env = Env::new();
+    let served = env.scratch.path().join("www");
+    fs::create_dir_all(&served).unwrap();
+    make_repo(&served, &env.scratch.path().join("work"));
+    // A gzip tarball context.
+    let tarball = served.join("ctx.tar.gz");
+    {
+        let file = fs::File::create(&tarball).unwrap();
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        for (name, data) in [
+            ("Dockerfile", "FROM busybox\nCOPY payload /payload\n"),
+            ("payload", "from a tarball\n"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, name, data.as_bytes()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let base = serve(served);
+
+    let dest = env.scratch.path().join("git-fs");
+    let output = format!("type=local,dest={}", dest.display());
+    let url = format!("{base}/repo.git#main:ctx");
+    hoist(
+        env.root.path(),
+        &[
+            "build",
+            "-t",
+            "fromgit:1",
+            "-o",
+            "type=image",
+            "-o",
+            &output,
+            &url,
+        ],
+        None,
+    )
+    .assert_ok();
+    assert_eq!(
+        fs::read_to_string(dest.join("hello")).unwrap(),
+        "hello from git\n"
+    );
+
+    let dest = env.scratch.path().join("tar-fs");
+    let output = format!("type=local,dest={}", dest.display());
+    let url = format!("{base}/ctx.tar.gz");
+    hoist(
+        env.root.path(),
+        &[
+            "build",
+            "-t",
+            "fromtar:1",
+            "-o",
+            "type=image",
+            "-o",
+            &output,
+            &url,
+        ],
+        None,
+    )
+    .assert_ok();
+    assert_eq!(
+        fs::read_to_string(dest.join("payload")).unwrap(),
+        "from a tarball\n"
+    );
+
+    let run = hoist(
+        env.root.path(),
+        &["build", &format!("{base}/nothing.git#main")],
+        None,
+    );
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("nothing.git"), "{}", run.stderr);
+}

@@ -1,0 +1,13 @@
+//! Cache lifecycle end to end: garbage collection under a cap, leases
+//! against concurrent prunes, crash safety, and `--explain`.
+
+mod lifecycle {
+    // Shared with the build tests; not every helper is used here.
+    #[allow(dead_code)]
+    #[path = "../build/common.rs"]
+    pub mod common;
+    pub mod explain;
+    pub mod gc;
+    pub mod share;
+    pub mod util;
+}
