@@ -16,4 +16,5 @@ mod build {
     pub mod remote;
     pub mod reproducible;
     pub mod summary;
+    pub mod tty;
 }
