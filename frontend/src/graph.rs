@@ -435,6 +435,12 @@ pub struct FileOp {
     pub root: Option<usize>,
     /// Steps in order.
     pub actions: Vec<FileAction>,
+    /// Index into the vertex's inputs of a filesystem whose `/etc/passwd` and
+    /// `/etc/group` resolve the `chown` names of the actions, when that is not
+    /// the root (`COPY --link --chown=name`: the stage below the link). Only the
+    /// resolved ids of that input enter the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_from: Option<usize>,
 }
 
 /// An operation of the graph.

@@ -1675,6 +1675,7 @@ impl Lowerer<'_> {
                                 make_parents: true,
                                 chown,
                             }],
+                            owner_from: None,
                         }),
                         vec![st.root],
                         label,
@@ -1733,6 +1734,7 @@ impl Lowerer<'_> {
                                 mode: 0o755,
                                 data,
                             }],
+                            owner_from: None,
                         }),
                         vec![scratch],
                         "preparing inline document".into(),
@@ -2421,6 +2423,7 @@ impl Lowerer<'_> {
                         mode: 0o644,
                         data,
                     }],
+                    owner_from: None,
                 }),
                 vec![scratch],
                 "preparing inline document".into(),
@@ -2454,10 +2457,21 @@ impl Lowerer<'_> {
                     *input -= 1;
                 }
             }
+            // A name in --chown is looked up in the stage below, which then
+            // enters the key only through the ids it resolves to.
+            let named = chown.as_deref().is_some_and(|c| {
+                c.split(':')
+                    .any(|part| !part.is_empty() && part.parse::<u32>().is_err())
+            });
+            let owner_from = named.then(|| {
+                inputs.push(base);
+                inputs.len() - 1
+            });
             let layer = self.add_vertex(
                 Op::File(FileOp {
                     root: None,
                     actions,
+                    owner_from,
                 }),
                 inputs,
                 label.clone(),
@@ -2474,6 +2488,7 @@ impl Lowerer<'_> {
                 Op::File(FileOp {
                     root: Some(0),
                     actions,
+                    owner_from: None,
                 }),
                 inputs,
                 label,

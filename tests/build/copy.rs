@@ -126,3 +126,78 @@ fn copy_link_layers_stay_cached_when_the_base_changes() {
     assert_eq!(a.last(), b.last(), "the same layer on both bases");
     assert_ne!(a[1], b[1]);
 }
+
+#[test]
+fn copy_link_chown_names_resolve_in_the_stage_below() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.write("a.txt", "a\n");
+    env.write("b.txt", "b\n");
+    env.dockerfile(
+        "FROM busybox\n\
+         ARG MARK\n\
+         ARG APPUID\n\
+         RUN echo \"svc:x:$APPUID:4242::/home/app:/bin/sh\" >> /etc/passwd \
+             && echo 'grp:x:777:' >> /etc/group && echo $MARK > /mark\n\
+         COPY --link --chown=svc:grp a.txt /linked/\n\
+         COPY --link --chown=svc b.txt /linked/\n",
+    );
+    let build = |tag: &str, mark: &str, uid: &str| {
+        env.build_fs(
+            tag,
+            &[
+                "--build-arg",
+                &format!("MARK={mark}"),
+                "--build-arg",
+                &format!("APPUID={uid}"),
+            ],
+        )
+    };
+    let (_, first) = build("linkown:1", "1", "1500");
+    let (second_run, second) = build("linkown:2", "2", "1500");
+    let (third_run, third) = build("linkown:3", "3", "1600");
+    assert_eq!(fs::read_to_string(second.join("mark")).unwrap(), "2\n");
+    for root in [&first, &second] {
+        assert_eq!(owner(&root.join("linked/a.txt")), (1500, 777));
+        assert_eq!(
+            owner(&root.join("linked/b.txt")),
+            (1500, 4242),
+            "a user alone takes its primary group from the stage's passwd"
+        );
+    }
+    assert_eq!(owner(&third.join("linked/a.txt")), (1600, 777));
+    assert_eq!(owner(&third.join("linked/b.txt")), (1600, 4242));
+    let step_cached = |stderr: &str, step: &str| {
+        let lines: Vec<&str> = stderr.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.ends_with(step))
+            .unwrap_or_else(|| panic!("no {step} in\n{stderr}"));
+        lines[at + 1].ends_with(" CACHED")
+    };
+    let step = "COPY --link --chown=svc:grp a.txt /linked/";
+    assert!(
+        step_cached(&second_run.stderr, step),
+        "same ids over a new base: the linked layer is reused\n{}",
+        second_run.stderr
+    );
+    assert!(
+        !step_cached(&third_run.stderr, step),
+        "the name now means another uid: the layer is rebuilt\n{}",
+        third_run.stderr
+    );
+    let diff_ids = |img: &str| env.config(img)["rootfs"]["diff_ids"].clone();
+    let (a, b) = (diff_ids("linkown:1"), diff_ids("linkown:2"));
+    let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+    assert_eq!(a.len(), 4);
+    assert_ne!(a[1], b[1], "the bases differ");
+    assert_eq!(a[2..], b[2..], "the linked layers are the same bytes");
+
+    env.dockerfile("FROM busybox\nCOPY --link --chown=nobody-here a.txt /x/\n");
+    let failed = env.build(&["-t", "linkown:bad"]);
+    assert!(
+        failed.stderr.contains("unable to find user nobody-here"),
+        "{}",
+        failed.stderr
+    );
+}

@@ -194,6 +194,22 @@ pub struct FileStep {
 }
 
 impl FileStep {
+    /// The distinct `chown` values of the actions.
+    fn owner_specs(&self) -> Vec<String> {
+        let mut specs: Vec<String> = self
+            .op
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                FileAction::Copy { chown, .. } | FileAction::Mkdir { chown, .. } => chown.clone(),
+                _ => None,
+            })
+            .collect();
+        specs.sort();
+        specs.dedup();
+        specs
+    }
+
     fn sources_of(&self, input: usize) -> Vec<String> {
         self.op
             .actions
@@ -220,6 +236,13 @@ impl Op<Artifact> for FileStep {
         if Some(input) == self.op.root {
             return None;
         }
+        if Some(input) == self.op.owner_from {
+            return Some(
+                CanonicalEncoder::new("owner-lookup", 1)
+                    .str_list("chown", self.owner_specs())
+                    .finish(),
+            );
+        }
         Some(
             CanonicalEncoder::new("file-selector", 1)
                 .str_list("sources", self.sources_of(input))
@@ -237,6 +260,25 @@ impl Op<Artifact> for FileStep {
         input: usize,
         output: &Artifact,
     ) -> Result<Digest, OpError> {
+        if Some(input) == self.op.owner_from {
+            // Only the ids the names resolve to matter: a changed base with the
+            // same users keeps the linked layer cached.
+            let engine = self.engine.clone();
+            let specs = self.owner_specs();
+            let layers = output.layers().to_vec();
+            return blocking(move || {
+                let owners = resolve_owners(&engine, &layers, &specs)?;
+                let mut e = CanonicalEncoder::new("owners", 1);
+                e.str_list(
+                    "ids",
+                    owners
+                        .iter()
+                        .map(|(spec, o)| format!("{spec}={}:{}", o.uid, o.gid)),
+                );
+                Ok(e.finish().digest())
+            })
+            .await;
+        }
         let sources = self.sources_of(input);
         match output {
             Artifact::Context { name } => {
@@ -269,9 +311,20 @@ impl Op<Artifact> for FileStep {
                 Some(r) => inputs[r].layers().to_vec(),
                 None => vec![],
             };
+            let resolved = match op.owner_from {
+                Some(i) => {
+                    let specs = FileStep {
+                        op: op.clone(),
+                        engine: engine.clone(),
+                    }
+                    .owner_specs();
+                    resolve_owners(&engine, inputs[i].layers(), &specs)?
+                }
+                None => vec![],
+            };
             let layers = engine.with_new_layer(&base, |root| {
                 for action in &op.actions {
-                    apply_action(&engine, root, action, &inputs)?;
+                    apply_action(&engine, root, action, &inputs, &resolved)?;
                 }
                 Ok(())
             })?;
@@ -281,11 +334,39 @@ impl Op<Artifact> for FileStep {
     }
 }
 
+/// `chown` values resolved in the `/etc/passwd` and `/etc/group` of `layers`.
+fn resolve_owners(
+    engine: &Engine,
+    layers: &[Layer],
+    specs: &[String],
+) -> Result<Vec<(String, Owner)>, OpError> {
+    engine.with_view(layers, |view| {
+        specs
+            .iter()
+            .map(|spec| Ok((spec.clone(), files::resolve_owner(view, spec)?)))
+            .collect()
+    })
+}
+
+/// Resolves a `chown` value: from the names looked up beforehand in another
+/// filesystem when there are any, else in `root`.
+fn owner_of(
+    root: &std::path::Path,
+    spec: &str,
+    resolved: &[(String, Owner)],
+) -> Result<Owner, EngineError> {
+    match resolved.iter().find(|(s, _)| s == spec) {
+        Some((_, owner)) => Ok(*owner),
+        None => files::resolve_owner(root, spec),
+    }
+}
+
 fn apply_action(
     engine: &Engine,
     root: &std::path::Path,
     action: &FileAction,
     inputs: &[Artifact],
+    resolved: &[(String, Owner)],
 ) -> Result<(), OpError> {
     match action {
         FileAction::Copy {
@@ -305,7 +386,7 @@ fn apply_action(
         } => {
             let owner = chown
                 .as_deref()
-                .map(|c| files::resolve_owner(root, c))
+                .map(|c| owner_of(root, c, resolved))
                 .transpose()?;
             let mode = chmod.as_deref().map(files::parse_chmod).transpose()?;
             let exclude =
@@ -361,7 +442,7 @@ fn apply_action(
         } => {
             let owner = chown
                 .as_deref()
-                .map(|c| files::resolve_owner(root, c))
+                .map(|c| owner_of(root, c, resolved))
                 .transpose()?
                 .unwrap_or(Owner { uid: 0, gid: 0 });
             files::mkdir_all(root, path, *mode, owner)?;
