@@ -81,7 +81,11 @@ pub(crate) fn runtime_config(
     env: &[String],
 ) -> Result<Value, ExternalError> {
     let root_plan = &config.plan;
-    let caps = cap_names();
+    let caps = if config.all_capabilities {
+        caps::all().iter().map(|c| c.to_string()).collect()
+    } else {
+        cap_names()
+    };
     let effective: Vec<String> = if uid == 0 { caps.clone() } else { Vec::new() };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
@@ -283,6 +287,7 @@ mod tests {
     #[test]
     fn config_json_fits_the_runtime_spec() {
         let config = InitConfig {
+            all_capabilities: false,
             plan: RootPlan {
                 root: "/bundle/rootfs".into(),
                 root_mounts: None,

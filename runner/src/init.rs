@@ -32,6 +32,9 @@ pub(crate) struct InitConfig {
     pub user: String,
     pub no_new_privileges: bool,
     pub seccomp: bool,
+    /// Keep all capabilities (see `RunSpec::all_capabilities`).
+    #[serde(default)]
+    pub all_capabilities: bool,
     /// Run an external OCI runtime instead of the step (see `external.rs`).
     pub external: Option<crate::external::ExternalPlan>,
 }
@@ -234,7 +237,9 @@ fn exec_step(
                 return Err(format!("setgroups {groups:?}: {e}"));
             }
         }
-        crate::security::drop_bounding_set().map_err(|e| error_chain(&e as &SecurityError))?;
+        if !config.all_capabilities {
+            crate::security::drop_bounding_set().map_err(|e| error_chain(&e as &SecurityError))?;
+        }
         if config.no_new_privileges {
             sys::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))?;
         }
@@ -245,7 +250,7 @@ fn exec_step(
         }
         sys::setresgid(user.gid).map_err(|e| format!("setresgid {}: {e}", user.gid))?;
         sys::setresuid(user.uid).map_err(|e| format!("setresuid {}: {e}", user.uid))?;
-        if user.uid == 0 {
+        if user.uid == 0 && !config.all_capabilities {
             crate::security::limit_root_capabilities().map_err(|e| error_chain(&e))?;
         }
         std::env::set_current_dir(&config.cwd).map_err(|e| format!("chdir {}: {e}", config.cwd))

@@ -277,6 +277,7 @@ impl Runner {
             user: spec.user.clone(),
             no_new_privileges: spec.no_new_privileges,
             seccomp: spec.seccomp,
+            all_capabilities: spec.all_capabilities,
             external,
         };
         let mut flags = if config.external.is_some() {

@@ -45,6 +45,9 @@ pub struct RunSpec {
     pub no_new_privileges: bool,
     /// Install the default seccomp filter (see `docs/runner.md`).
     pub seccomp: bool,
+    /// Keep every capability the runner has instead of Docker's default set
+    /// (`RUN --security=insecure`, like `docker run --privileged`).
+    pub all_capabilities: bool,
 }
 
 impl RunSpec {
@@ -63,6 +66,7 @@ impl RunSpec {
             limits: Limits::default(),
             no_new_privileges: true,
             seccomp: true,
+            all_capabilities: false,
         }
     }
 }

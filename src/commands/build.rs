@@ -126,6 +126,10 @@ pub struct Args {
     /// SSH agent for RUN --mount=type=ssh: default, or ID=SOCKET|KEYFILE[,KEYFILE]
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
+    /// Grant an entitlement: security.insecure (RUN --security=insecure) or
+    /// network.host
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     /// Load the image into the local Docker daemon (`docker load`)
     #[arg(long)]
     load: bool,
@@ -434,6 +438,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         secrets: exec_flags::secrets(&args.secrets)?,
         ssh: exec_flags::ssh(&args.ssh)?,
         repro,
+        allow: exec_flags::allow(&args.allow)?,
     };
 
     let store = Arc::new(context.store()?);
@@ -774,6 +779,19 @@ mod exec_flags {
         written.context("--load: failed to stream the image into `docker load`")?;
         eprint!("{}", String::from_utf8_lossy(&output.stdout));
         Ok(())
+    }
+
+    pub(super) fn allow(entitlements: &[String]) -> anyhow::Result<Vec<String>> {
+        // BuildKit's names; network.host is accepted for compatibility (hoist
+        // does not require it for RUN --network=host).
+        for e in entitlements {
+            if e != "security.insecure" && e != "network.host" {
+                anyhow::bail!(
+                    "invalid --allow {e:?}: the entitlements are security.insecure and network.host"
+                );
+            }
+        }
+        Ok(entitlements.to_vec())
     }
 
     pub(super) fn ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<PathBuf>>> {

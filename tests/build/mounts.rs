@@ -279,18 +279,71 @@ fn a_required_secret_that_is_missing_fails_the_step() {
 }
 
 #[test]
-fn security_insecure_runs_without_the_seccomp_filter() {
+fn security_insecure_needs_the_entitlement_and_gets_every_capability() {
     hoist_testutil::require_root!();
     let env = Env::new();
     env.dockerfile(
         "FROM busybox\n\
          RUN grep '^Seccomp:' /proc/self/status > /sandboxed\n\
+         RUN grep '^CapEff:' /proc/self/status > /sandboxed-caps\n\
          RUN --security=insecure grep '^Seccomp:' /proc/self/status > /insecure\n\
+         RUN --security=insecure cat /proc/self/status | grep CapEff > /insecure-caps\n\
          RUN --network=none sh -c 'ls /sys/class/net > /net-none'\n",
     );
-    let (_, root) = env.build_fs("insecure:1", &[]);
+    let refused = env.build(&["-t", "insecure:0"]);
+    assert!(!refused.status.success());
+    assert!(
+        refused
+            .stderr
+            .contains("Dockerfile:4: RUN --security=insecure")
+            && refused.stderr.contains("--allow security.insecure"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("RUN grep"),
+        "refused before any step ran:\n{}",
+        refused.stderr
+    );
+
+    let (_, root) = env.build_fs("insecure:1", &["--allow", "security.insecure"]);
     let read = |p: &str| fs::read_to_string(root.join(p)).unwrap();
+    let caps = |text: &str| {
+        let hex = text
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        u64::from_str_radix(&hex, 16).unwrap_or_else(|_| panic!("bad CapEff in {text:?}"))
+    };
     assert_eq!(read("insecure").split_whitespace().last(), Some("0"));
     assert_ne!(read("sandboxed"), read("insecure"), "{}", read("sandboxed"));
+    let ours = caps(
+        fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("CapEff:"))
+            .unwrap(),
+    );
+    assert_eq!(
+        caps(&read("insecure-caps")),
+        ours,
+        "the insecure step has every capability hoist has"
+    );
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    assert_ne!(ours & CAP_SYS_ADMIN, 0);
+    assert_eq!(
+        caps(&read("sandboxed-caps")),
+        0xa80425fb & ours,
+        "a sandboxed step has Docker's default set"
+    );
     assert_eq!(read("net-none"), "lo\n");
+
+    let bad = env.build(&["-t", "insecure:2", "--allow", "security.everything"]);
+    assert!(
+        bad.stderr
+            .contains("invalid --allow \"security.everything\""),
+        "{}",
+        bad.stderr
+    );
 }

@@ -66,6 +66,8 @@ pub struct BuildRequest {
     pub ssh: BTreeMap<String, Vec<PathBuf>>,
     /// SOURCE_DATE_EPOCH, `--reproducible`, `--provenance`.
     pub repro: super::reproducible::ReproOptions,
+    /// Entitlements granted with `--allow` (`security.insecure`, `network.host`).
+    pub allow: Vec<String>,
 }
 
 /// What a build made.
@@ -441,6 +443,16 @@ pub fn build(
 ) -> Result<Built, BuildError> {
     let started = now();
     let frontend = plan(store.clone(), request)?;
+    super::exec::check_entitlements(
+        if request.dockerfile_name.is_empty() {
+            "Dockerfile"
+        } else {
+            &request.dockerfile_name
+        },
+        &frontend,
+        &request.allow,
+    )
+    .map_err(BuildError::Dockerfile)?;
     super::reproducible::check_pinned(request, &frontend, &events)?;
     let ignore_text = match &request.dockerignore {
         Some(text) => text.clone(),

@@ -150,3 +150,38 @@ fn run_inner(
         (None, None) => Exit::Code(-1),
     }))
 }
+
+/// BuildKit's entitlement for `RUN --security=insecure`.
+pub const ENTITLEMENT_INSECURE: &str = "security.insecure";
+
+/// Refuses a graph whose steps need an entitlement the build was not started
+/// with (`hoist build --allow`), naming the first such step as
+/// `Dockerfile:LINE: INSTRUCTION`.
+pub fn check_entitlements(
+    file: &str,
+    graph: &hoist_frontend::graph::BuildGraph,
+    allowed: &[String],
+) -> Result<(), String> {
+    if allowed.iter().any(|a| a == ENTITLEMENT_INSECURE) {
+        return Ok(());
+    }
+    let insecure = graph.vertices.iter().find(|v| {
+        matches!(&v.op, hoist_frontend::graph::Op::Exec(e)
+            if e.security == hoist_frontend::graph::SecurityMode::Insecure)
+    });
+    let Some(v) = insecure else {
+        return Ok(());
+    };
+    let instruction = match v.name.strip_prefix('[') {
+        Some(rest) => rest.split_once("] ").map_or(v.name.as_str(), |(_, i)| i),
+        None => v.name.as_str(),
+    };
+    let at = match v.span {
+        Some(span) => format!("{file}:{}: {instruction}", span.start.line),
+        None => instruction.to_owned(),
+    };
+    Err(format!(
+        "{at}: RUN --security=insecure needs the {ENTITLEMENT_INSECURE} entitlement, \
+         which this build was not given (build with --allow {ENTITLEMENT_INSECURE})"
+    ))
+}

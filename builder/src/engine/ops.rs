@@ -574,9 +574,12 @@ impl Op<Artifact> for ExecStep {
                         };
                         spec.limits = engine.limits;
                         if op.security == hoist_frontend::graph::SecurityMode::Insecure {
-                            // BuildKit's security.insecure: no seccomp filter, setuid works.
+                            // BuildKit's security.insecure (`docker run --privileged`): every
+                            // capability, no seccomp filter, setuid works. The build
+                            // was checked for the entitlement before it started.
                             spec.seccomp = false;
                             spec.no_new_privileges = false;
+                            spec.all_capabilities = true;
                         }
                         let runner = engine.runner.as_ref().ok_or_else(|| {
                             EngineError::Invalid("the sandbox runner is unavailable".into())
