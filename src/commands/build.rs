@@ -356,7 +356,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         stdin_dir = tempfile::tempdir().context("failed to create a directory for the context")?;
         let dockerfile = stdin_context(stdin_dir.path())?;
         (stdin_dir.path().to_path_buf(), dockerfile)
-    } else if let Some(remote) = exec_flags::remote_context(&args.context)? {
+    } else if let Some(remote) = exec_flags::remote_context(&args.context, &args.ssh)? {
         stdin_dir = remote.0;
         (stdin_dir.path().join(remote.1), remote.2)
     } else {
@@ -680,7 +680,7 @@ mod exec_flags {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
-    use hoist_builder::engine::mounts::{parse_secret_flag, parse_ssh_flag, SecretSource};
+    use hoist_builder::engine::mounts::{parse_secret_flag, parse_ssh_flag, SecretSource, Secrets};
 
     pub(super) fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
         let mut out = BTreeMap::new();
@@ -696,6 +696,7 @@ mod exec_flags {
     /// archive).
     pub(super) fn remote_context(
         spec: &str,
+        ssh_flags: &[String],
     ) -> anyhow::Result<Option<(tempfile::TempDir, PathBuf, Option<String>)>> {
         use anyhow::Context as _;
         use hoist_builder::engine::fetch;
@@ -705,8 +706,19 @@ mod exec_flags {
         }
         let dir = tempfile::tempdir().context("failed to create a directory for the context")?;
         if fetch::is_git_context(spec) {
-            let context = fetch::git_context(spec, dir.path())
-                .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
+            // The `--ssh default` agent (started here for key files) reaches
+            // ssh remotes, as for ADD of a git URL.
+            let mut agents = ssh(ssh_flags)?;
+            agents.retain(|id, _| id == "default");
+            let agents = Secrets::prepare(&BTreeMap::new(), &agents)?;
+            let context = fetch::git_context(
+                spec,
+                dir.path(),
+                fetch::GitSsh {
+                    agent: agents.agent("default"),
+                },
+            )
+            .with_context(|| format!("failed to fetch the build context `{spec}`"))?;
             let relative = context
                 .strip_prefix(dir.path())
                 .unwrap_or(&context)

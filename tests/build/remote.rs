@@ -320,3 +320,141 @@ fn build_context_from_git_and_tarball_urls() {
     assert!(!run.status.success());
     assert!(run.stderr.contains("nothing.git"), "{}", run.stderr);
 }
+
+/// An sshd on 127.0.0.1 accepting only `client_key` for root; killed on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "hoist-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_sshd(dir: &Path, client_key: &Path) -> Sshd {
+    keygen(&dir.join("host_key"));
+    fs::copy(
+        client_key.with_extension("pub"),
+        dir.join("authorized_keys"),
+    )
+    .unwrap();
+    let port = hoist_testutil::free_port();
+    let config = dir.join("sshd_config");
+    fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n\
+             AuthorizedKeysFile {dir}/authorized_keys\nPidFile {dir}/sshd.pid\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    // sshd refuses to start without its privilege separation directory.
+    fs::create_dir_all("/run/sshd").unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sshd = Sshd { child, port };
+    // Wait until it listens (bounded: the build would fail clearly anyway).
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    sshd
+}
+
+#[test]
+fn git_over_ssh_uses_the_builds_ssh_agent() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("git");
+    hoist_testutil::require_program!("ssh-keygen");
+    hoist_testutil::require_program!("ssh-agent");
+    if !Path::new("/usr/sbin/sshd").exists() {
+        if std::env::var_os("HOIST_REQUIRE_ROOT_TESTS").is_some() {
+            panic!("this test needs /usr/sbin/sshd (Debian openssh-server)");
+        }
+        eprintln!("skipped: /usr/sbin/sshd is not installed");
+        return;
+    }
+    let env = Env::new();
+    let served = env.scratch.path().join("srv");
+    fs::create_dir_all(&served).unwrap();
+    make_repo(&served, &env.scratch.path().join("work"));
+    let ssh_dir = env.scratch.path().join("ssh");
+    fs::create_dir_all(&ssh_dir).unwrap();
+    let key = ssh_dir.join("client_key");
+    keygen(&key);
+    let sshd = start_sshd(&ssh_dir, &key);
+    let url = format!(
+        "ssh://root@127.0.0.1:{}{}/repo.git",
+        sshd.port,
+        served.display()
+    );
+    let ssh_flag = format!("default={}", key.display());
+
+    env.dockerfile(&format!(
+        "FROM busybox\nADD {url}#v1:sub /src/\nADD --keep-git-dir {url}#main /full/\n"
+    ));
+    let (run, root) = env.build_fs("gitssh:1", &["--ssh", &ssh_flag]);
+    assert_eq!(
+        fs::read_to_string(root.join("src/in-sub.txt")).unwrap(),
+        "v1\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("full/sub/in-sub.txt")).unwrap(),
+        "main\n"
+    );
+    assert!(root.join("full/.git").is_dir());
+    assert!(!run.stderr.contains("PRIVATE KEY"), "{}", run.stderr);
+
+    // Without the agent the key is nowhere git's ssh looks: refused, naming the URL.
+    env.dockerfile(&format!("FROM busybox\nADD {url}#main /other/\n"));
+    let refused = env.build(&["-t", "gitssh:2", "--no-cache"]);
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("repo.git"), "{}", refused.stderr);
+
+    // A build context over ssh, through the same agent.
+    let dest = env.scratch.path().join("ctx-fs");
+    let output = format!("type=local,dest={}", dest.display());
+    hoist(
+        env.root.path(),
+        &[
+            "build",
+            "--ssh",
+            &ssh_flag,
+            "-o",
+            &output,
+            &format!("{url}#main:ctx"),
+        ],
+        None,
+    )
+    .assert_ok();
+    assert_eq!(
+        fs::read_to_string(dest.join("hello")).unwrap(),
+        "hello from git\n"
+    );
+    drop(sshd);
+}

@@ -158,13 +158,37 @@ pub fn download_blocking(
     runtime.block_on(download(url, dest, checksum))
 }
 
-fn git(args: &[&str], dir: Option<&Path>, action: &str, url: &str) -> Result<String, FetchError> {
+/// How git reaches `ssh://` and `git@` remotes: through the build's
+/// `--ssh default` agent when it has one, else the host's ssh setup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GitSsh<'a> {
+    /// The agent socket (`SSH_AUTH_SOCK` for git's ssh).
+    pub agent: Option<&'a Path>,
+}
+
+/// The ssh command git runs with a build's agent, as BuildKit's git source
+/// does (no ssh config, host keys not checked as no known_hosts is
+/// forwarded), plus `BatchMode` so nothing ever prompts.
+pub const GIT_SSH_COMMAND: &str = "ssh -F /dev/null -o StrictHostKeyChecking=no -o BatchMode=yes";
+
+fn git(
+    args: &[&str],
+    dir: Option<&Path>,
+    action: &str,
+    url: &str,
+    ssh: GitSsh<'_>,
+) -> Result<String, FetchError> {
     let mut command = Command::new("git");
     command
         .args(args)
         // Never prompt: a build has no terminal to answer on.
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1");
+    if let Some(agent) = ssh.agent {
+        command
+            .env("SSH_AUTH_SOCK", agent)
+            .env("GIT_SSH_COMMAND", GIT_SSH_COMMAND);
+    }
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
@@ -184,14 +208,14 @@ fn git(args: &[&str], dir: Option<&Path>, action: &str, url: &str) -> Result<Str
 }
 
 /// The commit `reference` (branch, tag, commit; empty: HEAD) names in `url`.
-pub fn resolve_git_ref(url: &str, reference: &str) -> Result<String, FetchError> {
+pub fn resolve_git_ref(url: &str, reference: &str, ssh: GitSsh<'_>) -> Result<String, FetchError> {
     let is_hex = reference.len() >= 7 && reference.chars().all(|c| c.is_ascii_hexdigit());
     let wanted = if reference.is_empty() {
         "HEAD"
     } else {
         reference
     };
-    let listing = git(&["ls-remote", url, wanted], None, "list refs of", url)?;
+    let listing = git(&["ls-remote", url, wanted], None, "list refs of", url, ssh)?;
     let mut found: Option<String> = None;
     for line in listing.lines() {
         let Some((hash, name)) = line.split_once('\t') else {
@@ -227,14 +251,22 @@ pub fn checkout(
     commit: &str,
     dir: &Path,
     keep_git_dir: bool,
+    ssh: GitSsh<'_>,
 ) -> Result<(), FetchError> {
     std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
-    git(&["init", "-q"], Some(dir), "prepare a checkout of", url)?;
+    git(
+        &["init", "-q"],
+        Some(dir),
+        "prepare a checkout of",
+        url,
+        ssh,
+    )?;
     git(
         &["remote", "add", "origin", url],
         Some(dir),
         "prepare a checkout of",
         url,
+        ssh,
     )?;
     // Fetch the commit itself; servers that refuse unadvertised commits get
     // the ref by name instead.
@@ -243,6 +275,7 @@ pub fn checkout(
         Some(dir),
         "fetch",
         url,
+        ssh,
     )
     .is_err()
     {
@@ -251,13 +284,20 @@ pub fn checkout(
         } else {
             reference
         };
-        git(&["fetch", "-q", "origin", name], Some(dir), "fetch", url)?;
+        git(
+            &["fetch", "-q", "origin", name],
+            Some(dir),
+            "fetch",
+            url,
+            ssh,
+        )?;
     }
     git(
         &["-c", "advice.detachedHead=false", "checkout", "-q", commit],
         Some(dir),
         &format!("check out {commit} of"),
         url,
+        ssh,
     )?;
     if dir.join(".gitmodules").exists() {
         git(
@@ -265,6 +305,7 @@ pub fn checkout(
             Some(dir),
             "fetch the submodules of",
             url,
+            ssh,
         )?;
     }
     if keep_git_dir {
@@ -275,6 +316,7 @@ pub fn checkout(
                 Some(dir),
                 "name the branch",
                 url,
+                ssh,
             );
         }
     } else {
@@ -314,16 +356,16 @@ pub fn is_git_context(spec: &str) -> bool {
 
 /// Makes `dir` the checkout of a git context (`URL#ref:subdir`); returns the
 /// directory to use as the context (the subdirectory, if any).
-pub fn git_context(spec: &str, dir: &Path) -> Result<PathBuf, FetchError> {
+pub fn git_context(spec: &str, dir: &Path, ssh: GitSsh<'_>) -> Result<PathBuf, FetchError> {
     let (url, reference, subdir) = split_git_url(spec);
     let url = if url.starts_with("github.com/") {
         format!("https://{url}")
     } else {
         url
     };
-    let commit = resolve_git_ref(&url, &reference)?;
+    let commit = resolve_git_ref(&url, &reference, ssh)?;
     let checkout_dir = dir.join("checkout");
-    checkout(&url, &reference, &commit, &checkout_dir, false)?;
+    checkout(&url, &reference, &commit, &checkout_dir, false, ssh)?;
     let context = super::files::resolve_in_root(&checkout_dir, &subdir, true);
     if !context.is_dir() {
         return Err(FetchError::Git {

@@ -216,6 +216,11 @@ impl Secrets {
         Ok(out)
     }
 
+    /// The agent socket of `--ssh ID` (`default` is the one git uses).
+    pub fn agent(&self, id: &str) -> Option<&Path> {
+        self.agents.get(id).map(PathBuf::as_path)
+    }
+
     fn start_agent(&mut self, id: &str, keys: &[PathBuf]) -> Result<PathBuf, EngineError> {
         let dir = self.private_dir()?;
         let socket = dir.join(format!("agent-{}.sock", self.children.len()));

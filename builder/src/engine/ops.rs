@@ -836,7 +836,14 @@ impl GitOp {
             return Ok(c);
         }
         let (url, reference) = (self.url.clone(), self.reference.clone());
-        let commit = blocking(move || Ok(super::fetch::resolve_git_ref(&url, &reference)?)).await?;
+        let engine = self.engine.clone();
+        let commit = blocking(move || {
+            let ssh = super::fetch::GitSsh {
+                agent: engine.secrets.agent("default"),
+            };
+            Ok(super::fetch::resolve_git_ref(&url, &reference, ssh)?)
+        })
+        .await?;
         *self.commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(commit.clone());
         Ok(commit)
     }
@@ -868,7 +875,10 @@ impl Op<Artifact> for GitOp {
         let (url, reference, keep) = (self.url.clone(), self.reference.clone(), self.keep_git_dir);
         blocking(move || {
             let dir = engine.scratch_dir("git")?.join("checkout");
-            super::fetch::checkout(&url, &reference, &commit, &dir, keep)?;
+            let ssh = super::fetch::GitSsh {
+                agent: engine.secrets.agent("default"),
+            };
+            super::fetch::checkout(&url, &reference, &commit, &dir, keep, ssh)?;
             let layers = engine.with_new_layer(&[], |root| {
                 let mut names: Vec<_> = std::fs::read_dir(&dir)
                     .map_err(super::io_error("read", &dir))?
