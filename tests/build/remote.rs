@@ -458,3 +458,143 @@ fn git_over_ssh_uses_the_builds_ssh_agent() {
     );
     drop(sshd);
 }
+
+/// What the counting server saw.
+#[derive(Default)]
+struct Counts {
+    /// Responses that carried the body (200).
+    full: usize,
+    /// `304 Not Modified` answers.
+    not_modified: usize,
+    /// `If-None-Match` values received.
+    if_none_match: Vec<String>,
+}
+
+/// Serves `/file.txt` from `content` with an ETag derived from its bytes,
+/// answering `If-None-Match` with 304; returns the base URL.
+fn serve_counting(
+    content: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    counts: std::sync::Arc<std::sync::Mutex<Counts>>,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let mut if_none_match = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("if-none-match") {
+                        if_none_match = Some(value.trim().to_owned());
+                    }
+                }
+            }
+            let body = content.lock().unwrap().clone();
+            let etag = format!(
+                "\"{}\"",
+                body.len() * 31 + body.first().copied().unwrap_or(0) as usize
+            );
+            let mut counts = counts.lock().unwrap();
+            if let Some(v) = &if_none_match {
+                counts.if_none_match.push(v.clone());
+            }
+            let response = if first.starts_with("GET /file.txt ") {
+                if if_none_match.as_deref() == Some(etag.as_str()) {
+                    counts.not_modified += 1;
+                    format!(
+                        "HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
+                    )
+                    .into_bytes()
+                } else {
+                    counts.full += 1;
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nLast-Modified: {LAST_MODIFIED}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    r
+                }
+            } else {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            };
+            drop(counts);
+            let _ = stream.write_all(&response);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_of_an_unchanged_url_is_not_downloaded_again() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    let content = std::sync::Arc::new(std::sync::Mutex::new(b"first version\n".to_vec()));
+    let counts = std::sync::Arc::new(std::sync::Mutex::new(Counts::default()));
+    let base = serve_counting(content.clone(), counts.clone());
+    env.dockerfile(&format!("FROM busybox\nADD {base}/file.txt /f.txt\n"));
+
+    let (_, first) = env.build_fs("cond:1", &[]);
+    assert_eq!(
+        fs::read_to_string(first.join("f.txt")).unwrap(),
+        "first version\n"
+    );
+    assert_eq!(counts.lock().unwrap().full, 1);
+
+    let (second_run, second) = env.build_fs("cond:2", &[]);
+    assert_eq!(
+        fs::read_to_string(second.join("f.txt")).unwrap(),
+        "first version\n"
+    );
+    assert_eq!(
+        fs::metadata(second.join("f.txt")).unwrap().mtime(),
+        LAST_MODIFIED_SECS,
+        "Last-Modified stays the mtime when the server answers 304"
+    );
+    {
+        let c = counts.lock().unwrap();
+        assert_eq!(c.full, 1, "an unchanged file is not downloaded again");
+        assert_eq!(c.not_modified, 1);
+        assert_eq!(c.if_none_match, vec!["\"536\"".to_owned()]);
+    }
+    let lines: Vec<&str> = second_run.stderr.lines().collect();
+    let add = lines
+        .iter()
+        .position(|l| l.ends_with("/file.txt /f.txt"))
+        .unwrap_or_else(|| panic!("no ADD step in\n{}", second_run.stderr));
+    assert!(lines[add + 1].ends_with(" CACHED"), "{}", second_run.stderr);
+    assert_eq!(
+        env.config("cond:1")["rootfs"],
+        env.config("cond:2")["rootfs"],
+        "the same layers"
+    );
+
+    *content.lock().unwrap() = b"second version, longer\n".to_vec();
+    let (_, third) = env.build_fs("cond:3", &[]);
+    assert_eq!(
+        fs::read_to_string(third.join("f.txt")).unwrap(),
+        "second version, longer\n"
+    );
+    assert_eq!(
+        counts.lock().unwrap().full,
+        2,
+        "a changed file is downloaded"
+    );
+
+    // --no-cache still gets the bytes even when the server says 304.
+    let (_, fourth) = env.build_fs("cond:4", &["--no-cache"]);
+    assert_eq!(
+        fs::read_to_string(fourth.join("f.txt")).unwrap(),
+        "second version, longer\n"
+    );
+    assert_eq!(counts.lock().unwrap().full, 3);
+}

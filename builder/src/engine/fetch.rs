@@ -83,6 +83,127 @@ fn client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// What an earlier download of a URL left to validate it with (BuildKit keeps
+/// the same: the ETag, else the date, and the digest it stands for).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HttpRecord {
+    /// `ETag` as the server sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// `Last-Modified` as the server sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+}
+
+impl HttpRecord {
+    /// The modification time `Last-Modified` names.
+    pub fn modified(&self) -> Option<SystemTime> {
+        self.last_modified
+            .as_deref()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    }
+
+    fn path(dir: &Path, url: &str) -> PathBuf {
+        dir.join(format!(
+            "{}.json",
+            hex::encode(Sha256::digest(url.as_bytes()))
+        ))
+    }
+
+    /// The record of `url` kept in `dir`, if any (an unreadable one is none).
+    pub fn load(dir: &Path, url: &str) -> Option<HttpRecord> {
+        let bytes = std::fs::read(Self::path(dir, url)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Keeps this record of `url` in `dir` (through a temporary file, so a
+    /// concurrent build reads the old record or the new one).
+    pub fn save(&self, dir: &Path, url: &str) -> Result<(), FetchError> {
+        std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        let path = Self::path(dir, url);
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(io_error("create a file in", dir))?;
+        // Plain data with string fields: serialising cannot fail.
+        tmp.write_all(&serde_json::to_vec(self).unwrap_or_default())
+            .map_err(io_error("write", tmp.path()))?;
+        tmp.persist(&path)
+            .map_err(|e| e.error)
+            .map_err(io_error("write", &path))?;
+        Ok(())
+    }
+}
+
+/// The outcome of a [`download_if_changed`].
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    /// The server says the recorded content is current (`304`): nothing was
+    /// downloaded.
+    NotModified(HttpRecord),
+    /// The content, downloaded, with the record that validates it next time.
+    Downloaded(Download, HttpRecord),
+}
+
+/// Downloads `url` into `dest` unless it is unchanged since `known` was
+/// recorded: the request carries `If-None-Match` (the recorded ETag) and
+/// `If-Modified-Since` (the recorded `Last-Modified`).
+pub async fn download_if_changed(
+    url: &str,
+    dest: &Path,
+    known: Option<&HttpRecord>,
+) -> Result<Fetched, FetchError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(record) = known {
+        if let Some(v) = record.etag.as_deref().and_then(|v| v.parse().ok()) {
+            headers.insert(reqwest::header::IF_NONE_MATCH, v);
+        }
+        if let Some(v) = record.last_modified.as_deref().and_then(|v| v.parse().ok()) {
+            headers.insert(reqwest::header::IF_MODIFIED_SINCE, v);
+        }
+    }
+    let conditional = !headers.is_empty();
+    let response = get(url, headers).await?;
+    if conditional && response.status() == reqwest::StatusCode::NOT_MODIFIED {
+        if let Some(record) = known {
+            return Ok(Fetched::NotModified(record.clone()));
+        }
+    }
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let etag = header(reqwest::header::ETAG);
+    let last_modified = header(reqwest::header::LAST_MODIFIED);
+    let download = save_body(url, response, dest, None).await?;
+    let record = HttpRecord {
+        etag,
+        last_modified,
+        digest: download.digest.clone(),
+    };
+    Ok(Fetched::Downloaded(download, record))
+}
+
+async fn get(
+    url: &str,
+    headers: reqwest::header::HeaderMap,
+) -> Result<reqwest::Response, FetchError> {
+    let request_error = |source| FetchError::Request {
+        url: url.to_owned(),
+        source,
+    };
+    client()
+        .map_err(request_error)?
+        .get(url)
+        .headers(headers)
+        .send()
+        .await
+        .map_err(request_error)
+}
+
 /// Downloads `url` into `dest`; with `checksum` (`sha256:<hex>`), a mismatch
 /// is an error and `dest` is removed.
 pub async fn download(
@@ -90,16 +211,20 @@ pub async fn download(
     dest: &Path,
     checksum: Option<&str>,
 ) -> Result<Download, FetchError> {
+    let response = get(url, reqwest::header::HeaderMap::new()).await?;
+    save_body(url, response, dest, checksum).await
+}
+
+async fn save_body(
+    url: &str,
+    response: reqwest::Response,
+    dest: &Path,
+    checksum: Option<&str>,
+) -> Result<Download, FetchError> {
     let request_error = |source| FetchError::Request {
         url: url.to_owned(),
         source,
     };
-    let response = client()
-        .map_err(request_error)?
-        .get(url)
-        .send()
-        .await
-        .map_err(request_error)?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::Status {
@@ -156,6 +281,19 @@ pub fn download_blocking(
         .build()
         .map_err(io_error("start an async runtime for", dest))?;
     runtime.block_on(download(url, dest, checksum))
+}
+
+/// [`download_if_changed`] for callers without an async runtime.
+pub fn download_if_changed_blocking(
+    url: &str,
+    dest: &Path,
+    known: Option<&HttpRecord>,
+) -> Result<Fetched, FetchError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_error("start an async runtime for", dest))?;
+    runtime.block_on(download_if_changed(url, dest, known))
 }
 
 /// How git reaches `ssh://` and `git@` remotes: through the build's

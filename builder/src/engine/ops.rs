@@ -704,6 +704,8 @@ pub struct HttpOp {
     pub engine: Arc<Engine>,
     /// The download made while computing the cache key, reused by `exec`.
     fetched: std::sync::Mutex<Option<super::fetch::Download>>,
+    /// Without a checksum: what the conditional request made for the key got.
+    validated: std::sync::Mutex<Option<super::fetch::Fetched>>,
 }
 
 impl HttpOp {
@@ -720,7 +722,47 @@ impl HttpOp {
             filename,
             engine,
             fetched: std::sync::Mutex::new(None),
+            validated: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Without a checksum: the content, or only its record when the server
+    /// says it did not change since the last build that fetched it (a
+    /// conditional request on the ETag / `Last-Modified` kept in
+    /// `<root>/http-cache/v1/`, as BuildKit's http source does).
+    async fn validate(&self) -> Result<super::fetch::Fetched, OpError> {
+        use super::fetch::{Fetched, HttpRecord};
+        if let Some(f) = self
+            .validated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(f);
+        }
+        let records = self.engine.store().root().join("http-cache").join("v1");
+        let dir = self.engine.scratch_dir("http")?;
+        let url = self.url.clone();
+        let fetched = blocking(move || {
+            let known = HttpRecord::load(&records, &url);
+            let fetched = super::fetch::download_if_changed_blocking(
+                &url,
+                &dir.join("data"),
+                known.as_ref(),
+            )?;
+            if let Fetched::Downloaded(_, record) = &fetched {
+                if record.etag.is_some() || record.last_modified.is_some() {
+                    record.save(&records, &url)?;
+                }
+            }
+            Ok(fetched)
+        })
+        .await?;
+        if let Fetched::Downloaded(download, _) = &fetched {
+            *self.fetched.lock().unwrap_or_else(|e| e.into_inner()) = Some(download.clone());
+        }
+        *self.validated.lock().unwrap_or_else(|e| e.into_inner()) = Some(fetched.clone());
+        Ok(fetched)
     }
 
     async fn fetch(&self) -> Result<super::fetch::Download, OpError> {
@@ -762,10 +804,13 @@ impl Op<Artifact> for HttpOp {
         // With a checksum the content is known without asking the server.
         let (digest, modified) = match &self.checksum {
             Some(c) => (c.clone(), None),
-            None => {
-                let d = self.fetch().await?;
-                (d.digest, d.modified)
-            }
+            None => match self.validate().await? {
+                super::fetch::Fetched::NotModified(record) => {
+                    let modified = record.modified();
+                    (record.digest, modified)
+                }
+                super::fetch::Fetched::Downloaded(d, _) => (d.digest, d.modified),
+            },
         };
         let mut e = CanonicalEncoder::new("http-content", 1);
         e.str("digest", &digest);
