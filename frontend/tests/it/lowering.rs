@@ -455,3 +455,35 @@ fn mount_from_with_blanks_names_the_same_stage() {
     let g = build("FROM alpine AS a\nFROM alpine\nRUN --mount=\"from=a ,target=/x\" true\n");
     assert_eq!(g.stages.len(), 2);
 }
+
+#[test]
+fn copy_link_with_a_chown_name_reads_owners_from_the_stage_below() {
+    let owner_from = |src: &str| {
+        let g = build(src);
+        let merge = &g.vertices[g.stages[0].root];
+        assert!(matches!(merge.op, Op::Merge), "{:?}", merge.op);
+        let layer = &g.vertices[merge.inputs[1]];
+        match &layer.op {
+            Op::File(f) => {
+                assert_eq!(f.root, None);
+                f.owner_from.map(|i| layer.inputs[i] == merge.inputs[0])
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        owner_from("FROM alpine\nCOPY --link --chown=app:1 a /d/\n"),
+        Some(true),
+        "names are looked up in the stage below the link"
+    );
+    assert_eq!(
+        owner_from("FROM alpine\nCOPY --link --chown=1:staff a /d/\n"),
+        Some(true)
+    );
+    assert_eq!(
+        owner_from("FROM alpine\nCOPY --link --chown=1000:1000 a /d/\n"),
+        None,
+        "numbers need no lookup: the layer has no tie to the stage"
+    );
+    assert_eq!(owner_from("FROM alpine\nCOPY --link a /d/\n"), None);
+}
