@@ -74,6 +74,10 @@ pub struct Args {
     /// Do not use the cache
     #[arg(long)]
     no_cache: bool,
+    /// Always pull the base images from their registries (by default only
+    /// images missing from the store are pulled)
+    #[arg(long)]
+    pull: bool,
     /// Do not use the cache for these stages
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     no_cache_filter: Vec<String>,
@@ -437,6 +441,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     };
 
     let store = Arc::new(context.store()?);
+    pull_base_images(&store, &request, args.pull, args.quiet)?;
     if args.dry_run && args.explain {
         let predicted = engine_build::predict(store, &request).map_err(|e| anyhow!("{e}"))?;
         let mut out = io::stdout().lock();
@@ -781,4 +786,43 @@ mod exec_flags {
         }
         Ok(out)
     }
+}
+
+/// Pulls the images the target's stages start from or copy from when the
+/// store lacks them (all of them with `--pull`), as `docker build` does. A
+/// Dockerfile that does not parse is left to the build to report.
+fn pull_base_images(
+    store: &Arc<hoist_cache::Store>,
+    request: &BuildRequest,
+    always: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let Ok(images) = hoist_autobuild::image::base_images(
+        &request.dockerfile,
+        &request.dockerfile_name,
+        &request.options,
+    ) else {
+        return Ok(());
+    };
+    for image in images {
+        let Ok(reference) = hoist_registry::Reference::parse(&image) else {
+            continue;
+        };
+        let present = match reference.digest() {
+            Some(digest) => digest.parse().is_ok_and(|d| store.content().contains(&d)),
+            None => store.get_ref(&reference.to_string())?.is_some(),
+        };
+        if present && !always {
+            continue;
+        }
+        // A failed pull is not the end: the build then reports the missing
+        // image at its Dockerfile line, or uses the stored one (`--pull`).
+        if let Err(e) = crate::commands::pull::fetch(Arc::clone(store), &reference, None, quiet) {
+            eprintln!(
+                "warning: cannot pull the base image {}: {e:#}",
+                reference.familiar()
+            );
+        }
+    }
+    Ok(())
 }
