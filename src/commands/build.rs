@@ -475,7 +475,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|s| super::cache_spec::parse(s, "--cache-from"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    super::cache_spec::import_all(&store, &cache_from)?;
+    super::cache_spec::import_all(&store, &cache_from, args.quiet)?;
     // Lifecycle: a lease protects what the build uses and makes until the
     // image is tagged; then the store is brought under gc.max-storage.
     let lease = store
@@ -593,7 +593,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(spec) = &cache_to {
-        super::cache_spec::export(&store, spec, &built)?;
+        super::cache_spec::export(&store, spec, &built, args.quiet)?;
     }
     drop(lease_guard);
     if let (Some(explanations), false, false) = (

@@ -121,3 +121,165 @@ fn a_fresh_store_importing_a_local_cache_runs_no_step() {
     // Base layer, the new layer, the records document and the manifest.
     assert_eq!(left, 4, "stale cache entries were kept");
 }
+
+/// Runs hoist with SOURCE_DATE_EPOCH set (both stores' images and base
+/// imports agree) and returns stderr, asserting success.
+fn hoist_epoch(root: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "hoist {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn image_digest(root: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
+    let run = hoist(root, &["inspect", "app"], None);
+    run.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    (v[0]["Id"].clone(), v[0]["ManifestDigest"].clone())
+}
+
+#[test]
+fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = hoist_testutil::Registry::start();
+    let env = Env::new();
+    env.dockerfile(MULTI_STAGE);
+    let tar = env.scratch.path().join("busybox.tar");
+    let tar = tar.to_str().unwrap();
+    let context = env.context.path().to_str().unwrap().to_string();
+    let cache_ref = format!("{}/cache:latest", registry.addr);
+    let build = |root: &std::path::Path, flag: &str, spec: &str| {
+        hoist_epoch(
+            root,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "-t",
+                "app",
+                flag,
+                spec,
+                &context,
+            ],
+        )
+    };
+
+    hoist_epoch(env.root.path(), &["import", tar, "busybox:latest"]);
+    let stderr = build(
+        env.root.path(),
+        "--cache-to",
+        &format!("type=registry,ref={cache_ref}"),
+    );
+    assert!(
+        stderr.contains(&format!("exporting cache to {cache_ref}")),
+        "{stderr}"
+    );
+
+    // The registry holds the artifact: a manifest whose config is the
+    // records document and whose layers are the final image's layers.
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{cache_ref}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.hoist.cache.v1");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.hoist.cache.records.v1+json"
+    );
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let image = env.inspect("app");
+    let image_layers: Vec<String> = image["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["Digest"].as_str().unwrap().to_string())
+        .collect();
+    // mode=min: exactly the blobs the final image holds (the base layer
+    // and the two layers of the final stage), not the build stage's.
+    let mut sorted = image_layers.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(layers, sorted, "the cache's layers are not the image's");
+
+    // Store B: the same base image, then the build with --cache-from.
+    let b = tempfile::tempdir().unwrap();
+    hoist_epoch(b.path(), &["import", tar, "busybox:latest"]);
+    let stderr = build(
+        b.path(),
+        "--cache-from",
+        &format!("type=registry,ref={cache_ref}"),
+    );
+    assert!(
+        stderr.contains(&format!("importing cache from {cache_ref}")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(" DONE "),
+        "a step ran in the store that imported the cache:\n{stderr}"
+    );
+    assert!(stderr.contains("CACHED"), "{stderr}");
+    assert_eq!(image_digest(env.root.path()), image_digest(b.path()));
+
+    // Exporting again replaces the tag: the cache names only the new
+    // build's blobs.
+    env.dockerfile("FROM busybox\nRUN echo other > /o\n");
+    build(
+        env.root.path(),
+        "--cache-to",
+        &format!("type=registry,ref={cache_ref}"),
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{cache_ref}"))
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let new_layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(
+        new_layers.len(),
+        2,
+        "stale cache entries were kept: {manifest}"
+    );
+    let new_image = env.inspect("app");
+    let new_image_layers: Vec<&serde_json::Value> = new_image["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["Digest"])
+        .collect();
+    for l in new_layers {
+        assert!(
+            new_image_layers.contains(&&l["digest"]),
+            "{l} is not a layer of the new image"
+        );
+    }
+
+    // A ref that does not exist yet is an empty cache, not an error.
+    let c = tempfile::tempdir().unwrap();
+    hoist_epoch(c.path(), &["import", tar, "busybox:latest"]);
+    let stderr = build(
+        c.path(),
+        "--cache-from",
+        &format!("type=registry,ref={}/nothing:here", registry.addr),
+    );
+    assert!(stderr.contains("not found (empty cache)"), "{stderr}");
+}

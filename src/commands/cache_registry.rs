@@ -1,0 +1,87 @@
+//! `--cache-to type=registry,ref=REF` / `--cache-from type=registry,ref=REF`:
+//! the cache artifact of `type=local` (a manifest whose config is the
+//! records document and whose layers are the records' blobs) pushed to and
+//! pulled from a registry under a tag.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _};
+use hoist_cache::Store;
+use hoist_registry::{
+    block_on, BlobStore, CacheBlobStore, Client, ErrorKind, PullOptions, PushOptions, Reference,
+};
+use oci_spec::image::{Descriptor, Digest, MediaType};
+
+/// What a registry export or import did, for the build's summary line.
+pub struct Moved {
+    pub records: usize,
+    pub blobs_transferred: usize,
+    pub blobs_present: usize,
+}
+
+/// Pushes the records under `keys` as the cache artifact to `reference`,
+/// replacing what the tag named (so stale records are gone from the cache;
+/// the registry's own garbage collection reclaims their blobs).
+pub fn export(store: &Arc<Store>, reference: &Reference, keys: &[String]) -> anyhow::Result<Moved> {
+    let (artifact, report) = store.stage_cache_artifact(keys)?;
+    let digest = Digest::from_str(&artifact.digest)
+        .map_err(|e| anyhow!("invalid digest {}: {e}", artifact.digest))?;
+    let root = Descriptor::new(MediaType::ImageManifest, artifact.size, digest);
+    let blobs = CacheBlobStore::new(store.clone())?;
+    let digests: Vec<hoist_cache::Digest> = artifact
+        .blobs
+        .iter()
+        .filter_map(|d| hoist_cache::Digest::try_from(d.as_str()).ok())
+        .collect();
+    let mount_sources: HashMap<String, Vec<Reference>> =
+        blobs.mount_sources(reference.registry(), &digests)?;
+    let client = Client::from_environment().context("failed to set up the registry client")?;
+    let options = PushOptions {
+        events: None,
+        mount_sources,
+    };
+    let pushed = block_on(client.push(reference, &root, Arc::new(blobs.clone()), &options))?
+        .with_context(|| format!("failed to push the cache to {reference}"))?;
+    blobs.record_sources(reference.registry(), reference.repository(), &digests)?;
+    Ok(Moved {
+        records: report.records,
+        blobs_transferred: pushed.uploaded + pushed.mounted,
+        blobs_present: pushed.existing,
+    })
+}
+
+/// Pulls the cache artifact at `reference` into the store (every blob it
+/// names, skipping those the store has) and adds its records. A tag that
+/// does not exist yet is an empty cache, as BuildKit treats it.
+pub fn import(store: &Arc<Store>, reference: &Reference) -> anyhow::Result<Option<Moved>> {
+    let blobs = CacheBlobStore::new(store.clone())?;
+    let client = Client::from_environment().context("failed to set up the registry client")?;
+    let pulled = match block_on(client.pull(
+        reference,
+        Arc::new(blobs.clone()) as Arc<dyn BlobStore>,
+        &PullOptions::default(),
+    ))? {
+        Ok(p) => p,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("failed to pull the cache from {reference}"))
+        }
+    };
+    let mut digests = vec![pulled.config.digest().to_string()];
+    digests.extend(pulled.layers.iter().map(|l| l.digest().to_string()));
+    let parsed: Vec<hoist_cache::Digest> = digests
+        .iter()
+        .filter_map(|d| hoist_cache::Digest::try_from(d.as_str()).ok())
+        .collect();
+    blobs.record_sources(reference.registry(), reference.repository(), &parsed)?;
+    let report = store
+        .import_cache_manifest(pulled.manifest.digest().as_ref())
+        .with_context(|| format!("failed to read the cache pulled from {reference}"))?;
+    Ok(Some(Moved {
+        records: report.records,
+        blobs_transferred: digests.len(),
+        blobs_present: 0,
+    }))
+}
