@@ -125,11 +125,16 @@ fn a_fresh_store_importing_a_local_cache_runs_no_step() {
 /// Runs hoist with SOURCE_DATE_EPOCH set (both stores' images and base
 /// imports agree) and returns stderr, asserting success.
 fn hoist_epoch(root: &std::path::Path, args: &[&str]) -> String {
+    hoist_env(root, args, &[])
+}
+
+fn hoist_env(root: &std::path::Path, args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
         .arg("--root")
         .arg(root)
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -238,6 +243,18 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
     );
     assert!(stderr.contains("CACHED"), "{stderr}");
     assert_eq!(image_digest(env.root.path()), image_digest(b.path()));
+    // Only what the final image needs came down: the build stage's layer
+    // stayed in store A.
+    let b_blobs = blobs(b.path());
+    for layer in &image_layers {
+        let hex = layer.trim_start_matches("sha256:");
+        assert!(b_blobs.iter().any(|b| b == hex), "{layer} missing in B");
+    }
+    let a_blobs = blobs(env.root.path());
+    assert!(
+        a_blobs.iter().any(|d| !b_blobs.contains(d)),
+        "store B holds every blob of store A"
+    );
 
     // Exporting again replaces the tag: the cache names only the new
     // build's blobs.
@@ -282,4 +299,130 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
         &format!("type=registry,ref={}/nothing:here", registry.addr),
     );
     assert!(stderr.contains("not found (empty cache)"), "{stderr}");
+}
+
+#[test]
+fn a_mode_max_registry_cache_behind_a_login() {
+    hoist_testutil::require_root!();
+    let registry = hoist_testutil::Registry::start_basic_auth("cache", "s3cret");
+    let env = Env::new();
+    env.dockerfile(MULTI_STAGE);
+    let tar = env.scratch.path().join("busybox.tar");
+    let tar = tar.to_str().unwrap();
+    let context = env.context.path().to_str().unwrap().to_string();
+    let cache_ref = format!("{}/team/cache:max", registry.addr);
+    let docker_config = tempfile::tempdir().unwrap();
+    let vars = [("DOCKER_CONFIG", docker_config.path())];
+    hoist_env(
+        env.root.path(),
+        &["login", "-u", "cache", "-p", "s3cret", &registry.addr],
+        &vars,
+    );
+    hoist_epoch(env.root.path(), &["import", tar, "busybox:latest"]);
+    let spec = format!("type=registry,ref={cache_ref},mode=max");
+    let args = |flag: &'static str, spec: &str| -> Vec<String> {
+        [
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            flag,
+            spec,
+            &context,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let to = args("--cache-to", &spec);
+    let to: Vec<&str> = to.iter().map(String::as_str).collect();
+    hoist_env(env.root.path(), &to, &vars);
+
+    // Store B, logged in too, imports the mode=max cache.
+    let b = tempfile::tempdir().unwrap();
+    hoist_epoch(b.path(), &["import", tar, "busybox:latest"]);
+    let from = args("--cache-from", &format!("type=registry,ref={cache_ref}"));
+    let from: Vec<&str> = from.iter().map(String::as_str).collect();
+    let stderr = hoist_env(b.path(), &from, &vars);
+    assert!(!stderr.contains(" DONE "), "a step ran:\n{stderr}");
+    assert_eq!(image_digest(env.root.path()), image_digest(b.path()));
+    let b_blobs = blobs(b.path());
+    let image_layers: Vec<String> = env.inspect("app")["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["Digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
+        .collect();
+    let a_layers: Vec<String> = blobs(env.root.path())
+        .into_iter()
+        .filter(|d| !b_blobs.contains(d))
+        .collect();
+    // What A has and B lacks is metadata (manifests, configs), never a
+    // layer of a cached step.
+    for d in &a_layers {
+        assert!(!image_layers.contains(d));
+    }
+    let raw = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            "cache:s3cret",
+        ])
+        .arg(format!("docker://{cache_ref}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let cached: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
+        .collect();
+    // An intermediate stage's RUN leaves a snapshot, not a blob, so even
+    // mode=max names only blobs the final image holds.
+    assert_eq!(cached.len(), image_layers.len(), "{manifest}");
+    for d in &cached {
+        assert!(b_blobs.contains(d), "{d} of the cache is not in store B");
+    }
+
+    // Without the login the registry refuses, and the build says so.
+    let c = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .arg("--root")
+        .arg(c.path())
+        .args(&from)
+        .env("DOCKER_CONFIG", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("failed to pull the cache from {cache_ref}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.to_lowercase().contains("unauthorized") || stderr.contains("401"),
+        "{stderr}"
+    );
 }
