@@ -5,12 +5,15 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
+use hoist_cache::exchange::{CACHE_ARTIFACT_TYPE, CACHE_RECORDS_MEDIA_TYPE};
 use hoist_cache::Store;
 use hoist_registry::{
-    block_on, BlobStore, CacheBlobStore, Client, ErrorKind, PullOptions, PushOptions, Reference,
+    block_on, BlobStore, CacheBlobStore, Client, ErrorKind, PullEvent, PullOptions, PushOptions,
+    Reference,
 };
 use oci_spec::image::{Descriptor, Digest, MediaType};
 
@@ -58,17 +61,55 @@ pub fn export(store: &Arc<Store>, reference: &Reference, keys: &[String]) -> any
 pub fn import(store: &Arc<Store>, reference: &Reference) -> anyhow::Result<Option<Moved>> {
     let blobs = CacheBlobStore::new(store.clone())?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
-    let pulled = match block_on(client.pull(
-        reference,
-        Arc::new(blobs.clone()) as Arc<dyn BlobStore>,
-        &PullOptions::default(),
-    ))? {
-        Ok(p) => p,
+    // The manifest first: an image or anything else under the tag is
+    // refused before a layer is downloaded.
+    let resolved = match block_on(client.resolve(reference))? {
+        Ok(r) => r,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(e).with_context(|| format!("failed to pull the cache from {reference}"))
         }
     };
+    let probe: serde_json::Value = serde_json::from_slice(&resolved.bytes)
+        .with_context(|| format!("{reference} did not serve a JSON manifest"))?;
+    if probe["artifactType"].as_str() != Some(CACHE_ARTIFACT_TYPE)
+        && probe["config"]["mediaType"].as_str() != Some(CACHE_RECORDS_MEDIA_TYPE)
+    {
+        bail!(
+            "{reference} is not a hoist build cache (its manifest's artifactType is not \
+             {CACHE_ARTIFACT_TYPE}); name the ref a `--cache-to type=registry` wrote"
+        );
+    }
+    // Pin the digest just resolved, so a concurrent export cannot swap the
+    // manifest between the check and the pull.
+    let pinned = Reference::parse(&format!(
+        "{}/{}@{}",
+        reference.registry(),
+        reference.repository(),
+        resolved.descriptor.digest()
+    ))
+    .unwrap_or_else(|_| reference.clone());
+    let fetched = Arc::new(AtomicUsize::new(0));
+    let present = Arc::new(AtomicUsize::new(0));
+    let (f, p) = (fetched.clone(), present.clone());
+    let options = PullOptions {
+        platform: None,
+        events: Some(Arc::new(move |event: PullEvent| match event {
+            PullEvent::BlobDone { .. } => {
+                f.fetch_add(1, Ordering::Relaxed);
+            }
+            PullEvent::BlobSkipped { .. } => {
+                p.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        })),
+    };
+    let pulled = block_on(client.pull(
+        &pinned,
+        Arc::new(blobs.clone()) as Arc<dyn BlobStore>,
+        &options,
+    ))?
+    .with_context(|| format!("failed to pull the cache from {reference}"))?;
     let mut digests = vec![pulled.config.digest().to_string()];
     digests.extend(pulled.layers.iter().map(|l| l.digest().to_string()));
     let parsed: Vec<hoist_cache::Digest> = digests
@@ -81,7 +122,7 @@ pub fn import(store: &Arc<Store>, reference: &Reference) -> anyhow::Result<Optio
         .with_context(|| format!("failed to read the cache pulled from {reference}"))?;
     Ok(Some(Moved {
         records: report.records,
-        blobs_transferred: digests.len(),
-        blobs_present: 0,
+        blobs_transferred: fetched.load(Ordering::Relaxed),
+        blobs_present: present.load(Ordering::Relaxed),
     }))
 }

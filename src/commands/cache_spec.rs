@@ -95,8 +95,8 @@ pub fn import_all(store: &Arc<Store>, specs: &[CacheSpec], quiet: bool) -> anyho
                 match moved {
                     Some(m) => writeln!(
                         err,
-                        "importing cache from {reference}: {} records, {} blobs",
-                        m.records, m.blobs_transferred
+                        "importing cache from {reference}: {} records, {} blobs downloaded, {} already here",
+                        m.records, m.blobs_transferred, m.blobs_present
                     )?,
                     None => writeln!(
                         err,

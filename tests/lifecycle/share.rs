@@ -233,8 +233,12 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
         "--cache-from",
         &format!("type=registry,ref={cache_ref}"),
     );
+    // The base layer came with store B's own busybox: it was not
+    // downloaded again.
+    // (Downloaded: the records document and the final stage's two layers.)
     assert!(
-        stderr.contains(&format!("importing cache from {cache_ref}")),
+        stderr.contains(&format!("importing cache from {cache_ref}: "))
+            && stderr.contains(" records, 3 blobs downloaded, 1 already here"),
         "{stderr}"
     );
     assert!(
@@ -299,6 +303,27 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
         &format!("type=registry,ref={}/nothing:here", registry.addr),
     );
     assert!(stderr.contains("not found (empty cache)"), "{stderr}");
+
+    // An image is not a cache: refused before any layer comes down.
+    let image_ref = format!("{}/app:1", registry.addr);
+    hoist(env.root.path(), &["tag", "app", &image_ref], None).assert_ok();
+    hoist(env.root.path(), &["push", "-q", &image_ref], None).assert_ok();
+    let d = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
+        .arg("--root")
+        .arg(d.path())
+        .args([
+            "build",
+            "--cache-from",
+            &format!("type=registry,ref={image_ref}"),
+            &context,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is not a hoist build cache"), "{stderr}");
+    assert!(!d.path().join("content/blobs/sha256").exists() || blobs(d.path()).is_empty());
 }
 
 #[test]
