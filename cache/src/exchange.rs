@@ -87,15 +87,8 @@ pub struct CacheArtifact {
 }
 
 impl Store {
-    /// Writes the records under `keys`, their blobs, the records document
-    /// and the artifact manifest into `target`.
-    fn write_cache_artifact(
-        &self,
-        target: &ContentStore,
-        keys: &[String],
-    ) -> Result<(CacheArtifact, ExchangeReport)> {
+    fn exported_records(&self, keys: &[String]) -> Result<(Vec<ExportedRecord>, BTreeSet<String>)> {
         let wanted: BTreeSet<&String> = keys.iter().collect();
-        let mut report = ExchangeReport::default();
         let mut records = Vec::new();
         let mut blobs = BTreeSet::new();
         for row in self.list_cache_records()? {
@@ -115,6 +108,36 @@ impl Store {
                     .map(|p| String::from_utf8_lossy(&p).into_owned()),
             });
         }
+        Ok((records, blobs))
+    }
+
+    /// The records document ([`CACHE_RECORDS_MEDIA_TYPE`]) of the records
+    /// under `keys`, as JSON: what `type=inline` puts in an image config.
+    pub fn cache_records_document(&self, keys: &[String]) -> Result<serde_json::Value> {
+        let (records, _) = self.exported_records(keys)?;
+        serde_json::to_value(RecordsDocument { records })
+            .map_err(json_error("serialize the cache records"))
+    }
+
+    /// Adds the records of a records document (as [`Store::cache_records_document`]
+    /// makes) whose blobs this store holds; the others are skipped.
+    pub fn import_cache_records(&self, document: &serde_json::Value) -> Result<ExchangeReport> {
+        let document: RecordsDocument = serde_json::from_value(document.clone())
+            .map_err(json_error("parse the cache records"))?;
+        let mut report = ExchangeReport::default();
+        self.import_records(self.content(), document, &mut report)?;
+        Ok(report)
+    }
+
+    /// Writes the records under `keys`, their blobs, the records document
+    /// and the artifact manifest into `target`.
+    fn write_cache_artifact(
+        &self,
+        target: &ContentStore,
+        keys: &[String],
+    ) -> Result<(CacheArtifact, ExchangeReport)> {
+        let mut report = ExchangeReport::default();
+        let (records, blobs) = self.exported_records(keys)?;
         report.records = records.len();
         let mut layers = Vec::new();
         for digest in &blobs {
@@ -255,6 +278,15 @@ impl Store {
         let document: RecordsDocument =
             serde_json::from_slice(&from.read_blob(&parse_digest(config)?)?)
                 .map_err(json_error("parse the cache records"))?;
+        self.import_records(from, document, report)
+    }
+
+    fn import_records(
+        &self,
+        from: &ContentStore,
+        document: RecordsDocument,
+        report: &mut ExchangeReport,
+    ) -> Result<()> {
         for record in document.records {
             let mut complete = true;
             for blob in &record.blobs {

@@ -546,6 +546,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e)),
     };
 
+    let built = super::cache_spec::inline(&store, cache_to.as_ref(), built)?;
     // With provenance, refs point at the index holding image and attestation.
     let manifest = built.target();
     let id = built.image.config_digest.clone();

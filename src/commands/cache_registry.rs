@@ -72,12 +72,13 @@ pub fn import(store: &Arc<Store>, reference: &Reference) -> anyhow::Result<Optio
     };
     let probe: serde_json::Value = serde_json::from_slice(&resolved.bytes)
         .with_context(|| format!("{reference} did not serve a JSON manifest"))?;
-    if probe["artifactType"].as_str() != Some(CACHE_ARTIFACT_TYPE)
-        && probe["config"]["mediaType"].as_str() != Some(CACHE_RECORDS_MEDIA_TYPE)
-    {
+    let artifact = probe["artifactType"].as_str() == Some(CACHE_ARTIFACT_TYPE)
+        || probe["config"]["mediaType"].as_str() == Some(CACHE_RECORDS_MEDIA_TYPE);
+    if !artifact && !resolved.is_index() && !is_image_config(&probe) {
         bail!(
             "{reference} is not a hoist build cache (its manifest's artifactType is not \
-             {CACHE_ARTIFACT_TYPE}); name the ref a `--cache-to type=registry` wrote"
+             {CACHE_ARTIFACT_TYPE}, nor an image); name the ref a `--cache-to type=registry` \
+             wrote or an image built with `--cache-to type=inline`"
         );
     }
     // Pin the digest just resolved, so a concurrent export cannot swap the
@@ -117,12 +118,36 @@ pub fn import(store: &Arc<Store>, reference: &Reference) -> anyhow::Result<Optio
         .filter_map(|d| hoist_cache::Digest::try_from(d.as_str()).ok())
         .collect();
     blobs.record_sources(reference.registry(), reference.repository(), &parsed)?;
-    let report = store
-        .import_cache_manifest(pulled.manifest.digest().as_ref())
-        .with_context(|| format!("failed to read the cache pulled from {reference}"))?;
+    let report = if artifact {
+        store.import_cache_manifest(pulled.manifest.digest().as_ref())
+    } else {
+        // An image: its config may hold an inline cache (the image and all
+        // its layers are in the store now, which the build needs anyway).
+        let digest = hoist_cache::Digest::try_from(pulled.config.digest().as_ref())
+            .map_err(|e| anyhow!("invalid config digest: {e}"))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&store.content().read_blob(&digest)?)
+                .with_context(|| format!("the config of {reference} is not JSON"))?;
+        let Some(document) = config.get(super::cache_spec::INLINE_CACHE_KEY) else {
+            bail!(
+                "{reference} is an image without an inline cache (build it with \
+                 `--cache-to type=inline`)"
+            );
+        };
+        store.import_cache_records(document)
+    }
+    .with_context(|| format!("failed to read the cache pulled from {reference}"))?;
     Ok(Some(Moved {
         records: report.records,
         blobs_transferred: fetched.load(Ordering::Relaxed),
         blobs_present: present.load(Ordering::Relaxed),
     }))
+}
+
+fn is_image_config(manifest: &serde_json::Value) -> bool {
+    matches!(
+        manifest["config"]["mediaType"].as_str(),
+        Some("application/vnd.oci.image.config.v1+json")
+            | Some("application/vnd.docker.container.image.v1+json")
+    )
 }

@@ -1,11 +1,14 @@
 //! `--cache-to` / `--cache-from` of `hoist build`, in BuildKit's syntax.
 //! `type=local` (an OCI layout directory) and `type=registry` (the same
 //! artifact under a registry tag, `cache_registry`) are implemented;
-//! `type=inline` is refused with a message.
+//! `type=inline` puts the records document in the image config under
+//! [`INLINE_CACHE_KEY`], and `--cache-from type=registry` of such an image
+//! reads it back.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -20,7 +23,13 @@ pub enum CacheLocation {
     Local(PathBuf),
     /// `type=registry`: a registry tag.
     Registry(Reference),
+    /// `type=inline` (`--cache-to` only): in the image config.
+    Inline,
 }
+
+/// The image config key `type=inline` writes the records document under
+/// (BuildKit's is `moby.buildkit.cache.v0`).
+pub const INLINE_CACHE_KEY: &str = "hoist.cache.v1";
 
 /// A parsed `--cache-to` / `--cache-from`.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,8 +76,12 @@ pub fn parse(spec: &str, flag: &str) -> anyhow::Result<CacheSpec> {
                     Reference::parse(&r).with_context(|| format!("invalid {flag} ref `{r}`"))?;
                 CacheLocation::Registry(parsed)
             }
-            Some(other @ ("inline" | "gha" | "s3")) => {
-                bail!("{flag} type={other} is not supported yet (type=local and type=registry are)")
+            Some("inline") if flag == "--cache-to" => CacheLocation::Inline,
+            Some("inline") => {
+                bail!("{flag} type=inline: import an inline cache with type=registry,ref=IMAGE")
+            }
+            Some(other @ ("gha" | "s3")) => {
+                bail!("{flag} type={other} is not supported (type=local, registry and inline are)")
             }
             Some(other) => bail!("invalid {flag} type `{other}`"),
             None => bail!("invalid {flag} `{spec}`: type= is required"),
@@ -104,19 +117,17 @@ pub fn import_all(store: &Arc<Store>, specs: &[CacheSpec], quiet: bool) -> anyho
                     )?,
                 }
             }
+            // Refused by `parse`; the image's config is the inline cache.
+            CacheLocation::Inline => {}
         }
     }
     Ok(())
 }
 
-/// Exports what `built` used to `--cache-to`.
-pub fn export(
-    store: &Arc<Store>,
-    spec: &CacheSpec,
-    built: &Built,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let keys: Vec<String> = if spec.max {
+/// The keys `--cache-to` exports: with `mode=min` only records whose blobs
+/// the final image holds.
+fn exported_keys(store: &Store, spec: &CacheSpec, built: &Built) -> anyhow::Result<Vec<String>> {
+    Ok(if spec.max {
         built.cache_records.clone()
     } else {
         let image: BTreeSet<&str> = built.layers.iter().map(|l| l.digest.as_str()).collect();
@@ -129,7 +140,67 @@ pub fn export(
             })
             .map(|r| r.key)
             .collect()
+    })
+}
+
+/// `--cache-to type=inline`: the image is rewritten with the records
+/// document in its config (a new config and manifest; the layers are the
+/// same). Called before the image is tagged; other specs return `built`
+/// as it is.
+pub fn inline(store: &Store, spec: Option<&CacheSpec>, mut built: Built) -> anyhow::Result<Built> {
+    let Some(CacheSpec {
+        location: CacheLocation::Inline,
+        ..
+    }) = spec
+    else {
+        return Ok(built);
     };
+    if built.index.is_some() {
+        bail!("--cache-to type=inline cannot be combined with a provenance attestation yet");
+    }
+    // Inline caches are mode=min, as in BuildKit: a config holds what the
+    // image's own layers can serve.
+    let min = CacheSpec {
+        location: CacheLocation::Inline,
+        max: false,
+    };
+    let keys = exported_keys(store, &min, &built)?;
+    let document = store.cache_records_document(&keys)?;
+    let mut config = built.image.config.clone();
+    let object = config
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("the image config is not a JSON object"))?;
+    object.insert(INLINE_CACHE_KEY.to_string(), document);
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_blob = store.content().put(&config_bytes)?;
+    let old = built.image.manifest.digest().to_string();
+    let old_digest = hoist_cache::Digest::try_from(old.as_str())
+        .map_err(|e| anyhow!("invalid manifest digest {old}: {e}"))?;
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&store.content().read_blob(&old_digest)?)?;
+    manifest["config"]["digest"] = config_blob.digest.to_string().into();
+    manifest["config"]["size"] = config_blob.size.into();
+    let manifest_bytes = serde_json::to_vec(&manifest)?;
+    let manifest_blob = store.content().put(&manifest_bytes)?;
+    let digest = oci_spec::image::Digest::from_str(manifest_blob.digest.as_ref())
+        .map_err(|e| anyhow!("invalid digest {}: {e}", manifest_blob.digest))?;
+    let mut descriptor = built.image.manifest.clone();
+    descriptor.set_digest(digest);
+    descriptor.set_size(manifest_blob.size);
+    built.image.manifest = descriptor;
+    built.image.config_digest = config_blob.digest.to_string();
+    built.image.config = config;
+    Ok(built)
+}
+
+/// Exports what `built` used to `--cache-to`.
+pub fn export(
+    store: &Arc<Store>,
+    spec: &CacheSpec,
+    built: &Built,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let keys = exported_keys(store, spec, built)?;
     match &spec.location {
         CacheLocation::Local(dir) => {
             store
@@ -148,6 +219,8 @@ pub fn export(
                 )?;
             }
         }
+        // Written into the image by `inline` before tagging.
+        CacheLocation::Inline => {}
     }
     Ok(())
 }
@@ -175,8 +248,13 @@ mod tests {
         );
         assert!(s.max);
         assert!(parse("type=registry", "--cache-from").is_err());
-        let e = parse("type=inline", "--cache-to").unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        assert_eq!(
+            parse("type=inline", "--cache-to").unwrap().location,
+            CacheLocation::Inline
+        );
+        assert!(parse("type=inline", "--cache-from").is_err());
+        let e = parse("type=gha", "--cache-to").unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
         assert!(parse("type=local", "--cache-to").is_err());
     }
 }

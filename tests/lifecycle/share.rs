@@ -304,7 +304,7 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
     );
     assert!(stderr.contains("not found (empty cache)"), "{stderr}");
 
-    // An image is not a cache: refused before any layer comes down.
+    // An image without an inline cache is refused.
     let image_ref = format!("{}/app:1", registry.addr);
     hoist(env.root.path(), &["tag", "app", &image_ref], None).assert_ok();
     hoist(env.root.path(), &["push", "-q", &image_ref], None).assert_ok();
@@ -322,8 +322,77 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("is not a hoist build cache"), "{stderr}");
-    assert!(!d.path().join("content/blobs/sha256").exists() || blobs(d.path()).is_empty());
+    assert!(
+        stderr.contains("is an image without an inline cache"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_inline_cache_travels_in_the_image_config() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = hoist_testutil::Registry::start();
+    let env = Env::new();
+    env.dockerfile(MULTI_STAGE);
+    let tar = env.scratch.path().join("busybox.tar");
+    let tar = tar.to_str().unwrap();
+    let context = env.context.path().to_str().unwrap().to_string();
+    let image_ref = format!("{}/app:inline", registry.addr);
+    hoist_epoch(env.root.path(), &["import", tar, "busybox:latest"]);
+    hoist_epoch(
+        env.root.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            &image_ref,
+            "--cache-to",
+            "type=inline",
+            &context,
+        ],
+    );
+    hoist(env.root.path(), &["push", "-q", &image_ref], None).assert_ok();
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--config", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image_ref}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let records = config["hoist.cache.v1"]["records"].as_array().unwrap();
+    assert!(!records.is_empty(), "{config}");
+    // The rest of the config is an ordinary image config.
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+
+    let b = tempfile::tempdir().unwrap();
+    hoist_epoch(b.path(), &["import", tar, "busybox:latest"]);
+    let stderr = hoist_epoch(
+        b.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &format!("type=registry,ref={image_ref}"),
+            &context,
+        ],
+    );
+    assert!(!stderr.contains(" DONE "), "a step ran:\n{stderr}");
+    let layers = |root: &std::path::Path, image: &str| {
+        let run = hoist(root, &["inspect", image], None);
+        run.assert_ok();
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        v[0]["Layers"].clone()
+    };
+    assert_eq!(layers(env.root.path(), &image_ref), layers(b.path(), "app"));
 }
 
 #[test]
