@@ -116,10 +116,8 @@ impl ImageBuilder {
         let manifest = built.image.manifest.clone();
         let digest = manifest.digest().to_string();
         log.line(&format!(
-            "writing image {}: {} steps, {} cached ({:.1}s)",
+            "writing image {} done ({:.1}s)",
             built.image.config_digest,
-            built.executed + built.cached,
-            built.cached,
             started.elapsed().as_secs_f64()
         ));
 

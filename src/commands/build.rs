@@ -649,12 +649,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         println!("{id}");
     } else {
         let mut err = io::stderr().lock();
-        writeln!(
-            err,
-            "writing image {id}: {} steps, {} cached",
-            built.executed + built.cached,
-            built.cached
-        )?;
+        // Step counts are the summary's: the solver does not visit the
+        // inputs of a cache hit, so its own counters undercount.
+        writeln!(err, "writing image {id} done")?;
         if let Some(index) = &built.index {
             writeln!(
                 err,
