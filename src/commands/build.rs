@@ -475,13 +475,14 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|s| super::cache_spec::parse(s, "--cache-from"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    super::cache_spec::import_all(&store, &cache_from, args.quiet)?;
     // Lifecycle: a lease protects what the build uses and makes until the
     // image is tagged; then the store is brought under gc.max-storage.
     let lease = store
         .create_lease("build")
         .context("failed to take a lease on the store")?;
     let lease_guard = super::prune::LeaseGuard::new(&store, lease.clone());
+    // Under the lease: a concurrent prune keeps what the import writes.
+    super::cache_spec::import_all(&store, &cache_from, args.quiet)?;
     let request = BuildRequest {
         lease: Some(lease),
         ..request
