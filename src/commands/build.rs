@@ -110,10 +110,12 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
-    /// Export build cache: type=local,dest=DIR[,mode=min|max]
+    /// Export build cache: type=local,dest=DIR | type=registry,ref=REF
+    /// (either with [,mode=min|max]) | type=inline
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Option<String>,
-    /// Import build cache: type=local,src=DIR (repeatable)
+    /// Import build cache: type=local,src=DIR | type=registry,ref=REF
+    /// (a cache ref or an image built with type=inline; repeatable)
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
     /// Say why each step that runs missed the cache (with --dry-run: which
