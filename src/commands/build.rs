@@ -114,10 +114,12 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
-    /// Export build cache: type=local,dest=DIR[,mode=min|max]
+    /// Export build cache: type=local,dest=DIR | type=registry,ref=REF
+    /// (either with [,mode=min|max]) | type=inline
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Option<String>,
-    /// Import build cache: type=local,src=DIR (repeatable)
+    /// Import build cache: type=local,src=DIR | type=registry,ref=REF
+    /// (a cache ref or an image built with type=inline; repeatable)
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
     /// Say why each step that runs missed the cache (with --dry-run: which
@@ -480,13 +482,14 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|s| super::cache_spec::parse(s, "--cache-from"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    super::cache_spec::import_all(&store, &cache_from)?;
     // Lifecycle: a lease protects what the build uses and makes until the
     // image is tagged; then the store is brought under gc.max-storage.
     let lease = store
         .create_lease("build")
         .context("failed to take a lease on the store")?;
     let lease_guard = super::prune::LeaseGuard::new(&store, lease.clone());
+    // Under the lease: a concurrent prune keeps what the import writes.
+    super::cache_spec::import_all(&store, &cache_from, args.quiet)?;
     let request = BuildRequest {
         lease: Some(lease),
         ..request
@@ -551,6 +554,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e)),
     };
 
+    let built = super::cache_spec::inline(&store, cache_to.as_ref(), built)?;
     // With provenance, refs point at the index holding image and attestation.
     let manifest = built.target();
     let id = built.image.config_digest.clone();
@@ -598,7 +602,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(spec) = &cache_to {
-        super::cache_spec::export(&store, spec, &built)?;
+        super::cache_spec::export(&store, spec, &built, args.quiet)?;
     }
     drop(lease_guard);
     if let (Some(explanations), false, false) = (
