@@ -74,6 +74,10 @@ pub struct Args {
     /// Do not use the cache
     #[arg(long)]
     no_cache: bool,
+    /// Always pull the base images from their registries (by default only
+    /// images missing from the store are pulled)
+    #[arg(long)]
+    pull: bool,
     /// Do not use the cache for these stages
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     no_cache_filter: Vec<String>,
@@ -110,10 +114,12 @@ pub struct Args {
     /// Steps run at once (default: number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
-    /// Export build cache: type=local,dest=DIR[,mode=min|max]
+    /// Export build cache: type=local,dest=DIR | type=registry,ref=REF
+    /// (either with [,mode=min|max]) | type=inline
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Option<String>,
-    /// Import build cache: type=local,src=DIR (repeatable)
+    /// Import build cache: type=local,src=DIR | type=registry,ref=REF
+    /// (a cache ref or an image built with type=inline; repeatable)
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
     /// Say why each step that runs missed the cache (with --dry-run: which
@@ -442,6 +448,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     };
 
     let store = Arc::new(context.store()?);
+    pull_base_images(&store, &request, args.pull, args.quiet)?;
     if args.dry_run && args.explain {
         let predicted = engine_build::predict(store, &request).map_err(|e| anyhow!("{e}"))?;
         let mut out = io::stdout().lock();
@@ -480,13 +487,14 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|s| super::cache_spec::parse(s, "--cache-from"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    super::cache_spec::import_all(&store, &cache_from)?;
     // Lifecycle: a lease protects what the build uses and makes until the
     // image is tagged; then the store is brought under gc.max-storage.
     let lease = store
         .create_lease("build")
         .context("failed to take a lease on the store")?;
     let lease_guard = super::prune::LeaseGuard::new(&store, lease.clone());
+    // Under the lease: a concurrent prune keeps what the import writes.
+    super::cache_spec::import_all(&store, &cache_from, args.quiet)?;
     let request = BuildRequest {
         lease: Some(lease),
         ..request
@@ -551,6 +559,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         Err(e) => return Err(anyhow::Error::new(e)),
     };
 
+    let built = super::cache_spec::inline(&store, cache_to.as_ref(), built)?;
     // With provenance, refs point at the index holding image and attestation.
     let manifest = built.target();
     let id = built.image.config_digest.clone();
@@ -598,7 +607,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(spec) = &cache_to {
-        super::cache_spec::export(&store, spec, &built)?;
+        super::cache_spec::export(&store, spec, &built, args.quiet)?;
     }
     drop(lease_guard);
     if let (Some(explanations), false, false) = (
@@ -811,4 +820,43 @@ mod exec_flags {
         }
         Ok(out)
     }
+}
+
+/// Pulls the images the target's stages start from or copy from when the
+/// store lacks them (all of them with `--pull`), as `docker build` does. A
+/// Dockerfile that does not parse is left to the build to report.
+fn pull_base_images(
+    store: &Arc<hoist_cache::Store>,
+    request: &BuildRequest,
+    always: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let Ok(images) = hoist_autobuild::image::base_images(
+        &request.dockerfile,
+        &request.dockerfile_name,
+        &request.options,
+    ) else {
+        return Ok(());
+    };
+    for image in images {
+        let Ok(reference) = hoist_registry::Reference::parse(&image) else {
+            continue;
+        };
+        let present = match reference.digest() {
+            Some(digest) => digest.parse().is_ok_and(|d| store.content().contains(&d)),
+            None => store.get_ref(&reference.to_string())?.is_some(),
+        };
+        if present && !always {
+            continue;
+        }
+        // A failed pull is not the end: the build then reports the missing
+        // image at its Dockerfile line, or uses the stored one (`--pull`).
+        if let Err(e) = crate::commands::pull::fetch(Arc::clone(store), &reference, None, quiet) {
+            eprintln!(
+                "warning: cannot pull the base image {}: {e:#}",
+                reference.familiar()
+            );
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use crate::context::Context;
 
 mod autobuild;
 mod build;
+mod cache_registry;
 mod cache_spec;
 mod debug;
 mod du;

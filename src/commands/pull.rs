@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use hoist_registry::{
-    block_on, CacheBlobStore, Client, Platform, PullEvent, PullOptions, Reference,
+    block_on, CacheBlobStore, Client, Platform, PullEvent, PullOptions, PulledImage, Reference,
 };
 
 use crate::context::Context;
@@ -41,16 +41,48 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid --platform: {}", e.0))?;
     let store = Arc::new(context.store()?);
+    let name = reference.to_string();
+    let before = store.get_ref(&name)?.map(|r| r.target);
+    let pulled = fetch(store, &reference, platform, args.quiet)?;
+
+    let mut out = std::io::stdout().lock();
+    if !args.quiet {
+        writeln!(out, "Digest: {}", pulled.root.digest())?;
+        let up_to_date = before.is_some_and(|b| b.digest() == pulled.manifest.digest());
+        if up_to_date {
+            writeln!(
+                out,
+                "Status: Image is up to date for {}",
+                reference.familiar()
+            )?;
+        } else {
+            writeln!(
+                out,
+                "Status: Downloaded newer image for {}",
+                reference.familiar()
+            )?;
+        }
+    }
+    writeln!(out, "{name}")?;
+    Ok(())
+}
+
+/// Downloads `reference` into the store and names it with its fully
+/// qualified name; layer progress goes to stderr unless `quiet`. `hoist
+/// build` calls this for base images the store lacks.
+pub fn fetch(
+    store: Arc<hoist_cache::Store>,
+    reference: &Reference,
+    platform: Option<Platform>,
+    quiet: bool,
+) -> anyhow::Result<PulledImage> {
     let blobs = CacheBlobStore::new(store.clone())?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
     let name = reference.to_string();
-    let before = store.get_ref(&name)?.map(|r| r.target);
-
-    if !args.quiet {
+    if !quiet {
         let tag_or_digest = reference.tag().or(reference.digest()).unwrap_or("latest");
         eprintln!("{tag_or_digest}: Pulling from {}", reference.repository());
     }
-    let quiet = args.quiet;
     let events = Arc::new(move |event: PullEvent| {
         if quiet {
             return;
@@ -77,7 +109,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         platform,
         events: Some(events),
     };
-    let pulled = block_on(client.pull(&reference, Arc::new(blobs.clone()), &options))?
+    let pulled = block_on(client.pull(reference, Arc::new(blobs.clone()), &options))?
         .with_context(|| format!("failed to pull {}", reference.familiar()))?;
     blobs.record_sources(
         reference.registry(),
@@ -91,25 +123,5 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     // The platform's manifest is named, not the index: the store holds only
     // that platform's blobs, and every command reads the image through it.
     store.set_ref(&name, &pulled.manifest)?;
-
-    let mut out = std::io::stdout().lock();
-    if !args.quiet {
-        writeln!(out, "Digest: {}", pulled.root.digest())?;
-        let up_to_date = before.is_some_and(|b| b.digest() == pulled.manifest.digest());
-        if up_to_date {
-            writeln!(
-                out,
-                "Status: Image is up to date for {}",
-                reference.familiar()
-            )?;
-        } else {
-            writeln!(
-                out,
-                "Status: Downloaded newer image for {}",
-                reference.familiar()
-            )?;
-        }
-    }
-    writeln!(out, "{name}")?;
-    Ok(())
+    Ok(pulled)
 }

@@ -41,6 +41,13 @@ fn dockerfile_errors_name_the_line() {
     assert!(!run.status.success());
     assert!(run.stderr.contains("Dockerfile:1"), "{}", run.stderr);
     assert!(run.stderr.contains("not in the store"), "{}", run.stderr);
+    // The build tried its registry first and says why that failed.
+    assert!(
+        run.stderr
+            .contains("warning: cannot pull the base image nosuchimage:latest"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

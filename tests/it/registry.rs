@@ -359,3 +359,93 @@ fn pulling_a_missing_tag_quotes_the_registry_and_stores_nothing() {
     let images = h.ok(&["images", "-q"]);
     assert!(images.trim().is_empty(), "{images}");
 }
+
+/// `hoist build` pulls a base image the store lacks, keeps using the stored
+/// one afterwards, and with `--pull` fetches the one the tag moved to.
+#[test]
+fn build_pulls_missing_base_images_and_pull_flag_refreshes_them() {
+    hoist_testutil::require_root!();
+    require_program!("docker-registry");
+    let registry = Registry::start();
+    let publisher = Hoist::new();
+    publisher.import_busybox("busybox");
+    let base = format!("{}/base:1", registry.addr);
+    ok(&publisher, &["tag", "busybox", &base]);
+    let first = ok(&publisher, &["push", &base]);
+    let digest_of = |push: &Run| {
+        push.stdout
+            .split("digest: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string()
+    };
+    let first_digest = digest_of(&first);
+
+    let h = Hoist::new();
+    let context = h.path("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {base}\nCOPY hello /hello\n"),
+    )
+    .unwrap();
+    std::fs::write(context.join("hello"), "hi\n").unwrap();
+    let ctx = context.to_str().unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "-t", "app"];
+        args.extend_from_slice(extra);
+        args.push(ctx);
+        ok(&h, &args)
+    };
+
+    let built = build(&[]);
+    assert!(
+        built.stderr.contains("1: Pulling from base"),
+        "{}",
+        built.stderr
+    );
+    assert!(
+        built
+            .stderr
+            .contains(&format!("FROM {base}@{first_digest}")),
+        "{}",
+        built.stderr
+    );
+    let images = ok(&h, &["images", "--format", "json"]).stdout;
+    assert!(
+        images.contains(&format!("{}/base", registry.addr)),
+        "{images}"
+    );
+
+    // The tag moves to another image (same files, another config).
+    let tar = publisher.path("busybox.tar");
+    publisher.ok(&[
+        "import",
+        tar.to_str().unwrap(),
+        &base,
+        "--change",
+        "ENV MOVED=1",
+    ]);
+    let second_digest = digest_of(&ok(&publisher, &["push", &base]));
+    assert_ne!(first_digest, second_digest);
+
+    // Present in the store: used as it is, nothing pulled.
+    let again = build(&[]);
+    assert!(!again.stderr.contains("Pulling from"), "{}", again.stderr);
+    assert!(again.stderr.contains(&first_digest), "{}", again.stderr);
+    // --pull asks the registry and builds on the moved tag.
+    let pulled = build(&["--pull"]);
+    assert!(
+        pulled.stderr.contains("1: Pulling from base"),
+        "{}",
+        pulled.stderr
+    );
+    assert!(
+        pulled
+            .stderr
+            .contains(&format!("FROM {base}@{second_digest}")),
+        "{}",
+        pulled.stderr
+    );
+}

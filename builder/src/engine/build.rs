@@ -201,7 +201,7 @@ impl ImageResolver for StoreResolver {
             None => {
                 let Some(r) = self.store.get_ref(reference)? else {
                     return Err(format!(
-                        "image {reference} is not in the store (pulling during build is not supported yet: `hoist pull` or `hoist import` it first)"
+                        "image {reference} is not in the store (`hoist pull` or `hoist import` it first)"
                     )
                     .into());
                 };
@@ -229,11 +229,19 @@ pub fn plan(store: Arc<Store>, request: &BuildRequest) -> Result<FrontendGraph, 
     let ast = hoist_frontend::parse(&request.dockerfile)
         .map_err(|e| BuildError::Dockerfile(e.render(&request.dockerfile_name)))?;
     hoist_frontend::lower(&ast, &request.options, &StoreResolver::new(store)).map_err(|e| {
-        let mut text = e.render(&request.dockerfile_name);
+        // The causes belong to the message line, above the quoted line and
+        // its caret.
+        let rendered = e.render(&request.dockerfile_name);
+        let (first, rest) = rendered.split_once('\n').unwrap_or((&rendered, ""));
+        let mut text = first.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(cause) = source {
             text.push_str(&format!(": {cause}"));
             source = cause.source();
+        }
+        if !rest.is_empty() {
+            text.push('\n');
+            text.push_str(rest);
         }
         BuildError::Dockerfile(text)
     })

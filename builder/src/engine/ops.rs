@@ -131,7 +131,7 @@ impl Op<Artifact> for ImageOp {
     async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
         let Some((_, digest)) = self.reference.split_once('@') else {
             return Err(Box::new(EngineError::Invalid(format!(
-                "image {} is not in the store (pulling during build is not supported yet: hoist pull or hoist import it first)",
+                "image {} is not in the store (`hoist pull` or `hoist import` it first)",
                 self.reference
             ))));
         };
