@@ -12,7 +12,7 @@ packages=(
     busybox-static skopeo umoci docker-registry buildah crun runc uidmap
     apache2-utils fuse-overlayfs attr libcap2-bin git iproute2 tar gzip
     chromium  # the autobuild status page is tested in headless Chromium
-    openssh-client  # ssh-agent for RUN --mount=type=ssh tests
+    openssh-client openssh-server  # ssh-agent and sshd for the ssh mount and git-over-ssh tests
 )
 missing=()
 for p in "${packages[@]}"; do
