@@ -25,8 +25,7 @@ use std::time::Instant;
 use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
 use hoist_builder::{CancellationToken, Event, EventSink, VertexId};
 use hoist_cache::Store;
-use hoist_frontend::graph::Platform as FrontendPlatform;
-use hoist_frontend::{BuildOptions, ImageResolver, ResolvedImage};
+use hoist_frontend::BuildOptions;
 use hoist_registry::{
     CacheBlobStore, Client, Platform, PullOptions, PushEvent, PushOptions, Reference,
 };
@@ -274,42 +273,15 @@ impl ImageBuilder {
     }
 }
 
-/// The base images (normalised references, `docker.io/library/busybox:latest`)
-/// the Dockerfile's target needs, in the order the frontend asks for them.
+/// The base images the Dockerfile's target needs (the builder's
+/// [`engine_build::base_images`]), as a build failure when it does not parse.
 pub fn base_images(
     dockerfile: &str,
     name: &str,
     options: &BuildOptions,
 ) -> Result<Vec<String>, BuildFailure> {
-    let ast = hoist_frontend::parse(dockerfile).map_err(|e| BuildFailure::new(e.render(name)))?;
-    let recorder = Recorder::default();
-    hoist_frontend::lower(&ast, options, &recorder)
-        .map_err(|e| BuildFailure::new(e.render(name)))?;
-    let seen = recorder
-        .seen
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    Ok(seen)
-}
-
-#[derive(Default)]
-struct Recorder {
-    seen: Mutex<Vec<String>>,
-}
-
-impl ImageResolver for Recorder {
-    fn resolve(
-        &self,
-        reference: &str,
-        _platform: &FrontendPlatform,
-    ) -> Result<Option<ResolvedImage>, Box<dyn std::error::Error + Send + Sync>> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if !seen.iter().any(|s| s == reference) {
-            seen.push(reference.to_string());
-        }
-        // No configs: only the names are wanted here.
-        Ok(None)
-    }
+    engine_build::base_images(dockerfile, name, options)
+        .map_err(|e| BuildFailure::new(e.to_string()))
 }
 
 /// The current manifest digest of `image` in its registry (for base-image

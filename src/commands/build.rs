@@ -831,7 +831,7 @@ fn pull_base_images(
     always: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let Ok(images) = hoist_autobuild::image::base_images(
+    let Ok(images) = engine_build::base_images(
         &request.dockerfile,
         &request.dockerfile_name,
         &request.options,

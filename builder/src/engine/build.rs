@@ -247,6 +247,47 @@ pub fn plan(store: Arc<Store>, request: &BuildRequest) -> Result<FrontendGraph, 
     })
 }
 
+/// The images the target's stages start from or copy from (normalised
+/// references, `docker.io/library/busybox:latest`), in the order the
+/// frontend asks for them, without looking in any store: what a caller must
+/// pull before [`build`] (stage names and `scratch` are not images).
+pub fn base_images(
+    dockerfile: &str,
+    dockerfile_name: &str,
+    options: &BuildOptions,
+) -> Result<Vec<String>, BuildError> {
+    let ast = hoist_frontend::parse(dockerfile)
+        .map_err(|e| BuildError::Dockerfile(e.render(dockerfile_name)))?;
+    let recorder = Recorder::default();
+    hoist_frontend::lower(&ast, options, &recorder)
+        .map_err(|e| BuildError::Dockerfile(e.render(dockerfile_name)))?;
+    Ok(recorder
+        .seen
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner()))
+}
+
+/// An [`ImageResolver`] that only writes down what it is asked for.
+#[derive(Default)]
+struct Recorder {
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl ImageResolver for Recorder {
+    fn resolve(
+        &self,
+        reference: &str,
+        _platform: &hoist_frontend::graph::Platform,
+    ) -> Result<Option<ResolvedImage>, Box<dyn std::error::Error + Send + Sync>> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.iter().any(|s| s == reference) {
+            seen.push(reference.to_string());
+        }
+        // No configs: only the names are wanted.
+        Ok(None)
+    }
+}
+
 /// Names of the vertices of a stage: the chain of roots from the stage's root
 /// down to where another stage or a source begins.
 fn stage_vertices(graph: &FrontendGraph, stage_root: usize, stop: &HashSet<usize>) -> Vec<usize> {
