@@ -182,21 +182,8 @@ impl ImageBuilder {
         log.line(&format!("base image {image}: pulling {remote}"));
         let blobs = CacheBlobStore::new(Arc::clone(&self.store))
             .map_err(|e| BuildFailure::new(format!("cannot open the store for a pull: {e}")))?;
-        let pulled = run_async(self.client.pull(
-            &reference,
-            Arc::new(blobs.clone()),
-            &PullOptions::default(),
-        ))?
-        .map_err(|e| BuildFailure::new(format!("cannot pull the base image {image}: {e}")))?;
-        let _ = blobs.record_sources(
-            reference.registry(),
-            reference.repository(),
-            pulled
-                .layers
-                .iter()
-                .chain([&pulled.config])
-                .map(|d| d.digest()),
-        );
+        let pulled = run_async(blobs.pull(&self.client, &reference, &PullOptions::default()))?
+            .map_err(|e| BuildFailure::new(format!("cannot pull the base image {image}: {e}")))?;
         // A digest reference needs no name: the builder reads it by digest.
         let names: &[&str] = if reference.digest().is_some() {
             &[]

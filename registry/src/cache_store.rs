@@ -89,6 +89,32 @@ impl CacheBlobStore {
             .map_err(backend)
     }
 
+    /// Pulls `reference` into the store with `client` and records where its
+    /// blobs came from, so that a later push to the same registry mounts
+    /// them instead of uploading. Naming the image is the caller's choice.
+    pub async fn pull(
+        &self,
+        client: &crate::Client,
+        reference: &Reference,
+        options: &crate::PullOptions,
+    ) -> Result<crate::PulledImage, crate::RegistryError> {
+        let pulled = client
+            .pull(reference, Arc::new(self.clone()), options)
+            .await?;
+        let blobs = pulled.layers.iter().chain([&pulled.config]);
+        self.record_sources(
+            reference.registry(),
+            reference.repository(),
+            blobs.map(|d| d.digest()),
+        )
+        .map_err(|source| crate::RegistryError::Store {
+            action: "record the sources of",
+            digest: pulled.manifest.digest().to_string(),
+            source,
+        })?;
+        Ok(pulled)
+    }
+
     /// Known sources of `digests` in `registry`, newest first, as the
     /// digest → references map [`crate::PushOptions::mount_sources`] takes.
     pub fn mount_sources<'a>(

@@ -109,17 +109,8 @@ pub fn fetch(
         platform,
         events: Some(events),
     };
-    let pulled = block_on(client.pull(reference, Arc::new(blobs.clone()), &options))?
+    let pulled = block_on(blobs.pull(&client, reference, &options))?
         .with_context(|| format!("failed to pull {}", reference.familiar()))?;
-    blobs.record_sources(
-        reference.registry(),
-        reference.repository(),
-        pulled
-            .layers
-            .iter()
-            .chain([&pulled.config])
-            .map(|d| d.digest()),
-    )?;
     // The platform's manifest is named, not the index: the store holds only
     // that platform's blobs, and every command reads the image through it.
     store.set_ref(&name, &pulled.manifest)?;
