@@ -60,8 +60,11 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) || time.len() < 8 {
         return None;
     }
-    let (hh, mm, ss) = (num(&time[0..2])?, num(&time[3..5])?, num(&time[6..8])?);
-    let mut rest = &time[8..];
+    // `get`: the text comes from image configs of any origin, and slicing
+    // through a multi-byte character would panic.
+    let part = |r: std::ops::Range<usize>| time.get(r).and_then(num);
+    let (hh, mm, ss) = (part(0..2)?, part(3..5)?, part(6..8)?);
+    let mut rest = time.get(8..)?;
     if let Some(frac) = rest.strip_prefix('.') {
         let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
         rest = &frac[digits..];
@@ -69,7 +72,7 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let offset = match rest {
         "Z" | "z" => 0,
         _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            let minutes = num(&rest[1..3])? * 60 + num(&rest[4..6])?;
+            let minutes = num(rest.get(1..3)?)? * 60 + num(rest.get(4..6)?)?;
             if rest.starts_with('-') {
                 -minutes * 60
             } else {
@@ -399,6 +402,12 @@ mod tests {
         assert_eq!(history[0]["created"], "2001-09-09T01:46:40Z");
         assert_eq!(history[1]["created"], "2023-11-14T22:13:20Z");
         assert!(history[2].get("created").is_none());
+    }
+
+    #[test]
+    fn rfc3339_refuses_multibyte_text_without_panicking() {
+        assert_eq!(parse_rfc3339("2024-01-02Té04:05Z"), None);
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05+0é:00"), None);
     }
 
     #[test]
