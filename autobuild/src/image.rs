@@ -26,9 +26,7 @@ use hoist_builder::engine::build::{self as engine_build, BuildError, BuildReques
 use hoist_builder::{CancellationToken, Event, EventSink, VertexId};
 use hoist_cache::Store;
 use hoist_frontend::BuildOptions;
-use hoist_registry::{
-    CacheBlobStore, Client, Platform, PullOptions, PushEvent, PushOptions, Reference,
-};
+use hoist_registry::{CacheBlobStore, Client, Platform, PullOptions, PushEvent, Reference};
 
 use crate::executor::{BuildFailure, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink};
 
@@ -208,16 +206,6 @@ impl ImageBuilder {
             .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))?;
         let blobs = CacheBlobStore::new(Arc::clone(&self.store))
             .map_err(|e| BuildFailure::new(format!("cannot open the store for a push: {e}")))?;
-        let digests: Vec<hoist_cache::Digest> = self
-            .store
-            .reachable_blobs(manifest)
-            .map_err(|e| BuildFailure::new(format!("cannot list the image's blobs: {e}")))?
-            .iter()
-            .filter_map(|d| hoist_cache::Digest::try_from(d.as_str()).ok())
-            .collect();
-        let mount_sources = blobs
-            .mount_sources(reference.registry(), &digests)
-            .unwrap_or_default();
         log.line(&format!("pushing {reference}"));
         let sink = log.clone();
         let events: hoist_registry::EventSink<PushEvent> =
@@ -239,17 +227,8 @@ impl ImageBuilder {
                 )),
                 _ => {}
             });
-        let options = PushOptions {
-            events: Some(events),
-            mount_sources,
-        };
-        let pushed =
-            run_async(
-                self.client
-                    .push(&reference, manifest, Arc::new(blobs.clone()), &options),
-            )?
+        let pushed = run_async(blobs.push(&self.client, &reference, manifest, Some(events)))?
             .map_err(|e| BuildFailure::new(format!("cannot push {reference}: {e}")))?;
-        let _ = blobs.record_sources(reference.registry(), reference.repository(), &digests);
         log.line(&format!(
             "{}: digest: {} size: {}",
             reference.tag().unwrap_or("latest"),

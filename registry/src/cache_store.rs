@@ -115,6 +115,44 @@ impl CacheBlobStore {
         Ok(pulled)
     }
 
+    /// Pushes the image (or index) `root` of the store to `reference`:
+    /// blobs this registry is known to hold in another repository are
+    /// mounted, and afterwards every blob is recorded as living there.
+    pub async fn push(
+        &self,
+        client: &crate::Client,
+        reference: &Reference,
+        root: &Descriptor,
+        events: Option<crate::EventSink<crate::PushEvent>>,
+    ) -> Result<crate::PushedImage, crate::RegistryError> {
+        let store_error = |source| crate::RegistryError::Store {
+            action: "list the blobs of",
+            digest: root.digest().to_string(),
+            source,
+        };
+        let digests: Vec<Digest> = self
+            .store
+            .reachable_blobs(root)
+            .map_err(|e| store_error(backend(e)))?
+            .iter()
+            .filter_map(|d| Digest::try_from(d.as_str()).ok())
+            .collect();
+        // Mounting only saves uploads: without known sources, upload.
+        let mount_sources = self
+            .mount_sources(reference.registry(), &digests)
+            .unwrap_or_default();
+        let options = crate::PushOptions {
+            events,
+            mount_sources,
+        };
+        let pushed = client
+            .push(reference, root, Arc::new(self.clone()), &options)
+            .await?;
+        self.record_sources(reference.registry(), reference.repository(), &digests)
+            .map_err(store_error)?;
+        Ok(pushed)
+    }
+
     /// Known sources of `digests` in `registry`, newest first, as the
     /// digest → references map [`crate::PushOptions::mount_sources`] takes.
     pub fn mount_sources<'a>(

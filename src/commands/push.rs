@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
-use hoist_registry::{block_on, CacheBlobStore, Client, PushEvent, PushOptions};
+use hoist_registry::{block_on, CacheBlobStore, Client, PushEvent};
 
 use crate::commands::pull::is_layer;
 use crate::context::Context;
@@ -39,12 +39,6 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         ));
     };
     let blobs = CacheBlobStore::new(store.clone())?;
-    let reachable = store.reachable_blobs(&image.target)?;
-    let digests: Vec<hoist_cache::Digest> = reachable
-        .iter()
-        .filter_map(|d| hoist_cache::Digest::try_from(d.as_str()).ok())
-        .collect();
-    let mount_sources = blobs.mount_sources(reference.registry(), &digests)?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
 
     if !args.quiet {
@@ -73,14 +67,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             eprintln!("{}: {status}", short_id(descriptor.digest().as_ref()));
         }
     });
-    let options = PushOptions {
-        events: Some(events),
-        mount_sources,
-    };
-    let pushed =
-        block_on(client.push(&reference, &image.target, Arc::new(blobs.clone()), &options))?
-            .with_context(|| format!("failed to push {}", reference.familiar()))?;
-    blobs.record_sources(reference.registry(), reference.repository(), &digests)?;
+    let pushed = block_on(blobs.push(&client, &reference, &image.target, Some(events)))?
+        .with_context(|| format!("failed to push {}", reference.familiar()))?;
 
     let mut out = std::io::stdout().lock();
     if args.quiet {
