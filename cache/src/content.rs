@@ -32,6 +32,8 @@ pub const OCI_LAYOUT_CONTENT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 
 const INGEST_DIR: &str = "ingest";
 const WRITE_BUFFER: usize = 1 << 20;
+/// How much of an ingest file is handed to writeback at a time.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 /// Blobs by digest in an OCI image layout directory (`<store>/content`).
 #[derive(Clone, Debug)]
@@ -148,6 +150,7 @@ impl ContentStore {
             blobs: self.dir.join("blobs/sha256"),
             hasher: Sha256::new(),
             size: 0,
+            written_back: 0,
         })
     }
 
@@ -225,6 +228,8 @@ pub struct ContentWriter {
     blobs: PathBuf,
     hasher: Sha256,
     size: u64,
+    /// Bytes of the file already handed to the kernel's writeback.
+    written_back: u64,
 }
 
 impl ContentWriter {
@@ -325,6 +330,18 @@ impl Write for ContentWriter {
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
+        // What the buffer passed on is in the page cache: have the kernel
+        // start writing it out while we produce the rest, so `commit`'s
+        // fsync of a big blob does not wait for all of it at once.
+        let in_file = self.size - file.buffer().len() as u64;
+        if in_file - self.written_back >= WRITEBACK_CHUNK {
+            let _ = crate::sys::start_writeback(
+                file.get_ref(),
+                self.written_back,
+                in_file - self.written_back,
+            );
+            self.written_back = in_file;
+        }
         Ok(n)
     }
 

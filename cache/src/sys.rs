@@ -47,3 +47,26 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
         }
     }
 }
+
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to
+/// disk now, without waiting (`sync_file_range(2)` with
+/// `SYNC_FILE_RANGE_WRITE`). A big blob written this way as it is produced
+/// leaves little for the final `fsync` to wait for. Only a hint: errors
+/// (a filesystem without support) are for the caller to ignore.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: the descriptor is valid for the lifetime of `file`, which
+    // outlives this call; the call takes plain integers and retains nothing.
+    let rc = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -242,8 +242,50 @@ pub struct ParallelGzip<W: Write> {
     header_written: bool,
 }
 
+/// Whether `data` looks incompressible: every byte value occurs within a
+/// quarter of its share of a uniform distribution, as in random, encrypted
+/// or already compressed data (text or binaries have absent and dominant
+/// byte values). Integers only, so the answer (and the layer's bytes) is
+/// the same on every machine.
+fn looks_incompressible(data: &[u8]) -> bool {
+    if data.len() < 64 * 1024 {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for b in data {
+        counts[usize::from(*b)] += 1;
+    }
+    let expected = data.len() as u64;
+    // count * 256 within [0.75, 1.25] * len
+    counts.iter().all(|&c| {
+        let scaled = u64::from(c) * 256 * 4;
+        scaled >= expected * 3 && scaled <= expected * 5
+    })
+}
+
+/// `data` as deflate stored blocks (BFINAL 0, BTYPE 00): the stream is
+/// byte-aligned here (start, or after a sync flush), so each block is a
+/// zero header byte, LEN, NLEN and the bytes.
+fn stored_blocks(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 65535 * 5 + 5);
+    for chunk in data.chunks(65535) {
+        let len = chunk.len() as u16;
+        out.push(0);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// Deflates one block primed with `dict`, ending with a sync flush; a block
+/// that looks incompressible is stored instead, which costs a copy where
+/// deflate would spend its slowest path to gain nothing.
 fn deflate_block(level: u32, dict: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
     use flate2::{Compress, FlushCompress};
+    if level > 0 && looks_incompressible(data) {
+        return Ok(stored_blocks(data));
+    }
     let mut c = Compress::new(flate2::Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
@@ -464,6 +506,40 @@ mod tests {
                 .unwrap();
             assert_eq!(back, data, "len {len}");
         }
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                // xorshift64*: good enough to look uniform to the histogram.
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_blocks_are_stored_and_the_stream_stays_valid() {
+        // random, then text, then random with a short tail: stored and
+        // deflated blocks alternate and the dictionary crosses both ways.
+        let mut data = random(GZIP_BLOCK_SIZE, 1);
+        data.extend(sample(GZIP_BLOCK_SIZE + 500));
+        data.extend(random(GZIP_BLOCK_SIZE + 70_000, 2));
+        let one = gzip(&data, 1);
+        assert_eq!(one, gzip(&data, 3));
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&one[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        assert!(looks_incompressible(&random(GZIP_BLOCK_SIZE, 3)));
+        assert!(!looks_incompressible(&sample(GZIP_BLOCK_SIZE)));
+        // Stored costs 5 bytes per 64 KiB; the text block still shrinks.
+        assert!(one.len() < data.len());
+        assert!(one.len() > 2 * GZIP_BLOCK_SIZE);
     }
 
     #[test]

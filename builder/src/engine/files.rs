@@ -9,6 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{mpsc, Mutex};
 use std::time::SystemTime;
 
 use hoist_frontend::dockerignore::Matcher;
@@ -360,7 +361,9 @@ pub fn copy(
         };
         if src_meta.is_dir() && request.dir_contents_only {
             let target = mkdir_all(root, request.dest, 0o755, dir_owner)?;
-            copy_children(&src, m, &target, source, request.exclude, &meta, true)?;
+            with_workers(true, |sink| {
+                copy_children(&src, m, &target, source, request.exclude, &meta, sink)
+            })?;
             continue;
         }
         if src_meta.is_file() && request.attempt_unpack && is_archive(&src)? {
@@ -389,15 +392,18 @@ pub fn copy(
                 .unwrap_or_default();
             dir.join(name)
         };
-        copy_node(
-            &src,
-            m,
-            &target,
-            source,
-            request.exclude,
-            &meta,
-            request.follow_symlinks,
-        )?;
+        with_workers(src_meta.is_dir(), |sink| {
+            copy_node(
+                &src,
+                m,
+                &target,
+                source,
+                request.exclude,
+                &meta,
+                request.follow_symlinks,
+                sink,
+            )
+        })?;
     }
     Ok(())
 }
@@ -484,9 +490,8 @@ fn copy_children(
     source: &Source<'_>,
     exclude: Option<&Matcher>,
     meta: &Meta,
-    top: bool,
+    sink: &mut Sink<'_>,
 ) -> Result<(), EngineError> {
-    let _ = top;
     let mut names: Vec<_> = fs::read_dir(src)
         .map_err(io_error("read directory", src))?
         .filter_map(|e| e.ok())
@@ -507,6 +512,7 @@ fn copy_children(
             exclude,
             meta,
             false,
+            sink,
         )?;
     }
     Ok(())
@@ -520,7 +526,9 @@ fn copy_node(
     exclude: Option<&Matcher>,
     meta: &Meta,
     follow: bool,
+    sink: &mut Sink<'_>,
 ) -> Result<(), EngineError> {
+    sink.check()?;
     let (left_out, skip_dir) = excluded(rel, source, exclude, meta);
     if left_out && skip_dir {
         return Ok(());
@@ -534,38 +542,42 @@ fn copy_node(
     if left_out && !src_meta.is_dir() {
         return Ok(());
     }
-    let existing = fs::symlink_metadata(dst).ok();
     let owner = meta.owner.unwrap_or(Owner {
         uid: src_meta.uid(),
         gid: src_meta.gid(),
     });
     let _ = meta.reset_owner;
     let ft = src_meta.file_type();
+    // The destination is looked at only when creating it fails: into a fresh
+    // directory (the common case) that saves a lookup per file.
     if ft.is_dir() {
-        match &existing {
-            Some(e) if e.is_dir() => {}
-            Some(_) => {
-                fs::remove_file(dst).map_err(io_error("replace", dst))?;
-                fs::create_dir(dst).map_err(io_error("create directory", dst))?;
+        match fs::create_dir(dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let existing = fs::symlink_metadata(dst).map_err(io_error("stat", dst))?;
+                if !existing.is_dir() {
+                    fs::remove_file(dst).map_err(io_error("replace", dst))?;
+                    fs::create_dir(dst).map_err(io_error("create directory", dst))?;
+                }
             }
-            None => fs::create_dir(dst).map_err(io_error("create directory", dst))?,
+            Err(e) => return Err(io_error("create directory", dst)(e)),
         }
-        copy_children(src, rel, dst, source, exclude, meta, false)?;
-        finish(dst, &src_meta, owner, mode_of(meta, &src_meta, true))?;
+        copy_children(src, rel, dst, source, exclude, meta, sink)?;
+        // Owner, mode and mtime once everything inside is written.
+        let mode = mode_of(meta, &src_meta, true);
+        sink.dirs.push((dst.to_path_buf(), src_meta, owner, mode));
     } else if ft.is_file() {
-        if let Some(e) = &existing {
-            if e.is_dir() {
-                return Err(EngineError::Invalid(format!(
-                    "cannot replace directory {} with file {rel}",
-                    dst.display()
-                )));
-            }
-            fs::remove_file(dst).map_err(io_error("replace", dst))?;
-        }
-        fs::copy(src, dst).map_err(io_error(format!("copy {rel} to"), dst))?;
-        finish(dst, &src_meta, owner, mode_of(meta, &src_meta, false))?;
+        let job = FileJob {
+            src: src.to_path_buf(),
+            rel: rel.to_owned(),
+            dst: dst.to_path_buf(),
+            mode: mode_of(meta, &src_meta, false),
+            meta: src_meta,
+            owner,
+        };
+        sink.file(job)?;
     } else if ft.is_symlink() {
-        if let Some(e) = &existing {
+        if let Ok(e) = fs::symlink_metadata(dst) {
             if e.is_dir() {
                 fs::remove_dir_all(dst).map_err(io_error("replace", dst))?;
             } else {
@@ -577,6 +589,135 @@ fn copy_node(
         lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(io_error("chown", dst))?;
     } else {
         tracing::warn!(path = rel, "skipping special file");
+    }
+    Ok(())
+}
+
+/// One regular file to copy.
+struct FileJob {
+    src: PathBuf,
+    rel: String,
+    dst: PathBuf,
+    meta: fs::Metadata,
+    owner: Owner,
+    mode: u32,
+}
+
+impl FileJob {
+    fn run(self) -> Result<(), EngineError> {
+        let (src, dst, rel) = (&self.src, &self.dst, &self.rel);
+        let input = File::open(src).map_err(io_error("open", src))?;
+        let output = match create_private(dst) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let existing = fs::symlink_metadata(dst).map_err(io_error("stat", dst))?;
+                if existing.is_dir() {
+                    return Err(EngineError::Invalid(format!(
+                        "cannot replace directory {} with file {rel}",
+                        dst.display()
+                    )));
+                }
+                fs::remove_file(dst).map_err(io_error("replace", dst))?;
+                create_private(dst).map_err(io_error("create", dst))?
+            }
+            Err(e) => return Err(io_error("create", dst)(e)),
+        };
+        copy_file(&input, &output, rel, dst, &self.meta, self.owner, self.mode)
+    }
+}
+
+/// Where the walk of a tree puts its work: file copies go to worker
+/// threads (creating files through an overlay mount is kernel work that
+/// scales with cores), directories are finished after every file is done.
+struct Sink<'a> {
+    jobs: Option<mpsc::SyncSender<FileJob>>,
+    failed: &'a Mutex<Option<EngineError>>,
+    dirs: Vec<(PathBuf, fs::Metadata, Owner, u32)>,
+}
+
+impl Sink<'_> {
+    fn file(&mut self, job: FileJob) -> Result<(), EngineError> {
+        if let Some(jobs) = &self.jobs {
+            if jobs.send(job).is_ok() {
+                return Ok(());
+            }
+            // The workers are gone (one panicked): stop handing out work.
+            return Err(EngineError::Invalid("file copy workers stopped".into()));
+        }
+        job.run()
+    }
+
+    /// Stops the walk early once a worker failed.
+    fn check(&self) -> Result<(), EngineError> {
+        if lock(self.failed).is_some() {
+            return Err(EngineError::Invalid("a file copy failed".into()));
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a worker panicked; the scope re-raises it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `walk` with file copies spread over the cores, then finishes the
+/// directories it made (owner, mode, mtime). The first error wins: a
+/// worker's over the walk's "stopped" errors.
+fn with_workers(
+    parallel: bool,
+    walk: impl FnOnce(&mut Sink<'_>) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    if !parallel {
+        let failed = Mutex::new(None);
+        let mut sink = Sink {
+            jobs: None,
+            failed: &failed,
+            dirs: Vec::new(),
+        };
+        walk(&mut sink)?;
+        for (dst, src_meta, owner, mode) in &sink.dirs {
+            finish(dst, src_meta, *owner, *mode)?;
+        }
+        return Ok(());
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let failed = Mutex::new(None);
+    let (tx, rx) = mpsc::sync_channel::<FileJob>(1024);
+    let rx = Mutex::new(rx);
+    let (walked, dirs) = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (rx, failed) = (&rx, &failed);
+            scope.spawn(move || loop {
+                let job = lock(rx).recv();
+                let Ok(job) = job else { return };
+                if lock(failed).is_some() {
+                    continue;
+                }
+                if let Err(e) = job.run() {
+                    lock(failed).get_or_insert(e);
+                }
+            });
+        }
+        let mut sink = Sink {
+            jobs: Some(tx),
+            failed: &failed,
+            dirs: Vec::new(),
+        };
+        let walked = walk(&mut sink);
+        // Closing the channel lets the workers end once it is drained; the
+        // scope waits for them.
+        sink.jobs = None;
+        (walked, sink.dirs)
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    walked?;
+    for (dst, src_meta, owner, mode) in &dirs {
+        finish(dst, src_meta, *owner, *mode)?;
     }
     Ok(())
 }
@@ -595,6 +736,91 @@ fn finish(dst: &Path, src_meta: &fs::Metadata, owner: Owner, mode: u32) -> Resul
         set_mtime(dst, mtime)?;
     }
     Ok(())
+}
+
+/// A new file only its owner can use until chown and chmod are done;
+/// `create_new` so an existing name is never written through.
+fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Copies a regular file's bytes, owner, mode and mtime through the two file
+/// descriptors: no path is looked up again (through an overlay mount every
+/// lookup costs), and the kernel moves the bytes (`sendfile`, or
+/// `copy_file_range` for big files, which can reflink on the same filesystem).
+fn copy_file(
+    input: &File,
+    output: &File,
+    rel: &str,
+    dst: &Path,
+    src_meta: &fs::Metadata,
+    owner: Owner,
+    mode: u32,
+) -> Result<(), EngineError> {
+    copy_bytes(input, output, src_meta.len()).map_err(io_error(format!("copy {rel} to"), dst))?;
+    rustix::fs::fchown(
+        output,
+        Some(rustix::fs::Uid::from_raw(owner.uid)),
+        Some(rustix::fs::Gid::from_raw(owner.gid)),
+    )
+    .map_err(|e| io_error("chown", dst)(e.into()))?;
+    // After the chown, which clears set-id bits.
+    rustix::fs::fchmod(output, rustix::fs::Mode::from_raw_mode(mode))
+        .map_err(|e| io_error("chmod", dst)(e.into()))?;
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: src_meta.mtime(),
+            tv_nsec: src_meta.mtime_nsec() as _,
+        },
+    };
+    rustix::fs::futimens(output, &times)
+        .map_err(|e| io_error("set the modification time of", dst)(e.into()))
+}
+
+/// Files from this size on try `copy_file_range` first: it fails across
+/// filesystems (a context into an overlay mount), which is one wasted call on
+/// a big file but would be one per file on a tree of small ones.
+const COPY_RANGE_MIN: u64 = 1 << 20;
+
+/// Copies `len` bytes (more if the file grew) from `input` to `output`.
+fn copy_bytes(input: &File, output: &File, len: u64) -> io::Result<()> {
+    if len >= COPY_RANGE_MIN {
+        let mut copied = 0u64;
+        loop {
+            match rustix::fs::copy_file_range(input, None, output, None, 1 << 30) {
+                Ok(0) => return Ok(()),
+                Ok(n) => copied += n as u64,
+                // Nothing was copied yet: the kernel can't do it for this
+                // pair; fall through to sendfile.
+                Err(_) if copied == 0 => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    loop {
+        match rustix::fs::sendfile(output, input, None, 1 << 30) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                // A source sendfile can't read (some special filesystems).
+                let mut reader = input;
+                let mut writer = output;
+                io::copy(&mut reader, &mut writer)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn set_mtime(path: &Path, mtime: SystemTime) -> Result<(), EngineError> {
@@ -731,6 +957,87 @@ mod tests {
             resolve_in_root(root.path(), "/bin", false),
             root.path().join("bin")
         );
+    }
+
+    #[test]
+    fn tree_copies_keep_modes_and_mtimes_and_replace_what_is_there() {
+        use std::os::unix::fs::MetadataExt;
+        let set_mtime_of = |p: &Path, secs: u64| {
+            let f = File::open(p).unwrap();
+            f.set_modified(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .unwrap();
+        };
+        let src = tempfile::tempdir().unwrap();
+        let d = src.path().join("d");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        // Enough files that the workers share them.
+        for i in 0..300 {
+            fs::write(d.join(format!("f{i:03}")), format!("file {i}\n")).unwrap();
+        }
+        fs::write(d.join("a"), "a\n").unwrap();
+        fs::set_permissions(d.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
+        set_mtime_of(&d.join("a"), 1000);
+        fs::write(d.join("sub/b"), vec![7u8; 3 << 20]).unwrap();
+        set_mtime_of(&d.join("sub/b"), 2000);
+        symlink("a", d.join("link")).unwrap();
+        fs::set_permissions(d.join("sub"), fs::Permissions::from_mode(0o555)).unwrap();
+        set_mtime_of(&d.join("sub"), 3000);
+
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out/d");
+        fs::create_dir_all(&out).unwrap();
+        symlink("/nowhere", out.join("a")).unwrap();
+        fs::write(out.join("link"), "was a file\n").unwrap();
+        fs::write(out.join("kept"), "kept\n").unwrap();
+
+        let source = Source {
+            root: src.path(),
+            ignore: None,
+            reset_owner: false,
+            what: "build context",
+        };
+        let request = CopyRequest {
+            source: "d",
+            dest: "/out/d",
+            owner: None,
+            mode: None,
+            exclude: None,
+            follow_symlinks: false,
+            dir_contents_only: true,
+            attempt_unpack: false,
+            allow_wildcard: true,
+            allow_empty_wildcard: false,
+        };
+        copy(root.path(), &source, &request).unwrap();
+
+        for i in 0..300 {
+            assert_eq!(
+                fs::read_to_string(out.join(format!("f{i:03}"))).unwrap(),
+                format!("file {i}\n")
+            );
+        }
+        let a = fs::symlink_metadata(out.join("a")).unwrap();
+        assert!(a.is_file(), "the symlink in the way is replaced");
+        assert_eq!(a.mode() & 0o7777, 0o640);
+        assert_eq!(a.mtime(), 1000);
+        assert_eq!(fs::read(out.join("sub/b")).unwrap(), vec![7u8; 3 << 20]);
+        assert_eq!(fs::metadata(out.join("sub/b")).unwrap().mtime(), 2000);
+        let sub = fs::metadata(out.join("sub")).unwrap();
+        assert_eq!(sub.mode() & 0o7777, 0o555);
+        assert_eq!(sub.mtime(), 3000, "set after its content was written");
+        assert_eq!(fs::read_link(out.join("link")).unwrap(), Path::new("a"));
+        assert_eq!(fs::read_to_string(out.join("kept")).unwrap(), "kept\n");
+
+        // A file where the tree has a directory is refused.
+        fs::remove_dir_all(root.path().join("out")).unwrap();
+        fs::create_dir_all(out.join("a")).unwrap();
+        let err = copy(root.path(), &source, &request).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot replace directory"),
+            "{err}"
+        );
+        // Let the tempdir go: the copied read-only directory is ours.
+        fs::set_permissions(d.join("sub"), fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]

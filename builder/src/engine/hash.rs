@@ -186,6 +186,9 @@ fn walk(
 pub struct StatCache {
     file: PathBuf,
     entries: Mutex<HashMap<PathBuf, (StatKey, [u8; 32])>>,
+    /// Digests of whole selections made in this build (see
+    /// [`selection_digest`]), by tree and cleaned, sorted source paths.
+    selections: Mutex<HashMap<(PathBuf, Vec<String>), Digest>>,
     /// Whether anything was learned since the load (an unchanged context
     /// must not cost a rewrite of the whole file).
     dirty: std::sync::atomic::AtomicBool,
@@ -255,6 +258,7 @@ impl StatCache {
         StatCache {
             file,
             entries: Mutex::new(entries),
+            selections: Mutex::new(HashMap::new()),
             dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -338,6 +342,41 @@ impl StatCache {
         self.remember(path.to_path_buf(), meta, digest);
         Ok(digest)
     }
+}
+
+/// [`digest_entries`] of [`select`]`(root, sources, ignore)`, computed once
+/// per build for each tree and set of sources: the context's own key and
+/// the COPY that reads all of it select the same files, and a build reads
+/// one state of its context. `ignore` must be the same for every call with
+/// the same `root` (it is: one `.dockerignore` per context).
+pub fn selection_digest(
+    root: &Path,
+    sources: &[String],
+    ignore: Option<&Matcher>,
+    cache: &StatCache,
+) -> io::Result<Digest> {
+    let mut cleaned: Vec<String> = sources.iter().map(|s| relative(s)).collect();
+    cleaned.sort();
+    cleaned.dedup();
+    let key = (root.to_path_buf(), cleaned);
+    let memo = |c: &StatCache| {
+        c.selections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied()
+    };
+    if let Some(d) = memo(cache) {
+        return Ok(d);
+    }
+    let entries = select(root, sources, ignore)?;
+    let digest = digest_entries(root, &entries, cache)?;
+    cache
+        .selections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, digest);
+    Ok(digest)
 }
 
 /// Digest of the selected entries under `root`: path, type, permission bits,

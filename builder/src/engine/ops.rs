@@ -169,10 +169,9 @@ impl Op<Artifact> for ContextOp {
         };
         blocking(move || {
             let context = engine.context(&name)?;
-            let entries = hash::select(&context.dir, &paths, Some(&context.ignore))
-                .map_err(super::io_error("read the build context", &context.dir))?;
-            let digest = hash::digest_entries(&context.dir, &entries, &engine.hashes)
-                .map_err(super::io_error("hash the build context", &context.dir))?;
+            let digest =
+                hash::selection_digest(&context.dir, &paths, Some(&context.ignore), &engine.hashes)
+                    .map_err(super::io_error("hash the build context", &context.dir))?;
             Ok(Some(digest))
         })
         .await
@@ -286,10 +285,13 @@ impl Op<Artifact> for FileStep {
                 let name = name.clone();
                 blocking(move || {
                     let context = engine.context(&name)?;
-                    let entries = hash::select(&context.dir, &sources, Some(&context.ignore))
-                        .map_err(super::io_error("read the build context", &context.dir))?;
-                    Ok(hash::digest_entries(&context.dir, &entries, &engine.hashes)
-                        .map_err(super::io_error("hash the build context", &context.dir))?)
+                    Ok(hash::selection_digest(
+                        &context.dir,
+                        &sources,
+                        Some(&context.ignore),
+                        &engine.hashes,
+                    )
+                    .map_err(super::io_error("hash the build context", &context.dir))?)
                 })
                 .await
             }
