@@ -518,6 +518,10 @@ fn copy_children(
     Ok(())
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the node, the copy's fixed settings, and where the work goes"
+)]
 fn copy_node(
     src: &Path,
     rel: &str,
