@@ -288,7 +288,9 @@ fn security_insecure_needs_the_entitlement_and_gets_every_capability() {
          RUN grep '^CapEff:' /proc/self/status > /sandboxed-caps\n\
          RUN --security=insecure grep '^Seccomp:' /proc/self/status > /insecure\n\
          RUN --security=insecure cat /proc/self/status | grep CapEff > /insecure-caps\n\
-         RUN --network=none sh -c 'ls /sys/class/net > /net-none'\n",
+         RUN --network=none sh -c 'ls /sys/class/net > /net-none'\n\
+         RUN sh -c 'awk \"\\$5 == \\\"/sys\\\" {print substr(\\$6, 1, 2)}\" /proc/self/mountinfo; test -c /proc/keys && echo masked || echo keys; ls /dev | sort' > /sandboxed-view\n\
+         RUN --security=insecure sh -c 'awk \"\\$5 == \\\"/sys\\\" {print substr(\\$6, 1, 2)}\" /proc/self/mountinfo; test -c /proc/keys && echo masked || echo keys; ls /dev | sort' > /insecure-view\n",
     );
     let refused = env.build(&["-t", "insecure:0"]);
     assert!(!refused.status.success());
@@ -338,6 +340,30 @@ fn security_insecure_needs_the_entitlement_and_gets_every_capability() {
         "a sandboxed step has Docker's default set"
     );
     assert_eq!(read("net-none"), "lo\n");
+
+    // Privileged as BuildKit's insecure mode is: /sys writable, nothing
+    // masked, the host's devices present; a sandboxed step has none of it.
+    let sandboxed = read("sandboxed-view");
+    let insecure = read("insecure-view");
+    let mut s = sandboxed.lines();
+    assert_eq!(
+        (s.next(), s.next()),
+        (Some("ro"), Some("masked")),
+        "{sandboxed}"
+    );
+    let mut i = insecure.lines();
+    assert_eq!(
+        (i.next(), i.next()),
+        (Some("rw"), Some("keys")),
+        "{insecure}"
+    );
+    if std::path::Path::new("/dev/loop-control").exists() {
+        assert!(insecure.lines().any(|l| l == "loop-control"), "{insecure}");
+        assert!(
+            !sandboxed.lines().any(|l| l == "loop-control"),
+            "{sandboxed}"
+        );
+    }
 
     let bad = env.build(&["-t", "insecure:2", "--allow", "security.everything"]);
     assert!(
