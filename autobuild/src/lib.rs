@@ -85,7 +85,7 @@ pub enum Error {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: hoist_cache::Error,
+        source: hoist_builder::StoreError,
     },
     /// A metadata database statement failed.
     #[error("autobuild database statement failed")]
@@ -207,8 +207,8 @@ pub fn run_server(
     })
 }
 
-fn open_db(store_root: &Path) -> Result<hoist_cache::Store, Error> {
-    let store = hoist_cache::Store::open(store_root).map_err(|source| Error::Store {
+fn open_db(store_root: &Path) -> Result<hoist_builder::Store, Error> {
+    let store = hoist_builder::Store::open(store_root).map_err(|source| Error::Store {
         path: store_root.to_path_buf(),
         source,
     })?;

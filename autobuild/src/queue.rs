@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use hoist_cache::Database;
+use hoist_builder::Database;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
@@ -550,7 +550,7 @@ mod tests {
     #[test]
     fn claims_respect_refs_and_interruptions_requeue_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = hoist_cache::Store::open(dir.path()).unwrap();
+        let store = hoist_builder::Store::open(dir.path()).unwrap();
         let db = store.db();
         init(db).unwrap();
         init(db).unwrap(); // idempotent

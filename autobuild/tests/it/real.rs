@@ -205,7 +205,7 @@ fn client(auth_file: Option<&Path>) -> Client {
 /// A server whose builds are real, over a fresh store.
 pub fn real_server(config: &str, auth_file: Option<&Path>) -> TestServer {
     let store = tempfile::tempdir().unwrap();
-    let cache = Arc::new(hoist_cache::Store::open(store.path()).unwrap());
+    let cache = Arc::new(hoist_builder::Store::open(store.path()).unwrap());
     let builder = ImageBuilder::new(cache, client(auth_file));
     TestServer::start_with(
         config,
@@ -545,7 +545,7 @@ fn a_never_built_watching_repo_takes_its_bases_from_head_and_rebuilds_on_change(
         ),
         None,
     );
-    let store = hoist_cache::Store::open(server.store.path()).unwrap();
+    let store = hoist_builder::Store::open(server.store.path()).unwrap();
     let baseline = wait_until("the baseline from the HEAD Dockerfile", || {
         let bases = hoist_autobuild::queue::bases(store.db(), "demo").unwrap();
         (!bases.is_empty()).then_some(bases)
