@@ -90,14 +90,6 @@ pub enum Error {
     /// A metadata database statement failed.
     #[error("autobuild database statement failed")]
     Db(#[from] rusqlite::Error),
-    /// The database has autobuild tables from a newer hoist.
-    #[error("the autobuild tables have version {found}; this hoist supports up to {supported}")]
-    SchemaTooNew {
-        /// Found version.
-        found: i64,
-        /// Supported version.
-        supported: i64,
-    },
     /// Encoding JSON failed.
     #[error("failed to encode JSON")]
     Json(#[source] serde_json::Error),
@@ -212,7 +204,6 @@ fn open_db(store_root: &Path) -> Result<hoist_builder::Store, Error> {
         path: store_root.to_path_buf(),
         source,
     })?;
-    queue::init(store.db())?;
     Ok(store)
 }
 

@@ -110,7 +110,6 @@ impl Service {
         if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
             return Err(Error::AlreadyServing(lock_path));
         }
-        queue::init(store.db())?;
         let recovery = queue::recover(store.db())?;
         // Checkouts of builds a killed server left behind: the lock says no
         // other server uses them.
