@@ -3,7 +3,7 @@
 
 mod lifecycle {
     // Shared with the build tests; not every helper is used here.
-    #[allow(dead_code)]
+    #[allow(dead_code, unused_imports)]
     #[path = "../build/common.rs"]
     pub mod common;
     pub mod explain;

@@ -2,9 +2,9 @@
 //! distribution registry on 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use hoist_testutil::{require_program, Registry};
 
@@ -17,25 +17,11 @@ fn run_env(h: &Hoist, args: &[&str], envs: &[(&str, &Path)], stdin: Option<&str>
     cmd.env("REGISTRY_AUTH_FILE", h.path("auth.json"))
         .env("XDG_CONFIG_HOME", h.path("config"))
         .env_remove("DOCKER_CONFIG")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    hoist_testutil::cli::run(&mut cmd, Some(stdin.unwrap_or_default().as_bytes()))
 }
 
 fn ok(h: &Hoist, args: &[&str]) -> Run {
@@ -106,17 +92,12 @@ fn push_then_pull_gives_the_same_image_and_repeats_upload_nothing() {
     assert!(lines.iter().all(|l| l.ends_with(": Pushed")), "{lines:?}");
 
     // skopeo reads what was pushed.
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false"])
-        .arg(format!("docker://{target}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = hoist_testutil::run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{target}")),
     );
-    let by_skopeo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_skopeo: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(by_skopeo["Digest"], manifest_digest.as_str());
     let layer_digests: Vec<&serde_json::Value> = image["Layers"]
         .as_array()
