@@ -10,4 +10,5 @@ mod lifecycle {
     pub mod gc;
     pub mod share;
     pub mod util;
+    pub mod writers;
 }
