@@ -27,9 +27,11 @@ fn run_env(h: &Hoist, args: &[&str], envs: &[(&str, &Path)], stdin: Option<&str>
 fn ok(h: &Hoist, args: &[&str]) -> Run {
     let r = run_env(h, args, &[], None);
     assert_eq!(
-        r.code, 0,
+        r.code(),
+        0,
         "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-        r.stdout, r.stderr
+        r.stdout,
+        r.stderr
     );
     r
 }
@@ -194,7 +196,7 @@ fn push_needs_a_registry_name_in_the_store() {
     let h = Hoist::new();
     h.import_busybox("busybox");
     let r = run_env(&h, &["push", "127.0.0.1:1/nothing:here"], &[], None);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code(), 1);
     assert!(
         r.stderr
             .contains("an image does not exist locally with the tag: 127.0.0.1:1/nothing:here"),
@@ -216,7 +218,7 @@ fn login_writes_config_json_and_push_then_works() {
 
     // Anonymous push: the registry's own words.
     let r = run_env(&h, &["push", &target], &[], None);
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.code(), 1, "{}", r.stdout);
     assert!(r.stderr.contains("authentication required"), "{}", r.stderr);
 
     // A wrong password: refused with the registry's message, nothing written.
@@ -226,7 +228,7 @@ fn login_writes_config_json_and_push_then_works() {
         &[],
         Some("wrong\n"),
     );
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.code(), 1, "{}", r.stdout);
     assert!(r.stderr.contains("authentication required"), "{}", r.stderr);
     assert!(!h.path("auth.json").exists());
 
@@ -236,7 +238,7 @@ fn login_writes_config_json_and_push_then_works() {
         &[],
         Some("s3cret\n"),
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
     assert_eq!(r.stdout, "Login Succeeded\n");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(h.path("auth.json")).unwrap()).unwrap();
@@ -329,7 +331,7 @@ fn pulling_a_missing_tag_quotes_the_registry_and_stores_nothing() {
     let h = Hoist::new();
     let name = format!("{}/demo:missing", registry.addr);
     let r = run_env(&h, &["pull", &name], &[], None);
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.code(), 1, "{}", r.stdout);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     assert!(
         r.stderr.contains(&format!("error: failed to pull {name}")),

@@ -16,8 +16,6 @@ use tempfile::TempDir;
 pub struct Run {
     /// How it ended.
     pub status: ExitStatus,
-    /// The exit code (-1 when a signal ended it).
-    pub code: i32,
     /// Its stdout, lossily decoded.
     pub stdout: String,
     /// Its stderr, lossily decoded.
@@ -25,6 +23,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// The exit code (-1 when a signal ended it).
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+
     /// Asserts that the run succeeded, showing both streams when it did not.
     pub fn assert_ok(&self) -> &Self {
         assert!(
@@ -67,7 +70,6 @@ pub fn run(command: &mut Command, stdin: Option<&[u8]>) -> Run {
     let out = child.wait_with_output().expect("wait for hoist");
     Run {
         status: out.status,
-        code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
@@ -119,9 +121,11 @@ impl Hoist {
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
         assert_eq!(
-            r.code, 0,
+            r.code(),
+            0,
             "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            r.stdout, r.stderr
+            r.stdout,
+            r.stderr
         );
         r.stdout
     }
@@ -131,9 +135,11 @@ impl Hoist {
     pub fn fails(&self, args: &[&str]) -> String {
         let r = self.run(args);
         assert_eq!(
-            r.code, 1,
+            r.code(),
+            1,
             "hoist {args:?} should fail with 1:\nstdout: {}\nstderr: {}",
-            r.stdout, r.stderr
+            r.stdout,
+            r.stderr
         );
         assert!(
             r.stdout.is_empty(),
