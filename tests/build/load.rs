@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{Env, Run};
+use super::common::{Env, Run, HOIST};
 
 /// A dockerd of the test's own: nothing shared with a system daemon, no
 /// bridge or iptables rules; stopped and cleaned up on drop.
@@ -131,19 +131,9 @@ fn tail(text: &str, n: usize) -> String {
 
 /// `hoist --root ROOT ARGS` with `DOCKER_HOST` set to `host`.
 fn hoist_with_docker(root: &Path, host: &str, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env("DOCKER_HOST", host)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hoist");
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut command = hoist_testutil::cli::Hoist::new(HOIST, root).command();
+    command.args(args).env("DOCKER_HOST", host);
+    hoist_testutil::cli::run(&mut command, None)
 }
 
 fn build_args<'a>(env: &'a Env, extra: &[&'a str]) -> Vec<&'a str> {

@@ -160,10 +160,8 @@ fn secrets_and_ssh_never_reach_the_store_or_the_output() {
     let dest = env.scratch.path().join("fs");
     let output = format!("type=local,dest={}", dest.display());
     let context = env.context.path().to_str().unwrap().to_owned();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"));
+    let mut command = env.hoist().command();
     command
-        .arg("--root")
-        .arg(env.root.path())
         .args([
             "build",
             "--progress",
