@@ -13,6 +13,7 @@ packages=(
     apache2-utils fuse-overlayfs attr libcap2-bin git iproute2 tar gzip
     chromium  # the autobuild status page is tested in headless Chromium
     openssh-client openssh-server  # ssh-agent and sshd for the ssh mount and git-over-ssh tests
+    docker.io  # a real Docker engine (started by the tests) reads `--load` and `hoist save`
 )
 missing=()
 for p in "${packages[@]}"; do

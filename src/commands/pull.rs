@@ -41,9 +41,10 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid --platform: {}", e.0))?;
     let store = Arc::new(context.store()?);
+    let _lease = super::prune::LeaseGuard::take(&store, "pull")?;
     let name = reference.to_string();
     let before = store.get_ref(&name)?.map(|r| r.target);
-    let pulled = fetch(store, &reference, platform, args.quiet)?;
+    let pulled = fetch(Arc::clone(&store), &reference, platform, args.quiet)?;
 
     let mut out = std::io::stdout().lock();
     if !args.quiet {
