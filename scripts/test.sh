@@ -14,6 +14,7 @@ packages=(
     chromium  # the autobuild status page is tested in headless Chromium
     openssh-client openssh-server  # ssh-agent and sshd for the ssh mount and git-over-ssh tests
     qemu-user-static  # RUN steps of foreign-platform builds (tests/build/platform.rs)
+    docker.io  # a real Docker engine (started by the tests) reads `--load` and `hoist save`
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,43 +6,21 @@
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use hoist_testutil::{require_program, require_root, Registry};
+use hoist_testutil::{git, ok, require_program, require_root, GitRepo, Registry};
 use serde_json::Value;
 
 const SECRET: &str = "hook-s3cret";
 
 fn hoist(root: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hoist"));
-    c.arg("--root").arg(root);
+    let mut c = hoist_testutil::cli::Hoist::new(env!("CARGO_BIN_EXE_hoist"), root).command();
     // Credentials and registry config of this test only.
     c.env("REGISTRY_AUTH_FILE", root.with_extension("auth.json"))
         .env("XDG_CONFIG_HOME", root.with_extension("config"))
         .env_remove("DOCKER_CONFIG");
     c
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    ok(out, &format!("git {args:?}")).trim().to_string()
 }
 
 /// Busybox imported into a scratch store and pushed as `REG/base:latest`
@@ -84,17 +62,7 @@ impl Setup {
         let tmp = tempfile::tempdir().unwrap();
         let registry = Registry::start();
         let base = push_base(tmp.path(), &registry.addr);
-        let bare = tmp.path().join("demo.git");
-        let work = tmp.path().join("work");
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-        );
-        git(
-            tmp.path(),
-            &["init", "-q", "-b", "main", work.to_str().unwrap()],
-        );
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        let GitRepo { bare, work } = GitRepo::init(tmp.path(), "demo.git");
         std::fs::write(
             work.join("Dockerfile"),
             format!("FROM {base}\nARG VERSION\n{dockerfile_tail}"),
@@ -251,15 +219,13 @@ impl Drop for Server {
     }
 }
 
-fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_until<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    hoist_testutil::wait_until(
+        what,
+        Duration::from_secs(180),
+        Duration::from_millis(100),
+        f,
+    )
 }
 
 #[test]

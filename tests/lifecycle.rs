@@ -3,11 +3,12 @@
 
 mod lifecycle {
     // Shared with the build tests; not every helper is used here.
-    #[allow(dead_code)]
+    #[allow(dead_code, unused_imports)]
     #[path = "../build/common.rs"]
     pub mod common;
     pub mod explain;
     pub mod gc;
     pub mod share;
     pub mod util;
+    pub mod writers;
 }

@@ -23,9 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
-use hoist_builder::{CancellationToken, Event, EventSink, VertexId};
-use hoist_cache::Store;
-use hoist_frontend::BuildOptions;
+use hoist_builder::{
+    BuildOptions, CancellationToken, Descriptor, Event, EventSink, Store, VertexId,
+};
 use hoist_registry::{CacheBlobStore, Client, Platform, PullOptions, PushEvent, Reference};
 
 use crate::executor::{BuildFailure, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink};
@@ -196,12 +196,7 @@ impl ImageBuilder {
         Ok(pulled.manifest.digest().to_string())
     }
 
-    fn push(
-        &self,
-        tag: &str,
-        manifest: &hoist_cache::Descriptor,
-        log: &LogSink,
-    ) -> Result<(), BuildFailure> {
+    fn push(&self, tag: &str, manifest: &Descriptor, log: &LogSink) -> Result<(), BuildFailure> {
         let reference = Reference::parse(tag)
             .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))?;
         let blobs = CacheBlobStore::new(Arc::clone(&self.store))

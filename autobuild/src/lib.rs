@@ -85,19 +85,11 @@ pub enum Error {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: hoist_cache::Error,
+        source: hoist_builder::StoreError,
     },
     /// A metadata database statement failed.
     #[error("autobuild database statement failed")]
     Db(#[from] rusqlite::Error),
-    /// The database has autobuild tables from a newer hoist.
-    #[error("the autobuild tables have version {found}; this hoist supports up to {supported}")]
-    SchemaTooNew {
-        /// Found version.
-        found: i64,
-        /// Supported version.
-        supported: i64,
-    },
     /// Encoding JSON failed.
     #[error("failed to encode JSON")]
     Json(#[source] serde_json::Error),
@@ -207,12 +199,11 @@ pub fn run_server(
     })
 }
 
-fn open_db(store_root: &Path) -> Result<hoist_cache::Store, Error> {
-    let store = hoist_cache::Store::open(store_root).map_err(|source| Error::Store {
+fn open_db(store_root: &Path) -> Result<hoist_builder::Store, Error> {
+    let store = hoist_builder::Store::open(store_root).map_err(|source| Error::Store {
         path: store_root.to_path_buf(),
         source,
     })?;
-    queue::init(store.db())?;
     Ok(store)
 }
 

@@ -11,53 +11,17 @@
 //!    └──(newer commit to the same ref queued)──▶ superseded (superseded_by = newer id)
 //! ```
 //!
-//! The tables are created from this crate (`CREATE TABLE IF NOT EXISTS`,
-//! versioned by the `autobuild_schema_version` table) because `hoist-cache`'s
-//! migrations belong to that crate; they should move there as a migration.
+//! The tables (`autobuild_builds`, `autobuild_bases`) are created by the
+//! store's own ordered migrations (migration 3 of `hoist-cache`), so opening
+//! the store is all the setup this module needs.
 
 use std::collections::BTreeMap;
 
-use hoist_cache::Database;
+use hoist_builder::Database;
 use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-
-/// The version of this crate's tables.
-pub const SCHEMA_VERSION: i64 = 2;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS autobuild_schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS autobuild_builds (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    repo          TEXT NOT NULL,
-    git_ref       TEXT NOT NULL,
-    sha           TEXT NOT NULL,
-    trigger       TEXT NOT NULL,
-    message       TEXT NOT NULL DEFAULT '',
-    state         TEXT NOT NULL,
-    attempt       INTEGER NOT NULL DEFAULT 1,
-    retry_of      INTEGER,
-    superseded_by INTEGER,
-    queued_at     INTEGER NOT NULL,
-    started_at    INTEGER,
-    finished_at   INTEGER,
-    digest        TEXT,
-    tags          TEXT NOT NULL DEFAULT '[]',
-    pushed        TEXT NOT NULL DEFAULT '[]',
-    error         TEXT
-);
-CREATE INDEX IF NOT EXISTS autobuild_builds_by_state ON autobuild_builds (state, id);
-CREATE INDEX IF NOT EXISTS autobuild_builds_by_repo ON autobuild_builds (repo, id);
-CREATE TABLE IF NOT EXISTS autobuild_bases (
-    repo       TEXT NOT NULL,
-    image      TEXT NOT NULL,
-    digest     TEXT NOT NULL,
-    build_id   INTEGER,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (repo, image)
-);
-";
 
 /// Where a build is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,41 +169,6 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Create this crate's tables when missing (idempotent, safe to race).
-pub fn init(db: &Database) -> Result<(), Error> {
-    db.write(|tx| {
-        tx.execute_batch(SCHEMA)?;
-        let found: Option<i64> = tx
-            .query_row("SELECT version FROM autobuild_schema_version", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match found {
-            None => {
-                tx.execute(
-                    "INSERT INTO autobuild_schema_version (version) VALUES (?1)",
-                    [SCHEMA_VERSION],
-                )?;
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                return Err(Error::SchemaTooNew {
-                    found: v,
-                    supported: SCHEMA_VERSION,
-                })
-            }
-            // Version 2 added `autobuild_bases`, created above.
-            Some(v) if v < SCHEMA_VERSION => {
-                tx.execute(
-                    "UPDATE autobuild_schema_version SET version = ?1",
-                    [SCHEMA_VERSION],
-                )?;
-            }
-            Some(_) => {}
-        }
-        Ok(())
-    })
 }
 
 /// Replace the base images remembered for `repo` with those build `build_id`
@@ -550,10 +479,8 @@ mod tests {
     #[test]
     fn claims_respect_refs_and_interruptions_requeue_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = hoist_cache::Store::open(dir.path()).unwrap();
+        let store = hoist_builder::Store::open(dir.path()).unwrap();
         let db = store.db();
-        init(db).unwrap();
-        init(db).unwrap(); // idempotent
         let a = enqueue(db, &new("refs/heads/main", "a")).unwrap().id;
         let other = enqueue(db, &new("refs/heads/dev", "d")).unwrap().id;
         assert_eq!(claim_next(db).unwrap().unwrap().id, a);
@@ -588,5 +515,135 @@ mod tests {
             (done.state, done.digest.as_deref()),
             (BuildState::Succeeded, Some("sha256:x"))
         );
+    }
+}
+
+#[cfg(test)]
+mod old_store_tests {
+    use super::*;
+
+    /// The tables as `queue::init` created them before they became the
+    /// store's migration 3 (version 2: with `autobuild_bases`), verbatim.
+    const OLD_INIT_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS autobuild_schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS autobuild_builds (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    repo          TEXT NOT NULL,
+    git_ref       TEXT NOT NULL,
+    sha           TEXT NOT NULL,
+    trigger       TEXT NOT NULL,
+    message       TEXT NOT NULL DEFAULT '',
+    state         TEXT NOT NULL,
+    attempt       INTEGER NOT NULL DEFAULT 1,
+    retry_of      INTEGER,
+    superseded_by INTEGER,
+    queued_at     INTEGER NOT NULL,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    digest        TEXT,
+    tags          TEXT NOT NULL DEFAULT '[]',
+    pushed        TEXT NOT NULL DEFAULT '[]',
+    error         TEXT
+);
+CREATE INDEX IF NOT EXISTS autobuild_builds_by_state ON autobuild_builds (state, id);
+CREATE INDEX IF NOT EXISTS autobuild_builds_by_repo ON autobuild_builds (repo, id);
+CREATE TABLE IF NOT EXISTS autobuild_bases (
+    repo       TEXT NOT NULL,
+    image      TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    build_id   INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (repo, image)
+);
+INSERT INTO autobuild_schema_version (version) VALUES (2);
+";
+
+    /// Turns a fresh store into one the old hoist wrote: the store's schema
+    /// at version 2 (no autobuild migration), the tables made by the old
+    /// `init`, one finished build and one watched base in them.
+    fn make_old_store(root: &std::path::Path) {
+        let store = hoist_builder::Store::open(root).unwrap();
+        store
+            .db()
+            .write(|tx| {
+                tx.execute_batch(
+                    "DROP TABLE autobuild_builds; DROP TABLE autobuild_bases;
+                     UPDATE schema_version SET version = 2;",
+                )?;
+                tx.execute_batch(OLD_INIT_SCHEMA)?;
+                tx.execute(
+                    "INSERT INTO autobuild_builds (repo, git_ref, sha, trigger, message, state, \
+                     queued_at, finished_at, digest, tags) VALUES ('demo', 'refs/heads/main', \
+                     'abc', 'github', 'first', 'succeeded', 1000, 2000, 'sha256:d', '[\"t:1\"]')",
+                    [],
+                )?;
+                tx.execute(
+                    "INSERT INTO autobuild_bases VALUES ('demo', 'busybox', 'sha256:b', 1, 1500)",
+                    [],
+                )?;
+                Ok::<_, rusqlite::Error>(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_store_made_by_the_old_init_opens_with_its_builds_and_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        make_old_store(dir.path());
+
+        let store = hoist_builder::Store::open(dir.path()).unwrap();
+        let db = store.db();
+        let version: i64 = db
+            .read(|c| c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, 3, "one schema version, the store's");
+        let old_table: i64 = db
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'autobuild_schema_version'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(old_table, 0, "the old version table is gone");
+
+        let old = get(db, 1).unwrap().expect("the old build is still there");
+        assert_eq!(
+            (
+                old.repo.as_str(),
+                old.sha.as_str(),
+                old.message.as_str(),
+                old.state,
+                old.digest.as_deref(),
+                old.tags.clone()
+            ),
+            (
+                "demo",
+                "abc",
+                "first",
+                BuildState::Succeeded,
+                Some("sha256:d"),
+                vec!["t:1".to_string()]
+            )
+        );
+        assert_eq!(
+            bases(db, "demo").unwrap(),
+            BTreeMap::from([("busybox".to_string(), "sha256:b".to_string())])
+        );
+        // And the queue goes on from there: ids continue after the old one.
+        let next = enqueue(
+            db,
+            &NewBuild {
+                repo: "demo".into(),
+                git_ref: "refs/heads/main".into(),
+                sha: "def".into(),
+                trigger: "test".into(),
+                message: String::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(next.id, 2);
+        assert_eq!(list(db, Some("demo"), 10).unwrap().len(), 2);
     }
 }

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hoist_cache::Store;
+use hoist_builder::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{watch, Notify};
@@ -110,7 +110,6 @@ impl Service {
         if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
             return Err(Error::AlreadyServing(lock_path));
         }
-        queue::init(store.db())?;
         let recovery = queue::recover(store.db())?;
         // Checkouts of builds a killed server left behind: the lock says no
         // other server uses them.

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use hoist_frontend::BuildOptions;
+use hoist_builder::BuildOptions;
 use hoist_registry::Client;
 use tokio::sync::watch;
 

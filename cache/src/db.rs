@@ -78,6 +78,50 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (lease, digest)
     );
     CREATE INDEX lease_blobs_by_digest ON lease_blobs (digest);",
+    // 3: tables other crates own and query, created here so that a store
+    // has one schema version: the autobuild build queue, build records and
+    // watched base images (`hoist-autobuild`), and where blobs are known to
+    // live in registries (`hoist-registry`'s cross-repository mounts).
+    // Stores written before this migration may have them already (those
+    // crates created them themselves; autobuild versioned its tables in
+    // `autobuild_schema_version`, whose version 1 lacked `autobuild_bases`),
+    // hence IF NOT EXISTS and the dropped version table.
+    "CREATE TABLE IF NOT EXISTS blob_sources (
+        digest     TEXT NOT NULL,
+        registry   TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        PRIMARY KEY (digest, registry, repository)
+    );
+    CREATE TABLE IF NOT EXISTS autobuild_builds (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        repo          TEXT NOT NULL,
+        git_ref       TEXT NOT NULL,
+        sha           TEXT NOT NULL,
+        trigger       TEXT NOT NULL,
+        message       TEXT NOT NULL DEFAULT '',
+        state         TEXT NOT NULL,
+        attempt       INTEGER NOT NULL DEFAULT 1,
+        retry_of      INTEGER,
+        superseded_by INTEGER,
+        queued_at     INTEGER NOT NULL,
+        started_at    INTEGER,
+        finished_at   INTEGER,
+        digest        TEXT,
+        tags          TEXT NOT NULL DEFAULT '[]',
+        pushed        TEXT NOT NULL DEFAULT '[]',
+        error         TEXT
+    );
+    CREATE INDEX IF NOT EXISTS autobuild_builds_by_state ON autobuild_builds (state, id);
+    CREATE INDEX IF NOT EXISTS autobuild_builds_by_repo ON autobuild_builds (repo, id);
+    CREATE TABLE IF NOT EXISTS autobuild_bases (
+        repo       TEXT NOT NULL,
+        image      TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        build_id   INTEGER,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, image)
+    );
+    DROP TABLE IF EXISTS autobuild_schema_version;",
 ];
 
 /// How long a writer waits for another process's transaction.
@@ -240,6 +284,64 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("upgrade hoist"));
+    }
+
+    #[test]
+    fn autobuild_tables_of_an_old_store_are_kept_by_migration_3() {
+        // A store of the schema before migration 3, with the autobuild
+        // tables as autobuild's own `init` made them at its version 1 (no
+        // `autobuild_bases`) and one build recorded.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&format!(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (2);
+                 {}
+                 {}
+                 CREATE TABLE autobuild_schema_version (version INTEGER NOT NULL);
+                 INSERT INTO autobuild_schema_version VALUES (1);
+                 CREATE TABLE autobuild_builds (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT, repo TEXT NOT NULL,
+                     git_ref TEXT NOT NULL, sha TEXT NOT NULL, trigger TEXT NOT NULL,
+                     message TEXT NOT NULL DEFAULT '', state TEXT NOT NULL,
+                     attempt INTEGER NOT NULL DEFAULT 1, retry_of INTEGER,
+                     superseded_by INTEGER, queued_at INTEGER NOT NULL, started_at INTEGER,
+                     finished_at INTEGER, digest TEXT, tags TEXT NOT NULL DEFAULT '[]',
+                     pushed TEXT NOT NULL DEFAULT '[]', error TEXT);
+                 INSERT INTO autobuild_builds (repo, git_ref, sha, trigger, state, queued_at)
+                     VALUES ('demo', 'refs/heads/main', 'abc', 'hook', 'queued', 1000);",
+                MIGRATIONS[0], MIGRATIONS[1]
+            ))
+            .unwrap();
+        }
+        let db = Database::open(&path).unwrap();
+        assert_eq!(db.schema_version().unwrap(), 3);
+        let (repo, sha, state): (String, String, String) = db
+            .read(|c| {
+                c.query_row(
+                    "SELECT repo, sha, state FROM autobuild_builds WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            (repo.as_str(), sha.as_str(), state.as_str()),
+            ("demo", "abc", "queued")
+        );
+        let tables: Vec<String> = db
+            .read(|c| {
+                let mut q = c.prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'autobuild%' \
+                     ORDER BY name",
+                )?;
+                let names = q.query_map([], |r| r.get(0))?;
+                names.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .unwrap();
+        assert_eq!(tables, ["autobuild_bases", "autobuild_builds"]);
     }
 
     #[test]

@@ -13,9 +13,8 @@
 //! later push to another repository of the same registry asks
 //! [`CacheBlobStore::mount_sources`] and mounts instead of uploading (as
 //! Docker's distribution metadata does). The rows live in the store's
-//! SQLite database, in a `blob_sources` table this module creates with
-//! `CREATE TABLE IF NOT EXISTS` because the registry crate cannot add a
-//! migration to `hoist-cache`; it should become one of `db::MIGRATIONS`.
+//! SQLite database, in the `blob_sources` table of `hoist-cache`'s
+//! migration 3.
 //! Rows are hints: a blob deleted since, or a repository gone from the
 //! registry, only makes the mount fail and the push upload instead.
 
@@ -33,13 +32,6 @@ use crate::store::{BlobStore, BlobWriter, StoreError};
 /// each costs a mount request when it fails.
 const MAX_SOURCES_PER_BLOB: usize = 3;
 
-const CREATE_BLOB_SOURCES: &str = "CREATE TABLE IF NOT EXISTS blob_sources (
-    digest     TEXT NOT NULL,
-    registry   TEXT NOT NULL,
-    repository TEXT NOT NULL,
-    PRIMARY KEY (digest, registry, repository)
-)";
-
 /// hoist's content store as a [`BlobStore`]. Cheap to clone.
 #[derive(Clone)]
 pub struct CacheBlobStore {
@@ -47,15 +39,8 @@ pub struct CacheBlobStore {
 }
 
 impl CacheBlobStore {
-    /// Wrap an open store, creating the `blob_sources` table when missing.
+    /// Wrap an open store (opening it created the `blob_sources` table).
     pub fn new(store: Arc<Store>) -> Result<CacheBlobStore, StoreError> {
-        store
-            .db()
-            .write(|tx| -> Result<(), hoist_cache::Error> {
-                tx.execute_batch(CREATE_BLOB_SOURCES)?;
-                Ok(())
-            })
-            .map_err(backend)?;
         Ok(CacheBlobStore { store })
     }
 

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::init::InitConfig;
-use crate::rootfs::{mount_root, resolve_in_root, LinuxSyscalls, RootfsError};
+use crate::rootfs::{
+    mount_root, resolve_in_root, LinuxSyscalls, RootfsError, MASKED_PATHS, READONLY_PATHS,
+};
 use crate::security::{DEFAULT_CAPABILITIES, DENIED, NAMESPACE_FLAGS};
 use crate::spec::{Limits, Mount, NetworkMode};
 use crate::user::{resolve_user, UserError};
@@ -82,7 +84,16 @@ pub(crate) fn runtime_config(
 ) -> Result<Value, ExternalError> {
     let root_plan = &config.plan;
     let caps = if config.all_capabilities {
-        caps::all().iter().map(|c| c.to_string()).collect()
+        // What this process may still grant: asking the runtime for a
+        // capability outside our bounding set fails the whole step (EPERM
+        // from capset), as on hosts that drop e.g. CAP_SYS_RESOURCE.
+        let mut all: Vec<String> = caps::read(None, caps::CapSet::Bounding)
+            .unwrap_or_else(|_| caps::all())
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        all.sort();
+        all
     } else {
         cap_names()
     };
@@ -93,8 +104,15 @@ pub(crate) fn runtime_config(
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if root_plan.privileged {
+            vec!["nosuid", "noexec", "nodev"]
+        } else {
+            vec!["nosuid", "noexec", "nodev", "ro"]
+        }}),
     ];
+    for device in &root_plan.host_devices {
+        mounts.push(json!({"destination": device, "type": "bind", "source": device, "options": ["bind", "rprivate"]}));
+    }
     for (path, host) in &root_plan.etc_files {
         mounts.push(json!({"destination": path, "type": "bind", "source": host, "options": ["rbind", "rprivate"]}));
     }
@@ -150,12 +168,8 @@ pub(crate) fn runtime_config(
     }
     let mut linux = json!({
         "namespaces": namespaces,
-        "maskedPaths": [
-            "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-            "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-            "/sys/devices/virtual/powercap"
-        ],
-        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        "maskedPaths": if root_plan.privileged { &[][..] } else { MASKED_PATHS },
+        "readonlyPaths": if root_plan.privileged { &[][..] } else { READONLY_PATHS },
         // Relative: nested under the runtime's own cgroup, which is the
         // step's cgroup made by the runner where it manages the controller
         // (limits and accounting live there), and the hierarchy's root for
@@ -169,6 +183,10 @@ pub(crate) fn runtime_config(
     }
     if let Some(pids) = plan.limits.pids {
         resources["pids"] = json!({"limit": pids});
+    }
+    if root_plan.privileged {
+        // runc's default device rules would refuse the host devices bound in.
+        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
     }
     linux["resources"] = resources;
     if config.seccomp {
@@ -300,6 +318,8 @@ mod tests {
                     readonly: true,
                 }],
                 secrets_dir: "/run/x/secrets".into(),
+                privileged: false,
+                host_devices: Vec::new(),
             },
             argv: vec!["sh".into()],
             env: vec!["A=1".into()],

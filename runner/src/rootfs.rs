@@ -204,7 +204,56 @@ pub(crate) struct RootPlan {
     pub mounts: Vec<Mount>,
     /// A host directory (in the run's state dir) where the secrets' tmpfs goes.
     pub secrets_dir: PathBuf,
+    /// `RUN --security=insecure`, as BuildKit runs it: sysfs writable, no
+    /// masked or read-only paths, and these host devices (from
+    /// [`host_devices`]) in the step's `/dev`.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Host device nodes bound into a privileged step's `/dev`.
+    #[serde(default)]
+    pub host_devices: Vec<PathBuf>,
 }
+
+/// The host's device nodes under `/dev` that a privileged step gets, as
+/// containerd's `HostDevices` picks them: character and block devices,
+/// recursively, leaving out the per-container trees (pts, shm, mqueue, fd),
+/// the console and the nodes every step already has.
+pub(crate) fn host_devices(dev: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    const SKIP_DIRS: &[&str] = &["pts", "shm", "mqueue", "fd", ".lxc", ".lxd-mounts", ".udev"];
+    let mut out = Vec::new();
+    let mut pending = vec![dev.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if kind.is_dir() {
+                if !SKIP_DIRS.contains(&name.as_ref()) {
+                    pending.push(path);
+                }
+            } else if (kind.is_char_device() || kind.is_block_device())
+                && !(dir == dev
+                    && (name == "console"
+                        || name == "ptmx"
+                        || STEP_DEVICES.contains(&name.as_ref())))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The device nodes every step's `/dev` holds.
+const STEP_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Resolve `path` (absolute, inside the step) to a host path under `root`,
 /// following symlinks as the step would see them: never outside `root`.
@@ -444,7 +493,10 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
         None,
     )?;
     let sys_dir = root.join("sys");
-    let sys_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY;
+    let mut sys_flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if !plan.privileged {
+        sys_flags |= libc::MS_RDONLY;
+    }
     if let Err(e) = sys.mount(
         Some(Path::new("sysfs")),
         &sys_dir,
@@ -455,9 +507,9 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
         // A fresh sysfs needs a network namespace owned by our user namespace;
         // with the host's network in rootless mode, bind the host's instead.
         tracing::debug!(error = %e, "sysfs mount refused, binding /sys");
-        bind(sys, Path::new("/sys"), &sys_dir, true)?;
+        bind(sys, Path::new("/sys"), &sys_dir, !plan.privileged)?;
     }
-    prepare_dev(sys, &root.join("dev"))?;
+    prepare_dev(sys, &root.join("dev"), &plan.host_devices)?;
 
     for (path, host) in &plan.etc_files {
         let target = resolve_in_root(sys, root, path)?;
@@ -505,7 +557,9 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
 
     sys.pivot_root(root)
         .map_err(io_err("pivot_root into", root))?;
-    mask_paths(sys)?;
+    if !plan.privileged {
+        mask_paths(sys)?;
+    }
     Ok(())
 }
 
@@ -529,7 +583,7 @@ fn ensure_target(sys: &dyn Syscalls, target: &Path, is_file: bool) -> Result<()>
 
 /// A minimal `/dev` on a tmpfs: device nodes bound from the host (works in a
 /// user namespace too, where mknod is refused), a private devpts, shm, mqueue.
-fn prepare_dev(sys: &dyn Syscalls, dev: &Path) -> Result<()> {
+fn prepare_dev(sys: &dyn Syscalls, dev: &Path, host_devices: &[PathBuf]) -> Result<()> {
     mount_at(
         sys,
         "tmpfs (/dev)",
@@ -539,11 +593,24 @@ fn prepare_dev(sys: &dyn Syscalls, dev: &Path) -> Result<()> {
         libc::MS_NOSUID | libc::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+    for name in STEP_DEVICES {
         let target = dev.join(name);
         sys.create_file(&target)
             .map_err(io_err("create", &target))?;
         bind(sys, &Path::new("/dev").join(name), &target, false)?;
+    }
+    for host in host_devices {
+        let Ok(relative) = host.strip_prefix("/dev") else {
+            continue;
+        };
+        let target = dev.join(relative);
+        if let Some(parent) = target.parent() {
+            sys.create_dir_all(parent)
+                .map_err(io_err("create", parent))?;
+        }
+        sys.create_file(&target)
+            .map_err(io_err("create", &target))?;
+        bind(sys, host, &target, false)?;
     }
     let pts = dev.join("pts");
     sys.create_dir_all(&pts).map_err(io_err("create", &pts))?;
@@ -605,7 +672,7 @@ fn prepare_dev(sys: &dyn Syscalls, dev: &Path) -> Result<()> {
 }
 
 /// Docker's masked and read-only paths, applied after pivot_root.
-const MASKED_PATHS: &[&str] = &[
+pub(crate) const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/kcore",
     "/proc/keys",
@@ -617,7 +684,7 @@ const MASKED_PATHS: &[&str] = &[
     "/sys/firmware",
     "/sys/devices/virtual/powercap",
 ];
-const READONLY_PATHS: &[&str] = &[
+pub(crate) const READONLY_PATHS: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -792,6 +859,8 @@ mod tests {
                 gid: 0,
             }],
             secrets_dir: PathBuf::from("/run/x/secrets"),
+            privileged: false,
+            host_devices: Vec::new(),
         }
     }
 
@@ -844,6 +913,60 @@ mod tests {
         let calls = fake.calls.borrow();
         position(&calls, "mount /sys /r/sys - [bind,rec]");
         position(&calls, "mount - /r/sys - [bind,ro,remount]");
+    }
+
+    #[test]
+    fn privileged_steps_get_writable_sysfs_host_devices_and_no_masks() {
+        let masked = |privileged: bool| {
+            let fake = RecordingSyscalls::default();
+            fake.existing
+                .borrow_mut()
+                .insert(PathBuf::from("/proc/kcore"));
+            let mut plan = plan();
+            plan.privileged = privileged;
+            if privileged {
+                plan.host_devices = vec!["/dev/kvm".into(), "/dev/net/tun".into()];
+            }
+            prepare_root(&fake, &plan).unwrap();
+            let calls = fake.calls.borrow().clone();
+            calls
+        };
+        let confined = masked(false);
+        position(&confined, "mount sysfs /r/sys sysfs [ro]");
+        position(&confined, "mount /dev/null /proc/kcore");
+
+        let calls = masked(true);
+        let pivot = position(&calls, "pivot_root /r");
+        assert!(position(&calls, "mount sysfs /r/sys sysfs") < pivot);
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("mount sysfs /r/sys sysfs [ro]")),
+            "{calls:#?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.contains("/proc/kcore")),
+            "{calls:#?}"
+        );
+        assert!(position(&calls, "mount /dev/kvm /r/dev/kvm - [bind,rec]") < pivot);
+        position(&calls, "mount /dev/net/tun /r/dev/net/tun - [bind,rec]");
+    }
+
+    #[test]
+    fn host_devices_are_device_nodes_outside_the_per_step_trees() {
+        let devices = host_devices(Path::new("/dev"));
+        assert!(devices.iter().all(|d| {
+            use std::os::unix::fs::FileTypeExt;
+            let t = std::fs::symlink_metadata(d).unwrap().file_type();
+            t.is_char_device() || t.is_block_device()
+        }));
+        for skipped in ["/dev/null", "/dev/console", "/dev/ptmx", "/dev/tty"] {
+            assert!(!devices.contains(&PathBuf::from(skipped)), "{skipped}");
+        }
+        assert!(!devices.iter().any(|d| d.starts_with("/dev/pts")));
+        if Path::new("/dev/loop-control").exists() {
+            assert!(devices.contains(&PathBuf::from("/dev/loop-control")));
+        }
     }
 
     #[test]

@@ -257,6 +257,12 @@ impl Runner {
             etc_files,
             mounts: spec.mounts.clone(),
             secrets_dir: run_dir.0.join("secrets"),
+            privileged: spec.all_capabilities,
+            host_devices: if spec.all_capabilities {
+                crate::rootfs::host_devices(Path::new("/dev"))
+            } else {
+                Vec::new()
+            },
         };
         let external = match &self.config.runtime {
             Runtime::Embedded => None,

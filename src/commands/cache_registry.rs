@@ -3,7 +3,6 @@
 //! records document and whose layers are the records' blobs) pushed to and
 //! pulled from a registry under a tag.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,8 +11,7 @@ use anyhow::{anyhow, bail, Context as _};
 use hoist_cache::exchange::{CACHE_ARTIFACT_TYPE, CACHE_RECORDS_MEDIA_TYPE};
 use hoist_cache::Store;
 use hoist_registry::{
-    block_on, BlobStore, CacheBlobStore, Client, ErrorKind, PullEvent, PullOptions, PushOptions,
-    Reference,
+    block_on, CacheBlobStore, Client, ErrorKind, PullEvent, PullOptions, Reference,
 };
 use oci_spec::image::{Descriptor, Digest, MediaType};
 
@@ -33,21 +31,11 @@ pub fn export(store: &Arc<Store>, reference: &Reference, keys: &[String]) -> any
         .map_err(|e| anyhow!("invalid digest {}: {e}", artifact.digest))?;
     let root = Descriptor::new(MediaType::ImageManifest, artifact.size, digest);
     let blobs = CacheBlobStore::new(store.clone())?;
-    let digests: Vec<hoist_cache::Digest> = artifact
-        .blobs
-        .iter()
-        .filter_map(|d| hoist_cache::Digest::try_from(d.as_str()).ok())
-        .collect();
-    let mount_sources: HashMap<String, Vec<Reference>> =
-        blobs.mount_sources(reference.registry(), &digests)?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
-    let options = PushOptions {
-        events: None,
-        mount_sources,
-    };
-    let pushed = block_on(client.push(reference, &root, Arc::new(blobs.clone()), &options))?
+    // The same push as `hoist push`: blobs known in another repository of
+    // this registry are mounted, and every blob is recorded as living here.
+    let pushed = block_on(blobs.push(&client, reference, &root, None))?
         .with_context(|| format!("failed to push the cache to {reference}"))?;
-    blobs.record_sources(reference.registry(), reference.repository(), &digests)?;
     Ok(Moved {
         records: report.records,
         blobs_transferred: pushed.uploaded + pushed.mounted,
@@ -105,19 +93,10 @@ pub fn import(store: &Arc<Store>, reference: &Reference) -> anyhow::Result<Optio
             _ => {}
         })),
     };
-    let pulled = block_on(client.pull(
-        &pinned,
-        Arc::new(blobs.clone()) as Arc<dyn BlobStore>,
-        &options,
-    ))?
-    .with_context(|| format!("failed to pull the cache from {reference}"))?;
-    let mut digests = vec![pulled.config.digest().to_string()];
-    digests.extend(pulled.layers.iter().map(|l| l.digest().to_string()));
-    let parsed: Vec<hoist_cache::Digest> = digests
-        .iter()
-        .filter_map(|d| hoist_cache::Digest::try_from(d.as_str()).ok())
-        .collect();
-    blobs.record_sources(reference.registry(), reference.repository(), &parsed)?;
+    // Pulled as `hoist pull` does: the blobs' sources are recorded, so a
+    // later push to this registry mounts them.
+    let pulled = block_on(blobs.pull(&client, &pinned, &options))?
+        .with_context(|| format!("failed to pull the cache from {reference}"))?;
     let report = if artifact {
         store.import_cache_manifest(pulled.manifest.digest().as_ref())
     } else {

@@ -42,6 +42,7 @@ pub struct Args {
 pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let name = resolve::parse_tag_name(&args.name)?;
     let store = context.store()?;
+    let _lease = super::prune::LeaseGuard::take(&store, "import")?;
     let base = match &args.base {
         Some(base) => {
             let (entry, _) = resolve::resolve(&store, base)

@@ -48,6 +48,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     };
     let store = context.store()?;
+    let _lease = super::prune::LeaseGuard::take(&store, "load")?;
     let loaded = archive::load(&store, input).with_context(|| format!("failed to load {label}"))?;
     let single = loaded.images.len() == 1;
     let mut refs: Vec<(String, hoist_cache::Descriptor)> = Vec::new();

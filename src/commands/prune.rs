@@ -155,12 +155,22 @@ impl<'a> LeaseGuard<'a> {
     pub fn new(store: &'a Store, lease: hoist_cache::Lease) -> Self {
         LeaseGuard { store, lease }
     }
+
+    /// Takes a lease for `what` (`pull`, `load`, `import`): until it is
+    /// dropped, a concurrent `hoist prune` keeps every blob this process
+    /// writes, before the ref that names them exists.
+    pub fn take(store: &'a Store, what: &str) -> anyhow::Result<Self> {
+        let lease = store
+            .create_lease(what)
+            .context("failed to take a lease on the store")?;
+        Ok(LeaseGuard::new(store, lease))
+    }
 }
 
 impl Drop for LeaseGuard<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.store.release_lease(&self.lease) {
-            tracing::warn!(error = %e, "could not release the build's lease");
+            tracing::warn!(error = %e, "could not release a lease on the store");
         }
     }
 }

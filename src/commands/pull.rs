@@ -41,6 +41,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid --platform: {}", e.0))?;
     let store = Arc::new(context.store()?);
+    let _lease = super::prune::LeaseGuard::take(&store, "pull")?;
     let name = reference.to_string();
     // Up to date: the name already held this platform's manifest.
     let wanted = platform.clone().unwrap_or_else(Platform::host);
@@ -48,7 +49,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .get_ref(&name)?
         .and_then(|r| hoist_registry::stored_manifest(&store, &r.target, &wanted).ok())
         .flatten();
-    let pulled = fetch(store, &reference, platform, args.quiet)?;
+    let pulled = fetch(Arc::clone(&store), &reference, platform, args.quiet)?;
 
     let mut out = std::io::stdout().lock();
     if !args.quiet {

@@ -120,12 +120,7 @@ fn no_cache_filter_reruns_only_that_stage_and_json_progress_is_one_object_per_li
         None,
     );
     run.assert_ok();
-    let events: Vec<serde_json::Value> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = run.json_events();
     let started: Vec<&str> = events
         .iter()
         .filter(|e| e["event"] == "started")

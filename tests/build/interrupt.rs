@@ -73,9 +73,9 @@ fn sigint_during_a_run_cancels_cleanly_with_status_130() {
     ));
     let before = store_state(env.root.path());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .arg("--root")
-        .arg(env.root.path())
+    let mut child = env
+        .hoist()
+        .command()
         .args(["build", "--progress", "plain", "-t", "cancelled:1"])
         .arg(env.context.path())
         .stdin(Stdio::null())

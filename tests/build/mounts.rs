@@ -160,10 +160,8 @@ fn secrets_and_ssh_never_reach_the_store_or_the_output() {
     let dest = env.scratch.path().join("fs");
     let output = format!("type=local,dest={}", dest.display());
     let context = env.context.path().to_str().unwrap().to_owned();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"));
+    let mut command = env.hoist().command();
     command
-        .arg("--root")
-        .arg(env.root.path())
         .args([
             "build",
             "--progress",
@@ -288,7 +286,9 @@ fn security_insecure_needs_the_entitlement_and_gets_every_capability() {
          RUN grep '^CapEff:' /proc/self/status > /sandboxed-caps\n\
          RUN --security=insecure grep '^Seccomp:' /proc/self/status > /insecure\n\
          RUN --security=insecure cat /proc/self/status | grep CapEff > /insecure-caps\n\
-         RUN --network=none sh -c 'ls /sys/class/net > /net-none'\n",
+         RUN --network=none sh -c 'ls /sys/class/net > /net-none'\n\
+         RUN sh -c 'awk \"\\$5 == \\\"/sys\\\" {print substr(\\$6, 1, 2)}\" /proc/self/mountinfo; test -c /proc/keys && echo masked || echo keys; ls /dev | sort' > /sandboxed-view\n\
+         RUN --security=insecure sh -c 'awk \"\\$5 == \\\"/sys\\\" {print substr(\\$6, 1, 2)}\" /proc/self/mountinfo; test -c /proc/keys && echo masked || echo keys; ls /dev | sort' > /insecure-view\n",
     );
     let refused = env.build(&["-t", "insecure:0"]);
     assert!(!refused.status.success());
@@ -338,6 +338,30 @@ fn security_insecure_needs_the_entitlement_and_gets_every_capability() {
         "a sandboxed step has Docker's default set"
     );
     assert_eq!(read("net-none"), "lo\n");
+
+    // Privileged as BuildKit's insecure mode is: /sys writable, nothing
+    // masked, the host's devices present; a sandboxed step has none of it.
+    let sandboxed = read("sandboxed-view");
+    let insecure = read("insecure-view");
+    let mut s = sandboxed.lines();
+    assert_eq!(
+        (s.next(), s.next()),
+        (Some("ro"), Some("masked")),
+        "{sandboxed}"
+    );
+    let mut i = insecure.lines();
+    assert_eq!(
+        (i.next(), i.next()),
+        (Some("rw"), Some("keys")),
+        "{insecure}"
+    );
+    if std::path::Path::new("/dev/loop-control").exists() {
+        assert!(insecure.lines().any(|l| l == "loop-control"), "{insecure}");
+        assert!(
+            !sandboxed.lines().any(|l| l == "loop-control"),
+            "{sandboxed}"
+        );
+    }
 
     let bad = env.build(&["-t", "insecure:2", "--allow", "security.everything"]);
     assert!(

@@ -5,13 +5,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use sha2::Digest as _;
 use tempfile::TempDir;
 
-use super::common::Run;
+use hoist_testutil::git;
+
+use super::common::{Run, HOIST};
 
 /// 2023-11-14T22:13:20Z
 const EPOCH: i64 = 1_700_000_000;
@@ -20,24 +22,12 @@ const EPOCH_TEXT: &str = "2023-11-14T22:13:20Z";
 /// Runs hoist with `envs` and without any SOURCE_DATE_EPOCH of the test's own
 /// environment.
 fn hoist(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hoist"));
+    let mut command = hoist_testutil::cli::Hoist::new(HOIST, root).command();
     command
-        .arg("--root")
-        .arg(root)
         .args(args)
         .env_remove("SOURCE_DATE_EPOCH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let out = command.output().expect("run hoist");
-    Run {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .envs(envs.iter().copied());
+    hoist_testutil::cli::run(&mut command, None)
 }
 
 fn ok(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
@@ -433,21 +423,6 @@ fn unpinned_inputs_warn_and_strict_mode_refuses_them() {
     inspect(root.path(), "pinned:1");
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[test]
 fn provenance_is_an_attestation_beside_an_unchanged_image() {
     hoist_testutil::require_root!();
@@ -840,16 +815,8 @@ fn a_rootless_build_gives_the_same_digest_as_root() {
             .env("HOME", work.path())
             .env("TMPDIR", &tmp)
             .current_dir(work.path())
-            .stdin(Stdio::null());
-        for (k, v) in envs {
-            command.env(k, v);
-        }
-        let out = command.output().unwrap();
-        Run {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .envs(envs.iter().copied());
+        hoist_testutil::cli::run(&mut command, None)
     };
     rootless(
         &["import", tar.to_str().unwrap(), "busybox:latest"],

@@ -93,12 +93,7 @@ fn json_progress_ends_with_a_summary_event() {
         None,
     );
     run.assert_ok();
-    let events: Vec<serde_json::Value> = run
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events = run.json_events();
     let summary = events.last().expect("events");
     assert_eq!(summary["event"], "summary", "{}", run.stderr);
     assert_eq!(summary["status"], "success");

@@ -215,7 +215,7 @@ fn load_of_a_file_that_is_not_an_image_archive_is_refused() {
 fn usage_errors_exit_2() {
     let h = Hoist::new();
     let r = h.run(&["images", "--bogus"]);
-    assert_eq!(r.code, 2);
+    assert_eq!(r.code(), 2);
     assert!(
         r.stderr.starts_with("error: unexpected argument '--bogus'"),
         "{}",

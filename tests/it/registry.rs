@@ -2,9 +2,9 @@
 //! distribution registry on 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use hoist_testutil::{require_program, Registry};
 
@@ -17,33 +17,21 @@ fn run_env(h: &Hoist, args: &[&str], envs: &[(&str, &Path)], stdin: Option<&str>
     cmd.env("REGISTRY_AUTH_FILE", h.path("auth.json"))
         .env("XDG_CONFIG_HOME", h.path("config"))
         .env_remove("DOCKER_CONFIG")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    hoist_testutil::cli::run(&mut cmd, Some(stdin.unwrap_or_default().as_bytes()))
 }
 
 fn ok(h: &Hoist, args: &[&str]) -> Run {
     let r = run_env(h, args, &[], None);
     assert_eq!(
-        r.code, 0,
+        r.code(),
+        0,
         "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-        r.stdout, r.stderr
+        r.stdout,
+        r.stderr
     );
     r
 }
@@ -106,17 +94,12 @@ fn push_then_pull_gives_the_same_image_and_repeats_upload_nothing() {
     assert!(lines.iter().all(|l| l.ends_with(": Pushed")), "{lines:?}");
 
     // skopeo reads what was pushed.
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false"])
-        .arg(format!("docker://{target}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = hoist_testutil::run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{target}")),
     );
-    let by_skopeo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_skopeo: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(by_skopeo["Digest"], manifest_digest.as_str());
     let layer_digests: Vec<&serde_json::Value> = image["Layers"]
         .as_array()
@@ -213,7 +196,7 @@ fn push_needs_a_registry_name_in_the_store() {
     let h = Hoist::new();
     h.import_busybox("busybox");
     let r = run_env(&h, &["push", "127.0.0.1:1/nothing:here"], &[], None);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code(), 1);
     assert!(
         r.stderr
             .contains("an image does not exist locally with the tag: 127.0.0.1:1/nothing:here"),
@@ -235,7 +218,7 @@ fn login_writes_config_json_and_push_then_works() {
 
     // Anonymous push: the registry's own words.
     let r = run_env(&h, &["push", &target], &[], None);
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.code(), 1, "{}", r.stdout);
     assert!(r.stderr.contains("authentication required"), "{}", r.stderr);
 
     // A wrong password: refused with the registry's message, nothing written.
@@ -245,7 +228,7 @@ fn login_writes_config_json_and_push_then_works() {
         &[],
         Some("wrong\n"),
     );
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.code(), 1, "{}", r.stdout);
     assert!(r.stderr.contains("authentication required"), "{}", r.stderr);
     assert!(!h.path("auth.json").exists());
 
@@ -255,7 +238,7 @@ fn login_writes_config_json_and_push_then_works() {
         &[],
         Some("s3cret\n"),
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
     assert_eq!(r.stdout, "Login Succeeded\n");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(h.path("auth.json")).unwrap()).unwrap();
@@ -348,7 +331,7 @@ fn pulling_a_missing_tag_quotes_the_registry_and_stores_nothing() {
     let h = Hoist::new();
     let name = format!("{}/demo:missing", registry.addr);
     let r = run_env(&h, &["pull", &name], &[], None);
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.code(), 1, "{}", r.stdout);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     assert!(
         r.stderr.contains(&format!("error: failed to pull {name}")),

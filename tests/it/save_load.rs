@@ -1,18 +1,8 @@
 use std::process::Command;
 
-use hoist_testutil::require_program;
+use hoist_testutil::{require_program, run_ok};
 
 use crate::util::{tree, Hoist};
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn skopeo_inspect(target: &str) -> serde_json::Value {
     serde_json::from_str(&run_ok(Command::new("skopeo").args(["inspect", target]))).unwrap()
@@ -27,20 +17,7 @@ fn oci_archive_is_read_by_skopeo_and_umoci_and_loads_back_with_the_same_digests(
     let fixture = h.path("fixture");
     hoist_testutil::busybox_rootfs(&fixture);
     let tar = h.path("busybox.tar");
-    run_ok(
-        Command::new("tar")
-            .args([
-                "--sort=name",
-                "--numeric-owner",
-                "--owner=0",
-                "--group=0",
-                "-cf",
-            ])
-            .arg(&tar)
-            .arg("-C")
-            .arg(&fixture)
-            .arg("."),
-    );
+    hoist_testutil::tar_dir(&fixture, &tar);
     h.ok(&["import", tar.to_str().unwrap(), "busybox"]);
     let image = h.inspect("busybox");
     let archive = h.path("busybox-oci.tar");

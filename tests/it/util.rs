@@ -3,78 +3,37 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
+pub use hoist_testutil::cli::Run;
+pub use hoist_testutil::sha256_hex as hex;
 
+/// A store in a temp dir (`dir/store`) with room for fixtures beside it;
+/// running the binary (`run`, `ok`, `fails`, `inspect`, `command`) is
+/// `hoist_testutil::cli::Hoist`'s.
 pub struct Hoist {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
+    cli: hoist_testutil::cli::Hoist,
 }
 
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
+impl std::ops::Deref for Hoist {
+    type Target = hoist_testutil::cli::Hoist;
+
+    fn deref(&self) -> &Self::Target {
+        &self.cli
+    }
 }
 
 impl Hoist {
     pub fn new() -> Hoist {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        Hoist { dir, root }
+        let cli = hoist_testutil::cli::Hoist::new(env!("CARGO_BIN_EXE_hoist"), &root);
+        Hoist { dir, root, cli }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoist"));
-        cmd.arg("--root").arg(&self.root).env_remove("HOIST_ROOT");
-        cmd
-    }
-
-    pub fn run(&self, args: &[&str]) -> Run {
-        let out: Output = self.command().args(args).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Run and expect success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let r = self.run(args);
-        assert_eq!(
-            r.code, 0,
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            r.stdout, r.stderr
-        );
-        r.stdout
-    }
-
-    /// Run and expect failure with exit code 1; returns stderr.
-    pub fn fails(&self, args: &[&str]) -> String {
-        let r = self.run(args);
-        assert_eq!(
-            r.code, 1,
-            "hoist {args:?} should fail with 1:\nstdout: {}\nstderr: {}",
-            r.stdout, r.stderr
-        );
-        assert!(
-            r.stdout.is_empty(),
-            "nothing on stdout on failure: {}",
-            r.stdout
-        );
-        r.stderr
-    }
-
-    /// `hoist inspect` as JSON.
-    pub fn inspect(&self, image: &str) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", image])).unwrap();
-        v[0].clone()
     }
 
     /// Every file under `content/` (path → sha256 of its bytes) plus the refs
@@ -104,24 +63,10 @@ impl Hoist {
     /// Import the busybox fixture as `name`; returns the tar's path.
     pub fn import_busybox(&self, name: &str) -> PathBuf {
         let tar = self.path("busybox.tar");
-        if !tar.exists() {
-            hoist_testutil::busybox_rootfs_tar(&tar);
-        }
-        self.ok(&[
-            "import",
-            tar.to_str().unwrap(),
-            name,
-            "--change",
-            r#"CMD ["sh"]"#,
-        ]);
+        self.cli
+            .import_busybox(&tar, name, &["--change", r#"CMD ["sh"]"#]);
         tar
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(bytes);
-    format!("{:x}", h.finalize())
 }
 
 pub fn sha256_file(path: &Path) -> String {

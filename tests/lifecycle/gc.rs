@@ -98,9 +98,9 @@ fn prune_all_while_a_build_runs_leaves_its_image_intact() {
         "FROM busybox\nARG N=0\nRUN head -c 300000 /dev/urandom > /big-$N\n\
          RUN echo ready && until nc 127.0.0.1 {port} </dev/null 2>/dev/null | grep -q go; do sleep 0.1; done\n"
     ));
-    let mut build = Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .arg("--root")
-        .arg(env.root.path())
+    let mut build = env
+        .hoist()
+        .command()
         .args(["build", "--progress", "plain", "--network", "host"])
         .args(["--build-arg", "N=7", "-t", "app:running"])
         .arg(env.context.path())
@@ -159,9 +159,9 @@ fn killed_prune_leaves_every_image_complete() {
         let arg = format!("N={round}");
         let tag = format!("app:{round}");
         env.build(&["--build-arg", &arg, "-t", &tag]).assert_ok();
-        let mut prune = Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .arg("--root")
-            .arg(env.root.path())
+        let mut prune = env
+            .hoist()
+            .command()
             .args(["prune", "--all", "-f"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

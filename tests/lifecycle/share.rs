@@ -1,7 +1,9 @@
 //! `--cache-to type=local` / `--cache-from type=local`: a fresh store that
 //! imports the cache runs no step and makes the same image.
 
-use super::common::{hoist, Env};
+use hoist_testutil::cli::Hoist;
+
+use super::common::{hoist, Env, HOIST};
 
 const MULTI_STAGE: &str = "FROM busybox AS build\nRUN head -c 100000 /dev/urandom > /out\n\
                            FROM busybox\nCOPY --from=build /out /out\nRUN echo hi > /hi\n";
@@ -38,27 +40,16 @@ fn a_fresh_store_importing_a_local_cache_runs_no_step() {
     // time, so their base image digests (part of every key) agree.
     let tar = env.scratch.path().join("busybox.tar");
     let import = |root: &std::path::Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .arg("--root")
-            .arg(root)
-            .args(["import", tar.to_str().unwrap(), "busybox:latest"])
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        hoist_epoch(root, &["import", tar.to_str().unwrap(), "busybox:latest"]);
     };
     import(env.root.path());
     let cache = env.scratch.path().join("cache");
     let to = format!("type=local,dest={}", cache.display());
+    let context = env.context.path().to_str().unwrap();
     let build = |root: &std::path::Path, cache_flag: &str, spec: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
-            .arg("--root")
-            .arg(root)
-            .args([
+        hoist_epoch(
+            root,
+            &[
                 "build",
                 "--progress",
                 "plain",
@@ -66,14 +57,9 @@ fn a_fresh_store_importing_a_local_cache_runs_no_step() {
                 "app",
                 cache_flag,
                 spec,
-            ])
-            .arg(env.context.path())
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        stderr
+                context,
+            ],
+        )
     };
     build(env.root.path(), "--cache-to", &to);
     assert!(cache.join("index.json").is_file());
@@ -129,9 +115,8 @@ fn hoist_epoch(root: &std::path::Path, args: &[&str]) -> String {
 }
 
 fn hoist_env(root: &std::path::Path, args: &[&str], env: &[(&str, &std::path::Path)]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .arg("--root")
-        .arg(root)
+    let out = Hoist::new(HOIST, root)
+        .command()
         .args(args)
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .envs(env.iter().copied())
@@ -189,17 +174,12 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
 
     // The registry holds the artifact: a manifest whose config is the
     // records document and whose layers are the final image's layers.
-    let raw = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{cache_ref}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
+    let raw = hoist_testutil::run_ok(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{cache_ref}")),
     );
-    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(manifest["artifactType"], "application/vnd.hoist.cache.v1");
     assert_eq!(
         manifest["config"]["mediaType"],
@@ -309,9 +289,8 @@ fn a_fresh_store_importing_a_registry_cache_runs_no_step() {
     hoist(env.root.path(), &["tag", "app", &image_ref], None).assert_ok();
     hoist(env.root.path(), &["push", "-q", &image_ref], None).assert_ok();
     let d = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .arg("--root")
-        .arg(d.path())
+    let out = Hoist::new(HOIST, d.path())
+        .command()
         .args([
             "build",
             "--cache-from",
@@ -354,17 +333,12 @@ fn an_inline_cache_travels_in_the_image_config() {
         ],
     );
     hoist(env.root.path(), &["push", "-q", &image_ref], None).assert_ok();
-    let raw = std::process::Command::new("skopeo")
-        .args(["inspect", "--config", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{image_ref}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
+    let raw = hoist_testutil::run_ok(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--config", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{image_ref}")),
     );
-    let config: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let records = config["hoist.cache.v1"]["records"].as_array().unwrap();
     assert!(!records.is_empty(), "{config}");
     // The rest of the config is an ordinary image config.
@@ -463,23 +437,18 @@ fn a_mode_max_registry_cache_behind_a_login() {
     for d in &a_layers {
         assert!(!image_layers.contains(d));
     }
-    let raw = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            "cache:s3cret",
-        ])
-        .arg(format!("docker://{cache_ref}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
+    let raw = hoist_testutil::run_ok(
+        std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                "cache:s3cret",
+            ])
+            .arg(format!("docker://{cache_ref}")),
     );
-    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let cached: Vec<String> = manifest["layers"]
         .as_array()
         .unwrap()
@@ -502,9 +471,8 @@ fn a_mode_max_registry_cache_behind_a_login() {
     // Without the login the registry refuses, and the build says so.
     let c = tempfile::tempdir().unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"))
-        .arg("--root")
-        .arg(c.path())
+    let out = Hoist::new(HOIST, c.path())
+        .command()
         .args(&from)
         .env("DOCKER_CONFIG", empty.path())
         .output()

@@ -4,6 +4,11 @@
 //! `busybox-static` binary, the registry is the CNCF distribution registry
 //! (Debian's `docker-registry`) listening on 127.0.0.1. Only dev-dependencies
 //! may use this crate.
+//!
+//! Besides fixtures it holds the harness several test binaries share:
+//! [`cli`] (the `hoist` binary against a temp store, build contexts,
+//! progress-output counts), [`git`] (real repositories), [`ok`] (a finished
+//! program's success asserted, its stdout returned) and [`wait_until`].
 #![allow(clippy::print_stderr)]
 
 use std::fs;
@@ -11,8 +16,13 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod cli;
+pub mod git;
+
+pub use git::{git, GitRepo};
 
 /// Where Debian's `busybox-static` puts its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -64,6 +74,56 @@ macro_rules! require_program {
             return;
         }
     };
+}
+
+/// Asserts that a finished program succeeded and returns its stdout; the
+/// failure message names `what` and shows both streams.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `command` to the end, asserts that it succeeded (naming it and
+/// showing both streams) and returns its stdout.
+pub fn run_ok(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    ok(out, &format!("{command:?}"))
+}
+
+/// Polls `f` every `every` until it returns `Some`; `limit` only bounds a
+/// bug (the test fails instead of hanging), it never decides an outcome.
+pub fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
+}
+
+/// The lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// Full path of a program on PATH.
@@ -143,6 +203,12 @@ pub fn busybox_rootfs(dir: &Path) {
 pub fn busybox_rootfs_tar(tar_path: &Path) {
     let tmp = tempfile::tempdir().expect("tempdir");
     busybox_rootfs(tmp.path());
+    tar_dir(tmp.path(), tar_path);
+}
+
+/// Write the tree at `dir` as an uncompressed tar at `tar_path` with the
+/// system `tar`: names sorted, owners numeric and root's, paths `./…`.
+pub fn tar_dir(dir: &Path, tar_path: &Path) {
     let status = Command::new("tar")
         .args([
             "--sort=name",
@@ -153,11 +219,11 @@ pub fn busybox_rootfs_tar(tar_path: &Path) {
         ])
         .arg(tar_path)
         .arg("-C")
-        .arg(tmp.path())
+        .arg(dir)
         .arg(".")
         .status()
         .expect("run tar");
-    assert!(status.success(), "tar of the busybox rootfs failed");
+    assert!(status.success(), "tar of {} failed", dir.display());
 }
 
 /// A CNCF distribution registry (Debian's `docker-registry`) on 127.0.0.1,

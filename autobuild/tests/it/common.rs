@@ -3,68 +3,40 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hoist_autobuild::{
     BuildFailure, BuildJob, BuildOutcome, BuildRecord, Config, GitCheckoutExecutor, LogSink,
     Service,
 };
-use sha2::{Digest, Sha256};
+use hoist_testutil::GitRepo;
 
 pub const SECRET: &str = "s3cret";
 
-/// Run git in `dir`, panicking with its stderr on failure; stdout trimmed.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "protocol.file.allow=always",
-        ])
-        .args(args)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+pub use hoist_testutil::git;
+
+/// A bare repository and a work clone with one commit on `main`
+/// (`bare`, `work` and `push` are [`GitRepo`]'s).
+pub struct Repo {
+    _tmp: tempfile::TempDir,
+    git: GitRepo,
 }
 
-/// A bare repository and a work clone with one commit on `main`.
-pub struct Repo {
-    pub _tmp: tempfile::TempDir,
-    pub bare: PathBuf,
-    pub work: PathBuf,
+impl std::ops::Deref for Repo {
+    type Target = GitRepo;
+
+    fn deref(&self) -> &GitRepo {
+        &self.git
+    }
 }
 
 impl Repo {
     pub fn new() -> Repo {
         let tmp = tempfile::tempdir().unwrap();
-        let bare = tmp.path().join("origin.git");
-        let work = tmp.path().join("work");
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-        );
-        git(
-            tmp.path(),
-            &["init", "-q", "-b", "main", work.to_str().unwrap()],
-        );
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        let repo = Repo {
-            _tmp: tmp,
-            bare,
-            work,
-        };
+        let git = GitRepo::init(tmp.path(), "origin.git");
+        let repo = Repo { _tmp: tmp, git };
         repo.commit("hello", "v0", "initial");
         repo.push("main");
         repo
@@ -78,13 +50,7 @@ impl Repo {
         )
         .unwrap();
         std::fs::write(self.work.join(file), content).unwrap();
-        git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "-m", message]);
-        git(&self.work, &["rev-parse", "HEAD"])
-    }
-
-    pub fn push(&self, refspec: &str) {
-        git(&self.work, &["push", "-q", "origin", refspec]);
+        self.git.commit_all(message)
     }
 
     pub fn url(&self) -> &str {
@@ -105,9 +71,7 @@ pub struct Recorded {
     pub dockerfile: Vec<u8>,
 }
 
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub use hoist_testutil::sha256_digest as digest_of;
 
 pub fn read_tree(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -319,15 +283,8 @@ pub fn api_builds(client: &reqwest::blocking::Client, base: &str) -> Vec<BuildRe
 }
 
 /// Poll until `f` returns Some; a generous bound only so a bug fails instead of hanging.
-pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn wait_until<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    hoist_testutil::wait_until(what, Duration::from_secs(120), Duration::from_millis(50), f)
 }
 
 pub fn wait_final(client: &reqwest::blocking::Client, base: &str, id: i64) -> BuildRecord {

@@ -8,16 +8,12 @@ use std::sync::Arc;
 
 use hoist_autobuild::{BuildRecord, BuildState, ImageBuilder, Provider};
 use hoist_registry::{AuthFile, Client, ClientOptions};
+use hoist_testutil::sha256_digest as sha256;
 use hoist_testutil::Registry;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use crate::common::*;
 use crate::webhooks::push_hook;
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 fn write_blob(layout: &Path, bytes: &[u8]) -> Value {
     let digest = sha256(bytes);
@@ -113,15 +109,9 @@ pub fn push_base(target: &str, extra: &[(&str, &str)], authfile: Option<&Path>) 
     if let Some(a) = authfile {
         c.arg("--dest-authfile").arg(a);
     }
-    let out = c
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{target}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
+    hoist_testutil::run_ok(
+        c.arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{target}")),
     );
     inspect(target, authfile).expect("the base image was pushed")["Digest"]
         .as_str()
@@ -153,15 +143,9 @@ fn top_layer_files(
     if let Some(a) = authfile {
         c.arg("--src-authfile").arg(a);
     }
-    let out = c
-        .arg(format!("docker://{image}"))
-        .arg(format!("oci:{}:x", tmp.path().display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    hoist_testutil::run_ok(
+        c.arg(format!("docker://{image}"))
+            .arg(format!("oci:{}:x", tmp.path().display())),
     );
     let index: Value =
         serde_json::from_slice(&std::fs::read(tmp.path().join("index.json")).unwrap()).unwrap();
@@ -205,7 +189,7 @@ fn client(auth_file: Option<&Path>) -> Client {
 /// A server whose builds are real, over a fresh store.
 pub fn real_server(config: &str, auth_file: Option<&Path>) -> TestServer {
     let store = tempfile::tempdir().unwrap();
-    let cache = Arc::new(hoist_cache::Store::open(store.path()).unwrap());
+    let cache = Arc::new(hoist_builder::Store::open(store.path()).unwrap());
     let builder = ImageBuilder::new(cache, client(auth_file));
     TestServer::start_with(
         config,
@@ -221,9 +205,7 @@ pub fn commit_files(repo: &Repo, files: &[(&str, &str)], message: &str) -> Strin
     for (path, content) in files {
         std::fs::write(repo.work.join(path), content).unwrap();
     }
-    git(&repo.work, &["add", "-A"]);
-    git(&repo.work, &["commit", "-q", "-m", message]);
-    git(&repo.work, &["rev-parse", "HEAD"])
+    repo.commit_all(message)
 }
 
 fn real_config(url: &str, registry: &str, extra_repo_keys: &str) -> String {
@@ -545,7 +527,7 @@ fn a_never_built_watching_repo_takes_its_bases_from_head_and_rebuilds_on_change(
         ),
         None,
     );
-    let store = hoist_cache::Store::open(server.store.path()).unwrap();
+    let store = hoist_builder::Store::open(server.store.path()).unwrap();
     let baseline = wait_until("the baseline from the HEAD Dockerfile", || {
         let bases = hoist_autobuild::queue::bases(store.db(), "demo").unwrap();
         (!bases.is_empty()).then_some(bases)

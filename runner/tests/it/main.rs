@@ -50,6 +50,7 @@ fn main() {
                 "capabilities_nnp_seccomp",
                 security::capabilities_nnp_seccomp,
             ),
+            ("privileged_sys_proc_dev", security::privileged_sys_proc_dev),
             ("bind_mounts_ro_rw", mounts::bind_mounts_ro_rw),
             ("tmpfs_mount", mounts::tmpfs_mount),
             (

@@ -76,3 +76,37 @@ pub fn capabilities_nnp_seccomp(env: &Env) -> Result<(), Failed> {
     );
     Ok(())
 }
+
+/// `all_capabilities` (RUN --security=insecure) is privileged as BuildKit's
+/// insecure mode is: /sys writable, no masked or read-only /proc paths, the
+/// host's devices in /dev.
+pub fn privileged_sys_proc_dev(env: &Env) -> Result<(), Failed> {
+    need_root!();
+    let root = Root::new();
+    let script = "awk '$5 == \"/sys\" {print substr($6, 1, 2)}' /proc/self/mountinfo; \
+                  test -c /proc/keys && echo keys-masked || echo keys-visible; \
+                  awk '$5 == \"/proc/sys\" {print substr($6, 1, 2)}' /proc/self/mountinfo | grep -q ro && echo proc-sys-ro || echo proc-sys-rw; \
+                  test -c /dev/loop-control && echo loop-control || echo no-loop-control";
+    let confined = stdout_of(env, &root.spec(script))?;
+    let mut spec = root.spec(script);
+    spec.all_capabilities = true;
+    spec.seccomp = false;
+    let privileged = stdout_of(env, &spec)?;
+    let host_has_loop = std::path::Path::new("/dev/loop-control").exists();
+    check_eq!(
+        confined,
+        "ro\nkeys-masked\nproc-sys-ro\nno-loop-control\n".to_string()
+    );
+    check_eq!(
+        privileged,
+        format!(
+            "rw\nkeys-visible\nproc-sys-rw\n{}\n",
+            if host_has_loop {
+                "loop-control"
+            } else {
+                "no-loop-control"
+            }
+        )
+    );
+    Ok(())
+}
