@@ -179,6 +179,21 @@ fn install_arm64_emulator(env: &Env) {
     );
 }
 
+fn skopeo_inspect(name: &str, raw: bool) -> serde_json::Value {
+    let mut command = Command::new("skopeo");
+    command.args(["inspect", "--tls-verify=false"]);
+    if raw {
+        command.arg("--raw");
+    }
+    let out = command.arg(format!("docker://{name}")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn read(dir: &Path, path: &str) -> String {
     fs::read_to_string(dir.join(path)).unwrap()
 }
@@ -203,6 +218,19 @@ fn from_platform_runs_foreign_steps_and_the_store_keeps_both_platforms() {
     assert_eq!(arm["Architecture"], "arm64");
     assert_eq!(arm["Os"], "linux");
 
+    // Only arm64 of the index is here: a push sends that manifest alone.
+    let single = format!("{}/single:1", registry.addr);
+    hoist(env.root.path(), &["tag", &base, &single], None).assert_ok();
+    let run = hoist(env.root.path(), &["push", &single], None);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("holds only linux/arm64"),
+        "{}",
+        run.stderr
+    );
+    let pushed = skopeo_inspect(&single, false);
+    assert_eq!(pushed["Architecture"], "arm64");
+
     // The same name for the host: pulled next to arm64, not over it.
     env.dockerfile(&format!("FROM {base}\nRUN uname -m > /m\n"));
     let (_, fs_host) = env.build_fs("host", &[]);
@@ -212,6 +240,14 @@ fn from_platform_runs_foreign_steps_and_the_store_keeps_both_platforms() {
         host["Architecture"],
         hoist_registry::Platform::host().architecture
     );
+
+    // Both platforms present: the whole index is pushed, as pulled.
+    let copy = format!("{}/copy:1", registry.addr);
+    hoist(env.root.path(), &["tag", &base, &copy], None).assert_ok();
+    hoist(env.root.path(), &["push", &copy], None).assert_ok();
+    let raw = skopeo_inspect(&copy, true);
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2), "{raw}");
+    assert_eq!(raw, skopeo_inspect(&base, true));
 
     // Without the registry and after a prune, both platforms still build
     // from the store alone: the name holds the index, and each pulled
