@@ -218,6 +218,9 @@ fn from_platform_runs_foreign_steps_and_the_store_keeps_both_platforms() {
     assert_eq!(arm["Architecture"], "arm64");
     assert_eq!(arm["Os"], "linux");
 
+    // The name shows the platform it holds (the host's is not pulled yet).
+    assert_eq!(env.inspect(&base)["Architecture"], "arm64");
+
     // Only arm64 of the index is here: a push sends that manifest alone.
     let single = format!("{}/single:1", registry.addr);
     hoist(env.root.path(), &["tag", &base, &single], None).assert_ok();
@@ -238,6 +241,12 @@ fn from_platform_runs_foreign_steps_and_the_store_keeps_both_platforms() {
     let host = env.inspect("host");
     assert_eq!(
         host["Architecture"],
+        hoist_registry::Platform::host().architecture
+    );
+
+    // With both present, the host's is what `inspect` shows.
+    assert_eq!(
+        env.inspect(&base)["Architecture"],
         hoist_registry::Platform::host().architecture
     );
 
@@ -270,11 +279,44 @@ fn from_platform_runs_foreign_steps_and_the_store_keeps_both_platforms() {
     let run = env.build(&[]);
     assert!(!run.status.success());
     assert!(
-        run.stderr
-            .contains(&format!("no linux/s390x image of {base}")),
+        run.stderr.contains(&format!(
+            "no linux/s390x image of {base} (it holds linux/amd64, linux/arm64)"
+        )),
         "{}",
         run.stderr
     );
+
+    // Removing the names removes both platforms' manifests and layers.
+    let blob = |d: &str| {
+        env.root
+            .path()
+            .join("content/blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let top: serde_json::Value =
+        serde_json::from_slice(&fs::read(env.root.path().join("content/index.json")).unwrap())
+            .unwrap();
+    let index_digest = top["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == base.as_str())
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(&index_digest)).unwrap()).unwrap();
+    let children: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(children.iter().all(|d| blob(d).exists()));
+    for name in [base.as_str(), &single, &copy, "again", "arm", "host"] {
+        hoist(env.root.path(), &["rmi", "--force", name], None).assert_ok();
+    }
+    assert!(!blob(&index_digest).exists());
+    assert!(children.iter().all(|d| !blob(d).exists()), "{children:?}");
 }
 
 #[test]
