@@ -330,6 +330,20 @@ fn platform_flag_sets_target_args_the_config_and_the_cache_key() {
     let env = Env::new();
     install_arm64_emulator(&env);
 
+    // `hoist pull` per platform: the second platform is news, not "up to date".
+    let pull = |args: &[&str]| {
+        let mut all = vec!["pull"];
+        all.extend_from_slice(args);
+        all.push(&base);
+        let run = hoist(env.root.path(), &all, None);
+        run.assert_ok();
+        run.stdout
+    };
+    assert!(pull(&["--platform", "linux/arm64"]).contains("Downloaded newer image"));
+    assert!(pull(&["--platform", "linux/arm64"]).contains("Image is up to date"));
+    assert!(pull(&[]).contains("Downloaded newer image"));
+    assert!(pull(&[]).contains("Image is up to date"));
+
     env.dockerfile(&format!(
         "FROM {base}\nARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT\n\
          RUN echo \"$TARGETPLATFORM $TARGETOS $TARGETARCH [$TARGETVARIANT]\" > /t && uname -m >> /t\n"
