@@ -60,21 +60,7 @@ fn put(layout: &Path, media_type: &str, bytes: &[u8]) -> serde_json::Value {
 /// One busybox image (rootfs `dir`, architecture `arch`) into `layout`.
 fn image(layout: &Path, dir: &Path, arch: &str) -> serde_json::Value {
     let tar = dir.with_extension("tar");
-    let status = Command::new("tar")
-        .args([
-            "--sort=name",
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "-cf",
-        ])
-        .arg(&tar)
-        .arg("-C")
-        .arg(dir)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    hoist_testutil::tar_dir(dir, &tar);
     let plain = fs::read(&tar).unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&plain).unwrap();
