@@ -13,6 +13,7 @@ packages=(
     apache2-utils fuse-overlayfs attr libcap2-bin git iproute2 tar gzip
     chromium  # the autobuild status page is tested in headless Chromium
     openssh-client openssh-server  # ssh-agent and sshd for the ssh mount and git-over-ssh tests
+    qemu-user-static  # RUN steps of foreign-platform builds (tests/build/platform.rs)
     docker.io  # a real Docker engine (started by the tests) reads `--load` and `hoist save`
 )
 missing=()
@@ -29,6 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     else
         echo "warning: missing Debian packages (tests needing them will skip): ${missing[*]}" >&2
     fi
+fi
+
+# An arm64 base image for the foreign-platform tests, made offline from
+# Debian's busybox-static:arm64 (downloaded once, never installed).
+if [ "$(id -u)" = 0 ] && ! ls /var/cache/hoist-test/busybox-static_*_arm64.deb >/dev/null 2>&1; then
+    dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+    apt-get update
+    mkdir -p /var/cache/hoist-test
+    (cd /var/cache/hoist-test && apt-get download busybox-static:arm64)
 fi
 
 if [ "$(id -u)" = 0 ]; then

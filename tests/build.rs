@@ -13,6 +13,7 @@ mod build {
     pub mod load;
     pub mod mounts;
     pub mod outputs;
+    pub mod platform;
     pub mod remote;
     pub mod reproducible;
     pub mod summary;

@@ -152,17 +152,24 @@ impl ImageBuilder {
             .ok()
             .flatten()
             .or_else(|| self.store.get_ref(&name).ok().flatten());
+        // The store's name may point at an index (a `hoist pull` of a
+        // multi-platform image): what counts is the host platform's manifest.
+        let local_manifest = local.as_ref().and_then(|l| {
+            hoist_registry::stored::stored_manifest(&self.store, &l.target, &Platform::host())
+                .ok()
+                .flatten()
+        });
         let resolved = run_async(self.client.resolve_image(&reference, None))?;
         let remote = match resolved {
             Ok(r) => r.manifest.descriptor.digest().to_string(),
             Err(e) => {
-                return match local {
+                return match local_manifest {
                     Some(local) => {
                         log.line(&format!(
                             "base image {image}: not resolvable in its registry ({e}); using the store's {}",
-                            local.target.digest()
+                            local.digest()
                         ));
-                        Ok(local.target.digest().to_string())
+                        Ok(local.digest().to_string())
                     }
                     None => Err(BuildFailure::new(format!(
                         "cannot resolve the base image {image}: {e}"
@@ -170,9 +177,9 @@ impl ImageBuilder {
                 };
             }
         };
-        if local
+        if local_manifest
             .as_ref()
-            .is_some_and(|l| l.target.digest().to_string() == remote)
+            .is_some_and(|m| m.digest().to_string() == remote)
         {
             log.line(&format!("base image {image}: {remote} (up to date)"));
             return Ok(remote);
@@ -189,8 +196,10 @@ impl ImageBuilder {
             &[image, name.as_str()]
         };
         for n in names {
+            // The index when there is one, so other platforms already in
+            // the store stay named.
             self.store
-                .set_ref(n, &pulled.manifest)
+                .set_ref(n, pulled.ref_target())
                 .map_err(|e| BuildFailure::new(format!("cannot name the base image `{n}`: {e}")))?;
         }
         Ok(pulled.manifest.digest().to_string())

@@ -143,6 +143,17 @@ pub fn save_oci(store: &Store, images: &[SaveImage], out: impl Write) -> Result<
                 blobs.extend(store.reachable_blobs(&target)?);
             }
         } else if is_index(&media_type) {
+            // An archive must be complete: an index pulled for some
+            // platforms only cannot be written as it is.
+            let missing = store.missing_manifests(&target)?;
+            if !missing.is_empty() {
+                return Err(Error::invalid(format!(
+                    "image index {} lacks {} of its {} manifests in the store (platforms never pulled): pull them with `hoist pull --platform`, or save in the docker format (one platform)",
+                    target.digest(),
+                    missing.len(),
+                    store.read_index(target.digest())?.manifests().len()
+                )));
+            }
             blobs.extend(store.reachable_blobs(&target)?);
         } else {
             return Err(Error::UnsupportedMediaType {

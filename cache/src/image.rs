@@ -174,12 +174,14 @@ impl Store {
         let media_type = target.media_type().to_string();
         let manifest_descriptor = if is_index(&media_type) {
             let index = self.read_index(target.digest())?;
-            pick_platform(index.manifests()).cloned().ok_or_else(|| {
-                Error::invalid(format!(
-                    "image index {} has no image manifest",
-                    target.digest()
-                ))
-            })?
+            pick_platform(self, index.manifests())
+                .cloned()
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "image index {} has no image manifest",
+                        target.digest()
+                    ))
+                })?
         } else if is_manifest(&media_type) {
             target.clone()
         } else {
@@ -199,11 +201,29 @@ impl Store {
     }
 
     /// Every blob reachable from `target` (itself, child manifests, configs,
-    /// layers). Fails when a manifest or index blob is missing.
+    /// layers). Fails when `target` or a manifest is missing; the manifests
+    /// of an index that are not in the store (platforms never pulled) are
+    /// skipped: see [`Store::missing_manifests`].
     pub fn reachable_blobs(&self, target: &Descriptor) -> Result<BTreeSet<String>> {
         let mut seen = BTreeSet::new();
         self.walk(target, &mut seen)?;
         Ok(seen)
+    }
+
+    /// The entries of the index `target` whose manifests the store lacks (a
+    /// multi-platform image pulled for some platforms only); empty for a
+    /// manifest.
+    pub fn missing_manifests(&self, target: &Descriptor) -> Result<Vec<Descriptor>> {
+        if !is_index(target.media_type().as_ref()) {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .read_index(target.digest())?
+            .manifests()
+            .iter()
+            .filter(|d| !self.content().contains(d.digest()))
+            .cloned()
+            .collect())
     }
 
     fn walk(&self, descriptor: &Descriptor, seen: &mut BTreeSet<String>) -> Result<()> {
@@ -213,6 +233,9 @@ impl Store {
         let media_type = descriptor.media_type().to_string();
         if is_index(&media_type) {
             for child in self.read_index(descriptor.digest())?.manifests() {
+                if !self.content().contains(child.digest()) {
+                    continue;
+                }
                 self.walk(child, seen)?;
             }
         } else if is_manifest(&media_type) {
@@ -231,21 +254,31 @@ pub fn host_platform() -> (Os, Arch) {
     (Os::default(), Arch::default())
 }
 
-fn pick_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
+/// The host's manifest, else the first image manifest the store holds (an
+/// index pulled for one platform only holds that one's), else the first.
+fn pick_platform<'a>(store: &Store, manifests: &'a [Descriptor]) -> Option<&'a Descriptor> {
     let (os, arch) = host_platform();
-    manifests
-        .iter()
-        .filter(|d| is_manifest(d.media_type().as_ref()))
+    let images = || {
+        manifests
+            .iter()
+            .filter(|d| is_manifest(d.media_type().as_ref()))
+    };
+    // Attestation manifests say `unknown/unknown`: never an image to pick.
+    let is_image = |d: &&Descriptor| {
+        d.platform()
+            .as_ref()
+            .is_none_or(|p| p.architecture().to_string() != "unknown")
+    };
+    let present = |d: &&Descriptor| store.content().contains(d.digest());
+    images()
+        .filter(present)
         .find(|d| {
             d.platform()
                 .as_ref()
                 .is_some_and(|p| *p.os() == os && *p.architecture() == arch)
         })
-        .or_else(|| {
-            manifests
-                .iter()
-                .find(|d| is_manifest(d.media_type().as_ref()))
-        })
+        .or_else(|| images().filter(is_image).find(present))
+        .or_else(|| images().next())
 }
 
 /// The same manifest with Docker v2 schema 2 media types (manifest, config,
@@ -431,6 +464,27 @@ mod tests {
         let image = store.image(&index).unwrap();
         assert_eq!(image.manifest_descriptor.digest(), target.digest());
         assert_eq!(image.target.digest(), index.digest());
+    }
+
+    #[test]
+    fn index_pulled_for_another_platform_resolves_to_what_is_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (target, _, _) = sample(&store);
+        let absent = format!("sha256:{}", "0".repeat(64));
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": absent, "size": 1,
+                 "platform": {"architecture": Arch::default().to_string(), "os": "linux"}},
+                {"mediaType": OCI_MANIFEST, "digest": target.digest().to_string(), "size": target.size(),
+                 "platform": {"architecture": "riscv64", "os": "linux"}},
+            ]
+        });
+        let index = store.put_json(&index, OCI_INDEX).unwrap();
+        let image = store.image(&index).unwrap();
+        assert_eq!(image.manifest_descriptor.digest(), target.digest());
     }
 
     #[test]

@@ -81,6 +81,7 @@ mod pull;
 mod push;
 pub mod reference;
 pub mod store;
+pub mod stored;
 
 pub use auth::{AuthFile, Credential, CredentialProvider, StaticCredentials};
 pub use cache_store::CacheBlobStore;
@@ -93,6 +94,7 @@ pub use pull::{select_platform, PullOptions, PulledImage, Resolved, ResolvedImag
 pub use push::{PushOptions, PushedImage};
 pub use reference::{Reference, ReferenceError};
 pub use store::{BlobStore, BlobWriter, OciDirStore, StoreError};
+pub use stored::{stored_manifest, stored_manifest_by_digest, stored_platforms};
 
 /// `hoist login`: check `credential` against `registry` (a host such as
 /// `docker.io` or `127.0.0.1:5000`; URL forms such as

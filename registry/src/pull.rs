@@ -86,6 +86,19 @@ pub struct PulledImage {
     pub platform: Option<Platform>,
 }
 
+impl PulledImage {
+    /// What a name for the pulled image should point at: the index when the
+    /// reference named one (the store then holds the manifests of the
+    /// platforms pulled so far), else the manifest.
+    pub fn ref_target(&self) -> &Descriptor {
+        if is_index(self.root.media_type().as_ref()) {
+            &self.root
+        } else {
+            &self.manifest
+        }
+    }
+}
+
 impl Client {
     /// Resolve a tag or digest to a manifest or index, trying docker.io's
     /// mirrors first, then the origin.

@@ -68,6 +68,12 @@ pub struct Args {
     /// Stage to build
     #[arg(long)]
     target: Option<String>,
+    /// Platform to build for, os/arch[/variant] (default: this machine's);
+    /// sets TARGETPLATFORM and the platform of every FROM without its own
+    /// --platform. RUN steps of another architecture need an emulator
+    /// (docs/platforms.md)
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
     /// Label KEY=VALUE for the image
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -425,6 +431,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         options: BuildOptions {
             build_args,
             target: args.target.clone(),
+            platform: target_platform(args.platform.as_deref())?,
             ..Default::default()
         },
         no_cache: args.no_cache,
@@ -822,6 +829,26 @@ mod exec_flags {
     }
 }
 
+/// `--platform os/arch[/variant]`, normalized as containerd does (`arm` is
+/// `arm/v7`, `aarch64` is `arm64`).
+fn target_platform(value: Option<&str>) -> anyhow::Result<Option<hoist_frontend::graph::Platform>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value.contains(',') {
+        bail!(
+            "--platform {value}: hoist builds one platform at a time; run one build per platform (a multi-platform image index is not made yet)"
+        );
+    }
+    let p =
+        hoist_registry::Platform::parse(value).map_err(|e| anyhow!("invalid --platform: {e}"))?;
+    Ok(Some(hoist_frontend::graph::Platform {
+        os: p.os,
+        architecture: p.architecture,
+        variant: (!p.variant.is_empty()).then_some(p.variant),
+    }))
+}
+
 /// Pulls the images the target's stages start from or copy from when the
 /// store lacks them (all of them with `--pull`), as `docker build` does. A
 /// Dockerfile that does not parse is left to the build to report.
@@ -831,29 +858,42 @@ fn pull_base_images(
     always: bool,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let Ok(images) = engine_build::base_images(
+    let Ok(images) = engine_build::base_images_for_platforms(
         &request.dockerfile,
         &request.dockerfile_name,
         &request.options,
     ) else {
         return Ok(());
     };
-    for image in images {
+    for (image, platform) in images {
         let Ok(reference) = hoist_registry::Reference::parse(&image) else {
             continue;
         };
+        let platform = engine_build::registry_platform(&platform);
+        // Present: the store holds an image of that name for the platform.
         let present = match reference.digest() {
-            Some(digest) => digest.parse().is_ok_and(|d| store.content().contains(&d)),
-            None => store.get_ref(&reference.to_string())?.is_some(),
+            Some(digest) => digest.parse().is_ok_and(|d| {
+                hoist_registry::stored_manifest_by_digest(store, &d, &platform)
+                    .is_ok_and(|m| m.is_some())
+            }),
+            None => store.get_ref(&reference.to_string())?.is_some_and(|r| {
+                hoist_registry::stored_manifest(store, &r.target, &platform)
+                    .is_ok_and(|m| m.is_some())
+            }),
         };
         if present && !always {
             continue;
         }
         // A failed pull is not the end: the build then reports the missing
         // image at its Dockerfile line, or uses the stored one (`--pull`).
-        if let Err(e) = crate::commands::pull::fetch(Arc::clone(store), &reference, None, quiet) {
+        if let Err(e) = crate::commands::pull::fetch(
+            Arc::clone(store),
+            &reference,
+            Some(platform.clone()),
+            quiet,
+        ) {
             eprintln!(
-                "warning: cannot pull the base image {}: {e:#}",
+                "warning: cannot pull the base image {} for {platform}: {e:#}",
                 reference.familiar()
             );
         }

@@ -6,6 +6,7 @@
 use crate::context::Context;
 
 mod autobuild;
+mod binfmt;
 mod build;
 mod cache_registry;
 mod cache_spec;
@@ -65,6 +66,8 @@ pub enum Command {
     Debug(debug::Args),
     /// Automated builds: rebuild and push images on git pushes
     Autobuild(autobuild::Args),
+    /// Show or register emulators for building other platforms
+    Binfmt(binfmt::Args),
 }
 
 pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
@@ -87,6 +90,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Info(args) => info::run(context, args),
         Command::Debug(args) => debug::run(context, args),
         Command::Autobuild(args) => autobuild::run(context, args),
+        Command::Binfmt(args) => binfmt::run(context, args),
     }
 }
 

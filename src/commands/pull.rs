@@ -43,7 +43,12 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let store = Arc::new(context.store()?);
     let _lease = super::prune::LeaseGuard::take(&store, "pull")?;
     let name = reference.to_string();
-    let before = store.get_ref(&name)?.map(|r| r.target);
+    // Up to date: the name already held this platform's manifest.
+    let wanted = platform.clone().unwrap_or_else(Platform::host);
+    let before = store
+        .get_ref(&name)?
+        .and_then(|r| hoist_registry::stored_manifest(&store, &r.target, &wanted).ok())
+        .flatten();
     let pulled = fetch(Arc::clone(&store), &reference, platform, args.quiet)?;
 
     let mut out = std::io::stdout().lock();
@@ -112,8 +117,9 @@ pub fn fetch(
     };
     let pulled = block_on(blobs.pull(&client, reference, &options))?
         .with_context(|| format!("failed to pull {}", reference.familiar()))?;
-    // The platform's manifest is named, not the index: the store holds only
-    // that platform's blobs, and every command reads the image through it.
-    store.set_ref(&name, &pulled.manifest)?;
+    // A multi-platform image is named by its index (as containerd does): a
+    // pull for another platform adds that platform's manifest under the
+    // same name instead of replacing the first (docs/platforms.md).
+    store.set_ref(&name, pulled.ref_target())?;
     Ok(pulled)
 }

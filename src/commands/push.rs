@@ -38,6 +38,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             reference.familiar()
         ));
     };
+    let target = push_target(&store, &image.target, &reference)?;
     let blobs = CacheBlobStore::new(store.clone())?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
 
@@ -67,7 +68,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             eprintln!("{}: {status}", short_id(descriptor.digest().as_ref()));
         }
     });
-    let pushed = block_on(blobs.push(&client, &reference, &image.target, Some(events)))?
+    let pushed = block_on(blobs.push(&client, &reference, &target, Some(events)))?
         .with_context(|| format!("failed to push {}", reference.familiar()))?;
 
     let mut out = std::io::stdout().lock();
@@ -83,4 +84,50 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What to push for `target`: itself, unless it is an index pulled for some
+/// platforms only. Then, as Docker does, the one platform present is pushed
+/// alone (with a note: its digest is not the index's); with several present
+/// and some missing, nothing is pushed.
+fn push_target(
+    store: &hoist_cache::Store,
+    target: &hoist_cache::Descriptor,
+    reference: &hoist_registry::Reference,
+) -> anyhow::Result<hoist_cache::Descriptor> {
+    let missing = store.missing_manifests(target)?;
+    if missing.is_empty() {
+        return Ok(target.clone());
+    }
+    let platforms = hoist_registry::stored_platforms(store, target);
+    let present: Vec<hoist_cache::Descriptor> = platforms
+        .iter()
+        .filter_map(|p| {
+            hoist_registry::stored_manifest(store, target, p)
+                .ok()
+                .flatten()
+        })
+        .collect();
+    match (present.as_slice(), platforms.as_slice()) {
+        ([one], [platform]) => {
+            eprintln!(
+                "note: the store holds only {platform} of this multi-platform image: pushing that platform's manifest alone (digest {})",
+                one.digest()
+            );
+            Ok(one.clone())
+        }
+        _ => {
+            let held: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+            Err(anyhow!(
+                "cannot push {}: the store holds the manifests of {} of its image index but lacks {} others",
+                reference.familiar(),
+                if held.is_empty() { "none".to_string() } else { held.join(", ") },
+                missing.len()
+            ))
+            .hint(format!(
+                "pull the other platforms first (`hoist pull --platform PLATFORM {}`)",
+                reference.familiar()
+            ))
+        }
+    }
 }

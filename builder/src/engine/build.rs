@@ -194,25 +194,52 @@ impl ImageResolver for StoreResolver {
     fn resolve(
         &self,
         reference: &str,
-        _platform: &Platform,
+        platform: &Platform,
     ) -> Result<Option<ResolvedImage>, Box<dyn std::error::Error + Send + Sync>> {
-        let (name, manifest_digest) = match reference.split_once('@') {
-            Some((name, digest)) => (name.to_owned(), digest.to_owned()),
+        let wanted = registry_platform(platform);
+        let missing = || {
+            format!(
+                "image {reference} is not in the store (`hoist pull` or `hoist import` it first)"
+            )
+        };
+        // (name, the manifest for the platform, what the name points at)
+        let (name, found, target) = match reference.split_once('@') {
+            Some((name, digest)) => {
+                let digest = digest.parse()?;
+                if !self.store.content().contains(&digest) {
+                    return Err(missing().into());
+                }
+                let found =
+                    hoist_registry::stored_manifest_by_digest(&self.store, &digest, &wanted)?;
+                (name.to_owned(), found, None)
+            }
             None => {
                 let Some(r) = self.store.get_ref(reference)? else {
-                    return Err(format!(
-                        "image {reference} is not in the store (`hoist pull` or `hoist import` it first)"
-                    )
-                    .into());
+                    return Err(missing().into());
                 };
-                let image = self.store.image(&r.target)?;
-                (
-                    reference.to_owned(),
-                    image.manifest_descriptor.digest().to_string(),
-                )
+                let found = hoist_registry::stored_manifest(&self.store, &r.target, &wanted)?;
+                (reference.to_owned(), found, Some(r.target))
             }
         };
-        let manifest = self.store.read_manifest(&manifest_digest.parse()?)?;
+        let Some(manifest_descriptor) = found else {
+            let held = target
+                .map(|t| hoist_registry::stored_platforms(&self.store, &t))
+                .unwrap_or_default()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+            let held = if held.is_empty() {
+                String::new()
+            } else {
+                format!(" (it holds {})", held.join(", "))
+            };
+            return Err(format!(
+                "the store has no {wanted} image of {reference}{held}: `hoist pull --platform {wanted} {reference}`"
+            )
+            .into());
+        };
+        let manifest_digest = manifest_descriptor.digest().to_string();
+        let manifest = self.store.read_manifest(manifest_descriptor.digest())?;
         let config: Value =
             serde_json::from_slice(&self.store.content().read_blob(manifest.config().digest())?)?;
         Ok(Some(ResolvedImage {
@@ -221,6 +248,16 @@ impl ImageResolver for StoreResolver {
             empty: manifest.layers().is_empty(),
         }))
     }
+}
+
+/// The frontend's platform with the registry's normalization and matching
+/// rules (`arm` means `arm/v7`, arm64's `v8` is its default).
+pub fn registry_platform(platform: &Platform) -> hoist_registry::Platform {
+    hoist_registry::Platform::new(
+        &platform.os,
+        &platform.architecture,
+        platform.variant.as_deref().unwrap_or(""),
+    )
 }
 
 /// Parses and lowers the Dockerfile (what `--dry-run` prints), resolving base
@@ -256,6 +293,23 @@ pub fn base_images(
     dockerfile_name: &str,
     options: &BuildOptions,
 ) -> Result<Vec<String>, BuildError> {
+    let mut names: Vec<String> = Vec::new();
+    for (name, _) in base_images_for_platforms(dockerfile, dockerfile_name, options)? {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// [`base_images`] with the platform each is needed for (a stage's `FROM
+/// --platform`, else `--platform`, else the host's): one pair per image and
+/// platform.
+pub fn base_images_for_platforms(
+    dockerfile: &str,
+    dockerfile_name: &str,
+    options: &BuildOptions,
+) -> Result<Vec<(String, Platform)>, BuildError> {
     let ast = hoist_frontend::parse(dockerfile)
         .map_err(|e| BuildError::Dockerfile(e.render(dockerfile_name)))?;
     let recorder = Recorder::default();
@@ -270,18 +324,18 @@ pub fn base_images(
 /// An [`ImageResolver`] that only writes down what it is asked for.
 #[derive(Default)]
 struct Recorder {
-    seen: std::sync::Mutex<Vec<String>>,
+    seen: std::sync::Mutex<Vec<(String, Platform)>>,
 }
 
 impl ImageResolver for Recorder {
     fn resolve(
         &self,
         reference: &str,
-        _platform: &hoist_frontend::graph::Platform,
+        platform: &hoist_frontend::graph::Platform,
     ) -> Result<Option<ResolvedImage>, Box<dyn std::error::Error + Send + Sync>> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if !seen.iter().any(|s| s == reference) {
-            seen.push(reference.to_string());
+        if !seen.iter().any(|(s, p)| s == reference && p == platform) {
+            seen.push((reference.to_string(), platform.clone()));
         }
         // No configs: only the names are wanted.
         Ok(None)
@@ -307,6 +361,19 @@ fn stage_vertices(graph: &FrontendGraph, stage_root: usize, stop: &HashSet<usize
             _ => return out,
         }
     }
+}
+
+/// The platform of each stage's own vertices (those of its chain of roots).
+fn vertex_platforms(graph: &FrontendGraph) -> HashMap<usize, Platform> {
+    let roots: HashSet<usize> = graph.stages.iter().map(|s| s.root).collect();
+    let mut out = HashMap::new();
+    for stage in &graph.stages {
+        let stop: HashSet<usize> = roots.iter().copied().filter(|r| *r != stage.root).collect();
+        for v in stage_vertices(graph, stage.root, &stop) {
+            out.entry(v).or_insert_with(|| stage.platform.clone());
+        }
+    }
+    out
 }
 
 fn description(file: &str, graph: &FrontendGraph, vertex: usize) -> String {
@@ -535,6 +602,7 @@ pub fn build(
     } else {
         request.dockerfile_name.as_str()
     };
+    let platforms = vertex_platforms(&frontend);
     let mut graph: BuildGraph<Artifact> = BuildGraph::new();
     let mut ids: Vec<VertexId> = Vec::with_capacity(frontend.vertices.len());
     for (i, v) in frontend.vertices.iter().enumerate() {
@@ -557,6 +625,7 @@ pub fn build(
             GraphOp::Exec(e) => Arc::new(ExecStep {
                 op: e.clone(),
                 network: request.network,
+                platform: platforms.get(&i).cloned().unwrap_or_else(Platform::host),
                 engine: engine.clone(),
             }),
             GraphOp::Git {

@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod assemble;
 pub mod build;
+pub mod emulation;
 mod exec;
 pub mod export;
 pub mod fetch;

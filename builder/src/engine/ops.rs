@@ -489,6 +489,8 @@ pub struct ExecStep {
     pub op: hoist_frontend::graph::ExecOp,
     /// The network mode forced by `--network`, if any.
     pub network: Option<hoist_frontend::graph::NetworkMode>,
+    /// The platform of the step's stage (emulated when not the host's).
+    pub platform: hoist_frontend::graph::Platform,
     /// The engine.
     pub engine: Arc<Engine>,
 }
@@ -499,12 +501,18 @@ impl Op<Artifact> for ExecStep {
         let mut op = self.op.clone();
         // Proxy variables never change what a step means (BuildKit's rule).
         op.proxy_env.clear();
+        // The platform is part of what a RUN means: an arm64 result is
+        // never reused for amd64 (even from scratch, where no base image's
+        // digest tells them apart).
         CanonicalEncoder::new("exec", 1)
             .bytes("op", &json(&op))
+            .str("platform", &self.platform.to_string())
             .finish()
     }
 
     async fn exec(&self, context: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
+        super::emulation::check(&super::build::registry_platform(&self.platform))
+            .map_err(|m| Box::new(EngineError::Invalid(m)))?;
         let engine = self.engine.clone();
         let op = self.op.clone();
         let network = match (op.network, self.network) {
