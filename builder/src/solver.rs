@@ -524,6 +524,27 @@ where
         .boxed()
     }
 
+    /// Whether the node's op must run to give its output (no cache record).
+    fn will_execute(&self, node: NodeIndex, keys: &Keys<O>) -> Result<bool, Aborted> {
+        let vertex = &self.nodes[&node];
+        Ok(vertex.ignore_cache
+            || (keys.hit.is_none() && self.lookup(node, &keys.final_key)?.is_none()))
+    }
+
+    /// Starts computing the node's output without waiting for it. A consumer
+    /// that digests an input's content needs that output for its key, but
+    /// only once the keys of its other inputs are known; in a chain of
+    /// `COPY --from=sN` each of those waits for the stage before, so the
+    /// stages would run one after the other. An input that must run anyway
+    /// starts as soon as its own keys say so (a failure is reported by its
+    /// task as any other).
+    fn start_output(self: &Arc<Self>, node: NodeIndex) {
+        let output = self.output(node);
+        drop(self.tracker.spawn(async move {
+            let _ = output.await;
+        }));
+    }
+
     /// The node's output, obtained once per solve.
     fn output(self: &Arc<Self>, node: NodeIndex) -> BoxFuture<'static, Result<O, Aborted>> {
         let run = self.clone();
@@ -548,7 +569,17 @@ where
     async fn compute_keys(self: Arc<Self>, node: NodeIndex) -> Result<Keys<O>, Aborted> {
         let vertex = &self.nodes[&node];
         let op = &vertex.op;
-        let input_keys = try_join_all(vertex.inputs.iter().map(|input| self.keys(*input))).await?;
+        let input_keys = try_join_all(vertex.inputs.iter().enumerate().map(|(position, input)| {
+            let run = &self;
+            async move {
+                let keys = run.keys(*input).await?;
+                if op.content_addressed(position) && run.will_execute(*input, &keys)? {
+                    run.start_output(*input);
+                }
+                Ok::<_, Aborted>(keys)
+            }
+        }))
+        .await?;
         let context = self.context(node);
 
         let source = catch_panic(op.source_digest(&context))

@@ -85,6 +85,49 @@ async fn independent_branches_run_at_the_same_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_copied_from_in_a_chain_run_at_the_same_time() {
+    // `COPY --from=s1` then `COPY --from=s2`: the second copy's key needs the
+    // first copy's key (which needs s1's output) and s2's content. s2 must not
+    // wait for s1: each stage waits until the other one runs too.
+    let mut h = Harness::new();
+    h.jobs = 2;
+    let barrier = Arc::new(Barrier::new(2));
+    let wait = |barrier: &Arc<Barrier>| {
+        let barrier = barrier.clone();
+        hook!(|_context| {
+            let barrier = barrier.clone();
+            async move {
+                barrier.wait().await;
+                Ok(())
+            }
+        })
+    };
+    let s1 = h.add(h.fake("s1").hook(wait(&barrier)), &[]);
+    let s2 = h.add(h.fake("s2").hook(wait(&barrier)), &[]);
+    let copy1 = h.add(h.fake("copy1").content_addressed(), &[s1]);
+    let copy2 = h.add(h.fake("copy2").content_addressed(), &[s2, copy1]);
+    let solution = tokio::time::timeout(HANG_GUARD, h.solve(&[copy2]))
+        .await
+        .expect("s2 waited for s1")
+        .unwrap();
+    assert_eq!(solution.outputs, ["copy2(s2(),copy1(s1()))"]);
+
+    // Nothing runs again when all is cached: the early start is only for
+    // inputs that have to run.
+    let solution = h.solve(&[copy2]).await.unwrap();
+    assert_eq!(solution.outputs, ["copy2(s2(),copy1(s1()))"]);
+    assert_eq!(
+        h.all_execs(),
+        [
+            ("copy1".into(), 1),
+            ("copy2".into(), 1),
+            ("s1".into(), 1),
+            ("s2".into(), 1)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_job_never_overlaps_ops() {
     let mut h = Harness::new();
     h.jobs = 1;
