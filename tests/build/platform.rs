@@ -180,6 +180,16 @@ fn skopeo_inspect(name: &str, raw: bool) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A registry serving the amd64+arm64 busybox index, its name there, and a
+/// store whose RUN steps can run arm64 binaries.
+fn arm64_setup(deb: &Path) -> (Registry, String, Env) {
+    let registry = Registry::start();
+    let base = push_busybox_index(&registry, deb);
+    let env = Env::new();
+    install_arm64_emulator(&env);
+    (registry, base, env)
+}
+
 fn read(dir: &Path, path: &str) -> String {
     fs::read_to_string(dir.join(path)).unwrap()
 }
@@ -190,10 +200,7 @@ fn from_platform_runs_foreign_steps_and_the_store_keeps_both_platforms() {
     require_program!("skopeo");
     require_program!("qemu-aarch64-static");
     let deb = require_arm64_busybox!();
-    let registry = Registry::start();
-    let base = push_busybox_index(&registry, &deb);
-    let env = Env::new();
-    install_arm64_emulator(&env);
+    let (registry, base, env) = arm64_setup(&deb);
 
     env.dockerfile(&format!(
         "FROM --platform=linux/arm64 {base}\nRUN uname -m > /m\n"
@@ -311,10 +318,7 @@ fn platform_flag_sets_target_args_the_config_and_the_cache_key() {
     require_program!("skopeo");
     require_program!("qemu-aarch64-static");
     let deb = require_arm64_busybox!();
-    let registry = Registry::start();
-    let base = push_busybox_index(&registry, &deb);
-    let env = Env::new();
-    install_arm64_emulator(&env);
+    let (_registry, base, env) = arm64_setup(&deb);
 
     // `hoist pull` per platform: the second platform is news, not "up to date".
     let pull = |args: &[&str]| {

@@ -251,47 +251,24 @@ fn build_context_from_git_and_tarball_urls() {
     }
     let base = serve(served);
 
-    let dest = env.scratch.path().join("git-fs");
-    let output = format!("type=local,dest={}", dest.display());
-    let url = format!("{base}/repo.git#main:ctx");
-    hoist(
-        env.root.path(),
-        &[
-            "build",
-            "-t",
-            "fromgit:1",
-            "-o",
-            "type=image",
-            "-o",
-            &output,
-            &url,
-        ],
-        None,
-    )
-    .assert_ok();
+    // Builds the context at `url` as `tag`; the image's filesystem.
+    let build_from = |tag: &str, url: &str, fs_name: &str| {
+        let dest = env.scratch.path().join(fs_name);
+        let output = format!("type=local,dest={}", dest.display());
+        hoist(
+            env.root.path(),
+            &["build", "-t", tag, "-o", "type=image", "-o", &output, url],
+            None,
+        )
+        .assert_ok();
+        dest
+    };
+    let dest = build_from("fromgit:1", &format!("{base}/repo.git#main:ctx"), "git-fs");
     assert_eq!(
         fs::read_to_string(dest.join("hello")).unwrap(),
         "hello from git\n"
     );
-
-    let dest = env.scratch.path().join("tar-fs");
-    let output = format!("type=local,dest={}", dest.display());
-    let url = format!("{base}/ctx.tar.gz");
-    hoist(
-        env.root.path(),
-        &[
-            "build",
-            "-t",
-            "fromtar:1",
-            "-o",
-            "type=image",
-            "-o",
-            &output,
-            &url,
-        ],
-        None,
-    )
-    .assert_ok();
+    let dest = build_from("fromtar:1", &format!("{base}/ctx.tar.gz"), "tar-fs");
     assert_eq!(
         fs::read_to_string(dest.join("payload")).unwrap(),
         "from a tarball\n"

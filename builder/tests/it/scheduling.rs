@@ -14,6 +14,25 @@ use crate::util::Harness;
 /// timing assertion, only a way to fail instead of blocking CI.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
+/// A hook that waits at `barrier` (until the other op holding it runs too).
+fn wait_at(
+    barrier: &Arc<Barrier>,
+) -> impl Fn(
+    hoist_builder::OpContext,
+) -> futures::future::BoxFuture<'static, Result<(), hoist_builder::OpError>>
+       + Send
+       + Sync
+       + 'static {
+    let barrier = barrier.clone();
+    hook!(|_context| {
+        let barrier = barrier.clone();
+        async move {
+            barrier.wait().await;
+            Ok(())
+        }
+    })
+}
+
 #[tokio::test]
 async fn unused_vertices_never_run() {
     let mut h = Harness::new();
@@ -54,18 +73,8 @@ async fn independent_branches_run_at_the_same_time() {
     // Each branch waits until the other one is running too: if the solver ran them
     // one after the other, neither would ever get past the barrier.
     let barrier = Arc::new(Barrier::new(2));
-    let wait = |barrier: &Arc<Barrier>| {
-        let barrier = barrier.clone();
-        hook!(|_context| {
-            let barrier = barrier.clone();
-            async move {
-                barrier.wait().await;
-                Ok(())
-            }
-        })
-    };
-    let left = h.add(h.fake("left").hook(wait(&barrier)), &[]);
-    let right = h.add(h.fake("right").hook(wait(&barrier)), &[]);
+    let left = h.add(h.fake("left").hook(wait_at(&barrier)), &[]);
+    let right = h.add(h.fake("right").hook(wait_at(&barrier)), &[]);
     let join = h.add(h.fake("join"), &[left, right]);
     let solution = tokio::time::timeout(HANG_GUARD, h.solve(&[join]))
         .await
@@ -92,18 +101,8 @@ async fn stages_copied_from_in_a_chain_run_at_the_same_time() {
     let mut h = Harness::new();
     h.jobs = 2;
     let barrier = Arc::new(Barrier::new(2));
-    let wait = |barrier: &Arc<Barrier>| {
-        let barrier = barrier.clone();
-        hook!(|_context| {
-            let barrier = barrier.clone();
-            async move {
-                barrier.wait().await;
-                Ok(())
-            }
-        })
-    };
-    let s1 = h.add(h.fake("s1").hook(wait(&barrier)), &[]);
-    let s2 = h.add(h.fake("s2").hook(wait(&barrier)), &[]);
+    let s1 = h.add(h.fake("s1").hook(wait_at(&barrier)), &[]);
+    let s2 = h.add(h.fake("s2").hook(wait_at(&barrier)), &[]);
     let copy1 = h.add(h.fake("copy1").content_addressed(), &[s1]);
     let copy2 = h.add(h.fake("copy2").content_addressed(), &[s2, copy1]);
     let solution = tokio::time::timeout(HANG_GUARD, h.solve(&[copy2]))
