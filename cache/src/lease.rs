@@ -74,6 +74,39 @@ pub(crate) fn add_blobs(
     Ok(())
 }
 
+/// Releases a lease when dropped: what a process holds while it writes
+/// blobs no ref names yet (a pull, a load, a build), so that a concurrent
+/// collection keeps them.
+pub struct LeaseGuard<'a> {
+    store: &'a Store,
+    lease: Lease,
+}
+
+impl<'a> LeaseGuard<'a> {
+    /// Guards `lease`, which the caller took.
+    pub fn new(store: &'a Store, lease: Lease) -> Self {
+        LeaseGuard { store, lease }
+    }
+
+    /// Takes a lease described by `what` (`pull`, `load`, `build`, ...).
+    pub fn take(store: &'a Store, what: &str) -> Result<Self> {
+        Ok(LeaseGuard::new(store, store.create_lease(what)?))
+    }
+
+    /// The lease held.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.release_lease(&self.lease) {
+            tracing::warn!(error = %e, lease = %self.lease.id, "could not release a lease on the store");
+        }
+    }
+}
+
 impl Store {
     /// Takes a lease for this process.
     pub fn create_lease(&self, description: &str) -> Result<Lease> {

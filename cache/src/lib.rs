@@ -54,7 +54,7 @@ pub use content::{Committed, ContentStore, ContentWriter};
 pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
 pub use gc::{DerivedEntry, DerivedStore, GcConfig, GcOptions, GcReport};
-pub use lease::{Lease, LeaseInfo};
+pub use lease::{Lease, LeaseGuard, LeaseInfo};
 pub use oci_spec::image::{Descriptor, Digest, MediaType};
 pub use records::{CacheRecordRow, NewCacheRecord};
 pub use refs::{ImageRef, RefTransaction};

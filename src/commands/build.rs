@@ -307,24 +307,14 @@ fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
     io::stdin()
         .read_to_end(&mut data)
         .context("failed to read the build context from stdin")?;
-    let is_gzip = data.starts_with(&[0x1f, 0x8b]);
-    let is_tar = data.len() >= 262 && &data[257..262] == b"ustar";
-    if !is_gzip && !is_tar {
-        return Ok(Some(
-            String::from_utf8(data).context("the Dockerfile on stdin is not UTF-8")?,
-        ));
+    match hoist_builder::engine::fetch::unpack_context(data, dir)
+        .context("failed to unpack the build context from stdin")?
+    {
+        Some(dockerfile) => Ok(Some(
+            String::from_utf8(dockerfile).context("the Dockerfile on stdin is not UTF-8")?,
+        )),
+        None => Ok(None),
     }
-    let reader: Box<dyn Read> = if is_gzip {
-        Box::new(flate2::read::GzDecoder::new(&data[..]))
-    } else {
-        Box::new(&data[..])
-    };
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive
-        .unpack(dir)
-        .context("failed to unpack the build context from stdin")?;
-    Ok(None)
 }
 
 fn open_dest(dest: &str) -> anyhow::Result<Box<dyn Write>> {
@@ -496,10 +486,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Lifecycle: a lease protects what the build uses and makes until the
     // image is tagged; then the store is brought under gc.max-storage.
-    let lease = store
-        .create_lease("build")
+    let lease_guard = hoist_cache::LeaseGuard::take(&store, "build")
         .context("failed to take a lease on the store")?;
-    let lease_guard = super::prune::LeaseGuard::new(&store, lease.clone());
+    let lease = lease_guard.lease().clone();
     // Under the lease: a concurrent prune keeps what the import writes.
     super::cache_spec::import_all(&store, &cache_from, args.quiet)?;
     let request = BuildRequest {

@@ -42,7 +42,8 @@ pub struct Args {
 pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let name = resolve::parse_tag_name(&args.name)?;
     let store = context.store()?;
-    let _lease = super::prune::LeaseGuard::take(&store, "import")?;
+    let _lease = hoist_cache::LeaseGuard::take(&store, "import")
+        .context("failed to take a lease on the store")?;
     let base = match &args.base {
         Some(base) => {
             let (entry, _) = resolve::resolve(&store, base)

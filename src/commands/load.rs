@@ -48,7 +48,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     };
     let store = context.store()?;
-    let _lease = super::prune::LeaseGuard::take(&store, "load")?;
+    let _lease = hoist_cache::LeaseGuard::take(&store, "load")
+        .context("failed to take a lease on the store")?;
     let loaded = archive::load(&store, input).with_context(|| format!("failed to load {label}"))?;
     let single = loaded.images.len() == 1;
     let mut refs: Vec<(String, hoist_cache::Descriptor)> = Vec::new();

@@ -145,36 +145,6 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Releases a lease when dropped (a failed build releases it too).
-pub struct LeaseGuard<'a> {
-    store: &'a Store,
-    lease: hoist_cache::Lease,
-}
-
-impl<'a> LeaseGuard<'a> {
-    pub fn new(store: &'a Store, lease: hoist_cache::Lease) -> Self {
-        LeaseGuard { store, lease }
-    }
-
-    /// Takes a lease for `what` (`pull`, `load`, `import`): until it is
-    /// dropped, a concurrent `hoist prune` keeps every blob this process
-    /// writes, before the ref that names them exists.
-    pub fn take(store: &'a Store, what: &str) -> anyhow::Result<Self> {
-        let lease = store
-            .create_lease(what)
-            .context("failed to take a lease on the store")?;
-        Ok(LeaseGuard::new(store, lease))
-    }
-}
-
-impl Drop for LeaseGuard<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.store.release_lease(&self.lease) {
-            tracing::warn!(error = %e, "could not release a lease on the store");
-        }
-    }
-}
-
 /// The collection `hoist build` runs after a build that wrote something:
 /// when the store is larger than `gc.max-storage`, least recently used
 /// cache goes until it is not. Returns the report when it ran.

@@ -41,7 +41,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid --platform: {}", e.0))?;
     let store = Arc::new(context.store()?);
-    let _lease = super::prune::LeaseGuard::take(&store, "pull")?;
+    let _lease = hoist_cache::LeaseGuard::take(&store, "pull")
+        .context("failed to take a lease on the store")?;
     let name = reference.to_string();
     // Up to date: the name already held this platform's manifest.
     let wanted = platform.clone().unwrap_or_else(Platform::host);

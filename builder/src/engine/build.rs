@@ -460,20 +460,6 @@ fn cached_ancestors(
     })
 }
 
-/// Releases a lease when dropped.
-struct ReleaseOnDrop<'a> {
-    store: &'a Store,
-    lease: &'a hoist_cache::Lease,
-}
-
-impl Drop for ReleaseOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.store.release_lease(self.lease) {
-            tracing::warn!(error = %e, "could not release the build's lease");
-        }
-    }
-}
-
 /// Which vertices ignore the cache, and why (`--no-cache`,
 /// `--no-cache-filter build`).
 fn ignore_cache_reasons(
@@ -676,16 +662,14 @@ pub fn build(
     let own_lease = match &request.lease {
         Some(_) => None,
         None => Some(
-            store
-                .create_lease("build")
+            hoist_cache::LeaseGuard::take(&store, "build")
                 .map_err(|e| BuildError::Other(Box::new(e)))?,
         ),
     };
-    let _release = own_lease.as_ref().map(|lease| ReleaseOnDrop {
-        store: &store,
-        lease,
-    });
-    let lease = request.lease.as_ref().or(own_lease.as_ref());
+    let lease = request
+        .lease
+        .as_ref()
+        .or(own_lease.as_ref().map(|guard| guard.lease()));
     let explainer = Arc::new(crate::explain::Explainer::new(
         store.clone(),
         &frontend,

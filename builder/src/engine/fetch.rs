@@ -523,10 +523,20 @@ pub fn url_context(url: &str, dir: &Path) -> Result<Option<String>, FetchError> 
     download_blocking(url, &file, None)?;
     let data = std::fs::read(&file).map_err(io_error("read", &file))?;
     std::fs::remove_file(&file).map_err(io_error("remove", &file))?;
+    match unpack_context(data, dir).map_err(io_error(format!("extract {url} into"), dir))? {
+        Some(dockerfile) => Ok(Some(String::from_utf8_lossy(&dockerfile).into_owned())),
+        None => Ok(None),
+    }
+}
+
+/// A build context sent as bytes (a download, stdin): a tar archive, plain or
+/// gzip, is extracted into `dir`; any other bytes are given back, being a
+/// Dockerfile rather than a context.
+pub fn unpack_context(data: Vec<u8>, dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let is_gzip = data.starts_with(&[0x1f, 0x8b]);
     let plain_tar = data.len() >= 262 && &data[257..262] == b"ustar";
     if !is_gzip && !plain_tar {
-        return Ok(Some(String::from_utf8_lossy(&data).into_owned()));
+        return Ok(Some(data));
     }
     let reader: Box<dyn std::io::Read> = if is_gzip {
         Box::new(flate2::read::GzDecoder::new(&data[..]))
@@ -535,9 +545,7 @@ pub fn url_context(url: &str, dir: &Path) -> Result<Option<String>, FetchError> 
     };
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
-    archive
-        .unpack(dir)
-        .map_err(io_error(format!("extract {url} into"), dir))?;
+    archive.unpack(dir)?;
     Ok(None)
 }
 
