@@ -7,7 +7,9 @@
 //! without root (youki's syscall trait).
 
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use hoist_untrusted::Root;
 
 use crate::spec::{Mount, MountData};
 
@@ -45,8 +47,12 @@ pub(crate) trait Syscalls {
     fn mount_flags_of(&self, path: &Path) -> io::Result<libc::c_ulong>;
     /// Whether `path` exists, and is a directory (without following a final symlink).
     fn kind_of(&self, path: &Path) -> Option<FileKind>;
-    /// readlink(2).
-    fn read_link(&self, path: &Path) -> io::Result<PathBuf>;
+    /// The host path of `path` (absolute, inside the step) under `root`,
+    /// symlinks followed as the step would see them: never outside `root`.
+    fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf>;
+    /// Create the missing mount target `path` inside `root` (a file or a
+    /// directory, with missing parents), never outside it.
+    fn create_target(&self, root: &Path, path: &str, is_file: bool) -> io::Result<()>;
 }
 
 /// What a path is, for the checks made while preparing a root.
@@ -139,9 +145,27 @@ impl Syscalls for LinuxSyscalls {
             FileKind::Other
         })
     }
-    fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
-        std::fs::read_link(path)
+    fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf> {
+        Root::new(root)
+            .and_then(|r| r.resolve_or_missing(path, true))
+            .map_err(untrusted_io)
     }
+    fn create_target(&self, root: &Path, path: &str, is_file: bool) -> io::Result<()> {
+        let root = Root::new(root).map_err(untrusted_io)?;
+        let made = if is_file {
+            root.create_file(path, 0o644).map(|_| ())
+        } else {
+            root.mkdir_all(path, 0o755).map(|_| ())
+        };
+        match made {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other.map_err(untrusted_io),
+        }
+    }
+}
+
+fn untrusted_io(e: hoist_untrusted::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
 }
 
 /// Errors while preparing the root of a step.
@@ -169,11 +193,15 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
-    /// Too many symlinks or a path that leaves the root.
-    #[error("cannot resolve {path} inside the root: too many symbolic links")]
-    SymlinkLoop {
+    /// A path inside the step could not be resolved inside its root (too
+    /// many symlinks, a file where a directory must be).
+    #[error("cannot resolve {} inside the root", hoist_untrusted::escape(path))]
+    Resolve {
         /// The path inside the step.
         path: String,
+        /// Why.
+        #[source]
+        source: io::Error,
     },
 }
 
@@ -258,48 +286,11 @@ const STEP_DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tt
 /// Resolve `path` (absolute, inside the step) to a host path under `root`,
 /// following symlinks as the step would see them: never outside `root`.
 pub(crate) fn resolve_in_root(sys: &dyn Syscalls, root: &Path, path: &str) -> Result<PathBuf> {
-    let mut pending: Vec<std::ffi::OsString> = Path::new(path)
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
+    sys.resolve(root, path)
+        .map_err(|source| RootfsError::Resolve {
+            path: path.to_string(),
+            source,
         })
-        .collect();
-    let mut current: Vec<std::ffi::OsString> = Vec::new();
-    let mut links = 0;
-    while let Some(next) = pending.pop() {
-        if next == ".." {
-            current.pop();
-            continue;
-        }
-        let candidate: PathBuf = root.join(current.iter().collect::<PathBuf>()).join(&next);
-        if sys.kind_of(&candidate) == Some(FileKind::Symlink) {
-            links += 1;
-            if links > 40 {
-                return Err(RootfsError::SymlinkLoop {
-                    path: path.to_string(),
-                });
-            }
-            let target = sys
-                .read_link(&candidate)
-                .map_err(io_err("read symbolic link", &candidate))?;
-            if target.is_absolute() {
-                current.clear();
-            }
-            for c in target.components().rev() {
-                match c {
-                    Component::Normal(n) => pending.push(n.to_os_string()),
-                    Component::ParentDir => pending.push("..".into()),
-                    _ => {}
-                }
-            }
-            continue;
-        }
-        current.push(next);
-    }
-    Ok(root.join(current.iter().collect::<PathBuf>()))
 }
 
 /// Translate `mount(8)` options into flags and the data string.
@@ -525,7 +516,10 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
     prepare_secrets(sys, plan)?;
     for (index, m) in plan.mounts.iter().enumerate() {
         let target = resolve_in_root(sys, root, m.target())?;
-        ensure_target(sys, &target, m.target_is_file())?;
+        if sys.kind_of(&target).is_none() {
+            sys.create_target(root, m.target(), m.target_is_file())
+                .map_err(io_err("create", &target))?;
+        }
         match m {
             Mount::Bind {
                 source, readonly, ..
@@ -561,24 +555,6 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
         mask_paths(sys)?;
     }
     Ok(())
-}
-
-/// Make sure a mount target exists. Targets inside the image were arranged by
-/// the runner as stubs before the sandbox started (see `stubs.rs`); this only
-/// creates targets below other mounts (e.g. a file inside a tmpfs).
-fn ensure_target(sys: &dyn Syscalls, target: &Path, is_file: bool) -> Result<()> {
-    if sys.kind_of(target).is_some() {
-        return Ok(());
-    }
-    if is_file {
-        if let Some(parent) = target.parent() {
-            sys.create_dir_all(parent)
-                .map_err(io_err("create", parent))?;
-        }
-        sys.create_file(target).map_err(io_err("create", target))
-    } else {
-        sys.create_dir_all(target).map_err(io_err("create", target))
-    }
 }
 
 /// A minimal `/dev` on a tmpfs: device nodes bound from the host (works in a
@@ -723,7 +699,7 @@ pub(crate) mod fake {
     //! A recording fake of [`Syscalls`] for unit tests.
     use super::*;
     use std::cell::RefCell;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::rc::Rc;
 
     /// Records every call as a line of text into shared state.
@@ -731,7 +707,6 @@ pub(crate) mod fake {
     pub(crate) struct RecordingSyscalls {
         pub calls: Rc<RefCell<Vec<String>>>,
         pub existing: Rc<RefCell<BTreeSet<PathBuf>>>,
-        pub symlinks: Rc<RefCell<BTreeMap<PathBuf, PathBuf>>>,
         pub refuse_sysfs: bool,
     }
 
@@ -821,20 +796,22 @@ pub(crate) mod fake {
             Ok(0)
         }
         fn kind_of(&self, path: &Path) -> Option<FileKind> {
-            if self.symlinks.borrow().contains_key(path) {
-                Some(FileKind::Symlink)
-            } else if self.existing.borrow().contains(path) {
+            if self.existing.borrow().contains(path) {
                 Some(FileKind::Other)
             } else {
                 None
             }
         }
-        fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
-            self.symlinks
-                .borrow()
-                .get(path)
-                .cloned()
-                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+        /// Paths are taken as they are: the resolution itself is tested on
+        /// a real tree against [`LinuxSyscalls`].
+        fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf> {
+            Ok(root.join(path.trim_start_matches('/')))
+        }
+        fn create_target(&self, root: &Path, path: &str, _is_file: bool) -> io::Result<()> {
+            let target = root.join(path.trim_start_matches('/'));
+            self.record(format!("create {}", target.display()));
+            self.existing.borrow_mut().insert(target);
+            Ok(())
         }
     }
 }
@@ -970,22 +947,36 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_resolve_inside_the_root() {
-        let fake = RecordingSyscalls::default();
-        fake.symlinks
-            .borrow_mut()
-            .insert(PathBuf::from("/r/etc"), PathBuf::from("/../../host/etc"));
-        fake.symlinks
-            .borrow_mut()
-            .insert(PathBuf::from("/r/host/etc/x"), PathBuf::from("../y"));
-        let p = resolve_in_root(&fake, Path::new("/r"), "/etc/x").unwrap();
-        assert_eq!(p, PathBuf::from("/r/host/y"));
-        fake.symlinks
-            .borrow_mut()
-            .insert(PathBuf::from("/r/loop"), PathBuf::from("loop"));
+    fn targets_resolve_and_are_created_inside_the_root() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (root, host) = (dir.path().join("root"), dir.path().join("host"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("victim"), "host file").unwrap();
+        symlink(&host, root.join("etc/out")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        let sys = LinuxSyscalls;
+        let p = resolve_in_root(&sys, &root, "/../../etc/out/victim").unwrap();
+        assert!(p.starts_with(&root), "{}", p.display());
+        let escaped = format!("/../../../../../../..{}/victim", host.display());
+        sys.create_target(&root, &escaped, true).unwrap();
+        sys.create_target(&root, "/etc/out/newdir", false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(host.join("victim")).unwrap(),
+            "host file"
+        );
+        assert!(!host.join("newdir").exists());
+        let inside = root.join(host.strip_prefix("/").unwrap());
+        assert!(inside.join("victim").is_file());
+        assert!(inside.join("newdir").is_dir());
+        assert_eq!(
+            std::fs::metadata(&host).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
         assert!(matches!(
-            resolve_in_root(&fake, Path::new("/r"), "/loop"),
-            Err(RootfsError::SymlinkLoop { .. })
+            resolve_in_root(&sys, &root, "/loop/x"),
+            Err(RootfsError::Resolve { .. })
         ));
     }
 

@@ -14,10 +14,9 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::rootfs::{resolve_in_root, LinuxSyscalls};
+use hoist_untrusted::Root;
 
 /// A mount target: a path inside the step and whether it is a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,40 +47,56 @@ fn io_context<'a>(
     }
 }
 
+/// Create one target inside `root`: its missing parents as 0755 directories,
+/// then the file or the directory (with the target's mode). Returns the host
+/// paths created, outermost first.
+fn create_target(root: &Root, t: &Target) -> Result<Vec<PathBuf>, hoist_untrusted::Error> {
+    if t.is_file {
+        root.create_file(&t.path, 0o644).map(|(_, created)| created)
+    } else {
+        let parent = Path::new(&t.path).parent().unwrap_or(Path::new("/"));
+        let (_, mut created) = root.mkdir_all(parent, 0o755)?;
+        let (_, last) = root.mkdir_all(&t.path, t.mode.unwrap_or(0o755))?;
+        created.extend(last);
+        Ok(created)
+    }
+}
+
+fn untrusted_error(root: &Path) -> impl FnOnce(hoist_untrusted::Error) -> crate::RunError + '_ {
+    move |e| crate::RunError::Io {
+        action: "create mount stub in",
+        path: root.to_path_buf(),
+        source: io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 impl Stubs {
-    /// Create the missing `targets` inside the root directory `root`.
+    /// Create the missing `targets` inside the root directory `root`. Each
+    /// target is resolved inside `root` (symlinks and `..` included, see
+    /// hoist-untrusted): a hostile target such as `/../../tmp/x` names
+    /// `<root>/tmp/x`, never a host path.
     pub(crate) fn create_in_dir(root: &Path, targets: &[Target]) -> Result<Stubs, crate::RunError> {
         let mut stubs = Stubs::default();
+        let scoped = Root::new(root).map_err(untrusted_error(root))?;
         for t in targets {
-            let path =
-                resolve_in_root(&LinuxSyscalls, root, &t.path).map_err(crate::RunError::Rootfs)?;
+            let path = scoped
+                .resolve_or_missing(&t.path, true)
+                .map_err(untrusted_error(root))?;
             if path.symlink_metadata().is_ok() {
                 continue;
             }
-            // Walk up to the first existing ancestor: everything below it is ours.
-            let mut missing = vec![path.clone()];
+            // The first existing ancestor gets its timestamps back afterwards.
             let mut cur = path.parent();
             while let Some(p) = cur {
                 if p.symlink_metadata().is_ok() || p == root {
                     stubs.remember_times(p);
                     break;
                 }
-                missing.push(p.to_path_buf());
                 cur = p.parent();
             }
-            for (i, p) in missing.iter().rev().enumerate() {
-                let last = i + 1 == missing.len();
-                if last && t.is_file {
-                    fs::File::create(p).map_err(io_context("create mount stub", p))?;
-                } else {
-                    fs::create_dir(p).map_err(io_context("create mount stub", p))?;
-                    if let (true, Some(mode)) = (last, t.mode) {
-                        fs::set_permissions(p, fs::Permissions::from_mode(mode))
-                            .map_err(io_context("chmod mount stub", p))?;
-                    }
-                }
-                stubs.created.push(p.clone());
-            }
+            stubs
+                .created
+                .extend(create_target(&scoped, t).map_err(untrusted_error(root))?);
         }
         Ok(stubs)
     }
@@ -104,21 +119,16 @@ impl Stubs {
         }
     }
 
-    /// Make every target in the fresh directory `lower` (the overlay case).
+    /// Make every target in the fresh directory `lower` (the overlay case),
+    /// inside it whatever the target's `..` say.
     pub(crate) fn create_lower(lower: &Path, targets: &[Target]) -> Result<(), crate::RunError> {
+        let scoped = Root::new(lower).map_err(untrusted_error(lower))?;
         for t in targets {
-            let path = lower.join(t.path.trim_start_matches('/'));
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(io_context("create mount stub", parent))?;
-            }
-            if t.is_file {
-                fs::File::create(&path).map_err(io_context("create mount stub", &path))?;
-            } else {
-                fs::create_dir_all(&path).map_err(io_context("create mount stub", &path))?;
-                if let Some(mode) = t.mode {
-                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                        .map_err(io_context("chmod mount stub", &path))?;
-                }
+            match create_target(&scoped, t) {
+                Ok(_) => {}
+                // Two targets on one path (a file bound twice): one stub.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(untrusted_error(lower)(e)),
             }
         }
         Ok(())

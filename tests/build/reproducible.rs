@@ -691,76 +691,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-const ROOTLESS_USER: &str = "hoist-rootless-test";
-
-/// The unprivileged user of rootless tests (the runner's tests use the same
-/// one), created with subordinate ids when missing.
-fn rootless_user() -> (u32, u32) {
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id")
-            .args([flag, ROOTLESS_USER])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let status = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", ROOTLESS_USER])
-            .status()
-            .unwrap();
-        assert!(status.success(), "useradd {ROOTLESS_USER} failed");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let mut text = fs::read_to_string(file).unwrap_or_default();
-        if !text
-            .lines()
-            .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:")))
-        {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&format!("{ROOTLESS_USER}:300000:65536\n"));
-            fs::write(file, text).unwrap();
-        }
-    }
-    (id("-u").unwrap(), id("-g").unwrap())
-}
-
-/// Whether rootless builds can run here; prints why not (a failure under
-/// HOIST_REQUIRE_ROOT_TESTS=1).
-fn can_run_rootless() -> bool {
-    let mut missing: Vec<String> = ["setpriv", "unshare", "useradd", "newuidmap", "newgidmap"]
-        .iter()
-        .filter(|p| hoist_testutil::which(p).is_none())
-        .map(|p| format!("`{p}` is not installed"))
-        .collect();
-    let help = Command::new("unshare")
-        .arg("--help")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    if !help.contains("--map-auto") {
-        missing.push("`unshare` has no --map-auto (util-linux 2.38+)".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(
-        !hoist_testutil::strict(),
-        "rootless: {}",
-        missing.join(", ")
-    );
-    eprintln!("skipped: {}", missing.join(", "));
-    false
-}
-
 #[test]
 fn a_rootless_build_gives_the_same_digest_as_root() {
     hoist_testutil::require_root!();
-    if !can_run_rootless() {
+    if !hoist_testutil::rootless::available() {
         return;
     }
-    let (uid, gid) = rootless_user();
+    let (uid, gid) = hoist_testutil::rootless::user();
     let base = Base::new();
     let epoch = EPOCH.to_string();
 
@@ -795,26 +732,16 @@ fn a_rootless_build_gives_the_same_digest_as_root() {
     fs::create_dir(&tmp).unwrap();
     std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).unwrap();
     let rootless = |args: &[&str], envs: &[(&str, &str)]| -> Run {
-        let mut command = Command::new("setpriv");
+        let mut command = hoist_testutil::rootless::command(
+            Path::new(env!("CARGO_BIN_EXE_hoist")),
+            work.path(),
+            &tmp,
+        );
         command
-            .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={gid}"))
-            .arg("--init-groups")
-            .args([
-                "unshare",
-                "--user",
-                "--map-root-user",
-                "--map-auto",
-                "--mount",
-            ])
-            .arg(env!("CARGO_BIN_EXE_hoist"))
             .arg("--root")
             .arg(&store)
             .args(args)
             .env_remove("SOURCE_DATE_EPOCH")
-            .env("HOME", work.path())
-            .env("TMPDIR", &tmp)
-            .current_dir(work.path())
             .envs(envs.iter().copied());
         hoist_testutil::cli::run(&mut command, None)
     };

@@ -8,13 +8,14 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
 use std::time::SystemTime;
 
 use hoist_frontend::dockerignore::Matcher;
+use hoist_untrusted::{Escaped, Root};
 
-use super::hash::{expand, has_glob, relative};
+use super::hash::{expand, expand_literal, has_glob, relative};
 use super::{io_error, EngineError};
 
 /// A numeric owner.
@@ -27,51 +28,16 @@ pub struct Owner {
 }
 
 /// Resolves `path` (absolute inside the root) to a host path under `root`,
-/// following symlinks as if `root` were `/`. The last component is followed
-/// only when `follow_last` is set. Missing components are appended as they are.
-pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> PathBuf {
-    let mut pending: Vec<String> = relative(path)
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .rev()
-        .collect();
-    let mut current: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            current.pop();
-            continue;
-        }
-        if part == "." {
-            continue;
-        }
-        current.push(part);
-        let is_last = pending.is_empty();
-        if is_last && !follow_last {
-            break;
-        }
-        let host = root.join(current.join("/"));
-        let Ok(target) = fs::read_link(&host) else {
-            continue;
-        };
-        hops += 1;
-        if hops > 40 {
-            break;
-        }
-        current.pop();
-        if target.is_absolute() {
-            current.clear();
-        }
-        for comp in target.components().rev() {
-            match comp {
-                Component::Normal(c) => pending.push(c.to_string_lossy().into_owned()),
-                Component::ParentDir => pending.push("..".into()),
-                _ => {}
-            }
-        }
-    }
-    root.join(current.join("/"))
+/// following symlinks as if `root` were `/` (hoist-untrusted's resolver). The
+/// last component is followed only when `follow_last` is set. Missing
+/// components are appended as plain names.
+pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, EngineError> {
+    Root::new(root)
+        .and_then(|r| r.resolve_or_missing(path, follow_last))
+        .map_err(|source| EngineError::Path {
+            root: root.to_path_buf(),
+            source,
+        })
 }
 
 fn lookup(file: &Path, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
@@ -95,8 +61,8 @@ pub fn resolve_owner(root: &Path, spec: &str) -> Result<Owner, EngineError> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = resolve_in_root(root, "/etc/passwd", true);
-    let group_file = resolve_in_root(root, "/etc/group", true);
+    let passwd = resolve_in_root(root, "/etc/passwd", true)?;
+    let group_file = resolve_in_root(root, "/etc/group", true)?;
     let (uid, primary) = match user.parse::<u32>() {
         Ok(uid) => (uid, None),
         Err(_) => {
@@ -142,8 +108,10 @@ fn lookup_uid_gid(passwd: &Path, uid: u32) -> Option<u32> {
 /// The home directory of `uid` in the root's passwd: `/root` for an unlisted
 /// root, `/` for other unlisted users.
 pub fn home_of(root: &Path, uid: u32) -> String {
-    let passwd = resolve_in_root(root, "/etc/passwd", true);
-    let text = fs::read_to_string(passwd).unwrap_or_default();
+    let text = resolve_in_root(root, "/etc/passwd", true)
+        .ok()
+        .and_then(|passwd| fs::read_to_string(passwd).ok())
+        .unwrap_or_default();
     text.lines()
         .find_map(|line| {
             let fields: Vec<&str> = line.split(':').collect();
@@ -306,12 +274,12 @@ pub fn copy(
 ) -> Result<(), EngineError> {
     let rel = relative(request.source);
     let wildcard = request.allow_wildcard && has_glob(&rel);
+    // Matches name their directories without symlinks (resolved inside the
+    // source's root), so joining them to the root never leaves it.
     let matches: Vec<String> = if wildcard {
         expand(source.root, &rel).map_err(io_error("list", source.root))?
-    } else if fs::symlink_metadata(source.root.join(&rel)).is_ok() {
-        vec![rel.clone()]
     } else {
-        vec![]
+        expand_literal(source.root, &rel).map_err(io_error("list", source.root))?
     };
     let matches: Vec<String> = matches
         .into_iter()
@@ -344,13 +312,23 @@ pub fn copy(
     let dir_owner = request.owner.unwrap_or(Owner { uid: 0, gid: 0 });
     let dest_dir_syntax = request.dest.ends_with('/') || matches.len() > 1;
     for m in &matches {
-        let src = source.root.join(m);
-        let src_meta = if request.follow_symlinks {
-            fs::metadata(&src)
+        let src = if request.follow_symlinks {
+            // A symlink named as the source is followed, inside the root: one
+            // pointing outside it names nothing.
+            resolve_in_root(source.root, m, true)?
         } else {
-            fs::symlink_metadata(&src)
-        }
-        .map_err(io_error("stat", &src))?;
+            source.root.join(m)
+        };
+        let src_meta = match fs::symlink_metadata(&src) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(EngineError::Invalid(format!(
+                    "\"/{m}\": not found in the {} (a symlink resolves inside it)",
+                    source.what
+                )))
+            }
+            Err(e) => return Err(io_error("stat", &src)(e)),
+        };
         meta.exclude_prefix = if src_meta.is_dir() && !m.is_empty() {
             format!("{m}/")
         } else {
@@ -371,7 +349,7 @@ pub fn copy(
             extract(&src, &target)?;
             continue;
         }
-        let existing = resolve_in_root(root, request.dest, true);
+        let existing = resolve_in_root(root, request.dest, true)?;
         let into_dir = dest_dir_syntax || existing.is_dir();
         let target = if into_dir {
             let dir = mkdir_all(root, request.dest, 0o755, dir_owner)?;
@@ -417,21 +395,27 @@ pub fn copy_with_parents(
     include: &[String],
 ) -> Result<(), EngineError> {
     let base = relative(request.source);
-    let base_host = resolve_in_root(source.root, &base, true);
     let mut copied = 0;
     for pattern in include {
-        let found = if has_glob(pattern) {
-            expand(&base_host, pattern).map_err(io_error("list", &base_host))?
-        } else if fs::symlink_metadata(base_host.join(relative(pattern))).is_ok() {
-            vec![relative(pattern)]
+        let pattern = relative(pattern);
+        let full_pattern = if base.is_empty() {
+            pattern.clone()
         } else {
-            vec![]
+            format!("{base}/{pattern}")
         };
-        for m in found {
-            let full = if base.is_empty() {
-                m.clone()
-            } else {
-                format!("{base}/{m}")
+        let found = if has_glob(&pattern) {
+            expand(source.root, &full_pattern).map_err(io_error("list", source.root))?
+        } else {
+            expand_literal(source.root, &full_pattern).map_err(io_error("list", source.root))?
+        };
+        for full in found {
+            // The path below the base, kept under the destination. A match
+            // whose symlinked directories resolved elsewhere keeps its
+            // resolved path.
+            let m = match full.strip_prefix(&base) {
+                Some(rest) if base.is_empty() => rest.to_owned(),
+                Some(rest) if rest.starts_with('/') => rest[1..].to_owned(),
+                _ => full.clone(),
             };
             if m.is_empty() || source.ignore.is_some_and(|i| i.is_excluded(&full)) {
                 continue;
@@ -836,28 +820,28 @@ fn set_mtime(path: &Path, mtime: SystemTime) -> Result<(), EngineError> {
 /// `mkdir -p` inside the root; created directories get `mode` and `owner`.
 /// Returns the host path of the directory.
 pub fn mkdir_all(root: &Path, path: &str, mode: u32, owner: Owner) -> Result<PathBuf, EngineError> {
-    let rel = relative(path);
-    let mut current = String::new();
-    for part in rel.split('/').filter(|p| !p.is_empty()) {
-        current = format!("{current}/{part}");
-        let host = resolve_in_root(root, &current, true);
-        match fs::symlink_metadata(&host) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(EngineError::Invalid(format!(
-                    "cannot create directory {current}: a file is in the way"
-                )))
+    let scoped = Root::new(root).map_err(|source| EngineError::Path {
+        root: root.to_path_buf(),
+        source,
+    })?;
+    let (_, created) = scoped
+        .mkdir_all(path, mode)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists => {
+                EngineError::Invalid(format!(
+                    "cannot create directory {}: a file is in the way",
+                    Escaped(path)
+                ))
             }
-            Err(_) => {
-                fs::create_dir(&host).map_err(io_error("create directory", &host))?;
-                lchown(&host, Some(owner.uid), Some(owner.gid))
-                    .map_err(io_error("chown", &host))?;
-                fs::set_permissions(&host, fs::Permissions::from_mode(mode))
-                    .map_err(io_error("chmod", &host))?;
-            }
-        }
+            _ => EngineError::Path {
+                root: root.to_path_buf(),
+                source,
+            },
+        })?;
+    for dir in &created {
+        lchown(dir, Some(owner.uid), Some(owner.gid)).map_err(io_error("chown", dir))?;
     }
-    Ok(resolve_in_root(root, &rel, true))
+    resolve_in_root(root, path, true)
 }
 
 /// Writes a file with `data` and `mode`, creating its parents.
@@ -868,14 +852,14 @@ pub fn mkfile(root: &Path, path: &str, mode: u32, data: &str) -> Result<(), Engi
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     mkdir_all(root, &parent, 0o755, Owner { uid: 0, gid: 0 })?;
-    let host = resolve_in_root(root, &rel, false);
+    let host = resolve_in_root(root, &rel, false)?;
     fs::write(&host, data).map_err(io_error("write", &host))?;
     fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(io_error("chmod", &host))
 }
 
 /// Removes a path (recursively).
 pub fn rm(root: &Path, path: &str, allow_not_found: bool) -> Result<(), EngineError> {
-    let host = resolve_in_root(root, path, false);
+    let host = resolve_in_root(root, path, false)?;
     let result = match fs::symlink_metadata(&host) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(&host),
         Ok(_) => fs::remove_file(&host),
@@ -917,26 +901,30 @@ fn is_archive(path: &Path) -> Result<bool, EngineError> {
     Ok(head.len() >= 262 && &head[257..262] == b"ustar")
 }
 
+/// ADD's extraction of a local archive into `target`, through the
+/// snapshotter's layer apply: every entry is created inside `target` (its
+/// `..`, absolute names and symlinks resolved there, hardlinks only to
+/// entries inside it), as Docker's chrooted untar does.
 fn extract(path: &Path, target: &Path) -> Result<(), EngineError> {
-    let file = File::open(path).map_err(io_error("open", path))?;
-    let mut head = [0u8; 2];
-    let gz = File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && head == [0x1f, 0x8b];
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::GzDecoder::new(file))
-    } else {
-        Box::new(file)
+    let mut file = File::open(path).map_err(io_error("open", path))?;
+    let into = hoist_snapshotter::ApplyTarget {
+        root: target.to_path_buf(),
+        whiteouts: hoist_snapshotter::WhiteoutStyle::Delete,
+        lowers: Vec::new(),
     };
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
-    archive
-        .unpack(target)
-        .map_err(io_error(format!("extract {} into", path.display()), target))
+    let report = hoist_snapshotter::apply_layer(
+        &into,
+        &mut file,
+        &hoist_snapshotter::ApplyOptions { same_owner: true },
+    )
+    .map_err(super::snap_error(format!(
+        "extract {}",
+        Escaped(&path.file_name().unwrap_or_default().to_string_lossy())
+    )))?;
+    for w in report.warnings {
+        tracing::warn!(entry = %Escaped(&w.path), "{}", w.message);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -950,15 +938,15 @@ mod tests {
         symlink("usr/bin", root.path().join("bin")).unwrap();
         symlink("/../../etc", root.path().join("evil")).unwrap();
         assert_eq!(
-            resolve_in_root(root.path(), "/bin/sh", true),
+            resolve_in_root(root.path(), "/bin/sh", true).unwrap(),
             root.path().join("usr/bin/sh")
         );
         assert_eq!(
-            resolve_in_root(root.path(), "/evil/passwd", true),
+            resolve_in_root(root.path(), "/evil/passwd", true).unwrap(),
             root.path().join("etc/passwd")
         );
         assert_eq!(
-            resolve_in_root(root.path(), "/bin", false),
+            resolve_in_root(root.path(), "/bin", false).unwrap(),
             root.path().join("bin")
         );
     }

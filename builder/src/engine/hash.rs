@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use hoist_frontend::dockerignore::Matcher;
+use hoist_untrusted::Root;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
@@ -86,16 +87,33 @@ pub fn relative(source: &str) -> String {
 
 /// The paths (relative to `root`) a source names: itself, or the matches of
 /// its wildcards, sorted. A path that does not exist yields nothing.
+///
+/// Every directory on the way is resolved inside `root` first (a symlink is
+/// followed as if `root` were `/`), so a returned path has no symlink but
+/// possibly its last component, and `root.join(path)` never leaves `root`.
 pub fn expand(root: &Path, source: &str) -> io::Result<Vec<String>> {
+    expand_parts(root, source, true)
+}
+
+/// [`expand`] of a path taken literally (`*`, `?` and `[` are plain characters).
+pub fn expand_literal(root: &Path, source: &str) -> io::Result<Vec<String>> {
+    expand_parts(root, source, false)
+}
+
+fn expand_parts(root: &Path, source: &str, globs: bool) -> io::Result<Vec<String>> {
     let rel = relative(source);
     if rel.is_empty() {
         return Ok(vec![String::new()]);
     }
+    let scoped = Root::new(root).map_err(untrusted_io)?;
     let mut found = vec![String::new()];
     for part in rel.split('/') {
-        let mut next = Vec::new();
+        let mut next: Vec<String> = Vec::new();
         for prefix in &found {
-            let dir = root.join(prefix);
+            let Some(prefix) = resolved_dir(&scoped, root, prefix)? else {
+                continue;
+            };
+            let dir = root.join(&prefix);
             let join = |name: &str| {
                 if prefix.is_empty() {
                     name.to_owned()
@@ -103,7 +121,7 @@ pub fn expand(root: &Path, source: &str) -> io::Result<Vec<String>> {
                     format!("{prefix}/{name}")
                 }
             };
-            if has_glob(part) {
+            if globs && has_glob(part) {
                 let entries = match fs::read_dir(&dir) {
                     Ok(e) => e,
                     Err(_) => continue,
@@ -115,16 +133,44 @@ pub fn expand(root: &Path, source: &str) -> io::Result<Vec<String>> {
                     .collect();
                 names.sort();
                 next.extend(names.iter().map(|n| join(n)));
-            } else {
-                let candidate = join(part);
-                if fs::symlink_metadata(root.join(&candidate)).is_ok() {
-                    next.push(candidate);
-                }
+            } else if fs::symlink_metadata(dir.join(part)).is_ok() {
+                next.push(join(part));
             }
         }
+        // Two symlinks to one directory name the same paths once.
+        let mut seen = std::collections::HashSet::new();
+        next.retain(|p| seen.insert(p.clone()));
         found = next;
     }
     Ok(found)
+}
+
+/// `rel` with its symlinks resolved inside the root, if it is a directory.
+fn resolved_dir(scoped: &Root, root: &Path, rel: &str) -> io::Result<Option<String>> {
+    if rel.is_empty() {
+        return Ok(Some(String::new()));
+    }
+    match scoped.resolve(rel, true) {
+        Ok(host) if host.is_dir() => Ok(host
+            .strip_prefix(root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(str::to_owned)),
+        Ok(_) => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(untrusted_io(e)),
+    }
+}
+
+fn untrusted_io(e: hoist_untrusted::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
 }
 
 /// Every entry at or below the paths `sources` select, not left out by

@@ -74,6 +74,17 @@ pub enum EngineError {
     /// Something the user asked for is wrong or unsupported.
     #[error("{0}")]
     Invalid(String),
+    /// A path named by the Dockerfile, the context or an image could not be
+    /// resolved inside its root (a symlink loop, a file where a directory
+    /// must be).
+    #[error("cannot resolve a path inside {}", root.display())]
+    Path {
+        /// The root the path was resolved in.
+        root: PathBuf,
+        /// Why.
+        #[source]
+        source: hoist_untrusted::Error,
+    },
 }
 
 pub(crate) fn io_error(

@@ -574,7 +574,7 @@ pub fn prepare(
                 readonly,
             } => {
                 let root = input_root(*input)?;
-                let mut host = resolve_in_root(&root, source, true);
+                let mut host = resolve_in_root(&root, source, true)?;
                 if fs::symlink_metadata(&host).is_err() {
                     return Err(EngineError::Invalid(format!(
                         "--mount=type=bind,target={target}: source {source} not found"
@@ -614,7 +614,7 @@ pub fn prepare(
                 gid,
             } => {
                 let seed = match input {
-                    Some(i) => Some(resolve_in_root(&input_root(*i)?, source, true)),
+                    Some(i) => Some(resolve_in_root(&input_root(*i)?, source, true)?),
                     None => None,
                 };
                 let lease = lease_cache(engine, id, *sharing, *mode, *uid, *gid, seed.as_deref())?;

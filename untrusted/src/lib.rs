@@ -1,0 +1,17 @@
+//! hoist-untrusted: the one place where input nobody trusts meets the host.
+//!
+//! A Dockerfile, its context, a base image, an archive or a mount spec names
+//! paths; every such path is resolved by [`Root`] *inside* a root directory,
+//! as if that directory were `/` (symlinks included, `..` stopping at the
+//! root), never on the host. Text from the same sources that ends up in a
+//! message goes through [`escape`], so control characters never reach a
+//! terminal raw.
+//!
+//! Every other crate of hoist may depend on this one; it depends on nothing of
+//! ours.
+
+mod root;
+mod text;
+
+pub use root::{Error, Root};
+pub use text::{escape, escape_bytes, Escaped};
