@@ -16,7 +16,10 @@
 //! * file data is streamed, so a header claiming a huge size costs no
 //!   memory; a layer that ends early is an error naming the entry; PAX and
 //!   GNU long-name headers, the only ones held in memory, are limited to
-//!   1 MiB each;
+//!   1 MiB each (and the PAX data of one entry to 1 MiB in all);
+//! * entry names and link targets quoted in errors and warnings have their
+//!   control characters escaped (see `escape`), so a name like `\x1b[2J`
+//!   never reaches a terminal raw;
 //! * device nodes that cannot be created (no `CAP_MKNOD`) are skipped with a
 //!   warning returned in [`ApplyReport::warnings`];
 //! * overlay's private xattrs (`trusted.overlay.*`, `user.overlay.*`) are
@@ -121,16 +124,39 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
+/// Makes text from a layer safe to print: control characters (C0, DEL, C1)
+/// become `\t`, `\n`, `\r`, `\xNN` or `\u{NN}`, so an entry name cannot
+/// move the cursor, clear the screen or forge log lines.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An entry name or link target from the layer, ready for a message.
+fn quoted(raw: &[u8]) -> String {
+    escape(&String::from_utf8_lossy(raw))
+}
+
 fn layer_err(path: &[u8]) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Layer {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: quoted(path),
         source,
     }
 }
 
 fn unsafe_entry(path: &[u8], reason: impl Into<String>) -> Error {
     Error::UnsafeEntry {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: quoted(path),
         reason: reason.into(),
     }
 }
@@ -209,7 +235,7 @@ pub fn apply_layer(
         loop {
             let next = tar.next_entry().map_err(|source| Error::Layer {
                 path: match &last {
-                    Some(p) => format!("(the header after `{}`)", String::from_utf8_lossy(p)),
+                    Some(p) => format!("(the header after `{}`)", quoted(p)),
                     None => "(the first header)".to_string(),
                 },
                 source,
@@ -278,13 +304,15 @@ fn in_root(dir: impl AsFd, rel: &[u8], flags: OFlags) -> rustix::io::Result<Owne
 impl Applier {
     fn warn(&mut self, path: &[u8], message: impl Into<String>) {
         self.warnings.push(ApplyWarning {
-            path: String::from_utf8_lossy(path).into_owned(),
+            path: quoted(path),
             message: message.into(),
         });
     }
 
+    /// The path of `comps` for error messages only (escaped, so it may
+    /// differ from the real path when the name has control characters).
     fn display(&self, comps: &[Vec<u8>]) -> PathBuf {
-        self.root_path.join(OsStr::from_bytes(&join(comps)))
+        self.root_path.join(quoted(&join(comps)))
     }
 
     /// Opens (creating as needed) the directory `comps` inside the root.
@@ -336,7 +364,7 @@ impl Applier {
                         entry,
                         format!(
                             "parent `{}` is a symlink to a missing directory",
-                            String::from_utf8_lossy(&prefix)
+                            quoted(&prefix)
                         ),
                     ))
                 }
@@ -412,6 +440,21 @@ impl Applier {
             // Old (v7) archives mark directories by a trailing slash only.
             kind = b'5';
         }
+        if !matches!(
+            kind,
+            0 | b'0' | b'7' | b'1' | b'2' | b'3' | b'4' | b'5' | b'6'
+        ) {
+            // Before anything is created or removed: a skipped entry leaves
+            // the tree as it was.
+            self.warn(
+                &raw,
+                format!(
+                    "entry of unsupported type `{}` skipped",
+                    kind.escape_ascii()
+                ),
+            );
+            return Ok(());
+        }
         let mut meta = Meta {
             mode: entry.mode & 0o7777,
             uid: entry.uid as u32,
@@ -421,10 +464,7 @@ impl Applier {
         };
         for (x, value) in &entry.xattrs {
             if fsutil::is_overlay_private(x) {
-                self.warn(
-                    &raw,
-                    format!("dropped overlay xattr `{}`", String::from_utf8_lossy(x)),
-                );
+                self.warn(&raw, format!("dropped overlay xattr `{}`", quoted(x)));
             } else {
                 meta.xattrs.push((x.clone(), value.clone()));
             }
@@ -461,7 +501,7 @@ impl Applier {
                 let copied = io::copy(data, &mut file).map_err(layer_err(&raw))?;
                 if copied != expected {
                     return Err(Error::Layer {
-                        path: String::from_utf8_lossy(&raw).into_owned(),
+                        path: quoted(&raw),
                         source: io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             format!("the layer ends inside this file: its header says {expected} bytes, only {copied} follow"),
@@ -528,16 +568,7 @@ impl Applier {
                     Err(e) => return Err(io_err("create special file", &shown)(e)),
                 }
             }
-            other => {
-                self.warn(
-                    &raw,
-                    format!(
-                        "entry of unsupported type `{}` skipped",
-                        other.escape_ascii()
-                    ),
-                );
-                return Ok(());
-            }
+            _ => unreachable!("unsupported types are skipped above"),
         }
         self.written.insert(join(&comps));
         Ok(())
@@ -559,10 +590,7 @@ impl Applier {
             .map_err(io_err("change mode of", shown))?;
         for (name, value) in &meta.xattrs {
             if let Err(e) = fsutil::fset_xattr(file, name, value) {
-                self.warn(
-                    raw,
-                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(name)),
-                );
+                self.warn(raw, format!("xattr `{}` not set: {e}", quoted(name)));
             }
         }
         fsutil::fset_times(file, meta.mtime, 0).map_err(io_err("set times of", shown))
@@ -592,10 +620,7 @@ impl Applier {
         let at = proc_path(dir, name);
         for (xname, value) in &meta.xattrs {
             if let Err(e) = fsutil::set_xattr(&at, xname, value) {
-                self.warn(
-                    raw,
-                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(xname)),
-                );
+                self.warn(raw, format!("xattr `{}` not set: {e}", quoted(xname)));
             }
         }
         fsutil::set_times_at(dir, p, meta.mtime, 0).map_err(io_err("set times of", shown))
@@ -612,10 +637,7 @@ impl Applier {
         let target_comps = clean_path(target).map_err(|_| {
             unsafe_entry(
                 raw,
-                format!(
-                    "hardlink target `{}` contains `..`",
-                    String::from_utf8_lossy(target)
-                ),
+                format!("hardlink target `{}` contains `..`", quoted(target)),
             )
         })?;
         let rel = join(&target_comps);
@@ -633,7 +655,7 @@ impl Applier {
                     raw,
                     format!(
                         "hardlink target `{}` does not exist inside the layer root",
-                        String::from_utf8_lossy(target)
+                        quoted(target)
                     ),
                 ))
             }
@@ -662,7 +684,7 @@ impl Applier {
                 raw,
                 format!(
                     "hardlink target `{}` exists neither in the layer nor in its parents",
-                    String::from_utf8_lossy(&rel)
+                    quoted(&rel)
                 ),
             ));
         };
