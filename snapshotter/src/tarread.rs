@@ -219,7 +219,8 @@ impl<R: Read> TarReader<R> {
             match typeflag {
                 b'x' => {
                     pax_bytes = pax_bytes.saturating_add(size);
-                    if pax_bytes > MAX_EXTENSION {
+                    // One oversized header gets read_extension's message.
+                    if size <= MAX_EXTENSION && pax_bytes > MAX_EXTENSION {
                         return Err(bad(format!(
                             "PAX headers of one entry total more than the {MAX_EXTENSION}-byte limit"
                         )));
