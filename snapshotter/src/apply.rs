@@ -161,6 +161,15 @@ fn unsafe_entry(path: &[u8], reason: impl Into<String>) -> Error {
     }
 }
 
+/// A uid or gid from a header as the kernel takes it: ids past 32 bits
+/// would wrap, and `u32::MAX` means "leave unchanged" to chown.
+fn id(value: u64, what: &str, raw: &[u8]) -> Result<u32> {
+    u32::try_from(value)
+        .ok()
+        .filter(|v| *v != u32::MAX)
+        .ok_or_else(|| unsafe_entry(raw, format!("{what} {value} is out of range")))
+}
+
 /// Splits an archive path into components, refusing `..` and dropping `.`,
 /// empty components and a leading `/`.
 pub(crate) fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
@@ -457,8 +466,8 @@ impl Applier {
         }
         let mut meta = Meta {
             mode: entry.mode & 0o7777,
-            uid: entry.uid as u32,
-            gid: entry.gid as u32,
+            uid: id(entry.uid, "uid", &raw)?,
+            gid: id(entry.gid, "gid", &raw)?,
             mtime: entry.mtime,
             xattrs: Vec::new(),
         };

@@ -223,7 +223,10 @@ fn cases() -> Vec<Case> {
         "symlink-tmp-then-file.tar",
         archive(&[symlink("a", "/tmp"), file("a/x", b"pwned")]),
         |root, o| {
-            expect_err(o, &["`a/x`", "parent `a` is a symlink to a missing directory"]);
+            expect_err(
+                o,
+                &["`a/x`", "parent `a` is a symlink to a missing directory"],
+            );
             assert!(fs::symlink_metadata(root.join("a")).unwrap().is_symlink());
         },
     );
@@ -263,7 +266,9 @@ fn cases() -> Vec<Case> {
         "symlink-loop.tar",
         archive(&[symlink("a", "b"), symlink("b", "a"), file("a/x", b"")]),
         |_, o| {
-            let Err(e) = o else { panic!("a symlink loop was applied") };
+            let Err(e) = o else {
+                panic!("a symlink loop was applied")
+            };
             let text = chain(o);
             assert!(text.contains("a/x") || text.contains("root/a"), "{text}");
             let _ = e;
@@ -274,7 +279,12 @@ fn cases() -> Vec<Case> {
     add(
         "hardlink-outside.tar",
         archive(&[hardlink("pw", "../../etc/passwd")]),
-        |_, o| expect_err(o, &["`pw`", "hardlink target `../../etc/passwd` contains `..`"]),
+        |_, o| {
+            expect_err(
+                o,
+                &["`pw`", "hardlink target `../../etc/passwd` contains `..`"],
+            )
+        },
     );
     add(
         "hardlink-absolute.tar",
@@ -405,10 +415,7 @@ fn cases() -> Vec<Case> {
     // Sizes: PAX sizes past i64, past the data, PAX headers past the limits.
     add(
         "pax-huge-size.tar",
-        archive(&[
-            pax(&[("size", b"99999999999999999999")]),
-            file("f", b"x"),
-        ]),
+        archive(&[pax(&[("size", b"99999999999999999999")]), file("f", b"x")]),
         |_, o| expect_err(o, &["(the first header)", "bad PAX size"]),
     );
     add(
@@ -440,13 +447,20 @@ fn cases() -> Vec<Case> {
             let rec: &[(&str, &[u8])] = &[("comment", &big)];
             gzip(&archive(&[pax(rec), pax(rec), pax(rec), file("f", b"")]))
         },
-        |_, o| expect_err(o, &["PAX headers of one entry total more than the 1048576-byte limit"]),
+        |_, o| {
+            expect_err(
+                o,
+                &["PAX headers of one entry total more than the 1048576-byte limit"],
+            )
+        },
     );
     add(
         "pax-nul-in-path.tar",
         archive(&[pax(&[("path", b"a\0b")]), file("f", b"x")]),
         |_, o| {
-            let Err(_) = o else { panic!("a path with NUL was applied") };
+            let Err(_) = o else {
+                panic!("a path with NUL was applied")
+            };
             assert!(chain(o).contains(r"a\x00b"), "{}", chain(o));
         },
     );
@@ -506,12 +520,23 @@ fn cases() -> Vec<Case> {
     add(
         "sparse.tar",
         archive(&[raw(b"sparse", b'S', b"", &[0u8; 512], None)]),
-        |_, o| expect_err(o, &["(the first header)", "GNU sparse files are not supported"]),
+        |_, o| {
+            expect_err(
+                o,
+                &["(the first header)", "GNU sparse files are not supported"],
+            )
+        },
     );
     // The largest octal size field: 8 GiB claimed, 10 bytes present.
     add(
         "size-max-octal.tar",
-        archive(&[raw(b"big", b'0', b"", b"0123456789", Some(*b"77777777777\0"))]),
+        archive(&[raw(
+            b"big",
+            b'0',
+            b"",
+            b"0123456789",
+            Some(*b"77777777777\0"),
+        )]),
         |_, o| expect_err(o, &["`big`", "its header says 8589934591 bytes"]),
     );
     // A base-256 size of u64::MAX on an entry type that is skipped: the
@@ -533,6 +558,28 @@ fn cases() -> Vec<Case> {
             archive(&[raw(b"big", b'0', b"", b"", Some(f))])
         },
         |_, o| expect_err(o, &["size in tar header overflows"]),
+    );
+    // Ids that do not fit a uid_t (found by the mutation loop: they were
+    // truncated, and u32::MAX tripped an assertion in rustix).
+    add(
+        "uid-out-of-range.tar",
+        archive(&[pax(&[("uid", b"4294967295")]), file("u", b"")]),
+        |root, o| {
+            expect_err(o, &["`u`", "uid 4294967295 is out of range"]);
+            assert!(!root.join("u").exists());
+        },
+    );
+    add(
+        "gid-out-of-range.tar",
+        {
+            let mut e = file("g", b"");
+            e[116..124].copy_from_slice(&[0x80, 0, 0, 1, 0, 0, 0, 0]);
+            let mut h = tar::Header::from_byte_slice(&e[..512]).clone();
+            h.set_cksum();
+            e[..512].copy_from_slice(h.as_bytes());
+            archive(&[e])
+        },
+        |_, o| expect_err(o, &["`g`", "gid 4294967296 is out of range"]),
     );
     // Control characters in names are escaped wherever a name is quoted.
     add(
