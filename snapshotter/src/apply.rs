@@ -684,10 +684,12 @@ impl Applier {
     /// Copies a lower layer's file into the upper dir so it can be linked.
     fn copy_up(&mut self, comps: &[Vec<u8>], raw: &[u8]) -> Result<OwnedFd> {
         let rel = join(comps);
+        // O_PATH: opening a lower's FIFO for reading would block for ever,
+        // and opening a device node would open the host's device.
         let found = self
             .lowers
             .iter()
-            .find_map(|l| in_root(l, &rel, OFlags::RDONLY | OFlags::NOFOLLOW).ok());
+            .find_map(|l| in_root(l, &rel, OFlags::PATH | OFlags::NOFOLLOW).ok());
         let Some(src) = found else {
             return Err(unsafe_entry(
                 raw,
@@ -700,10 +702,11 @@ impl Applier {
         let st = rustix::fs::fstat(&src)
             .map_err(to_io)
             .map_err(io_err("stat", self.display(comps)))?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        if kind != rustix::fs::FileType::RegularFile && kind != rustix::fs::FileType::Symlink {
             return Err(unsafe_entry(
                 raw,
-                "hardlink target in a parent layer is not a regular file",
+                "hardlink target in a parent layer is not a regular file or a symlink",
             ));
         }
         let (name, parents) = comps
@@ -711,6 +714,36 @@ impl Applier {
             .ok_or_else(|| unsafe_entry(raw, "empty hardlink target"))?;
         let dir = self.resolve_dir(parents, raw)?;
         let shown = self.display(comps);
+        if kind == rustix::fs::FileType::Symlink {
+            // A symlink is copied up as a symlink: its target is text, never
+            // followed here.
+            let target = rustix::fs::readlinkat(&src, "", Vec::new())
+                .map_err(to_io)
+                .map_err(io_err("read symlink", &shown))?;
+            rustix::fs::symlinkat(target.as_c_str(), &dir, OsStr::from_bytes(name))
+                .map_err(to_io)
+                .map_err(io_err("copy up", &shown))?;
+            let meta = Meta {
+                mode: 0,
+                uid: st.st_uid,
+                gid: st.st_gid,
+                mtime: st.st_mtime,
+                xattrs: Vec::new(),
+            };
+            self.set_meta_at(&dir, name, &meta, false, raw, &shown)?;
+            return in_root(&self.root, &rel, OFlags::PATH | OFlags::NOFOLLOW)
+                .map_err(to_io)
+                .map_err(io_err("open", &shown));
+        }
+        // Reopened for reading through /proc: the same inode, now known to
+        // be a regular file.
+        let src = rustix::fs::open(
+            proc_path(&src, b""),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(to_io)
+        .map_err(io_err("copy up", &shown))?;
         let dst = rustix::fs::openat(
             &dir,
             OsStr::from_bytes(name),

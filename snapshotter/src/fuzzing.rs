@@ -223,6 +223,15 @@ impl Harness {
         symlink("../../..", lower.join("up")).unwrap();
         symlink(host_sentinel(), lower.join("abs")).unwrap();
         symlink("../sentinel/victim", lower.join("victim-link")).unwrap();
+        // Opening this for reading would block: copy-up must not.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &lower.join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
         let before = snapshot(d, Some(&d.join("root")));
         Harness { dir, before }
     }

@@ -140,19 +140,122 @@ type Expect = fn(&Path, &Outcome);
 struct Case {
     name: &'static str,
     bytes: Vec<u8>,
-    /// Checked after a plain (deletion-whiteout) apply into a fresh root.
+    /// How the case is applied before `expect` runs: deletion whiteouts, or
+    /// overlay whiteouts over the harness's lower layer.
+    style: WhiteoutStyle,
+    /// Checked after applying into a fresh root.
     expect: Expect,
 }
 
 /// Every named hostile case, its bytes and what applying it must do.
 fn cases() -> Vec<Case> {
     let mut v: Vec<Case> = Vec::new();
-    let mut add = |name: &'static str, bytes: Vec<u8>, expect: Expect| {
+    let mut add_styled = |name: &'static str, style, bytes: Vec<u8>, expect: Expect| {
         v.push(Case {
             name,
             bytes,
+            style,
             expect,
         })
+    };
+    // Overlay cases run over the harness's lower layer: etc/passwd, d/f,
+    // up -> ../../.., abs -> /tmp/hoist-fuzz-sentinel,
+    // victim-link -> ../sentinel/victim, a FIFO `fifo`.
+    add_styled(
+        "overlay-copy-up.tar",
+        WhiteoutStyle::Overlay,
+        archive(&[hardlink("pw", "etc/passwd"), hardlink("f2", "/d/f")]),
+        |root, o| {
+            expect_ok(o);
+            let pw = fs::metadata(root.join("pw")).unwrap();
+            assert_eq!(
+                pw.ino(),
+                fs::metadata(root.join("etc/passwd")).unwrap().ino()
+            );
+            assert!(content(root, "pw").starts_with(b"root:"));
+            assert_eq!(content(root, "f2"), b"lower\n");
+        },
+    );
+    add_styled(
+        "overlay-copy-up-symlink.tar",
+        WhiteoutStyle::Overlay,
+        archive(&[hardlink("v", "victim-link")]),
+        |root, o| {
+            if !is_root() {
+                // linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH.
+                return;
+            }
+            expect_ok(o);
+            // Copied up as the symlink it is, not followed.
+            let v = fs::symlink_metadata(root.join("v")).unwrap();
+            assert!(v.is_symlink());
+            assert_eq!(
+                v.ino(),
+                fs::symlink_metadata(root.join("victim-link"))
+                    .unwrap()
+                    .ino()
+            );
+            assert_eq!(
+                fs::read_link(root.join("v")).unwrap(),
+                Path::new("../sentinel/victim")
+            );
+        },
+    );
+    add_styled(
+        "overlay-copy-up-fifo.tar",
+        WhiteoutStyle::Overlay,
+        archive(&[hardlink("p", "fifo")]),
+        |_, o| {
+            expect_err(
+                o,
+                &[
+                    "`p`",
+                    "hardlink target in a parent layer is not a regular file or a symlink",
+                ],
+            )
+        },
+    );
+    add_styled(
+        "overlay-copy-up-climb.tar",
+        WhiteoutStyle::Overlay,
+        archive(&[hardlink("u", "up/sentinel/victim")]),
+        |_, o| {
+            expect_err(
+                o,
+                &[
+                    "`u`",
+                    "`up/sentinel/victim` exists neither in the layer nor in its parents",
+                ],
+            )
+        },
+    );
+    add_styled(
+        "overlay-copy-up-absolute.tar",
+        WhiteoutStyle::Overlay,
+        archive(&[hardlink("a", "abs/victim")]),
+        |_, o| {
+            expect_err(
+                o,
+                &[
+                    "`a`",
+                    "`abs/victim` exists neither in the layer nor in its parents",
+                ],
+            )
+        },
+    );
+    add_styled(
+        "overlay-copy-up-through-upper-symlink.tar",
+        WhiteoutStyle::Overlay,
+        archive(&[symlink("etc", HOST), hardlink("pw", "etc/passwd")]),
+        |_, o| {
+            expect_err(
+                o,
+                &["`pw`", "parent `etc` is a symlink to a missing directory"],
+            )
+        },
+    );
+    let mut add = |name: &'static str, bytes: Vec<u8>, expect: Expect| {
+        add_styled(name, WhiteoutStyle::Delete, bytes, expect)
     };
 
     add(
@@ -720,7 +823,7 @@ fn corpus_replays_through_the_fuzz_target() {
         };
         let checked = catch_unwind(AssertUnwindSafe(|| {
             let h = Harness::new();
-            let outcome = h.apply(&bytes, WhiteoutStyle::Delete);
+            let outcome = h.apply(&bytes, case.style);
             h.check();
             fuzzing::check_texts(&outcome);
             (case.expect)(&h.root(), &outcome);
