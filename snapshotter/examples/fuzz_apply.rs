@@ -101,6 +101,8 @@ const LINKS: &[&[u8]] = &[
     b"d/f",
     b"victim-link",
     b"abs/victim",
+    b"fifo",
+    b"up/etc/passwd",
     b"/etc/passwd",
     b"",
 ];

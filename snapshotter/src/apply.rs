@@ -831,4 +831,29 @@ mod tests {
         let err = clean_path(b"a/../../etc").unwrap_err().to_string();
         assert!(err.contains("`..`"), "{err}");
     }
+
+    #[test]
+    fn escape_leaves_no_control_character() {
+        assert_eq!(
+            escape("\x1b[2J\x07a\tb\r\n\u{9b}c\x7fé"),
+            r"\x1b[2J\x07a\tb\r\n\u{9b}c\x7fé"
+        );
+        let err = clean_path(b"\x1b]0;x\x07/..").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r"refusing layer entry `\x1b]0;x\x07/..`: the path contains a `..` component"
+        );
+    }
+
+    #[test]
+    fn ids_that_do_not_fit_uid_t_are_refused() {
+        assert_eq!(id(4_294_967_294, "uid", b"f").unwrap(), 4_294_967_294);
+        for bad in [u64::from(u32::MAX), 1 << 32, u64::MAX] {
+            let err = id(bad, "gid", b"f").unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("refusing layer entry `f`: gid {bad} is out of range")
+            );
+        }
+    }
 }

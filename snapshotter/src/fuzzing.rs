@@ -226,7 +226,7 @@ impl Harness {
         // Opening this for reading would block: copy-up must not.
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &lower.join("fifo"),
+            lower.join("fifo"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,
