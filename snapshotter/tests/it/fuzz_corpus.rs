@@ -34,7 +34,8 @@ fn raw(name: &[u8], kind: u8, link: &[u8], data: &[u8], size_field: Option<[u8; 
         old.name[..name.len()].copy_from_slice(name);
         old.linkname[..link.len()].copy_from_slice(link);
     }
-    h.set_mode(0o644);
+    // Searchable directories, so that a non-root applier can fill them.
+    h.set_mode(if kind == b'5' { 0o755 } else { 0o644 });
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(1_000_000);
