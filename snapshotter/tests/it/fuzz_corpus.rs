@@ -815,9 +815,27 @@ fn corpus_replays_through_the_fuzz_target() {
     for path in &files {
         let bytes = fs::read(path).unwrap();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| fuzzing::fuzz_apply(&bytes))) {
-            failures.push(format!("{name}: fuzz target: {}", panic_text(&p)));
-            continue;
+        // On a thread, so that a hang is reported (the thread is left behind)
+        // instead of stalling the test run.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let input = bytes.clone();
+        std::thread::spawn(move || {
+            let r = catch_unwind(AssertUnwindSafe(|| fuzzing::fuzz_apply(&input)));
+            let _ = tx.send(r.map_err(|p| panic_text(&p)));
+        });
+        match rx.recv_timeout(fuzzing::TIME_LIMIT * 3) {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => {
+                failures.push(format!("{name}: fuzz target: {msg}"));
+                continue;
+            }
+            Err(_) => {
+                failures.push(format!(
+                    "{name}: fuzz target still running after {:?}",
+                    fuzzing::TIME_LIMIT * 3
+                ));
+                continue;
+            }
         }
         let Some(case) = cases.iter().find(|c| c.name == name) else {
             continue;
