@@ -16,7 +16,10 @@
 //! * file data is streamed, so a header claiming a huge size costs no
 //!   memory; a layer that ends early is an error naming the entry; PAX and
 //!   GNU long-name headers, the only ones held in memory, are limited to
-//!   1 MiB each;
+//!   1 MiB each (and the PAX data of one entry to 1 MiB in all);
+//! * entry names and link targets quoted in errors and warnings have their
+//!   control characters escaped (see `escape`), so a name like `\x1b[2J`
+//!   never reaches a terminal raw;
 //! * device nodes that cannot be created (no `CAP_MKNOD`) are skipped with a
 //!   warning returned in [`ApplyReport::warnings`];
 //! * overlay's private xattrs (`trusted.overlay.*`, `user.overlay.*`) are
@@ -121,18 +124,50 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
+/// Makes text from a layer safe to print: control characters (C0, DEL, C1)
+/// become `\t`, `\n`, `\r`, `\xNN` or `\u{NN}`, so an entry name cannot
+/// move the cursor, clear the screen or forge log lines.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An entry name or link target from the layer, ready for a message.
+fn quoted(raw: &[u8]) -> String {
+    escape(&String::from_utf8_lossy(raw))
+}
+
 fn layer_err(path: &[u8]) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Layer {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: quoted(path),
         source,
     }
 }
 
 fn unsafe_entry(path: &[u8], reason: impl Into<String>) -> Error {
     Error::UnsafeEntry {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: quoted(path),
         reason: reason.into(),
     }
+}
+
+/// A uid or gid from a header as the kernel takes it: ids past 32 bits
+/// would wrap, and `u32::MAX` means "leave unchanged" to chown.
+fn id(value: u64, what: &str, raw: &[u8]) -> Result<u32> {
+    u32::try_from(value)
+        .ok()
+        .filter(|v| *v != u32::MAX)
+        .ok_or_else(|| unsafe_entry(raw, format!("{what} {value} is out of range")))
 }
 
 /// Splits an archive path into components, refusing `..` and dropping `.`,
@@ -209,7 +244,7 @@ pub fn apply_layer(
         loop {
             let next = tar.next_entry().map_err(|source| Error::Layer {
                 path: match &last {
-                    Some(p) => format!("(the header after `{}`)", String::from_utf8_lossy(p)),
+                    Some(p) => format!("(the header after `{}`)", quoted(p)),
                     None => "(the first header)".to_string(),
                 },
                 source,
@@ -278,13 +313,15 @@ fn in_root(dir: impl AsFd, rel: &[u8], flags: OFlags) -> rustix::io::Result<Owne
 impl Applier {
     fn warn(&mut self, path: &[u8], message: impl Into<String>) {
         self.warnings.push(ApplyWarning {
-            path: String::from_utf8_lossy(path).into_owned(),
+            path: quoted(path),
             message: message.into(),
         });
     }
 
+    /// The path of `comps` for error messages only (escaped, so it may
+    /// differ from the real path when the name has control characters).
     fn display(&self, comps: &[Vec<u8>]) -> PathBuf {
-        self.root_path.join(OsStr::from_bytes(&join(comps)))
+        self.root_path.join(quoted(&join(comps)))
     }
 
     /// Opens (creating as needed) the directory `comps` inside the root.
@@ -336,7 +373,7 @@ impl Applier {
                         entry,
                         format!(
                             "parent `{}` is a symlink to a missing directory",
-                            String::from_utf8_lossy(&prefix)
+                            quoted(&prefix)
                         ),
                     ))
                 }
@@ -412,19 +449,31 @@ impl Applier {
             // Old (v7) archives mark directories by a trailing slash only.
             kind = b'5';
         }
+        if !matches!(
+            kind,
+            0 | b'0' | b'7' | b'1' | b'2' | b'3' | b'4' | b'5' | b'6'
+        ) {
+            // Before anything is created or removed: a skipped entry leaves
+            // the tree as it was.
+            self.warn(
+                &raw,
+                format!(
+                    "entry of unsupported type `{}` skipped",
+                    kind.escape_ascii()
+                ),
+            );
+            return Ok(());
+        }
         let mut meta = Meta {
             mode: entry.mode & 0o7777,
-            uid: entry.uid as u32,
-            gid: entry.gid as u32,
+            uid: id(entry.uid, "uid", &raw)?,
+            gid: id(entry.gid, "gid", &raw)?,
             mtime: entry.mtime,
             xattrs: Vec::new(),
         };
         for (x, value) in &entry.xattrs {
             if fsutil::is_overlay_private(x) {
-                self.warn(
-                    &raw,
-                    format!("dropped overlay xattr `{}`", String::from_utf8_lossy(x)),
-                );
+                self.warn(&raw, format!("dropped overlay xattr `{}`", quoted(x)));
             } else {
                 meta.xattrs.push((x.clone(), value.clone()));
             }
@@ -461,7 +510,7 @@ impl Applier {
                 let copied = io::copy(data, &mut file).map_err(layer_err(&raw))?;
                 if copied != expected {
                     return Err(Error::Layer {
-                        path: String::from_utf8_lossy(&raw).into_owned(),
+                        path: quoted(&raw),
                         source: io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             format!("the layer ends inside this file: its header says {expected} bytes, only {copied} follow"),
@@ -528,16 +577,7 @@ impl Applier {
                     Err(e) => return Err(io_err("create special file", &shown)(e)),
                 }
             }
-            other => {
-                self.warn(
-                    &raw,
-                    format!(
-                        "entry of unsupported type `{}` skipped",
-                        other.escape_ascii()
-                    ),
-                );
-                return Ok(());
-            }
+            _ => unreachable!("unsupported types are skipped above"),
         }
         self.written.insert(join(&comps));
         Ok(())
@@ -559,10 +599,7 @@ impl Applier {
             .map_err(io_err("change mode of", shown))?;
         for (name, value) in &meta.xattrs {
             if let Err(e) = fsutil::fset_xattr(file, name, value) {
-                self.warn(
-                    raw,
-                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(name)),
-                );
+                self.warn(raw, format!("xattr `{}` not set: {e}", quoted(name)));
             }
         }
         fsutil::fset_times(file, meta.mtime, 0).map_err(io_err("set times of", shown))
@@ -592,10 +629,7 @@ impl Applier {
         let at = proc_path(dir, name);
         for (xname, value) in &meta.xattrs {
             if let Err(e) = fsutil::set_xattr(&at, xname, value) {
-                self.warn(
-                    raw,
-                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(xname)),
-                );
+                self.warn(raw, format!("xattr `{}` not set: {e}", quoted(xname)));
             }
         }
         fsutil::set_times_at(dir, p, meta.mtime, 0).map_err(io_err("set times of", shown))
@@ -612,10 +646,7 @@ impl Applier {
         let target_comps = clean_path(target).map_err(|_| {
             unsafe_entry(
                 raw,
-                format!(
-                    "hardlink target `{}` contains `..`",
-                    String::from_utf8_lossy(target)
-                ),
+                format!("hardlink target `{}` contains `..`", quoted(target)),
             )
         })?;
         let rel = join(&target_comps);
@@ -633,7 +664,7 @@ impl Applier {
                     raw,
                     format!(
                         "hardlink target `{}` does not exist inside the layer root",
-                        String::from_utf8_lossy(target)
+                        quoted(target)
                     ),
                 ))
             }
@@ -653,26 +684,29 @@ impl Applier {
     /// Copies a lower layer's file into the upper dir so it can be linked.
     fn copy_up(&mut self, comps: &[Vec<u8>], raw: &[u8]) -> Result<OwnedFd> {
         let rel = join(comps);
+        // O_PATH: opening a lower's FIFO for reading would block for ever,
+        // and opening a device node would open the host's device.
         let found = self
             .lowers
             .iter()
-            .find_map(|l| in_root(l, &rel, OFlags::RDONLY | OFlags::NOFOLLOW).ok());
+            .find_map(|l| in_root(l, &rel, OFlags::PATH | OFlags::NOFOLLOW).ok());
         let Some(src) = found else {
             return Err(unsafe_entry(
                 raw,
                 format!(
                     "hardlink target `{}` exists neither in the layer nor in its parents",
-                    String::from_utf8_lossy(&rel)
+                    quoted(&rel)
                 ),
             ));
         };
         let st = rustix::fs::fstat(&src)
             .map_err(to_io)
             .map_err(io_err("stat", self.display(comps)))?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        if kind != rustix::fs::FileType::RegularFile && kind != rustix::fs::FileType::Symlink {
             return Err(unsafe_entry(
                 raw,
-                "hardlink target in a parent layer is not a regular file",
+                "hardlink target in a parent layer is not a regular file or a symlink",
             ));
         }
         let (name, parents) = comps
@@ -680,6 +714,36 @@ impl Applier {
             .ok_or_else(|| unsafe_entry(raw, "empty hardlink target"))?;
         let dir = self.resolve_dir(parents, raw)?;
         let shown = self.display(comps);
+        if kind == rustix::fs::FileType::Symlink {
+            // A symlink is copied up as a symlink: its target is text, never
+            // followed here.
+            let target = rustix::fs::readlinkat(&src, "", Vec::new())
+                .map_err(to_io)
+                .map_err(io_err("read symlink", &shown))?;
+            rustix::fs::symlinkat(target.as_c_str(), &dir, OsStr::from_bytes(name))
+                .map_err(to_io)
+                .map_err(io_err("copy up", &shown))?;
+            let meta = Meta {
+                mode: 0,
+                uid: st.st_uid,
+                gid: st.st_gid,
+                mtime: st.st_mtime,
+                xattrs: Vec::new(),
+            };
+            self.set_meta_at(&dir, name, &meta, false, raw, &shown)?;
+            return in_root(&self.root, &rel, OFlags::PATH | OFlags::NOFOLLOW)
+                .map_err(to_io)
+                .map_err(io_err("open", &shown));
+        }
+        // Reopened for reading through /proc: the same inode, now known to
+        // be a regular file.
+        let src = rustix::fs::open(
+            proc_path(&src, b""),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(to_io)
+        .map_err(io_err("copy up", &shown))?;
         let dst = rustix::fs::openat(
             &dir,
             OsStr::from_bytes(name),
@@ -766,5 +830,30 @@ mod tests {
         );
         let err = clean_path(b"a/../../etc").unwrap_err().to_string();
         assert!(err.contains("`..`"), "{err}");
+    }
+
+    #[test]
+    fn escape_leaves_no_control_character() {
+        assert_eq!(
+            escape("\x1b[2J\x07a\tb\r\n\u{9b}c\x7fé"),
+            r"\x1b[2J\x07a\tb\r\n\u{9b}c\x7fé"
+        );
+        let err = clean_path(b"\x1b]0;x\x07/..").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r"refusing layer entry `\x1b]0;x\x07/..`: the path contains a `..` component"
+        );
+    }
+
+    #[test]
+    fn ids_that_do_not_fit_uid_t_are_refused() {
+        assert_eq!(id(4_294_967_294, "uid", b"f").unwrap(), 4_294_967_294);
+        for bad in [u64::from(u32::MAX), 1 << 32, u64::MAX] {
+            let err = id(bad, "gid", b"f").unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("refusing layer entry `f`: gid {bad} is out of range")
+            );
+        }
     }
 }

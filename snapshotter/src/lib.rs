@@ -38,6 +38,8 @@ mod copy;
 pub mod diff;
 mod error;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layer;
 pub mod mount;
 pub mod records;

@@ -7,10 +7,16 @@
 //! linkpath, size, uid, gid, mtime, `SCHILY.xattr.*`), which covers what
 //! Docker, BuildKit, Buildah, Go's archive/tar and GNU tar write. GNU sparse
 //! files are refused.
+//!
+//! Every count taken from a header is checked: sizes up to `u64::MAX` skip
+//! (and fail at the end of the input) instead of overflowing, and the PAX
+//! records of one entry, which are kept until the entry's header, total at
+//! most [`MAX_EXTENSION`] bytes, so a run of PAX headers cannot grow memory.
 
 use std::io::{self, Read};
 
-/// Largest PAX or GNU long-name header accepted.
+/// Largest PAX or GNU long-name header accepted, and the most PAX data
+/// gathered for one entry.
 pub(crate) const MAX_EXTENSION: u64 = 1 << 20;
 
 const BLOCK: usize = 512;
@@ -149,10 +155,13 @@ impl<R: Read> TarReader<R> {
     /// The next entry, skipping what is left of the current one. `None` at
     /// the end-of-archive marker or at a clean end of input.
     pub(crate) fn next_entry(&mut self) -> io::Result<Option<RawEntry>> {
-        self.skip(self.remaining + self.padding)?;
+        // A base-256 size near u64::MAX plus its padding would overflow;
+        // no input is that long, so saturating only changes which error.
+        self.skip(self.remaining.saturating_add(self.padding))?;
         self.remaining = 0;
         self.padding = 0;
         let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut pax_bytes: u64 = 0;
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         loop {
@@ -209,6 +218,13 @@ impl<R: Read> TarReader<R> {
             let size = number(&h[124..136], "size")?;
             match typeflag {
                 b'x' => {
+                    pax_bytes = pax_bytes.saturating_add(size);
+                    // One oversized header gets read_extension's message.
+                    if size <= MAX_EXTENSION && pax_bytes > MAX_EXTENSION {
+                        return Err(bad(format!(
+                            "PAX headers of one entry total more than the {MAX_EXTENSION}-byte limit"
+                        )));
+                    }
                     let data = self.read_extension(size, "PAX")?;
                     pax.extend(pax_records(&data)?);
                     continue;

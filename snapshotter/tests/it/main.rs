@@ -4,6 +4,7 @@
 mod apply_safety;
 mod conformance;
 mod determinism;
+mod fuzz_corpus;
 mod interop;
 mod lifecycle;
 mod util;
