@@ -658,6 +658,47 @@ tag = '127.0.0.1:5000/demo:{\1}.{\2}-{short_sha}'
     }
 
     #[test]
+    fn server_table_defaults_values_and_errors() {
+        let c = Config::parse(EXAMPLE, Path::new("/etc/a.toml")).unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_connections, 256);
+        assert_eq!(c.server.max_body, 25 << 20);
+        assert_eq!(c.server.read_token, None);
+        let with = |table: &str| {
+            Config::parse(
+                &format!("{EXAMPLE}[server]\n{table}\n"),
+                Path::new("/etc/a.toml"),
+            )
+        };
+        let c =
+            with("header_timeout = \"3s\"\nmax_body = \"1MB\"\nrate_limit = 0\nread_token = \"t\"")
+                .unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.max_body, 1_000_000);
+        assert_eq!(c.server.rate_limit, 0);
+        assert_eq!(c.server.read_token.as_deref(), Some("t"));
+        assert!(
+            !format!("{c:?}").contains("\"t\""),
+            "the token is not printed"
+        );
+        for (table, key) in [
+            ("header_timeout = \"soon\"", "server.header_timeout"),
+            ("max_body = \"lots\"", "server.max_body"),
+            ("max_connections = 0", "server.max_connections"),
+            ("read_token = \"\"", "server.read_token"),
+            (
+                "read_token = \"a\"\nread_token_file = \"f\"",
+                "server.read_token_file",
+            ),
+        ] {
+            let e = with(table).unwrap_err().to_string();
+            assert!(e.contains("/etc/a.toml") && e.contains(key), "{table}: {e}");
+        }
+        let e = with("max_conections = 1").unwrap_err().to_string();
+        assert!(e.contains("max_conections"), "{e}");
+    }
+
+    #[test]
     fn substitution_leaves_unknown_placeholders() {
         let s = Substitution {
             sourceref: "main",
