@@ -540,7 +540,8 @@ async fn rate_limit(State(svc): State<Service>, req: Request, next: Next) -> Res
         Ok(()) => next.run(req).await,
         Err(wait) => {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            tracing::warn!(source = %peer.ip(), "webhook rate limit reached");
+            // debug, not warn: a flood must not flood the log as well.
+            tracing::debug!(source = %peer.ip(), "webhook rate limit reached");
             let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("too many requests from {}; retry in {secs} s", peer.ip()),
