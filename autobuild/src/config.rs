@@ -48,7 +48,22 @@ struct RawConfig {
     listen: Option<String>,
     concurrency: Option<usize>,
     #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
     repo: Vec<RawRepo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_body: Option<String>,
+    rate_limit: Option<u32>,
+    rate_burst: Option<u32>,
+    read_token: Option<String>,
+    read_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,8 +104,72 @@ pub struct Config {
     pub listen: String,
     /// Builds at once (at least 1).
     pub concurrency: usize,
+    /// The `[server]` table: limits and the read token.
+    pub server: ServerConfig,
     /// The repositories, by unique name.
     pub repos: Vec<RepoConfig>,
+}
+
+/// `[server]`: what the HTTP server allows a client (defaults in
+/// [`ServerConfig::default`]).
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Longest wait for a request's headers (`header_timeout`, default 10 s);
+    /// the connection is closed after it.
+    pub header_timeout: Duration,
+    /// Longest wait for a request's body (`body_timeout`, default 30 s);
+    /// 408 after it.
+    pub body_timeout: Duration,
+    /// Connections served at once (`max_connections`, default 256). When
+    /// all are taken, the connection idle or waiting for its headers the
+    /// longest is closed to make room; when every one is busy, new
+    /// connections wait.
+    pub max_connections: usize,
+    /// Largest request body (`max_body`, default 25 MiB, GitHub's webhook
+    /// cap); 413 above.
+    pub max_body: usize,
+    /// Requests per minute per source address on `/hooks/...` and
+    /// `/trigger/...` (`rate_limit`, default 60; 0 turns it off); 429 with
+    /// `Retry-After` above.
+    pub rate_limit: u32,
+    /// Requests a source may send at once before the rate applies
+    /// (`rate_burst`, default 30).
+    pub rate_burst: u32,
+    /// When set, the status pages, the API and the logs want it
+    /// (`Authorization: Bearer T`, `?token=T` or the cookie set by the
+    /// latter); `read_token` or `read_token_file`.
+    pub read_token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            max_body: 25 << 20,
+            rate_limit: 60,
+            rate_burst: 30,
+            read_token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_body", &self.max_body)
+            .field("rate_limit", &self.rate_limit)
+            .field("rate_burst", &self.rate_burst)
+            .field(
+                "read_token",
+                &self.read_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// One watched repository.
@@ -286,6 +365,7 @@ impl Config {
         if concurrency == 0 {
             return Err(invalid("concurrency".into(), "must be at least 1".into()));
         }
+        let server = parse_server(raw.server, base_dir, &invalid)?;
         let mut repos: Vec<RepoConfig> = Vec::new();
         for (i, r) in raw.repo.into_iter().enumerate() {
             let key = |k: &str| format!("repo[{i}].{k}");
@@ -405,6 +485,7 @@ impl Config {
         Ok(Config {
             listen: raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into()),
             concurrency,
+            server,
             repos,
         })
     }
@@ -413,6 +494,82 @@ impl Config {
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name == name)
     }
+}
+
+fn parse_server(
+    raw: RawServer,
+    base_dir: &Path,
+    invalid: &dyn Fn(String, String) -> ConfigError,
+) -> Result<ServerConfig, ConfigError> {
+    let mut server = ServerConfig::default();
+    let key = |k: &str| format!("server.{k}");
+    for (name, value, slot) in [
+        (
+            "header_timeout",
+            raw.header_timeout,
+            &mut server.header_timeout,
+        ),
+        ("body_timeout", raw.body_timeout, &mut server.body_timeout),
+    ] {
+        if let Some(v) = value {
+            *slot = parse_duration(&v).ok_or_else(|| {
+                invalid(
+                    key(name),
+                    format!("`{v}` is not a duration like `10s` or `1m`"),
+                )
+            })?;
+        }
+    }
+    if let Some(n) = raw.max_connections {
+        if n == 0 {
+            return Err(invalid(key("max_connections"), "must be at least 1".into()));
+        }
+        server.max_connections = n;
+    }
+    if let Some(v) = raw.max_body {
+        server.max_body = hoist_cache::gc::parse_size(&v)
+            .filter(|n| *n > 0)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                invalid(
+                    key("max_body"),
+                    format!("`{v}` is not a size like `25MiB` or `1MB`"),
+                )
+            })?;
+    }
+    if let Some(n) = raw.rate_limit {
+        server.rate_limit = n;
+    }
+    if let Some(n) = raw.rate_burst {
+        if n == 0 {
+            return Err(invalid(key("rate_burst"), "must be at least 1".into()));
+        }
+        server.rate_burst = n;
+    }
+    server.read_token = match (raw.read_token, raw.read_token_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("read_token_file"),
+                "give `read_token` or `read_token_file`, not both".into(),
+            ))
+        }
+        (Some(t), None) => Some(t),
+        (None, Some(f)) => {
+            let f = base_dir.join(f);
+            let t = std::fs::read_to_string(&f).map_err(|e| {
+                invalid(
+                    key("read_token_file"),
+                    format!("cannot read `{}`: {e}", f.display()),
+                )
+            })?;
+            Some(t.trim_end_matches(['\n', '\r']).to_string())
+        }
+        (None, None) => None,
+    };
+    if server.read_token.as_deref() == Some("") {
+        return Err(invalid(key("read_token"), "must not be empty".into()));
+    }
+    Ok(server)
 }
 
 /// `30s`, `10m`, `2h`, `1d` or a plain number of seconds.
@@ -498,6 +655,47 @@ tag = '127.0.0.1:5000/demo:{\1}.{\2}-{short_sha}'
             .unwrap_err()
             .to_string();
         assert!(e.contains("secrett"), "{e}");
+    }
+
+    #[test]
+    fn server_table_defaults_values_and_errors() {
+        let c = Config::parse(EXAMPLE, Path::new("/etc/a.toml")).unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_connections, 256);
+        assert_eq!(c.server.max_body, 25 << 20);
+        assert_eq!(c.server.read_token, None);
+        let with = |table: &str| {
+            Config::parse(
+                &format!("{EXAMPLE}[server]\n{table}\n"),
+                Path::new("/etc/a.toml"),
+            )
+        };
+        let c =
+            with("header_timeout = \"3s\"\nmax_body = \"1MB\"\nrate_limit = 0\nread_token = \"t\"")
+                .unwrap();
+        assert_eq!(c.server.header_timeout, Duration::from_secs(3));
+        assert_eq!(c.server.max_body, 1_000_000);
+        assert_eq!(c.server.rate_limit, 0);
+        assert_eq!(c.server.read_token.as_deref(), Some("t"));
+        assert!(
+            !format!("{c:?}").contains("\"t\""),
+            "the token is not printed"
+        );
+        for (table, key) in [
+            ("header_timeout = \"soon\"", "server.header_timeout"),
+            ("max_body = \"lots\"", "server.max_body"),
+            ("max_connections = 0", "server.max_connections"),
+            ("read_token = \"\"", "server.read_token"),
+            (
+                "read_token = \"a\"\nread_token_file = \"f\"",
+                "server.read_token_file",
+            ),
+        ] {
+            let e = with(table).unwrap_err().to_string();
+            assert!(e.contains("/etc/a.toml") && e.contains(key), "{table}: {e}");
+        }
+        let e = with("max_conections = 1").unwrap_err().to_string();
+        assert!(e.contains("max_conections"), "{e}");
     }
 
     #[test]

@@ -114,8 +114,18 @@ impl LogSink {
         self.bytes(format!("{text}\n").as_bytes());
     }
 
-    /// Append raw output.
+    /// Append raw output. Credentials in URLs (`https://user:pass@…`, from
+    /// the repository URL or git's messages) are redacted on the way in, so
+    /// the stored log never holds them.
     pub fn bytes(&self, data: &[u8]) {
+        let redacted = if data.windows(3).any(|w| w == b"://") && data.contains(&b'@') {
+            let text = String::from_utf8_lossy(data);
+            let r = crate::redact::redact_credentials(&text);
+            (r != text).then_some(r)
+        } else {
+            None
+        };
+        let data = redacted.as_ref().map_or(data, |r| r.as_bytes());
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let _ = f.write_all(data);
     }

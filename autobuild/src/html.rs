@@ -7,8 +7,11 @@ use std::fmt::Write;
 use crate::config::Config;
 use crate::queue::{BuildRecord, BuildState};
 
-/// HTML-escape text for element content and quoted attribute values.
+/// HTML-escape text for element content and quoted attribute values;
+/// control characters other than newline and tab are shown escaped
+/// (`\u{1b}`).
 pub fn escape(s: &str) -> String {
+    let s = crate::redact::escape_control_keep_lines(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -142,16 +145,18 @@ pub fn status_page(
     recent: &[BuildRecord],
 ) -> String {
     let mut body = String::from(
-        "<h2>Repositories</h2><table id=\"repos\"><tr><th>Repository</th>\
+        "<h2>Repositories</h2><table id=\"repos\"><tr><th>Repository</th><th>URL</th>\
         <th>Last build</th><th>State</th><th>Ref</th><th>Commit</th><th>Badge</th></tr>",
     );
     for repo in &config.repos {
         let name = escape(&repo.name);
+        let url = escape(&crate::redact::redact_credentials(&repo.url));
         match latest.get(&repo.name) {
             Some(b) => {
                 let _ = write!(
                     body,
-                    "<tr><td>{name}</td><td><a href=\"/builds/{id}\">#{id}</a></td><td>{pill}</td>\
+                    "<tr><td>{name}</td><td><code>{url}</code></td>\
+                     <td><a href=\"/builds/{id}\">#{id}</a></td><td>{pill}</td>\
                      <td><code>{r}</code></td><td><code>{sha}</code></td>\
                      <td><img alt=\"badge\" src=\"/badge/{name}.svg\"></td></tr>",
                     id = b.id,
@@ -163,7 +168,8 @@ pub fn status_page(
             None => {
                 let _ = write!(
                     body,
-                    "<tr><td>{name}</td><td class=\"muted\">no builds yet</td><td></td><td></td>\
+                    "<tr><td>{name}</td><td><code>{url}</code></td>\
+                     <td class=\"muted\">no builds yet</td><td></td><td></td>\
                      <td></td><td><img alt=\"badge\" src=\"/badge/{name}.svg\"></td></tr>"
                 );
             }

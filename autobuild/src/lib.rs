@@ -49,11 +49,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+mod conn;
 pub mod executor;
 pub mod hook;
 pub mod html;
 pub mod image;
 pub mod queue;
+pub mod redact;
 pub mod server;
 mod sys;
 pub mod watch;
@@ -62,7 +64,7 @@ pub mod webhook;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-pub use config::{Config, ConfigError, RepoConfig};
+pub use config::{Config, ConfigError, RepoConfig, ServerConfig};
 pub use executor::{
     BuildExecutor, BuildFailure, BuildFn, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink,
 };
@@ -282,10 +284,12 @@ pub fn resolve_ref(
     git_ref: Option<&str>,
     sha: Option<String>,
 ) -> Result<PushedRef, Error> {
+    // Shown in answers and logs: credentials in the URL (and in git's
+    // messages quoting it) redacted.
     let fail = |r: &str, message: String| Error::Resolve {
-        url: url.to_string(),
+        url: redact::redact_credentials(url),
         git_ref: r.to_string(),
-        message,
+        message: redact::redact_credentials(&message),
     };
     if let (Some(r), Some(sha)) = (git_ref, &sha) {
         if r.starts_with("refs/") {

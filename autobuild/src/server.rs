@@ -4,9 +4,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,9 +21,6 @@ use crate::executor::{check_ref_format, is_full_sha, BuildExecutor, BuildJob, Lo
 use crate::queue::{self, Enqueued, NewBuild, Recovery};
 use crate::webhook::{parse_event, Event, Provider, PushedRef};
 use crate::{html, Error};
-
-/// Largest request body accepted (413 above).
-pub const MAX_BODY: usize = 1 << 20;
 
 /// How often the dispatcher looks for builds queued by other processes.
 const POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -45,6 +43,8 @@ struct Inner {
     wake: Notify,
     /// The registry client base-image watching resolves digests with.
     registry: std::sync::OnceLock<hoist_registry::Client>,
+    /// Per-source token buckets of the webhook and trigger endpoints.
+    limiter: RateLimiter,
     /// Held (flock) while this service exists: one server per store.
     _lock: std::fs::File,
 }
@@ -121,6 +121,7 @@ impl Service {
                 }
             }
         }
+        let limiter = RateLimiter::new(config.server.rate_limit, config.server.rate_burst);
         let service = Service {
             inner: Arc::new(Inner {
                 config,
@@ -128,6 +129,7 @@ impl Service {
                 executor,
                 wake: Notify::new(),
                 registry: std::sync::OnceLock::new(),
+                limiter,
                 _lock: lock,
             }),
         };
@@ -262,7 +264,8 @@ impl Service {
                     .executor
                     .build(&job, log.clone())
                     .await
-                    .map_err(|f| f.message)
+                    // git's messages may quote the repository URL.
+                    .map_err(|f| crate::redact::redact_credentials(&f.message))
             }
         };
         let recorded = match &result {
@@ -280,7 +283,7 @@ impl Service {
                 queue::finish(db, rec.id, Ok((&o.digest, &o.pushed_tags)))
             }
             Err(e) => {
-                tracing::warn!(id = rec.id, error = %e, "build failed");
+                tracing::warn!(id = rec.id, error = %crate::redact::escape_control(e), "build failed");
                 log.line(&format!("build failed: {e}"));
                 queue::finish(db, rec.id, Err(e))
             }
@@ -314,17 +317,28 @@ impl Service {
         })
     }
 
-    /// The axum router (without the dispatcher; see [`serve`]).
+    /// The axum router (without the dispatcher; see [`serve`]). The pages,
+    /// the API and the logs want the read token when one is configured;
+    /// webhooks and the trigger URL have their own authentication and a
+    /// per-source rate limit; the badge is public.
     pub fn router(&self) -> Router {
-        Router::new()
+        let read = Router::new()
             .route("/", get(status_page))
             .route("/builds/{id}", get(build_page))
             .route("/api/builds", get(api_builds))
             .route("/api/builds/{id}", get(api_build))
-            .route("/badge/{file}", get(badge))
+            .route_layer(middleware::from_fn_with_state(
+                self.clone(),
+                require_read_token,
+            ));
+        let write = Router::new()
             .route("/hooks/{provider}/{name}", post(webhook))
             .route("/trigger/{name}", post(trigger))
-            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .route_layer(middleware::from_fn_with_state(self.clone(), rate_limit));
+        Router::new()
+            .route("/badge/{file}", get(badge))
+            .merge(read)
+            .merge(write)
             .with_state(self.clone())
     }
 }
@@ -350,10 +364,14 @@ pub async fn serve(
         }
     }
     let dispatcher = tokio::spawn(service.clone().dispatch(stop_rx));
-    let result = axum::serve(listener, service.router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(Error::Serve);
+    let result = crate::conn::serve_connections(
+        listener,
+        service.router(),
+        &service.config().server,
+        shutdown,
+    )
+    .await
+    .map_err(Error::Serve);
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     for w in watchers {
@@ -394,8 +412,201 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn internal(e: Error) -> Response {
-    tracing::error!(error = %e, "request failed");
-    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    tracing::error!(error = %crate::redact::shown(&e.to_string()), "request failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        crate::redact::redact_credentials(&e.to_string()),
+    )
+}
+
+/// A request body, at most `max_body` bytes (413 above) arriving within
+/// `body_timeout` (408 after it).
+async fn read_body(svc: &Service, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let limits = &svc.config().server;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} bytes", limits.max_body),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(
+        limits.body_timeout,
+        axum::body::to_bytes(body, limits.max_body),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if c.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                cause = c.source();
+            }
+            Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("failed to read the request body: {e}"),
+            ))
+        }
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                limits.body_timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// Token buckets per source address: `rate` requests per minute, `burst` at
+/// once. IPv6 sources count per /64, the block one host usually has.
+struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+}
+
+/// Buckets kept before full ones are dropped.
+const MAX_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    fn new(per_minute: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_second: f64::from(per_minute) / 60.0,
+            burst: f64::from(burst.max(1)),
+            buckets: Default::default(),
+        }
+    }
+
+    /// Take a token for `ip`, or say how long until one is there.
+    fn check(&self, ip: std::net::IpAddr) -> Result<(), std::time::Duration> {
+        if self.per_second <= 0.0 {
+            return Ok(());
+        }
+        let key = match ip {
+            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                std::net::IpAddr::from(o)
+            }
+            std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(
+                v6.to_ipv4_mapped()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            ),
+            v4 => v4,
+        };
+        let now = std::time::Instant::now();
+        let refill = |tokens: f64, last: std::time::Instant| {
+            (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst)
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_BUCKETS {
+            buckets.retain(|_, (t, last)| refill(*t, *last) < self.burst);
+        }
+        let (tokens, last) = buckets.entry(key).or_insert((self.burst, now));
+        *tokens = refill(*tokens, *last);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64(
+                (1.0 - *tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
+/// 429 with `Retry-After` for a source over its rate on the webhook and
+/// trigger endpoints (before the body is read).
+async fn rate_limit(State(svc): State<Service>, req: Request, next: Next) -> Response {
+    let Some(ConnectInfo(peer)) = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .copied()
+    else {
+        return next.run(req).await;
+    };
+    match svc.inner.limiter.check(peer.ip()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            // debug, not warn: a flood must not flood the log as well.
+            tracing::debug!(source = %peer.ip(), "webhook rate limit reached");
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests from {}; retry in {secs} s", peer.ip()),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            r
+        }
+    }
+}
+
+/// The cookie a valid `?token=` sets, so the page's links work.
+const READ_TOKEN_COOKIE: &str = "hoist_read_token";
+
+/// With `[server] read_token`: the token from `Authorization: Bearer`,
+/// `?token=` or the cookie, else 401.
+async fn require_read_token(State(svc): State<Service>, req: Request, next: Next) -> Response {
+    let Some(want) = svc.config().server.read_token.clone() else {
+        return next.run(req).await;
+    };
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let query = Query::<std::collections::HashMap<String, String>>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|Query(q)| q.get("token").cloned());
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(READ_TOKEN_COOKIE)
+                .and_then(|c| c.strip_prefix('='))
+                .map(str::to_string)
+        });
+    let ok = |t: &Option<String>| {
+        t.as_deref()
+            .is_some_and(|t| Provider::GitLab.verify(Some(want.as_str()), Some(t.as_bytes()), &[]))
+    };
+    if !(ok(&bearer) || ok(&query) || ok(&cookie)) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "this server wants its read token (Authorization: Bearer TOKEN or ?token=TOKEN)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"hoist autobuild\""),
+        );
+        return r;
+    }
+    let set_cookie = ok(&query) && !ok(&cookie);
+    let mut r = next.run(req).await;
+    if set_cookie {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{READ_TOKEN_COOKIE}={want}; Path=/; HttpOnly; SameSite=Strict"
+        )) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    r
 }
 
 fn queued_response(result: Result<Queued, Error>) -> Response {
@@ -413,7 +624,7 @@ async fn webhook(
     State(svc): State<Service>,
     UrlPath((provider, name)): UrlPath<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(provider) = Provider::parse(&provider) else {
         return error(
@@ -427,7 +638,11 @@ async fn webhook(
             format!("unknown repository `{name}`"),
         );
     };
-    // The signature is checked before anything reads the body.
+    let body = match read_body(&svc, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    // The signature is checked before anything parses the body.
     let signature = headers
         .get(provider.signature_header())
         .map(|v| v.as_bytes());
@@ -472,7 +687,7 @@ async fn trigger(
     State(svc): State<Service>,
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(repo) = svc.config().repo(&name).cloned() else {
         return error(
@@ -488,6 +703,10 @@ async fn trigger(
     if !Provider::GitLab.verify(repo.trigger_token.as_deref(), given, &[]) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong token");
     }
+    let body = match read_body(&svc, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let request: TriggerRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerRequest::default()
     } else {

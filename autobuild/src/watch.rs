@@ -51,13 +51,15 @@ pub async fn watch_repo(
         match check_bases(&svc, &repo, &client).await {
             Ok(check) => {
                 for (image, why) in &check.unresolved {
-                    tracing::warn!(repo = %repo.name, image = %image, error = %why, "cannot resolve a base image");
+                    tracing::warn!(repo = %repo.name, image = %image, error = %crate::redact::shown(&why.to_string()), "cannot resolve a base image");
                 }
                 for (image, (old, new)) in &check.changed {
                     tracing::info!(repo = %repo.name, image = %image, old = %old, new = %new, "base image changed");
                 }
             }
-            Err(e) => tracing::warn!(repo = %repo.name, error = %e, "base image check failed"),
+            Err(e) => {
+                tracing::warn!(repo = %repo.name, error = %crate::redact::shown(&e.to_string()), "base image check failed")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(repo.poll_interval) => {}

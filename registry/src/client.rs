@@ -505,12 +505,14 @@ impl Client {
         if let Some(t) = cached() {
             return Ok(t);
         }
+        // The realm is the registry's text: quoted escaped.
+        let shown = escape_control(realm);
         let auth_err = |message: String| RegistryError::Auth {
             registry: endpoint.auth_name.clone(),
             message,
         };
         let mut url = Url::parse(realm)
-            .map_err(|e| auth_err(format!("invalid token realm `{realm}`: {e}")))?;
+            .map_err(|e| auth_err(format!("invalid token realm `{shown}`: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -521,6 +523,18 @@ impl Client {
             }
         }
         let credential = self.credentials_for(&endpoint.auth_name)?;
+        // The realm comes from the registry's challenge, so whoever answers
+        // for the registry picks where the credentials go. Over https they
+        // stay encrypted; an http realm of an https registry would put them
+        // on the wire in clear text, so they are not sent (a registry
+        // reached over plain http has already shown them to the network).
+        if credential.is_some() && endpoint.base.scheme() == "https" && url.scheme() != "https" {
+            return Err(auth_err(format!(
+                "the registry is reached over https but its token realm `{shown}` is not: \
+                 refusing to send the credentials for {} in clear text",
+                endpoint.auth_name
+            )));
+        }
         let realm_host = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_string(),
@@ -532,7 +546,7 @@ impl Client {
                 || crate::config::is_loopback(&realm_host),
             challenge: None,
         };
-        let action = format!("fetch a token from {realm}");
+        let action = format!("fetch a token from {shown}");
         let resp = self
             .execute_raw(
                 &realm_endpoint,
@@ -589,7 +603,7 @@ impl Client {
                 ""
             };
             return Err(auth_err(format!(
-                "token endpoint {realm} answered {} {message}{hint}",
+                "token endpoint {shown} answered {} {message}{hint}",
                 status.as_u16()
             )));
         }
@@ -599,21 +613,25 @@ impl Client {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let body = resp
-            .bytes()
+        let body = read_limited(resp, MAX_TOKEN_BODY)
             .await
             .map_err(|source| RegistryError::Transport {
                 action: action.clone(),
-                url: realm.to_string(),
+                url: shown.clone(),
                 source,
+            })?
+            .ok_or_else(|| {
+                auth_err(format!(
+                    "the token response from {shown} is longer than {MAX_TOKEN_BODY} bytes"
+                ))
             })?;
         let parsed: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| auth_err(format!("invalid token response from {realm}: {e}")))?;
+            .map_err(|e| auth_err(format!("invalid token response from {shown}: {e}")))?;
         let value = parsed
             .token
             .or(parsed.access_token)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| auth_err(format!("token response from {realm} has no token")))?;
+            .ok_or_else(|| auth_err(format!("token response from {shown} has no token")))?;
         // The spec's default lifetime is 60 s; renew a little early.
         let lifetime = parsed.expires_in.unwrap_or(60).max(60);
         let expires = Instant::now() + Duration::from_secs(lifetime.saturating_sub(10));
@@ -698,12 +716,69 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// The error text of a response body (`denied: …`) and its first code.
+/// Largest error body read from a registry; a longer one is not read on
+/// (the status text stands for it), so a registry streaming an endless
+/// error body cannot fill memory.
+pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Largest token endpoint answer read (real tokens are a few KiB).
+pub(crate) const MAX_TOKEN_BODY: usize = 1 << 20;
+
+/// Read a whole body, or `None` when it is longer than `limit` (the rest is
+/// never read: dropping the response closes the connection).
+pub(crate) async fn read_limited(
+    resp: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut out = Vec::new();
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if out.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out))
+}
+
+/// Text a registry or token server sent, for an error message: control
+/// characters (and bidi overrides) escaped so they cannot drive the terminal
+/// the message is printed on. `\n` becomes `\\n`, ESC `\\u{1b}`.
+pub(crate) fn escape_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The error text of a response body (`denied: …`) and its first code,
+/// control characters escaped. At most [`MAX_ERROR_BODY`] bytes are read.
 pub(crate) async fn read_error(resp: reqwest::Response) -> (String, Option<String>) {
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    let body = &body[..body.len().min(64 << 10)];
-    describe_error_body(status, body)
+    let (message, code) = match read_limited(resp, MAX_ERROR_BODY).await {
+        Ok(Some(body)) => describe_error_body(status, &body),
+        Ok(None) => {
+            let reason = StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error")
+                .to_ascii_lowercase();
+            (
+                format!("{reason} (error body longer than {MAX_ERROR_BODY} bytes, not read)"),
+                None,
+            )
+        }
+        Err(_) => describe_error_body(status, b""),
+    };
+    (escape_control(&message), code.map(|c| escape_control(&c)))
 }
 
 /// Turn an unexpected status into an error quoting the registry.

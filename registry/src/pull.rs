@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use tokio::sync::{RwLock, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::client::{error_chain, no_notify, scope, status_error, Client, Endpoint, Result};
+use crate::client::{
+    error_chain, no_notify, read_limited, scope, status_error, Client, Endpoint, Result,
+};
 use crate::error::RegistryError;
 use crate::events::{EventSink, PullEvent, RetryNotice};
 use crate::manifest::{
@@ -225,7 +227,10 @@ impl Client {
         }
         let media_type = detect_media_type(content_type.as_deref(), &body);
         if !is_index(&media_type) && !is_manifest(&media_type) {
-            return Err(RegistryError::UnsupportedMediaType { media_type, what });
+            return Err(RegistryError::UnsupportedMediaType {
+                media_type: crate::client::escape_control(&media_type),
+                what,
+            });
         }
         let descriptor = Descriptor::new(
             MediaType::from(media_type.as_str()),
@@ -283,6 +288,7 @@ impl Client {
                         .filter_map(|m| {
                             m.platform().as_ref().map(|p| Platform::from(p).to_string())
                         })
+                        .map(|p| crate::client::escape_control(&p))
                         .collect::<Vec<_>>()
                         .join(", "),
                 }
@@ -650,23 +656,6 @@ fn header_str(resp: &reqwest::Response, name: &str) -> Option<String> {
 fn parse_content_range_start(v: &str) -> Option<u64> {
     let v = v.trim().strip_prefix("bytes")?.trim_start();
     v.split('-').next()?.trim().parse().ok()
-}
-
-/// Read a whole body, or `None` when it is longer than `limit`.
-async fn read_limited(
-    resp: reqwest::Response,
-    limit: usize,
-) -> std::result::Result<Option<Vec<u8>>, reqwest::Error> {
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if out.len() + chunk.len() > limit {
-            return Ok(None);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Some(out))
 }
 
 use std::io::Write as _;

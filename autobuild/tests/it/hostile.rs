@@ -143,7 +143,10 @@ fn raw_post(addr: std::net::SocketAddr, head: &str, body: Vec<u8>, chunked: bool
 #[test]
 fn a_ten_mib_body_gets_413() {
     let repo = Repo::new();
-    let server = TestServer::start(&config_text(repo.url(), 1, MAIN_RULE));
+    let server = TestServer::start(&format!(
+        "{}[server]\nmax_body = \"1MiB\"\n",
+        config_text(repo.url(), 1, MAIN_RULE)
+    ));
     let big = vec![b'x'; 10 << 20];
     // Signed correctly, so only the size can refuse it.
     let sig = Provider::GitHub.sign(SECRET, &big);

@@ -10,6 +10,7 @@ mod common;
 mod helper;
 mod hooks;
 mod hostile;
+mod limits;
 mod queue;
 mod real;
 mod recovery;

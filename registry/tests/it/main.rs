@@ -2,6 +2,7 @@
 
 mod auth;
 mod faults;
+mod hostile;
 mod interop;
 mod mirrors;
 mod push_pull;
