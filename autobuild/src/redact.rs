@@ -59,34 +59,13 @@ pub fn redact_credentials(text: &str) -> String {
 /// does (`\n`, `\u{1b}`), for text from a webhook, a git remote or a
 /// registry that goes into a log line or an error.
 pub(crate) fn escape_control(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if is_unsafe(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    hoist_untrusted::escape(s).into_owned()
 }
 
 /// Like [`escape_control`] but keeps newlines and tabs (multi-line text:
 /// commit messages, logs).
 pub(crate) fn escape_control_keep_lines(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if is_unsafe(c) && !matches!(c, '\n' | '\t') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    hoist_untrusted::escape_keep_lines(s).into_owned()
 }
 
 /// For log and error text: credentials redacted, then control characters

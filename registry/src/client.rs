@@ -747,16 +747,7 @@ pub(crate) async fn read_limited(
 /// characters (and bidi overrides) escaped so they cannot drive the terminal
 /// the message is printed on. `\n` becomes `\\n`, ESC `\\u{1b}`.
 pub(crate) fn escape_control(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    hoist_untrusted::escape(s).into_owned()
 }
 
 /// The error text of a response body (`denied: …`) and its first code,

@@ -127,24 +127,10 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
 /// Makes text from a layer safe to print: control characters (C0, DEL, C1)
 /// become `\t`, `\n`, `\r`, `\xNN` or `\u{NN}`, so an entry name cannot
 /// move the cursor, clear the screen or forge log lines.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// An entry name or link target from the layer, ready for a message.
 fn quoted(raw: &[u8]) -> String {
-    escape(&String::from_utf8_lossy(raw))
+    hoist_untrusted::escape_bytes(raw).into_owned()
 }
 
 fn layer_err(path: &[u8]) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -835,13 +821,13 @@ mod tests {
     #[test]
     fn escape_leaves_no_control_character() {
         assert_eq!(
-            escape("\x1b[2J\x07a\tb\r\n\u{9b}c\x7fé"),
-            r"\x1b[2J\x07a\tb\r\n\u{9b}c\x7fé"
+            quoted(b"\x1b[2J\x07a\tb\r\n\xc2\x9bc\x7f\xc3\xa9\xff"),
+            r"\u{1b}[2J\u{7}a\tb\r\n\u{9b}c\u{7f}é\xff"
         );
         let err = clean_path(b"\x1b]0;x\x07/..").unwrap_err().to_string();
         assert_eq!(
             err,
-            r"refusing layer entry `\x1b]0;x\x07/..`: the path contains a `..` component"
+            r"refusing layer entry `\u{1b}]0;x\u{7}/..`: the path contains a `..` component"
         );
     }
 

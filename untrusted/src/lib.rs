@@ -14,4 +14,4 @@ mod root;
 mod text;
 
 pub use root::{Error, Root};
-pub use text::{escape, escape_bytes, Escaped};
+pub use text::{escape, escape_bytes, escape_keep_lines, Escaped};

@@ -17,6 +17,26 @@ pub fn escape(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// [`escape`] for multi-line text (logs, commit messages): newlines and tabs
+/// are kept, every other control character is escaped.
+pub fn escape_keep_lines(s: &str) -> Cow<'_, str> {
+    if !s
+        .chars()
+        .any(|c| needs_escape(c) && !matches!(c, '\n' | '\t'))
+    {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if matches!(c, '\n' | '\t') {
+            out.push(c);
+        } else {
+            push_char(&mut out, c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Bytes that may not be UTF-8 (tar names, raw input), escaped as [`escape`]
 /// does, with each invalid byte written as `\xNN`.
 pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
@@ -52,7 +72,7 @@ fn needs_escape(c: char) -> bool {
     c.is_control()
         // Bidirectional overrides and isolates: they reorder what a terminal
         // shows (CVE-2021-42574, "Trojan Source").
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn push_char(out: &mut String, c: char) {
@@ -77,6 +97,7 @@ mod tests {
         assert_eq!(escape("héllo wörld ✓"), "héllo wörld ✓");
         assert_eq!(escape("abc\u{202e}def"), "abc\\u{202e}def");
         assert_eq!(Escaped("a\x07").to_string(), "a\\u{7}");
+        assert_eq!(escape_keep_lines("l1\n\tl2\x1b"), "l1\n\tl2\\u{1b}");
     }
 
     #[test]
