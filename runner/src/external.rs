@@ -16,7 +16,7 @@ use crate::init::InitConfig;
 use crate::rootfs::{
     mount_root, resolve_in_root, LinuxSyscalls, RootfsError, MASKED_PATHS, READONLY_PATHS,
 };
-use crate::security::{DEFAULT_CAPABILITIES, DENIED, NAMESPACE_FLAGS};
+use crate::security::{SecurityError, DEFAULT_CAPABILITIES};
 use crate::spec::{Limits, Mount, NetworkMode};
 use crate::user::{resolve_user, UserError};
 
@@ -43,6 +43,9 @@ pub enum ExternalError {
     /// The root could not be mounted.
     #[error("failed to prepare the root filesystem for the runtime")]
     Rootfs(#[from] RootfsError),
+    /// The seccomp profile could not be built.
+    #[error("failed to build the seccomp profile for the runtime")]
+    Seccomp(#[from] SecurityError),
     /// The user could not be resolved.
     #[error("failed to resolve the step's user")]
     User(#[from] UserError),
@@ -156,16 +159,6 @@ pub(crate) fn runtime_config(
     if plan.network == NetworkMode::None {
         namespaces.push(json!({"type": "network"}));
     }
-    let mut syscalls = vec![
-        json!({"names": DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
-    ];
-    for flag in NAMESPACE_FLAGS {
-        syscalls.push(json!({
-            "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-            "args": [{"index": 0, "value": *flag as u64, "valueTwo": *flag as u64, "op": "SCMP_CMP_MASKED_EQ"}]
-        }));
-    }
     let mut linux = json!({
         "namespaces": namespaces,
         "maskedPaths": if root_plan.privileged { &[][..] } else { MASKED_PATHS },
@@ -190,7 +183,7 @@ pub(crate) fn runtime_config(
     }
     linux["resources"] = resources;
     if config.seccomp {
-        linux["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls});
+        linux["seccomp"] = crate::security::default_seccomp_oci(config.all_capabilities)?;
     }
     let value = json!({
         "ociVersion": "1.0.2",
