@@ -6,6 +6,7 @@ mod limits;
 mod mounts;
 mod rootless;
 mod sandbox;
+mod seccomp;
 mod security;
 mod util;
 
@@ -51,6 +52,11 @@ fn main() {
                 security::capabilities_nnp_seccomp,
             ),
             ("privileged_sys_proc_dev", security::privileged_sys_proc_dev),
+            (
+                "seccomp_allowlist_on_the_kernel",
+                seccomp::allowlist_on_the_kernel,
+            ),
+            ("seccomp_i386_program_runs", seccomp::i386_program_runs),
             ("bind_mounts_ro_rw", mounts::bind_mounts_ro_rw),
             ("tmpfs_mount", mounts::tmpfs_mount),
             (
