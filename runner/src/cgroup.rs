@@ -47,6 +47,30 @@ fn read(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok()
 }
 
+/// The device nodes a step may use, as Docker's default (runc's
+/// `AllowedDevices`): mknod of any node, then read/write/mknod of these
+/// only. runc 1.2 dropped the old `c 10:200 rwm` (/dev/net/tun) entry; so
+/// do we. Each is (type, major, minor, access) with `None` for `*`.
+pub(crate) const ALLOWED_DEVICES: &[(char, Option<u32>, Option<u32>, &str)] = &[
+    ('c', None, None, "m"),
+    ('b', None, None, "m"),
+    ('c', Some(1), Some(3), "rwm"), // null
+    ('c', Some(1), Some(5), "rwm"), // zero
+    ('c', Some(1), Some(7), "rwm"), // full
+    ('c', Some(1), Some(8), "rwm"), // random
+    ('c', Some(1), Some(9), "rwm"), // urandom
+    ('c', Some(5), Some(0), "rwm"), // tty
+    ('c', Some(5), Some(1), "rwm"), // console
+    ('c', Some(5), Some(2), "rwm"), // ptmx
+    ('c', Some(136), None, "rwm"),  // pts/*
+];
+
+/// One rule in the v1 `devices.allow` syntax (`c 1:3 rwm`).
+pub(crate) fn device_rule(rule: &(char, Option<u32>, Option<u32>, &str)) -> String {
+    let n = |v: Option<u32>| v.map_or("*".to_string(), |v| v.to_string());
+    format!("{} {}:{} {}", rule.0, n(rule.1), n(rule.2), rule.3)
+}
+
 /// Which hierarchy is in use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CgroupVersion {
@@ -60,7 +84,9 @@ pub enum CgroupVersion {
 #[derive(Clone, Debug)]
 pub(crate) struct Cgroups {
     version: CgroupVersion,
-    /// v2: one `hoist` dir. v1: one per controller (memory, cpu, cpuacct, pids).
+    /// v2: one `hoist` dir. v1: one per controller (memory, cpu, cpuacct,
+    /// pids). Either way, last, the v1 `devices` hierarchy's when it is
+    /// mounted (hybrid hosts) and writable.
     parents: Vec<(&'static str, PathBuf)>,
 }
 
@@ -138,7 +164,12 @@ impl Cgroups {
     pub(crate) fn detect() -> Option<Cgroups> {
         let mounts = mountinfo();
         let own = own_cgroups();
-        Self::detect_v2(&mounts, &own).or_else(|| Self::detect_v1(&mounts, &own))
+        let mut found =
+            Self::detect_v2(&mounts, &own).or_else(|| Self::detect_v1(&mounts, &own))?;
+        if let Some(devices) = v1_parent(&mounts, &own, "devices") {
+            found.parents.push(("devices", devices));
+        }
+        Some(found)
     }
 
     fn detect_v2(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
@@ -187,19 +218,9 @@ impl Cgroups {
     fn detect_v1(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
         let mut parents = Vec::new();
         for controller in ["memory", "cpu", "cpuacct", "pids"] {
-            let Some(mount) = mounts.iter().find(|m| {
-                m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller)
-            }) else {
+            let Some(parent) = v1_parent(mounts, own, controller) else {
                 continue;
             };
-            let own_path = own
-                .iter()
-                .find(|(c, _)| c.split(',').any(|c| c == controller))
-                .map_or("/", |(_, p)| p.as_str());
-            let parent = join_cgroup(mount, own_path).join("hoist");
-            if fs::create_dir_all(&parent).is_err() || !can_create_in(&parent) {
-                continue;
-            }
             // cpu and cpuacct may be co-mounted: then one directory serves
             // both, and `create`/`attach` visit it once.
             parents.push((controller, parent));
@@ -223,8 +244,15 @@ impl Cgroups {
         self.parents.iter().map(|(_, p)| p.as_path())
     }
 
-    /// Create the cgroup `name` with `limits`.
-    pub(crate) fn create(&self, name: &str, limits: &Limits) -> Result<Cgroup> {
+    /// Create the cgroup `name` with `limits`; with `confine_devices`, the
+    /// step may open only Docker's default device nodes (v1 `devices`
+    /// controller; where there is none, `nodev` mounts do that work).
+    pub(crate) fn create(
+        &self,
+        name: &str,
+        limits: &Limits,
+        confine_devices: bool,
+    ) -> Result<Cgroup> {
         let mut dirs: Vec<(&'static str, PathBuf)> = Vec::new();
         for (controller, parent) in &self.parents {
             let dir = parent.join(name);
@@ -241,7 +269,14 @@ impl Cgroups {
             version: self.version.clone(),
             dirs,
         };
-        if let Err(e) = cgroup.apply(limits) {
+        let applied = cgroup.apply(limits).and_then(|()| {
+            if confine_devices {
+                cgroup.confine_devices()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = applied {
             cgroup.destroy();
             return Err(e);
         }
@@ -274,6 +309,20 @@ impl Cgroups {
     }
 }
 
+/// `<own cgroup>/hoist` in the v1 hierarchy of `controller`, made and
+/// writable, or `None`.
+fn v1_parent(mounts: &[MountInfo], own: &[(String, String)], controller: &str) -> Option<PathBuf> {
+    let mount = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller))?;
+    let own_path = own
+        .iter()
+        .find(|(c, _)| c.split(',').any(|c| c == controller))
+        .map_or("/", |(_, p)| p.as_str());
+    let parent = join_cgroup(mount, own_path).join("hoist");
+    (fs::create_dir_all(&parent).is_ok() && can_create_in(&parent)).then_some(parent)
+}
+
 /// Whether this process may make cgroups in `parent` (it may exist already,
 /// made by root, while we run unprivileged).
 fn can_create_in(parent: &Path) -> bool {
@@ -297,6 +346,19 @@ impl Cgroup {
             .iter()
             .find(|(c, _)| *c == controller || self.version == CgroupVersion::V2)
             .map(|(_, d)| d.as_path())
+    }
+
+    /// Deny every device, then allow Docker's list (v1 rules only narrow
+    /// what the parent allows, so order matters: deny all first).
+    fn confine_devices(&self) -> Result<()> {
+        let Some((_, dir)) = self.dirs.iter().find(|(c, _)| *c == "devices") else {
+            return Ok(());
+        };
+        write(&dir.join("devices.deny"), "a")?;
+        for rule in ALLOWED_DEVICES {
+            write(&dir.join("devices.allow"), &device_rule(rule))?;
+        }
+        Ok(())
     }
 
     fn apply(&self, limits: &Limits) -> Result<()> {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::cgroup::ALLOWED_DEVICES;
 use crate::init::InitConfig;
 use crate::rootfs::{
     mount_root, resolve_in_root, LinuxSyscalls, RootfsError, MASKED_PATHS, READONLY_PATHS,
@@ -180,6 +181,21 @@ pub(crate) fn runtime_config(
     if root_plan.privileged {
         // runc's default device rules would refuse the host devices bound in.
         resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    } else {
+        // Docker's rules: deny all, then its default list (runc appends
+        // the same list itself; stating it keeps crun and runc alike).
+        let mut rules = vec![json!({"allow": false, "access": "rwm"})];
+        for (kind, major, minor, access) in ALLOWED_DEVICES {
+            let mut rule = json!({"allow": true, "type": kind.to_string(), "access": access});
+            if let Some(major) = major {
+                rule["major"] = json!(major);
+            }
+            if let Some(minor) = minor {
+                rule["minor"] = json!(minor);
+            }
+            rules.push(rule);
+        }
+        resources["devices"] = json!(rules);
     }
     linux["resources"] = resources;
     if config.seccomp {
@@ -370,5 +386,14 @@ mod tests {
             .find(|m| m["destination"] == "/dst")
             .unwrap();
         assert!(dst["options"].as_array().unwrap().contains(&"ro".into()));
+        let devices = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(devices[0], json!({"allow": false, "access": "rwm"}));
+        assert!(devices.contains(
+            &json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"})
+        ));
+        assert!(devices.contains(&json!({"allow": true, "type": "b", "access": "m"})));
+        let seccomp = &v["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(seccomp["syscalls"].as_array().unwrap().len() > 10);
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of hoist-runner. The test binary is also the sandbox
 //! init (`init_if_requested` first) and a helper "hoist" for the leak test.
 
+mod devices;
 mod leaks;
 mod limits;
 mod mounts;
@@ -57,6 +58,11 @@ fn main() {
                 seccomp::allowlist_on_the_kernel,
             ),
             ("seccomp_i386_program_runs", seccomp::i386_program_runs),
+            (
+                "mknod_nodes_cannot_be_opened",
+                devices::mknod_nodes_cannot_be_opened,
+            ),
+            ("device_cgroup_rules", devices::device_cgroup_rules),
             ("bind_mounts_ro_rw", mounts::bind_mounts_ro_rw),
             ("tmpfs_mount", mounts::tmpfs_mount),
             (
