@@ -7,6 +7,8 @@
 //! cgroup whose owning pid is dead is removed when the next [`Cgroups`] is
 //! made (a hoist killed mid-step leaves at most empty cgroups until then).
 
+mod devices;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -309,6 +311,17 @@ impl Cgroups {
     }
 }
 
+/// Attach Docker's device rules as a BPF program to the v2 cgroup `dir`.
+fn attach_device_program(dir: &Path) -> Result<()> {
+    let err = |source| CgroupError::Io {
+        action: "attach the device program to",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let program = crate::sys::bpf_load_device_program(&devices::program()).map_err(err)?;
+    crate::sys::bpf_attach_device_program(dir, &program).map_err(err)
+}
+
 /// `<own cgroup>/hoist` in the v1 hierarchy of `controller`, made and
 /// writable, or `None`.
 fn v1_parent(mounts: &[MountInfo], own: &[(String, String)], controller: &str) -> Option<PathBuf> {
@@ -349,9 +362,23 @@ impl Cgroup {
     }
 
     /// Deny every device, then allow Docker's list (v1 rules only narrow
-    /// what the parent allows, so order matters: deny all first).
+    /// what the parent allows, so order matters: deny all first). Without a
+    /// v1 `devices` hierarchy, on cgroup v2, a BPF device program does it.
     fn confine_devices(&self) -> Result<()> {
         let Some((_, dir)) = self.dirs.iter().find(|(c, _)| *c == "devices") else {
+            if self.version == CgroupVersion::V2 {
+                if let Some((_, dir)) = self.dirs.first() {
+                    match attach_device_program(dir) {
+                        Ok(()) => {}
+                        // Loading BPF needs privilege. Rootless steps run in
+                        // a user namespace, where mknod is refused anyway.
+                        Err(e) if crate::sys::geteuid() != 0 => {
+                            tracing::debug!(error = %e, "no device program (rootless)");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
             return Ok(());
         };
         write(&dir.join("devices.deny"), "a")?;
@@ -503,6 +530,49 @@ fn remove_cgroup_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On the real kernel: a process in a v2 cgroup with the program may
+    /// mknod but opens only the allowed nodes. Uses whatever cgroup2 mount
+    /// the host has (the `unified` one of a hybrid host too).
+    #[test]
+    fn device_program_confines_a_v2_cgroup() {
+        if !hoist_testutil::is_root() {
+            assert!(!hoist_testutil::strict(), "needs root");
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let Some(mount) = mountinfo().into_iter().find(|m| m.fstype == "cgroup2") else {
+            assert!(!hoist_testutil::strict(), "no cgroup2 mount");
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        let dir = mount
+            .mount_point
+            .join(format!("hoist-devtest-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        attach_device_program(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let script = format!(
+            "echo $$ > {procs} || exit 9; cd {scratch} || exit 8; \
+             mknod kmsg c 1 11 && echo mknod-ok; \
+             (exec 3< kmsg) 2>/dev/null && echo kmsg-opened || echo kmsg-refused; \
+             (exec 3< /dev/kmsg) 2>/dev/null && echo host-kmsg-opened || echo host-kmsg-refused; \
+             echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c",
+            procs = dir.join("cgroup.procs").display(),
+            scratch = scratch.path().display(),
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let _ = fs::remove_dir(&dir);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "mknod-ok\nkmsg-refused\nhost-kmsg-refused\nnull-ok\n4\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn owner_pid_parses_step_names_only() {
