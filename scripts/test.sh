@@ -40,6 +40,13 @@ if [ "$(id -u)" = 0 ] && ! ls /var/cache/hoist-test/busybox-static_*_arm64.deb >
     mkdir -p /var/cache/hoist-test
     (cd /var/cache/hoist-test && apt-get download busybox-static:arm64)
 fi
+# An i386 busybox for the runner's seccomp test of 32-bit steps (linux/386).
+if [ "$(id -u)" = 0 ] && [ "$(uname -m)" = x86_64 ] && ! ls /var/cache/hoist-test/busybox-static_*_i386.deb >/dev/null 2>&1; then
+    dpkg --print-foreign-architectures | grep -qx i386 || dpkg --add-architecture i386
+    apt-get update
+    mkdir -p /var/cache/hoist-test
+    (cd /var/cache/hoist-test && apt-get download busybox-static:i386)
+fi
 
 if [ "$(id -u)" = 0 ]; then
     export HOIST_REQUIRE_ROOT_TESTS=1

@@ -7,6 +7,8 @@
 //! cgroup whose owning pid is dead is removed when the next [`Cgroups`] is
 //! made (a hoist killed mid-step leaves at most empty cgroups until then).
 
+mod devices;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,30 @@ fn read(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok()
 }
 
+/// The device nodes a step may use, as Docker's default (runc's
+/// `AllowedDevices`): mknod of any node, then read/write/mknod of these
+/// only. runc 1.2 dropped the old `c 10:200 rwm` (/dev/net/tun) entry; so
+/// do we. Each is (type, major, minor, access) with `None` for `*`.
+pub(crate) const ALLOWED_DEVICES: &[(char, Option<u32>, Option<u32>, &str)] = &[
+    ('c', None, None, "m"),
+    ('b', None, None, "m"),
+    ('c', Some(1), Some(3), "rwm"), // null
+    ('c', Some(1), Some(5), "rwm"), // zero
+    ('c', Some(1), Some(7), "rwm"), // full
+    ('c', Some(1), Some(8), "rwm"), // random
+    ('c', Some(1), Some(9), "rwm"), // urandom
+    ('c', Some(5), Some(0), "rwm"), // tty
+    ('c', Some(5), Some(1), "rwm"), // console
+    ('c', Some(5), Some(2), "rwm"), // ptmx
+    ('c', Some(136), None, "rwm"),  // pts/*
+];
+
+/// One rule in the v1 `devices.allow` syntax (`c 1:3 rwm`).
+pub(crate) fn device_rule(rule: &(char, Option<u32>, Option<u32>, &str)) -> String {
+    let n = |v: Option<u32>| v.map_or("*".to_string(), |v| v.to_string());
+    format!("{} {}:{} {}", rule.0, n(rule.1), n(rule.2), rule.3)
+}
+
 /// Which hierarchy is in use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CgroupVersion {
@@ -60,7 +86,9 @@ pub enum CgroupVersion {
 #[derive(Clone, Debug)]
 pub(crate) struct Cgroups {
     version: CgroupVersion,
-    /// v2: one `hoist` dir. v1: one per controller (memory, cpu, cpuacct, pids).
+    /// v2: one `hoist` dir. v1: one per controller (memory, cpu, cpuacct,
+    /// pids). Either way, last, the v1 `devices` hierarchy's when it is
+    /// mounted (hybrid hosts) and writable.
     parents: Vec<(&'static str, PathBuf)>,
 }
 
@@ -138,7 +166,12 @@ impl Cgroups {
     pub(crate) fn detect() -> Option<Cgroups> {
         let mounts = mountinfo();
         let own = own_cgroups();
-        Self::detect_v2(&mounts, &own).or_else(|| Self::detect_v1(&mounts, &own))
+        let mut found =
+            Self::detect_v2(&mounts, &own).or_else(|| Self::detect_v1(&mounts, &own))?;
+        if let Some(devices) = v1_parent(&mounts, &own, "devices") {
+            found.parents.push(("devices", devices));
+        }
+        Some(found)
     }
 
     fn detect_v2(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
@@ -187,19 +220,9 @@ impl Cgroups {
     fn detect_v1(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
         let mut parents = Vec::new();
         for controller in ["memory", "cpu", "cpuacct", "pids"] {
-            let Some(mount) = mounts.iter().find(|m| {
-                m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller)
-            }) else {
+            let Some(parent) = v1_parent(mounts, own, controller) else {
                 continue;
             };
-            let own_path = own
-                .iter()
-                .find(|(c, _)| c.split(',').any(|c| c == controller))
-                .map_or("/", |(_, p)| p.as_str());
-            let parent = join_cgroup(mount, own_path).join("hoist");
-            if fs::create_dir_all(&parent).is_err() || !can_create_in(&parent) {
-                continue;
-            }
             // cpu and cpuacct may be co-mounted: then one directory serves
             // both, and `create`/`attach` visit it once.
             parents.push((controller, parent));
@@ -223,8 +246,15 @@ impl Cgroups {
         self.parents.iter().map(|(_, p)| p.as_path())
     }
 
-    /// Create the cgroup `name` with `limits`.
-    pub(crate) fn create(&self, name: &str, limits: &Limits) -> Result<Cgroup> {
+    /// Create the cgroup `name` with `limits`; with `confine_devices`, the
+    /// step may open only Docker's default device nodes (v1 `devices`
+    /// controller; where there is none, `nodev` mounts do that work).
+    pub(crate) fn create(
+        &self,
+        name: &str,
+        limits: &Limits,
+        confine_devices: bool,
+    ) -> Result<Cgroup> {
         let mut dirs: Vec<(&'static str, PathBuf)> = Vec::new();
         for (controller, parent) in &self.parents {
             let dir = parent.join(name);
@@ -241,7 +271,14 @@ impl Cgroups {
             version: self.version.clone(),
             dirs,
         };
-        if let Err(e) = cgroup.apply(limits) {
+        let applied = cgroup.apply(limits).and_then(|()| {
+            if confine_devices {
+                cgroup.confine_devices()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = applied {
             cgroup.destroy();
             return Err(e);
         }
@@ -274,6 +311,31 @@ impl Cgroups {
     }
 }
 
+/// Attach Docker's device rules as a BPF program to the v2 cgroup `dir`.
+fn attach_device_program(dir: &Path) -> Result<()> {
+    let err = |source| CgroupError::Io {
+        action: "attach the device program to",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let program = crate::sys::bpf_load_device_program(&devices::program()).map_err(err)?;
+    crate::sys::bpf_attach_device_program(dir, &program).map_err(err)
+}
+
+/// `<own cgroup>/hoist` in the v1 hierarchy of `controller`, made and
+/// writable, or `None`.
+fn v1_parent(mounts: &[MountInfo], own: &[(String, String)], controller: &str) -> Option<PathBuf> {
+    let mount = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller))?;
+    let own_path = own
+        .iter()
+        .find(|(c, _)| c.split(',').any(|c| c == controller))
+        .map_or("/", |(_, p)| p.as_str());
+    let parent = join_cgroup(mount, own_path).join("hoist");
+    (fs::create_dir_all(&parent).is_ok() && can_create_in(&parent)).then_some(parent)
+}
+
 /// Whether this process may make cgroups in `parent` (it may exist already,
 /// made by root, while we run unprivileged).
 fn can_create_in(parent: &Path) -> bool {
@@ -297,6 +359,33 @@ impl Cgroup {
             .iter()
             .find(|(c, _)| *c == controller || self.version == CgroupVersion::V2)
             .map(|(_, d)| d.as_path())
+    }
+
+    /// Deny every device, then allow Docker's list (v1 rules only narrow
+    /// what the parent allows, so order matters: deny all first). Without a
+    /// v1 `devices` hierarchy, on cgroup v2, a BPF device program does it.
+    fn confine_devices(&self) -> Result<()> {
+        let Some((_, dir)) = self.dirs.iter().find(|(c, _)| *c == "devices") else {
+            if self.version == CgroupVersion::V2 {
+                if let Some((_, dir)) = self.dirs.first() {
+                    match attach_device_program(dir) {
+                        Ok(()) => {}
+                        // Loading BPF needs privilege. Rootless steps run in
+                        // a user namespace, where mknod is refused anyway.
+                        Err(e) if crate::sys::geteuid() != 0 => {
+                            tracing::debug!(error = %e, "no device program (rootless)");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            return Ok(());
+        };
+        write(&dir.join("devices.deny"), "a")?;
+        for rule in ALLOWED_DEVICES {
+            write(&dir.join("devices.allow"), &device_rule(rule))?;
+        }
+        Ok(())
     }
 
     fn apply(&self, limits: &Limits) -> Result<()> {
@@ -441,6 +530,49 @@ fn remove_cgroup_dir(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On the real kernel: a process in a v2 cgroup with the program may
+    /// mknod but opens only the allowed nodes. Uses whatever cgroup2 mount
+    /// the host has (the `unified` one of a hybrid host too).
+    #[test]
+    fn device_program_confines_a_v2_cgroup() {
+        if !hoist_testutil::is_root() {
+            assert!(!hoist_testutil::strict(), "needs root");
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let Some(mount) = mountinfo().into_iter().find(|m| m.fstype == "cgroup2") else {
+            assert!(!hoist_testutil::strict(), "no cgroup2 mount");
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        let dir = mount
+            .mount_point
+            .join(format!("hoist-devtest-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        attach_device_program(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let script = format!(
+            "echo $$ > {procs} || exit 9; cd {scratch} || exit 8; \
+             mknod kmsg c 1 11 && echo mknod-ok; \
+             (exec 3< kmsg) 2>/dev/null && echo kmsg-opened || echo kmsg-refused; \
+             (exec 3< /dev/kmsg) 2>/dev/null && echo host-kmsg-opened || echo host-kmsg-refused; \
+             echo x > /dev/null && echo null-ok; head -c 4 /dev/zero | wc -c",
+            procs = dir.join("cgroup.procs").display(),
+            scratch = scratch.path().display(),
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let _ = fs::remove_dir(&dir);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "mknod-ok\nkmsg-refused\nhost-kmsg-refused\nnull-ok\n4\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     #[test]
     fn owner_pid_parses_step_names_only() {

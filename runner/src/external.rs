@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::cgroup::ALLOWED_DEVICES;
 use crate::init::InitConfig;
 use crate::rootfs::{
     mount_root, resolve_in_root, LinuxSyscalls, RootfsError, MASKED_PATHS, READONLY_PATHS,
 };
-use crate::security::{DEFAULT_CAPABILITIES, DENIED, NAMESPACE_FLAGS};
+use crate::security::{SecurityError, DEFAULT_CAPABILITIES};
 use crate::spec::{Limits, Mount, NetworkMode};
 use crate::user::{resolve_user, UserError};
 
@@ -43,6 +44,9 @@ pub enum ExternalError {
     /// The root could not be mounted.
     #[error("failed to prepare the root filesystem for the runtime")]
     Rootfs(#[from] RootfsError),
+    /// The seccomp profile could not be built.
+    #[error("failed to build the seccomp profile for the runtime")]
+    Seccomp(#[from] SecurityError),
     /// The user could not be resolved.
     #[error("failed to resolve the step's user")]
     User(#[from] UserError),
@@ -156,16 +160,6 @@ pub(crate) fn runtime_config(
     if plan.network == NetworkMode::None {
         namespaces.push(json!({"type": "network"}));
     }
-    let mut syscalls = vec![
-        json!({"names": DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}),
-        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
-    ];
-    for flag in NAMESPACE_FLAGS {
-        syscalls.push(json!({
-            "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-            "args": [{"index": 0, "value": *flag as u64, "valueTwo": *flag as u64, "op": "SCMP_CMP_MASKED_EQ"}]
-        }));
-    }
     let mut linux = json!({
         "namespaces": namespaces,
         "maskedPaths": if root_plan.privileged { &[][..] } else { MASKED_PATHS },
@@ -187,10 +181,25 @@ pub(crate) fn runtime_config(
     if root_plan.privileged {
         // runc's default device rules would refuse the host devices bound in.
         resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    } else {
+        // Docker's rules: deny all, then its default list (runc appends
+        // the same list itself; stating it keeps crun and runc alike).
+        let mut rules = vec![json!({"allow": false, "access": "rwm"})];
+        for (kind, major, minor, access) in ALLOWED_DEVICES {
+            let mut rule = json!({"allow": true, "type": kind.to_string(), "access": access});
+            if let Some(major) = major {
+                rule["major"] = json!(major);
+            }
+            if let Some(minor) = minor {
+                rule["minor"] = json!(minor);
+            }
+            rules.push(rule);
+        }
+        resources["devices"] = json!(rules);
     }
     linux["resources"] = resources;
     if config.seccomp {
-        linux["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": syscalls});
+        linux["seccomp"] = crate::security::default_seccomp_oci(config.all_capabilities)?;
     }
     let value = json!({
         "ociVersion": "1.0.2",
@@ -377,5 +386,14 @@ mod tests {
             .find(|m| m["destination"] == "/dst")
             .unwrap();
         assert!(dst["options"].as_array().unwrap().contains(&"ro".into()));
+        let devices = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(devices[0], json!({"allow": false, "access": "rwm"}));
+        assert!(devices.contains(
+            &json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"})
+        ));
+        assert!(devices.contains(&json!({"allow": true, "type": "b", "access": "m"})));
+        let seccomp = &v["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(seccomp["syscalls"].as_array().unwrap().len() > 10);
     }
 }

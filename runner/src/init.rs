@@ -152,7 +152,7 @@ fn run_init() -> Result<InitMessage, InitError> {
     let program = find_program(&config.argv, &env)?;
     let filters = if config.seccomp {
         Some(
-            crate::security::default_seccomp_filters()
+            crate::security::default_seccomp_filters(config.all_capabilities)
                 .map_err(|e| InitError::Exec(error_chain(&e)))?,
         )
     } else {

@@ -337,6 +337,18 @@ fn mount_at(
 /// Bind `source` at `target`, read-only if asked (a second, remounting call:
 /// the kernel ignores MS_RDONLY on the first bind).
 fn bind(sys: &dyn Syscalls, source: &Path, target: &Path, readonly: bool) -> Result<()> {
+    let extra = if readonly { libc::MS_RDONLY } else { MS_NONE };
+    bind_flags(sys, source, target, extra)
+}
+
+/// Bind `source` at `target`, then remount it with `extra` (MS_RDONLY,
+/// MS_NODEV) when given: the kernel ignores those on the first bind.
+fn bind_flags(
+    sys: &dyn Syscalls,
+    source: &Path,
+    target: &Path,
+    extra: libc::c_ulong,
+) -> Result<()> {
     let what = source.display().to_string();
     mount_at(
         sys,
@@ -347,19 +359,34 @@ fn bind(sys: &dyn Syscalls, source: &Path, target: &Path, readonly: bool) -> Res
         libc::MS_BIND | libc::MS_REC,
         None,
     )?;
-    if readonly {
+    if extra != MS_NONE {
         let locked = sys.mount_flags_of(target).unwrap_or(MS_NONE);
+        let how = if extra & libc::MS_RDONLY != 0 {
+            "read-only"
+        } else {
+            "nodev"
+        };
         mount_at(
             sys,
-            &format!("{what} (read-only)"),
+            &format!("{what} ({how})"),
             None,
             target,
             None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked,
+            libc::MS_BIND | libc::MS_REMOUNT | extra | locked,
             None,
         )?;
     }
     Ok(())
+}
+
+/// MS_NODEV for mounts a step can make device nodes in, unless privileged:
+/// a node made with mknod (or shipped in an image) cannot be opened there.
+fn nodev(plan: &RootPlan) -> libc::c_ulong {
+    if plan.privileged {
+        MS_NONE
+    } else {
+        libc::MS_NODEV
+    }
 }
 
 /// Make mounts private and mount the root (shared by the embedded init and
@@ -377,7 +404,7 @@ pub(crate) fn mount_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
     )?;
     let root = plan.root.as_path();
     match &plan.root_mounts {
-        None => bind(sys, root, root, false),
+        None => bind_flags(sys, root, root, nodev(plan)),
         Some(mounts) => {
             for m in mounts {
                 let target = if m.target.trim_matches('/').is_empty() {
@@ -386,33 +413,33 @@ pub(crate) fn mount_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
                     resolve_in_root(sys, root, &m.target)?
                 };
                 let (mut flags, data) = parse_options(&m.options);
+                flags |= nodev(plan);
                 let fstype = (m.kind != "bind").then_some(m.kind.as_str());
                 if m.kind == "bind" {
                     flags |= libc::MS_BIND;
                 }
-                // The kernel ignores MS_RDONLY on a new bind: remount after.
-                let readonly = flags & libc::MS_RDONLY != 0 && flags & libc::MS_BIND != 0;
+                // The kernel ignores MS_RDONLY and MS_NODEV on a new bind:
+                // remount after.
+                let remounted = flags & (libc::MS_RDONLY | libc::MS_NODEV);
+                let readonly = remounted != MS_NONE && flags & libc::MS_BIND != 0;
                 mount_at(
                     sys,
                     &format!("{} {}", m.kind, m.source),
                     Some(Path::new(&m.source)),
                     &target,
                     fstype,
-                    if readonly {
-                        flags & !libc::MS_RDONLY
-                    } else {
-                        flags
-                    },
+                    if readonly { flags & !remounted } else { flags },
                     data.as_deref(),
                 )?;
                 if readonly {
+                    let locked = sys.mount_flags_of(&target).unwrap_or(MS_NONE);
                     mount_at(
                         sys,
                         &format!("{} (read-only)", m.source),
                         None,
                         &target,
                         None,
-                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        libc::MS_BIND | libc::MS_REMOUNT | remounted | locked,
                         None,
                     )?;
                 }
@@ -500,7 +527,7 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
         tracing::debug!(error = %e, "sysfs mount refused, binding /sys");
         bind(sys, Path::new("/sys"), &sys_dir, !plan.privileged)?;
     }
-    prepare_dev(sys, &root.join("dev"), &plan.host_devices)?;
+    prepare_dev(sys, &root.join("dev"), &plan.host_devices, nodev(plan))?;
 
     for (path, host) in &plan.etc_files {
         let target = resolve_in_root(sys, root, path)?;
@@ -523,7 +550,10 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
         match m {
             Mount::Bind {
                 source, readonly, ..
-            } => bind(sys, source, &target, *readonly)?,
+            } => {
+                let ro = if *readonly { libc::MS_RDONLY } else { MS_NONE };
+                bind_flags(sys, source, &target, ro | nodev(plan))?
+            }
             Mount::Tmpfs { size, mode, .. } => {
                 let mut data = format!("mode={:o}", mode.unwrap_or(0o1777));
                 if let Some(size) = size {
@@ -559,14 +589,21 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
 
 /// A minimal `/dev` on a tmpfs: device nodes bound from the host (works in a
 /// user namespace too, where mknod is refused), a private devpts, shm, mqueue.
-fn prepare_dev(sys: &dyn Syscalls, dev: &Path, host_devices: &[PathBuf]) -> Result<()> {
+/// With `nodev` the tmpfs itself opens no device: the bound nodes are mounts
+/// of their own, with the host `/dev`'s flags, and keep working.
+fn prepare_dev(
+    sys: &dyn Syscalls,
+    dev: &Path,
+    host_devices: &[PathBuf],
+    nodev: libc::c_ulong,
+) -> Result<()> {
     mount_at(
         sys,
         "tmpfs (/dev)",
         Some(Path::new("tmpfs")),
         dev,
         Some("tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        libc::MS_NOSUID | libc::MS_STRICTATIME | nodev,
         Some("mode=755,size=65536k"),
     )?;
     for name in STEP_DEVICES {
@@ -708,6 +745,8 @@ pub(crate) mod fake {
         pub calls: Rc<RefCell<Vec<String>>>,
         pub existing: Rc<RefCell<BTreeSet<PathBuf>>>,
         pub refuse_sysfs: bool,
+        /// Also name MS_NODEV in the recorded flags.
+        pub show_nodev: bool,
     }
 
     impl RecordingSyscalls {
@@ -735,8 +774,9 @@ pub(crate) mod fake {
                 (libc::MS_RDONLY, "ro"),
                 (libc::MS_REMOUNT, "remount"),
                 (libc::MS_PRIVATE, "private"),
+                (libc::MS_NODEV, "nodev"),
             ] {
-                if flags & bit != 0 {
+                if flags & bit != 0 && (bit != libc::MS_NODEV || self.show_nodev) {
                     f.push(name);
                 }
             }
@@ -927,6 +967,67 @@ mod tests {
         );
         assert!(position(&calls, "mount /dev/kvm /r/dev/kvm - [bind,rec]") < pivot);
         position(&calls, "mount /dev/net/tun /r/dev/net/tun - [bind,rec]");
+    }
+
+    #[test]
+    fn writable_mounts_are_nodev_unless_privileged() {
+        let calls = |privileged: bool| {
+            let fake = RecordingSyscalls {
+                show_nodev: true,
+                ..Default::default()
+            };
+            let mut plan = plan();
+            plan.privileged = privileged;
+            plan.mounts.push(Mount::Bind {
+                source: "/cache".into(),
+                target: "/cache".into(),
+                readonly: false,
+            });
+            prepare_root(&fake, &plan).unwrap();
+            let calls = fake.calls.borrow().clone();
+            calls
+        };
+        let confined = calls(false);
+        for needle in [
+            "mount - /r - [bind,remount,nodev]",
+            "mount tmpfs /r/dev tmpfs [nodev]",
+            "mount /dev/null /r/dev/null - [bind,rec] -",
+            "mount /cache /r/cache - [bind,rec] -",
+            "mount - /r/cache - [bind,remount,nodev]",
+            "mount shm /r/dev/shm tmpfs [nodev]",
+        ] {
+            position(&confined, needle);
+        }
+        // The bound device nodes are not remounted: they keep the host's flags.
+        assert!(!confined
+            .iter()
+            .any(|c| c.starts_with("mount - /r/dev/null")));
+        let privileged = calls(true);
+        position(&privileged, "mount tmpfs /r/dev tmpfs []");
+        assert!(
+            !privileged
+                .iter()
+                .any(|c| c.starts_with("mount - /r - ") || c.starts_with("mount - /r/cache")),
+            "{privileged:#?}"
+        );
+
+        // An overlay root gets nodev at mount time.
+        let fake = RecordingSyscalls {
+            show_nodev: true,
+            ..Default::default()
+        };
+        let mut p = plan();
+        p.root_mounts = Some(vec![MountData {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            target: "/".into(),
+            options: vec!["lowerdir=/l".into()],
+        }]);
+        prepare_root(&fake, &p).unwrap();
+        position(
+            &fake.calls.borrow(),
+            "mount overlay /r overlay [nodev] lowerdir=/l",
+        );
     }
 
     #[test]

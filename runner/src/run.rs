@@ -241,7 +241,15 @@ impl Runner {
             },
         };
         let cgroup = match &self.cgroups {
-            Some(c) => Some(c.create(&id, &own_limits).map_err(RunError::Cgroup)?),
+            // An external runtime confines devices in its own cgroup.
+            Some(c) => Some(
+                c.create(
+                    &id,
+                    &own_limits,
+                    !spec.all_capabilities && self.config.runtime == Runtime::Embedded,
+                )
+                .map_err(RunError::Cgroup)?,
+            ),
             None if spec.limits.any() => {
                 return Err(RunError::Cgroup(crate::CgroupError::Unavailable))
             }

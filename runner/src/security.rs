@@ -1,21 +1,15 @@
-//! Capabilities (Docker's default set, with the `caps` crate) and the default
-//! seccomp filter (compiled with `seccompiler`, the rust-vmm crate that
-//! Firecracker uses).
-//!
-//! Docker's own seccomp profile is an allowlist of ~350 syscalls kept in step
-//! with every kernel; hoist installs the *denylist* that matters for a build
-//! step: the syscalls Docker refuses to a container without extra
-//! capabilities (module loading, kexec, reboot, mount and namespace creation,
-//! bpf, perf, ptrace, keyrings, clock changes, ...), answered with EPERM.
+//! Capabilities (Docker's default set, with the `caps` crate) and Docker's
+//! default seccomp profile as an allowlist ([`profile`], compiled to BPF by
+//! [`filter`]; see docs/security.md for how it is compared with moby's).
 
-use std::collections::BTreeMap;
+mod bpf;
+mod filter;
+mod profile;
+mod syscalls;
+
+pub use filter::FilterError;
 
 use caps::{CapSet, Capability, CapsHashSet};
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
-
 /// Docker's default capabilities (moby `oci/caps/defaults.go`).
 pub const DEFAULT_CAPABILITIES: &[Capability] = &[
     Capability::CAP_CHOWN,
@@ -46,12 +40,9 @@ pub enum SecurityError {
         #[source]
         source: caps::errors::CapsError,
     },
-    /// The seccomp filter could not be compiled.
-    #[error("failed to compile the default seccomp filter")]
-    Seccomp(#[source] seccompiler::BackendError),
-    /// This architecture has no seccomp support in seccompiler.
-    #[error("no seccomp filter for architecture {0}")]
-    Arch(&'static str),
+    /// The seccomp filter could not be built.
+    #[error("failed to build the default seccomp filter")]
+    Seccomp(#[from] FilterError),
 }
 
 fn default_set() -> CapsHashSet {
@@ -101,184 +92,32 @@ pub(crate) fn limit_root_capabilities() -> Result<(), SecurityError> {
     })
 }
 
-/// Syscalls refused with EPERM (Docker refuses them unless the container has
-/// extra capabilities, which a build step never has).
-pub(crate) const DENIED: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mount",
-    "mount_setattr",
-    "move_mount",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "sysfs",
-    "_sysctl",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-];
-
-/// Namespace flags refused in clone(2), as Docker's profile does.
-pub(crate) const NAMESPACE_FLAGS: &[i32] = &[
-    libc::CLONE_NEWNS,
-    libc::CLONE_NEWUTS,
-    libc::CLONE_NEWIPC,
-    libc::CLONE_NEWUSER,
-    libc::CLONE_NEWPID,
-    libc::CLONE_NEWNET,
-    libc::CLONE_NEWCGROUP,
-];
-
-fn syscall_number(name: &str) -> Option<i64> {
-    #[cfg(target_arch = "x86_64")]
-    let table: &[(&str, libc::c_long)] = &[
-        ("acct", libc::SYS_acct),
-        ("add_key", libc::SYS_add_key),
-        ("bpf", libc::SYS_bpf),
-        ("clock_adjtime", libc::SYS_clock_adjtime),
-        ("clock_settime", libc::SYS_clock_settime),
-        ("delete_module", libc::SYS_delete_module),
-        ("finit_module", libc::SYS_finit_module),
-        ("fsconfig", libc::SYS_fsconfig),
-        ("fsmount", libc::SYS_fsmount),
-        ("fsopen", libc::SYS_fsopen),
-        ("fspick", libc::SYS_fspick),
-        ("init_module", libc::SYS_init_module),
-        ("ioperm", libc::SYS_ioperm),
-        ("iopl", libc::SYS_iopl),
-        ("kcmp", libc::SYS_kcmp),
-        ("kexec_file_load", libc::SYS_kexec_file_load),
-        ("kexec_load", libc::SYS_kexec_load),
-        ("keyctl", libc::SYS_keyctl),
-        ("lookup_dcookie", libc::SYS_lookup_dcookie),
-        ("mount", libc::SYS_mount),
-        ("mount_setattr", libc::SYS_mount_setattr),
-        ("move_mount", libc::SYS_move_mount),
-        ("nfsservctl", libc::SYS_nfsservctl),
-        ("open_by_handle_at", libc::SYS_open_by_handle_at),
-        ("open_tree", libc::SYS_open_tree),
-        ("perf_event_open", libc::SYS_perf_event_open),
-        ("pivot_root", libc::SYS_pivot_root),
-        ("process_vm_readv", libc::SYS_process_vm_readv),
-        ("process_vm_writev", libc::SYS_process_vm_writev),
-        ("ptrace", libc::SYS_ptrace),
-        ("quotactl", libc::SYS_quotactl),
-        ("reboot", libc::SYS_reboot),
-        ("request_key", libc::SYS_request_key),
-        ("setns", libc::SYS_setns),
-        ("settimeofday", libc::SYS_settimeofday),
-        ("swapoff", libc::SYS_swapoff),
-        ("swapon", libc::SYS_swapon),
-        ("sysfs", libc::SYS_sysfs),
-        ("_sysctl", libc::SYS__sysctl),
-        ("umount2", libc::SYS_umount2),
-        ("unshare", libc::SYS_unshare),
-        ("uselib", libc::SYS_uselib),
-        ("userfaultfd", libc::SYS_userfaultfd),
-        ("ustat", libc::SYS_ustat),
-    ];
-    #[cfg(not(target_arch = "x86_64"))]
-    let table: &[(&str, libc::c_long)] = &[];
-    table.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
+/// The capability names the seccomp profile is resolved against: Docker's
+/// default set, or every capability for `all_capabilities`.
+fn step_caps(all_capabilities: bool) -> Vec<String> {
+    let caps: Vec<Capability> = if all_capabilities {
+        caps::all().into_iter().collect()
+    } else {
+        DEFAULT_CAPABILITIES.to_vec()
+    };
+    caps.iter().map(|c| c.to_string()).collect()
 }
 
-/// Compile the default filters for this machine's architecture, as BPF
-/// programs in `libc` form, to be installed in order.
-pub(crate) fn default_seccomp_filters() -> Result<Vec<Vec<libc::sock_filter>>, SecurityError> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|_| SecurityError::Arch(std::env::consts::ARCH))?;
-    if syscall_number("mount").is_none() {
-        return Err(SecurityError::Arch(std::env::consts::ARCH));
-    }
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for name in DENIED {
-        if let Some(nr) = syscall_number(name) {
-            rules.insert(nr, Vec::new());
-        }
-    }
-    let mut clone_rules = Vec::new();
-    for flag in NAMESPACE_FLAGS {
-        let flag = *flag as u64;
-        let cond = SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(flag),
-            flag,
-        )
-        .map_err(SecurityError::Seccomp)?;
-        clone_rules.push(SeccompRule::new(vec![cond]).map_err(SecurityError::Seccomp)?);
-    }
-    rules.insert(libc::SYS_clone, clone_rules);
-    let deny = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(SecurityError::Seccomp)?;
-    // clone3 passes its flags in memory that seccomp cannot inspect: answer
-    // ENOSYS so that libc falls back to clone(2), as Docker's profile does.
-    // The kernel applies the most restrictive verdict of all installed filters.
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(SecurityError::Seccomp)?;
-    let mut programs = Vec::new();
-    for filter in [deny, clone3] {
-        let program: BpfProgram = filter.try_into().map_err(SecurityError::Seccomp)?;
-        programs.push(
-            program
-                .into_iter()
-                .map(|i| libc::sock_filter {
-                    code: i.code,
-                    jt: i.jt,
-                    jf: i.jf,
-                    k: i.k,
-                })
-                .collect(),
-        );
-    }
-    Ok(programs)
+/// Docker's default seccomp profile for this host and a step with Docker's
+/// default capabilities (or all of them), as BPF programs to install in order.
+pub(crate) fn default_seccomp_filters(
+    all_capabilities: bool,
+) -> Result<Vec<Vec<libc::sock_filter>>, SecurityError> {
+    let target = filter::Context::host(step_caps(all_capabilities))?;
+    Ok(vec![filter::compile(&target)?])
+}
+
+/// The same profile as a runtime-spec `linux.seccomp` object.
+pub(crate) fn default_seccomp_oci(
+    all_capabilities: bool,
+) -> Result<serde_json::Value, SecurityError> {
+    let target = filter::Context::host(step_caps(all_capabilities))?;
+    Ok(filter::oci_json(&target))
 }
 
 #[cfg(test)]
@@ -287,8 +126,8 @@ mod tests {
 
     #[test]
     fn filters_compile_for_this_machine() {
-        let programs = default_seccomp_filters().unwrap();
-        assert_eq!(programs.len(), 2);
+        let programs = default_seccomp_filters(false).unwrap();
+        assert_eq!(programs.len(), 1);
         assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
     }
 

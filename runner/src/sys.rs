@@ -570,3 +570,59 @@ pub(crate) fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // else in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// bpf(BPF_PROG_LOAD) of a BPF_PROG_TYPE_CGROUP_DEVICE program (`insns` in
+/// the kernel's 8-byte `struct bpf_insn` encoding). The verifier's log is
+/// not asked for: the program is generated and fixed.
+pub(crate) fn bpf_load_device_program(insns: &[u64]) -> io::Result<OwnedFd> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+    let license = b"Apache-2.0\0";
+    let count = u32::try_from(insns.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
+    // union bpf_attr, BPF_PROG_LOAD part: prog_type, insn_cnt, insns,
+    // license, then zeros (no log, no flags).
+    let mut attr = [0u8; 72];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_CGROUP_DEVICE.to_ne_bytes());
+    attr[4..8].copy_from_slice(&count.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: `attr` describes `insns` and `license`, both alive for the
+    // call; the kernel copies what it needs.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    let fd = check(fd as libc::c_int)?;
+    // SAFETY: a fresh descriptor the kernel just gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// bpf(BPF_PROG_ATTACH) of a device program to the cgroup v2 directory
+/// `cgroup`, with BPF_F_ALLOW_MULTI (as runc: programs of parent cgroups
+/// keep applying too).
+pub(crate) fn bpf_attach_device_program(cgroup: &Path, program: &OwnedFd) -> io::Result<()> {
+    const BPF_PROG_ATTACH: libc::c_long = 8;
+    const BPF_CGROUP_DEVICE: u32 = 6;
+    const BPF_F_ALLOW_MULTI: u32 = 2;
+    let dir = std::fs::File::open(cgroup)?;
+    let mut attr = [0u8; 20];
+    attr[0..4].copy_from_slice(&(dir.as_raw_fd() as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(program.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..12].copy_from_slice(&BPF_CGROUP_DEVICE.to_ne_bytes());
+    attr[12..16].copy_from_slice(&BPF_F_ALLOW_MULTI.to_ne_bytes());
+    // SAFETY: `attr` holds two descriptors we own, alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    check(rc as libc::c_int).map(drop)
+}

@@ -1,11 +1,13 @@
 //! Integration tests of hoist-runner. The test binary is also the sandbox
 //! init (`init_if_requested` first) and a helper "hoist" for the leak test.
 
+mod devices;
 mod leaks;
 mod limits;
 mod mounts;
 mod rootless;
 mod sandbox;
+mod seccomp;
 mod security;
 mod util;
 
@@ -51,6 +53,16 @@ fn main() {
                 security::capabilities_nnp_seccomp,
             ),
             ("privileged_sys_proc_dev", security::privileged_sys_proc_dev),
+            (
+                "seccomp_allowlist_on_the_kernel",
+                seccomp::allowlist_on_the_kernel,
+            ),
+            ("seccomp_i386_program_runs", seccomp::i386_program_runs),
+            (
+                "mknod_nodes_cannot_be_opened",
+                devices::mknod_nodes_cannot_be_opened,
+            ),
+            ("device_cgroup_rules", devices::device_cgroup_rules),
             ("bind_mounts_ro_rw", mounts::bind_mounts_ro_rw),
             ("tmpfs_mount", mounts::tmpfs_mount),
             (
