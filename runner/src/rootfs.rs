@@ -686,6 +686,7 @@ fn prepare_dev(
 
 /// Docker's masked and read-only paths, applied after pivot_root.
 pub(crate) const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
     "/proc/acpi",
     "/proc/kcore",
     "/proc/keys",
