@@ -9,5 +9,6 @@
 
 mod hostile {
     pub mod common;
+    pub mod devices;
     pub mod paths;
 }
