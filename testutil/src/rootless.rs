@@ -51,6 +51,9 @@ pub fn user() -> (u32, u32) {
     for file in ["/etc/subuid", "/etc/subgid"] {
         let mut text = fs::read_to_string(file).unwrap_or_default();
         if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
             text.push_str(&format!("{USER}:300000:65536\n"));
             fs::write(file, text).expect("write subordinate ids");
         }

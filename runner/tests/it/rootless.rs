@@ -13,7 +13,6 @@ use crate::util::{tree, Root};
 use crate::{check, check_eq, need_root};
 
 const HELPER: &str = "__hoist-runner-test-rootless-helper__";
-const USER: &str = "hoist-rootless-test";
 
 /// In helper mode, run the checks as the current (unprivileged) user and
 /// print each step's result between markers. Returns false otherwise.
@@ -94,28 +93,7 @@ pub fn helper_if_requested() -> bool {
 }
 
 fn ensure_user() -> Result<(u32, u32), Failed> {
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, USER]).output().ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let status = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", USER])
-            .status()?;
-        check!(status.success(), "useradd {USER} failed");
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            let mut text = text;
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&format!("{USER}:300000:65536\n"));
-            std::fs::write(file, text)?;
-        }
-    }
-    Ok((id("-u").ok_or("no uid")?, id("-g").ok_or("no gid")?))
+    Ok(hoist_testutil::rootless::user())
 }
 
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
