@@ -124,11 +124,9 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-/// Makes text from a layer safe to print: control characters (C0, DEL, C1)
-/// become `\t`, `\n`, `\r`, `\xNN` or `\u{NN}`, so an entry name cannot
-/// move the cursor, clear the screen or forge log lines.
-
-/// An entry name or link target from the layer, ready for a message.
+/// An entry name or link target from the layer, ready for a message: control
+/// characters escaped, so an entry name cannot move the cursor, clear the
+/// screen or forge log lines.
 fn quoted(raw: &[u8]) -> String {
     hoist_untrusted::escape_bytes(raw).into_owned()
 }
