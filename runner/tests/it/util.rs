@@ -24,7 +24,14 @@ pub fn cannot_run(reason: impl Into<String>) -> Result<(), Failed> {
     if hoist_testutil::strict() {
         return Err(format!("{reason} and HOIST_REQUIRE_ROOT_TESTS=1 is set").into());
     }
-    CANNOT_RUN.with(|c| *c.borrow_mut() = Some(reason));
+    host_limit(reason)
+}
+
+/// The running trial cannot run on this host for a reason no package lifts
+/// (the kernel, the architecture, the cgroup layout): it shows as ignored
+/// with `reason`, in strict mode too. Return its value from the test.
+pub fn host_limit(reason: impl Into<String>) -> Result<(), Failed> {
+    CANNOT_RUN.with(|c| *c.borrow_mut() = Some(reason.into()));
     Ok(())
 }
 
