@@ -52,10 +52,10 @@
 //!
 //! # Conformance, and why not the `dockerfile-parser` crate
 //!
-//! The integration tests run BuildKit's own test data from
-//! `../shared/conformance/buildkit` (every `testfiles/*` dump, every negative
-//! case, the line-span file, every `envVarTest` and `wordsTest` vector) and
-//! pass all of it. The `dockerfile-parser` crate (0.9, a pest grammar) was
+//! The integration tests run BuildKit's own test data, vendored in
+//! `testdata/buildkit-conformance` with its licence and upstream commit
+//! (every `testfiles/*` dump, every negative case, the line-span file, every
+//! `envVarTest` and `wordsTest` vector), and pass all of it. The `dockerfile-parser` crate (0.9, a pest grammar) was
 //! measured against the same data: it accepts 15 of the 33 valid files and
 //! rejects only 1 of the 4 invalid ones. It cannot reach 100 % without being
 //! rewritten: its grammar has no `escape` directive (backtick files fail),
@@ -89,7 +89,8 @@
 //! RUSTC_BOOTSTRAP=1 cargo fuzz run lower -- -max_total_time=60
 //! ```
 //!
-//! Seed the `parse` corpus with `cp ../../shared/conformance/buildkit/parser/testfiles/*/Dockerfile`
+//! Seed the `parse` corpus with the files
+//! `../testdata/buildkit-conformance/parser/testfiles/*/Dockerfile` copied
 //! into `fuzz/corpus/parse/` (give each a distinct name). Property tests
 //! (`tests/it/properties.rs`) check that no input panics and that exec-form
 //! arguments round-trip. `cargo bench -p hoist-frontend` parses and lowers a

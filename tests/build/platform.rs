@@ -36,10 +36,9 @@ macro_rules! require_arm64_busybox {
         match arm64_deb() {
             Some(p) => p,
             None => {
-                if std::env::var_os("HOIST_REQUIRE_ROOT_TESTS").is_some() {
-                    panic!("this test needs busybox-static:arm64 in {DEB_CACHE} (scripts/test.sh downloads it)");
-                }
-                eprintln!("skipped: no busybox-static:arm64 .deb in {DEB_CACHE}");
+                hoist_testutil::cannot_run(&format!(
+                    "this test needs busybox-static:arm64 in {DEB_CACHE} (scripts/test.sh downloads it)"
+                ));
                 return;
             }
         }

@@ -186,8 +186,7 @@ impl Builder {
     /// under `HOIST_REQUIRE_ROOT_TESTS=1`) when that mode cannot run here.
     pub fn new(mode: Mode) -> Option<Builder> {
         if !hoist_testutil::is_root() {
-            assert!(!hoist_testutil::strict(), "the hostile suite needs root");
-            eprintln!("skipped: the hostile suite needs root");
+            hoist_testutil::cannot_run("the hostile suite needs root");
             return None;
         }
         if mode == Mode::Rootless && !hoist_testutil::rootless::available() {

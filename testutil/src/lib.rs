@@ -12,7 +12,7 @@
 #![allow(clippy::print_stderr)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -47,16 +47,28 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Skip the current test (return early) with a printed reason when not root;
-/// fail instead when `HOIST_REQUIRE_ROOT_TESTS=1`.
+/// The current test cannot run here for want of `reason` (root, a program,
+/// a file CI provides). Under `HOIST_REQUIRE_ROOT_TESTS=1` that is a failure
+/// (a panic naming the reason). Otherwise the reason goes to the process's
+/// real stderr: libtest captures `eprintln!` of a passing test, so a printed
+/// skip would vanish behind its `ok`; a write to the stderr handle does not
+/// go through the capture. The caller returns right after.
+pub fn cannot_run(reason: &str) {
+    if strict() {
+        panic!("{reason} and HOIST_REQUIRE_ROOT_TESTS=1 is set");
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    let _ = writeln!(std::io::stderr(), "skipped: {test}: {reason}");
+}
+
+/// Skip the current test (return early) with a visible reason when not root;
+/// fail instead when `HOIST_REQUIRE_ROOT_TESTS=1` ([`cannot_run`]).
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !$crate::is_root() {
-            if $crate::strict() {
-                panic!("this test needs root and HOIST_REQUIRE_ROOT_TESTS=1 is set");
-            }
-            eprintln!("skipped: this test needs root");
+            $crate::cannot_run("this test needs root");
             return;
         }
     };
@@ -68,10 +80,7 @@ macro_rules! require_root {
 macro_rules! require_program {
     ($name:expr) => {
         if $crate::which($name).is_none() {
-            if $crate::strict() {
-                panic!("this test needs `{}` on PATH", $name);
-            }
-            eprintln!("skipped: `{}` is not installed", $name);
+            $crate::cannot_run(&format!("this test needs `{}` on PATH", $name));
             return;
         }
     };
@@ -349,8 +358,7 @@ mod tests {
     #[test]
     fn busybox_rootfs_has_a_working_shell() {
         if which("busybox").is_none() && !Path::new(BUSYBOX).exists() {
-            assert!(!strict(), "busybox-static is required");
-            eprintln!("skipped: busybox-static missing");
+            cannot_run("this test needs busybox-static");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -364,8 +372,7 @@ mod tests {
     #[test]
     fn registry_starts_and_answers_v2() {
         if which("docker-registry").is_none() {
-            assert!(!strict(), "docker-registry is required");
-            eprintln!("skipped: docker-registry missing");
+            cannot_run("this test needs docker-registry");
             return;
         }
         let reg = Registry::start();

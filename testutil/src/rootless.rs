@@ -11,8 +11,8 @@ use crate::cli::Run;
 /// The unprivileged user of rootless tests (the runner's tests use the same one).
 pub const USER: &str = "hoist-rootless-test";
 
-/// Whether rootless runs can happen here; prints why not (a failure under
-/// `HOIST_REQUIRE_ROOT_TESTS=1`).
+/// Whether rootless runs can happen here; says why not ([`crate::cannot_run`]:
+/// a failure under `HOIST_REQUIRE_ROOT_TESTS=1`).
 pub fn available() -> bool {
     let mut missing: Vec<String> = ["setpriv", "unshare", "useradd", "newuidmap", "newgidmap"]
         .iter()
@@ -30,8 +30,7 @@ pub fn available() -> bool {
     if missing.is_empty() {
         return true;
     }
-    assert!(!crate::strict(), "rootless: {}", missing.join(", "));
-    eprintln!("skipped: {}", missing.join(", "));
+    crate::cannot_run(&format!("rootless: {}", missing.join(", ")));
     false
 }
 

@@ -5,33 +5,44 @@ use std::path::{Path, PathBuf};
 use hoist_frontend::shell::{Lexer, LexerOptions};
 use hoist_frontend::{dump_ast, parse};
 
-/// `shared/conformance/buildkit` beside the repository clone. CI clones the
-/// repository with `shared/` beside it (`<crate>/../../shared`); a worktree
-/// may sit deeper, so the nearest ancestor holding `shared/` is used.
-fn data_dir() -> Option<PathBuf> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let primary = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/conformance/buildkit"
-    ));
-    let found = std::iter::once(primary.to_path_buf())
-        .chain(
-            manifest
-                .ancestors()
-                .map(|a| a.join("shared/conformance/buildkit")),
-        )
-        .find(|d| d.is_dir());
-    if let Some(dir) = found {
-        return Some(dir);
-    }
-    if std::env::var_os("HOIST_REQUIRE_ROOT_TESTS").is_some_and(|v| v == "1") {
-        panic!("conformance data missing at {}", primary.display());
-    }
-    eprintln!(
-        "skipping: conformance data missing at {}",
-        primary.display()
+/// The vendored copy in `testdata/buildkit-conformance` (SOURCE.md there
+/// names the upstream commit). It is part of the repository, so a missing
+/// directory is a broken checkout and fails every test here.
+fn data_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/buildkit-conformance");
+    assert!(
+        dir.is_dir(),
+        "BuildKit conformance data missing at {}",
+        dir.display()
     );
-    None
+    dir
+}
+
+/// Every regular file below `dir`, so that a test can prove it read all of
+/// them (a case dropped by a filter would otherwise pass unnoticed).
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { files_under(&p) } else { 1 })
+        .sum()
+}
+
+/// Prints how many files a test checked and fails unless that is every file
+/// present in `dir`, and at least one.
+fn report_checked(what: &str, dir: &Path, checked: usize) {
+    let present = files_under(dir);
+    println!(
+        "{what}: checked {checked} of {present} files in {}",
+        dir.display()
+    );
+    assert!(checked > 0, "{what}: no files checked in {}", dir.display());
+    assert_eq!(
+        checked,
+        present,
+        "{what}: checked {checked} files but {} holds {present}",
+        dir.display()
+    );
 }
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
@@ -46,13 +57,9 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn testfiles_dump_matches_result() {
-    let Some(root) = data_dir() else { return };
-    let cases = subdirs(&root.join("parser/testfiles"));
-    assert!(
-        cases.len() >= 33,
-        "expected 33 cases, found {}",
-        cases.len()
-    );
+    let root = data_dir();
+    let dir = root.join("parser/testfiles");
+    let cases = subdirs(&dir);
     let mut failures = Vec::new();
     for case in &cases {
         let src = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
@@ -70,6 +77,8 @@ fn testfiles_dump_matches_result() {
             Err(e) => failures.push(format!("{}: parse error {e}", case.display())),
         }
     }
+    // Each case is a Dockerfile and its result.
+    report_checked("parser/testfiles", &dir, 2 * cases.len());
     assert!(
         failures.is_empty(),
         "{} of {} cases differ:\n{}",
@@ -81,9 +90,9 @@ fn testfiles_dump_matches_result() {
 
 #[test]
 fn testfiles_negative_are_rejected() {
-    let Some(root) = data_dir() else { return };
-    let cases = subdirs(&root.join("parser/testfiles-negative"));
-    assert!(cases.len() >= 4);
+    let root = data_dir();
+    let dir = root.join("parser/testfiles-negative");
+    let cases = subdirs(&dir);
     for case in &cases {
         let src = std::fs::read_to_string(case.join("Dockerfile")).unwrap();
         assert!(
@@ -92,11 +101,12 @@ fn testfiles_negative_are_rejected() {
             case.display()
         );
     }
+    report_checked("parser/testfiles-negative", &dir, cases.len());
 }
 
 #[test]
 fn testfile_line_spans() {
-    let Some(root) = data_dir() else { return };
+    let root = data_dir();
     let src = std::fs::read_to_string(root.join("parser/testfile-line/Dockerfile")).unwrap();
     let ast = parse(&src).unwrap();
     assert_eq!(ast.lines, (5, 31));
@@ -106,11 +116,16 @@ fn testfile_line_spans() {
         .map(|n| (n.span.start.line, n.span.end.line))
         .collect();
     assert_eq!(spans, vec![(5, 5), (11, 12), (17, 31)]);
+    report_checked(
+        "parser/testfile-line",
+        &root.join("parser/testfile-line"),
+        1,
+    );
 }
 
 #[test]
 fn shell_env_var_test() {
-    let Some(root) = data_dir() else { return };
+    let root = data_dir();
     let text = std::fs::read_to_string(root.join("shell/envVarTest")).unwrap();
     let env: Vec<(String, String)> = [
         ("PWD", "/home"),
@@ -144,12 +159,13 @@ fn shell_env_var_test() {
         }
     }
     assert!(checked > 200, "only {checked} vectors found");
+    println!("shell/envVarTest: {checked} vectors");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn shell_words_test() {
-    let Some(root) = data_dir() else { return };
+    let root = data_dir();
     let text = std::fs::read_to_string(root.join("shell/wordsTest")).unwrap();
     let lex = Lexer::new('\\', LexerOptions::default());
     let mut env: Vec<(String, String)> = Vec::new();
@@ -181,5 +197,30 @@ fn shell_words_test() {
         }
     }
     assert!(checked >= 20, "only {checked} vectors found");
+    println!("shell/wordsTest: {checked} vectors");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every file of the vendored data is read by one of the tests above, so a
+/// file added on a refresh from upstream cannot sit there unchecked.
+#[test]
+fn every_vendored_file_is_checked() {
+    let root = data_dir();
+    let parser = |d: &str| files_under(&root.join("parser").join(d));
+    let shell: Vec<String> = std::fs::read_dir(root.join("shell"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut shell_sorted = shell.clone();
+    shell_sorted.sort();
+    assert_eq!(shell_sorted, ["envVarTest", "wordsTest"]);
+    let known = parser("testfiles")
+        + parser("testfiles-negative")
+        + parser("testfile-line")
+        + shell.len()
+        + ["LICENSE", "SOURCE.md"]
+            .iter()
+            .filter(|f| root.join(f).is_file())
+            .count();
+    report_checked("buildkit-conformance", &root, known);
 }

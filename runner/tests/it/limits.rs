@@ -10,10 +10,7 @@ use crate::{check, check_eq, need_root};
 
 fn need_cgroups(env: &Env) -> Result<bool, Failed> {
     if env.runner().cgroup_version().is_none() {
-        if hoist_testutil::strict() {
-            return Err("no usable cgroup hierarchy".into());
-        }
-        eprintln!("skipped: no usable cgroup hierarchy");
+        crate::util::cannot_run("no usable cgroup hierarchy")?;
         return Ok(false);
     }
     Ok(true)

@@ -241,6 +241,7 @@ pub fn setup_errors_are_reported() -> Result<(), Failed> {
     let env = Env {
         name: "embedded".into(),
         runtime: hoist_runner::Runtime::Embedded,
+        unavailable: None,
     };
     let root = Root::new();
     let mut spec = root.spec("true");

@@ -65,10 +65,7 @@ int main(void) {
 /// Compile the probe statically (the busybox root has no libc).
 fn probe(dir: &Path) -> Result<Option<PathBuf>, Failed> {
     if hoist_testutil::which("gcc").is_none() {
-        if hoist_testutil::strict() {
-            return Err("gcc is needed to build the seccomp probe".into());
-        }
-        eprintln!("skipped: gcc is not installed, no seccomp probe");
+        crate::util::cannot_run("gcc is needed to build the seccomp probe")?;
         return Ok(None);
     }
     let src = dir.join("probe.c");
@@ -192,13 +189,9 @@ fn i386_busybox(dir: &Path) -> Result<Option<PathBuf>, Failed> {
         })
     });
     let Some(deb) = deb else {
-        if hoist_testutil::strict() {
-            return Err(format!(
-                "this test needs busybox-static:i386 in {DEB_CACHE} (scripts/test.sh downloads it)"
-            )
-            .into());
-        }
-        eprintln!("skipped: no busybox-static:i386 .deb in {DEB_CACHE}");
+        crate::util::cannot_run(format!(
+            "this test needs busybox-static:i386 in {DEB_CACHE} (scripts/test.sh downloads it)"
+        ))?;
         return Ok(None);
     };
     let out = Command::new("dpkg-deb")
@@ -233,13 +226,13 @@ fn ia32_emulation() -> Option<bool> {
 pub fn i386_program_runs(env: &Env) -> Result<(), Failed> {
     need_root!();
     if std::env::consts::ARCH != "x86_64" {
-        eprintln!("skipped: i386 programs are an x86_64 host's matter");
-        return Ok(());
+        return crate::util::host_limit("i386 programs are an x86_64 host's matter");
     }
     if ia32_emulation() == Some(false) {
-        // Visible in the output: the kernel, not hoist, refuses 32-bit programs.
-        eprintln!("skipped: this kernel has no IA32 emulation; i386 steps cannot run here");
-        return Ok(());
+        // The kernel, not hoist, refuses 32-bit programs.
+        return crate::util::host_limit(
+            "this kernel has no IA32 emulation; i386 steps cannot run here",
+        );
     }
     let work = tempfile::tempdir()?;
     let Some(busybox32) = i386_busybox(work.path())? else {

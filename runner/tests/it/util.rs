@@ -4,20 +4,55 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hoist_runner::{Rootfs, RunResult, RunSpec, Runner, RunnerConfig, Runtime, Stream};
-use libtest_mimic::Failed;
+use libtest_mimic::{Completion, Failed};
 
 pub type TestFn = fn(&Env) -> Result<(), Failed>;
 
-/// Skip (Ok) when not root, fail under HOIST_REQUIRE_ROOT_TESTS=1.
+std::thread_local! {
+    /// Why the trial running on this thread could not run, set by
+    /// [`cannot_run`]. A side channel so that the tests keep returning
+    /// `Result<(), Failed>` and a skip is one line.
+    static CANNOT_RUN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A precondition of the running trial is missing here (root, a program,
+/// cgroups): the trial shows as ignored with `reason`, or fails under
+/// HOIST_REQUIRE_ROOT_TESTS=1, where CI has provided everything. Return its
+/// value from the test.
+pub fn cannot_run(reason: impl Into<String>) -> Result<(), Failed> {
+    let reason = reason.into();
+    if hoist_testutil::strict() {
+        return Err(format!("{reason} and HOIST_REQUIRE_ROOT_TESTS=1 is set").into());
+    }
+    host_limit(reason)
+}
+
+/// The running trial cannot run on this host for a reason no package lifts
+/// (the kernel, the architecture, the cgroup layout): it shows as ignored
+/// with `reason`, in strict mode too. Return its value from the test.
+pub fn host_limit(reason: impl Into<String>) -> Result<(), Failed> {
+    CANNOT_RUN.with(|c| *c.borrow_mut() = Some(reason.into()));
+    Ok(())
+}
+
+/// Runs one trial body; ignored (with the reason) when it called
+/// [`cannot_run`], never a silent pass.
+pub fn outcome(body: impl FnOnce() -> Result<(), Failed>) -> Result<Completion, Failed> {
+    CANNOT_RUN.with(|c| c.borrow_mut().take());
+    body()?;
+    Ok(match CANNOT_RUN.with(|c| c.borrow_mut().take()) {
+        Some(reason) => Completion::ignored_with(reason),
+        None => Completion::Completed,
+    })
+}
+
+/// Ends the trial when not root: shown as ignored, a failure under
+/// HOIST_REQUIRE_ROOT_TESTS=1.
 #[macro_export]
 macro_rules! need_root {
     () => {
         if !hoist_testutil::is_root() {
-            if hoist_testutil::strict() {
-                return Err("this test needs root and HOIST_REQUIRE_ROOT_TESTS=1 is set".into());
-            }
-            eprintln!("skipped: this test needs root");
-            return Ok(());
+            return $crate::util::cannot_run("this test needs root");
         }
     };
 }
@@ -56,35 +91,64 @@ macro_rules! check {
 pub struct Env {
     pub name: String,
     pub runtime: Runtime,
+    /// Why this runtime cannot run here; its trials are still listed.
+    pub unavailable: Option<Unavailable>,
+}
+
+/// Why every trial of a runtime cannot run on this host.
+#[derive(Clone, Debug)]
+pub enum Unavailable {
+    /// A limit of the host that installing packages cannot lift: the trials
+    /// show as ignored with the reason, in strict mode too.
+    Host(String),
+    /// A precondition CI provides (an installed program): ignored with the
+    /// reason, a failure under HOIST_REQUIRE_ROOT_TESTS=1.
+    Missing(String),
 }
 
 impl Env {
-    /// The embedded runtime, plus crun and runc when installed.
+    /// The embedded runtime, crun and runc: every runtime's trials are
+    /// listed, those that cannot run here as ignored with the reason.
     pub fn all() -> Vec<Env> {
         let mut envs = vec![Env {
             name: "embedded".into(),
             runtime: Runtime::Embedded,
+            unavailable: None,
         }];
         for rt in ["crun", "runc"] {
-            if rt == "crun" && hybrid_with_v2_controllers() {
+            let unavailable = if hoist_testutil::which(rt).is_none() {
+                Some(Unavailable::Missing(format!("`{rt}` is not installed")))
+            } else if rt == "crun" && hybrid_with_v2_controllers() {
                 // crun refuses to run at all on such hosts ("cgroups in
                 // hybrid mode not supported, drop all controllers from
                 // cgroupv2"), whatever its cgroup manager: a host limit.
-                eprintln!(
-                    "skipped: crun cannot run on this hybrid cgroup host, no tests through it"
-                );
-            } else if hoist_testutil::which(rt).is_some() {
-                envs.push(Env {
-                    name: rt.into(),
-                    runtime: Runtime::External(rt.into()),
-                });
-            } else if hoist_testutil::strict() {
-                panic!("`{rt}` is not installed and HOIST_REQUIRE_ROOT_TESTS=1 is set");
+                Some(Unavailable::Host(format!(
+                    "crun refuses hybrid cgroup hosts with controllers on the v2 mount, \
+                     here {}: a host limit, not a missing package",
+                    v2_controllers().trim()
+                )))
             } else {
-                eprintln!("skipped: `{rt}` is not installed, no tests through it");
-            }
+                None
+            };
+            envs.push(Env {
+                name: rt.into(),
+                runtime: Runtime::External(rt.into()),
+                unavailable,
+            });
         }
         envs
+    }
+
+    /// Runs `test` through this runtime, or says why it cannot run here.
+    pub fn trial(&self, test: TestFn) -> Result<Completion, Failed> {
+        match &self.unavailable {
+            None => outcome(|| test(self)),
+            Some(Unavailable::Host(reason)) => Ok(Completion::ignored_with(reason)),
+            Some(Unavailable::Missing(reason)) => {
+                cannot_run(reason.as_str())?;
+                Ok(Completion::ignored_with(reason))
+            }
+        }
     }
 
     pub fn embedded(&self) -> bool {
@@ -213,6 +277,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// A hybrid cgroup layout whose v2 mount has controllers (crun refuses those).
 fn hybrid_with_v2_controllers() -> bool {
-    std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
-        .is_ok_and(|c| !c.trim().is_empty())
+    !v2_controllers().trim().is_empty()
+}
+
+/// The controllers of a hybrid layout's v2 mount; empty when there is none.
+fn v2_controllers() -> String {
+    std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default()
 }
