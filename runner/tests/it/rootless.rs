@@ -75,6 +75,11 @@ pub fn helper_if_requested() -> bool {
         ],
     }]);
     steps.push(("overlay", s));
+    // The default network, rootless: slirp4netns joins the step's user
+    // namespace, which owns its network namespace.
+    if let Some(script) = args.get(5).filter(|s| !s.is_empty()) {
+        steps.push(("network", spec(script)));
+    }
     for (name, spec) in steps {
         println!("=== {name}");
         let mut out = Vec::new();
@@ -85,7 +90,13 @@ pub fn helper_if_requested() -> bool {
             }
             Err(e) => {
                 eprint!("{}", String::from_utf8_lossy(&out));
-                println!("error: {e}")
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                println!("error: {text}")
             }
         }
     }
@@ -94,6 +105,19 @@ pub fn helper_if_requested() -> bool {
 
 fn ensure_user() -> Result<(u32, u32), Failed> {
     Ok(hoist_testutil::rootless::user())
+}
+
+/// Rootless slirp4netns opens /dev/net/tun as the user: Debian's udev
+/// rules make it 0666 (the kernel's tun driver checks the namespace's
+/// capabilities, not the file mode, for what it creates); a machine without
+/// udev may have left it 0600.
+fn ensure_tun_device() -> Result<(), Failed> {
+    let tun = Path::new("/dev/net/tun");
+    let mode = std::fs::metadata(tun)?.permissions().mode();
+    if mode & 0o666 != 0o666 {
+        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666))?;
+    }
+    Ok(())
 }
 
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
@@ -115,6 +139,7 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
         }
     }
     let (uid, gid) = ensure_user()?;
+    ensure_tun_device()?;
     let root = Root::new();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))?;
     let chown = Command::new("chown")
@@ -139,6 +164,10 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
         std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
     }
     let before = tree(root.path());
+    let probe = match crate::network::host_address()? {
+        Some(ip) => Some(crate::network::Probe::start(ip)?),
+        None => None,
+    };
 
     let out = Command::new("setpriv")
         .args([
@@ -152,6 +181,7 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
             &root.path().display().to_string(),
             &secret.display().to_string(),
             &overlay_dir.path().display().to_string(),
+            &probe.as_ref().map(|p| p.script()).unwrap_or_default(),
         ])
         .env_remove("TMPDIR")
         .output()?;
@@ -202,6 +232,11 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
         tree(&overlay_dir.path().join("upper")),
         vec![PathBuf::from("made")]
     );
+    if let Some(probe) = &probe {
+        let network = section(&text, "network");
+        probe.check(network)?;
+        check!(network.contains("status: exit status 0"), "{network}");
+    }
     check_eq!(tree(root.path()), before);
     check!(
         Path::new(&root.path().join("bin/busybox")).exists(),
