@@ -31,9 +31,10 @@
 //!   as Podman runs it rootless.
 //!
 //! The cost is throughput (every packet crosses a user-mode stack, ample for
-//! package downloads with the 65520 MTU) and about 20 ms per step to start
-//! it and configure the interface (measured with `examples/step_overhead`:
-//! see `docs/runner.md`).
+//! package downloads with the 65520 MTU) and about 35 ms per step: ~8 ms to
+//! start it and configure the interface, ~19 ms for the kernel to unregister
+//! the tap device when it exits (measured with `examples/step_overhead`, see
+//! `docs/runner.md`).
 //!
 //! [`NetworkMode::Default`]: crate::NetworkMode::Default
 
