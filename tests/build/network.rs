@@ -220,3 +220,27 @@ fn sigint_of_hoist_build_stops_slirp4netns() {
         );
     }
 }
+
+#[test]
+fn without_slirp4netns_the_default_network_fails_clearly_never_the_hosts() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile("FROM busybox\nRUN --network=none echo offline-ok\nRUN echo online\n");
+    // A PATH without slirp4netns (hoist needs nothing else from PATH here).
+    let empty = tempfile::tempdir().unwrap();
+    let run = hoist_testutil::cli::run(
+        env.hoist()
+            .command()
+            .env("PATH", empty.path())
+            .args(["build", "--progress", "plain", "-t", "noslirp:1"])
+            .arg(env.context.path()),
+        None,
+    );
+    assert!(!run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("offline-ok"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("slirp4netns is not installed") && run.stderr.contains("Dockerfile:3"),
+        "{}",
+        run.stderr
+    );
+}
