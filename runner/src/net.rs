@@ -6,7 +6,10 @@
 //! The step sees `lo` and `tap0` (10.0.2.100/24, MTU 65520), a default route
 //! via 10.0.2.2 and a resolver at 10.0.2.3 that slirp4netns forwards to the
 //! host's resolvers (from the host's namespace, so a loopback resolver such
-//! as systemd-resolved's 127.0.0.53 works). It reaches what the host reaches
+//! as systemd-resolved's 127.0.0.53 works, `--disable-host-loopback`
+//! notwithstanding: checked by hand with a forwarder on 127.0.0.53 and a
+//! resolv.conf naming it; that resolver's port 53 is then the one loopback
+//! service a step reaches, and only through 10.0.2.3:53). It reaches what the host reaches
 //! through its routes: the internet, the LAN and the host's own non-loopback
 //! addresses. It does not reach the host's loopback: its own 127.0.0.1 and
 //! ::1 are its own `lo`, and `--disable-host-loopback` refuses the gateway
