@@ -136,11 +136,7 @@ impl Slirp {
         };
         let not_ready = |reason: String| NetError::NotReady {
             reason,
-            log: std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .trim()
-                .escape_debug()
-                .to_string(),
+            log: summarize_log(&std::fs::read_to_string(log).unwrap_or_default()),
         };
         let revents = sys::poll_in(&[ready_r.as_raw_fd()], READY_TIMEOUT.as_millis() as i32)
             .map_err(|e| not_ready(format!("poll: {e}")))?;
@@ -169,6 +165,40 @@ impl Drop for Slirp {
         self.exit.take();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What slirp4netns said, for an error message: its lines without the
+/// seccomp warning it always prints, control characters escaped, and a hint
+/// for the usual cause of a rootless failure.
+fn summarize_log(log: &str) -> String {
+    let mut lines: Vec<String> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("WARNING: Support for seccomp"))
+        .map(|l| {
+            l.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    if log.contains("/dev/net/tun") {
+        lines.push(
+            "hint: slirp4netns opens /dev/net/tun as the user running hoist; \
+             Debian's udev rules make it mode 0666"
+                .into(),
+        );
+    }
+    if lines.is_empty() {
+        "(no output)".into()
+    } else {
+        lines.join("; ")
     }
 }
 
@@ -202,5 +232,18 @@ mod tests {
             "search corp.example\noptions edns0 trust-ad\nnameserver 10.0.2.3\n"
         );
         assert_eq!(resolv_conf(""), "nameserver 10.0.2.3\n");
+    }
+
+    #[test]
+    fn slirp_log_is_one_escaped_line_with_a_hint() {
+        let log = "open(\"/dev/net/tun\"): Permission denied\n\
+                   WARNING: Support for seccomp is experimental\nchild failed(1)\x1b[2J\n";
+        assert_eq!(
+            summarize_log(log),
+            "open(\"/dev/net/tun\"): Permission denied; child failed(1)\\u{1b}[2J; \
+             hint: slirp4netns opens /dev/net/tun as the user running hoist; \
+             Debian's udev rules make it mode 0666"
+        );
+        assert_eq!(summarize_log(""), "(no output)");
     }
 }

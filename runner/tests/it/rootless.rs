@@ -107,19 +107,6 @@ fn ensure_user() -> Result<(u32, u32), Failed> {
     Ok(hoist_testutil::rootless::user())
 }
 
-/// Rootless slirp4netns opens /dev/net/tun as the user: Debian's udev
-/// rules make it 0666 (the kernel's tun driver checks the namespace's
-/// capabilities, not the file mode, for what it creates); a machine without
-/// udev may have left it 0600.
-fn ensure_tun_device() -> Result<(), Failed> {
-    let tun = Path::new("/dev/net/tun");
-    let mode = std::fs::metadata(tun)?.permissions().mode();
-    if mode & 0o666 != 0o666 {
-        std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666))?;
-    }
-    Ok(())
-}
-
 fn section<'a>(out: &'a str, name: &str) -> &'a str {
     let start = format!("=== {name}\n");
     out.split_once(&start)
@@ -139,7 +126,6 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
         }
     }
     let (uid, gid) = ensure_user()?;
-    ensure_tun_device()?;
     let root = Root::new();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))?;
     let chown = Command::new("chown")
