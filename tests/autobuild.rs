@@ -494,3 +494,50 @@ fn sigkill_of_serve_with_builds_queued_and_running_loses_none() {
         "{log}"
     );
 }
+
+#[test]
+fn autobuild_never_grants_the_hosts_network() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    // autobuild's config has no entitlement key: its builds get none.
+    let s = Setup::new("RUN --network=host true\n");
+    let _server = s.serve();
+    let sha = s.commit("hello", "hi\n", "first");
+    git(&s.work, &["push", "-q", "origin", "main"]);
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let zero = "0".repeat(40);
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{zero} {sha} refs/heads/main\n").as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+    let builds = s.list();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let id = builds[0]["id"].as_i64().unwrap();
+    let b = s.wait_final(id);
+    assert_eq!(b["state"], "failed", "{b}\n{}", s.serve_log());
+    let log = ok(
+        hoist(&s.store)
+            .args(["autobuild", "logs", &id.to_string()])
+            .output()
+            .unwrap(),
+        "logs",
+    );
+    assert!(
+        log.contains("Dockerfile:3: RUN --network=host")
+            && log.contains("needs the network.host entitlement"),
+        "{log}"
+    );
+    assert!(
+        s.inspect("main").is_none(),
+        "a refused build pushed an image"
+    );
+}

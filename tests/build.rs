@@ -12,6 +12,7 @@ mod build {
     pub mod interrupt;
     pub mod load;
     pub mod mounts;
+    pub mod network;
     pub mod outputs;
     pub mod platform;
     pub mod remote;

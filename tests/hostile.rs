@@ -10,5 +10,6 @@
 mod hostile {
     pub mod common;
     pub mod devices;
+    pub mod network;
     pub mod paths;
 }

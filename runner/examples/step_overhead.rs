@@ -1,12 +1,13 @@
 //! Measure the runner's fixed cost per step: run `true` N times in a busybox
-//! root and print the mean wall time (embedded runtime, and runc if given).
+//! root and print the mean wall time (embedded runtime, and runc if given),
+//! with the network mode `none` and with the default network (slirp4netns).
 //!
 //! `cargo run --release -p hoist-runner --example step_overhead -- [N] [runc]`
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
-use hoist_runner::{Rootfs, RunSpec, Runner, RunnerConfig, Runtime};
+use hoist_runner::{NetworkMode, Rootfs, RunSpec, Runner, RunnerConfig, Runtime};
 
 fn main() {
     hoist_runner::init_if_requested();
@@ -23,12 +24,17 @@ fn main() {
         ..RunnerConfig::default()
     })
     .expect("runner");
-    let spec = RunSpec::new(Rootfs::Dir(root.path().into()), vec!["true".into()]);
-    let start = Instant::now();
-    for _ in 0..n {
-        let r = runner.run(&spec, &mut |_, _| {}).expect("run");
-        assert!(r.status.success());
+    for network in [NetworkMode::None, NetworkMode::Default] {
+        let mut spec = RunSpec::new(Rootfs::Dir(root.path().into()), vec!["true".into()]);
+        spec.network = network;
+        let start = Instant::now();
+        for _ in 0..n {
+            let r = runner.run(&spec, &mut |_, _| {}).expect("run");
+            assert!(r.status.success());
+        }
+        let mean = start.elapsed() / n;
+        println!(
+            "{runtime:?}, network {network:?}: {n} runs of `true`, mean wall {mean:?} per step"
+        );
     }
-    let mean = start.elapsed() / n;
-    println!("{runtime:?}: {n} runs of `true`, mean wall {mean:?} per step");
 }

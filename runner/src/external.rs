@@ -5,7 +5,10 @@
 //! The init is started in a private mount namespace only; there it mounts the
 //! root (when given as mounts) and the secrets' tmpfs, resolves the user to
 //! numeric ids through the image's files, writes the bundle and execs the
-//! runtime, which makes the step's other namespaces itself.
+//! runtime, which makes the step's other namespaces itself. The default
+//! network is the exception: the init is started in a new network namespace
+//! that slirp4netns serves (as for the embedded runtime, see `net.rs`), and
+//! config.json asks for no network namespace, so the container shares it.
 
 use std::path::{Path, PathBuf};
 
@@ -157,6 +160,8 @@ pub(crate) fn runtime_config(
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
+    // Default: the container stays in the runtime's network namespace, the
+    // private one the runner made and slirp4netns serves; Host: the host's.
     if plan.network == NetworkMode::None {
         namespaces.push(json!({"type": "network"}));
     }

@@ -1,11 +1,12 @@
 //! hoist-runner: run one process in a sandbox, from a spec.
 //!
 //! It owns namespaces (mount, PID, UTS, IPC, cgroup, network unless the host's,
-//! user when rootless), the step's root and mounts (`/proc`, read-only `/sys`,
-//! a minimal `/dev`, per-run `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`,
-//! binds, tmpfs, secrets, an ssh-agent socket), users and groups,
-//! capabilities, `no_new_privs`, a seccomp filter, cgroup limits and
-//! accounting, and optionally handing the same spec to an external OCI
+//! user when rootless), the default network's egress (slirp4netns), the
+//! step's root and mounts (`/proc`, read-only `/sys`, a minimal `/dev`,
+//! per-run `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`, binds, tmpfs,
+//! secrets, an ssh-agent socket), users and groups, capabilities,
+//! `no_new_privs`, a seccomp filter, cgroup limits and accounting, and
+//! optionally handing the same spec to an external OCI
 //! runtime (runc, crun). It knows nothing of Dockerfiles, images or layers.
 //!
 //! The sandbox's PID 1 is a re-executed copy of the calling binary (the
@@ -35,6 +36,7 @@
 mod cgroup;
 mod external;
 mod init;
+mod net;
 mod rootfs;
 mod rootless;
 mod run;
@@ -49,6 +51,7 @@ use std::path::PathBuf;
 pub use cgroup::{CgroupError, CgroupVersion};
 pub use external::ExternalError;
 pub use init::{init_if_requested, INIT_MARKER};
+pub use net::NetError;
 pub use rootfs::RootfsError;
 pub use run::{Cancel, Runner, RunnerConfig, Runtime, CANCEL_GRACE};
 pub use security::{SecurityError, DEFAULT_CAPABILITIES};
@@ -91,6 +94,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The step's default network could not be set up.
+    #[error("failed to set up the step's network")]
+    Network(#[source] NetError),
     /// Writing uid/gid maps for a rootless run failed.
     #[error("failed to map user ids for the rootless sandbox: {0}")]
     IdMap(String),

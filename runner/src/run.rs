@@ -261,7 +261,7 @@ impl Runner {
             root: root.clone(),
             root_mounts: root_mounts.clone(),
             hostname: spec.hostname.clone(),
-            new_net: spec.network == NetworkMode::None,
+            new_net: spec.network != NetworkMode::Host,
             etc_files,
             mounts: spec.mounts.clone(),
             secrets_dir: run_dir.0.join("secrets"),
@@ -295,23 +295,37 @@ impl Runner {
             external,
         };
         let mut flags = if config.external.is_some() {
-            // The runtime makes the step's namespaces; ours only keeps the
-            // root's mounts private to this run.
+            // The runtime makes the step's namespaces (all but the default
+            // network's, below); ours keeps the root's mounts private to
+            // this run.
             libc::CLONE_NEWNS
         } else {
-            let mut f =
-                libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-            if spec.network == NetworkMode::None {
-                f |= libc::CLONE_NEWNET;
-            }
-            f
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC
         };
+        // The default network's namespace is made here for an external
+        // runtime too: the container, given no network namespace of its own
+        // in config.json, shares the runtime's, which slirp4netns serves.
+        // For `None` the runtime makes an empty one itself.
+        if spec.network == NetworkMode::Default
+            || (spec.network == NetworkMode::None && config.external.is_none())
+        {
+            flags |= libc::CLONE_NEWNET;
+        }
         if self.rootless {
             flags |= libc::CLONE_NEWUSER;
         }
 
         let started = Instant::now();
-        let result = self.spawn_and_wait(&config, flags, cgroup.0.as_ref(), output, cancel);
+        let slirp_log =
+            (spec.network == NetworkMode::Default).then(|| run_dir.0.join("slirp4netns.log"));
+        let result = self.spawn_and_wait(
+            &config,
+            flags,
+            cgroup.0.as_ref(),
+            slirp_log.as_deref(),
+            output,
+            cancel,
+        );
         let wall = started.elapsed();
         let stats = cgroup.0.as_ref().map(Cgroup::stats).unwrap_or_default();
         drop(cgroup);
@@ -362,6 +376,7 @@ impl Runner {
         config: &InitConfig,
         flags: libc::c_int,
         cgroup: Option<&Cgroup>,
+        slirp_log: Option<&Path>,
         output: &mut dyn FnMut(Stream, &[u8]),
         cancel: Option<&Cancel>,
     ) -> Result<(Option<InitMessage>, sys::Waited), RunError> {
@@ -416,6 +431,13 @@ impl Runner {
         if let Some(cgroup) = cgroup {
             cgroup.attach(pid).map_err(RunError::Cgroup)?;
         }
+        // The init waits for its configuration before it prepares the root,
+        // so the step starts with its network configured. Dropped (stopped)
+        // after the init is reaped, or on any early return.
+        let _slirp = match slirp_log {
+            Some(log) => Some(crate::net::Slirp::start(pid, log).map_err(RunError::Network)?),
+            None => None,
+        };
         let json = serde_json::to_vec(config).map_err(RunError::Encode)?;
         {
             let mut control = File::from(control_w);
@@ -510,11 +532,15 @@ fn resolve_runtime(program: &Path) -> Result<PathBuf, RunError> {
     if program.components().count() > 1 {
         return Ok(program.to_path_buf());
     }
+    which(program).ok_or_else(|| RunError::RuntimeNotFound(program.to_path_buf()))
+}
+
+/// The first file named `program` in a directory of `PATH`.
+pub(crate) fn which(program: impl AsRef<Path>) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|d| d.join(program))
+        .map(|d| d.join(program.as_ref()))
         .find(|p| p.is_file())
-        .ok_or_else(|| RunError::RuntimeNotFound(program.to_path_buf()))
 }
 
 fn validate(spec: &RunSpec) -> Result<(), RunError> {
@@ -549,8 +575,9 @@ fn write_etc_files(run_dir: &Path, spec: &RunSpec) -> Result<Vec<(String, PathBu
         // No network: a resolv.conf that points nowhere rather than a host's
         // resolver that cannot be reached.
         NetworkMode::None => String::new(),
-        NetworkMode::Host | NetworkMode::Default => {
-            fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+        NetworkMode::Host => fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        NetworkMode::Default => {
+            crate::net::resolv_conf(&fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
         }
     };
     let mut files = Vec::new();

@@ -166,8 +166,10 @@ pub enum NetworkMode {
     None,
     /// The host's network, and the host's hostname and `/etc/hosts`.
     Host,
-    /// BuildKit's default worker: the host's network with the step's own
-    /// hostname and a generated `/etc/hosts`.
+    /// A new network namespace with egress through slirp4netns: DNS, the
+    /// internet and the host's non-loopback addresses, but not the host's
+    /// loopback (see the `net` module for the model and why slirp4netns);
+    /// the step's own hostname and a generated `/etc/hosts`.
     #[default]
     Default,
 }

@@ -150,6 +150,24 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Have the program `command` starts inherit `fds` (at the same numbers):
+/// their close-on-exec flag is cleared in the child only, so that no other
+/// process this one starts meanwhile inherits them.
+pub(crate) fn keep_fds_on_exec(command: &mut std::process::Command, fds: &[RawFd]) {
+    use std::os::unix::process::CommandExt;
+    let fds = fds.to_vec();
+    // SAFETY: the closure runs between fork and exec and only calls fcntl(2),
+    // which is async-signal-safe, on integers captured before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in &fds {
+                check(libc::fcntl(*fd, libc::F_SETFD, 0))?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Descriptors the sandbox init finds at fixed numbers.
 pub(crate) struct InitFds<'a> {
     /// Becomes fd 0.

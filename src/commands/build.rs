@@ -139,7 +139,7 @@ pub struct Args {
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
     /// Grant an entitlement: security.insecure (RUN --security=insecure) or
-    /// network.host
+    /// network.host (RUN --network=host, or --network host)
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     allow: Vec<String>,
     /// Load the image into the local Docker daemon (`docker load`)
@@ -796,12 +796,14 @@ mod exec_flags {
     }
 
     pub(super) fn allow(entitlements: &[String]) -> anyhow::Result<Vec<String>> {
-        // BuildKit's names; network.host is accepted for compatibility (hoist
-        // does not require it for RUN --network=host).
+        // BuildKit's names; the builder refuses a step that needs one not
+        // given (hoist_builder's check_entitlements).
+        use hoist_builder::engine::{ENTITLEMENT_INSECURE, ENTITLEMENT_NETWORK_HOST};
         for e in entitlements {
-            if e != "security.insecure" && e != "network.host" {
+            if e != ENTITLEMENT_INSECURE && e != ENTITLEMENT_NETWORK_HOST {
                 anyhow::bail!(
-                    "invalid --allow {e:?}: the entitlements are security.insecure and network.host"
+                    "invalid --allow {e:?}: the entitlements are {ENTITLEMENT_INSECURE} and \
+                     {ENTITLEMENT_NETWORK_HOST}"
                 );
             }
         }

@@ -102,6 +102,7 @@ fn prune_all_while_a_build_runs_leaves_its_image_intact() {
         .hoist()
         .command()
         .args(["build", "--progress", "plain", "--network", "host"])
+        .args(["--allow", "network.host"])
         .args(["--build-arg", "N=7", "-t", "app:running"])
         .arg(env.context.path())
         .stdout(Stdio::null())

@@ -57,7 +57,23 @@ pub fn user() -> (u32, u32) {
             fs::write(file, text).expect("write subordinate ids");
         }
     }
+    tun_device_for_users();
     (id("-u").expect("uid"), id("-g").expect("gid"))
+}
+
+/// RUN steps' default network: slirp4netns opens /dev/net/tun as the user.
+/// Debian's udev rules make it 0666 (the tun driver checks capabilities in
+/// the namespace, not the file mode, for what it creates); a machine without
+/// udev may have left it 0600.
+fn tun_device_for_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let tun = Path::new("/dev/net/tun");
+    if let Ok(meta) = fs::metadata(tun) {
+        if meta.permissions().mode() & 0o666 != 0o666 {
+            fs::set_permissions(tun, fs::Permissions::from_mode(0o666))
+                .expect("make /dev/net/tun 0666 as udev does");
+        }
+    }
 }
 
 /// `bin ARGS` as [`USER`] in a new user namespace (mapped to root there, with

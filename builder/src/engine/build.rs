@@ -552,6 +552,7 @@ pub fn build(
             &request.dockerfile_name
         },
         &frontend,
+        request.network,
         &request.allow,
     )
     .map_err(BuildError::Dockerfile)?;

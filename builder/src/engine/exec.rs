@@ -2,7 +2,7 @@
 //!
 //! Interim sandbox until the runner crate lands on this branch: util-linux
 //! `unshare` gives the step its own mount and PID namespaces (and network
-//! namespace for `--network=none`), a fresh `/proc`, the root as `/`, the working
+//! namespace for `--network=none`; the default network is refused here), a fresh `/proc`, the root as `/`, the working
 //! directory and the user. The process tree dies with the step (`--kill-child`).
 
 use std::io::Read;
@@ -79,8 +79,21 @@ fn run_inner(
             "--wd={}",
             if spec.cwd.is_empty() { "/" } else { spec.cwd }
         ));
-    if spec.network == NetworkMode::None {
-        command.arg("--net");
+    match spec.network {
+        NetworkMode::None => {
+            command.arg("--net");
+        }
+        NetworkMode::Host => {}
+        // The default network is a private namespace with egress, which
+        // only the runner makes: never fall back to the host's.
+        NetworkMode::Default => {
+            return Err(EngineError::Invalid(
+                "the default network of RUN steps needs the sandbox runner, which could not be \
+                 set up (see the log); build with --network none, or --network host with \
+                 --allow network.host"
+                    .into(),
+            ))
+        }
     }
     if let Some(owner) = spec.user {
         command
@@ -154,34 +167,53 @@ fn run_inner(
 /// BuildKit's entitlement for `RUN --security=insecure`.
 pub const ENTITLEMENT_INSECURE: &str = "security.insecure";
 
+/// BuildKit's entitlement for the host's network (`RUN --network=host` or
+/// `--network host` for the whole build).
+pub const ENTITLEMENT_NETWORK_HOST: &str = "network.host";
+
 /// Refuses a graph whose steps need an entitlement the build was not started
 /// with (`hoist build --allow`), naming the first such step as
-/// `Dockerfile:LINE: INSTRUCTION`.
+/// `Dockerfile:LINE: INSTRUCTION`. `network` is the build's `--network`,
+/// which applies to the steps that do not choose their own.
 pub fn check_entitlements(
     file: &str,
     graph: &hoist_frontend::graph::BuildGraph,
+    network: Option<NetworkMode>,
     allowed: &[String],
 ) -> Result<(), String> {
-    if allowed.iter().any(|a| a == ENTITLEMENT_INSECURE) {
-        return Ok(());
+    use hoist_frontend::graph::{Op, SecurityMode};
+    let granted = |e: &str| allowed.iter().any(|a| a == e);
+    for v in &graph.vertices {
+        let Op::Exec(e) = &v.op else {
+            continue;
+        };
+        let mut needs = Vec::new();
+        if e.security == SecurityMode::Insecure {
+            needs.push((ENTITLEMENT_INSECURE, "RUN --security=insecure"));
+        }
+        if e.network == NetworkMode::Host {
+            needs.push((ENTITLEMENT_NETWORK_HOST, "RUN --network=host"));
+        } else if e.network == NetworkMode::Default && network == Some(NetworkMode::Host) {
+            needs.push((
+                ENTITLEMENT_NETWORK_HOST,
+                "the host's network (--network host) for this step",
+            ));
+        }
+        let Some((need, what)) = needs.into_iter().find(|(need, _)| !granted(need)) else {
+            continue;
+        };
+        let instruction = match v.name.strip_prefix('[') {
+            Some(rest) => rest.split_once("] ").map_or(v.name.as_str(), |(_, i)| i),
+            None => v.name.as_str(),
+        };
+        let at = match v.span {
+            Some(span) => format!("{file}:{}: {instruction}", span.start.line),
+            None => instruction.to_owned(),
+        };
+        return Err(format!(
+            "{at}: {what} needs the {need} entitlement, \
+             which this build was not given (build with --allow {need})"
+        ));
     }
-    let insecure = graph.vertices.iter().find(|v| {
-        matches!(&v.op, hoist_frontend::graph::Op::Exec(e)
-            if e.security == hoist_frontend::graph::SecurityMode::Insecure)
-    });
-    let Some(v) = insecure else {
-        return Ok(());
-    };
-    let instruction = match v.name.strip_prefix('[') {
-        Some(rest) => rest.split_once("] ").map_or(v.name.as_str(), |(_, i)| i),
-        None => v.name.as_str(),
-    };
-    let at = match v.span {
-        Some(span) => format!("{file}:{}: {instruction}", span.start.line),
-        None => instruction.to_owned(),
-    };
-    Err(format!(
-        "{at}: RUN --security=insecure needs the {ENTITLEMENT_INSECURE} entitlement, \
-         which this build was not given (build with --allow {ENTITLEMENT_INSECURE})"
-    ))
+    Ok(())
 }

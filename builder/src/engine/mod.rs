@@ -10,6 +10,7 @@ pub mod assemble;
 pub mod build;
 pub mod emulation;
 mod exec;
+pub use exec::{ENTITLEMENT_INSECURE, ENTITLEMENT_NETWORK_HOST};
 pub mod export;
 pub mod fetch;
 mod files;

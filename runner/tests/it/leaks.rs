@@ -45,7 +45,7 @@ pub fn helper_if_requested() -> bool {
     true
 }
 
-fn processes_with(marker: &str) -> Vec<u32> {
+pub(crate) fn processes_with(marker: &str) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -59,7 +59,7 @@ fn processes_with(marker: &str) -> Vec<u32> {
     found
 }
 
-fn parent_of(pid: u32) -> Option<u32> {
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     after.split_whitespace().nth(1)?.parse().ok()
@@ -99,6 +99,14 @@ pub fn sigkill_of_hoist_leaves_nothing() -> Result<(), Failed> {
         "the init does not have the root mounted"
     );
 
+    // The step's default network: one slirp4netns, which must end with it
+    // (its --exit-fd pipe closes when hoist dies).
+    let slirps = crate::network::slirps_for(init, helper_pid);
+    check!(
+        slirps.len() == 1,
+        "slirp4netns processes for the step: {slirps:?}"
+    );
+
     helper.kill()?;
     helper.wait()?;
 
@@ -118,6 +126,21 @@ pub fn sigkill_of_hoist_leaves_nothing() -> Result<(), Failed> {
         !Path::new(&format!("/proc/{init}")).exists(),
         "the init survived its hoist"
     );
+    for pid in slirps {
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        };
+        for _ in 0..500 {
+            if gone() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        check!(gone(), "slirp4netns {pid} survived its hoist");
+    }
     let root_str = root.path().display().to_string();
     for entry in std::fs::read_dir("/proc")?.flatten() {
         if let Ok(info) = std::fs::read_to_string(entry.path().join("mountinfo")) {

@@ -5,6 +5,7 @@ mod devices;
 mod leaks;
 mod limits;
 mod mounts;
+mod network;
 mod rootless;
 mod sandbox;
 mod seccomp;
@@ -43,9 +44,18 @@ fn main() {
                 "network_none_has_only_lo_up",
                 sandbox::network_none_has_only_lo_up,
             ),
+            ("network_host_etc_files", sandbox::network_host_etc_files),
             (
-                "network_default_and_host",
-                sandbox::network_default_and_host,
+                "default_network_is_private_with_egress",
+                network::default_network_is_private_with_egress,
+            ),
+            (
+                "host_network_is_the_hosts",
+                network::host_network_is_the_hosts,
+            ),
+            (
+                "slirp_ends_with_its_step",
+                network::slirp_ends_with_its_step,
             ),
             ("user_ids_groups_home", security::user_ids_groups_home),
             (

@@ -75,6 +75,11 @@ pub fn helper_if_requested() -> bool {
         ],
     }]);
     steps.push(("overlay", s));
+    // The default network, rootless: slirp4netns joins the step's user
+    // namespace, which owns its network namespace.
+    if let Some(script) = args.get(5).filter(|s| !s.is_empty()) {
+        steps.push(("network", spec(script)));
+    }
     for (name, spec) in steps {
         println!("=== {name}");
         let mut out = Vec::new();
@@ -85,7 +90,13 @@ pub fn helper_if_requested() -> bool {
             }
             Err(e) => {
                 eprint!("{}", String::from_utf8_lossy(&out));
-                println!("error: {e}")
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                println!("error: {text}")
             }
         }
     }
@@ -135,6 +146,10 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
         std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
     }
     let before = tree(root.path());
+    let probe = match crate::network::host_address()? {
+        Some(ip) => Some(crate::network::Probe::start(ip)?),
+        None => None,
+    };
 
     let out = Command::new("setpriv")
         .args([
@@ -148,6 +163,7 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
             &root.path().display().to_string(),
             &secret.display().to_string(),
             &overlay_dir.path().display().to_string(),
+            &probe.as_ref().map(|p| p.script()).unwrap_or_default(),
         ])
         .env_remove("TMPDIR")
         .output()?;
@@ -198,6 +214,11 @@ pub fn rootless_as_unprivileged_user() -> Result<(), Failed> {
         tree(&overlay_dir.path().join("upper")),
         vec![PathBuf::from("made")]
     );
+    if let Some(probe) = &probe {
+        let network = section(&text, "network");
+        probe.check(network)?;
+        check!(network.contains("status: exit status 0"), "{network}");
+    }
     check_eq!(tree(root.path()), before);
     check!(
         Path::new(&root.path().join("bin/busybox")).exists(),
