@@ -47,6 +47,8 @@ pub mod lease;
 pub mod records;
 pub mod refs;
 mod sys;
+pub mod text;
+pub mod units;
 
 use std::path::{Path, PathBuf};
 

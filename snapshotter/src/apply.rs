@@ -123,14 +123,14 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
 
 fn layer_err(path: &[u8]) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Layer {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: crate::text::escape_bytes(path).into_owned(),
         source,
     }
 }
 
 fn unsafe_entry(path: &[u8], reason: impl Into<String>) -> Error {
     Error::UnsafeEntry {
-        path: String::from_utf8_lossy(path).into_owned(),
+        path: crate::text::escape_bytes(path).into_owned(),
         reason: reason.into(),
     }
 }
@@ -209,7 +209,7 @@ pub fn apply_layer(
         loop {
             let next = tar.next_entry().map_err(|source| Error::Layer {
                 path: match &last {
-                    Some(p) => format!("(the header after `{}`)", String::from_utf8_lossy(p)),
+                    Some(p) => format!("(the header after `{}`)", crate::text::escape_bytes(p)),
                     None => "(the first header)".to_string(),
                 },
                 source,
@@ -278,7 +278,7 @@ fn in_root(dir: impl AsFd, rel: &[u8], flags: OFlags) -> rustix::io::Result<Owne
 impl Applier {
     fn warn(&mut self, path: &[u8], message: impl Into<String>) {
         self.warnings.push(ApplyWarning {
-            path: String::from_utf8_lossy(path).into_owned(),
+            path: crate::text::escape_bytes(path).into_owned(),
             message: message.into(),
         });
     }
@@ -336,7 +336,7 @@ impl Applier {
                         entry,
                         format!(
                             "parent `{}` is a symlink to a missing directory",
-                            String::from_utf8_lossy(&prefix)
+                            crate::text::escape_bytes(&prefix)
                         ),
                     ))
                 }
@@ -423,7 +423,7 @@ impl Applier {
             if fsutil::is_overlay_private(x) {
                 self.warn(
                     &raw,
-                    format!("dropped overlay xattr `{}`", String::from_utf8_lossy(x)),
+                    format!("dropped overlay xattr `{}`", crate::text::escape_bytes(x)),
                 );
             } else {
                 meta.xattrs.push((x.clone(), value.clone()));
@@ -461,7 +461,7 @@ impl Applier {
                 let copied = io::copy(data, &mut file).map_err(layer_err(&raw))?;
                 if copied != expected {
                     return Err(Error::Layer {
-                        path: String::from_utf8_lossy(&raw).into_owned(),
+                        path: crate::text::escape_bytes(&raw).into_owned(),
                         source: io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             format!("the layer ends inside this file: its header says {expected} bytes, only {copied} follow"),
@@ -561,7 +561,7 @@ impl Applier {
             if let Err(e) = fsutil::fset_xattr(file, name, value) {
                 self.warn(
                     raw,
-                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(name)),
+                    format!("xattr `{}` not set: {e}", crate::text::escape_bytes(name)),
                 );
             }
         }
@@ -594,7 +594,7 @@ impl Applier {
             if let Err(e) = fsutil::set_xattr(&at, xname, value) {
                 self.warn(
                     raw,
-                    format!("xattr `{}` not set: {e}", String::from_utf8_lossy(xname)),
+                    format!("xattr `{}` not set: {e}", crate::text::escape_bytes(xname)),
                 );
             }
         }
@@ -614,7 +614,7 @@ impl Applier {
                 raw,
                 format!(
                     "hardlink target `{}` contains `..`",
-                    String::from_utf8_lossy(target)
+                    crate::text::escape_bytes(target)
                 ),
             )
         })?;
@@ -633,7 +633,7 @@ impl Applier {
                     raw,
                     format!(
                         "hardlink target `{}` does not exist inside the layer root",
-                        String::from_utf8_lossy(target)
+                        crate::text::escape_bytes(target)
                     ),
                 ))
             }
@@ -662,7 +662,7 @@ impl Applier {
                 raw,
                 format!(
                     "hardlink target `{}` exists neither in the layer nor in its parents",
-                    String::from_utf8_lossy(&rel)
+                    crate::text::escape_bytes(&rel)
                 ),
             ));
         };

@@ -45,6 +45,11 @@ mod snapshot;
 mod sys;
 mod tarfmt;
 mod tarread;
+// The workspace's one escaper for quoted input, compiled from hoist-cache's
+// file because the snapshotter depends on no crate of ours (STYLE.md).
+#[path = "../../cache/src/text.rs"]
+#[allow(dead_code)]
+mod text;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyReport, ApplyTarget, ApplyWarning, WhiteoutStyle};
 pub use diff::{write_layer, DiffOptions, DiffSource};

@@ -257,27 +257,6 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     Ok(Output { kind, dest })
 }
 
-/// `512m`, `1g`, `1048576` (Docker's units, powers of 1024).
-fn parse_bytes(text: &str) -> anyhow::Result<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.trim_end_matches('b');
-    let (digits, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => lower.split_at(i),
-        None => (lower, ""),
-    };
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        _ => bail!("invalid size `{text}`: expected a number with k, m or g"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| anyhow!("invalid size `{text}`: expected a number with k, m or g"))?;
-    Ok(n << shift)
-}
-
 fn key_values(
     values: &[String],
     what: &str,
@@ -348,7 +327,13 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }
-    let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
+    // Docker reads --memory with RAMInBytes: `512m` is 512 MiB.
+    let memory = args
+        .memory
+        .as_deref()
+        .map(hoist_cache::units::parse_memory_size)
+        .transpose()
+        .context("invalid --memory")?;
     if args.load && !args.dry_run {
         exec_flags::check_docker()?;
     }
