@@ -15,6 +15,7 @@ packages=(
     openssh-client openssh-server  # ssh-agent and sshd for the ssh mount and git-over-ssh tests
     qemu-user-static  # RUN steps of foreign-platform builds (tests/build/platform.rs)
     docker.io  # a real Docker engine (started by the tests) reads `--load` and `hoist save`
+    time  # GNU time measures hoist's peak RSS (tests/it/remote_input.rs)
 )
 missing=()
 for p in "${packages[@]}"; do

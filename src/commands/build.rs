@@ -282,11 +282,8 @@ fn key_values(
 /// Reads stdin: a tar archive (plain or gzip) becomes the context, anything
 /// else is a Dockerfile with an empty context.
 fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
-    let mut data = Vec::new();
-    io::stdin()
-        .read_to_end(&mut data)
-        .context("failed to read the build context from stdin")?;
-    match hoist_builder::engine::fetch::unpack_context(data, dir)
+    // Streamed: a context of any size costs no memory.
+    match hoist_builder::engine::fetch::unpack_context(&mut io::stdin().lock(), dir)
         .context("failed to unpack the build context from stdin")?
     {
         Some(dockerfile) => Ok(Some(
