@@ -3,15 +3,16 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the epoch now, or `SOURCE_DATE_EPOCH` when set (for
-/// reproducible images).
-pub fn now_or_source_date_epoch() -> i64 {
-    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-    {
-        return epoch;
+/// reproducible images); one that is not a time an image can carry is an
+/// error, not ignored.
+pub fn now_or_source_date_epoch() -> anyhow::Result<i64> {
+    use anyhow::Context as _;
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => {
+            hoist_cache::units::parse_epoch(&v).context("invalid SOURCE_DATE_EPOCH (environment)")
+        }
+        _ => Ok(now()),
     }
-    now()
 }
 
 pub fn now() -> i64 {

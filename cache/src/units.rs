@@ -186,6 +186,31 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     }
 }
 
+/// The last second RFC 3339 can write (`9999-12-31T23:59:59Z`): the most a
+/// time hoist writes into an image may be, so that it reads back.
+pub const MAX_EPOCH: i64 = 253_402_300_799;
+
+/// A `SOURCE_DATE_EPOCH`: whole seconds since 1970, from 0 to
+/// [`MAX_EPOCH`] (a later one could not be written as an RFC 3339 time).
+pub fn parse_epoch(text: &str) -> Result<i64, UnitError> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UnitError::new(
+            "time",
+            text,
+            "expected whole seconds since 1970 (e.g. `1700000000`)",
+        ));
+    }
+    match digits.parse::<i64>() {
+        Ok(n) if n <= MAX_EPOCH => Ok(n),
+        _ => Err(UnitError::new(
+            "time",
+            text,
+            format!("after 9999-12-31T23:59:59Z (the most is {MAX_EPOCH})"),
+        )),
+    }
+}
+
 /// Formats seconds since the epoch as RFC 3339 UTC
 /// (`2024-01-02T03:04:05Z`), as image configs carry times.
 pub fn format_rfc3339(secs: i64) -> String {
@@ -416,6 +441,30 @@ mod tests {
         assert_eq!(
             parse_duration("99999999999999h").unwrap_err().to_string(),
             "invalid duration `99999999999999h`: too large (the most is 2562047h)"
+        );
+    }
+
+    #[test]
+    fn epochs_are_whole_seconds_up_to_year_9999() {
+        assert_eq!(parse_epoch("0"), Ok(0));
+        assert_eq!(parse_epoch(" 1700000000\n"), Ok(1_700_000_000));
+        assert_eq!(parse_epoch("253402300799"), Ok(MAX_EPOCH));
+        assert_eq!(format_rfc3339(MAX_EPOCH), "9999-12-31T23:59:59Z");
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.5",
+            "1e9",
+            "253402300800",
+            "99999999999999999999",
+        ] {
+            let e = parse_epoch(bad).expect_err(bad);
+            assert!(e.to_string().starts_with("invalid time `"), "{e}");
+        }
+        assert_eq!(
+            parse_epoch("253402300800").unwrap_err().reason,
+            "after 9999-12-31T23:59:59Z (the most is 253402300799)"
         );
     }
 

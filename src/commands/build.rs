@@ -176,15 +176,10 @@ fn source_date_epoch(
 ) -> anyhow::Result<Option<i64>> {
     const NAME: &str = "SOURCE_DATE_EPOCH";
     let parse = |text: &str, from: &str| -> anyhow::Result<i64> {
-        text.trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| anyhow!("invalid {NAME} `{text}` ({from}): expected seconds since 1970"))
+        hoist_cache::units::parse_epoch(text).with_context(|| format!("invalid {NAME} ({from})"))
     };
     let epoch = match flag {
-        Some(n) if n < 0 => bail!("invalid --source-date-epoch `{n}`: expected seconds since 1970"),
-        Some(n) => Some(n),
+        Some(n) => Some(parse(&n.to_string(), "--source-date-epoch")?),
         None => match build_args.get(NAME).filter(|v| !v.trim().is_empty()) {
             Some(v) => Some(parse(v, "--build-arg")?),
             None => match std::env::var(NAME) {

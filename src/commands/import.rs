@@ -76,6 +76,8 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     } else {
         &args.source
     };
+    // Checked before anything is read or written.
+    let now = crate::time::format_rfc3339(crate::time::now_or_source_date_epoch()?);
     let mut created = Vec::new();
     let result = (|| {
         let layer = write_layer(&store, input)
@@ -83,7 +85,6 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         if layer.created {
             created.push(layer.digest.clone());
         }
-        let now = crate::time::format_rfc3339(crate::time::now_or_source_date_epoch());
         config.set_created(Some(now.clone()));
         let mut diff_ids = config.rootfs().diff_ids().clone();
         diff_ids.push(layer.diff_id.to_string());

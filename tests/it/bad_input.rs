@@ -467,3 +467,45 @@ fn dockerfile_errors_quote_lines_escaped_and_refuse_oversized_mounts() {
         "error: Dockerfile:2:1: invalid size `99999999999g`: too large (the most is 16EiB) in --mount"
     );
 }
+
+#[test]
+fn source_date_epochs_past_year_9999_are_refused_before_anything_is_read() {
+    let h = Hoist::new();
+    let context = h.path("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY . /\n").unwrap();
+    let ctx = context.to_str().unwrap();
+    let err = h.fails(&["build", "--source-date-epoch", "99999999999999", ctx]);
+    assert_eq!(
+        first_line(&err),
+        "error: invalid SOURCE_DATE_EPOCH (--source-date-epoch)"
+    );
+    assert!(
+        err.contains("invalid time `99999999999999`: after 9999-12-31T23:59:59Z"),
+        "{err}"
+    );
+    let err = h.fails(&["build", "--build-arg", "SOURCE_DATE_EPOCH=1e9", ctx]);
+    assert!(
+        err.contains("invalid time `1e9`: expected whole seconds since 1970"),
+        "{err}"
+    );
+    assert!(!h.root.exists(), "the store was touched");
+    let tar = h.path("rootfs.tar");
+    make_tar(&tar, &[("etc/a", b"aaaa")]);
+    let r = hoist_testutil::cli::run(
+        h.command().env("SOURCE_DATE_EPOCH", "253402300800").args([
+            "import",
+            tar.to_str().unwrap(),
+            "dated",
+        ]),
+        None,
+    );
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: invalid SOURCE_DATE_EPOCH (environment)\n  caused by: invalid time `253402300800`: after 9999-12-31T23:59:59Z"),
+        "{}",
+        r.stderr
+    );
+    assert!(!h.ok(&["images"]).contains("dated"));
+}
