@@ -319,8 +319,9 @@ fn sizes_and_durations_that_do_not_fit_are_refused_naming_the_value() {
     ]);
 }
 
-/// A `docker save` archive of one image whose history says `created`.
-fn archive_with_created(path: &std::path::Path, created: &str) {
+/// A `docker save` archive of one image whose history says `created` and
+/// `created_by`.
+fn archive_with_history(path: &std::path::Path, created: &str, created_by: &str) {
     let dir = tempfile::tempdir().unwrap();
     let layer = dir.path().join("layer.tar");
     make_tar(&layer, &[("hello", b"hi\n")]);
@@ -330,7 +331,7 @@ fn archive_with_created(path: &std::path::Path, created: &str) {
         "os": "linux",
         "created": "2024-01-02T03:04:05Z",
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": "hostile"}],
+        "history": [{"created": created, "created_by": created_by}],
     });
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let manifest = serde_json::json!([
@@ -354,7 +355,7 @@ fn load_of_an_image_dated_past_year_9999_is_refused_naming_the_value() {
         "2024-02-30T00:00:00Z",
     ] {
         let archive = h.path("dated.tar");
-        archive_with_created(&archive, created);
+        archive_with_history(&archive, created, "hostile");
         let err = h.fails(&["load", "-i", archive.to_str().unwrap()]);
         assert!(
             err.contains(&format!(
@@ -364,11 +365,22 @@ fn load_of_an_image_dated_past_year_9999_is_refused_naming_the_value() {
         );
         assert_eq!(h.snapshot(), before);
     }
-    // The same archive with a real date loads.
+    // The same archive with a real date loads; its history, which the
+    // table quotes, reaches the terminal escaped.
     let archive = h.path("dated.tar");
-    archive_with_created(&archive, "2024-01-02T03:04:05.5+01:00");
+    archive_with_history(
+        &archive,
+        "2024-01-02T03:04:05.5+01:00",
+        "hostile\x1b]0;title\x07\nRUN forged",
+    );
     h.ok(&["load", "-i", archive.to_str().unwrap()]);
-    assert!(h.ok(&["history", "hostile:1"]).contains("hostile"));
+    let history = h.ok(&["history", "--no-trunc", "hostile:1"]);
+    assert_eq!(history.lines().count(), 2, "{history}");
+    assert!(
+        history.contains("hostile\\u{1b}]0;title\\u{7}\\nRUN forged"),
+        "{history}"
+    );
+    assert!(!history.chars().any(|c| c.is_control() && c != '\n'));
 }
 
 #[test]
