@@ -521,3 +521,31 @@ fn source_date_epochs_past_year_9999_are_refused_before_anything_is_read() {
     );
     assert!(!h.ok(&["images"]).contains("dated"));
 }
+
+#[test]
+fn build_progress_quotes_dockerfile_text_escaped() {
+    hoist_testutil::require_root!();
+    let h = Hoist::new();
+    let context = h.path("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("a"), "a\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY a /x\x1b[2J\n",
+    )
+    .unwrap();
+    let r = h.run(&["build", "--progress", "plain", context.to_str().unwrap()]);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    // The step line and the summary's row.
+    assert_eq!(
+        r.stderr.matches("COPY a /x\\u{1b}[2J").count(),
+        2,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "{:?}",
+        r.stderr
+    );
+}
