@@ -94,7 +94,7 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     memory: Option<String>,
     /// CPU limit of RUN steps
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_cpus)]
     cpus: Option<f64>,
     /// Print only the image ID
     #[arg(short, long)]
@@ -250,6 +250,18 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         bail!("--output `{spec}` needs dest=PATH (or dest=- for stdout)");
     }
     Ok(Output { kind, dest })
+}
+
+/// `--cpus`: a finite number from 0.01 (Docker's least), so that `nan`,
+/// `inf` or `-1` never become a wrapped cgroup quota.
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && (0.01..=1_000_000.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid value `{}`: expected a number of CPUs from 0.01, e.g. `1.5`",
+            hoist_cache::text::escape(text)
+        )),
+    }
 }
 
 fn key_values(

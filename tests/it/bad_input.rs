@@ -289,6 +289,17 @@ fn sizes_and_durations_that_do_not_fit_are_refused_naming_the_value() {
         // Refused before anything ran: not even the store was created.
         assert!(!h.root.exists(), "{value}: the store was touched");
     }
+    for value in ["nan", "inf", "-1", "0", "1e999"] {
+        let r = h.run(&["build", &format!("--cpus={value}"), ctx]);
+        assert_eq!(r.code(), 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "invalid value `{value}`: expected a number of CPUs from 0.01"
+            )),
+            "{}",
+            r.stderr
+        );
+    }
     h.ok(&["images"]);
     let before = h.snapshot();
     let err = h.fails(&["prune", "-f", "--filter", "until=99999999999999h"]);
