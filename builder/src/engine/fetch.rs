@@ -376,19 +376,63 @@ fn git(
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let output = command.output().map_err(|e| FetchError::Git {
+    let failed = |stderr: String| FetchError::Git {
         action: action.to_owned(),
         url: url.to_owned(),
-        stderr: format!("cannot run git: {e}"),
-    })?;
-    if !output.status.success() {
-        return Err(FetchError::Git {
-            action: action.to_owned(),
-            url: url.to_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
+        stderr,
+    };
+    // Bounded: the server's `remote:` lines reach git's stderr, and a hostile
+    // one could send them without end.
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run git: {e}")))?;
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || read_tail(&mut pipe, GIT_STDERR_TAIL).unwrap_or_default())
+    });
+    let stdout = match child.stdout.take() {
+        Some(mut pipe) => read_tail(&mut pipe, GIT_STDOUT_MAX + 1).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let status = child
+        .wait()
+        .map_err(|e| failed(format!("cannot run git: {e}")))?;
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    if !status.success() {
+        return Err(failed(String::from_utf8_lossy(&stderr).trim().to_owned()));
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    if stdout.len() > GIT_STDOUT_MAX {
+        return Err(failed(format!(
+            "git printed more than {} MiB",
+            GIT_STDOUT_MAX >> 20
+        )));
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// The most of git's stdout kept (`ls-remote` of one ref prints a line).
+const GIT_STDOUT_MAX: usize = 16 << 20;
+/// How much of git's stderr is kept for an error message: its end.
+const GIT_STDERR_TAIL: usize = 64 << 10;
+
+/// Reads `input` to its end, keeping at most its last `max` bytes.
+fn read_tail(input: &mut dyn Read, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(kept),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * max {
+            kept.drain(..kept.len() - max);
+        }
+    }
 }
 
 /// The commit `reference` (branch, tag, commit; empty: HEAD) names in `url`.
@@ -655,6 +699,18 @@ fn remove_special_files(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_tail_keeps_the_end_of_an_endless_stream_in_bounded_memory() {
+        // 64 MiB of `remote:` noise then the line that matters.
+        let noise = std::io::repeat(b'x').take(64 << 20);
+        let mut input = noise.chain(&b"\nfatal: the end\n"[..]);
+        let kept = read_tail(&mut input, 1024).unwrap();
+        assert!(kept.len() <= 2 * 1024);
+        assert!(kept.ends_with(b"xx\nfatal: the end\n"));
+        let mut short = &b"ok\n"[..];
+        assert_eq!(read_tail(&mut short, 1024).unwrap(), b"ok\n");
+    }
 
     #[test]
     fn git_urls() {
