@@ -101,10 +101,14 @@ fn report(error: &anyhow::Error) {
     let hint = error.downcast_ref::<hint::Hint>().map(|h| h.0.clone());
     let mut lines: Vec<String> = Vec::new();
     for cause in error.chain() {
-        let text = cause.to_string();
-        if Some(&text) == hint.as_ref() {
+        // The last guard for input that a message quotes unescaped (a
+        // library's error, an I/O error carrying a name): no control
+        // character reaches the terminal; lines of a multi-line message stay.
+        let raw = cause.to_string();
+        if Some(&raw) == hint.as_ref() {
             continue;
         }
+        let text = hoist_cache::text::escape_except(&raw, &['\n']).into_owned();
         // anyhow chains sometimes repeat a message (a context equal to its
         // source's text); print each fact once.
         if lines.last() != Some(&text) {
@@ -120,6 +124,7 @@ fn report(error: &anyhow::Error) {
     if !hints.is_empty() {
         let _ = writeln!(stderr);
         for hint in hints {
+            let hint = hoist_cache::text::escape_except(&hint, &['\n']);
             let _ = writeln!(stderr, "hint: {hint}");
         }
     }

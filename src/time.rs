@@ -3,15 +3,16 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the epoch now, or `SOURCE_DATE_EPOCH` when set (for
-/// reproducible images).
-pub fn now_or_source_date_epoch() -> i64 {
-    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-    {
-        return epoch;
+/// reproducible images); one that is not a time an image can carry is an
+/// error, not ignored.
+pub fn now_or_source_date_epoch() -> anyhow::Result<i64> {
+    use anyhow::Context as _;
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => {
+            hoist_cache::units::parse_epoch(&v).context("invalid SOURCE_DATE_EPOCH (environment)")
+        }
+        _ => Ok(now()),
     }
-    now()
 }
 
 pub fn now() -> i64 {
@@ -21,9 +22,15 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// `2024-01-02T03:04:05Z` and its parser: the builder writes image configs
-/// with these, and the CLI reads them back the same way.
-pub use hoist_builder::engine::assemble::{parse_rfc3339, rfc3339 as format_rfc3339};
+/// `2024-01-02T03:04:05Z` and its parser, the workspace's one pair: the
+/// builder writes image configs with these, and the CLI reads them back.
+pub use hoist_cache::units::format_rfc3339;
+
+/// The time an image config carries, or `None` when it is not a valid
+/// RFC 3339 time (tables show those as `N/A`, as Docker does).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    hoist_cache::units::parse_rfc3339(text).ok()
+}
 
 /// Docker's "CREATED" column: `2 minutes ago`.
 pub fn ago(created: Option<&str>) -> String {
@@ -51,21 +58,6 @@ pub fn ago(created: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_rfc3339(1_704_164_645), "2024-01-02T03:04:05Z");
-        assert_eq!(parse_rfc3339("2024-01-02T03:04:05Z"), Some(1_704_164_645));
-        assert_eq!(
-            parse_rfc3339("2024-01-02T04:04:05.123456789+01:00"),
-            Some(1_704_164_645)
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-        for t in [0, 951_782_400, 4_102_444_800] {
-            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
-        }
-    }
 
     #[test]
     fn ago_reads_like_docker() {

@@ -41,6 +41,18 @@ pub fn print_table(
     header: &[&str],
     rows: &[Vec<String>],
 ) -> std::io::Result<()> {
+    // Cells quote images' and Dockerfiles' text (a base image's CREATED BY, a
+    // step's command): one line per row, and no control character reaches
+    // the terminal.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| hoist_cache::text::escape(cell).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

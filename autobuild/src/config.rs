@@ -527,7 +527,8 @@ fn parse_server(
         server.max_connections = n;
     }
     if let Some(v) = raw.max_body {
-        server.max_body = hoist_cache::gc::parse_size(&v)
+        server.max_body = hoist_cache::units::parse_size(&v)
+            .ok()
             .filter(|n| *n > 0)
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| {
@@ -572,22 +573,18 @@ fn parse_server(
     Ok(server)
 }
 
-/// `30s`, `10m`, `2h`, `1d` or a plain number of seconds.
+/// `30s`, `10m`, `1h30m` (hoist's one duration parser), or the config's own
+/// forms on top of it: `1d` and a plain number of seconds.
 fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(s.parse().ok()?)
+    } else if let Some(days) = s.strip_suffix('d') {
+        Duration::from_secs(days.parse::<u64>().ok()?.checked_mul(86_400)?)
+    } else {
+        hoist_cache::units::parse_duration(s).ok()?
     };
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        "d" => n.checked_mul(86400)?,
-        _ => return None,
-    };
-    (secs > 0).then(|| Duration::from_secs(secs))
+    (!d.is_zero()).then_some(d)
 }
 
 #[cfg(test)]

@@ -30,7 +30,10 @@ pub enum SolveError {
     #[error("failed to solve: target {0} is not in the build graph")]
     UnknownTarget(VertexId),
     /// The vertices the targets need form a cycle.
-    #[error("failed to solve: `{description}` depends on itself through its inputs")]
+    #[error(
+        "failed to solve: `{}` depends on itself through its inputs",
+        hoist_cache::text::escape(description)
+    )]
     Cycle {
         /// A vertex on the cycle.
         vertex: VertexId,
@@ -38,7 +41,7 @@ pub enum SolveError {
         description: String,
     },
     /// An op failed (its `exec`, or computing a digest for its cache key).
-    #[error("failed to {action} `{description}`")]
+    #[error("failed to {action} `{}`", hoist_cache::text::escape(description))]
     Op {
         /// The vertex whose op failed.
         vertex: VertexId,
@@ -56,7 +59,10 @@ pub enum SolveError {
         source: OpError,
     },
     /// The cache index failed to look up or record a vertex's key.
-    #[error("failed to use the cache index for `{description}`")]
+    #[error(
+        "failed to use the cache index for `{}`",
+        hoist_cache::text::escape(description)
+    )]
     CacheIndex {
         /// The vertex.
         vertex: VertexId,

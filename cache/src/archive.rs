@@ -590,6 +590,7 @@ fn load_docker(pass: &mut Pass<'_>) -> Result<Vec<LoadedImage>> {
         let config_bytes = pass.bytes(&entry.config)?;
         let config: oci_spec::image::ImageConfiguration =
             parse(&config_bytes, &format!("image config `{}`", entry.config))?;
+        crate::image::check_config_times(&config)?;
         let config_blob = pass.blob(&entry.config)?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != entry.layers.len() {
@@ -710,6 +711,7 @@ fn verify_tree(store: &Store, descriptor: &Descriptor) -> Result<()> {
     } else if is_manifest(&media_type) {
         let manifest: ImageManifest = store.read_manifest(descriptor.digest())?;
         check(manifest.config(), "config")?;
+        crate::image::check_config_times(&store.read_config(manifest.config().digest())?)?;
         for layer in manifest.layers() {
             check(layer, "layer")?;
         }

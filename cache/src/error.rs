@@ -23,11 +23,13 @@ pub enum ErrorKind {
 }
 
 /// Errors of the content store, the metadata database, the image model and
-/// the archive formats.
+/// the archive formats. Input they quote (paths, archive member names, media
+/// types, digests) is shown with control characters escaped
+/// ([`crate::text`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem operation failed; `action` says which (e.g. "create ingest file").
-    #[error("failed to {action} `{}`", path.display())]
+    #[error("failed to {action} `{}`", crate::text::escape_path(path))]
     Io {
         /// What hoist was doing.
         action: &'static str,
@@ -38,7 +40,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Reading or writing a stream that is not a file (stdin, an archive) failed.
-    #[error("failed to {action}")]
+    #[error("failed to {}", crate::text::escape(action))]
     Stream {
         /// What hoist was doing.
         action: String,
@@ -66,13 +68,13 @@ pub enum Error {
     #[error("blob {0} not found in the content store")]
     BlobNotFound(Digest),
     /// No ref with this name exists.
-    #[error("no image named `{0}` in the store")]
+    #[error("no image named `{}` in the store", crate::text::escape(.0))]
     RefNotFound(String),
     /// The store only keeps sha256 blobs.
     #[error("unsupported digest algorithm in `{0}` (only sha256 is supported)")]
     UnsupportedDigest(Digest),
     /// A digest string is malformed.
-    #[error("invalid digest `{digest}`")]
+    #[error("invalid digest `{}`", crate::text::escape(digest))]
     InvalidDigest {
         /// The string given.
         digest: String,
@@ -82,7 +84,7 @@ pub enum Error {
     },
     /// A JSON document (manifest, index, config, archive metadata) could not
     /// be parsed or written.
-    #[error("failed to {action}")]
+    #[error("failed to {}", crate::text::escape(action))]
     Json {
         /// What hoist was doing, naming the document.
         action: String,
@@ -92,13 +94,16 @@ pub enum Error {
     },
     /// A document or archive is well-formed JSON/tar but not what an image
     /// needs; `reason` says what is missing or wrong.
-    #[error("{reason}")]
+    #[error("{}", crate::text::escape(reason))]
     InvalidImage {
         /// A one-line explanation naming the object.
         reason: String,
     },
     /// A media type hoist cannot handle in this place.
-    #[error("unsupported media type `{media_type}` for {what}")]
+    #[error(
+        "unsupported media type `{}` for {what}",
+        crate::text::escape(media_type)
+    )]
     UnsupportedMediaType {
         /// The media type found.
         media_type: String,

@@ -258,13 +258,19 @@ impl GcConfig {
             })?;
             if let Some(value) = file.gc.max_storage {
                 let bytes = match &value {
-                    toml::Value::Integer(n) if *n >= 0 => Some(*n as u64),
-                    toml::Value::String(s) => parse_size(s),
-                    _ => None,
+                    toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| {
+                        format!("invalid size `{n}`: expected a size such as \"10GB\"")
+                    }),
+                    toml::Value::String(s) => {
+                        crate::units::parse_size(s).map_err(|e| e.to_string())
+                    }
+                    _ => Err(format!(
+                        "invalid size `{value}`: expected a size such as \"10GB\""
+                    )),
                 };
-                config.max_storage = bytes.ok_or_else(|| {
+                config.max_storage = bytes.map_err(|e| {
                     Error::invalid(format!(
-                        "invalid gc.max-storage `{value}` in `{}`: expected a size such as \"10GB\"",
+                        "invalid gc.max-storage in `{}`: {e}",
                         path.display()
                     ))
                 })?;
@@ -276,31 +282,6 @@ impl GcConfig {
         }
         Ok(config)
     }
-}
-
-/// Parses sizes the way Docker does: `512`, `10kb`, `1.5GB`, `2g`, `1GiB`
-/// (kB/MB/GB are powers of 1000 as in Docker's `units.FromHumanSize`; `KiB`,
-/// `MiB`, `GiB` powers of 1024).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let multiplier: f64 = match unit.trim() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some((number * multiplier).round() as u64)
 }
 
 /// Bytes the tree at `path` occupies on disk: allocated blocks of every file
@@ -425,7 +406,11 @@ impl Store {
         let old_enough = |last_used: i64| {
             options
                 .until
-                .is_none_or(|u| last_used < now - u.as_millis() as i64)
+                // Checked: `until` comes from the command line.
+                .is_none_or(|u| {
+                    let ago = i64::try_from(u.as_millis()).unwrap_or(i64::MAX);
+                    last_used < now.saturating_sub(ago)
+                })
         };
         let (oldest_lease, _) = self
             .db()
@@ -764,17 +749,6 @@ pub fn blob_sizes(store: &Store) -> Result<HashMap<String, u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_like_docker() {
-        assert_eq!(parse_size("512"), Some(512));
-        assert_eq!(parse_size("10kb"), Some(10_000));
-        assert_eq!(parse_size("1.5GB"), Some(1_500_000_000));
-        assert_eq!(parse_size("2g"), Some(2_000_000_000));
-        assert_eq!(parse_size("1MiB"), Some(1 << 20));
-        assert_eq!(parse_size("ten"), None);
-        assert_eq!(parse_size("5 parsecs"), None);
-    }
 
     #[test]
     fn config_files_merge_and_default() {

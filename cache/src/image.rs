@@ -133,6 +133,25 @@ impl Image {
     }
 }
 
+/// Checks that the times an image config carries (`created` and each
+/// history entry's) are RFC 3339 times, as Docker's config parser requires:
+/// an image from a registry or an archive with a year 99999 or a date that
+/// is not one is refused on the way in, naming the value, instead of
+/// showing wrong ages or reaching a reproducible build's clamp.
+pub fn check_config_times(config: &ImageConfiguration) -> Result<()> {
+    let check = |what: String, value: &Option<String>| match value {
+        Some(text) => crate::units::parse_rfc3339(text)
+            .map(drop)
+            .map_err(|e| Error::invalid(format!("the image config's {what} is invalid: {e}"))),
+        None => Ok(()),
+    };
+    check("`created`".into(), config.created())?;
+    for (i, entry) in config.history().iter().flatten().enumerate() {
+        check(format!("history entry {}", i + 1), entry.created())?;
+    }
+    Ok(())
+}
+
 fn json_error(action: String) -> impl FnOnce(serde_json::Error) -> Error {
     move |source| Error::Json { action, source }
 }

@@ -47,6 +47,7 @@ pub mod lease;
 pub mod records;
 pub mod refs;
 mod sys;
+pub use hoist_untrusted::{text, units};
 
 use std::path::{Path, PathBuf};
 

@@ -18,8 +18,12 @@ pub enum ErrorKind {
 }
 
 /// A frontend error: what is wrong and, for user errors, where in the Dockerfile.
+///
+/// Its message, [`Error::render`] and [`render_located`] escape control
+/// characters of the Dockerfile text they quote (`\u{1b}`), so printing one
+/// cannot drive a terminal.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+#[error("{}", crate::text::escape(message))]
 pub struct Error {
     /// The category.
     pub kind: ErrorKind,
@@ -58,7 +62,11 @@ impl Error {
     pub fn render(&self, file: &str) -> String {
         match self.span {
             Some(span) => render_located(file, span.start, &self.message, &self.line_text),
-            None => format!("{file}: {}", self.message),
+            None => format!(
+                "{}: {}",
+                crate::text::escape(file),
+                crate::text::escape(&self.message)
+            ),
         }
     }
 }
@@ -76,18 +84,33 @@ impl From<ParseError> for Error {
 }
 
 /// Renders `FILE:LINE:COL: message`, then the quoted line and a caret under the column.
+/// Control characters of all three are escaped (tabs of the line stay).
 pub fn render_located(file: &str, pos: Pos, message: &str, line_text: &str) -> String {
-    let mut out = format!("{file}:{}:{}: {message}", pos.line, pos.column);
+    use crate::text::{escape, escape_except};
+    let mut out = format!(
+        "{}:{}:{}: {}",
+        escape(file),
+        pos.line,
+        pos.column,
+        escape(message)
+    );
     if !line_text.is_empty() {
         let gutter = format!("{} | ", pos.line);
         out.push('\n');
         out.push_str(&gutter);
-        out.push_str(line_text);
+        out.push_str(&escape_except(line_text, &['\t']));
         out.push('\n');
         out.push_str(&" ".repeat(gutter.len()));
-        // Tabs keep their width so the caret lines up under the column.
+        // Tabs keep their width and an escaped character is as wide as its
+        // escape, so the caret lines up under the column.
         for c in line_text.chars().take(pos.column.saturating_sub(1)) {
-            out.push(if c == '\t' { '\t' } else { ' ' });
+            match c {
+                '\t' => out.push('\t'),
+                c => {
+                    let width = escape(c.encode_utf8(&mut [0; 4])).chars().count();
+                    out.extend(std::iter::repeat_n(' ', width));
+                }
+            }
         }
         out.push('^');
     }
@@ -145,6 +168,23 @@ mod tests {
         assert_eq!(suggest("xyzzy", &["COPY", "ADD"]), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("form", "from"), 1);
+    }
+
+    #[test]
+    fn quoted_input_is_escaped_and_the_caret_still_lines_up() {
+        let s = render_located(
+            "Docker\x1bfile",
+            Pos { line: 2, column: 8 },
+            "unknown \x1b[2J",
+            "RUN \x1b[2Jx",
+        );
+        assert_eq!(
+            s,
+            "Docker\\u{1b}file:2:8: unknown \\u{1b}[2J\n2 | RUN \\u{1b}[2Jx\n                ^"
+        );
+        let e = Error::new(ErrorKind::Instruction, "bad \r\x07");
+        assert_eq!(e.to_string(), "bad \\r\\u{7}");
+        assert_eq!(e.render("Dockerfile"), "Dockerfile: bad \\r\\u{7}");
     }
 
     #[test]

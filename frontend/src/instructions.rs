@@ -322,41 +322,12 @@ fn is_valid_stage_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Parses a Go duration (`1m30s`, `500ms`, `2h`) into nanoseconds.
-pub fn parse_go_duration(s: &str) -> Option<u64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() || rest.starts_with('-') {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_end == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += n * mult;
-    }
-    Some(total as u64)
+/// Parses a Go duration (`1m30s`, `500ms`, `2h`) into nanoseconds, with
+/// the workspace's one duration parser.
+pub fn parse_go_duration(s: &str) -> Result<u64> {
+    crate::units::parse_duration(s)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .map_err(|e| Error::new(ErrorKind::Instruction, e.to_string()))
 }
 
 fn interval(ctx: &Ctx, node: &Node, flags: &Flags, name: &str) -> Result<u64> {
@@ -366,13 +337,8 @@ fn interval(ctx: &Ctx, node: &Node, flags: &Flags, name: &str) -> Result<u64> {
     if v.is_empty() {
         return Ok(0);
     }
-    let d = parse_go_duration(&v).ok_or_else(|| {
-        ctx.err_at(
-            node,
-            &format!("--{name}"),
-            format!("invalid duration {v:?} for --{name}"),
-        )
-    })?;
+    let d = parse_go_duration(&v)
+        .map_err(|e| ctx.err_at(node, &format!("--{name}"), format!("{e} for --{name}")))?;
     if d != 0 && d < 1_000_000 {
         return Err(ctx.err_at(
             node,
@@ -895,10 +861,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_go_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(parse_go_duration("500ms"), Some(500_000_000));
-        assert_eq!(parse_go_duration("1.5s"), Some(1_500_000_000));
-        assert_eq!(parse_go_duration("5"), None);
+        assert_eq!(parse_go_duration("1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(parse_go_duration("500ms").unwrap(), 500_000_000);
+        assert_eq!(parse_go_duration("1.5s").unwrap(), 1_500_000_000);
+        assert_eq!(parse_go_duration("+2s").unwrap(), 2_000_000_000);
+        assert!(parse_go_duration("5").is_err());
+        let e = conv("FROM a\nHEALTHCHECK --interval=99999999999999h CMD true\n").unwrap_err();
+        assert!(
+            e.message
+                .contains("invalid duration `99999999999999h`: too large (the most is 2562047h) for --interval"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub mod lower;
 pub mod parser;
 mod plan;
 pub mod shell;
+use hoist_untrusted::{text, units};
 
 pub use error::{Error, ErrorKind};
 pub use graph::BuildGraph;

@@ -483,17 +483,6 @@ fn split_csv(s: &str) -> Vec<String> {
     out
 }
 
-fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim().to_ascii_lowercase();
-    let (num, mult) = match s.trim_end_matches('b').chars().last()? {
-        'k' => (&s[..s.trim_end_matches('b').len() - 1], 1u64 << 10),
-        'm' => (&s[..s.trim_end_matches('b').len() - 1], 1 << 20),
-        'g' => (&s[..s.trim_end_matches('b').len() - 1], 1 << 30),
-        _ => (s.trim_end_matches('b'), 1),
-    };
-    num.parse::<f64>().ok().map(|n| (n * mult as f64) as u64)
-}
-
 /// Lowers a parsed Dockerfile into a build graph.
 ///
 /// ```
@@ -2071,12 +2060,9 @@ impl Lowerer<'_> {
                 required_target(self)?;
                 let size = match fields.get("size") {
                     None => 0,
-                    Some(v) => parse_size(v).ok_or_else(|| {
-                        self.err(
-                            ErrorKind::Instruction,
-                            span,
-                            format!("invalid size {v:?} in --mount"),
-                        )
+                    // Docker reads a tmpfs size with RAMInBytes: `64m` is 64 MiB.
+                    Some(v) => crate::units::parse_memory_size(v).map_err(|e| {
+                        self.err(ErrorKind::Instruction, span, format!("{e} in --mount"))
                     })?,
                 };
                 Mount {
@@ -2528,6 +2514,37 @@ mod tests {
         );
         assert!(normalize_reference("Alpine").is_err());
         assert!(normalize_reference("$X").is_err());
+    }
+
+    #[test]
+    fn tmpfs_sizes_read_as_docker_and_overflow_is_an_error() {
+        let lower_text = |text: &str| {
+            let ast = crate::parse(text).unwrap();
+            lower(&ast, &BuildOptions::default(), &NoResolver)
+        };
+        let graph =
+            lower_text("FROM scratch\nRUN --mount=type=tmpfs,target=/t,size=64m true\n").unwrap();
+        let sizes: Vec<u64> = graph
+            .vertices
+            .iter()
+            .filter_map(|v| match &v.op {
+                crate::graph::Op::Exec(e) => Some(e),
+                _ => None,
+            })
+            .flat_map(|e| e.mounts.iter())
+            .filter_map(|m| match m.kind {
+                MountKind::Tmpfs { size } => Some(size),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, vec![64 << 20]);
+        let e =
+            lower_text("FROM scratch\nRUN --mount=type=tmpfs,target=/t,size=99999999999g true\n")
+                .unwrap_err();
+        assert_eq!(
+            e.render("Dockerfile").lines().next().unwrap(),
+            "Dockerfile:2:1: invalid size `99999999999g`: too large (the most is 16EiB) in --mount"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A filesystem call failed on `path`.
-    #[error("failed to {action} {}", path.display())]
+    #[error("failed to {action} {}", crate::text::escape_path(path))]
     Io {
         /// What was being done, e.g. "create directory".
         action: &'static str,
@@ -127,7 +127,10 @@ pub enum Error {
         source: io::Error,
     },
     /// A file changed size while it was being put into a layer.
-    #[error("file {} changed while it was being read (expected {expected} bytes)", path.display())]
+    #[error(
+        "file {} changed while it was being read (expected {expected} bytes)",
+        crate::text::escape_path(path)
+    )]
     FileChanged {
         /// The file.
         path: PathBuf,
@@ -137,7 +140,7 @@ pub enum Error {
     /// An overlay upper dir holds state the differ cannot translate
     /// (a directory redirect or a metacopy-only file), because it was
     /// mounted with options other than the snapshotter's.
-    #[error("cannot diff {}: it carries overlay's `{xattr}` (mounted with redirect_dir or metacopy on?)", path.display())]
+    #[error("cannot diff {}: it carries overlay's `{xattr}` (mounted with redirect_dir or metacopy on?)", crate::text::escape_path(path))]
     UnsupportedOverlay {
         /// The file or directory in the upper dir.
         path: PathBuf,

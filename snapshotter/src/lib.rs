@@ -47,6 +47,7 @@ mod snapshot;
 mod sys;
 mod tarfmt;
 mod tarread;
+use hoist_untrusted::text;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyReport, ApplyTarget, ApplyWarning, WhiteoutStyle};
 pub use diff::{write_layer, DiffOptions, DiffSource};

@@ -94,7 +94,7 @@ pub struct Args {
     #[arg(long, value_name = "BYTES")]
     memory: Option<String>,
     /// CPU limit of RUN steps
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_cpus)]
     cpus: Option<f64>,
     /// Print only the image ID
     #[arg(short, long)]
@@ -176,15 +176,10 @@ fn source_date_epoch(
 ) -> anyhow::Result<Option<i64>> {
     const NAME: &str = "SOURCE_DATE_EPOCH";
     let parse = |text: &str, from: &str| -> anyhow::Result<i64> {
-        text.trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| anyhow!("invalid {NAME} `{text}` ({from}): expected seconds since 1970"))
+        hoist_cache::units::parse_epoch(text).with_context(|| format!("invalid {NAME} ({from})"))
     };
     let epoch = match flag {
-        Some(n) if n < 0 => bail!("invalid --source-date-epoch `{n}`: expected seconds since 1970"),
-        Some(n) => Some(n),
+        Some(n) => Some(parse(&n.to_string(), "--source-date-epoch")?),
         None => match build_args.get(NAME).filter(|v| !v.trim().is_empty()) {
             Some(v) => Some(parse(v, "--build-arg")?),
             None => match std::env::var(NAME) {
@@ -257,25 +252,16 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     Ok(Output { kind, dest })
 }
 
-/// `512m`, `1g`, `1048576` (Docker's units, powers of 1024).
-fn parse_bytes(text: &str) -> anyhow::Result<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.trim_end_matches('b');
-    let (digits, unit) = match lower.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => lower.split_at(i),
-        None => (lower, ""),
-    };
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        _ => bail!("invalid size `{text}`: expected a number with k, m or g"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| anyhow!("invalid size `{text}`: expected a number with k, m or g"))?;
-    Ok(n << shift)
+/// `--cpus`: a finite number from 0.01 (Docker's least), so that `nan`,
+/// `inf` or `-1` never become a wrapped cgroup quota.
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && (0.01..=1_000_000.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid value `{}`: expected a number of CPUs from 0.01, e.g. `1.5`",
+            hoist_cache::text::escape(text)
+        )),
+    }
 }
 
 fn key_values(
@@ -303,11 +289,8 @@ fn key_values(
 /// Reads stdin: a tar archive (plain or gzip) becomes the context, anything
 /// else is a Dockerfile with an empty context.
 fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
-    let mut data = Vec::new();
-    io::stdin()
-        .read_to_end(&mut data)
-        .context("failed to read the build context from stdin")?;
-    match hoist_builder::engine::fetch::unpack_context(data, dir)
+    // Streamed: a context of any size costs no memory.
+    match hoist_builder::engine::fetch::unpack_context(&mut io::stdin().lock(), dir)
         .context("failed to unpack the build context from stdin")?
     {
         Some(dockerfile) => Ok(Some(
@@ -348,7 +331,13 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }
-    let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
+    // Docker reads --memory with RAMInBytes: `512m` is 512 MiB.
+    let memory = args
+        .memory
+        .as_deref()
+        .map(hoist_cache::units::parse_memory_size)
+        .transpose()
+        .context("invalid --memory")?;
     if args.load && !args.dry_run {
         exec_flags::check_docker()?;
     }

@@ -15,6 +15,8 @@ use oci_spec::image::{
 };
 use sha2::{Digest as _, Sha256};
 
+use hoist_cache::text::escape;
+
 use crate::context::Context;
 use crate::hint::WithHint;
 use crate::resolve;
@@ -74,14 +76,15 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     } else {
         &args.source
     };
+    // Checked before anything is read or written.
+    let now = crate::time::format_rfc3339(crate::time::now_or_source_date_epoch()?);
     let mut created = Vec::new();
     let result = (|| {
         let layer = write_layer(&store, input)
-            .with_context(|| format!("failed to import `{source_label}`"))?;
+            .with_context(|| format!("failed to import `{}`", escape(source_label)))?;
         if layer.created {
             created.push(layer.digest.clone());
         }
-        let now = crate::time::format_rfc3339(crate::time::now_or_source_date_epoch());
         config.set_created(Some(now.clone()));
         let mut diff_ids = config.rootfs().diff_ids().clone();
         diff_ids.push(layer.diff_id.to_string());
@@ -275,26 +278,32 @@ fn validate_tar(input: &mut impl Read) -> anyhow::Result<u64> {
     let mut count = 0u64;
     let entries = archive
         .entries()
+        .map_err(tar_error)
         .context("the input is not a valid tar archive")?;
     for entry in entries {
-        let mut entry = entry.context("the input is not a valid tar archive")?;
+        let mut entry = entry
+            .map_err(tar_error)
+            .context("the input is not a valid tar archive")?;
         let path = entry
             .path()
+            .map_err(tar_error)
             .context("the input is not a valid tar archive (bad entry name)")?
             .into_owned();
         if path.components().any(|c| c == Component::ParentDir) {
             bail!(
                 "the tar archive has an entry `{}` that climbs out of the root with `..`",
-                path.display()
+                display(&path)
             );
         }
         let expected = entry.size();
-        let copied = io::copy(&mut entry, &mut io::sink()).with_context(|| {
-            format!(
-                "the input is truncated or corrupt in entry `{}`",
-                display(&path)
-            )
-        })?;
+        let copied = io::copy(&mut entry, &mut io::sink())
+            .map_err(tar_error)
+            .with_context(|| {
+                format!(
+                    "the input is truncated or corrupt in entry `{}`",
+                    display(&path)
+                )
+            })?;
         if copied != expected {
             bail!(
                 "the input is truncated: entry `{}` has {copied} of its {expected} bytes",
@@ -306,8 +315,17 @@ fn validate_tar(input: &mut impl Read) -> anyhow::Result<u64> {
     Ok(count)
 }
 
+/// An entry name as a message quotes it: the archive is untrusted, so its
+/// control characters are escaped.
 fn display(path: &Path) -> String {
-    path.display().to_string()
+    hoist_cache::text::escape_path(path).into_owned()
+}
+
+/// The tar crate's errors quote header fields and names as they are (a
+/// corrupt archive's bytes, terminal escapes included): keep the message,
+/// escaped.
+fn tar_error(error: io::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", escape(&error.to_string()))
 }
 
 /// Passes bytes through to `out` and a hasher as they are read.

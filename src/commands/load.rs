@@ -57,8 +57,12 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         for image in &loaded.images {
             let mut names = Vec::new();
             for raw in &image.names {
-                let reference = Reference::parse(raw)
-                    .with_context(|| format!("the archive names an image `{raw}`"))?;
+                let reference = Reference::parse(raw).with_context(|| {
+                    format!(
+                        "the archive names an image `{}`",
+                        hoist_cache::text::escape(raw)
+                    )
+                })?;
                 names.push(reference.to_string());
             }
             if names.is_empty() {

@@ -3,9 +3,8 @@
 //! `gc.max-storage`.
 
 use std::io::{self, BufRead, Write};
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use hoist_builder::engine::gc;
 use hoist_cache::{GcConfig, GcOptions, GcReport, Store};
 
@@ -32,40 +31,6 @@ pub struct Args {
     verbose: bool,
 }
 
-/// Go-style durations as Docker's filters take them: `90s`, `30m`, `24h`,
-/// `1h30m`, `1.5h`.
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let invalid = || anyhow!("invalid duration `{text}`: expected e.g. `24h`, `30m` or `1h30m`");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        let (number, tail) = rest.split_at(number_end);
-        let number: f64 = number.parse().map_err(|_| invalid())?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let seconds = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(invalid()),
-        };
-        total += number * seconds;
-        rest = tail;
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let mut options = GcOptions {
         all: args.all,
@@ -73,15 +38,18 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     };
     for filter in &args.filters {
         match filter.split_once('=') {
-            Some(("until", value)) => options.until = Some(parse_duration(value)?),
+            Some(("until", value)) => {
+                options.until = Some(
+                    hoist_cache::units::parse_duration(value)
+                        .context("invalid --filter until=DURATION")?,
+                )
+            }
             _ => bail!("invalid filter `{filter}`: only `until=DURATION` is supported"),
         }
     }
     if let Some(size) = &args.keep_storage {
-        options.keep_storage = Some(
-            hoist_cache::gc::parse_size(size)
-                .ok_or_else(|| anyhow!("invalid --keep-storage `{size}`: expected e.g. `10GB`"))?,
-        );
+        options.keep_storage =
+            Some(hoist_cache::units::parse_size(size).context("invalid --keep-storage")?);
     }
     if !args.force {
         let what = if args.all {
@@ -164,22 +132,4 @@ pub fn after_build(store: &Store) -> anyhow::Result<Option<GcReport>> {
     let report =
         gc::collect(store, &options).context("failed to collect garbage after the build")?;
     Ok(Some(report))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_like_go() {
-        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5_400));
-        assert_eq!(
-            parse_duration("1.5s").unwrap(),
-            Duration::from_millis(1_500)
-        );
-        assert!(parse_duration("3 days").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("10").is_err());
-    }
 }

@@ -118,6 +118,12 @@ pub fn fetch(
     };
     let pulled = block_on(blobs.pull(&client, reference, &options))?
         .with_context(|| format!("failed to pull {}", reference.familiar()))?;
+    // Named only when its config is one hoist can read back (Docker's pull
+    // refuses such a config too); the blobs are left for GC.
+    store
+        .read_config(pulled.config.digest())
+        .and_then(|config| hoist_cache::image::check_config_times(&config))
+        .with_context(|| format!("failed to pull {}", reference.familiar()))?;
     // A multi-platform image is named by its index (as containerd does): a
     // pull for another platform adds that platform's manifest under the
     // same name instead of replacing the first (docs/platforms.md).

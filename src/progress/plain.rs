@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::time::Instant;
 
 use hoist_builder::{BuildSummary, Event, VertexId};
+use hoist_cache::text::{escape, escape_except};
 
 use super::summary::{render_text, Totals};
 use super::Render;
@@ -48,11 +49,12 @@ impl<W: Write> Plain<W> {
                 if let Some(entry) = self.numbers.get_mut(vertex) {
                     entry.1 = Instant::now();
                 }
-                writeln!(self.out, "#{n} {name}")?;
+                // Step names and messages quote the Dockerfile: escaped.
+                writeln!(self.out, "#{n} {}", escape(name))?;
             }
             Event::VertexCached { vertex, name } => {
                 let n = self.number(*vertex);
-                writeln!(self.out, "#{n} {name}\n#{n} CACHED\n")?;
+                writeln!(self.out, "#{n} {}\n#{n} CACHED\n", escape(name))?;
             }
             Event::Log { vertex, bytes, .. } => {
                 let Some((n, start)) = self.numbers.get(vertex).copied() else {
@@ -81,7 +83,7 @@ impl<W: Write> Plain<W> {
             Event::VertexFailed { vertex, error } => {
                 if let Some((n, start)) = self.numbers.get(vertex).copied() {
                     self.flush_partial(*vertex, n, start)?;
-                    writeln!(self.out, "#{n} ERROR: {error}\n")?;
+                    writeln!(self.out, "#{n} ERROR: {}\n", escape_except(error, &['\n']))?;
                 }
             }
             Event::VertexCancelled { vertex } => {
@@ -90,7 +92,9 @@ impl<W: Write> Plain<W> {
                     writeln!(self.out, "#{n} CANCELED\n")?;
                 }
             }
-            Event::Warning { message, .. } => writeln!(self.out, "WARNING: {message}")?,
+            Event::Warning { message, .. } => {
+                writeln!(self.out, "WARNING: {}", escape_except(message, &['\n']))?
+            }
             Event::Progress { .. } => {}
         }
         Ok(())

@@ -117,7 +117,7 @@ pub fn render_text(summary: &BuildSummary, totals: &Totals) -> Vec<String> {
     let width = summary
         .steps
         .iter()
-        .map(|s| s.name.chars().count())
+        .map(|s| hoist_cache::text::escape(&s.name).chars().count())
         .max()
         .unwrap_or(0)
         .clamp(20, NAME_WIDTH);
@@ -130,7 +130,7 @@ pub fn render_text(summary: &BuildSummary, totals: &Totals) -> Vec<String> {
     for step in &summary.steps {
         let mut line = format!(
             "  {:<width$}  {:>8}",
-            truncate(&step.name, width),
+            truncate(&hoist_cache::text::escape(&step.name), width),
             result_word(step)
         );
         if step.status != StepStatus::Cached || step.layer_size.is_some() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use console::{strip_ansi_codes, style, Term};
 use hoist_builder::{BuildSummary, Event, VertexId};
+use hoist_cache::text::{escape, escape_except};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::summary::{human_duration, render_text, truncate, Totals};
@@ -137,17 +138,19 @@ impl Render for Tty {
     fn event(&mut self, event: &Event) {
         match event {
             Event::VertexStarted { vertex, name } => {
+                // Step names and messages quote the Dockerfile: escaped.
+                let name = escape(name);
                 let bar = self.multi.add(
                     ProgressBar::new_spinner()
                         .with_style(bar_style(STEP))
-                        .with_prefix(truncate(name, width().saturating_sub(16))),
+                        .with_prefix(truncate(&name, width().saturating_sub(16))),
                 );
                 bar.enable_steady_tick(Duration::from_millis(100));
                 self.running.insert(
                     *vertex,
                     Running {
                         bar,
-                        name: name.clone(),
+                        name: name.into_owned(),
                         tail: VecDeque::new(),
                         partial: Vec::new(),
                     },
@@ -158,7 +161,7 @@ impl Render for Tty {
                 self.finished += 1;
                 self.update_header();
                 let word = style("CACHED").blue().to_string();
-                self.println(self.done_line(Some(word), name, None));
+                self.println(self.done_line(Some(word), &escape(name), None));
             }
             Event::Log { vertex, bytes, .. } => {
                 let Some(running) = self.running.get_mut(vertex) else {
@@ -189,7 +192,7 @@ impl Render for Tty {
                     for line in running.tail.iter() {
                         self.println(format!("   > {line}"));
                     }
-                    self.println(format!("   {}", style(error).red()));
+                    self.println(format!("   {}", style(escape_except(error, &['\n'])).red()));
                 }
             }
             Event::VertexCancelled { vertex } => {
@@ -200,6 +203,7 @@ impl Render for Tty {
                 }
             }
             Event::Warning { message, .. } => {
+                let message = escape_except(message, &['\n']);
                 self.println(format!("{} {message}", style("WARNING:").yellow()));
             }
             Event::Progress { .. } => {}

@@ -7,6 +7,7 @@ mod debug;
 mod import;
 mod manage;
 mod registry;
+mod remote_input;
 mod save_load;
 mod tree;
 mod util;

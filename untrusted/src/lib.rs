@@ -5,13 +5,15 @@
 //! as if that directory were `/` (symlinks included, `..` stopping at the
 //! root), never on the host. Text from the same sources that ends up in a
 //! message goes through [`escape`], so control characters never reach a
-//! terminal raw.
+//! terminal raw. Sizes, durations and dates from the same sources are
+//! parsed by [`units`], with checked arithmetic.
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
 
 mod root;
-mod text;
+pub mod text;
+pub mod units;
 
 pub use root::{Error, Root};
-pub use text::{escape, escape_bytes, escape_keep_lines, Escaped};
+pub use text::{escape, escape_bytes, escape_keep_lines, escape_path, Escaped};

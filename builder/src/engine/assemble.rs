@@ -23,73 +23,12 @@ pub struct Assembled {
     pub config: Value,
 }
 
-/// Formats seconds since the epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+/// The workspace's one RFC 3339 pair, under the names callers of this
+/// module use (`hoist_cache::units` is the place to import them from).
+pub use hoist_cache::units::format_rfc3339 as rfc3339;
 
-/// Parses an RFC 3339 time (`2024-01-02T03:04:05.123Z`, `…+01:00`) into
-/// whole seconds since the epoch; `None` when it is not one.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let num = |s: &str| -> Option<i64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (date, time) = text.split_once(['T', 't', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || time.len() < 8 {
-        return None;
-    }
-    // `get`: the text comes from image configs of any origin, and slicing
-    // through a multi-byte character would panic.
-    let part = |r: std::ops::Range<usize>| time.get(r).and_then(num);
-    let (hh, mm, ss) = (part(0..2)?, part(3..5)?, part(6..8)?);
-    let mut rest = time.get(8..)?;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            let minutes = num(rest.get(1..3)?)? * 60 + num(rest.get(4..6)?)?;
-            if rest.starts_with('-') {
-                -minutes * 60
-            } else {
-                minutes * 60
-            }
-        }
-        _ => return None,
-    };
-    // Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    hoist_cache::units::parse_rfc3339(text).ok()
 }
 
 /// Sets the `created` of history entries later than `epoch` to `epoch`.
@@ -327,13 +266,6 @@ pub fn assemble(
 mod tests {
     use super::*;
 
-    #[test]
-    fn rfc3339_formats_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-
     /// The exact bytes of a config: a change here changes every image digest
     /// hoist makes (e.g. serde_json's `preserve_order` turned on by another
     /// crate would reorder keys), so it must be deliberate.
@@ -402,28 +334,5 @@ mod tests {
         assert_eq!(history[0]["created"], "2001-09-09T01:46:40Z");
         assert_eq!(history[1]["created"], "2023-11-14T22:13:20Z");
         assert!(history[2].get("created").is_none());
-    }
-
-    #[test]
-    fn rfc3339_refuses_multibyte_text_without_panicking() {
-        assert_eq!(parse_rfc3339("2024-01-02Té04:05Z"), None);
-        assert_eq!(parse_rfc3339("2024-01-02T03:04:05+0é:00"), None);
-    }
-
-    #[test]
-    fn rfc3339_parses_what_it_formats_and_offsets() {
-        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
-            assert_eq!(parse_rfc3339(&rfc3339(secs)), Some(secs));
-        }
-        assert_eq!(
-            parse_rfc3339("2023-11-14T22:13:20.999999999Z"),
-            Some(1_700_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2023-11-14T23:13:20+01:00"),
-            Some(1_700_000_000)
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-        assert_eq!(parse_rfc3339("2023-13-01T00:00:00Z"), None);
     }
 }

@@ -4,13 +4,19 @@
 //!
 //! A download lands in a scratch file first and its digest is computed while
 //! it streams; `--checksum` is compared before anything reaches the store.
+//! Nothing remote is ever held whole in memory: bodies stream to disk (one
+//! announced larger than the free space there is refused before a byte is
+//! written), a context archive streams from that file through the
+//! snapshotter's layer apply, and a Dockerfile given instead of an archive
+//! is read up to [`MAX_DOCKERFILE`] bytes.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
 use futures::StreamExt;
+use hoist_cache::text::{escape, escape_except};
 use sha2::{Digest as _, Sha256};
 
 use super::{io_error, EngineError};
@@ -26,11 +32,12 @@ pub struct Download {
     pub modified: Option<SystemTime>,
 }
 
-/// Errors of fetching remote sources.
+/// Errors of fetching remote sources. URLs and what servers and git say are
+/// shown with control characters escaped.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The request failed before a response.
-    #[error("failed to fetch {url}")]
+    #[error("failed to fetch {}", escape(url))]
     Request {
         /// The URL.
         url: String,
@@ -39,7 +46,7 @@ pub enum FetchError {
         source: reqwest::Error,
     },
     /// The server answered with an error status.
-    #[error("failed to fetch {url}: server answered {status}")]
+    #[error("failed to fetch {}: server answered {}", escape(url), escape(status))]
     Status {
         /// The URL.
         url: String,
@@ -47,7 +54,11 @@ pub enum FetchError {
         status: String,
     },
     /// The content does not match `--checksum`.
-    #[error("failed to verify {url}: checksum mismatch: expected {expected}, got {actual}")]
+    #[error(
+        "failed to verify {}: checksum mismatch: expected {}, got {actual}",
+        escape(url),
+        escape(expected)
+    )]
     Checksum {
         /// The URL.
         url: String,
@@ -57,7 +68,12 @@ pub enum FetchError {
         actual: String,
     },
     /// A `git` command failed.
-    #[error("failed to {action} {url}: {stderr}")]
+    #[error(
+        "failed to {} {}: {}",
+        escape(action),
+        escape(url),
+        escape_except(stderr, &['\n'])
+    )]
     Git {
         /// What was attempted.
         action: String,
@@ -65,6 +81,22 @@ pub enum FetchError {
         url: String,
         /// git's message.
         stderr: String,
+    },
+    /// The server announces more bytes than the disk has free.
+    #[error(
+        "failed to fetch {}: the server announces {size} bytes, more than the {available} bytes free in {}",
+        escape(url),
+        hoist_cache::text::escape_path(dir)
+    )]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// `Content-Length`.
+        size: u64,
+        /// Free bytes where it would be written.
+        available: u64,
+        /// Where it would be written.
+        dir: PathBuf,
     },
     /// Local I/O.
     #[error(transparent)]
@@ -237,6 +269,20 @@ async fn save_body(
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
+    if let Some(size) = response.content_length() {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        if let Ok(stat) = rustix::fs::statvfs(dir) {
+            let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+            if size > available {
+                return Err(FetchError::TooLarge {
+                    url: url.to_owned(),
+                    size,
+                    available,
+                    dir: dir.to_path_buf(),
+                });
+            }
+        }
+    }
     let mut file = std::fs::File::create(dest).map_err(io_error("create", dest))?;
     let mut hasher = Sha256::new();
     let mut stream = response.bytes_stream();
@@ -330,19 +376,63 @@ fn git(
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let output = command.output().map_err(|e| FetchError::Git {
+    let failed = |stderr: String| FetchError::Git {
         action: action.to_owned(),
         url: url.to_owned(),
-        stderr: format!("cannot run git: {e}"),
-    })?;
-    if !output.status.success() {
-        return Err(FetchError::Git {
-            action: action.to_owned(),
-            url: url.to_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
+        stderr,
+    };
+    // Bounded: the server's `remote:` lines reach git's stderr, and a hostile
+    // one could send them without end.
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run git: {e}")))?;
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || read_tail(&mut pipe, GIT_STDERR_TAIL).unwrap_or_default())
+    });
+    let stdout = match child.stdout.take() {
+        Some(mut pipe) => read_tail(&mut pipe, GIT_STDOUT_MAX + 1).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let status = child
+        .wait()
+        .map_err(|e| failed(format!("cannot run git: {e}")))?;
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    if !status.success() {
+        return Err(failed(String::from_utf8_lossy(&stderr).trim().to_owned()));
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    if stdout.len() > GIT_STDOUT_MAX {
+        return Err(failed(format!(
+            "git printed more than {} MiB",
+            GIT_STDOUT_MAX >> 20
+        )));
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// The most of git's stdout kept (`ls-remote` of one ref prints a line).
+const GIT_STDOUT_MAX: usize = 16 << 20;
+/// How much of git's stderr is kept for an error message: its end.
+const GIT_STDERR_TAIL: usize = 64 << 10;
+
+/// Reads `input` to its end, keeping at most its last `max` bytes.
+fn read_tail(input: &mut dyn Read, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(kept),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * max {
+            kept.drain(..kept.len() - max);
+        }
+    }
 }
 
 /// The commit `reference` (branch, tag, commit; empty: HEAD) names in `url`.
@@ -516,43 +606,112 @@ pub fn git_context(spec: &str, dir: &Path, ssh: GitSsh<'_>) -> Result<PathBuf, F
     Ok(context)
 }
 
-/// Makes `dir` the context downloaded from `url`: a tar archive (plain or
-/// gzip) is extracted there; anything else is taken as the Dockerfile, which
-/// is returned.
+/// Makes `dir` the context downloaded from `url`: a tar archive (plain,
+/// gzip or zstd) is extracted there; anything else is taken as the
+/// Dockerfile, which is returned. The download goes to a scratch file beside
+/// `dir` (never inside the context) and is removed afterwards.
 pub fn url_context(url: &str, dir: &Path) -> Result<Option<String>, FetchError> {
-    let file = dir.join(".hoist-download");
-    download_blocking(url, &file, None)?;
-    let data = std::fs::read(&file).map_err(io_error("read", &file))?;
-    std::fs::remove_file(&file).map_err(io_error("remove", &file))?;
-    match unpack_context(data, dir).map_err(io_error(format!("extract {url} into"), dir))? {
+    let scratch = dir.parent().unwrap_or(dir);
+    let file =
+        tempfile::NamedTempFile::new_in(scratch).map_err(io_error("create a file in", scratch))?;
+    download_blocking(url, file.path(), None)?;
+    let mut reader = file.reopen().map_err(io_error("read", file.path()))?;
+    match unpack_context(&mut reader, dir)
+        .map_err(io_error(format!("extract {} into", escape(url)), dir))?
+    {
         Some(dockerfile) => Ok(Some(String::from_utf8_lossy(&dockerfile).into_owned())),
         None => Ok(None),
     }
 }
 
-/// A build context sent as bytes (a download, stdin): a tar archive, plain or
-/// gzip, is extracted into `dir`; any other bytes are given back, being a
-/// Dockerfile rather than a context.
-pub fn unpack_context(data: Vec<u8>, dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let is_gzip = data.starts_with(&[0x1f, 0x8b]);
-    let plain_tar = data.len() >= 262 && &data[257..262] == b"ustar";
-    if !is_gzip && !plain_tar {
-        return Ok(Some(data));
+/// The most bytes a Dockerfile sent in place of a context archive (on stdin,
+/// from a URL) may have; BuildKit's frontend gives up on much smaller ones.
+pub const MAX_DOCKERFILE: u64 = 16 << 20;
+
+/// A build context sent as a stream (a download, stdin): a tar archive,
+/// plain, gzip or zstd, is extracted into `dir` as it is read; any other
+/// bytes are given back, being a Dockerfile rather than a context (refused
+/// beyond [`MAX_DOCKERFILE`]).
+///
+/// The archive goes through the snapshotter's layer apply, so every entry
+/// is created inside `dir` (no `..`, no symlink leading out, hardlinks only
+/// to entries inside) and file data is streamed, never held. Owners are not
+/// kept (COPY gives context files 0:0 or its `--chown`), and device nodes,
+/// FIFOs and sockets are removed: a context holds files, and a device node
+/// of the host's disk in it would be read by whatever reads the context.
+pub fn unpack_context(input: &mut dyn Read, dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(512);
+    input.take(512).read_to_end(&mut head)?;
+    let is_gzip = head.starts_with(&[0x1f, 0x8b]);
+    let is_zstd = head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let plain_tar = head.get(257..262) == Some(b"ustar".as_slice());
+    let mut stream = std::io::Cursor::new(head).chain(input);
+    if !is_gzip && !is_zstd && !plain_tar {
+        let mut dockerfile = Vec::new();
+        stream
+            .take(MAX_DOCKERFILE + 1)
+            .read_to_end(&mut dockerfile)?;
+        if dockerfile.len() as u64 > MAX_DOCKERFILE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "not a tar archive, and larger than a Dockerfile may be ({} MiB)",
+                    MAX_DOCKERFILE >> 20
+                ),
+            ));
+        }
+        return Ok(Some(dockerfile));
     }
-    let reader: Box<dyn std::io::Read> = if is_gzip {
-        Box::new(flate2::read::GzDecoder::new(&data[..]))
-    } else {
-        Box::new(&data[..])
+    let target = hoist_snapshotter::ApplyTarget {
+        root: dir.to_path_buf(),
+        whiteouts: hoist_snapshotter::WhiteoutStyle::Delete,
+        lowers: Vec::new(),
     };
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.unpack(dir)?;
+    let options = hoist_snapshotter::ApplyOptions { same_owner: false };
+    hoist_snapshotter::apply_layer(&target, &mut stream, &options)
+        .map_err(std::io::Error::other)?;
+    remove_special_files(dir)?;
     Ok(None)
+}
+
+/// Removes what is neither a file, a directory nor a symlink under `dir`
+/// (symlinks are not followed).
+fn remove_special_files(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_block_device()
+                || kind.is_char_device()
+                || kind.is_fifo()
+                || kind.is_socket()
+            {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_tail_keeps_the_end_of_an_endless_stream_in_bounded_memory() {
+        // 64 MiB of `remote:` noise then the line that matters.
+        let noise = std::io::repeat(b'x').take(64 << 20);
+        let mut input = noise.chain(&b"\nfatal: the end\n"[..]);
+        let kept = read_tail(&mut input, 1024).unwrap();
+        assert!(kept.len() <= 2 * 1024);
+        assert!(kept.ends_with(b"xx\nfatal: the end\n"));
+        let mut short = &b"ok\n"[..];
+        assert_eq!(read_tail(&mut short, 1024).unwrap(), b"ok\n");
+    }
 
     #[test]
     fn git_urls() {

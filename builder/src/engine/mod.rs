@@ -40,11 +40,13 @@ use artifact::{snapshot_name, Layer};
 /// and compression is most of the work of a step that writes many files.
 const LAYER_GZIP_LEVEL: u32 = 3;
 
-/// Errors of the engine's own work (snapshots, blobs, files).
+/// Errors of the engine's own work (snapshots, blobs, files). What they
+/// quote (context paths, URLs, Dockerfile words) is shown with control
+/// characters escaped.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The snapshotter failed.
-    #[error("failed to {action}")]
+    #[error("failed to {}", hoist_cache::text::escape(action))]
     Snapshot {
         /// What was attempted.
         action: String,
@@ -53,7 +55,7 @@ pub enum EngineError {
         source: hoist_snapshotter::Error,
     },
     /// The store failed.
-    #[error("failed to {action}")]
+    #[error("failed to {}", hoist_cache::text::escape(action))]
     Store {
         /// What was attempted.
         action: String,
@@ -62,7 +64,11 @@ pub enum EngineError {
         source: hoist_cache::Error,
     },
     /// A file operation failed.
-    #[error("failed to {action} {}", path.display())]
+    #[error(
+        "failed to {} {}",
+        hoist_cache::text::escape(action),
+        hoist_cache::text::escape_path(path)
+    )]
     Io {
         /// What was attempted.
         action: String,
@@ -73,7 +79,7 @@ pub enum EngineError {
         source: std::io::Error,
     },
     /// Something the user asked for is wrong or unsupported.
-    #[error("{0}")]
+    #[error("{}", hoist_cache::text::escape_except(.0, &['\n']))]
     Invalid(String),
     /// A path named by the Dockerfile, the context or an image could not be
     /// resolved inside its root (a symlink loop, a file where a directory
