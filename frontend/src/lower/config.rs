@@ -253,6 +253,8 @@ impl Lowerer<'_> {
         Self::history(st, format!("MAINTAINER {m}"), false);
     }
 
+    /// ARG inside a stage: a `--build-arg` wins, then the declared default
+    /// (expanded), then the value of a global ARG of that name.
     pub(super) fn apply_arg(
         &mut self,
         st: &mut StageState,
@@ -415,6 +417,12 @@ impl Lowerer<'_> {
         st.config.stop_signal = sig.clone();
         Self::history(st, format!("STOPSIGNAL {sig}"), false);
         Ok(())
+    }
+
+    /// Only recorded: the triggers run in the stages built on this one
+    /// (see `trigger_commands` in stages.rs).
+    pub(super) fn apply_onbuild(st: &mut StageState, expr: &str) {
+        st.config.on_build.push(expr.to_string());
     }
 
     pub(super) fn apply_workdir(

@@ -595,7 +595,7 @@ impl Lowerer<'_> {
             Instruction::User(u) => self.apply_user(st, u, span)?,
             Instruction::Volume(vols) => self.apply_volume(st, vols, span)?,
             Instruction::StopSignal(sig) => self.apply_stop_signal(st, sig, span)?,
-            Instruction::Onbuild(expr) => st.config.on_build.push(expr.clone()),
+            Instruction::Onbuild(expr) => Self::apply_onbuild(st, expr),
             Instruction::Workdir(w) => self.apply_workdir(st, w, span, label)?,
         }
         Ok(())
