@@ -50,7 +50,8 @@ impl DryRun {
         self.graph.render_plan_marking(&marked)
     }
 
-    /// The plan as JSON: the frontend graph with an `unresolved` list.
+    /// The plan as JSON: the frontend graph with an `unresolved` list and
+    /// `"unresolved": true` on those images' vertices.
     pub fn to_json(&self) -> String {
         let mut value = serde_json::to_value(&self.graph).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut value {
@@ -68,6 +69,13 @@ impl DryRun {
                 })
                 .collect();
             map.insert("unresolved".to_owned(), Value::Array(unresolved));
+            if let Some(Value::Array(vertices)) = map.get_mut("vertices") {
+                for u in &self.unresolved {
+                    if let Some(Value::Object(v)) = vertices.get_mut(u.vertex) {
+                        v.insert("unresolved".to_owned(), Value::Bool(true));
+                    }
+                }
+            }
         }
         // Plain data with string keys: serialising cannot fail.
         serde_json::to_string_pretty(&value).unwrap_or_default()
