@@ -111,7 +111,9 @@ pub struct Args {
     /// Write build metadata (digests) as JSON to this file
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
-    /// Print the build plan instead of building
+    /// Print the build plan instead of building (base images from the store
+    /// only: nothing is pulled, even with --pull; one it lacks is shown as
+    /// unresolved)
     #[arg(long)]
     dry_run: bool,
     /// Format of --dry-run
