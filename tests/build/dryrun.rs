@@ -258,3 +258,51 @@ fn explain_says_steps_on_an_unresolved_base_will_run() {
         "{held}"
     );
 }
+
+#[test]
+fn an_image_held_for_another_platform_is_unresolved_with_the_platforms_held() {
+    let env = Env::new();
+    let (port, hits) = trap();
+    let host = env.hoist().inspect("busybox:latest");
+    let held = format!(
+        "{}/{}",
+        host["Os"].as_str().unwrap_or("linux"),
+        host["Architecture"].as_str().unwrap_or("amd64")
+    );
+    let other = if held == "linux/arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    env.dockerfile("FROM busybox\nRUN echo hi\n");
+    let (run, took) = dry_run(&env, port, &["--platform", other]);
+    assert_offline(&run, took, &hits);
+    assert_eq!(
+        warnings(&run.stderr),
+        vec![format!(
+            "warning: FROM busybox (Dockerfile:1): the store has no {other} image of \
+             docker.io/library/busybox:latest (it holds {held}): `hoist pull --platform {other} \
+             docker.io/library/busybox:latest`; its config and ONBUILD triggers are unknown"
+        )],
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "image docker.io/library/busybox:latest ({other}) unresolved"
+        )),
+        "{}",
+        run.stdout
+    );
+    // On the host's platform it is resolved: pinned by digest, no warning.
+    let (run, took) = dry_run(&env, port, &[]);
+    assert_offline(&run, took, &hits);
+    assert_eq!(warnings(&run.stderr), Vec::<&str>::new(), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("image docker.io/library/busybox:latest@sha256:"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("unresolved"), "{}", run.stdout);
+}

@@ -198,25 +198,35 @@ impl ImageResolver for StoreResolver {
     ) -> Result<Option<ResolvedImage>, Box<dyn std::error::Error + Send + Sync>> {
         match self.lookup(reference, platform)? {
             Ok(image) => Ok(Some(image)),
-            Err(absent) => Err(absent.into()),
+            Err(absent) => Err(absent.message.into()),
         }
     }
 }
 
+/// Why the store could not give an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absent {
+    /// For the user, naming the image and what to do.
+    pub message: String,
+    /// The store holds the name, for other platforms only.
+    pub other_platforms: bool,
+}
+
 impl StoreResolver {
-    /// The image from the store; `Ok(Err(message))` when the store does not
+    /// The image from the store; `Ok(Err(absent))` when the store does not
     /// hold it for the platform (a dry run goes on without it), `Err` when
     /// the store cannot be read.
     pub(crate) fn lookup(
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<Result<ResolvedImage, String>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Result<ResolvedImage, Absent>, Box<dyn std::error::Error + Send + Sync>> {
         let wanted = registry_platform(platform);
-        let missing = || {
-            format!(
+        let missing = || Absent {
+            message: format!(
                 "image {reference} is not in the store (`hoist pull` or `hoist import` it first)"
-            )
+            ),
+            other_platforms: false,
         };
         // (name, the manifest for the platform, what the name points at)
         let (name, found, target) = match reference.split_once('@') {
@@ -249,9 +259,12 @@ impl StoreResolver {
             } else {
                 format!(" (it holds {})", held.join(", "))
             };
-            return Ok(Err(format!(
-                "the store has no {wanted} image of {reference}{held}: `hoist pull --platform {wanted} {reference}`"
-            )));
+            return Ok(Err(Absent {
+                message: format!(
+                    "the store has no {wanted} image of {reference}{held}: `hoist pull --platform {wanted} {reference}`"
+                ),
+                other_platforms: true,
+            }));
         };
         let manifest_digest = manifest_descriptor.digest().to_string();
         let manifest = self.store.read_manifest(manifest_descriptor.digest())?;

@@ -15,7 +15,7 @@ use hoist_frontend::graph::{BuildGraph as FrontendGraph, Op as GraphOp, Platform
 use hoist_frontend::{ImageResolver, ResolvedImage};
 use serde_json::{json, Value};
 
-use super::build::{lower_with, BuildError, BuildRequest, StoreResolver};
+use super::build::{lower_with, Absent, BuildError, BuildRequest, StoreResolver};
 
 /// A base image a dry run planned without.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct Unresolved {
     /// Its line in the Dockerfile.
     pub line: Option<usize>,
     /// Why the store could not give it.
-    pub reason: String,
+    pub reason: Absent,
 }
 
 /// What `hoist build --dry-run` shows.
@@ -65,6 +65,7 @@ impl DryRun {
                         "vertex": u.vertex,
                         "source": u.source,
                         "line": u.line,
+                        "reason": u.reason.message,
                     })
                 })
                 .collect();
@@ -90,9 +91,15 @@ impl DryRun {
                     Some(line) => format!(" ({file}:{line})"),
                     None => String::new(),
                 };
+                let why = if u.reason.other_platforms {
+                    u.reason.message.clone()
+                } else {
+                    "not in the store (a dry run does not pull; `hoist pull` it for a complete \
+                     plan)"
+                        .to_owned()
+                };
                 format!(
-                    "warning: {}{at}: not in the store (a dry run does not pull; `hoist pull` it \
-                     for a complete plan); its config and ONBUILD triggers are unknown",
+                    "warning: {}{at}: {why}; its config and ONBUILD triggers are unknown",
                     u.source
                 )
             })
@@ -103,7 +110,7 @@ impl DryRun {
 /// Store lookups that note what is absent instead of failing.
 struct Lenient {
     store: StoreResolver,
-    absent: Mutex<Vec<(String, Platform, String)>>,
+    absent: Mutex<Vec<(String, Platform, Absent)>>,
 }
 
 impl ImageResolver for Lenient {
