@@ -825,9 +825,6 @@ fn target_platform(value: Option<&str>) -> anyhow::Result<Option<hoist_frontend:
     }))
 }
 
-/// Pulls the images the target's stages start from or copy from when the
-/// store lacks them (all of them with `--pull`), as `docker build` does. A
-/// Dockerfile that does not parse is left to the build to report.
 /// `--dry-run`: the plan (with `--explain`, the prediction) from the store
 /// alone; base images it lacks are not pulled but shown as unresolved.
 fn dry_run(
@@ -858,6 +855,9 @@ fn dry_run(
     Ok(())
 }
 
+/// Pulls the images the target's stages start from or copy from when the
+/// store lacks them (all of them with `--pull`), as `docker build` does. A
+/// Dockerfile that does not parse is left to the build to report.
 fn pull_base_images(
     store: &Arc<hoist_cache::Store>,
     request: &BuildRequest,
