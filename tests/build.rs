@@ -7,6 +7,7 @@ mod build {
     pub mod common;
     pub mod config;
     pub mod copy;
+    pub mod dryrun;
     pub mod errors;
     pub mod heredocs;
     pub mod interrupt;

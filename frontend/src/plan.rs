@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::graph::*;
 
-fn describe(v: &Vertex, id: VertexId) -> String {
+fn describe(v: &Vertex, id: VertexId, unresolved: bool) -> String {
     let inputs: Vec<String> = v.inputs.iter().map(|i| format!("#{i}")).collect();
     let from = if inputs.is_empty() {
         String::new()
@@ -13,6 +13,12 @@ fn describe(v: &Vertex, id: VertexId) -> String {
     };
     let body = match &v.op {
         Op::Scratch => "scratch".to_string(),
+        Op::Image {
+            reference,
+            platform,
+        } if unresolved => {
+            format!("image {reference} ({platform}) unresolved: config and ONBUILD unknown")
+        }
         Op::Image {
             reference,
             platform,
@@ -77,6 +83,13 @@ fn describe(v: &Vertex, id: VertexId) -> String {
 impl BuildGraph {
     /// Renders stages, ops with their inputs, config and what was pruned.
     pub fn render_plan(&self) -> String {
+        self.render_plan_marking(&[])
+    }
+
+    /// [`BuildGraph::render_plan`] with the image vertices `unresolved`
+    /// marked (a dry run that could not look at those base images) and the
+    /// stages built on them.
+    pub fn render_plan_marking(&self, unresolved: &[VertexId]) -> String {
         let mut out = String::new();
         let t = self.target_stage();
         let _ = writeln!(
@@ -99,15 +112,19 @@ impl BuildGraph {
         }
         let _ = writeln!(out, "\nops:");
         for (i, v) in self.vertices.iter().enumerate() {
-            out.push_str(&describe(v, i));
+            out.push_str(&describe(v, i, unresolved.contains(&i)));
         }
         for s in &self.stages {
             let _ = writeln!(
                 out,
-                "\nstage {} ({}) from {} -> #{}",
+                "\nstage {} ({}) from {}{} -> #{}",
                 s.index,
                 s.name.as_deref().unwrap_or("unnamed"),
                 s.base,
+                match s.base_image {
+                    Some(b) if unresolved.contains(&b) => " (unresolved)",
+                    _ => "",
+                },
                 s.root
             );
             let c = &s.config;

@@ -111,7 +111,9 @@ pub struct Args {
     /// Write build metadata (digests) as JSON to this file
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
-    /// Print the build plan instead of building
+    /// Print the build plan instead of building (base images from the store
+    /// only: nothing is pulled, even with --pull; one it lacks is shown as
+    /// unresolved)
     #[arg(long)]
     dry_run: bool,
     /// Format of --dry-run
@@ -434,27 +436,10 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     };
 
     let store = Arc::new(context.store()?);
-    pull_base_images(&store, &request, args.pull, args.quiet)?;
-    if args.dry_run && args.explain {
-        let predicted = engine_build::predict(store, &request).map_err(|e| anyhow!("{e}"))?;
-        let mut out = io::stdout().lock();
-        for (label, reason) in predicted {
-            match reason {
-                Some(reason) => writeln!(out, "{label}: will run: {reason}")?,
-                None => writeln!(out, "{label}: cached")?,
-            }
-        }
-        return Ok(());
-    }
     if args.dry_run {
-        let plan = engine_build::plan(store, &request).map_err(|e| anyhow!("{e}"))?;
-        let mut out = io::stdout().lock();
-        match args.format {
-            PlanFormat::Json => writeln!(out, "{}", plan.to_json())?,
-            PlanFormat::Text => write!(out, "{}", plan.render_plan())?,
-        }
-        return Ok(());
+        return dry_run(store, &request, &args);
     }
+    pull_base_images(&store, &request, args.pull, args.quiet)?;
 
     let progress = display::Progress::new(match (args.quiet, args.progress) {
         (true, _) => ProgressMode::Quiet,
@@ -827,6 +812,36 @@ fn target_platform(value: Option<&str>) -> anyhow::Result<Option<hoist_frontend:
         architecture: p.architecture,
         variant: (!p.variant.is_empty()).then_some(p.variant),
     }))
+}
+
+/// `--dry-run`: the plan (with `--explain`, the prediction) from the store
+/// alone; base images it lacks are not pulled but shown as unresolved.
+fn dry_run(
+    store: Arc<hoist_cache::Store>,
+    request: &BuildRequest,
+    args: &Args,
+) -> anyhow::Result<()> {
+    let dry = hoist_builder::engine::dryrun::dry_run(store.clone(), request)
+        .map_err(|e| anyhow!("{e}"))?;
+    for warning in dry.warnings(&request.dockerfile_name) {
+        eprintln!("{warning}");
+    }
+    let mut out = io::stdout().lock();
+    if args.explain {
+        let predicted = engine_build::predict(store, request, &dry).map_err(|e| anyhow!("{e}"))?;
+        for (label, reason) in predicted {
+            match reason {
+                Some(reason) => writeln!(out, "{label}: will run: {reason}")?,
+                None => writeln!(out, "{label}: cached")?,
+            }
+        }
+        return Ok(());
+    }
+    match args.format {
+        PlanFormat::Json => writeln!(out, "{}", dry.to_json())?,
+        PlanFormat::Text => write!(out, "{}", dry.render_text())?,
+    }
+    Ok(())
 }
 
 /// Pulls the images the target's stages start from or copy from when the

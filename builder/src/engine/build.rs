@@ -196,18 +196,44 @@ impl ImageResolver for StoreResolver {
         reference: &str,
         platform: &Platform,
     ) -> Result<Option<ResolvedImage>, Box<dyn std::error::Error + Send + Sync>> {
+        match self.lookup(reference, platform)? {
+            Ok(image) => Ok(Some(image)),
+            Err(absent) => Err(absent.message.into()),
+        }
+    }
+}
+
+/// Why the store could not give an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absent {
+    /// For the user, naming the image and what to do.
+    pub message: String,
+    /// The store holds the name, for other platforms only.
+    pub other_platforms: bool,
+}
+
+impl StoreResolver {
+    /// The image from the store; `Ok(Err(absent))` when the store does not
+    /// hold it for the platform (a dry run goes on without it), `Err` when
+    /// the store cannot be read.
+    pub(crate) fn lookup(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Result<ResolvedImage, Absent>, Box<dyn std::error::Error + Send + Sync>> {
         let wanted = registry_platform(platform);
-        let missing = || {
-            format!(
+        let missing = || Absent {
+            message: format!(
                 "image {reference} is not in the store (`hoist pull` or `hoist import` it first)"
-            )
+            ),
+            other_platforms: false,
         };
         // (name, the manifest for the platform, what the name points at)
         let (name, found, target) = match reference.split_once('@') {
             Some((name, digest)) => {
                 let digest = digest.parse()?;
                 if !self.store.content().contains(&digest) {
-                    return Err(missing().into());
+                    return Ok(Err(missing()));
                 }
                 let found =
                     hoist_registry::stored_manifest_by_digest(&self.store, &digest, &wanted)?;
@@ -215,7 +241,7 @@ impl ImageResolver for StoreResolver {
             }
             None => {
                 let Some(r) = self.store.get_ref(reference)? else {
-                    return Err(missing().into());
+                    return Ok(Err(missing()));
                 };
                 let found = hoist_registry::stored_manifest(&self.store, &r.target, &wanted)?;
                 (reference.to_owned(), found, Some(r.target))
@@ -233,16 +259,18 @@ impl ImageResolver for StoreResolver {
             } else {
                 format!(" (it holds {})", held.join(", "))
             };
-            return Err(format!(
-                "the store has no {wanted} image of {reference}{held}: `hoist pull --platform {wanted} {reference}`"
-            )
-            .into());
+            return Ok(Err(Absent {
+                message: format!(
+                    "the store has no {wanted} image of {reference}{held}: `hoist pull --platform {wanted} {reference}`"
+                ),
+                other_platforms: true,
+            }));
         };
         let manifest_digest = manifest_descriptor.digest().to_string();
         let manifest = self.store.read_manifest(manifest_descriptor.digest())?;
         let config: Value =
             serde_json::from_slice(&self.store.content().read_blob(manifest.config().digest())?)?;
-        Ok(Some(ResolvedImage {
+        Ok(Ok(ResolvedImage {
             reference: format!("{name}@{manifest_digest}"),
             config: frontend_config(&config),
             empty: manifest.layers().is_empty(),
@@ -263,9 +291,17 @@ pub fn registry_platform(platform: &Platform) -> hoist_registry::Platform {
 /// Parses and lowers the Dockerfile (what `--dry-run` prints), resolving base
 /// images in the store.
 pub fn plan(store: Arc<Store>, request: &BuildRequest) -> Result<FrontendGraph, BuildError> {
+    lower_with(request, &StoreResolver::new(store))
+}
+
+/// Parses and lowers the Dockerfile, base images from `resolver`.
+pub(crate) fn lower_with(
+    request: &BuildRequest,
+    resolver: &dyn ImageResolver,
+) -> Result<FrontendGraph, BuildError> {
     let ast = hoist_frontend::parse(&request.dockerfile)
         .map_err(|e| BuildError::Dockerfile(e.render(&request.dockerfile_name)))?;
-    hoist_frontend::lower(&ast, &request.options, &StoreResolver::new(store)).map_err(|e| {
+    hoist_frontend::lower(&ast, &request.options, resolver).map_err(|e| {
         // The causes belong to the message line, above the quoted line and
         // its caret.
         let rendered = e.render(&request.dockerfile_name);
@@ -501,20 +537,23 @@ fn ignore_matcher(request: &BuildRequest) -> Result<Matcher, BuildError> {
 }
 
 /// `hoist build --dry-run --explain`: for each step the target needs, in
-/// order, `None` when it will likely come from the cache, or why it will run.
+/// order, `None` when it will likely come from the cache, or why it will run
+/// (`dry` is [`super::dryrun::dry_run`]'s plan).
 pub fn predict(
     store: Arc<Store>,
     request: &BuildRequest,
+    dry: &super::dryrun::DryRun,
 ) -> Result<Vec<(String, Option<String>)>, BuildError> {
-    let frontend = plan(store.clone(), request)?;
+    let unresolved = super::dryrun::on_unresolved(dry);
+    let frontend = &dry.graph;
     let explainer = crate::explain::Explainer::new(
         store,
-        &frontend,
+        frontend,
         &request.context_dir,
         dockerfile_name(request),
         ignore_matcher(request)?,
         &[],
-        ignore_cache_reasons(&frontend, request),
+        ignore_cache_reasons(frontend, request),
     );
     let mut needed = HashSet::new();
     let mut todo = vec![frontend.target_stage().root];
@@ -525,7 +564,14 @@ pub fn predict(
     }
     let mut needed: Vec<usize> = needed.into_iter().collect();
     needed.sort();
-    Ok(explainer.predict(&needed))
+    let mut predicted = explainer.predict(&needed);
+    // Nothing built on an image the store lacks can come from the cache.
+    for (i, p) in needed.iter().zip(predicted.iter_mut()) {
+        if unresolved[*i] {
+            p.1 = Some("base image unresolved".to_owned());
+        }
+    }
+    Ok(predicted)
 }
 
 fn dockerfile_name(request: &BuildRequest) -> &str {

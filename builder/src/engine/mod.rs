@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod assemble;
 pub mod build;
+pub mod dryrun;
 pub mod emulation;
 mod exec;
 pub use exec::{ENTITLEMENT_INSECURE, ENTITLEMENT_NETWORK_HOST};
