@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use hoist_untrusted::escape;
+
 /// The registry that short names resolve to.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
 /// The host that actually serves `docker.io`'s API.
@@ -31,10 +33,10 @@ pub enum ReferenceError {
     #[error("invalid reference format: empty reference")]
     Empty,
     /// The repository has upper-case letters (Docker refuses these).
-    #[error("invalid reference format: repository name `{0}` must be lowercase")]
+    #[error("invalid reference format: repository name `{}` must be lowercase", escape(.0))]
     Uppercase(String),
     /// A path component breaks the grammar `[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*`.
-    #[error("invalid reference format: repository name component `{component}` in `{input}` is not valid (lowercase letters, digits and single separators `.` `_` `__` `-` between them)")]
+    #[error("invalid reference format: repository name component `{}` in `{}` is not valid (lowercase letters, digits and single separators `.` `_` `__` `-` between them)", escape(component), escape(input))]
     Component {
         /// The whole reference.
         input: String,
@@ -42,13 +44,13 @@ pub enum ReferenceError {
         component: String,
     },
     /// The registry host or port is malformed.
-    #[error("invalid reference format: registry host `{0}` is not valid")]
+    #[error("invalid reference format: registry host `{}` is not valid", escape(.0))]
     Domain(String),
     /// The tag breaks `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-    #[error("invalid reference format: tag `{0}` is not valid (letters, digits, `_`, `.`, `-`, at most 128, not starting with `.` or `-`)")]
+    #[error("invalid reference format: tag `{}` is not valid (letters, digits, `_`, `.`, `-`, at most 128, not starting with `.` or `-`)", escape(.0))]
     Tag(String),
     /// The digest is not `algorithm:hex` with a well-formed hex part.
-    #[error("invalid reference format: digest `{0}` is not valid (expected sha256: and 64 lowercase hex digits)")]
+    #[error("invalid reference format: digest `{}` is not valid (expected sha256: and 64 lowercase hex digits)", escape(.0))]
     Digest(String),
     /// The repository name is longer than 255 characters.
     #[error(
@@ -353,6 +355,13 @@ mod tests {
 
     fn full(s: &str) -> String {
         Reference::parse(s).unwrap().to_string()
+    }
+
+    #[test]
+    fn errors_quote_the_input_with_control_characters_escaped() {
+        let e = Reference::parse("Evil\n\x1b[2J").unwrap_err().to_string();
+        assert!(!e.chars().any(char::is_control), "{e}");
+        assert!(e.contains("\\n\\u{1b}[2J"), "{e}");
     }
 
     #[test]
