@@ -32,8 +32,10 @@ pub struct Owner {
 /// last component is followed only when `follow_last` is set. Missing
 /// components are appended as plain names.
 pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, EngineError> {
+    // Cleaned first, as Docker cleans a path (`/a/../b` is `/b`, never `a`).
+    let path = relative(path);
     Root::new(root)
-        .and_then(|r| r.resolve_or_missing(path, follow_last))
+        .and_then(|r| r.resolve_or_missing(&path, follow_last))
         .map_err(|source| EngineError::Path {
             root: root.to_path_buf(),
             source,
@@ -824,20 +826,21 @@ pub fn mkdir_all(root: &Path, path: &str, mode: u32, owner: Owner) -> Result<Pat
         root: root.to_path_buf(),
         source,
     })?;
-    let (_, created) = scoped
-        .mkdir_all(path, mode)
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists => {
-                EngineError::Invalid(format!(
-                    "cannot create directory {}: a file is in the way",
-                    Escaped(path)
-                ))
-            }
-            _ => EngineError::Path {
-                root: root.to_path_buf(),
-                source,
-            },
-        })?;
+    let (_, created) =
+        scoped
+            .mkdir_all(relative(path), mode)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists => {
+                    EngineError::Invalid(format!(
+                        "cannot create directory {}: a file is in the way",
+                        Escaped(path)
+                    ))
+                }
+                _ => EngineError::Path {
+                    root: root.to_path_buf(),
+                    source,
+                },
+            })?;
     for dir in &created {
         lchown(dir, Some(owner.uid), Some(owner.gid)).map_err(io_error("chown", dir))?;
     }
@@ -930,6 +933,19 @@ fn extract(path: &Path, target: &Path) -> Result<(), EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_cleaned_before_they_are_resolved() {
+        let root = tempfile::tempdir().unwrap();
+        let owner = Owner { uid: 0, gid: 0 };
+        let made = mkdir_all(root.path(), "/a/../b/./c", 0o755, owner).unwrap();
+        assert_eq!(made, root.path().join("b/c"));
+        assert!(!root.path().join("a").exists());
+        assert_eq!(
+            resolve_in_root(root.path(), "/x/../../b", true).unwrap(),
+            root.path().join("b")
+        );
+    }
 
     #[test]
     fn symlinks_resolve_inside_the_root() {
