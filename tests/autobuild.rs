@@ -2,6 +2,11 @@
 //! (the binary is the sandbox init), `install-hook` + `git push` queues,
 //! `list`, `logs`, `retry`, and SIGKILL of the server with builds queued and
 //! one running. Images are checked in the real registry with skopeo.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::io::Write;
 use std::net::TcpStream;

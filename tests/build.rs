@@ -1,5 +1,10 @@
 //! `hoist build` end to end: the real binary, a store in a tempdir, a busybox
 //! base image imported offline, assertions on the image it makes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 mod build {
     pub mod basics;

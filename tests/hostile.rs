@@ -6,6 +6,11 @@
 //! build (naming `Dockerfile:LINE`), never succeed by touching the host.
 //! Cases run as root and, where the attack applies, rootless.
 //! docs/security.md describes what each layer enforces.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 mod hostile {
     pub mod common;

@@ -2,6 +2,11 @@
 //! solve (every op executes and is recorded) and a fully cached second solve.
 //!
 //! `cargo run --release -p hoist-builder --example solver_overhead [vertices]`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::sync::Arc;
 use std::time::Instant;

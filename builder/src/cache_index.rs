@@ -180,6 +180,10 @@ mod tests {
 /// Panics with a message naming the broken rule. `sample(n)` must return distinct
 /// outputs for distinct `n`.
 #[cfg(any(test, feature = "conformance"))]
+#[allow(
+    clippy::expect_used,
+    reason = "a conformance check for tests: a broken rule panics"
+)]
 pub fn check_conformance<O, I>(index: &I, sample: impl Fn(u32) -> O)
 where
     O: Clone + PartialEq + std::fmt::Debug + Send,

@@ -1,5 +1,10 @@
 //! The cache artifact: staged in a store (for a registry push), read back
 //! in another store holding its blobs, and the inline records document.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use hoist_cache::exchange::{CACHE_ARTIFACT_TYPE, CACHE_RECORDS_MEDIA_TYPE};
 use hoist_cache::{NewCacheRecord, Store};

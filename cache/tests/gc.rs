@@ -1,6 +1,11 @@
 //! Garbage collection against a real store on disk (no root needed): the
 //! size target holds, roots and leases are kept, least recently used goes
 //! first.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use hoist_cache::gc::disk_usage;
 use hoist_cache::{Descriptor, GcOptions, MediaType, NewCacheRecord, Store};

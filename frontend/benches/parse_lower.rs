@@ -1,4 +1,9 @@
 //! Parse and lower a generated 5,000-line Dockerfile.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hoist_frontend::{lower, parse, BuildOptions, NoResolver};

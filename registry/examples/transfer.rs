@@ -6,6 +6,11 @@
 //! transfer pull REGISTRY/REPO:TAG LAYOUT_DIR REF_NAME
 //! ```
 #![allow(clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::sync::Arc;
 

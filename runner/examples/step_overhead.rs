@@ -4,6 +4,11 @@
 //!
 //! `cargo run --release -p hoist-runner --example step_overhead -- [N] [runc]`
 #![allow(clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::time::Instant;
 

@@ -1,5 +1,10 @@
 //! Shared by the benchmark and the `layer` example: a deterministic tree of
 //! mixed text and random files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::fs;
 use std::io::{BufWriter, Write};

@@ -3,6 +3,11 @@
 //! `gzip -d | tar -x` of the same tree measured in the same run.
 //!
 //! Run: `cargo bench -p hoist-snapshotter --bench layer`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,11 @@
 //! As root the loop re-executes itself in a private mount namespace with a
 //! fresh tmpfs on /tmp (where the scenes are made), so that an escape the
 //! fuzzer finds cannot damage the host's /tmp.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::collections::HashSet;
 use std::fs;

@@ -5,6 +5,11 @@
 //! layer diff DIR OUT [gzip|zstd|uncompressed] [THREADS] [LEVEL]
 //! layer apply BLOB DIR
 //! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::path::PathBuf;
 

@@ -12,6 +12,11 @@
 //! the temp dir itself must be byte-, mode-, owner-, link-count- and
 //! ctime-identical: an escape that writes, chmods, chowns, links or creates
 //! anything outside the root fails the check.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,5 +1,10 @@
 //! Integration tests of the `hoist` binary: each drives the real binary
 //! against a store in a temp dir.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 mod bad_input;
 mod concurrency;

@@ -10,6 +10,11 @@
 //! progress-output counts), [`git`] (real repositories), [`ok`] (a finished
 //! program's success asserted, its stdout returned) and [`wait_until`].
 #![allow(clippy::print_stderr)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

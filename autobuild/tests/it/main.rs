@@ -4,6 +4,11 @@
 //! The test binary doubles as the helper programs some tests need (a
 //! post-receive hook, a server to SIGKILL): run with
 //! `HOIST_AUTOBUILD_TEST_HELPER=hook|serve` and `--exact helper_entry`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 mod browser;
 mod common;

@@ -1,4 +1,9 @@
 //! Integration tests against the real CNCF distribution registry.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 mod auth;
 mod faults;

@@ -1,5 +1,10 @@
 //! Integration tests of hoist-runner. The test binary is also the sandbox
 //! init (`init_if_requested` first) and a helper "hoist" for the leak test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed setup should panic with its message"
+)]
 
 mod devices;
 mod leaks;
