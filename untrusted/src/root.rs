@@ -303,7 +303,8 @@ impl Root {
     ) -> Result<(OwnedFd, Vec<PathBuf>), Error> {
         let path = path.as_ref();
         let mut created = Vec::new();
-        loop {
+        // Each round creates one directory, or walks again after a race.
+        for _ in 0..4096 {
             let fd = if let Some(r) = self.openat2(path, OFlags::PATH | OFlags::CLOEXEC) {
                 match r {
                     Ok(fd) => Walk::Found(fd),
@@ -324,7 +325,10 @@ impl Root {
                 Walk::Missing { dir, rest } => {
                     let name = OsStr::from_bytes(&rest[0]);
                     match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
+                        Ok(()) => {}
+                        // Made by someone else since the walk: walk again,
+                        // and neither chmod nor claim it.
+                        Err(Errno::EXIST) => continue,
                         Err(e) => return Err(Error::io("create directory", path, e)),
                     }
                     let new = rustix::fs::openat(
@@ -340,6 +344,11 @@ impl Root {
                 }
             }
         }
+        Err(Error::Io {
+            op: "create directory",
+            path: shown(path),
+            source: io::Error::other("the path kept changing while it was created"),
+        })
     }
 
     /// Creates the file `path` (its parents as directories of mode 0755) and
