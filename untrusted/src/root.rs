@@ -201,23 +201,14 @@ impl Root {
     pub fn open_read(&self, path: impl AsRef<Path>) -> Result<File, Error> {
         let path = path.as_ref();
         let fd = self.open(path, true)?;
-        let file = rustix::fs::openat(
-            &fd,
-            "",
+        // The O_PATH descriptor is reopened through its magic link, which
+        // names exactly the object resolved above.
+        let file = rustix::fs::open(
+            fd_path(&fd),
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
             Mode::empty(),
-        );
-        // An O_PATH descriptor is reopened through its magic link, which
-        // names exactly the object resolved above.
-        let file = match file {
-            Ok(f) => f,
-            Err(_) => rustix::fs::open(
-                fd_path(&fd),
-                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
-                Mode::empty(),
-            )
-            .map_err(|e| Error::io("open", path, e))?,
-        };
+        )
+        .map_err(|e| Error::io("open", path, e))?;
         Ok(File::from(file))
     }
 
@@ -363,21 +354,7 @@ impl Root {
         let path = path.as_ref();
         let (parent, name) = split_last(path)?;
         let (dir, mut created) = self.mkdir_all(&parent, 0o755)?;
-        // O_PATH descriptors cannot be used with O_CREAT: reopen the parent.
-        let dir = rustix::fs::openat(
-            &dir,
-            "",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .or_else(|_| {
-            rustix::fs::open(
-                fd_path(&dir),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-        })
-        .map_err(|e| Error::io("open", &parent, e))?;
+        // An O_PATH directory serves as the dirfd of openat(2).
         let file = rustix::fs::openat(
             &dir,
             OsStr::from_bytes(&name),
