@@ -43,29 +43,8 @@ pub mod media_types {
 }
 use media_types::*;
 
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// A plain tar.
-    None,
-    /// gzip.
-    Gzip,
-    /// zstd.
-    Zstd,
-}
-
-impl Compression {
-    /// Detect compression from the first bytes of a stream.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-}
+/// How a layer blob is compressed (sniffed by [`Compression::sniff`]).
+pub use hoist_untrusted::Compression;
 
 /// The compression a layer media type implies; `None` when it is not a layer.
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
@@ -523,13 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn compression_is_sniffed_by_magic() {
-        assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(
-            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::sniff(b"bin/"), Compression::None);
+    fn layer_media_types_name_their_compression() {
         assert_eq!(
             layer_compression(DOCKER_LAYER_GZIP),
             Some(Compression::Gzip)

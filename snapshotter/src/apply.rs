@@ -40,6 +40,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use hoist_untrusted::Compression;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use sha2::{Digest as _, Sha256};
 
@@ -172,14 +173,12 @@ pub(crate) fn clean_path(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
 pub fn decompress<'a>(layer: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>> {
     let mut buffered = BufReader::with_capacity(256 * 1024, layer);
     let head = buffered.fill_buf().map_err(layer_err(b""))?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Ok(Box::new(
+    match Compression::sniff(head) {
+        Compression::Gzip => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
+        Compression::Zstd => Ok(Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered).map_err(layer_err(b""))?,
-        ))
-    } else {
-        Ok(Box::new(buffered))
+        )),
+        Compression::None => Ok(Box::new(buffered)),
     }
 }
 

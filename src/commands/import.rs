@@ -7,7 +7,7 @@ use std::path::{Component, Path};
 
 use anyhow::{bail, Context as _};
 use hoist_cache::content::sha256_digest;
-use hoist_cache::image::media_types;
+use hoist_cache::image::{media_types, Compression};
 use hoist_cache::{ContentWriter, Descriptor, MediaType, Store};
 use oci_spec::image::{
     Config, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifestBuilder,
@@ -222,18 +222,19 @@ fn write_layer(store: &Store, input: Box<dyn Read>) -> anyhow::Result<Layer> {
     if head.is_empty() {
         bail!("the input is empty (expected a tar archive)");
     }
-    let decompressed: Box<dyn Read> = match head {
-        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::Decoder::with_buffer(input)?),
-        [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => {
-            return Err(anyhow::anyhow!("xz-compressed input is not supported"))
-                .hint("decompress it first: `xz -dc FILE | hoist import - NAME`")
-        }
-        [b'B', b'Z', b'h', ..] => {
-            return Err(anyhow::anyhow!("bzip2-compressed input is not supported"))
-                .hint("decompress it first: `bzip2 -dc FILE | hoist import - NAME`")
-        }
-        _ => Box::new(input),
+    let compression = Compression::sniff(head);
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        return Err(anyhow::anyhow!("xz-compressed input is not supported"))
+            .hint("decompress it first: `xz -dc FILE | hoist import - NAME`");
+    }
+    if head.starts_with(b"BZh") {
+        return Err(anyhow::anyhow!("bzip2-compressed input is not supported"))
+            .hint("decompress it first: `bzip2 -dc FILE | hoist import - NAME`");
+    }
+    let decompressed: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(input)?),
+        Compression::None => Box::new(input),
     };
     let writer = store.content().writer()?;
     let gzip = flate2::write::GzEncoder::new(writer, flate2::Compression::default());

@@ -11,9 +11,11 @@
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
 
+pub mod compression;
 mod root;
 pub mod text;
 pub mod units;
 
+pub use compression::Compression;
 pub use root::{Error, Root};
 pub use text::{escape, escape_bytes, escape_keep_lines, escape_path, Escaped};

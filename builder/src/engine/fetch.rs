@@ -642,11 +642,11 @@ pub const MAX_DOCKERFILE: u64 = 16 << 20;
 pub fn unpack_context(input: &mut dyn Read, dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     input.take(512).read_to_end(&mut head)?;
-    let is_gzip = head.starts_with(&[0x1f, 0x8b]);
-    let is_zstd = head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let compressed =
+        hoist_untrusted::Compression::sniff(&head) != hoist_untrusted::Compression::None;
     let plain_tar = head.get(257..262) == Some(b"ustar".as_slice());
     let mut stream = std::io::Cursor::new(head).chain(input);
-    if !is_gzip && !is_zstd && !plain_tar {
+    if !compressed && !plain_tar {
         let mut dockerfile = Vec::new();
         stream
             .take(MAX_DOCKERFILE + 1)

@@ -13,7 +13,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::SystemTime;
 
 use hoist_frontend::dockerignore::Matcher;
-use hoist_untrusted::{Escaped, Root};
+use hoist_untrusted::{Compression, Escaped, Root};
 
 use super::hash::{expand, expand_literal, has_glob, relative};
 use super::{io_error, EngineError};
@@ -887,7 +887,7 @@ fn is_archive(path: &Path) -> Result<bool, EngineError> {
         n += read;
     }
     head.truncate(n);
-    if head.starts_with(&[0x1f, 0x8b]) {
+    if Compression::sniff(&head) == Compression::Gzip {
         // A gzip file is an archive when what it holds is a tar.
         let mut decoder =
             flate2::read::GzDecoder::new(File::open(path).map_err(io_error("open", path))?);
