@@ -836,7 +836,9 @@ impl Op<Artifact> for HttpOp {
         let filename = self.filename.clone();
         blocking(move || {
             let layers = engine.with_new_layer(&[], |root| {
-                let target = root.join(&filename);
+                // The name comes from the Dockerfile's URL: resolved like any
+                // other path of a build.
+                let target = files::resolve_in_root(root, &filename, false)?;
                 std::fs::copy(&download.path, &target)
                     .map_err(super::io_error("write downloaded file", &target))?;
                 use std::os::unix::fs::PermissionsExt;

@@ -207,7 +207,9 @@ impl Lowerer<'_> {
                 if is_http_source(src) {
                     let path = src.split(['?', '#']).next().unwrap_or(src);
                     let base = path.rsplit('/').next().unwrap_or("");
-                    let filename = if base.is_empty() || path.ends_with("://") || base.contains(':')
+                    let filename = if matches!(base, "" | "." | "..")
+                        || path.ends_with("://")
+                        || base.contains(':')
                     {
                         "__unnamed__".to_string()
                     } else {
