@@ -93,8 +93,8 @@ pub struct Matcher {
     patterns: Vec<Pattern>,
 }
 
-/// Go's `filepath.Clean` for slash paths.
-fn clean(p: &str) -> String {
+/// Go's `filepath.Clean` for slash paths (the frontend's one path cleaner).
+pub(crate) fn clean(p: &str) -> String {
     if p.is_empty() {
         return ".".into();
     }

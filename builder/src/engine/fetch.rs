@@ -594,16 +594,14 @@ pub fn git_context(spec: &str, dir: &Path, ssh: GitSsh<'_>) -> Result<PathBuf, F
     let commit = resolve_git_ref(&url, &reference, ssh)?;
     let checkout_dir = dir.join("checkout");
     checkout(&url, &reference, &commit, &checkout_dir, false, ssh)?;
-    let context = super::files::resolve_in_root(&checkout_dir, &subdir, true)
-        .unwrap_or_else(|_| checkout_dir.join(".hoist-unresolvable-subdir"));
-    if !context.is_dir() {
-        return Err(FetchError::Git {
+    match super::files::resolve_in_root(&checkout_dir, &subdir, true) {
+        Ok(context) if context.is_dir() => Ok(context),
+        _ => Err(FetchError::Git {
             action: format!("use `{subdir}` as the context of"),
             url,
             stderr: "no such directory in the repository".into(),
-        });
+        }),
     }
-    Ok(context)
 }
 
 /// Makes `dir` the context downloaded from `url`: a tar archive (plain,

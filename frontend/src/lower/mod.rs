@@ -24,6 +24,7 @@ pub use stages::normalize_reference;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub(crate) use crate::dockerignore::clean as clean_path;
 use crate::error::{suggest, Error, ErrorKind};
 use crate::graph::*;
 use crate::instructions::{self, Command, Instruction, StageDef};
@@ -173,30 +174,6 @@ fn set_pair(env: &mut Vec<(String, String)>, k: &str, v: &str) {
         e.1 = v.to_string();
     } else {
         env.push((k.to_string(), v.to_string()));
-    }
-}
-
-fn clean_path(p: &str) -> String {
-    let abs = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !abs {
-                    parts.push("..");
-                }
-            }
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (abs, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
     }
 }
 
