@@ -1,13 +1,11 @@
 //! Ctrl-C: SIGINT to a `hoist build` in the middle of a RUN stops it cleanly.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::common::{hoist, Env};
+use super::common::{hoist, spawn_build, Env, Spawned};
 
 /// Processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<String> {
@@ -73,23 +71,11 @@ fn sigint_during_a_run_cancels_cleanly_with_status_130() {
     ));
     let before = store_state(env.root.path());
 
-    let mut child = env
-        .hoist()
-        .command()
-        .args(["build", "--progress", "plain", "-t", "cancelled:1"])
-        .arg(env.context.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, receiver) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let Spawned {
+        mut child,
+        lines: receiver,
+        reader,
+    } = spawn_build(&env, "cancelled:1");
 
     // Wait until the step runs: its sandboxed shell is visible in /proc.
     let deadline = Instant::now() + Duration::from_secs(120);

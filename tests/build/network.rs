@@ -3,17 +3,15 @@
 //! needs `--allow network.host`, asked of `RUN --network=host` and of
 //! `--network host` alike; slirp4netns ends with a cancelled build.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hoist_testutil::net::{
     debian_mirror_host, host_ipv4, host_resolves_by_dns, nslookup_found, TokenListener,
 };
 
-use super::common::Env;
+use super::common::{spawn_build, Env, Spawned};
 
 fn loopback_listener() -> TokenListener {
     TokenListener::start(IpAddr::V4(Ipv4Addr::LOCALHOST), "reached-host-loopback").unwrap()
@@ -172,23 +170,11 @@ fn sigint_of_hoist_build_stops_slirp4netns() {
     hoist_testutil::require_root!();
     let env = Env::new();
     env.dockerfile("FROM busybox\nRUN echo step-is-running; while true; do sleep 1; done\n");
-    let mut child = env
-        .hoist()
-        .command()
-        .args(["build", "--progress", "plain", "-t", "net-cancelled:1"])
-        .arg(env.context.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, receiver) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let Spawned {
+        mut child,
+        lines: receiver,
+        reader,
+    } = spawn_build(&env, "net-cancelled:1");
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen = Vec::new();
     while !seen.iter().any(|l: &String| l.ends_with("step-is-running")) {
