@@ -23,6 +23,7 @@ mod prune;
 mod pull;
 mod push;
 mod rmi;
+mod run;
 mod save;
 mod tag;
 
@@ -40,6 +41,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Show the history of an image
     History(history::Args),
+    /// Run a command in a throwaway container of an image (no -d, no -p: for checking images)
+    Run(Box<run::Args>),
     /// Give an image another name
     Tag(tag::Args),
     /// Remove images (untag, then delete blobs no other image uses)
@@ -77,6 +80,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Images(args) => images::run(context, args),
         Command::Inspect(args) => inspect::run(context, args),
         Command::History(args) => history::run(context, args),
+        Command::Run(args) => run::run(context, *args),
         Command::Tag(args) => tag::run(context, args),
         Command::Rmi(args) => rmi::run(context, args),
         Command::Du(args) => du::run(context, args),
@@ -92,6 +96,17 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Autobuild(args) => autobuild::run(context, args),
         Command::Binfmt(args) => binfmt::run(context, args),
     }
+}
+
+/// Ends hoist with `code` (a command's own status, e.g. `hoist run`'s),
+/// after reporting `error` when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {code}")]
+pub struct ExitWith {
+    /// The exit status.
+    pub code: u8,
+    /// What went wrong, when hoist itself failed.
+    pub error: Option<anyhow::Error>,
 }
 
 /// `--format` of listing commands.
