@@ -14,4 +14,5 @@ mod run {
     #[path = "../build/common.rs"]
     pub mod common;
     pub mod io;
+    pub mod rebase;
 }

@@ -22,6 +22,7 @@ mod login;
 mod prune;
 mod pull;
 mod push;
+mod rebase;
 mod rmi;
 mod run;
 mod save;
@@ -41,6 +42,8 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Show the history of an image
     History(history::Args),
+    /// Move an image onto another base image without running its steps again
+    Rebase(rebase::Args),
     /// Run a command in a throwaway container of an image (no -d, no -p: for checking images)
     Run(Box<run::Args>),
     /// Give an image another name
@@ -81,6 +84,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(context, args),
         Command::History(args) => history::run(context, args),
         Command::Run(args) => run::run(context, *args),
+        Command::Rebase(args) => rebase::run(context, args),
         Command::Tag(args) => tag::run(context, args),
         Command::Rmi(args) => rmi::run(context, args),
         Command::Du(args) => du::run(context, args),

@@ -22,6 +22,7 @@ pub mod index;
 pub mod mounts;
 mod ops;
 pub mod provenance;
+pub mod rebase;
 pub mod reproducible;
 
 use std::collections::HashMap;
