@@ -16,16 +16,7 @@ use crate::context::Context;
 use crate::resolve::{self, By};
 use crate::util::familiar;
 
-/// Move an image onto another base image without running its steps again
-///
-/// The layers of the old base at the bottom of IMAGE are replaced by the
-/// new base's; the layers IMAGE added are kept byte for byte; the config
-/// (diff_ids, history, and what IMAGE inherited from the old base unchanged:
-/// Env, Entrypoint, Cmd, WorkingDir, User, Labels, ExposedPorts, …) follows
-/// the new base. The steps are NOT run again: a program built or linked
-/// against the old base may need a rebuild. Images built by hoist record
-/// their base (org.opencontainers.image.base.name/.digest), so --from may be
-/// left out, and --to defaults to the newest image under that name (pulled).
+/// `hoist rebase`'s flags (its help text is on `Command`'s variant).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The base IMAGE is built on now (default: the base its build recorded)

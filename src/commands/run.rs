@@ -16,14 +16,7 @@ use crate::commands::ExitWith;
 use crate::context::Context;
 use crate::resolve;
 
-/// Run a command in a new container of an image
-///
-/// The command runs in the sandbox of RUN steps over a writable snapshot
-/// of the image, which is discarded when it exits (`--rm` is always in
-/// effect). hoist run is for checking an image, not for running services:
-/// there is no -d (detach) and no -p (publish ports). Exit status: the
-/// command's own; 125 when hoist itself failed, 126 when the command cannot
-/// be executed, 127 when it does not exist, 128+N when signal N ended it.
+/// `hoist run`'s flags (its help text is on `Command`'s variant).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Remove the container's filesystem at exit (always done; accepted for docker compatibility)
