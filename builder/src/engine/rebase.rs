@@ -783,6 +783,180 @@ fn put_index(store: &Store, index: Value) -> Result<Descriptor, RebaseError> {
 mod tests {
     use super::*;
 
+    const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+    fn fake(name: &str) -> String {
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name))
+        )
+    }
+
+    /// An image manifest and config in `store` (layer blobs are not needed:
+    /// a rebase never reads them).
+    fn image(store: &Store, arch: &str, layers: &[&str], env: &[&str]) -> Descriptor {
+        let config = json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Env": env},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| fake(&format!("diff {l}"))).collect::<Vec<_>>()},
+            "history": layers.iter().map(|l| json!({"created_by": format!("make {l}")})).collect::<Vec<_>>(),
+        });
+        let config = store
+            .put_json(&config, "application/vnd.oci.image.config.v1+json")
+            .unwrap();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config.digest().to_string(), "size": config.size()},
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": fake(l), "size": 1})).collect::<Vec<_>>(),
+        });
+        store.put_json(&manifest, OCI_MANIFEST).unwrap()
+    }
+
+    fn index(store: &Store, entries: &[(&str, &Descriptor)], attest: bool) -> Descriptor {
+        let mut manifests: Vec<Value> = entries
+            .iter()
+            .map(|(arch, d)| {
+                json!({"mediaType": OCI_MANIFEST, "digest": d.digest().to_string(),
+                       "size": d.size(), "platform": {"os": "linux", "architecture": arch}})
+            })
+            .collect();
+        if attest {
+            manifests.push(json!({"mediaType": OCI_MANIFEST, "digest": entries[0].1.digest().to_string(),
+                "size": entries[0].1.size(), "platform": {"os": "unknown", "architecture": "unknown"},
+                "annotations": {"vnd.docker.reference.type": "attestation-manifest"}}));
+        }
+        let d = store
+            .put_json(
+                &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+                OCI_INDEX,
+            )
+            .unwrap();
+        Descriptor::new(MediaType::from(OCI_INDEX), d.size(), d.digest().clone())
+    }
+
+    fn named(target: Descriptor) -> Named {
+        Named { target, name: None }
+    }
+
+    fn request(image: Descriptor, from: Descriptor, to: Descriptor) -> RebaseRequest {
+        RebaseRequest {
+            image: named(image),
+            from: named(from),
+            to: named(to),
+            now: 1,
+            source_date_epoch: None,
+            provenance: None,
+        }
+    }
+
+    fn layer_names(store: &Store, manifest: &Descriptor) -> Vec<String> {
+        let m = read_json(store, manifest.digest(), "m").unwrap();
+        layers(&m)
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn an_index_is_rebased_platform_by_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = index(
+            &store,
+            &[
+                ("amd64", &image(&store, "amd64", &["a1"], &["V=old"])),
+                ("arm64", &image(&store, "arm64", &["b1"], &["V=old"])),
+            ],
+            false,
+        );
+        let new_arm = image(&store, "arm64", &["b2"], &["V=new"]);
+        let new = index(
+            &store,
+            &[
+                ("arm64", &new_arm),
+                ("amd64", &image(&store, "amd64", &["a2", "a3"], &["V=new"])),
+            ],
+            false,
+        );
+        let app = index(
+            &store,
+            &[
+                (
+                    "amd64",
+                    &image(&store, "amd64", &["a1", "x"], &["V=old", "APP=1"]),
+                ),
+                (
+                    "arm64",
+                    &image(&store, "arm64", &["b1", "y"], &["V=old", "APP=1"]),
+                ),
+            ],
+            true,
+        );
+        let rebased = rebase(&store, &request(app, old.clone(), new)).unwrap();
+        let out = read_json(&store, rebased.target.digest(), "index").unwrap();
+        let entries = out["manifests"].as_array().unwrap();
+        // The old attestation is gone; one manifest per platform, in order.
+        assert_eq!(entries.len(), 2);
+        assert_eq!(rebased.platforms[0].platform, "linux/amd64");
+        assert_eq!(
+            layer_names(&store, &rebased.platforms[0].manifest),
+            [fake("a2"), fake("a3"), fake("x")]
+        );
+        assert_eq!(
+            layer_names(&store, &rebased.platforms[1].manifest),
+            [fake("b2"), fake("y")]
+        );
+        assert_eq!(entries[1]["platform"]["architecture"], "arm64");
+        assert_eq!(
+            entries[1]["digest"],
+            rebased.platforms[1].manifest.digest().to_string()
+        );
+        let m = read_json(&store, rebased.platforms[1].manifest.digest(), "m").unwrap();
+        let config = read_json(&store, &config_digest(&m).unwrap(), "c").unwrap();
+        assert_eq!(config["config"]["Env"], json!(["V=new", "APP=1"]));
+        assert_eq!(config["history"][0]["created_by"], "make b2");
+        // It records the new base's manifest of its own platform.
+        assert_eq!(m["annotations"][BASE_DIGEST], new_arm.digest().to_string());
+
+        // A new base without one of the platforms is refused.
+        let amd_only = index(
+            &store,
+            &[("amd64", &image(&store, "amd64", &["a2"], &[]))],
+            false,
+        );
+        let app2 = index(
+            &store,
+            &[
+                ("amd64", &image(&store, "amd64", &["a1", "x"], &[])),
+                ("arm64", &image(&store, "arm64", &["b1", "y"], &[])),
+            ],
+            false,
+        );
+        let err = rebase(&store, &request(app2.clone(), old.clone(), amd_only)).unwrap_err();
+        assert!(matches!(err, RebaseError::MissingPlatform { .. }), "{err}");
+        // An old base that is not the image's on one platform is refused.
+        let wrong = index(
+            &store,
+            &[
+                ("amd64", &image(&store, "amd64", &["a1"], &[])),
+                ("arm64", &image(&store, "arm64", &["zz"], &[])),
+            ],
+            false,
+        );
+        let err = rebase(&store, &request(app2, wrong, old)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("linux/arm64: the old base is not the base"),
+            "{err}"
+        );
+    }
+
     fn v(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
