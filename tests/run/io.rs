@@ -314,3 +314,37 @@ fn signals_to_hoist_are_forwarded() {
     assert_eq!(rest, "got-sigterm\n");
     assert_eq!(status.code(), Some(6));
 }
+
+#[test]
+fn the_default_network_is_the_build_steps_slirp4netns_network() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("slirp4netns");
+    let env = Env::new();
+    let out = run(
+        &env,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "ls /sys/class/net; grep nameserver /etc/resolv.conf",
+        ],
+        None,
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, "lo\ntap0\nnameserver 10.0.2.3\n");
+    // --network host: the host's interfaces.
+    let host = run(
+        &env,
+        &["--network", "host", "busybox", "ls", "/sys/class/net"],
+        None,
+    );
+    host.assert_ok();
+    let mut want: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    want.sort();
+    let mut got: Vec<String> = host.stdout.lines().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, want);
+}
