@@ -112,10 +112,11 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     };
     let rebased = rebase::rebase(&store, &request)?;
 
+    // Names may come from an image's annotations: shown escaped.
     let describe = |n: &Named| {
         n.name
             .as_deref()
-            .map(familiar)
+            .map(|name| hoist_cache::text::escape(&familiar(name)).into_owned())
             .unwrap_or_else(|| n.target.digest().to_string())
     };
     for p in &rebased.platforms {
@@ -131,7 +132,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     }
     eprintln!(
         "warning: the steps that built {} were not run again on {}: a program compiled or linked against {} may need a rebuild",
-        args.image,
+        hoist_cache::text::escape(&args.image),
         describe(&to),
         describe(&from)
     );
@@ -207,9 +208,9 @@ fn newest(store: &Arc<Store>, name: &str, platforms: &[Platform]) -> anyhow::Res
                 )));
             };
             eprintln!(
-                "warning: could not pull {}: {:#}; using the store's image of that name",
-                familiar(name),
-                e
+                "warning: could not pull {}: {}; using the store's image of that name",
+                hoist_cache::text::escape(&familiar(name)),
+                hoist_cache::text::escape(&format!("{e:#}"))
             );
             Ok(Named {
                 target: held.target,

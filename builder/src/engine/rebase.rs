@@ -377,12 +377,18 @@ fn rebase_manifest(
         diff_ids(&old_config),
         diff_ids(&new_config),
     );
-    if image_layers.len() != image_ids.len() {
-        return Err(RebaseError::Invalid(format!(
-            "the image has {} layers but {} diff_ids",
-            image_layers.len(),
-            image_ids.len()
-        )));
+    for (what, layers, ids) in [
+        ("the image", &image_layers, &image_ids),
+        ("the old base", &old_layers, &old_ids),
+        ("the new base", &new_layers, &new_ids),
+    ] {
+        if layers.len() != ids.len() {
+            return Err(RebaseError::Invalid(format!(
+                "{platform}: {what} has {} layers but {} diff_ids",
+                layers.len(),
+                ids.len()
+            )));
+        }
     }
     if old_layers.len() > image_layers.len() {
         return Err(refuse(format!(
