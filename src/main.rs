@@ -73,6 +73,18 @@ fn main() -> ExitCode {
     let context = context::Context::new(cli.root);
     match commands::run(&context, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<commands::ExitWith>() => match error.downcast() {
+            Ok(commands::ExitWith { code, error }) => {
+                if let Some(error) = error {
+                    report(&error);
+                }
+                ExitCode::from(code)
+            }
+            Err(error) => {
+                report(&error);
+                ExitCode::FAILURE
+            }
+        },
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) if error.is::<interrupt::Interrupted>() => {
             report(&error);

@@ -325,6 +325,7 @@ mod tests {
     fn config_json_fits_the_runtime_spec() {
         let config = InitConfig {
             all_capabilities: false,
+            tty: false,
             plan: RootPlan {
                 root: "/bundle/rootfs".into(),
                 root_mounts: None,

@@ -214,6 +214,31 @@ pub fn parse_extra_host(text: &str) -> Result<(String, std::net::IpAddr), String
     Ok((name.to_owned(), ip))
 }
 
+/// How a step's standard streams are connected, for a person at a
+/// terminal (`hoist run`). The default is a build step's: stdin
+/// `/dev/null`, stdout and stderr piped to the output callback.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Attach<'a> {
+    /// Copied into the step's stdin until it ends (`-i`); the step's stdin
+    /// is a pipe (or the terminal below), never this descriptor itself.
+    pub stdin: Option<std::os::fd::BorrowedFd<'a>>,
+    /// Give the step a new pseudo-terminal of this size as stdin, stdout,
+    /// stderr and controlling terminal (`-t`); its output comes back as
+    /// [`Stream::Stdout`].
+    pub tty: Option<WindowSize>,
+    /// Signals to forward to the step and terminal resizes.
+    pub control: Option<&'a crate::Control>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
 /// Where the root filesystem comes from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Rootfs {

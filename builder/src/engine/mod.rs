@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod assemble;
 pub mod build;
+pub mod container;
 pub mod dryrun;
 pub mod emulation;
 mod exec;
@@ -21,6 +22,7 @@ pub mod index;
 pub mod mounts;
 mod ops;
 pub mod provenance;
+pub mod rebase;
 pub mod reproducible;
 
 use std::collections::HashMap;
@@ -250,7 +252,7 @@ impl Engine {
             .ok_or_else(|| EngineError::Invalid(format!("no build context named `{name}`")))
     }
 
-    fn unique(&self, what: &str) -> String {
+    pub(crate) fn unique(&self, what: &str) -> String {
         // Process-wide: scratch snapshot names share one namespace in the
         // store, and one process may run several builds (autobuild).
         static COUNTER: AtomicU64 = AtomicU64::new(0);
