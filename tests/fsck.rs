@@ -13,5 +13,6 @@ mod fsck {
     pub mod common;
     pub mod crash;
     pub mod damage;
+    pub mod fulldisk;
     pub mod util;
 }

@@ -39,6 +39,7 @@
 pub mod archive;
 pub mod content;
 pub mod db;
+pub mod disk;
 mod error;
 pub mod exchange;
 pub mod fsck;
