@@ -181,6 +181,40 @@ fn hash_file(path: &Path) -> Result<Option<(oci_spec::image::Digest, u64)>> {
     Ok(Some((sha256_digest(hasher), size)))
 }
 
+/// The blobs known sound: those hashed in the first pass, and those a
+/// concurrent process committed since (a build finishing while fsck runs
+/// names blobs the first pass did not see), hashed when first asked about.
+struct Present<'a> {
+    store: &'a Store,
+    sound: HashSet<String>,
+    /// Looked at after the first pass and found missing or corrupt.
+    unsound: HashSet<String>,
+    corrupt: &'a BTreeSet<String>,
+}
+
+impl Present<'_> {
+    fn has(&mut self, digest: &str) -> bool {
+        if self.sound.contains(digest) {
+            return true;
+        }
+        if self.unsound.contains(digest) || self.corrupt.contains(digest) {
+            return false;
+        }
+        let sound = parse_digest(digest)
+            .and_then(|d| {
+                let path = self.store.content().blob_path(&d)?;
+                Ok(hash_file(&path)?.is_some_and(|(actual, _)| actual == d))
+            })
+            .unwrap_or(false);
+        if sound {
+            self.sound.insert(digest.to_string());
+        } else {
+            self.unsound.insert(digest.to_string());
+        }
+        sound
+    }
+}
+
 /// Descriptors found while walking refs: digest → sizes claimed, and the
 /// documents that name each.
 #[derive(Default)]
@@ -221,7 +255,7 @@ impl Store {
         let mut corrupt: BTreeSet<String> = BTreeSet::new();
         let blobs = self.content().blobs()?;
         report.checked("blob", blobs.len());
-        let mut present: HashSet<String> = HashSet::new();
+        let mut sound: HashSet<String> = HashSet::new();
         let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
         for (digest, _) in &blobs {
             let path = self.content().blob_path(digest)?;
@@ -238,7 +272,7 @@ impl Store {
             match state {
                 BlobState::Gone => {}
                 BlobState::Sound => {
-                    present.insert(digest.to_string());
+                    sound.insert(digest.to_string());
                 }
                 BlobState::Corrupt(problem) => {
                     corrupt.insert(digest.to_string());
@@ -251,13 +285,20 @@ impl Store {
             }
         }
 
+        let mut present = Present {
+            store: self,
+            sound,
+            unsound: HashSet::new(),
+            corrupt: &corrupt,
+        };
+
         // Refs.
         let refs = self.list_refs()?;
         report.checked("ref", refs.len());
         let mut claims = Claims::default();
         let mut broken_refs = Vec::new();
         for r in &refs {
-            let walk = self.walk_ref(&r.target, &present, &mut claims);
+            let walk = self.walk_ref(&r.target, &mut present, &mut claims);
             if !walk.problems.is_empty() {
                 broken_refs.push((r.name.clone(), walk.problems.join("; ")));
             }
@@ -301,11 +342,7 @@ impl Store {
         let records = self.list_cache_records()?;
         report.checked("cache record", records.len());
         for record in &records {
-            let missing: Vec<&String> = record
-                .blobs
-                .iter()
-                .filter(|b| !present.contains(*b))
-                .collect();
+            let missing: Vec<&String> = record.blobs.iter().filter(|b| !present.has(b)).collect();
             if missing.is_empty() {
                 continue;
             }
@@ -386,7 +423,7 @@ impl Store {
     fn walk_ref(
         &self,
         target: &oci_spec::image::Descriptor,
-        present: &HashSet<String>,
+        present: &mut Present<'_>,
         claims: &mut Claims,
     ) -> RefWalk {
         let mut walk = RefWalk {
@@ -406,14 +443,14 @@ impl Store {
     fn walk_doc(
         &self,
         digest: &str,
-        present: &HashSet<String>,
+        present: &mut Present<'_>,
         claims: &mut Claims,
         walk: &mut RefWalk,
     ) {
         if !walk.needs.insert(digest.to_string()) {
             return;
         }
-        if !present.contains(digest) {
+        if !present.has(digest) {
             walk.problems
                 .push(format!("{digest} is missing or corrupt"));
             return;
@@ -441,7 +478,7 @@ impl Store {
                     continue;
                 };
                 // Platforms never pulled are absent, and that is fine.
-                if present.contains(&d) {
+                if present.has(&d) {
                     any = true;
                     self.walk_doc(&d, present, claims, walk);
                 }
@@ -466,7 +503,7 @@ impl Store {
         }
         for (what, d) in parts {
             walk.needs.insert(d.clone());
-            if !present.contains(&d) {
+            if !present.has(&d) {
                 walk.problems.push(format!(
                     "{what} {d} of manifest {digest} is missing or corrupt"
                 ));

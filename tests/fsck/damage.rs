@@ -184,3 +184,61 @@ fn repair_of_a_sound_store_removes_nothing() {
         run.stderr
     );
 }
+
+#[test]
+fn fsck_and_repair_while_builds_run_find_no_damage_and_break_nothing() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile(
+        "FROM busybox\nARG N=0\nRUN head -c 2000000 /dev/urandom > /a-$N\n\
+         RUN head -c 2000000 /dev/urandom > /b-$N\nRUN sleep 0.2; ls / > /list\n",
+    );
+    let root = env.root.path();
+    for n in 0..3 {
+        let arg = format!("N={n}");
+        let mut child = env
+            .hoist()
+            .command()
+            .args([
+                "build",
+                "--progress",
+                "plain",
+                "-t",
+                "app",
+                "--build-arg",
+                &arg,
+            ])
+            .arg(env.context.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut checks = 0;
+        while child.try_wait().unwrap().is_none() {
+            let repair = if checks % 2 == 0 {
+                &["--repair"][..]
+            } else {
+                &[][..]
+            };
+            let doc = fsck_json(root, repair);
+            assert_eq!(doc["sound"], true, "fsck during build {n}: {doc:#}");
+            let findings = doc["findings"].as_array().unwrap();
+            assert!(
+                findings.is_empty(),
+                "a running build's work is neither damage nor leftover: {doc:#}"
+            );
+            checks += 1;
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "build {n} beside fsck: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(checks > 0);
+        let (_, fs_dir) = env.build_fs("app", &["--build-arg", &arg]);
+        assert!(fs_dir.join(format!("b-{n}")).exists());
+    }
+    assert_sound(root, "after the builds");
+}
