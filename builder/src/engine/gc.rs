@@ -190,12 +190,13 @@ impl DerivedCheck for Snapshots {
         "snapshot"
     }
 
-    /// A snapshot record is damage when its directory is gone or its parent
-    /// is not a committed snapshot (it cannot be mounted); what is built on
-    /// it goes with it on repair, and the builder makes the chain again
-    /// from the blobs when it next needs it. Leftovers of a killed build,
-    /// looked for only while no build holds a lease: active snapshots and
-    /// views, and directories no record names.
+    /// A committed snapshot's record is damage when its directory is gone
+    /// or its parent is not a committed snapshot (it cannot be mounted);
+    /// what is built on it goes with it on repair, and the builder makes
+    /// the chain again from the blobs when it next needs it. Leftovers of a
+    /// killed build, looked for only while no build holds a lease: active
+    /// snapshots and views (whatever state their files are in), and
+    /// directories no record names.
     fn check(
         &self,
         _store: &Store,
@@ -215,6 +216,30 @@ impl DerivedCheck for Snapshots {
         // Records to remove, each with what is built on it.
         let mut remove: Vec<String> = Vec::new();
         for (name, record) in &set.snapshots {
+            if record.kind != Kind::Committed {
+                // Active snapshots and views belong to the one process that
+                // made them; their files go before their records (see the
+                // snapshotter's `remove`), so a missing directory is only
+                // a removal cut short. All of them are leftovers once no
+                // build runs.
+                if !leased {
+                    let what = if record.kind == Kind::Active {
+                        "an active snapshot"
+                    } else {
+                        "a view"
+                    };
+                    findings.push(
+                        Finding::new(
+                            "snapshot",
+                            name.clone(),
+                            format!("{what} left by a killed build"),
+                        )
+                        .leftover(),
+                    );
+                    remove.push(name.clone());
+                }
+                continue;
+            }
             let problem = if !self.dir(record.id).join("fs").is_dir() {
                 Some(format!("its directory snapshots/{} is missing", record.id))
             } else {
@@ -235,21 +260,6 @@ impl DerivedCheck for Snapshots {
                 };
                 findings.push(Finding::new("snapshot", name.clone(), problem));
                 remove.extend(members);
-            } else if !leased && record.kind != Kind::Committed {
-                let what = if record.kind == Kind::Active {
-                    "an active snapshot"
-                } else {
-                    "a view"
-                };
-                findings.push(
-                    Finding::new(
-                        "snapshot",
-                        name.clone(),
-                        format!("{what} left by a killed build"),
-                    )
-                    .leftover(),
-                );
-                remove.extend(subtree(&set, name));
             }
         }
         let known: HashSet<String> = set.snapshots.values().map(|r| r.id.to_string()).collect();
