@@ -4,9 +4,10 @@
 //! # What is checked
 //!
 //! - **Blobs**: every file under `blobs/sha256/` is hashed; its digest must
-//!   be its name, and its size the size every descriptor naming it gives.
+//!   be its name.
 //! - **Refs**: each ref's target, and from it every manifest's config and
-//!   layers, must be present and sound. The child manifests of an index may
+//!   layers, must be present, sound, and of the size their descriptors
+//!   give. The child manifests of an index may
 //!   be absent (platforms never pulled), but not all of them.
 //! - **Cache records**: every blob a record names must be present and sound.
 //! - **Leases** of processes that are gone.
@@ -36,7 +37,7 @@
 //! blob whose content matches its name. Repair holds the collection lock and
 //! the refs lock, so no collection or ref change runs meanwhile.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
@@ -186,40 +187,44 @@ fn hash_file(path: &Path) -> Result<Option<(oci_spec::image::Digest, u64)>> {
 /// names blobs the first pass did not see), hashed when first asked about.
 struct Present<'a> {
     store: &'a Store,
-    sound: HashSet<String>,
+    /// Sound blobs and their sizes.
+    sound: HashMap<String, u64>,
     /// Looked at after the first pass and found missing or corrupt.
     unsound: HashSet<String>,
     corrupt: &'a BTreeSet<String>,
 }
 
 impl Present<'_> {
-    fn has(&mut self, digest: &str) -> bool {
-        if self.sound.contains(digest) {
-            return true;
+    /// The size of the blob when it is present and sound.
+    fn size(&mut self, digest: &str) -> Option<u64> {
+        if let Some(size) = self.sound.get(digest) {
+            return Some(*size);
         }
         if self.unsound.contains(digest) || self.corrupt.contains(digest) {
-            return false;
+            return None;
         }
         let sound = parse_digest(digest)
             .and_then(|d| {
                 let path = self.store.content().blob_path(&d)?;
-                Ok(hash_file(&path)?.is_some_and(|(actual, _)| actual == d))
+                Ok(hash_file(&path)?.filter(|(actual, _)| *actual == d))
             })
-            .unwrap_or(false);
-        if sound {
-            self.sound.insert(digest.to_string());
-        } else {
-            self.unsound.insert(digest.to_string());
+            .ok()
+            .flatten();
+        match sound {
+            Some((_, size)) => {
+                self.sound.insert(digest.to_string(), size);
+                Some(size)
+            }
+            None => {
+                self.unsound.insert(digest.to_string());
+                None
+            }
         }
-        sound
     }
-}
 
-/// Descriptors found while walking refs: digest → sizes claimed, and the
-/// documents that name each.
-#[derive(Default)]
-struct Claims {
-    sizes: BTreeMap<String, BTreeSet<u64>>,
+    fn has(&mut self, digest: &str) -> bool {
+        self.size(digest).is_some()
+    }
 }
 
 /// The result of walking one ref.
@@ -228,6 +233,33 @@ struct RefWalk {
     needs: BTreeSet<String>,
     /// What is wrong, if anything.
     problems: Vec<String>,
+}
+
+/// Checks that `digest`, named by `whose` as its `what` with size
+/// `claimed`, is present, sound and of that size; records the problem
+/// otherwise. True when it is present and sound.
+fn check_size(
+    present: &mut Present<'_>,
+    walk: &mut RefWalk,
+    what: &str,
+    digest: &str,
+    claimed: Option<u64>,
+    whose: &str,
+) -> bool {
+    match (present.size(digest), claimed) {
+        (None, _) => {
+            walk.problems
+                .push(format!("{what} {digest} of {whose} is missing or corrupt"));
+            false
+        }
+        (Some(actual), Some(claimed)) if actual != claimed => {
+            walk.problems.push(format!(
+                "{whose} gives {what} {digest} a size of {claimed} bytes, it has {actual}"
+            ));
+            true
+        }
+        (Some(_), _) => true,
+    }
 }
 
 impl Store {
@@ -255,14 +287,13 @@ impl Store {
         let mut corrupt: BTreeSet<String> = BTreeSet::new();
         let blobs = self.content().blobs()?;
         report.checked("blob", blobs.len());
-        let mut sound: HashSet<String> = HashSet::new();
-        let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
+        let mut sound: HashMap<String, u64> = HashMap::new();
         for (digest, _) in &blobs {
             let path = self.content().blob_path(digest)?;
             let state = match hash_file(&path)? {
                 None => BlobState::Gone,
                 Some((actual, size)) if actual == *digest => {
-                    sizes.insert(digest.to_string(), size);
+                    sound.insert(digest.to_string(), size);
                     BlobState::Sound
                 }
                 Some((actual, size)) => BlobState::Corrupt(format!(
@@ -271,9 +302,7 @@ impl Store {
             };
             match state {
                 BlobState::Gone => {}
-                BlobState::Sound => {
-                    sound.insert(digest.to_string());
-                }
+                BlobState::Sound => {}
                 BlobState::Corrupt(problem) => {
                     corrupt.insert(digest.to_string());
                     let mut finding = Finding::new("blob", digest.to_string(), problem);
@@ -295,33 +324,11 @@ impl Store {
         // Refs.
         let refs = self.list_refs()?;
         report.checked("ref", refs.len());
-        let mut claims = Claims::default();
         let mut broken_refs = Vec::new();
         for r in &refs {
-            let walk = self.walk_ref(&r.target, &mut present, &mut claims);
+            let walk = self.walk_ref(&r.target, &mut present);
             if !walk.problems.is_empty() {
                 broken_refs.push((r.name.clone(), walk.problems.join("; ")));
-            }
-        }
-        // Sizes claimed by descriptors against the blobs' real sizes.
-        for (digest, claimed) in &claims.sizes {
-            let Some(actual) = sizes.get(digest) else {
-                continue;
-            };
-            if claimed.iter().any(|c| c != actual) {
-                let wrong: Vec<String> = claimed
-                    .iter()
-                    .filter(|c| *c != actual)
-                    .map(u64::to_string)
-                    .collect();
-                report.findings.push(Finding::new(
-                    "blob",
-                    digest.clone(),
-                    format!(
-                        "has {actual} bytes but a descriptor gives its size as {}",
-                        wrong.join(", ")
-                    ),
-                ));
             }
         }
         for (name, problem) in broken_refs {
@@ -420,39 +427,28 @@ impl Store {
     }
 
     /// Walks a ref's target: what it needs and what is missing.
-    fn walk_ref(
-        &self,
-        target: &oci_spec::image::Descriptor,
-        present: &mut Present<'_>,
-        claims: &mut Claims,
-    ) -> RefWalk {
+    fn walk_ref(&self, target: &oci_spec::image::Descriptor, present: &mut Present<'_>) -> RefWalk {
         let mut walk = RefWalk {
             needs: BTreeSet::new(),
             problems: Vec::new(),
         };
         let digest = target.digest().to_string();
-        claims
-            .sizes
-            .entry(digest.clone())
-            .or_default()
-            .insert(target.size());
-        self.walk_doc(&digest, present, claims, &mut walk);
+        if check_size(
+            present,
+            &mut walk,
+            "target",
+            &digest,
+            Some(target.size()),
+            "the ref",
+        ) {
+            self.walk_doc(&digest, present, &mut walk);
+        }
         walk
     }
 
-    fn walk_doc(
-        &self,
-        digest: &str,
-        present: &mut Present<'_>,
-        claims: &mut Claims,
-        walk: &mut RefWalk,
-    ) {
+    /// Walks a manifest or index that is present and sound.
+    fn walk_doc(&self, digest: &str, present: &mut Present<'_>, walk: &mut RefWalk) {
         if !walk.needs.insert(digest.to_string()) {
-            return;
-        }
-        if !present.has(digest) {
-            walk.problems
-                .push(format!("{digest} is missing or corrupt"));
             return;
         }
         let doc = parse_digest(digest)
@@ -464,23 +460,20 @@ impl Store {
                 .push(format!("{digest} is not a JSON manifest or index"));
             return;
         };
-        fn claim(claims: &mut Claims, d: &serde_json::Value) -> Option<String> {
-            let digest = d["digest"].as_str()?.to_string();
-            if let Some(size) = d["size"].as_u64() {
-                claims.sizes.entry(digest.clone()).or_default().insert(size);
-            }
-            Some(digest)
-        }
+        let whose = format!("manifest {digest}");
         if let Some(children) = doc["manifests"].as_array() {
             let mut any = false;
             for child in children {
-                let Some(d) = claim(claims, child) else {
+                let Some(d) = child["digest"].as_str() else {
                     continue;
                 };
                 // Platforms never pulled are absent, and that is fine.
-                if present.has(&d) {
+                if present.has(d) {
                     any = true;
-                    self.walk_doc(&d, present, claims, walk);
+                    let whose = format!("index {digest}");
+                    if check_size(present, walk, "manifest", d, child["size"].as_u64(), &whose) {
+                        self.walk_doc(d, present, walk);
+                    }
                 }
             }
             if !any {
@@ -489,24 +482,20 @@ impl Store {
             }
             return;
         }
-        let mut parts = Vec::new();
-        match claim(claims, &doc["config"]) {
-            Some(config) => parts.push(("config", config)),
-            None => walk
-                .problems
-                .push(format!("manifest {digest} has no config")),
+        if doc["config"]["digest"].as_str().is_none() {
+            walk.problems.push(format!("{whose} has no config"));
         }
-        for layer in doc["layers"].as_array().into_iter().flatten() {
-            if let Some(d) = claim(claims, layer) {
-                parts.push(("layer", d));
-            }
-        }
+        let parts = std::iter::once(("config", &doc["config"])).chain(
+            doc["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|l| ("layer", l)),
+        );
         for (what, d) in parts {
-            walk.needs.insert(d.clone());
-            if !present.has(&d) {
-                walk.problems.push(format!(
-                    "{what} {d} of manifest {digest} is missing or corrupt"
-                ));
+            if let Some(part) = d["digest"].as_str() {
+                walk.needs.insert(part.to_string());
+                check_size(present, walk, what, part, d["size"].as_u64(), &whose);
             }
         }
     }
@@ -796,6 +785,36 @@ mod tests {
         assert!(store.list_cache_records().unwrap().is_empty());
         assert_eq!(store.index_disagreement().unwrap(), None);
         assert!(store.fsck(&FsckOptions::default(), &[]).unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_descriptor_with_the_wrong_size_breaks_its_ref_not_the_blob() {
+        let (_d, store, _, _) = store();
+        let target = store.list_refs().unwrap()[0].target.clone();
+        let lying = Descriptor::new(
+            MediaType::ImageManifest,
+            target.size() + 1,
+            target.digest().clone(),
+        );
+        store.set_ref("x/app:1", &lying).unwrap();
+        let report = store.fsck(&FsckOptions::default(), &[]).unwrap();
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        let f = &report.findings[0];
+        assert_eq!((f.kind, f.id.as_str()), ("ref", "x/app:1"));
+        assert!(
+            f.problem.contains(&format!(
+                "the ref gives target {} a size of {} bytes, it has {}",
+                target.digest(),
+                target.size() + 1,
+                target.size()
+            )),
+            "{}",
+            f.problem
+        );
+        let blobs = store.content().blobs().unwrap();
+        store.fsck(&FsckOptions { repair: true }, &[]).unwrap();
+        assert_eq!(store.content().blobs().unwrap(), blobs);
+        assert!(store.list_refs().unwrap().is_empty());
     }
 
     #[test]
