@@ -8,6 +8,7 @@
 mod change;
 mod commands;
 mod context;
+mod diskfull;
 mod hint;
 mod interrupt;
 mod progress;
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
             ExitCode::from(interrupt::EXIT_INTERRUPTED)
         }
         Err(error) => {
-            report(&error);
+            report(&diskfull::explain(error, &context.root));
             ExitCode::FAILURE
         }
     }

@@ -10,6 +10,7 @@ mod binfmt;
 mod build;
 mod debug;
 mod du;
+mod fsck;
 mod history;
 mod images;
 mod import;
@@ -69,6 +70,8 @@ pub enum Command {
     Du(du::Args),
     /// Remove build cache (unused cache records, layers, snapshots, cache mounts)
     Prune(prune::Args),
+    /// Check the store and, with --repair, remove what cannot be trusted
+    Fsck(fsck::Args),
     /// Write images to a tar archive (docker or OCI layout)
     Save(save::Args),
     /// Read images from a tar archive (docker save or OCI layout)
@@ -104,6 +107,7 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Rmi(args) => rmi::run(context, args),
         Command::Du(args) => du::run(context, args),
         Command::Prune(args) => prune::run(context, args),
+        Command::Fsck(args) => fsck::run(context, args),
         Command::Save(args) => save::run(context, args),
         Command::Load(args) => load::run(context, args),
         Command::Pull(args) => pull::run(context, args),

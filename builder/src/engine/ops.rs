@@ -473,7 +473,10 @@ fn copy_one(
 
 /// Why a RUN failed.
 #[derive(Debug, thiserror::Error)]
-#[error("process \"{command}\" did not complete successfully: {status}")]
+#[error(
+    "process \"{command}\" did not complete successfully: {status}{}",
+    if *.disk_full { " (the disk was full: No space left on device)" } else { "" }
+)]
 pub struct ProcessFailed {
     /// The command line, space-joined as BuildKit shows it.
     pub command: String,
@@ -481,6 +484,19 @@ pub struct ProcessFailed {
     pub status: String,
     /// The exit code, if it exited.
     pub code: Option<i32>,
+    /// The store's disk was full when it ended: the likely reason, which
+    /// the process itself may have reported as anything (overlayfs gives
+    /// writers EIO).
+    pub disk_full: bool,
+}
+
+/// Less free space than this on the store's disk when a step fails, and
+/// the disk is taken for the reason.
+const FULL_DISK_FREE: u64 = 1 << 20;
+
+/// True when the filesystem of `root` is (nearly) full now.
+fn disk_full(root: &std::path::Path) -> bool {
+    hoist_cache::disk::disk_of(root).is_ok_and(|d| d.free < FULL_DISK_FREE)
 }
 
 /// A RUN step.
@@ -635,6 +651,7 @@ impl Op<Artifact> for ExecStep {
                                     command: op.argv.join(" "),
                                     status,
                                     code,
+                                    disk_full: disk_full(engine.store.root()),
                                 }))
                             }
                         }
@@ -694,6 +711,7 @@ impl ExecStep {
                         command: op.argv.join(" "),
                         status,
                         code,
+                        disk_full: disk_full(engine.store.root()),
                     })
                 };
                 match exit {
