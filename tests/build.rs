@@ -16,7 +16,6 @@ mod build {
     pub mod errors;
     pub mod heredocs;
     pub mod interrupt;
-    pub mod load;
     pub mod mounts;
     pub mod network;
     pub mod outputs;

@@ -1,10 +1,9 @@
 //! `hoist save IMAGE... -o FILE [--format docker|oci]`.
 
-use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use hoist_cache::archive::{self, SaveImage};
 
 use crate::context::Context;
@@ -94,37 +93,12 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write through a temp file beside `path`, renamed into place only when
-/// complete, so a failed save never leaves a truncated archive.
+/// Write whole or not at all (the pipeline's writer of `-o` archives).
 fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let Some(file_name) = path.file_name() else {
-        bail!("`{}` is not a file path", path.display());
-    };
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let file =
-        File::create(&tmp).with_context(|| format!("failed to create `{}`", path.display()))?;
-    let result = (|| -> anyhow::Result<()> {
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        write(&mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("failed to rename the archive into `{}`", path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("failed to write `{}`", path.display()))
+    hoist_builder::pipeline::write_file(path, |out| write(out).map_err(Into::into))
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| format!("failed to write `{}`", path.display()))
 }

@@ -31,7 +31,7 @@ use hoist_registry::{Client, PullEvent, PushEvent, RetryNotice};
 
 pub use bases::PullPolicy;
 pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
-pub use output::{familiar, Dest, Output};
+pub use output::{familiar, write_file, BoxError, Dest, Output};
 pub use push::push_event_line;
 
 use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};

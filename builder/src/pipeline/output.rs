@@ -271,7 +271,8 @@ impl Output {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// An error of a writer: any error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn box_error(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(e)
@@ -324,25 +325,41 @@ fn write_to(
             write(&mut out).map_err(failed)?;
             out.flush().map_err(|e| failed(Box::new(e)))
         }
-        Dest::File(path) => {
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            let tmp = tempfile::Builder::new()
-                .prefix(".hoist-output-")
-                .tempfile_in(dir)
-                .map_err(|e| failed(Box::new(e)))?;
-            let mut out = BufWriter::new(tmp);
-            write(&mut out).map_err(failed)?;
-            let tmp = out
-                .into_inner()
-                .map_err(|e| failed(Box::new(e.into_error())))?;
-            tmp.as_file().sync_all().map_err(|e| failed(Box::new(e)))?;
-            tmp.persist(path).map_err(|e| failed(Box::new(e.error)))?;
-            Ok(())
-        }
+        Dest::File(path) => write_file(path, write).map_err(failed),
     }
+}
+
+/// Writes `path` whole or not at all: through a temporary file beside it,
+/// renamed over it once complete and synced. A path that exists and is not
+/// a regular file (`/dev/null`, a FIFO, `/dev/stdout`) is written in place:
+/// renaming over it would replace the device or pipe with a file.
+pub fn write_file(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), BoxError>,
+) -> Result<(), BoxError> {
+    let in_place = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
+    if in_place {
+        let mut out = BufWriter::new(std::fs::OpenOptions::new().write(true).open(path)?);
+        write(&mut out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Created 0666 less the umask, as File::create would: the archive is
+    // the user's, not a private temporary file.
+    let tmp = tempfile::Builder::new()
+        .prefix(".hoist-output-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)?;
+    let mut out = BufWriter::with_capacity(1 << 20, tmp);
+    write(&mut out)?;
+    let tmp = out.into_inner().map_err(|e| e.into_error())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Fails with a clear message when `docker load` would have no daemon.
@@ -487,5 +504,16 @@ mod tests {
         write_to(&dest, |out| Ok(out.write_all(b"new")?)).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_device_output_is_written_in_place_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let null = Path::new("/dev/null");
+        write_to(&Dest::File(null.into()), |out| Ok(out.write_all(b"gone")?)).unwrap();
+        assert!(std::fs::metadata(null)
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 }
