@@ -14,5 +14,6 @@ mod manage;
 mod registry;
 mod remote_input;
 mod save_load;
+mod shell;
 mod tree;
 mod util;
