@@ -121,6 +121,9 @@ pub enum RegistryError {
     /// Reading or parsing a configuration file failed.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A certs.d directory could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Building the HTTP client failed (TLS setup).
     #[error("failed to build the HTTP client")]
     ClientBuild(#[source] reqwest::Error),
@@ -193,6 +196,7 @@ impl RegistryError {
             RegistryError::Credentials(_)
             | RegistryError::Store { .. }
             | RegistryError::ClientBuild(_)
+            | RegistryError::Tls(_)
             | RegistryError::Io { .. } => ErrorKind::Local,
         }
     }

@@ -82,6 +82,7 @@ mod push;
 pub mod reference;
 pub mod store;
 pub mod stored;
+pub mod tls;
 
 pub use auth::{AuthFile, Credential, CredentialProvider, StaticCredentials};
 pub use cache_store::CacheBlobStore;

@@ -11,6 +11,7 @@ mod concurrency;
 mod debug;
 mod import;
 mod manage;
+mod private_registry;
 mod registry;
 mod remote_input;
 mod save_load;
