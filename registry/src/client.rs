@@ -77,6 +77,9 @@ pub struct ClientOptions {
     pub max_idle_connections: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// HTTP(S) proxies (default: none; [`Client::from_environment`] reads
+    /// `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY`).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 impl Default for ClientOptions {
@@ -92,6 +95,7 @@ impl Default for ClientOptions {
             chunk_size: 64 << 20,
             max_idle_connections: 16,
             user_agent: format!("hoist/{}", env!("CARGO_PKG_VERSION")),
+            proxy: crate::proxy::ProxySettings::default(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("monolithic_limit", &self.monolithic_limit)
             .field("chunk_size", &self.chunk_size)
             .field("max_idle_connections", &self.max_idle_connections)
+            .field("proxy", &self.proxy.describe())
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +152,7 @@ fn http_client(
         .danger_accept_invalid_certs(insecure)
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(options.max_idle_connections);
+    builder = options.proxy.apply(builder)?;
     if let Some(tls) = tls {
         for root in &tls.roots {
             builder = builder.add_root_certificate(root.clone());
@@ -218,6 +224,7 @@ impl Client {
         Client::new(ClientOptions {
             config,
             credentials: Arc::new(crate::auth::AuthFile::discover()),
+            proxy: crate::proxy::ProxySettings::from_env(),
             ..ClientOptions::default()
         })
     }

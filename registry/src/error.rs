@@ -121,6 +121,9 @@ pub enum RegistryError {
     /// Reading or parsing a configuration file failed.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A proxy variable is unusable.
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
     /// A certs.d directory could not be used.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -197,6 +200,7 @@ impl RegistryError {
             | RegistryError::Store { .. }
             | RegistryError::ClientBuild(_)
             | RegistryError::Tls(_)
+            | RegistryError::Proxy(_)
             | RegistryError::Io { .. } => ErrorKind::Local,
         }
     }

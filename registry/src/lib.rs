@@ -77,6 +77,7 @@ pub mod error;
 pub mod events;
 pub mod manifest;
 pub mod platform;
+pub mod proxy;
 mod pull;
 mod push;
 pub mod reference;

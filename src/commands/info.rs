@@ -35,6 +35,18 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         writeln!(out, "  {line}")?;
     }
     tls(&mut out, args.registry.as_deref())?;
+    let proxy = hoist_registry::proxy::ProxySettings::from_env();
+    if proxy.is_empty() {
+        writeln!(out, "Proxies: none")?;
+    } else {
+        writeln!(
+            out,
+            "Proxies (loopback always direct; RUN steps get them too):"
+        )?;
+        for line in proxy.describe() {
+            writeln!(out, "  {}", escape(&line))?;
+        }
+    }
     Ok(())
 }
 

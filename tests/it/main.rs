@@ -12,6 +12,7 @@ mod debug;
 mod import;
 mod manage;
 mod private_registry;
+mod proxy;
 mod registry;
 mod remote_input;
 mod save_load;
