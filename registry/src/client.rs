@@ -223,7 +223,7 @@ impl Client {
         let config = RegistryConfig::load()?;
         Client::new(ClientOptions {
             config,
-            credentials: Arc::new(crate::auth::AuthFile::discover()),
+            credentials: Arc::new(crate::auth::AuthChain::discover()),
             proxy: crate::proxy::ProxySettings::from_env(),
             ..ClientOptions::default()
         })

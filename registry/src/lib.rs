@@ -85,7 +85,7 @@ pub mod store;
 pub mod stored;
 pub mod tls;
 
-pub use auth::{AuthFile, Credential, CredentialProvider, StaticCredentials};
+pub use auth::{AuthChain, AuthFile, Credential, CredentialProvider, StaticCredentials};
 pub use cache_store::CacheBlobStore;
 pub use client::{Client, ClientOptions, RetryPolicy};
 pub use config::RegistryConfig;

@@ -30,6 +30,15 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         "not created yet"
     };
     writeln!(out, "Auth file: {} ({state})", auth_file.display())?;
+    writeln!(out, "Credentials read from (first match wins):")?;
+    for file in hoist_registry::AuthChain::discover().files() {
+        let state = if file.path().exists() {
+            "exists"
+        } else {
+            "missing"
+        };
+        writeln!(out, "  {} ({state})", file.path().display())?;
+    }
     writeln!(out, "Registry config:")?;
     for line in config.to_toml().lines() {
         writeln!(out, "  {line}")?;

@@ -286,3 +286,90 @@ fn a_registry_requiring_client_certificates_gets_the_certs_d_pair() {
         info.stdout
     );
 }
+
+/// podman's `$XDG_RUNTIME_DIR/containers/auth.json` is read, before
+/// Docker's `config.json` (containers/image's order); `hoist login` says
+/// which file it wrote and that podman's hides it.
+#[test]
+fn podmans_auth_file_is_read_before_dockers() {
+    require_program!("docker-registry");
+    require_program!("htpasswd");
+    let registry = Registry::start_basic_auth("alice", "s3cret");
+    let h = Hoist::new();
+    h.import_busybox("busybox");
+    let target = format!("{}/podman:1", registry.addr);
+    h.ok(&["tag", "busybox", &target]);
+    let (runtime, home) = (h.path("run-user"), h.path("home"));
+    // base64 of `alice:s3cret` and of `alice:wrong`.
+    let auth = |encoded: &str| {
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{encoded}\"}}}}}}",
+            registry.addr
+        )
+    };
+    std::fs::create_dir_all(runtime.join("containers")).unwrap();
+    std::fs::create_dir_all(home.join(".docker")).unwrap();
+    std::fs::write(
+        runtime.join("containers/auth.json"),
+        auth("YWxpY2U6czNjcmV0"),
+    )
+    .unwrap();
+    std::fs::write(home.join(".docker/config.json"), auth("YWxpY2U6d3Jvbmc=")).unwrap();
+    let hoist = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut command = h.command();
+        command
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_CONFIG_HOME", h.path("config"))
+            .env("HOME", &home)
+            .args(args);
+        hoist_testutil::cli::run(&mut command, stdin)
+    };
+    let r = hoist(&["push", &target], None);
+    assert_eq!(r.code(), 0, "podman's file must answer first: {}", r.stderr);
+
+    let info = hoist(&["info"], None);
+    let podman = runtime.join("containers/auth.json");
+    let docker = home.join(".docker/config.json");
+    assert!(
+        info.stdout.contains(&format!(
+            "Credentials read from (first match wins):\n  {} (exists)\n  {} (missing)\n  {} (exists)\n",
+            podman.display(),
+            h.path("config/containers/auth.json").display(),
+            docker.display()
+        )),
+        "{}",
+        info.stdout
+    );
+
+    // Login writes Docker's file, says so, and warns that podman's entry
+    // is read first.
+    let r = hoist(
+        &["login", "-u", "alice", "--password-stdin", &registry.addr],
+        Some(b"s3cret\n"),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "Login Succeeded\n");
+    assert!(
+        r.stderr.contains(&format!(
+            "Credentials saved in {} (base64, not encrypted)",
+            docker.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "warning: {} also has credentials for {} and is read first",
+            podman.display(),
+            registry.addr
+        )),
+        "{}",
+        r.stderr
+    );
+    // Without podman's entry, Docker's file (now right) answers.
+    std::fs::remove_file(&podman).unwrap();
+    let r = hoist(&["push", &target], None);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+}
