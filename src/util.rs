@@ -74,15 +74,15 @@ pub fn repository_and_tag(name: &str) -> (String, String) {
     }
 }
 
-/// One stderr line for a transfer being retried, as pull and push print it.
-pub fn report_retry(notice: &hoist_registry::RetryNotice) {
-    eprintln!(
+/// The line for a transfer being retried, as pull and push print it.
+pub fn retry_line(notice: &hoist_registry::RetryNotice) -> String {
+    format!(
         "retrying {} (attempt {}) in {:.1}s: {}",
         notice.action,
         notice.attempt + 1,
         notice.delay.as_secs_f64(),
         notice.error
-    );
+    )
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ use hoist_registry::{block_on, CacheBlobStore, Client, PushEvent};
 use crate::commands::pull::is_layer;
 use crate::context::Context;
 use crate::hint::WithHint;
+use crate::progress::transfer::Transfers;
 use crate::resolve::parse_tag_name;
-use crate::util::{report_retry, short_id};
+use crate::util::{retry_line, short_id};
 
 /// Upload an image to a registry
 #[derive(clap::Args, Debug)]
@@ -42,34 +43,48 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let blobs = CacheBlobStore::new(store.clone())?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
 
-    if !args.quiet {
-        eprintln!("The push refers to repository [{}]", reference.name());
-    }
-    let quiet = args.quiet;
-    let events = Arc::new(move |event: PushEvent| {
-        if quiet {
-            return;
+    let transfers = Arc::new(Transfers::new(args.quiet, "Pushing"));
+    transfers.line(&format!(
+        "The push refers to repository [{}]",
+        reference.name()
+    ));
+    let shown = Arc::clone(&transfers);
+    let events = Arc::new(move |event: PushEvent| match &event {
+        PushEvent::BlobExists { descriptor } if is_layer(descriptor) => {
+            shown.status(
+                &short_id(descriptor.digest().as_ref()),
+                "Layer already exists",
+            );
         }
-        let (descriptor, status) = match &event {
-            PushEvent::BlobExists { descriptor } => {
-                (descriptor, "Layer already exists".to_string())
-            }
-            PushEvent::BlobMounted { descriptor, from } => {
-                (descriptor, format!("Mounted from {from}"))
-            }
-            PushEvent::BlobDone { descriptor } => (descriptor, "Pushed".to_string()),
-            PushEvent::Retrying(notice) => {
-                report_retry(notice);
-                return;
-            }
-            _ => return,
-        };
-        if is_layer(descriptor) {
-            eprintln!("{}: {status}", short_id(descriptor.digest().as_ref()));
+        PushEvent::BlobMounted { descriptor, from } if is_layer(descriptor) => {
+            shown.status(
+                &short_id(descriptor.digest().as_ref()),
+                &format!("Mounted from {from}"),
+            );
         }
+        PushEvent::BlobStarted { descriptor } if is_layer(descriptor) => {
+            shown.started(
+                &short_id(descriptor.digest().as_ref()),
+                descriptor.size(),
+                None,
+            );
+        }
+        PushEvent::BlobProgress {
+            descriptor,
+            done,
+            total,
+        } if is_layer(descriptor) => {
+            shown.progress(&short_id(descriptor.digest().as_ref()), *done, *total);
+        }
+        PushEvent::BlobDone { descriptor } if is_layer(descriptor) => {
+            shown.finished(&short_id(descriptor.digest().as_ref()), "Pushed");
+        }
+        PushEvent::Retrying(notice) => shown.line(&retry_line(notice)),
+        _ => {}
     });
-    let pushed = block_on(blobs.push(&client, &reference, &target, Some(events)))?
-        .with_context(|| format!("failed to push {}", reference.familiar()))?;
+    let pushed = block_on(blobs.push(&client, &reference, &target, Some(events)))?;
+    transfers.end();
+    let pushed = pushed.with_context(|| format!("failed to push {}", reference.familiar()))?;
 
     let mut out = std::io::stdout().lock();
     if args.quiet {

@@ -11,6 +11,7 @@
 mod json;
 mod plain;
 mod summary;
+pub mod transfer;
 mod tty;
 
 use std::collections::BTreeMap;

@@ -17,5 +17,6 @@ mod registry;
 mod remote_input;
 mod save_load;
 mod shell;
+mod transfer_progress;
 mod tree;
 mod util;
