@@ -7,6 +7,7 @@
 )]
 
 mod bad_input;
+mod ci_logs;
 mod concurrency;
 mod debug;
 mod import;
