@@ -258,15 +258,7 @@ fn build_failure(e: PipelineError, log: &LogSink) -> BuildFailure {
             BuildFailure::new(format!("failed to solve: {description}: {message}"))
         }
         PipelineError::Build(BuildError::Dockerfile(text)) => BuildFailure::new(text),
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(&other);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            BuildFailure::new(text)
-        }
+        other => BuildFailure::new(hoist_untrusted::text::error_chain(&other)),
     }
 }
 

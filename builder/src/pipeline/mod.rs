@@ -337,7 +337,9 @@ impl RegistryClient {
             return Ok(client);
         }
         self.made
-            .get_or_init(|| Client::from_environment().map_err(|e| bases::error_chain(&e)))
+            .get_or_init(|| {
+                Client::from_environment().map_err(|e| hoist_untrusted::text::error_chain(&e))
+            })
             .as_ref()
             .map_err(|e| {
                 PipelineError::Invalid(format!("failed to set up the registry client: {e}"))
@@ -415,7 +417,7 @@ pub fn run(
             Ok(None) => {}
             Err(e) => notify(Notice::CollectFailed(format!(
                 "failed to collect garbage after the build: {}",
-                bases::error_chain(&e)
+                hoist_untrusted::text::error_chain(&e)
             ))),
         }
     }
