@@ -100,23 +100,14 @@ impl ProxySettings {
         };
         let make = |(var, url): &(&'static str, String),
                     ctor: fn(&str) -> reqwest::Result<reqwest::Proxy>| {
-            ctor(url).map(|p| p.no_proxy(no_proxy())).map_err(|e| {
-                // reqwest says `builder error`; the reason is its source.
-                let mut message = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    let cause_text = cause.to_string();
-                    if !message.ends_with(&cause_text) {
-                        message = format!("{message}: {cause_text}");
-                    }
-                    source = cause.source();
-                }
-                ProxyError {
+            ctor(url)
+                .map(|p| p.no_proxy(no_proxy()))
+                .map_err(|e| ProxyError {
                     var,
                     value: url.clone(),
-                    message,
-                }
-            })
+                    // reqwest says `builder error`; the reason is its source.
+                    message: hoist_untrusted::text::error_chain(&e),
+                })
         };
         // reqwest tries proxies in the order added: the specific ones first.
         if let Some(http) = &self.http {
