@@ -11,20 +11,26 @@ use hoist_testutil::{require_program, Registry};
 use crate::util::{Hoist, Run};
 
 /// A CA, and a server and a client certificate it signed (for 127.0.0.1).
-struct Pki {
+pub struct Pki {
     dir: tempfile::TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub fn new() -> Pki {
+        Self::for_ip(None)
+    }
+
+    /// The server certificate also names `ip` (a registry on a host address).
+    pub fn for_ip(ip: Option<std::net::IpAddr>) -> Pki {
         let pki = Pki {
             dir: tempfile::tempdir().unwrap(),
         };
         pki.ca("ca");
+        let extra = ip.map(|ip| format!(",IP:{ip}")).unwrap_or_default();
         pki.leaf(
             "server",
             "ca",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+            &format!("subjectAltName=IP:127.0.0.1{extra}\nextendedKeyUsage=serverAuth"),
         );
         pki.leaf("client", "ca", "extendedKeyUsage=clientAuth");
         // A second CA that signed nothing here: trusting it must not do.
@@ -32,7 +38,7 @@ impl Pki {
         pki
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -102,6 +108,15 @@ impl Pki {
     /// docker-registry's `http.tls`, optionally demanding a client
     /// certificate signed by our CA.
     fn registry(&self, client_certs: bool) -> Registry {
+        Registry::start_with(&self.tls_yaml(client_certs))
+    }
+
+    /// A TLS registry listening on `ip`.
+    pub fn registry_at(&self, ip: std::net::IpAddr) -> Registry {
+        Registry::start_at(ip, &self.tls_yaml(false))
+    }
+
+    fn tls_yaml(&self, client_certs: bool) -> String {
         let mut yaml = format!(
             "  tls:\n    certificate: {}\n    key: {}\n",
             self.path("server.crt").display(),
@@ -113,7 +128,7 @@ impl Pki {
                 self.path("ca.crt").display()
             );
         }
-        Registry::start_with(&yaml)
+        yaml
     }
 }
 

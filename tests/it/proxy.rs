@@ -30,7 +30,7 @@ impl Proxy {
             &config,
             format!(
                 "Port {port}\nListen 127.0.0.1\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\n\
-                 LogLevel Info\nLogFile \"{}\"\nPidFile \"{}\"\nConnectPort 443\nConnectPort 5000\n",
+                 LogLevel Info\nLogFile \"{}\"\nPidFile \"{}\"\n",
                 log.display(),
                 dir.path().join("tinyproxy.pid").display()
             ),
@@ -314,6 +314,68 @@ fn pulls_add_urls_and_remote_contexts_go_through_the_proxy() {
         1,
         "a dead proxy must fail the context download: {}",
         r.stderr
+    );
+}
+
+/// A TLS registry (private CA in certs.d) through `HTTPS_PROXY`: the
+/// proxy relays a CONNECT tunnel and the certificate is still verified
+/// end to end.
+#[test]
+fn an_https_registry_is_reached_through_a_connect_tunnel() {
+    require_program!("docker-registry");
+    require_program!("tinyproxy");
+    require_program!("openssl");
+    let Some(ip) = host_ip() else {
+        hoist_testutil::cannot_run("this test needs a non-loopback IPv4 address");
+        return;
+    };
+    let pki = crate::private_registry::Pki::for_ip(Some(ip));
+    let registry = pki.registry_at(ip);
+    let host = registry.addr.clone();
+    let proxy = Proxy::start();
+    let h = Hoist::new();
+    h.import_busybox("busybox");
+    let certs = h.path("config/containers/certs.d").join(&host);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(pki.path("ca.crt"), certs.join("ca.crt")).unwrap();
+    let image = format!("{host}/tunnel/busybox:1");
+    h.ok(&["tag", "busybox", &image]);
+
+    let dead = dead_proxy();
+    let r = run(
+        &h,
+        &["push", &image],
+        "none.invalid",
+        &[("HTTPS_PROXY", &dead)],
+    );
+    assert_eq!(r.code(), 1, "a dead proxy must fail the push: {}", r.stdout);
+    // HTTP_PROXY does not apply to https URLs.
+    let r = run(
+        &h,
+        &["push", &image],
+        "none.invalid",
+        &[("HTTP_PROXY", &dead)],
+    );
+    assert_ok(&r, "push with only HTTP_PROXY set");
+    assert_eq!(proxy.requests_to(&host), 0);
+
+    let fresh = Hoist::new();
+    let r = run(
+        &fresh,
+        &["pull", &image],
+        "none.invalid",
+        &[
+            ("HTTPS_PROXY", &proxy.url),
+            ("XDG_CONFIG_HOME", h.path("config").to_str().unwrap()),
+        ],
+    );
+    assert_ok(&r, "pull through the CONNECT tunnel");
+    let log = std::fs::read_to_string(&proxy.log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Request (file descriptor")
+                && l.contains(&format!("CONNECT {host}"))),
+        "no CONNECT {host} in the proxy's log:\n{log}"
     );
 }
 
