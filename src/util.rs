@@ -74,17 +74,6 @@ pub fn repository_and_tag(name: &str) -> (String, String) {
     }
 }
 
-/// The line for a transfer being retried, as pull and push print it.
-pub fn retry_line(notice: &hoist_registry::RetryNotice) -> String {
-    format!(
-        "retrying {} (attempt {}) in {:.1}s: {}",
-        notice.action,
-        notice.attempt + 1,
-        notice.delay.as_secs_f64(),
-        notice.error
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,8 @@ use hoist_registry::{
 
 use crate::context::Context;
 use crate::progress::transfer::Transfers;
-use crate::util::{retry_line, short_id};
+use crate::util::short_id;
+use hoist_builder::pipeline::pull_event_line;
 
 /// Download an image from a registry
 #[derive(clap::Args, Debug)]
@@ -94,32 +95,32 @@ pub fn fetch(
         reference.repository()
     ));
     let shown = Arc::clone(&transfers);
-    let events = Arc::new(move |event: PullEvent| match &event {
-        PullEvent::BlobSkipped { descriptor } if is_layer(descriptor) => {
-            shown.status(&short_id(descriptor.digest().as_ref()), "Already exists");
+    let events = Arc::new(move |event: PullEvent| {
+        let line = pull_event_line(&event);
+        match &event {
+            PullEvent::BlobStarted { descriptor } if is_layer(descriptor) => shown.started(
+                &short_id(descriptor.digest().as_ref()),
+                descriptor.size(),
+                line.as_deref(),
+            ),
+            PullEvent::BlobProgress {
+                descriptor,
+                done,
+                total,
+            } if is_layer(descriptor) => {
+                shown.progress(&short_id(descriptor.digest().as_ref()), *done, *total);
+            }
+            PullEvent::BlobDone { descriptor } if is_layer(descriptor) => shown.finished(
+                &short_id(descriptor.digest().as_ref()),
+                "Download complete",
+                line.as_deref(),
+            ),
+            _ => {
+                if let Some(line) = line {
+                    shown.line(&line);
+                }
+            }
         }
-        PullEvent::BlobStarted { descriptor } if is_layer(descriptor) => shown.started(
-            &short_id(descriptor.digest().as_ref()),
-            descriptor.size(),
-            Some("Pulling fs layer"),
-        ),
-        PullEvent::BlobProgress {
-            descriptor,
-            done,
-            total,
-        } if is_layer(descriptor) => {
-            shown.progress(&short_id(descriptor.digest().as_ref()), *done, *total);
-        }
-        PullEvent::BlobDone { descriptor } if is_layer(descriptor) => {
-            shown.finished(&short_id(descriptor.digest().as_ref()), "Download complete");
-        }
-        PullEvent::MirrorFailed { mirror, error } => {
-            shown.line(&format!(
-                "mirror {mirror} failed, trying the next source: {error}"
-            ));
-        }
-        PullEvent::Retrying(notice) => shown.line(&retry_line(notice)),
-        _ => {}
     });
     let options = PullOptions {
         platform,

@@ -12,7 +12,8 @@ use crate::context::Context;
 use crate::hint::WithHint;
 use crate::progress::transfer::Transfers;
 use crate::resolve::parse_tag_name;
-use crate::util::{retry_line, short_id};
+use crate::util::short_id;
+use hoist_builder::pipeline::push_event_line;
 
 /// Upload an image to a registry
 #[derive(clap::Args, Debug)]
@@ -49,38 +50,34 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         reference.name()
     ));
     let shown = Arc::clone(&transfers);
-    let events = Arc::new(move |event: PushEvent| match &event {
-        PushEvent::BlobExists { descriptor } if is_layer(descriptor) => {
-            shown.status(
+    let events = Arc::new(move |event: PushEvent| {
+        let line = push_event_line(&event);
+        match &event {
+            PushEvent::BlobStarted { descriptor } if is_layer(descriptor) => {
+                shown.started(
+                    &short_id(descriptor.digest().as_ref()),
+                    descriptor.size(),
+                    None,
+                );
+            }
+            PushEvent::BlobProgress {
+                descriptor,
+                done,
+                total,
+            } if is_layer(descriptor) => {
+                shown.progress(&short_id(descriptor.digest().as_ref()), *done, *total);
+            }
+            PushEvent::BlobDone { descriptor } if is_layer(descriptor) => shown.finished(
                 &short_id(descriptor.digest().as_ref()),
-                "Layer already exists",
-            );
+                "Pushed",
+                line.as_deref(),
+            ),
+            _ => {
+                if let Some(line) = line {
+                    shown.line(&line);
+                }
+            }
         }
-        PushEvent::BlobMounted { descriptor, from } if is_layer(descriptor) => {
-            shown.status(
-                &short_id(descriptor.digest().as_ref()),
-                &format!("Mounted from {from}"),
-            );
-        }
-        PushEvent::BlobStarted { descriptor } if is_layer(descriptor) => {
-            shown.started(
-                &short_id(descriptor.digest().as_ref()),
-                descriptor.size(),
-                None,
-            );
-        }
-        PushEvent::BlobProgress {
-            descriptor,
-            done,
-            total,
-        } if is_layer(descriptor) => {
-            shown.progress(&short_id(descriptor.digest().as_ref()), *done, *total);
-        }
-        PushEvent::BlobDone { descriptor } if is_layer(descriptor) => {
-            shown.finished(&short_id(descriptor.digest().as_ref()), "Pushed");
-        }
-        PushEvent::Retrying(notice) => shown.line(&retry_line(notice)),
-        _ => {}
     });
     let pushed = block_on(blobs.push(&client, &reference, &target, Some(events)))?;
     transfers.end();

@@ -1,7 +1,9 @@
 //! Progress of `hoist pull` and `hoist push`: on a terminal, an indicatif
 //! bar per layer (bytes, speed, ETA) under the status lines; elsewhere the
-//! plain per-layer lines Docker prints (`<id>: Pulling fs layer`, …);
-//! with `-q`, nothing.
+//! plain per-layer lines Docker prints (`<id>: Pulling fs layer`, …, made
+//! in one place for pulls, pushes and builds:
+//! `hoist_builder::pipeline::{pull_event_line, push_event_line}`); with
+//! `-q`, nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -57,19 +59,14 @@ impl Transfers {
         }
     }
 
-    /// Layer `id` moves no bytes: `Already exists`, `Mounted from …`.
-    pub fn status(&self, id: &str, status: &str) {
-        self.line(&format!("{id}: {status}"));
-    }
-
-    /// Layer `id` starts moving `total` bytes (`status` is the plain line,
-    /// `Pulling fs layer`; `None` prints none).
-    pub fn started(&self, id: &str, total: u64, status: Option<&str>) {
+    /// Layer `id` starts moving `total` bytes; `line` is what plain mode
+    /// prints for it (`<id>: Pulling fs layer`), if anything.
+    pub fn started(&self, id: &str, total: u64, line: Option<&str>) {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Plain => {
-                if let Some(status) = status {
-                    eprintln!("{id}: {status}");
+                if let Some(line) = line {
+                    eprintln!("{line}");
                 }
             }
             Mode::Tty { multi, bars, verb } => {
@@ -100,11 +97,15 @@ impl Transfers {
     }
 
     /// Layer `id` is done: the bar stays, full, with `status`
-    /// (`Download complete`, `Pushed`); plain mode prints the line.
-    pub fn finished(&self, id: &str, status: &str) {
+    /// (`Download complete`, `Pushed`); plain mode prints `line`.
+    pub fn finished(&self, id: &str, status: &str, line: Option<&str>) {
         match &self.mode {
             Mode::Quiet => {}
-            Mode::Plain => eprintln!("{id}: {status}"),
+            Mode::Plain => {
+                if let Some(line) = line {
+                    eprintln!("{line}");
+                }
+            }
             Mode::Tty { bars, .. } => match lock(bars).remove(id) {
                 Some(bar) => {
                     if let Some(total) = bar.length() {
@@ -113,7 +114,11 @@ impl Transfers {
                     bar.set_style(done_style());
                     bar.finish_with_message(status.to_string());
                 }
-                None => self.status(id, status),
+                None => {
+                    if let Some(line) = line {
+                        self.line(line);
+                    }
+                }
             },
         }
     }
