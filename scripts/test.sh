@@ -14,6 +14,7 @@ packages=(
     chromium  # the autobuild status page is tested in headless Chromium
     openssh-client openssh-server  # ssh-agent and sshd for the ssh mount and git-over-ssh tests
     qemu-user-static  # RUN steps of foreign-platform builds (tests/build/platform.rs)
+    zsh fish man-db tinyproxy openssl  # completion scripts parsed, man pages rendered, proxy and TLS tests
     docker.io  # a real Docker engine (started by the tests) reads `--load` and `hoist save`
     slirp4netns  # the default network of RUN steps (runner/src/net.rs)
     time  # GNU time measures hoist's peak RSS (tests/it/remote_input.rs)

@@ -20,7 +20,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use tracing_subscriber::EnvFilter;
 
 /// Daemonless OCI image builder.
 #[derive(Parser, Debug)]
@@ -30,9 +31,13 @@ struct Cli {
     #[arg(long, global = true, env = "HOIST_ROOT", value_name = "DIR")]
     root: Option<PathBuf>,
 
-    /// Log verbosity on stderr
-    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
-    log_level: LogLevel,
+    /// Log verbosity on stderr [default: warn, or the filter in HOIST_LOG, else RUST_LOG]
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+
+    /// Colors on stderr: auto is on for a terminal unless NO_COLOR is set
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    color: ColorChoice,
 
     #[command(subcommand)]
     command: commands::Command,
@@ -59,20 +64,72 @@ impl From<LogLevel> for tracing::Level {
     }
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// `--log-level` wins; else `HOIST_LOG`, else `RUST_LOG`, in EnvFilter's
+/// syntax (`hoist_registry=debug,info`), as other Rust tools read them.
+fn log_filter(level: Option<LogLevel>) -> Result<EnvFilter, String> {
+    if let Some(level) = level {
+        return Ok(EnvFilter::default().add_directive(tracing::Level::from(level).into()));
+    }
+    for var in ["HOIST_LOG", "RUST_LOG"] {
+        match std::env::var(var) {
+            Ok(spec) if !spec.trim().is_empty() => {
+                return EnvFilter::builder().parse(&spec).map_err(|e| {
+                    format!(
+                        "invalid {var} `{}`: {e}",
+                        hoist_cache::text::escape_except(&spec, &[])
+                    )
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(EnvFilter::default().add_directive(tracing::Level::WARN.into()))
+}
+
+/// `NO_COLOR` (no-color.org) turns `auto` off, as does a stderr that is not
+/// a terminal; `always` and `never` are what they say.
+fn colors_enabled(choice: ColorChoice) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && console::Term::stderr().features().colors_supported()
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // The sandbox init of RUN steps is this binary, re-executed.
     hoist_runner::init_if_requested();
     cap_malloc_arenas();
     // Usage errors exit 2 (clap's convention, as ripgrep's and Docker's).
     let cli = Cli::parse();
+    let filter = match log_filter(cli.log_level) {
+        Ok(filter) => filter,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::from(cli.log_level))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()
         .init();
+    let colors = colors_enabled(cli.color);
+    console::set_colors_enabled(colors);
+    console::set_colors_enabled_stderr(colors);
     let context = context::Context::new(cli.root);
-    match commands::run(&context, cli.command) {
+    match commands::run(&context, cli.command, Cli::command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<commands::ExitWith>() => match error.downcast() {
             Ok(commands::ExitWith { code, error }) => {

@@ -74,17 +74,6 @@ pub fn repository_and_tag(name: &str) -> (String, String) {
     }
 }
 
-/// One stderr line for a transfer being retried, as pull and push print it.
-pub fn report_retry(notice: &hoist_registry::RetryNotice) {
-    eprintln!(
-        "retrying {} (attempt {}) in {:.1}s: {}",
-        notice.action,
-        notice.attempt + 1,
-        notice.delay.as_secs_f64(),
-        notice.error
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

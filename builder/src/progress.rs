@@ -49,6 +49,15 @@ pub enum Event {
         /// The op's error and its causes, joined by `: `.
         error: String,
     },
+    /// Where a vertex that just failed comes from, emitted right after its
+    /// `VertexFailed`: the description errors call it by (`Dockerfile:7:
+    /// RUN make`), for renderers that point at the source (CI annotations).
+    VertexSource {
+        /// The vertex.
+        vertex: VertexId,
+        /// [`VertexMeta::description`](crate::VertexMeta::description).
+        description: String,
+    },
     /// The vertex's op stopped because the build was cancelled (Ctrl-C, or another
     /// vertex failed). Nothing was recorded for it.
     VertexCancelled {
@@ -303,7 +312,10 @@ impl SummaryCollector {
                     step.status = StepStatus::Cancelled;
                 }
             }
-            Event::Log { .. } | Event::Progress { .. } | Event::Warning { .. } => {}
+            Event::Log { .. }
+            | Event::Progress { .. }
+            | Event::Warning { .. }
+            | Event::VertexSource { .. } => {}
         }
     }
 

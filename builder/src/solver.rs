@@ -725,6 +725,10 @@ where
                     vertex: id,
                     error: error_chain(error.as_ref()),
                 });
+                self.events.emit(Event::VertexSource {
+                    vertex: id,
+                    description: vertex.description.clone(),
+                });
                 return Err(self.op_failed_with_log(node, OpAction::Exec, error, log_tail));
             }
         };
@@ -745,6 +749,10 @@ where
             self.events.emit(Event::VertexFailed {
                 vertex: id,
                 error: error_chain(&error),
+            });
+            self.events.emit(Event::VertexSource {
+                vertex: id,
+                description: vertex.description.clone(),
             });
             return Err(self.index_failed(node, error));
         }

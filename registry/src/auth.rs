@@ -465,6 +465,92 @@ impl AuthFile {
     }
 }
 
+/// The auth files credentials are read from, in containers/image's order
+/// (podman, buildah, skopeo); the first file with an entry for a registry
+/// (through its credential helper or `auths`) answers:
+///
+/// 1. `REGISTRY_AUTH_FILE` when set, and then only it;
+/// 2. `$XDG_RUNTIME_DIR/containers/auth.json` (podman login's file; without
+///    `XDG_RUNTIME_DIR`, `/run/containers/UID/auth.json`);
+/// 3. `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/…`);
+/// 4. `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+///
+/// `hoist login` writes [`AuthFile::default_path`] (Docker's file unless
+/// `REGISTRY_AUTH_FILE` names another).
+#[derive(Clone, Debug)]
+pub struct AuthChain {
+    files: Vec<AuthFile>,
+}
+
+impl AuthChain {
+    /// The paths, in reading order, for an environment given as a lookup.
+    pub fn paths_from_env(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        if let Some(p) = var("REGISTRY_AUTH_FILE") {
+            return vec![PathBuf::from(p)];
+        }
+        let mut paths = Vec::new();
+        // Relative XDG values are ignored, as the XDG spec says.
+        let absolute = |name: &str| var(name).map(PathBuf::from).filter(|p| p.is_absolute());
+        match absolute("XDG_RUNTIME_DIR") {
+            Some(dir) => paths.push(dir.join("containers/auth.json")),
+            None => {
+                use std::os::unix::fs::MetadataExt;
+                if let Ok(meta) = std::fs::metadata("/proc/self") {
+                    paths.push(PathBuf::from(format!(
+                        "/run/containers/{}/auth.json",
+                        meta.uid()
+                    )));
+                }
+            }
+        }
+        let home = var("HOME").map(PathBuf::from);
+        if let Some(config) =
+            absolute("XDG_CONFIG_HOME").or_else(|| home.map(|h| h.join(".config")))
+        {
+            paths.push(config.join("containers/auth.json"));
+        }
+        paths.push(AuthFile::path_from_env(&env));
+        paths
+    }
+
+    /// The chain this process's environment designates.
+    pub fn discover() -> AuthChain {
+        AuthChain::of(Self::paths_from_env(|name| std::env::var_os(name)))
+    }
+
+    /// A chain of explicit files (read in this order).
+    pub fn of(paths: Vec<PathBuf>) -> AuthChain {
+        AuthChain {
+            files: paths.into_iter().map(AuthFile::at).collect(),
+        }
+    }
+
+    /// The files, in reading order.
+    pub fn files(&self) -> &[AuthFile] {
+        &self.files
+    }
+
+    /// The credentials for `registry` and the file that gave them.
+    pub fn find(&self, registry: &str) -> Result<Option<(Credential, &AuthFile)>> {
+        for file in &self.files {
+            if let Some(c) = file.get(registry)? {
+                return Ok(Some((c, file)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl CredentialProvider for AuthChain {
+    fn credentials(&self, registry: &str) -> Result<Option<Credential>> {
+        Ok(self.find(registry)?.map(|(c, file)| {
+            tracing::debug!(registry, file = %file.path().display(), "credentials");
+            c
+        }))
+    }
+}
+
 impl CredentialProvider for AuthFile {
     fn credentials(&self, registry: &str) -> Result<Option<Credential>> {
         self.get(registry)
@@ -649,6 +735,51 @@ mod tests {
             AuthFile::path_from_env(env(&[("REGISTRY_AUTH_FILE", ""), ("HOME", "/h")])),
             PathBuf::from("/h/.docker/config.json")
         );
+    }
+
+    #[test]
+    fn credentials_are_read_in_containers_image_order() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert_eq!(
+            AuthChain::paths_from_env(env(&[
+                ("REGISTRY_AUTH_FILE", "/a.json"),
+                ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ])),
+            [PathBuf::from("/a.json")]
+        );
+        assert_eq!(
+            AuthChain::paths_from_env(env(&[
+                ("XDG_RUNTIME_DIR", "/run/user/1000"),
+                ("XDG_CONFIG_HOME", "relative"),
+                ("DOCKER_CONFIG", "/d"),
+                ("HOME", "/h"),
+            ])),
+            [
+                PathBuf::from("/run/user/1000/containers/auth.json"),
+                PathBuf::from("/h/.config/containers/auth.json"),
+                PathBuf::from("/d/config.json"),
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (podman, docker) = (dir.path().join("auth.json"), dir.path().join("config.json"));
+        let chain = AuthChain::of(vec![podman.clone(), docker.clone()]);
+        AuthFile::at(&docker)
+            .store("r.example", &Credential::new("d", "1"))
+            .unwrap();
+        let (c, from) = chain.find("r.example").unwrap().unwrap();
+        assert_eq!((c.username.as_str(), from.path()), ("d", docker.as_path()));
+        AuthFile::at(&podman)
+            .store("r.example", &Credential::new("p", "2"))
+            .unwrap();
+        let (c, from) = chain.find("r.example").unwrap().unwrap();
+        assert_eq!((c.username.as_str(), from.path()), ("p", podman.as_path()));
+        assert!(chain.find("other.example").unwrap().is_none());
     }
 
     #[test]

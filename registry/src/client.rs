@@ -77,6 +77,9 @@ pub struct ClientOptions {
     pub max_idle_connections: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// HTTP(S) proxies (default: none; [`Client::from_environment`] reads
+    /// `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY`).
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 impl Default for ClientOptions {
@@ -92,6 +95,7 @@ impl Default for ClientOptions {
             chunk_size: 64 << 20,
             max_idle_connections: 16,
             user_agent: format!("hoist/{}", env!("CARGO_PKG_VERSION")),
+            proxy: crate::proxy::ProxySettings::default(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("monolithic_limit", &self.monolithic_limit)
             .field("chunk_size", &self.chunk_size)
             .field("max_idle_connections", &self.max_idle_connections)
+            .field("proxy", &self.proxy.describe())
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +133,35 @@ pub(crate) struct Inner {
     /// cache ask the token endpoint once.
     token_fetch: tokio::sync::Mutex<()>,
     credentials: Mutex<HashMap<String, Option<Credential>>>,
+    /// A client per host with a certs.d directory (and insecure flag),
+    /// `None` for hosts without one; built once per host.
+    tls_clients: Mutex<HashMap<(String, bool), Option<reqwest::Client>>>,
+}
+
+/// A reqwest client with our timeouts; `tls` adds a certs.d directory's CA
+/// roots and client identity.
+fn http_client(
+    options: &ClientOptions,
+    insecure: bool,
+    tls: Option<&crate::tls::HostTls>,
+) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(options.user_agent.clone())
+        .connect_timeout(options.connect_timeout)
+        .read_timeout(options.read_timeout)
+        .danger_accept_invalid_certs(insecure)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(options.max_idle_connections);
+    builder = options.proxy.apply(builder)?;
+    if let Some(tls) = tls {
+        for root in &tls.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        if let Some(identity) = &tls.identity {
+            builder = builder.identity(identity.clone());
+        }
+    }
+    builder.build().map_err(RegistryError::ClientBuild)
 }
 
 struct Token {
@@ -147,6 +181,8 @@ pub(crate) struct Endpoint {
     pub(crate) insecure: bool,
     /// What `/v2/` asked for.
     pub(crate) challenge: Option<Challenge>,
+    /// The client for a host with a certs.d directory (else the shared one).
+    pub(crate) http: Option<reqwest::Client>,
 }
 
 impl Endpoint {
@@ -166,17 +202,7 @@ pub(crate) fn no_notify(_: RetryNotice) {}
 impl Client {
     /// Build a client.
     pub fn new(options: ClientOptions) -> Result<Client> {
-        let build = |insecure: bool| {
-            reqwest::Client::builder()
-                .user_agent(options.user_agent.clone())
-                .connect_timeout(options.connect_timeout)
-                .read_timeout(options.read_timeout)
-                .danger_accept_invalid_certs(insecure)
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(options.max_idle_connections)
-                .build()
-                .map_err(RegistryError::ClientBuild)
-        };
+        let build = |insecure: bool| http_client(&options, insecure, None);
         Ok(Client {
             inner: Arc::new(Inner {
                 http: build(false)?,
@@ -186,6 +212,7 @@ impl Client {
                 tokens: Mutex::new(HashMap::new()),
                 token_fetch: tokio::sync::Mutex::new(()),
                 credentials: Mutex::new(HashMap::new()),
+                tls_clients: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -196,7 +223,8 @@ impl Client {
         let config = RegistryConfig::load()?;
         Client::new(ClientOptions {
             config,
-            credentials: Arc::new(crate::auth::AuthFile::discover()),
+            credentials: Arc::new(crate::auth::AuthChain::discover()),
+            proxy: crate::proxy::ProxySettings::from_env(),
             ..ClientOptions::default()
         })
     }
@@ -226,12 +254,43 @@ impl Client {
     /// The endpoint for an origin registry (`docker.io` → its API host).
     pub(crate) async fn origin(&self, registry: &str, api_host: &str) -> Result<Endpoint> {
         let cfg = &self.inner.options.config;
-        let insecure = cfg.allows_http(api_host) || cfg.allows_http(registry);
+        let listed = cfg.is_insecure(api_host) || cfg.is_insecure(registry);
+        let tls = self.tls_client(&[registry, api_host], listed)?;
+        // A certs.d directory says how to trust the host: it is verified
+        // with it even on loopback, unless `insecure-registries` lists it.
+        let insecure = if tls.is_some() {
+            listed
+        } else {
+            cfg.allows_http(api_host) || cfg.allows_http(registry)
+        };
         let mut candidates = vec![(format!("https://{api_host}/"), insecure)];
         if insecure {
             candidates.push((format!("http://{api_host}/"), false));
         }
-        self.endpoint(registry, &candidates).await
+        self.endpoint(registry, &candidates, tls).await
+    }
+
+    /// The client for the first of `hosts` with a certs.d directory.
+    fn tls_client(&self, hosts: &[&str], insecure: bool) -> Result<Option<reqwest::Client>> {
+        let Some(host) = hosts.first() else {
+            return Ok(None);
+        };
+        let key = (host.to_string(), insecure);
+        if let Some(found) = lock(&self.inner.tls_clients).get(&key) {
+            return Ok(found.clone());
+        }
+        let Some((dir, other)) = hosts
+            .iter()
+            .find_map(|h| crate::tls::certs_dir_for(h).map(|d| (d, *h)))
+        else {
+            lock(&self.inner.tls_clients).insert(key, None);
+            return Ok(None);
+        };
+        let tls = crate::tls::HostTls::load(&dir)?;
+        tracing::debug!(host = other, dir = %dir.display(), files = ?tls.files, "certs.d");
+        let client = http_client(&self.inner.options, insecure, Some(&tls))?;
+        lock(&self.inner.tls_clients).insert(key, Some(client.clone()));
+        Ok(Some(client))
     }
 
     /// The endpoint for a mirror URL (`https://host[:port]`).
@@ -244,15 +303,26 @@ impl Client {
             Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or_default()),
             None => parsed.host_str().unwrap_or_default().to_string(),
         };
-        let insecure = self.inner.options.config.allows_http(&host);
+        let cfg = &self.inner.options.config;
+        let tls = self.tls_client(&[&host], cfg.is_insecure(&host))?;
+        let insecure = if tls.is_some() {
+            cfg.is_insecure(&host)
+        } else {
+            cfg.allows_http(&host)
+        };
         let candidates = vec![(format!("{}://{host}/", parsed.scheme()), insecure)];
-        self.endpoint(&host, &candidates).await
+        self.endpoint(&host, &candidates, tls).await
     }
 
     /// Ping `/v2/` on each candidate base URL in turn (https first, then
     /// plain http for insecure hosts, as Docker does); the first that
     /// answers over HTTP wins and is cached.
-    async fn endpoint(&self, auth_name: &str, candidates: &[(String, bool)]) -> Result<Endpoint> {
+    async fn endpoint(
+        &self,
+        auth_name: &str,
+        candidates: &[(String, bool)],
+        tls: Option<reqwest::Client>,
+    ) -> Result<Endpoint> {
         let key = format!("{auth_name} {}", candidates[0].0);
         if let Some(e) = lock(&self.inner.endpoints).get(&key) {
             return Ok(e.clone());
@@ -263,11 +333,14 @@ impl Client {
                 url: base.clone(),
                 reason: e.to_string(),
             })?;
+            // Plain http needs no TLS material.
+            let http = tls.clone().filter(|_| base.scheme() == "https");
             let mut endpoint = Endpoint {
                 base,
                 auth_name: auth_name.to_string(),
                 insecure: *insecure,
                 challenge: None,
+                http,
             };
             // A TLS probe of a plain-HTTP registry fails at once; only the
             // last candidate is worth retrying.
@@ -354,7 +427,10 @@ impl Client {
         let mut endpoint = endpoint.clone();
         loop {
             attempt += 1;
-            let http = self.http_for(endpoint.insecure);
+            let http = match &endpoint.http {
+                Some(http) => http,
+                None => self.http_for(endpoint.insecure),
+            };
             let mut request = build(http)?
                 .build()
                 .map_err(|source| RegistryError::Transport {
@@ -545,6 +621,10 @@ impl Client {
             insecure: self.inner.options.config.is_insecure(&realm_host)
                 || crate::config::is_loopback(&realm_host),
             challenge: None,
+            http: self.tls_client(
+                &[&realm_host],
+                self.inner.options.config.is_insecure(&realm_host),
+            )?,
         };
         let action = format!("fetch a token from {shown}");
         let resp = self

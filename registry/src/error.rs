@@ -121,6 +121,12 @@ pub enum RegistryError {
     /// Reading or parsing a configuration file failed.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A proxy variable is unusable.
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
+    /// A certs.d directory could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Building the HTTP client failed (TLS setup).
     #[error("failed to build the HTTP client")]
     ClientBuild(#[source] reqwest::Error),
@@ -193,6 +199,8 @@ impl RegistryError {
             RegistryError::Credentials(_)
             | RegistryError::Store { .. }
             | RegistryError::ClientBuild(_)
+            | RegistryError::Tls(_)
+            | RegistryError::Proxy(_)
             | RegistryError::Io { .. } => ErrorKind::Local,
         }
     }

@@ -77,13 +77,15 @@ pub mod error;
 pub mod events;
 pub mod manifest;
 pub mod platform;
+pub mod proxy;
 mod pull;
 mod push;
 pub mod reference;
 pub mod store;
 pub mod stored;
+pub mod tls;
 
-pub use auth::{AuthFile, Credential, CredentialProvider, StaticCredentials};
+pub use auth::{AuthChain, AuthFile, Credential, CredentialProvider, StaticCredentials};
 pub use cache_store::CacheBlobStore;
 pub use client::{Client, ClientOptions, RetryPolicy};
 pub use config::RegistryConfig;

@@ -1,7 +1,8 @@
 //! `hoist login [-u USER] [-p PASS | --password-stdin] [REGISTRY]` and
 //! `hoist logout [REGISTRY]`: credentials in Docker's `config.json` format
 //! (the file `REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG/config.json` or
-//! `~/.docker/config.json` names).
+//! `~/.docker/config.json` names). Credentials are read from more files
+//! (podman's first: [`hoist_registry::AuthChain`]).
 
 use std::io::{Read, Write};
 
@@ -72,8 +73,35 @@ pub fn run(_context: &Context, args: Args) -> anyhow::Result<()> {
         &auth_file,
     ))?
     .with_context(|| format!("failed to log in to {registry}"))?;
+    let path = auth_file.path().display();
+    // Docker warns on stderr where the password went; say it always.
+    match auth_file.helper_for(&registry).ok().flatten() {
+        Some(helper) => eprintln!(
+            "Credentials saved with docker-credential-{} (the helper {path} names)",
+            escape(&helper)
+        ),
+        None => eprintln!("Credentials saved in {path} (base64, not encrypted)"),
+    }
+    // podman's files are read before Docker's (containers/image's order):
+    // an entry there would hide the one just written.
+    for file in hoist_registry::AuthChain::discover().files() {
+        if file.path() == auth_file.path() {
+            break;
+        }
+        if file.get(&registry).ok().flatten().is_some() {
+            eprintln!(
+                "warning: {} also has credentials for {registry} and is read first; \
+                 remove them there (`podman logout {registry}`) or set REGISTRY_AUTH_FILE",
+                file.path().display()
+            );
+        }
+    }
     writeln!(std::io::stdout(), "Login Succeeded")?;
     Ok(())
+}
+
+fn escape(text: &str) -> String {
+    hoist_cache::text::escape_except(text, &[]).into_owned()
 }
 
 pub fn logout(_context: &Context, args: LogoutArgs) -> anyhow::Result<()> {

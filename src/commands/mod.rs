@@ -8,6 +8,7 @@ use crate::context::Context;
 mod autobuild;
 mod binfmt;
 mod build;
+mod completion;
 mod debug;
 mod du;
 mod fsck;
@@ -92,9 +93,15 @@ pub enum Command {
     Autobuild(autobuild::Args),
     /// Show or register emulators for building other platforms
     Binfmt(binfmt::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completion(completion::Args),
+    /// Write man pages into a directory
+    Man(completion::ManArgs),
 }
 
-pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
+/// `cli` builds the whole clap definition, which completion scripts and man
+/// pages are generated from (it lives in main.rs with the global options).
+pub fn run(context: &Context, command: Command, cli: fn() -> clap::Command) -> anyhow::Result<()> {
     match command {
         Command::Build(args) => build::run(context, *args),
         Command::Import(args) => import::run(context, args),
@@ -118,6 +125,8 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Debug(args) => debug::run(context, args),
         Command::Autobuild(args) => autobuild::run(context, args),
         Command::Binfmt(args) => binfmt::run(context, args),
+        Command::Completion(args) => completion::completion(cli(), args),
+        Command::Man(args) => completion::man(cli(), args),
     }
 }
 

@@ -10,7 +10,9 @@ use hoist_registry::{
 };
 
 use crate::context::Context;
-use crate::util::{report_retry, short_id};
+use crate::progress::transfer::Transfers;
+use crate::util::short_id;
+use hoist_builder::pipeline::pull_event_line;
 
 /// Download an image from a registry
 #[derive(clap::Args, Debug)]
@@ -86,38 +88,47 @@ pub fn fetch(
     let blobs = CacheBlobStore::new(store.clone())?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
     let name = reference.to_string();
-    if !quiet {
-        let tag_or_digest = reference.tag().or(reference.digest()).unwrap_or("latest");
-        eprintln!("{tag_or_digest}: Pulling from {}", reference.repository());
-    }
+    let transfers = Arc::new(Transfers::new(quiet, "Downloading"));
+    let tag_or_digest = reference.tag().or(reference.digest()).unwrap_or("latest");
+    transfers.line(&format!(
+        "{tag_or_digest}: Pulling from {}",
+        reference.repository()
+    ));
+    let shown = Arc::clone(&transfers);
     let events = Arc::new(move |event: PullEvent| {
-        if quiet {
-            return;
-        }
-        let (descriptor, status) = match &event {
-            PullEvent::BlobSkipped { descriptor } => (descriptor, "Already exists".to_string()),
-            PullEvent::BlobStarted { descriptor } => (descriptor, "Pulling fs layer".to_string()),
-            PullEvent::BlobDone { descriptor } => (descriptor, "Download complete".to_string()),
-            PullEvent::MirrorFailed { mirror, error } => {
-                eprintln!("mirror {mirror} failed, trying the next source: {error}");
-                return;
+        let line = pull_event_line(&event);
+        match &event {
+            PullEvent::BlobStarted { descriptor } if is_layer(descriptor) => shown.started(
+                &short_id(descriptor.digest().as_ref()),
+                descriptor.size(),
+                line.as_deref(),
+            ),
+            PullEvent::BlobProgress {
+                descriptor,
+                done,
+                total,
+            } if is_layer(descriptor) => {
+                shown.progress(&short_id(descriptor.digest().as_ref()), *done, *total);
             }
-            PullEvent::Retrying(notice) => {
-                report_retry(notice);
-                return;
+            PullEvent::BlobDone { descriptor } if is_layer(descriptor) => shown.finished(
+                &short_id(descriptor.digest().as_ref()),
+                "Download complete",
+                line.as_deref(),
+            ),
+            _ => {
+                if let Some(line) = line {
+                    shown.line(&line);
+                }
             }
-            _ => return,
-        };
-        if is_layer(descriptor) {
-            eprintln!("{}: {status}", short_id(descriptor.digest().as_ref()));
         }
     });
     let options = PullOptions {
         platform,
         events: Some(events),
     };
-    let pulled = block_on(blobs.pull(&client, reference, &options))?
-        .with_context(|| format!("failed to pull {}", reference.familiar()))?;
+    let pulled = block_on(blobs.pull(&client, reference, &options))?;
+    transfers.end();
+    let pulled = pulled.with_context(|| format!("failed to pull {}", reference.familiar()))?;
     // Named only when its config is one hoist can read back (Docker's pull
     // refuses such a config too); the blobs are left for GC.
     store

@@ -10,8 +10,10 @@ use hoist_registry::{block_on, CacheBlobStore, Client, PushEvent};
 use crate::commands::pull::is_layer;
 use crate::context::Context;
 use crate::hint::WithHint;
+use crate::progress::transfer::Transfers;
 use crate::resolve::parse_tag_name;
-use crate::util::{report_retry, short_id};
+use crate::util::short_id;
+use hoist_builder::pipeline::push_event_line;
 
 /// Upload an image to a registry
 #[derive(clap::Args, Debug)]
@@ -42,34 +44,44 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let blobs = CacheBlobStore::new(store.clone())?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
 
-    if !args.quiet {
-        eprintln!("The push refers to repository [{}]", reference.name());
-    }
-    let quiet = args.quiet;
+    let transfers = Arc::new(Transfers::new(args.quiet, "Pushing"));
+    transfers.line(&format!(
+        "The push refers to repository [{}]",
+        reference.name()
+    ));
+    let shown = Arc::clone(&transfers);
     let events = Arc::new(move |event: PushEvent| {
-        if quiet {
-            return;
-        }
-        let (descriptor, status) = match &event {
-            PushEvent::BlobExists { descriptor } => {
-                (descriptor, "Layer already exists".to_string())
+        let line = push_event_line(&event);
+        match &event {
+            PushEvent::BlobStarted { descriptor } if is_layer(descriptor) => {
+                shown.started(
+                    &short_id(descriptor.digest().as_ref()),
+                    descriptor.size(),
+                    None,
+                );
             }
-            PushEvent::BlobMounted { descriptor, from } => {
-                (descriptor, format!("Mounted from {from}"))
+            PushEvent::BlobProgress {
+                descriptor,
+                done,
+                total,
+            } if is_layer(descriptor) => {
+                shown.progress(&short_id(descriptor.digest().as_ref()), *done, *total);
             }
-            PushEvent::BlobDone { descriptor } => (descriptor, "Pushed".to_string()),
-            PushEvent::Retrying(notice) => {
-                report_retry(notice);
-                return;
+            PushEvent::BlobDone { descriptor } if is_layer(descriptor) => shown.finished(
+                &short_id(descriptor.digest().as_ref()),
+                "Pushed",
+                line.as_deref(),
+            ),
+            _ => {
+                if let Some(line) = line {
+                    shown.line(&line);
+                }
             }
-            _ => return,
-        };
-        if is_layer(descriptor) {
-            eprintln!("{}: {status}", short_id(descriptor.digest().as_ref()));
         }
     });
-    let pushed = block_on(blobs.push(&client, &reference, &target, Some(events)))?
-        .with_context(|| format!("failed to push {}", reference.familiar()))?;
+    let pushed = block_on(blobs.push(&client, &reference, &target, Some(events)))?;
+    transfers.end();
+    let pushed = pushed.with_context(|| format!("failed to push {}", reference.familiar()))?;
 
     let mut out = std::io::stdout().lock();
     if args.quiet {

@@ -49,6 +49,12 @@ pub fn event_json(event: &Event) -> Value {
         Event::VertexCancelled { vertex } => {
             json!({"event": "cancelled", "vertex": vertex.index()})
         }
+        Event::VertexSource {
+            vertex,
+            description,
+        } => {
+            json!({"event": "source", "vertex": vertex.index(), "description": description})
+        }
         Event::Log {
             vertex,
             stream,

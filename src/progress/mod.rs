@@ -8,9 +8,11 @@
 //! time. [`Progress::finish`] (or dropping the `Progress` on an error path)
 //! prints the summary.
 
+mod ci;
 mod json;
 mod plain;
 mod summary;
+pub mod transfer;
 mod tty;
 
 use std::collections::BTreeMap;
@@ -79,6 +81,15 @@ trait Render: Send {
     fn summary(&mut self, summary: &BuildSummary, totals: &Totals);
 }
 
+/// Plain lines, with the collapsible groups and annotations of the CI this
+/// runs in, if any (`ci.rs`).
+fn plain_or_ci() -> Box<dyn Render> {
+    match ci::Flavor::detect() {
+        Some(flavor) => Box::new(ci::Ci::new(io::stderr(), flavor)),
+        None => Box::new(plain::Plain::new(io::stderr())),
+    }
+}
+
 struct Shared {
     render: Box<dyn Render>,
     collector: SummaryCollector,
@@ -95,10 +106,10 @@ impl Progress {
     /// Starts showing progress in `mode`.
     pub fn new(mode: Mode) -> Progress {
         let render: Option<Box<dyn Render>> = match mode {
-            Mode::Plain => Some(Box::new(plain::Plain::new(io::stderr()))),
+            Mode::Plain => Some(plain_or_ci()),
             Mode::Tty if tty::usable() => Some(Box::new(tty::Tty::new())),
             // Asked for a live view without a terminal to draw it on.
-            Mode::Tty => Some(Box::new(plain::Plain::new(io::stderr()))),
+            Mode::Tty => Some(plain_or_ci()),
             Mode::Json => Some(Box::new(json::Json::new(io::stderr()))),
             Mode::Quiet => None,
         };

@@ -31,7 +31,13 @@ impl<W: Write> Plain<W> {
         }
     }
 
-    fn number(&mut self, vertex: VertexId) -> usize {
+    /// Where the lines go (CI renderers add their markers in between).
+    pub fn out(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// The step number `vertex` has (or gets now).
+    pub fn number(&mut self, vertex: VertexId) -> usize {
         let next = &mut self.next;
         self.numbers
             .entry(vertex)
@@ -42,7 +48,7 @@ impl<W: Write> Plain<W> {
             .0
     }
 
-    fn render(&mut self, event: &Event) -> io::Result<()> {
+    pub fn render(&mut self, event: &Event) -> io::Result<()> {
         match event {
             Event::VertexStarted { vertex, name } => {
                 let n = self.number(*vertex);
@@ -95,7 +101,7 @@ impl<W: Write> Plain<W> {
             Event::Warning { message, .. } => {
                 writeln!(self.out, "WARNING: {}", escape_except(message, &['\n']))?
             }
-            Event::Progress { .. } => {}
+            Event::Progress { .. } | Event::VertexSource { .. } => {}
         }
         Ok(())
     }

@@ -206,7 +206,7 @@ impl Render for Tty {
                 let message = escape_except(message, &['\n']);
                 self.println(format!("{} {message}", style("WARNING:").yellow()));
             }
-            Event::Progress { .. } => {}
+            Event::Progress { .. } | Event::VertexSource { .. } => {}
         }
     }
 

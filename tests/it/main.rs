@@ -7,12 +7,17 @@
 )]
 
 mod bad_input;
+mod ci_logs;
 mod concurrency;
 mod debug;
 mod import;
 mod manage;
+mod private_registry;
+mod proxy;
 mod registry;
 mod remote_input;
 mod save_load;
+mod shell;
+mod transfer_progress;
 mod tree;
 mod util;

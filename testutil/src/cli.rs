@@ -96,14 +96,19 @@ impl Hoist {
         &self.root
     }
 
-    /// A command for the binary on this store (`HOIST_ROOT` of the
-    /// environment removed); add the arguments.
+    /// A command for the binary on this store (`HOIST_ROOT` and the CI
+    /// markers of the environment removed); add the arguments.
     pub fn command(&self) -> Command {
         let mut command = Command::new(&self.bin);
         command
             .arg("--root")
             .arg(&self.root)
-            .env_remove("HOIST_ROOT");
+            .env_remove("HOIST_ROOT")
+            // Tests read plain progress; run inside a CI, hoist would add
+            // its groups and annotations (tests/it/ci_logs.rs sets them).
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .env_remove("GITLAB_CI");
         command
     }
 

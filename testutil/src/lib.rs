@@ -281,9 +281,19 @@ impl Registry {
         Self::start_in(tempfile::tempdir().expect("tempdir"), extra_yaml)
     }
 
+    /// Start an open registry listening on `ip` instead of 127.0.0.1 (a
+    /// host address, for what treats loopback specially: proxies, TLS).
+    pub fn start_at(ip: std::net::IpAddr, extra_yaml: &str) -> Registry {
+        Self::start_on(ip, tempfile::tempdir().expect("tempdir"), extra_yaml)
+    }
+
     fn start_in(dir: tempfile::TempDir, extra_yaml: &str) -> Registry {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), dir, extra_yaml)
+    }
+
+    fn start_on(ip: std::net::IpAddr, dir: tempfile::TempDir, extra_yaml: &str) -> Registry {
         let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = std::net::SocketAddr::new(ip, port).to_string();
         let config = dir.path().join("config.yml");
         fs::write(
             &config,

@@ -98,6 +98,9 @@ pub enum FetchError {
         /// Where it would be written.
         dir: PathBuf,
     },
+    /// A proxy variable is unusable.
+    #[error(transparent)]
+    Proxy(#[from] hoist_registry::proxy::ProxyError),
     /// Local I/O.
     #[error(transparent)]
     Engine(Box<EngineError>),
@@ -109,10 +112,18 @@ impl From<EngineError> for FetchError {
     }
 }
 
-fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")))
+/// The proxies of the environment apply as they do to registries
+/// (`hoist_registry::proxy`: loopback direct, `NO_PROXY` honoured).
+fn client(url: &str) -> Result<reqwest::Client, FetchError> {
+    let builder =
+        reqwest::Client::builder().user_agent(concat!("hoist/", env!("CARGO_PKG_VERSION")));
+    hoist_registry::proxy::ProxySettings::from_env()
+        .apply(builder)?
         .build()
+        .map_err(|source| FetchError::Request {
+            url: url.to_owned(),
+            source,
+        })
 }
 
 /// What an earlier download of a URL left to validate it with (BuildKit keeps
@@ -227,8 +238,7 @@ async fn get(
         url: url.to_owned(),
         source,
     };
-    client()
-        .map_err(request_error)?
+    client(url)?
         .get(url)
         .headers(headers)
         .send()

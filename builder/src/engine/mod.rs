@@ -150,6 +150,9 @@ pub struct Engine {
     secrets: mounts::Secrets,
     /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
     source_date_epoch: Option<i64>,
+    /// Proxy variables RUN steps get as Docker's predefined build args
+    /// (`HTTP_PROXY=…`) unless `--build-arg` or the step's ENV sets them.
+    proxy_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -204,6 +207,9 @@ impl Engine {
             step_options: hoist_runner::StepOptions::default(),
             secrets: mounts::Secrets::default(),
             source_date_epoch: None,
+            // As the docker CLI hands its proxy settings to the builder: the
+            // builder here is this process, so its environment.
+            proxy_env: hoist_registry::proxy::build_args_from_env(),
             store,
             snapshots,
             contexts,
@@ -224,6 +230,13 @@ impl Engine {
     /// steps (part of their cache keys when set).
     pub fn with_step_options(mut self, options: hoist_runner::StepOptions) -> Self {
         self.step_options = options;
+        self
+    }
+
+    /// Replaces the proxy variables RUN steps get (default: those of this
+    /// process's environment); an empty list gives them none.
+    pub fn with_proxy_env(mut self, proxy_env: Vec<(String, String)>) -> Self {
+        self.proxy_env = proxy_env;
         self
     }
 

@@ -566,6 +566,7 @@ impl Op<Artifact> for ExecStep {
             let base = inputs[op.root].layers().to_vec();
             let mut env = op.env.clone();
             env.extend(op.proxy_env.iter().cloned());
+            env.extend(inherited_proxy_env(&op, &engine.proxy_env));
             let to_view = mounts::inputs_to_view(&op.mounts, &inputs);
             let mut views = std::collections::HashMap::new();
             let layers =
@@ -665,6 +666,25 @@ impl Op<Artifact> for ExecStep {
     }
 }
 
+/// The process's proxy variables a RUN step gets on top of its own: those
+/// neither `--build-arg` (the op's `proxy_env`) nor the stage's ENV name.
+/// Never part of the cache key ([`ExecStep::definition`] clears the op's;
+/// these are not in the op at all) nor of the history, as with BuildKit.
+fn inherited_proxy_env(
+    op: &hoist_frontend::graph::ExecOp,
+    inherited: &[(String, String)],
+) -> Vec<String> {
+    let named = |list: &[String], name: &str| {
+        list.iter()
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == name))
+    };
+    inherited
+        .iter()
+        .filter(|(k, _)| !named(&op.proxy_env, k) && !named(&op.env, k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
 impl ExecStep {
     /// The interim sandbox (util-linux `unshare`), used when the runner cannot
     /// be set up.
@@ -681,6 +701,7 @@ impl ExecStep {
             let base = inputs[op.root].layers().to_vec();
             let mut env = op.env.clone();
             env.extend(op.proxy_env.iter().cloned());
+            env.extend(inherited_proxy_env(&op, &engine.proxy_env));
             let layers = engine.with_new_layer(&base, |root| {
                 let user = if op.user.is_empty() {
                     None
