@@ -16,6 +16,7 @@ packages=(
     qemu-user-static  # RUN steps of foreign-platform builds (tests/build/platform.rs)
     docker.io  # a real Docker engine (started by the tests) reads `--load` and `hoist save`
     slirp4netns  # the default network of RUN steps (runner/src/net.rs)
+    postgresql  # the autobuild PostgreSQL queue (testutil/src/postgres.rs)
     time  # GNU time measures hoist's peak RSS (tests/it/remote_input.rs)
 )
 missing=()

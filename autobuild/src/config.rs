@@ -50,7 +50,16 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
     repo: Vec<RawRepo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    url: Option<String>,
+    lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +117,59 @@ pub struct Config {
     pub server: ServerConfig,
     /// The repositories, by unique name.
     pub repos: Vec<RepoConfig>,
+    /// The `[queue]` table: where builds are queued.
+    pub queue: QueueConfig,
+}
+
+/// The environment variable that overrides `[queue] url`.
+pub const QUEUE_ENV: &str = "HOIST_AUTOBUILD_QUEUE";
+
+/// `[queue]`: the store's SQLite database (default) or a PostgreSQL
+/// database shared by receivers and workers.
+#[derive(Clone)]
+pub struct QueueConfig {
+    /// `postgres://…` (or `postgresql://…`); `None` for the store's
+    /// `meta.db`. [`Config::load`] takes [`QUEUE_ENV`] over the file's value.
+    pub url: Option<String>,
+    /// How old a worker's heartbeat may get before its builds are requeued
+    /// (`lease`, default 30 s).
+    pub lease: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            url: None,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold the database password.
+        f.debug_struct("QueueConfig")
+            .field(
+                "url",
+                &self.url.as_deref().map(crate::redact::redact_credentials),
+            )
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// Check a queue URL: `postgres://` or `postgresql://`, parsed by the
+/// PostgreSQL client.
+pub fn check_queue_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "`{}` is not a postgres:// URL",
+            crate::redact::escape_control(&crate::redact::redact_credentials(url))
+        ));
+    }
+    url.parse::<postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("invalid PostgreSQL URL: {e}"))
 }
 
 /// `[server]`: what the HTTP server allows a client (defaults in
@@ -346,7 +408,19 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        if let Some(url) = std::env::var_os(QUEUE_ENV) {
+            let url = url.to_string_lossy().into_owned();
+            if !url.is_empty() {
+                check_queue_url(&url).map_err(|message| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: QUEUE_ENV.into(),
+                    message,
+                })?;
+                config.queue.url = Some(url);
+            }
+        }
+        Ok(config)
     }
 
     /// Parse config text; `path` names the file in errors and anchors relative paths.
@@ -366,6 +440,19 @@ impl Config {
             return Err(invalid("concurrency".into(), "must be at least 1".into()));
         }
         let server = parse_server(raw.server, base_dir, &invalid)?;
+        let mut queue = QueueConfig::default();
+        if let Some(url) = raw.queue.url {
+            check_queue_url(&url).map_err(|m| invalid("queue.url".into(), m))?;
+            queue.url = Some(url);
+        }
+        if let Some(s) = raw.queue.lease {
+            queue.lease = parse_duration(&s).filter(|d| !d.is_zero()).ok_or_else(|| {
+                invalid(
+                    "queue.lease".into(),
+                    format!("`{s}` is not a duration like `30s`, `10m` or `1h`"),
+                )
+            })?;
+        }
         let mut repos: Vec<RepoConfig> = Vec::new();
         for (i, r) in raw.repo.into_iter().enumerate() {
             let key = |k: &str| format!("repo[{i}].{k}");
@@ -487,6 +574,7 @@ impl Config {
             concurrency,
             server,
             repos,
+            queue,
         })
     }
 
