@@ -546,3 +546,106 @@ fn autobuild_never_grants_the_hosts_network() {
         "a refused build pushed an image"
     );
 }
+
+/// `hoist autobuild list --format json` of a PostgreSQL queue.
+fn list_pg(store: &Path, url: &str) -> Vec<Value> {
+    let out = hoist(store)
+        .args(["autobuild", "list", "--format", "json"])
+        .env("HOIST_AUTOBUILD_QUEUE", url)
+        .output()
+        .unwrap();
+    serde_json::from_str(&ok(out, "hoist autobuild list")).unwrap()
+}
+
+fn worker(s: &Setup, name: &str) -> Server {
+    let log = std::fs::File::create(s.tmp.path().join(format!("{name}.log"))).unwrap();
+    let child = hoist(&s.tmp.path().join(format!("store-{name}")))
+        .args(["autobuild", "worker", "--name", name, "--config"])
+        .arg(&s.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Server(child)
+}
+
+#[test]
+fn workers_of_a_postgres_queue_build_with_run_and_a_sigkilled_ones_build_moves_on() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let Some(pg) = hoist_testutil::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.fresh_database("autobuild");
+    let s = Setup::new("RUN sleep 3 && echo \"$VERSION\" > /version\n");
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!("[queue]\nurl = {url:?}\nlease = \"3s\"\n"));
+    std::fs::write(&s.config, config).unwrap();
+    let mut receiver = s.serve();
+    assert!(
+        s.serve_log().contains("this server receives"),
+        "{}",
+        s.serve_log()
+    );
+    let mut w1 = worker(&s, "w1");
+    let sha = s.commit("hello", "one", "one");
+    git(&s.work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{} {sha} refs/heads/main\n", "0".repeat(40)).as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+
+    // SIGKILL of the worker while its RUN step sleeps.
+    let running = wait_until("w1 to run the build", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["state"] == "running" && b["worker"] == "w1")
+    });
+    w1.kill9();
+    let mut w2 = worker(&s, "w2");
+    let all = wait_until("the build to complete on w2", || {
+        let list = list_pg(&s.store, &url);
+        list.iter()
+            .any(|b| b["state"] == "succeeded")
+            .then_some(list)
+    });
+    assert_eq!(all.len(), 2, "one interruption, one copy: {all:?}");
+    let first = all.iter().find(|b| b["id"] == running["id"]).unwrap();
+    assert_eq!(
+        (&first["state"], &first["worker"]),
+        (&Value::from("interrupted"), &Value::from("w1")),
+        "{all:?}"
+    );
+    let copy = all.iter().find(|b| b["retry_of"] == running["id"]).unwrap();
+    assert_eq!(copy["worker"], "w2");
+    assert_eq!(copy["sha"], sha.as_str());
+    let pushed = s.inspect("main").expect("pushed");
+    assert_eq!(pushed["Digest"], copy["digest"]);
+    assert_eq!(
+        s.image_files("main").get("version").map(String::as_str),
+        Some(format!("main-{}\n", &sha[..7]).as_str())
+    );
+    // The log the worker streamed, through `logs` on another machine's view.
+    let out = hoist(&s.store)
+        .args(["autobuild", "logs"])
+        .arg(copy["id"].to_string())
+        .env("HOIST_AUTOBUILD_QUEUE", &url)
+        .output()
+        .unwrap();
+    let log = ok(out, "hoist autobuild logs");
+    assert!(log.contains("worker w2"), "{log}");
+    assert!(log.contains("pushed "), "{log}");
+    w2.stop();
+    receiver.stop();
+}
