@@ -117,7 +117,7 @@ pub enum Error {
         message: String,
     },
     /// Another server already serves this store's queue.
-    #[error("another `hoist autobuild serve` already uses the store (lock `{}` is held)", .0.display())]
+    #[error("another `hoist autobuild serve` or `worker` already uses the store (lock `{}` is held)", .0.display())]
     AlreadyServing(PathBuf),
     /// `hoist autobuild worker` wants a PostgreSQL queue.
     #[error("workers need a shared queue: set `[queue] url = \"postgres://…\"` in the config or HOIST_AUTOBUILD_QUEUE")]

@@ -254,7 +254,8 @@ impl PgQueue {
             _ => self.connect()?,
         };
         let result = f(&mut client);
-        if !client.is_closed() {
+        let broken = matches!(&result, Err(PgError::Db(e)) if e.is_closed());
+        if !broken && !client.is_closed() {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < 8 {
                 pool.push(client);

@@ -64,6 +64,41 @@ pub fn log_path(store_root: &Path, id: i64) -> PathBuf {
         .join(format!("{id}.log"))
 }
 
+/// Take `<root>/autobuild/server.lock` (flock): one server or worker per
+/// store, whose builds' checkouts are its own.
+pub(crate) fn lock_store(store_root: &Path) -> Result<std::fs::File, Error> {
+    let lock_path = autobuild_dir(store_root).join("server.lock");
+    let io = |source| Error::Io {
+        action: "open the server lock",
+        path: lock_path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(autobuild_dir(store_root)).map_err(io)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
+        return Err(Error::AlreadyServing(lock_path));
+    }
+    Ok(lock)
+}
+
+/// Remove the checkouts under `<root>/autobuild/work` (call with the store
+/// lock held: no build of ours runs yet).
+pub(crate) fn remove_stale_checkouts(store_root: &Path) {
+    let work = autobuild_dir(store_root).join("work");
+    if let Ok(entries) = std::fs::read_dir(&work) {
+        for entry in entries.flatten() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale checkout");
+            }
+        }
+    }
+}
+
 /// Why a pushed ref was not queued.
 #[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
@@ -118,34 +153,12 @@ impl Service {
             };
             return Ok((service, Recovery::default()));
         }
-        let lock_path = autobuild_dir(store_root).join("server.lock");
-        let io = |source| Error::Io {
-            action: "open the server lock",
-            path: lock_path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(autobuild_dir(store_root)).map_err(io)?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
-        if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
-            return Err(Error::AlreadyServing(lock_path));
-        }
+        let lock = lock_store(store_root)?;
         let recovery = queue::recover(store.db())?;
         let queue = Queue::Sqlite(Arc::clone(&store));
         // Checkouts of builds a killed server left behind: the lock says no
         // other server uses them.
-        let work = autobuild_dir(store_root).join("work");
-        if let Ok(entries) = std::fs::read_dir(&work) {
-            for entry in entries.flatten() {
-                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale checkout");
-                }
-            }
-        }
+        remove_stale_checkouts(store_root);
         let limiter = RateLimiter::new(config.server.rate_limit, config.server.rate_burst);
         let service = Service {
             inner: Arc::new(Inner {

@@ -84,6 +84,10 @@ pub async fn work(
     if !service.queue().is_shared() {
         return Err(Error::NotShared);
     }
+    // One worker per store root: a SIGKILLed worker's checkouts are left
+    // there, and only the lock's holder may remove them.
+    let _lock = crate::server::lock_store(service.store().root())?;
+    crate::server::remove_stale_checkouts(service.store().root());
     let token = claim_token(&options.name);
     let lease = service.config().queue.lease;
     let tick = (lease / 3).max(Duration::from_millis(100));
@@ -94,18 +98,28 @@ pub async fn work(
         let svc = service.clone();
         let token = token.clone();
         tokio::spawn(async move {
+            // Ticks in a row the database answered. After an outage (a
+            // database restart) every live worker gets one tick to renew
+            // its heartbeats before anyone's expired builds are requeued.
+            let mut healthy = 0u32;
             loop {
                 let t = token.clone();
-                if let Err(e) = on_pg(&svc, move |pg| pg.heartbeat(&t)).await {
-                    tracing::warn!(error = %e, "cannot renew the heartbeat");
-                }
-                match on_pg(&svc, move |pg| pg.requeue_expired(lease)).await {
-                    Ok(r) => {
-                        for (id, copy) in r.interrupted {
-                            tracing::warn!(id, requeued = ?copy, "a worker stopped sending heartbeats; its build is interrupted");
-                        }
+                match on_pg(&svc, move |pg| pg.heartbeat(&t)).await {
+                    Ok(_) => healthy = healthy.saturating_add(1),
+                    Err(e) => {
+                        healthy = 0;
+                        tracing::warn!(error = %e, "cannot renew the heartbeat");
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot requeue expired builds"),
+                }
+                if healthy >= 2 {
+                    match on_pg(&svc, move |pg| pg.requeue_expired(lease)).await {
+                        Ok(r) => {
+                            for (id, copy) in r.interrupted {
+                                tracing::warn!(id, requeued = ?copy, "a worker stopped sending heartbeats; its build is interrupted");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot requeue expired builds"),
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(tick) => {}

@@ -203,6 +203,74 @@ fn workers_claim_each_build_once_supersede_holds_and_expired_leases_requeue() {
     assert_eq!(a.read_log(live.id, 0).unwrap(), b"");
 }
 
+#[test]
+fn a_database_restart_is_survived_by_connecting_again() {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let url = pg.fresh_database("restart");
+    let q = PgQueue::open(&url).unwrap();
+    let e = q.enqueue(&new("refs/heads/main", "a")).unwrap();
+    pg.stop();
+    assert!(q.get(e.id).is_err(), "the database is down");
+    pg.start_again();
+    // The broken connection was dropped: the next call connects anew.
+    assert_eq!(q.get(e.id).unwrap().unwrap().sha, "a");
+    let claimed = q.claim_next("w", "t").unwrap().unwrap();
+    assert_eq!(claimed.id, e.id);
+}
+
+/// The backend pids holding the base-watching advisory lock.
+fn watch_lock_holders(pg: &Postgres) -> Vec<String> {
+    pg.psql(
+        "cluster",
+        &format!(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND ((classid::bigint << 32) | objid::bigint) = {}",
+            hoist_autobuild::pg::WATCH_LOCK
+        ),
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn one_receiver_at_a_time_watches_base_images_and_another_takes_over() {
+    let Some(c) = cluster("30s") else { return };
+    let text = c.config_text.replace(
+        "[[repo.rule]]",
+        "watch_base = true\npoll_interval = \"1h\"\n[[repo.rule]]",
+    );
+    let receiver = |rec| {
+        TestServer::start_with(
+            &text,
+            tempfile::tempdir().unwrap(),
+            Arc::clone(&rec),
+            Arc::new(recording_executor(rec)),
+            Some(hoist_registry::Client::new(Default::default()).unwrap()),
+        )
+    };
+    let a = receiver(Arc::new(Recorder::default()));
+    let first = wait_until("a receiver to be elected", || {
+        let h = watch_lock_holders(&c._pg);
+        (h.len() == 1).then_some(h)
+    });
+    let b = receiver(Arc::new(Recorder::default()));
+    // b stands by while a holds the lock; a's end hands it to b.
+    assert_eq!(watch_lock_holders(&c._pg), first);
+    drop(a);
+    let second = wait_until("the other receiver to take over", || {
+        let h = watch_lock_holders(&c._pg);
+        (h.len() == 1 && h != first).then_some(h)
+    });
+    assert_ne!(first, second);
+    drop(b);
+    wait_until("the lock to be released", || {
+        watch_lock_holders(&c._pg).is_empty().then_some(())
+    });
+}
+
 /// Kills a helper process when a failed assertion unwinds the test.
 struct Proc(Child);
 
