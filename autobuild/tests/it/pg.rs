@@ -65,6 +65,9 @@ fn a_fresh_database_is_initialised_once_and_a_newer_schema_is_refused() {
         "{err}"
     );
 
+    // The client speaks no TLS: a URL that demands it is refused.
+    assert!(PgQueue::open(&format!("{url}?sslmode=require")).is_err());
+
     // A wrong password never shows in the error.
     let bad = format!(
         "postgres://hoist:hunter2@127.0.0.1:{}/nosuchdb",
