@@ -586,7 +586,9 @@ fn workers_of_a_postgres_queue_build_with_run_and_a_sigkilled_ones_build_moves_o
     let url = pg.fresh_database("autobuild");
     let s = Setup::new("RUN sleep 3 && echo \"$VERSION\" > /version\n");
     let mut config = std::fs::read_to_string(&s.config).unwrap();
-    config.push_str(&format!("[queue]\nurl = {url:?}\nlease = \"3s\"\n"));
+    config.push_str(&format!(
+        "[queue]\nurl = {url:?}\nlease = \"3s\"\n[cache]\nshared = true\n"
+    ));
     std::fs::write(&s.config, config).unwrap();
     let mut receiver = s.serve();
     assert!(
@@ -651,7 +653,49 @@ fn workers_of_a_postgres_queue_build_with_run_and_a_sigkilled_ones_build_moves_o
     let log = ok(out, "hoist autobuild logs");
     assert!(log.contains("worker w2"), "{log}");
     assert!(log.contains("pushed "), "{log}");
+    // `[cache] shared`: w2 exported the steps to REPO:buildcache.
+    let cache_ref = format!("{}/demo:buildcache", s.registry.addr);
+    assert!(
+        log.contains(&format!("exporting cache to {cache_ref}")),
+        "{log}"
+    );
     w2.stop();
+
+    // The same commit again on a third worker, with an empty store of its
+    // own: every step comes from the registry cache, no RUN runs.
+    let mut w3 = worker(&s, "w3");
+    let out = hoist(&s.store)
+        .args(["autobuild", "retry", "--config"])
+        .arg(&s.config)
+        .arg(copy["id"].to_string())
+        .output()
+        .unwrap();
+    ok(out, "hoist autobuild retry --config");
+    let again = wait_until("the retry to complete", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["trigger"] == "retry" && b["state"] == "succeeded")
+    });
+    assert_eq!(again["worker"], "w3");
+    let out = hoist(&s.store)
+        .args(["autobuild", "logs", "--config"])
+        .arg(&s.config)
+        .arg(again["id"].to_string())
+        .output()
+        .unwrap();
+    let log = ok(out, "hoist autobuild logs --config");
+    assert!(
+        log.contains(&format!("importing cache from {cache_ref}: ")),
+        "{log}"
+    );
+    assert!(log.contains("CACHED"), "{log}");
+    // `#N DONE` is the line of a step that ran.
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with('#') && l.contains(" DONE ")),
+        "a step ran although the shared cache had it:\n{log}"
+    );
+    w3.stop();
     receiver.stop();
 }
 

@@ -53,7 +53,16 @@ struct RawConfig {
     #[serde(default)]
     queue: RawQueue,
     #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
     repo: Vec<RawRepo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default)]
+    shared: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +132,35 @@ pub struct Config {
     pub repos: Vec<RepoConfig>,
     /// The `[queue]` table: where builds are queued.
     pub queue: QueueConfig,
+    /// The `[cache]` table.
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: the build cache workers share.
+#[derive(Debug, Clone, Default)]
+pub struct CacheConfig {
+    /// `shared = true`: a repository without `cache_from`/`cache_to` imports
+    /// and exports (`mode=max`) a registry cache at `REPO:buildcache`, REPO
+    /// being the repository of its build's first pushed tag, so a step built
+    /// on one worker is cached on every other.
+    pub shared: bool,
+}
+
+impl CacheConfig {
+    /// The registry cache reference for a build pushing `push_tags`
+    /// (`REPO:buildcache`), when `shared` is on.
+    pub fn shared_ref(&self, push_tags: &[String]) -> Option<String> {
+        if !self.shared {
+            return None;
+        }
+        let tag = push_tags.first()?;
+        let name = tag.split_once('@').map_or(tag.as_str(), |(n, _)| n);
+        let repo = match (name.rfind(':'), name.rfind('/')) {
+            (Some(colon), slash) if slash.is_none_or(|s| colon > s) => &name[..colon],
+            _ => name,
+        };
+        Some(format!("{repo}:buildcache"))
+    }
 }
 
 /// The environment variable that overrides `[queue] url`.
@@ -596,6 +634,9 @@ impl Config {
             server,
             repos,
             queue,
+            cache: CacheConfig {
+                shared: raw.cache.shared,
+            },
         })
     }
 
@@ -700,7 +741,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
+    pub(super) const EXAMPLE: &str = r#"
 listen = "127.0.0.1:9870"
 concurrency = 1
 [[repo]]
@@ -842,5 +883,54 @@ mod file_tests {
             e.contains("autobuild.toml") && e.contains("repo[0].secret_file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn queue_and_cache_tables() {
+        let text = format!(
+            "{}[queue]\nurl = \"postgres://hoist:pw@db/autobuild\"\nlease = \"5s\"\n\
+             [cache]\nshared = true\n",
+            super::tests::EXAMPLE
+        );
+        let c = Config::parse(&text, Path::new("a.toml")).unwrap();
+        assert_eq!(
+            c.queue.url.as_deref(),
+            Some("postgres://hoist:pw@db/autobuild")
+        );
+        assert_eq!(c.queue.lease, Duration::from_secs(5));
+        assert!(!format!("{:?}", c.queue).contains("pw"), "{:?}", c.queue);
+        let tags = |t: &str| vec![t.to_string()];
+        assert_eq!(
+            c.cache
+                .shared_ref(&tags("127.0.0.1:5000/demo:main"))
+                .as_deref(),
+            Some("127.0.0.1:5000/demo:buildcache")
+        );
+        assert_eq!(
+            c.cache.shared_ref(&tags("localhost:5000/app")).as_deref(),
+            Some("localhost:5000/app:buildcache")
+        );
+        assert_eq!(
+            c.cache
+                .shared_ref(&tags(&format!("reg.example/app@sha256:{}", "a".repeat(64))))
+                .as_deref(),
+            Some("reg.example/app:buildcache")
+        );
+        assert_eq!(c.cache.shared_ref(&[]), None, "nothing pushed, no cache");
+        assert_eq!(CacheConfig::default().shared_ref(&tags("r/a:b")), None);
+
+        for (bad, key) in [
+            ("[queue]\nurl = \"mysql://x\"\n", "queue.url"),
+            ("[queue]\nlease = \"soon\"\n", "queue.lease"),
+            ("[queue]\nlease = \"0s\"\n", "queue.lease"),
+        ] {
+            let err = Config::parse(
+                &format!("{}{bad}", super::tests::EXAMPLE),
+                Path::new("a.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

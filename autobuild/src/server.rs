@@ -400,6 +400,15 @@ impl Service {
         let plan = repo
             .plan(&rec.git_ref, &rec.sha)
             .ok_or_else(|| format!("no build rule matches {} any more", rec.git_ref))?;
+        // `[cache] shared`: repositories without caches of their own share
+        // one in the registry, next to the image.
+        let (cache_from, cache_to) = match self.inner.config.cache.shared_ref(&plan.push_tags) {
+            Some(r) if repo.cache_from.is_empty() && repo.cache_to.is_none() => (
+                vec![format!("type=registry,ref={r}")],
+                Some(format!("type=registry,ref={r},mode=max")),
+            ),
+            _ => (repo.cache_from.clone(), repo.cache_to.clone()),
+        };
         Ok(BuildJob {
             id: rec.id,
             repo: repo.name.clone(),
@@ -411,8 +420,8 @@ impl Service {
             build_args: plan.build_args,
             tags: plan.tags,
             push_tags: plan.push_tags,
-            cache_from: repo.cache_from.clone(),
-            cache_to: repo.cache_to.clone(),
+            cache_from,
+            cache_to,
             work_dir: autobuild_dir(self.inner.store.root()).join("work"),
         })
     }
