@@ -874,3 +874,93 @@ fn autobuild_with_cache_from_a_registry_cache_runs_no_step() {
         "{record}"
     );
 }
+
+#[test]
+fn thirty_pushes_over_ten_refs_build_once_each_on_three_workers_and_push() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let Some(pg) = hoist_testutil::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.fresh_database("autobuild");
+    let s = Setup::new("COPY hello /hello\n");
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!("[queue]\nurl = {url:?}\n"));
+    std::fs::write(&s.config, config).unwrap();
+    let mut receiver = s.serve();
+    let mut workers: Vec<Server> = ["w1", "w2", "w3"].iter().map(|n| worker(&s, n)).collect();
+    // Ten branches, three commits each: thirty pushed refs, in order.
+    let zero = "0".repeat(40);
+    let mut lines = String::new();
+    let mut newest = std::collections::BTreeMap::new();
+    for i in 0..10 {
+        let branch = format!("b{i}");
+        git(&s.work, &["checkout", "-q", "-B", &branch]);
+        for n in 0..3 {
+            let sha = s.commit("hello", &format!("{branch} {n}\n"), &branch);
+            lines.push_str(&format!("{zero} {sha} refs/heads/{branch}\n"));
+            newest.insert(branch.clone(), sha);
+        }
+        git(&s.work, &["push", "-q", "origin", &branch]);
+    }
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+    let all = wait_until("every build to end", || {
+        let list = list_pg(&s.store, &url);
+        (list.len() == 30
+            && list
+                .iter()
+                .all(|b| !matches!(b["state"].as_str(), Some("queued" | "running"))))
+        .then_some(list)
+    });
+    let mut used = std::collections::BTreeSet::new();
+    for b in &all {
+        match b["state"].as_str().unwrap() {
+            "succeeded" => {
+                used.insert(b["worker"].as_str().unwrap().to_string());
+            }
+            "superseded" => assert!(b["worker"].is_null(), "{b}"),
+            other => panic!("build {} is {other}: {b}", b["id"]),
+        }
+    }
+    assert!(used.len() >= 2, "the builds ran on {used:?} only");
+    // Each ref's newest commit built once and its image pushed.
+    for (branch, sha) in &newest {
+        let done: Vec<&Value> = all
+            .iter()
+            .filter(|b| b["git_ref"] == format!("refs/heads/{branch}") && b["state"] == "succeeded")
+            .collect();
+        let last = done.iter().find(|b| b["sha"] == sha.as_str());
+        let last = last.unwrap_or_else(|| panic!("{branch} {sha} not built: {all:?}"));
+        assert_eq!(
+            done.iter().filter(|b| b["sha"] == sha.as_str()).count(),
+            1,
+            "{branch}"
+        );
+        // The registry has the newest build's image (builds of a ref run
+        // one at a time, oldest first).
+        let newest_done = done
+            .iter()
+            .max_by_key(|b| b["id"].as_i64().unwrap())
+            .unwrap();
+        assert_eq!(newest_done["id"], last["id"], "{branch}");
+        let seen = s.inspect(branch).expect("pushed");
+        assert_eq!(seen["Digest"], last["digest"], "{branch}");
+    }
+    for w in &mut workers {
+        w.stop();
+    }
+    receiver.stop();
+}
