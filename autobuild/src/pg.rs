@@ -199,6 +199,21 @@ fn supersede_older(
     Ok(ids)
 }
 
+/// The newest build of `rec`'s ref newer than it that is queued, running
+/// or built: a requeue or hand-back of `rec` would put an older commit
+/// after it (and push it over the newer image).
+fn newer_of_ref(
+    tx: &mut Transaction<'_>,
+    rec: &BuildRecord,
+) -> Result<Option<i64>, postgres::Error> {
+    let row = tx.query_one(
+        "SELECT MAX(id) FROM autobuild_builds WHERE repo = $1 AND git_ref = $2 AND id > $3 \
+         AND state IN ('queued', 'running', 'succeeded')",
+        &[&rec.repo, &rec.git_ref, &rec.id],
+    )?;
+    Ok(row.get(0))
+}
+
 impl PgQueue {
     /// Connect to `url` and bring the schema up to date (creating it in a
     /// fresh database).
@@ -369,11 +384,15 @@ impl PgQueue {
             )?;
             let mut recovery = Recovery::default();
             for rec in rows.iter().map(from_row) {
-                let error = format!(
+                let newer = newer_of_ref(tx, &rec)?;
+                let mut error = format!(
                     "worker `{}` stopped sending heartbeats (lease {} s)",
                     rec.worker.as_deref().unwrap_or("?"),
                     lease.as_secs_f64()
                 );
+                if let Some(n) = newer {
+                    error.push_str(&format!("; not queued again: #{n} is newer"));
+                }
                 tx.execute(
                     &format!(
                         "UPDATE autobuild_builds SET state = 'interrupted', \
@@ -381,7 +400,7 @@ impl PgQueue {
                     ),
                     &[&error, &rec.id],
                 )?;
-                let requeued = if rec.attempt < 2 {
+                let requeued = if rec.attempt < 2 && newer.is_none() {
                     let b = NewBuild {
                         repo: rec.repo.clone(),
                         git_ref: rec.git_ref.clone(),
@@ -400,16 +419,31 @@ impl PgQueue {
     }
 
     /// Give builds `token` runs back to the queue (a worker stopping before
-    /// they finished): queued again under the same id, their log restarted.
+    /// they finished): queued again under the same id, their log restarted;
+    /// superseded instead when a newer build of the ref was queued meanwhile.
     pub fn hand_back(&self, token: &str) -> Result<Vec<i64>, PgError> {
         self.tx(|tx| {
             let rows = tx.query(
-                "UPDATE autobuild_builds SET state = 'queued', started_at = NULL, \
-                 heartbeat_at = NULL, worker = NULL, claim_token = NULL, tags = '[]' \
-                 WHERE state = 'running' AND claim_token = $1 RETURNING id",
+                &format!(
+                    "UPDATE autobuild_builds SET state = 'queued', started_at = NULL, \
+                     heartbeat_at = NULL, worker = NULL, claim_token = NULL, tags = '[]' \
+                     WHERE state = 'running' AND claim_token = $1 RETURNING {COLUMNS}"
+                ),
                 &[&token],
             )?;
-            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let recs: Vec<BuildRecord> = rows.iter().map(from_row).collect();
+            for rec in &recs {
+                if let Some(n) = newer_of_ref(tx, rec)? {
+                    tx.execute(
+                        &format!(
+                            "UPDATE autobuild_builds SET state = 'superseded', \
+                             superseded_by = $1, finished_at = {NOW_MS} WHERE id = $2"
+                        ),
+                        &[&n, &rec.id],
+                    )?;
+                }
+            }
+            let ids: Vec<i64> = recs.iter().map(|r| r.id).collect();
             tx.execute(
                 "DELETE FROM autobuild_logs WHERE build_id = ANY($1)",
                 &[&ids],

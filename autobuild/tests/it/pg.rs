@@ -204,6 +204,44 @@ fn workers_claim_each_build_once_supersede_holds_and_expired_leases_requeue() {
     let back = a.get(live.id).unwrap().unwrap();
     assert_eq!((back.state, back.worker), (BuildState::Queued, None));
     assert_eq!(a.read_log(live.id, 0).unwrap(), b"");
+
+    // An older commit never runs after a newer one of its ref: handed back
+    // or expired while a newer build was queued, it gives way.
+    let again = a.claim_next("wc", "tc").unwrap().unwrap();
+    assert_eq!(again.id, live.id);
+    let newer = a.enqueue(&new("refs/heads/main", "4")).unwrap();
+    assert!(newer.superseded.is_empty(), "#{} is running", live.id);
+    assert_eq!(a.hand_back("tc").unwrap(), vec![live.id]);
+    let gave_way = a.get(live.id).unwrap().unwrap();
+    assert_eq!(
+        (gave_way.state, gave_way.superseded_by),
+        (BuildState::Superseded, Some(newer.id))
+    );
+    // (The dead worker's requeued copy is older: it runs first.)
+    let first = a.claim_next("wd", "td").unwrap().unwrap();
+    assert_eq!(first.id, copy.id);
+    assert!(a
+        .finish(first.id, Some("td"), Ok(("sha256:c", &[])))
+        .unwrap());
+    let stale = a.claim_next("wd", "td").unwrap().unwrap();
+    assert_eq!(stale.id, newer.id);
+    let newest = a.enqueue(&new("refs/heads/main", "5")).unwrap();
+    pg.psql(
+        "claims",
+        &format!(
+            "UPDATE autobuild_builds SET heartbeat_at = heartbeat_at - 60000 WHERE id = {}",
+            stale.id
+        ),
+    );
+    let r = b.requeue_expired(Duration::from_secs(30)).unwrap();
+    assert_eq!(r.interrupted, vec![(stale.id, None)]);
+    let rec = a.get(stale.id).unwrap().unwrap();
+    assert!(
+        rec.error
+            .unwrap()
+            .contains(&format!("#{} is newer", newest.id)),
+        "not requeued behind the newer commit"
+    );
 }
 
 #[test]
