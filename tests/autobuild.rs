@@ -678,7 +678,20 @@ fn workers_of_a_postgres_queue_build_with_run_and_a_sigkilled_ones_build_moves_o
     });
     assert_eq!(again["worker"], "w3");
     let out = hoist(&s.store)
-        .args(["autobuild", "logs", "--config"])
+        .args(["autobuild", "list", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let table = ok(out, "hoist autobuild list --config");
+    let header = table.lines().next().unwrap();
+    assert!(header.ends_with("WORKER"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", again["id"])))
+        .unwrap();
+    assert!(row.ends_with("w3"), "{table}");
+    let out = hoist(&s.store)
+        .args(["autobuild", "logs", "--follow", "--config"])
         .arg(&s.config)
         .arg(again["id"].to_string())
         .output()

@@ -267,10 +267,12 @@ fn list(queue: &Queue, repo: Option<&str>, limit: usize, format: Format) -> anyh
         writeln!(out)?;
         return Ok(());
     }
-    let rows: Vec<[String; 8]> = records
+    // Builds of a PostgreSQL queue name the worker that ran them.
+    let workers = records.iter().any(|r| r.worker.is_some());
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
                 r.id.to_string(),
                 r.repo.clone(),
                 r.ref_name().to_string(),
@@ -282,12 +284,21 @@ fn list(queue: &Queue, repo: Option<&str>, limit: usize, format: Format) -> anyh
                     .as_deref()
                     .map(|d| d.get(..19).unwrap_or(d).to_string())
                     .unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if workers {
+                row.push(
+                    hoist_cache::text::escape(r.worker.as_deref().unwrap_or("-")).into_owned(),
+                );
+            }
+            row
         })
         .collect();
-    let header = [
+    let mut header = vec![
         "ID", "REPO", "REF", "COMMIT", "STATE", "TRIGGER", "DURATION", "DIGEST",
     ];
+    if workers {
+        header.push("WORKER");
+    }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -305,7 +316,7 @@ fn list(queue: &Queue, repo: Option<&str>, limit: usize, format: Format) -> anyh
         }
         text
     };
-    writeln!(out, "{}", line(header.to_vec()))?;
+    writeln!(out, "{}", line(header.clone()))?;
     for row in &rows {
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }

@@ -591,13 +591,21 @@ fn a_sigkilled_workers_build_completes_on_another_and_sigterm_hands_back() {
     assert_eq!((back.state, back.worker), (BuildState::Queued, None));
     let log = std::fs::read_to_string(dir.join("w3.log")).unwrap();
     assert!(log.contains(&format!("handed_back: [{id2}]")), "{log}");
+    // SIGTERM with a build running within the drain timeout: it finishes.
+    let w4 = start_worker(dir, &c.config, "w4", 600_000);
+    wait_until("w4 to start", || {
+        events(dir)
+            .contains(&("start".into(), id2, "w4".into()))
+            .then_some(())
+    });
+    w4.signal("-TERM");
     std::fs::remove_file(dir.join("block")).unwrap();
-    let w4 = start_worker(dir, &c.config, "w4", 60_000);
+    assert!(w4.wait().success());
     let done = receiver.wait_final(id2);
     assert_eq!(
         (done.state, done.worker.as_deref()),
         (BuildState::Succeeded, Some("w4"))
     );
-    w4.signal("-TERM");
-    assert!(w4.wait().success());
+    let log = std::fs::read_to_string(dir.join("w4.log")).unwrap();
+    assert!(log.contains("finished: 1, handed_back: []"), "{log}");
 }
