@@ -78,6 +78,9 @@ const MIGRATION_LOCK: i64 = 0x686f_6973_7401;
 /// The advisory lock the base-image poller holds (one receiver polls).
 pub const WATCH_LOCK: i64 = 0x686f_6973_7402;
 
+/// How long a pooled connection has to answer its liveness check.
+const VALID_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The database's clock in Unix milliseconds.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -263,13 +266,23 @@ impl PgQueue {
     /// Run `f` on a pooled connection. A connection that broke (the
     /// database restarted) is dropped, so the next call connects anew.
     fn with<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, PgError>) -> Result<T, PgError> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut client = match pooled {
-            Some(c) if !c.is_closed() => c,
-            _ => self.connect()?,
+        let mut client = loop {
+            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match pooled {
+                // A pooled connection may have died with the server (a
+                // restart) while it sat idle: one round trip tells.
+                Some(mut c) => {
+                    if !c.is_closed() && c.is_valid(VALID_TIMEOUT).is_ok() {
+                        break c;
+                    }
+                }
+                None => break self.connect()?,
+            }
         };
         let result = f(&mut client);
-        let broken = matches!(&result, Err(PgError::Db(e)) if e.is_closed());
+        // An error the server did not send (I/O, protocol) leaves the
+        // connection in doubt: it is not pooled again.
+        let broken = matches!(&result, Err(PgError::Db(e)) if e.as_db_error().is_none());
         if !broken && !client.is_closed() {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < 8 {

@@ -376,12 +376,29 @@ impl Service {
             // Every line is in the database before the state says "over".
             shipper.finish().await;
         }
-        let recorded = self
-            .with_queue(move |q| match &result {
-                Ok(o) => q.finish(rec.id, token.as_deref(), Ok((&o.digest, &o.pushed_tags))),
-                Err(e) => q.finish(rec.id, token.as_deref(), Err(e)),
-            })
-            .await;
+        let result = Arc::new(result);
+        let token = Arc::new(token);
+        let mut recorded;
+        loop {
+            let (result, t) = (Arc::clone(&result), Arc::clone(&token));
+            recorded = self
+                .with_queue(move |q| match &*result {
+                    Ok(o) => q.finish(rec.id, t.as_deref(), Ok((&o.digest, &o.pushed_tags))),
+                    Err(e) => q.finish(rec.id, t.as_deref(), Err(e)),
+                })
+                .await;
+            // A worker keeps trying while the database is away: its
+            // heartbeat holds the build until then, and a result it cannot
+            // record would leave the build `running` for ever. (Once the
+            // lease expired elsewhere, `finish` answers false.)
+            match &recorded {
+                Err(e) if token.is_some() => {
+                    tracing::warn!(id = rec.id, error = %e, "cannot record the end of a build; retrying");
+                    tokio::time::sleep(RECORD_RETRY).await;
+                }
+                _ => break,
+            }
+        }
         match recorded {
             Ok(true) => {}
             Ok(false) => {
@@ -937,6 +954,14 @@ struct LogShipper {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How long a worker waits before trying again to record a build's end
+/// (or send its log's end) while the database is away.
+const RECORD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often the end of a log is tried before the build's end is recorded
+/// without it.
+const FINAL_SHIP_TRIES: u32 = 60;
+
 /// How often a running build's new log bytes are sent.
 const SHIP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -945,14 +970,23 @@ impl LogShipper {
         let (stop, mut rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut pos = 0u64;
+            let mut final_tries = 0;
             loop {
                 let last = *rx.borrow_and_update();
                 let (q, p) = (queue.clone(), path.clone());
-                pos = tokio::task::spawn_blocking(move || ship(&q, id, &p, pos))
+                let (at, done) = tokio::task::spawn_blocking(move || ship(&q, id, &p, pos))
                     .await
-                    .unwrap_or(pos);
+                    .unwrap_or((pos, false));
+                pos = at;
                 if last {
-                    return;
+                    // The end of the log is sent before the build's end is
+                    // recorded: through a short database outage too.
+                    final_tries += 1;
+                    if done || final_tries >= FINAL_SHIP_TRIES {
+                        return;
+                    }
+                    tokio::time::sleep(RECORD_RETRY).await;
+                    continue;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(SHIP_EVERY) => {}
@@ -971,28 +1005,30 @@ impl LogShipper {
 }
 
 /// Send the bytes of `path` from `pos` on; the new position (what was
-/// stored: a failed insert is sent again next time).
-fn ship(queue: &Queue, id: i64, path: &Path, mut pos: u64) -> u64 {
+/// stored: a failed insert is sent again next time) and whether the end of
+/// the file was reached.
+fn ship(queue: &Queue, id: i64, path: &Path, mut pos: u64) -> (u64, bool) {
     use std::io::{Read, Seek, SeekFrom};
     let Some(pg) = queue.postgres() else {
-        return pos;
+        return (pos, true);
     };
     let Ok(mut f) = std::fs::File::open(path) else {
-        return pos;
+        return (pos, true);
     };
     if f.seek(SeekFrom::Start(pos)).is_err() {
-        return pos;
+        return (pos, false);
     }
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match f.read(&mut buf) {
-            Ok(0) | Err(_) => return pos,
+            Ok(0) => return (pos, true),
+            Err(_) => return (pos, false),
             Ok(n) => n,
         };
         let at = i64::try_from(pos).unwrap_or(i64::MAX);
         if let Err(e) = pg.append_log(id, at, &buf[..n]) {
             tracing::warn!(id, error = %e, "cannot stream the build log");
-            return pos;
+            return (pos, false);
         }
         pos += n as u64;
     }

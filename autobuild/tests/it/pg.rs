@@ -378,7 +378,7 @@ impl Drop for Cluster {
         // A failed test shows what the workers said.
         if std::thread::panicking() {
             for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-                if e.path().extension().is_some_and(|x| x == "log") {
+                if e.path().extension().is_some_and(|x| x == "log") || e.file_name() == "events" {
                     let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                     eprintln!("--- {}:\n{text}", e.path().display());
                 }
@@ -608,4 +608,40 @@ fn a_sigkilled_workers_build_completes_on_another_and_sigterm_hands_back() {
     );
     let log = std::fs::read_to_string(dir.join("w4.log")).unwrap();
     assert!(log.contains("finished: 1, handed_back: []"), "{log}");
+}
+
+#[test]
+fn a_database_restart_under_a_running_build_loses_nothing() {
+    let Some(mut c) = cluster("3s") else { return };
+    let dir = c.dir.path().to_path_buf();
+    let receiver = TestServer::start(&c.config_text);
+    let sha = c.repo.commit("file", "one", "one");
+    c.repo.push("main");
+    std::fs::write(dir.join("block"), "").unwrap();
+    let w1 = start_worker(&dir, &c.config, "w1", 60_000);
+    let (status, body) = push_hook(&receiver, Provider::GitHub, "refs/heads/main", &sha, "m");
+    assert_eq!(status, 202, "{body}");
+    let id = queued_ids(&body)[0];
+    wait_until("w1 to start the build", || {
+        events(&dir)
+            .contains(&("start".into(), id, "w1".into()))
+            .then_some(())
+    });
+    // The database goes away under the running build and comes back.
+    c._pg.stop();
+    let (status, _) = push_hook(&receiver, Provider::GitHub, "refs/heads/dev", &sha, "m");
+    assert_eq!(status, 500, "a push while the database is down is refused");
+    c._pg.start_again();
+    std::fs::remove_file(dir.join("block")).unwrap();
+    let done = receiver.wait_final(id);
+    assert_eq!(
+        (done.state, done.worker.as_deref()),
+        (BuildState::Succeeded, Some("w1")),
+        "{done:?}"
+    );
+    assert_eq!(receiver.builds().len(), 1, "nothing requeued");
+    let log = receiver.page(&format!("/builds/{id}"));
+    assert!(log.contains(&format!("worker w1 runs build {id}")), "{log}");
+    w1.signal("-TERM");
+    assert!(w1.wait().success());
 }
