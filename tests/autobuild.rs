@@ -977,3 +977,79 @@ fn thirty_pushes_over_ten_refs_build_once_each_on_three_workers_and_push() {
     }
     receiver.stop();
 }
+
+#[test]
+fn a_worker_build_pushing_to_a_registry_that_is_down_fails_and_a_retry_builds() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let Some(pg) = hoist_testutil::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.fresh_database("autobuild");
+    let s = Setup::new("COPY hello /hello\n");
+    let good = std::fs::read_to_string(&s.config).unwrap();
+    // The rule pushes to a registry nobody listens on.
+    let down = format!("127.0.0.1:{}", hoist_testutil::free_port());
+    let bad = good.replace(
+        &format!("tag = \"{}/demo:", s.registry.addr),
+        &format!("tag = \"{down}/demo:"),
+    );
+    assert_ne!(bad, good);
+    std::fs::write(&s.config, format!("{bad}[queue]\nurl = {url:?}\n")).unwrap();
+    let mut receiver = s.serve();
+    let mut w1 = worker(&s, "w1");
+    let sha = s.commit("hello", "one\n", "one");
+    git(&s.work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{} {sha} refs/heads/main\n", "0".repeat(40)).as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+    let failed = wait_until("the build to fail", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["state"] == "failed")
+    });
+    assert_eq!(failed["worker"], "w1");
+    assert!(
+        failed["error"].as_str().unwrap().contains(&down),
+        "the error names the registry: {failed}"
+    );
+    assert_eq!(
+        list_pg(&s.store, &url).len(),
+        1,
+        "a failure is not requeued"
+    );
+    w1.stop();
+
+    // The registry is back (here: the rule points at one that answers).
+    std::fs::write(&s.config, format!("{good}[queue]\nurl = {url:?}\n")).unwrap();
+    let mut w2 = worker(&s, "w2");
+    let out = hoist(&s.store)
+        .args(["autobuild", "retry", "--config"])
+        .arg(&s.config)
+        .arg(failed["id"].to_string())
+        .output()
+        .unwrap();
+    ok(out, "hoist autobuild retry");
+    let done = wait_until("the retry to succeed", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["state"] == "succeeded")
+    });
+    assert_eq!(done["worker"], "w2");
+    assert_eq!(done["retry_of"], failed["id"]);
+    let seen = s.inspect("main").expect("pushed");
+    assert_eq!(seen["Digest"], done["digest"]);
+    w2.stop();
+    receiver.stop();
+}
