@@ -78,6 +78,9 @@ const MIGRATION_LOCK: i64 = 0x686f_6973_7401;
 /// The advisory lock the base-image poller holds (one receiver polls).
 pub const WATCH_LOCK: i64 = 0x686f_6973_7402;
 
+/// How long connecting may take unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a pooled connection has to answer its liveness check.
 const VALID_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -235,10 +238,18 @@ impl PgQueue {
 
     fn open_here(url: &str) -> Result<PgQueue, PgError> {
         let shown_url = crate::redact::redact_credentials(url);
-        let config: postgres::Config = url.parse().map_err(|source| PgError::Connect {
+        let mut config: postgres::Config = url.parse().map_err(|source| PgError::Connect {
             url: shown_url.clone(),
             source,
         })?;
+        // An unreachable database fails a call in seconds rather than
+        // after the kernel's TCP timeout (a URL's connect_timeout wins).
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("hoist-autobuild");
+        }
         let queue = PgQueue {
             config,
             shown_url,
