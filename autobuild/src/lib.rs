@@ -7,7 +7,13 @@
 //! - [`webhook`]: GitHub, Bitbucket, GitLab and Gitea signatures (constant
 //!   time) and push payloads.
 //! - [`queue`]: the persisted queue and build records in the store's metadata
-//!   database (tables `autobuild_*`), supersede, interruption recovery.
+//!   database (tables `autobuild_*`), supersede, interruption recovery; and
+//!   [`Queue`], that queue or the PostgreSQL one behind one interface.
+//! - [`pg`]: the PostgreSQL queue (`[queue] url`) shared by receivers and
+//!   workers on many machines: its own migrations, claims with `FOR UPDATE
+//!   SKIP LOCKED`, heartbeat leases, logs as rows.
+//! - [`worker`]: `hoist autobuild worker` (claim, heartbeat, drain, hand
+//!   back) and the election of the one receiver that watches base images.
 //! - [`server`]: the axum server (webhooks, trigger URL, status page, JSON
 //!   API, badges) and the dispatcher running `concurrency` builds at once.
 //! - [`hook`]: the git post-receive hook and its installer.

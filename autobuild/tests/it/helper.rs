@@ -140,7 +140,8 @@ pub fn worker() {
             service,
             hoist_autobuild::worker::WorkerOptions {
                 name,
-                concurrency: 1,
+                concurrency: std::env::var("HOIST_HELPER_CONCURRENCY")
+                    .map_or(1, |c| c.parse().unwrap()),
                 drain_timeout: std::time::Duration::from_millis(drain),
             },
             hoist_autobuild::server::shutdown_signal(),

@@ -337,9 +337,20 @@ impl Proc {
 }
 
 fn start_worker(dir: &Path, config: &Path, name: &str, drain_ms: u64) -> Proc {
+    start_worker_with(dir, config, name, drain_ms, 1)
+}
+
+fn start_worker_with(
+    dir: &Path,
+    config: &Path,
+    name: &str,
+    drain_ms: u64,
+    concurrency: usize,
+) -> Proc {
     let root = dir.join(format!("store-{name}"));
     Proc(
         command("worker")
+            .env("HOIST_HELPER_CONCURRENCY", concurrency.to_string())
             .env("HOIST_HELPER_CONFIG", config)
             .env("HOIST_HELPER_ROOT", &root)
             .env("HOIST_HELPER_DIR", dir)
@@ -644,4 +655,47 @@ fn a_database_restart_under_a_running_build_loses_nothing() {
     assert!(log.contains(&format!("worker w1 runs build {id}")), "{log}");
     w1.signal("-TERM");
     assert!(w1.wait().success());
+}
+
+#[test]
+fn a_worker_with_concurrency_two_runs_two_refs_at_once_but_never_one_ref_twice() {
+    let Some(c) = cluster("30s") else { return };
+    let dir = c.dir.path().to_path_buf();
+    let receiver = TestServer::start(&c.config_text);
+    git(&c.repo.work, &["checkout", "-q", "-B", "x", "main"]);
+    let x1 = c.repo.commit("file", "x1", "x1");
+    let x2 = c.repo.commit("file", "x2", "x2");
+    c.repo.push("x");
+    git(&c.repo.work, &["checkout", "-q", "-B", "y", "main"]);
+    let y1 = c.repo.commit("file", "y1", "y1");
+    c.repo.push("y");
+    std::fs::write(dir.join("block"), "").unwrap();
+    let w = start_worker_with(&dir, &c.config, "w", 60_000, 2);
+    let push = |git_ref: &str, sha: &str| {
+        let (status, body) = push_hook(&receiver, Provider::GitHub, git_ref, sha, "m");
+        assert_eq!(status, 202, "{body}");
+        queued_ids(&body)[0]
+    };
+    let started = |id: i64| events(&dir).iter().any(|e| e.0 == "start" && e.1 == id);
+    let first = push("refs/heads/x", &x1);
+    wait_until("x1 to start", || started(first).then_some(()));
+    // x2 queued while x1 runs (not superseding it), then y1: the free slot
+    // passes over x2 (its ref is building) and takes y1.
+    let second = push("refs/heads/x", &x2);
+    let other = push("refs/heads/y", &y1);
+    wait_until("y1 to start beside x1", || started(other).then_some(()));
+    assert!(!started(second), "x built twice at once");
+    std::fs::remove_file(dir.join("block")).unwrap();
+    for id in [first, second, other] {
+        let b = receiver.wait_final(id);
+        assert_eq!(
+            (b.state, b.worker.as_deref()),
+            (BuildState::Succeeded, Some("w"))
+        );
+    }
+    let ev = events(&dir);
+    let pos = |kind: &str, id: i64| ev.iter().position(|e| e.0 == kind && e.1 == id).unwrap();
+    assert!(pos("done", first) < pos("start", second), "{ev:?}");
+    w.signal("-TERM");
+    assert!(w.wait().success());
 }
