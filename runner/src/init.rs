@@ -38,6 +38,9 @@ pub(crate) struct InitConfig {
     pub all_capabilities: bool,
     /// Run an external OCI runtime instead of the step (see `external.rs`).
     pub external: Option<crate::external::ExternalPlan>,
+    /// `--ulimit`s, set before privileges are dropped.
+    #[serde(default)]
+    pub ulimits: Vec<crate::spec::Ulimit>,
 }
 
 /// The init's answer on fd 4.
@@ -216,6 +219,19 @@ fn exec_step(
         return format!("setsid: {e}");
     }
     let result = (|| -> Result<(), String> {
+        // While the init still holds its capabilities: raising a hard limit
+        // needs CAP_SYS_RESOURCE.
+        for limit in &config.ulimits {
+            let resource = limit
+                .resource()
+                .ok_or_else(|| format!("unknown ulimit {}", limit.name))?;
+            sys::setrlimit(resource, limit.soft, limit.hard).map_err(|e| {
+                format!(
+                    "setrlimit {}={}:{}: {e}",
+                    limit.name, limit.soft, limit.hard
+                )
+            })?;
+        }
         let mut groups = user.additional_gids.clone();
         if !groups.contains(&user.gid) {
             groups.insert(0, user.gid);

@@ -56,8 +56,8 @@ pub use rootfs::RootfsError;
 pub use run::{Cancel, Runner, RunnerConfig, Runtime, CANCEL_GRACE};
 pub use security::{SecurityError, DEFAULT_CAPABILITIES};
 pub use spec::{
-    ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult, RunSpec, Stream, Usage,
-    DEFAULT_HOSTNAME, DEFAULT_PATH,
+    parse_extra_host, ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult,
+    RunSpec, StepOptions, Stream, Ulimit, Usage, DEFAULT_HOSTNAME, DEFAULT_PATH,
 };
 pub use user::{resolve_user, ResolvedUser, UserError};
 

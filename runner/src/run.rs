@@ -271,6 +271,7 @@ impl Runner {
             } else {
                 Vec::new()
             },
+            shm_size: spec.options.shm_size,
         };
         let external = match &self.config.runtime {
             Runtime::Embedded => None,
@@ -293,6 +294,7 @@ impl Runner {
             seccomp: spec.seccomp,
             all_capabilities: spec.all_capabilities,
             external,
+            ulimits: spec.options.ulimits.clone(),
         };
         let mut flags = if config.external.is_some() {
             // The runtime makes the step's namespaces (all but the default
@@ -569,8 +571,12 @@ fn write_etc_files(run_dir: &Path, spec: &RunSpec) -> Result<Vec<(String, PathBu
     let dir = run_dir.join("etc");
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let hostname = &spec.hostname;
-    let hosts =
+    let mut hosts =
         format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    // `--add-host`, after the step's own lines as Docker writes them.
+    for (name, address) in &spec.options.extra_hosts {
+        hosts.push_str(&format!("{address}\t{name}\n"));
+    }
     let resolv = match spec.network {
         // No network: a resolv.conf that points nowhere rather than a host's
         // resolver that cannot be reached.

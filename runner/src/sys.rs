@@ -113,6 +113,21 @@ pub(crate) fn setsid() -> io::Result<()> {
     check(unsafe { libc::setsid() }).map(drop)
 }
 
+/// setrlimit(2); a negative limit is `RLIM_INFINITY`.
+pub(crate) fn setrlimit(
+    resource: libc::__rlimit_resource_t,
+    soft: i64,
+    hard: i64,
+) -> io::Result<()> {
+    let value = |n: i64| u64::try_from(n).unwrap_or(libc::RLIM_INFINITY);
+    let limit = libc::rlimit {
+        rlim_cur: value(soft),
+        rlim_max: value(hard),
+    };
+    // SAFETY: `limit` is a valid rlimit for the duration of the call.
+    check(unsafe { libc::setrlimit(resource, &limit) }).map(drop)
+}
+
 /// prctl(PR_SET_NO_NEW_PRIVS).
 pub(crate) fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: plain prctl with integer arguments.

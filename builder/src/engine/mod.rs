@@ -142,6 +142,8 @@ pub struct Engine {
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
     limits: hoist_runner::Limits,
+    /// `--add-host`, `--shm-size`, `--ulimit` of RUN steps.
+    step_options: hoist_runner::StepOptions,
     /// `--secret` and `--ssh` sources for RUN mounts.
     secrets: mounts::Secrets,
     /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
@@ -197,6 +199,7 @@ impl Engine {
         Ok(Engine {
             runner,
             limits: hoist_runner::Limits::default(),
+            step_options: hoist_runner::StepOptions::default(),
             secrets: mounts::Secrets::default(),
             source_date_epoch: None,
             store,
@@ -212,6 +215,13 @@ impl Engine {
     pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
         self.limits.memory = memory;
         self.limits.cpus = cpus;
+        self
+    }
+
+    /// Sets the `/etc/hosts` entries, `/dev/shm` size and rlimits of RUN
+    /// steps (part of their cache keys when set).
+    pub fn with_step_options(mut self, options: hoist_runner::StepOptions) -> Self {
+        self.step_options = options;
         self
     }
 

@@ -504,10 +504,17 @@ impl Op<Artifact> for ExecStep {
         // The platform is part of what a RUN means: an arm64 result is
         // never reused for amd64 (even from scratch, where no base image's
         // digest tells them apart).
-        CanonicalEncoder::new("exec", 1)
-            .bytes("op", &json(&op))
-            .str("platform", &self.platform.to_string())
-            .finish()
+        // What `--add-host`, `--shm-size` and `--ulimit` give a step can
+        // change what it makes (BuildKit keys them too); without them the
+        // key is the one hoist always made.
+        let options = &self.engine.step_options;
+        let (op, platform) = (json(&op), self.platform.to_string());
+        let mut encoder = CanonicalEncoder::new("exec", 1);
+        encoder.bytes("op", &op).str("platform", &platform);
+        if !options.is_default() {
+            encoder.bytes("options", &json(options));
+        }
+        encoder.finish()
     }
 
     async fn exec(&self, context: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
@@ -583,6 +590,7 @@ impl Op<Artifact> for ExecStep {
                             }
                         };
                         spec.limits = engine.limits;
+                        spec.options = engine.step_options.clone();
                         if op.security == hoist_frontend::graph::SecurityMode::Insecure {
                             // BuildKit's security.insecure (`docker run --privileged`): every
                             // capability, no seccomp filter, setuid works. The build
