@@ -17,6 +17,7 @@ packages=(
     zsh fish man-db tinyproxy openssl  # completion scripts parsed, man pages rendered, proxy and TLS tests
     docker.io  # a real Docker engine (started by the tests) reads `--load` and `hoist save`
     slirp4netns  # the default network of RUN steps (runner/src/net.rs)
+    postgresql  # the autobuild PostgreSQL queue (testutil/src/postgres.rs)
     time  # GNU time measures hoist's peak RSS (tests/it/remote_input.rs)
 )
 missing=()

@@ -552,6 +552,166 @@ fn autobuild_never_grants_the_hosts_network() {
     );
 }
 
+/// `hoist autobuild list --format json` of a PostgreSQL queue.
+fn list_pg(store: &Path, url: &str) -> Vec<Value> {
+    let out = hoist(store)
+        .args(["autobuild", "list", "--format", "json"])
+        .env("HOIST_AUTOBUILD_QUEUE", url)
+        .output()
+        .unwrap();
+    serde_json::from_str(&ok(out, "hoist autobuild list")).unwrap()
+}
+
+fn worker(s: &Setup, name: &str) -> Server {
+    let log = std::fs::File::create(s.tmp.path().join(format!("{name}.log"))).unwrap();
+    let child = hoist(&s.tmp.path().join(format!("store-{name}")))
+        .args(["autobuild", "worker", "--name", name, "--config"])
+        .arg(&s.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Server(child)
+}
+
+#[test]
+fn workers_of_a_postgres_queue_build_with_run_and_a_sigkilled_ones_build_moves_on() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let Some(pg) = hoist_testutil::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.fresh_database("autobuild");
+    let s = Setup::new("RUN sleep 3 && echo \"$VERSION\" > /version\n");
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "[queue]\nurl = {url:?}\nlease = \"3s\"\n[cache]\nshared = true\n"
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    let mut receiver = s.serve();
+    assert!(
+        s.serve_log().contains("this server receives"),
+        "{}",
+        s.serve_log()
+    );
+    let mut w1 = worker(&s, "w1");
+    let sha = s.commit("hello", "one", "one");
+    git(&s.work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{} {sha} refs/heads/main\n", "0".repeat(40)).as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+
+    // SIGKILL of the worker while its RUN step sleeps.
+    let running = wait_until("w1 to run the build", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["state"] == "running" && b["worker"] == "w1")
+    });
+    w1.kill9();
+    let mut w2 = worker(&s, "w2");
+    let all = wait_until("the build to complete on w2", || {
+        let list = list_pg(&s.store, &url);
+        list.iter()
+            .any(|b| b["state"] == "succeeded")
+            .then_some(list)
+    });
+    assert_eq!(all.len(), 2, "one interruption, one copy: {all:?}");
+    let first = all.iter().find(|b| b["id"] == running["id"]).unwrap();
+    assert_eq!(
+        (&first["state"], &first["worker"]),
+        (&Value::from("interrupted"), &Value::from("w1")),
+        "{all:?}"
+    );
+    let copy = all.iter().find(|b| b["retry_of"] == running["id"]).unwrap();
+    assert_eq!(copy["worker"], "w2");
+    assert_eq!(copy["sha"], sha.as_str());
+    let pushed = s.inspect("main").expect("pushed");
+    assert_eq!(pushed["Digest"], copy["digest"]);
+    assert_eq!(
+        s.image_files("main").get("version").map(String::as_str),
+        Some(format!("main-{}\n", &sha[..7]).as_str())
+    );
+    // The log the worker streamed, through `logs` on another machine's view.
+    let out = hoist(&s.store)
+        .args(["autobuild", "logs"])
+        .arg(copy["id"].to_string())
+        .env("HOIST_AUTOBUILD_QUEUE", &url)
+        .output()
+        .unwrap();
+    let log = ok(out, "hoist autobuild logs");
+    assert!(log.contains("worker w2"), "{log}");
+    assert!(log.contains("pushed "), "{log}");
+    // `[cache] shared`: w2 exported the steps to REPO:buildcache.
+    let cache_ref = format!("{}/demo:buildcache", s.registry.addr);
+    assert!(
+        log.contains(&format!("exporting cache to {cache_ref}")),
+        "{log}"
+    );
+    w2.stop();
+
+    // The same commit again on a third worker, with an empty store of its
+    // own: every step comes from the registry cache, no RUN runs.
+    let mut w3 = worker(&s, "w3");
+    let out = hoist(&s.store)
+        .args(["autobuild", "retry", "--config"])
+        .arg(&s.config)
+        .arg(copy["id"].to_string())
+        .output()
+        .unwrap();
+    ok(out, "hoist autobuild retry --config");
+    let again = wait_until("the retry to complete", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["trigger"] == "retry" && b["state"] == "succeeded")
+    });
+    assert_eq!(again["worker"], "w3");
+    let out = hoist(&s.store)
+        .args(["autobuild", "list", "--config"])
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    let table = ok(out, "hoist autobuild list --config");
+    let header = table.lines().next().unwrap();
+    assert!(header.ends_with("WORKER"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", again["id"])))
+        .unwrap();
+    assert!(row.ends_with("w3"), "{table}");
+    let out = hoist(&s.store)
+        .args(["autobuild", "logs", "--follow", "--config"])
+        .arg(&s.config)
+        .arg(again["id"].to_string())
+        .output()
+        .unwrap();
+    let log = ok(out, "hoist autobuild logs --config");
+    assert!(
+        log.contains(&format!("importing cache from {cache_ref}: ")),
+        "{log}"
+    );
+    assert!(log.contains("CACHED"), "{log}");
+    // `#N DONE` is the line of a step that ran.
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with('#') && l.contains(" DONE ")),
+        "a step ran although the shared cache had it:\n{log}"
+    );
+    w3.stop();
+    receiver.stop();
+}
+
 impl Setup {
     fn install_hook(&self) {
         ok(
@@ -726,4 +886,170 @@ fn autobuild_with_cache_from_a_registry_cache_runs_no_step() {
         Some(&primer_version),
         "{record}"
     );
+}
+
+#[test]
+fn thirty_pushes_over_ten_refs_build_once_each_on_three_workers_and_push() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let Some(pg) = hoist_testutil::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.fresh_database("autobuild");
+    let s = Setup::new("COPY hello /hello\n");
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!("[queue]\nurl = {url:?}\n"));
+    std::fs::write(&s.config, config).unwrap();
+    let mut receiver = s.serve();
+    let mut workers: Vec<Server> = ["w1", "w2", "w3"].iter().map(|n| worker(&s, n)).collect();
+    // Ten branches, three commits each: thirty pushed refs, in order.
+    let zero = "0".repeat(40);
+    let mut lines = String::new();
+    let mut newest = std::collections::BTreeMap::new();
+    for i in 0..10 {
+        let branch = format!("b{i}");
+        git(&s.work, &["checkout", "-q", "-B", &branch]);
+        for n in 0..3 {
+            let sha = s.commit("hello", &format!("{branch} {n}\n"), &branch);
+            lines.push_str(&format!("{zero} {sha} refs/heads/{branch}\n"));
+            newest.insert(branch.clone(), sha);
+        }
+        git(&s.work, &["push", "-q", "origin", &branch]);
+    }
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+    let all = wait_until("every build to end", || {
+        let list = list_pg(&s.store, &url);
+        (list.len() == 30
+            && list
+                .iter()
+                .all(|b| !matches!(b["state"].as_str(), Some("queued" | "running"))))
+        .then_some(list)
+    });
+    let mut used = std::collections::BTreeSet::new();
+    for b in &all {
+        match b["state"].as_str().unwrap() {
+            "succeeded" => {
+                used.insert(b["worker"].as_str().unwrap().to_string());
+            }
+            "superseded" => assert!(b["worker"].is_null(), "{b}"),
+            other => panic!("build {} is {other}: {b}", b["id"]),
+        }
+    }
+    assert!(used.len() >= 2, "the builds ran on {used:?} only");
+    // Each ref's newest commit built once and its image pushed.
+    for (branch, sha) in &newest {
+        let done: Vec<&Value> = all
+            .iter()
+            .filter(|b| b["git_ref"] == format!("refs/heads/{branch}") && b["state"] == "succeeded")
+            .collect();
+        let last = done.iter().find(|b| b["sha"] == sha.as_str());
+        let last = last.unwrap_or_else(|| panic!("{branch} {sha} not built: {all:?}"));
+        assert_eq!(
+            done.iter().filter(|b| b["sha"] == sha.as_str()).count(),
+            1,
+            "{branch}"
+        );
+        // The registry has the newest build's image (builds of a ref run
+        // one at a time, oldest first).
+        let newest_done = done
+            .iter()
+            .max_by_key(|b| b["id"].as_i64().unwrap())
+            .unwrap();
+        assert_eq!(newest_done["id"], last["id"], "{branch}");
+        let seen = s.inspect(branch).expect("pushed");
+        assert_eq!(seen["Digest"], last["digest"], "{branch}");
+    }
+    for w in &mut workers {
+        w.stop();
+    }
+    receiver.stop();
+}
+
+#[test]
+fn a_worker_build_pushing_to_a_registry_that_is_down_fails_and_a_retry_builds() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let Some(pg) = hoist_testutil::postgres::Postgres::start() else {
+        return;
+    };
+    let url = pg.fresh_database("autobuild");
+    let s = Setup::new("COPY hello /hello\n");
+    let good = std::fs::read_to_string(&s.config).unwrap();
+    // The rule pushes to a registry nobody listens on.
+    let down = format!("127.0.0.1:{}", hoist_testutil::free_port());
+    let bad = good.replace(
+        &format!("tag = \"{}/demo:", s.registry.addr),
+        &format!("tag = \"{down}/demo:"),
+    );
+    assert_ne!(bad, good);
+    std::fs::write(&s.config, format!("{bad}[queue]\nurl = {url:?}\n")).unwrap();
+    let mut receiver = s.serve();
+    let mut w1 = worker(&s, "w1");
+    let sha = s.commit("hello", "one\n", "one");
+    git(&s.work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{} {sha} refs/heads/main\n", "0".repeat(40)).as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
+    let failed = wait_until("the build to fail", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["state"] == "failed")
+    });
+    assert_eq!(failed["worker"], "w1");
+    assert!(
+        failed["error"].as_str().unwrap().contains(&down),
+        "the error names the registry: {failed}"
+    );
+    assert_eq!(
+        list_pg(&s.store, &url).len(),
+        1,
+        "a failure is not requeued"
+    );
+    w1.stop();
+
+    // The registry is back (here: the rule points at one that answers).
+    std::fs::write(&s.config, format!("{good}[queue]\nurl = {url:?}\n")).unwrap();
+    let mut w2 = worker(&s, "w2");
+    let out = hoist(&s.store)
+        .args(["autobuild", "retry", "--config"])
+        .arg(&s.config)
+        .arg(failed["id"].to_string())
+        .output()
+        .unwrap();
+    ok(out, "hoist autobuild retry");
+    let done = wait_until("the retry to succeed", || {
+        list_pg(&s.store, &url)
+            .into_iter()
+            .find(|b| b["state"] == "succeeded")
+    });
+    assert_eq!(done["worker"], "w2");
+    assert_eq!(done["retry_of"], failed["id"]);
+    let seen = s.inspect("main").expect("pushed");
+    assert_eq!(seen["Digest"], done["digest"]);
+    w2.stop();
+    receiver.stop();
 }

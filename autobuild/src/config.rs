@@ -51,7 +51,25 @@ struct RawConfig {
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
     repo: Vec<RawRepo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default)]
+    shared: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    url: Option<String>,
+    lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +131,88 @@ pub struct Config {
     pub server: ServerConfig,
     /// The repositories, by unique name.
     pub repos: Vec<RepoConfig>,
+    /// The `[queue]` table: where builds are queued.
+    pub queue: QueueConfig,
+    /// The `[cache]` table.
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: the build cache workers share.
+#[derive(Debug, Clone, Default)]
+pub struct CacheConfig {
+    /// `shared = true`: a repository without `cache_from`/`cache_to` imports
+    /// and exports (`mode=max`) a registry cache at `REPO:buildcache`, REPO
+    /// being the repository of its build's first pushed tag, so a step built
+    /// on one worker is cached on every other.
+    pub shared: bool,
+}
+
+impl CacheConfig {
+    /// The registry cache reference for a build pushing `push_tags`
+    /// (`REPO:buildcache`), when `shared` is on.
+    pub fn shared_ref(&self, push_tags: &[String]) -> Option<String> {
+        if !self.shared {
+            return None;
+        }
+        let tag = push_tags.first()?;
+        let name = tag.split_once('@').map_or(tag.as_str(), |(n, _)| n);
+        let repo = match (name.rfind(':'), name.rfind('/')) {
+            (Some(colon), slash) if slash.is_none_or(|s| colon > s) => &name[..colon],
+            _ => name,
+        };
+        Some(format!("{repo}:buildcache"))
+    }
+}
+
+/// The environment variable that overrides `[queue] url`.
+pub const QUEUE_ENV: &str = "HOIST_AUTOBUILD_QUEUE";
+
+/// `[queue]`: the store's SQLite database (default) or a PostgreSQL
+/// database shared by receivers and workers.
+#[derive(Clone)]
+pub struct QueueConfig {
+    /// `postgres://…` (or `postgresql://…`); `None` for the store's
+    /// `meta.db`. [`Config::load`] takes [`QUEUE_ENV`] over the file's value.
+    pub url: Option<String>,
+    /// How old a worker's heartbeat may get before its builds are requeued
+    /// (`lease`, default 30 s).
+    pub lease: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            url: None,
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold the database password.
+        f.debug_struct("QueueConfig")
+            .field(
+                "url",
+                &self.url.as_deref().map(crate::redact::redact_credentials),
+            )
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// Check a queue URL: `postgres://` or `postgresql://`, parsed by the
+/// PostgreSQL client.
+pub fn check_queue_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!(
+            "`{}` is not a postgres:// URL",
+            crate::redact::escape_control(&crate::redact::redact_credentials(url))
+        ));
+    }
+    url.parse::<postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| format!("invalid PostgreSQL URL: {e}"))
 }
 
 /// `[server]`: what the HTTP server allows a client (defaults in
@@ -380,7 +480,19 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        if let Some(url) = std::env::var_os(QUEUE_ENV) {
+            let url = url.to_string_lossy().into_owned();
+            if !url.is_empty() {
+                check_queue_url(&url).map_err(|message| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: QUEUE_ENV.into(),
+                    message,
+                })?;
+                config.queue.url = Some(url);
+            }
+        }
+        Ok(config)
     }
 
     /// Parse config text; `path` names the file in errors and anchors relative paths.
@@ -400,6 +512,19 @@ impl Config {
             return Err(invalid("concurrency".into(), "must be at least 1".into()));
         }
         let server = parse_server(raw.server, base_dir, &invalid)?;
+        let mut queue = QueueConfig::default();
+        if let Some(url) = raw.queue.url {
+            check_queue_url(&url).map_err(|m| invalid("queue.url".into(), m))?;
+            queue.url = Some(url);
+        }
+        if let Some(s) = raw.queue.lease {
+            queue.lease = parse_duration(&s).filter(|d| !d.is_zero()).ok_or_else(|| {
+                invalid(
+                    "queue.lease".into(),
+                    format!("`{s}` is not a duration like `30s`, `10m` or `1h`"),
+                )
+            })?;
+        }
         let mut repos: Vec<RepoConfig> = Vec::new();
         for (i, r) in raw.repo.into_iter().enumerate() {
             let key = |k: &str| format!("repo[{i}].{k}");
@@ -547,6 +672,10 @@ impl Config {
             concurrency,
             server,
             repos,
+            queue,
+            cache: CacheConfig {
+                shared: raw.cache.shared,
+            },
         })
     }
 
@@ -651,7 +780,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
+    pub(super) const EXAMPLE: &str = r#"
 listen = "127.0.0.1:9870"
 concurrency = 1
 [[repo]]
@@ -819,5 +948,54 @@ mod file_tests {
             e.contains("autobuild.toml") && e.contains("repo[0].secret_file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn queue_and_cache_tables() {
+        let text = format!(
+            "{}[queue]\nurl = \"postgres://hoist:pw@db/autobuild\"\nlease = \"5s\"\n\
+             [cache]\nshared = true\n",
+            super::tests::EXAMPLE
+        );
+        let c = Config::parse(&text, Path::new("a.toml")).unwrap();
+        assert_eq!(
+            c.queue.url.as_deref(),
+            Some("postgres://hoist:pw@db/autobuild")
+        );
+        assert_eq!(c.queue.lease, Duration::from_secs(5));
+        assert!(!format!("{:?}", c.queue).contains("pw"), "{:?}", c.queue);
+        let tags = |t: &str| vec![t.to_string()];
+        assert_eq!(
+            c.cache
+                .shared_ref(&tags("127.0.0.1:5000/demo:main"))
+                .as_deref(),
+            Some("127.0.0.1:5000/demo:buildcache")
+        );
+        assert_eq!(
+            c.cache.shared_ref(&tags("localhost:5000/app")).as_deref(),
+            Some("localhost:5000/app:buildcache")
+        );
+        assert_eq!(
+            c.cache
+                .shared_ref(&tags(&format!("reg.example/app@sha256:{}", "a".repeat(64))))
+                .as_deref(),
+            Some("reg.example/app:buildcache")
+        );
+        assert_eq!(c.cache.shared_ref(&[]), None, "nothing pushed, no cache");
+        assert_eq!(CacheConfig::default().shared_ref(&tags("r/a:b")), None);
+
+        for (bad, key) in [
+            ("[queue]\nurl = \"mysql://x\"\n", "queue.url"),
+            ("[queue]\nlease = \"soon\"\n", "queue.lease"),
+            ("[queue]\nlease = \"0s\"\n", "queue.lease"),
+        ] {
+            let err = Config::parse(
+                &format!("{}{bad}", super::tests::EXAMPLE),
+                Path::new("a.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

@@ -122,7 +122,16 @@ fn build_row(b: &BuildRecord, out: &mut String) {
         sha = escape(b.short_sha()),
         msg = escape(first_line),
         pill = state_pill(b.state),
-        trigger = escape(&b.trigger),
+        // The worker that ran it (a PostgreSQL queue's builds), under the
+        // trigger: the table keeps its columns.
+        trigger = match &b.worker {
+            Some(w) => format!(
+                "{}<br><span class=\"worker muted\" title=\"worker\">on {}</span>",
+                escape(&b.trigger),
+                escape(w)
+            ),
+            None => escape(&b.trigger),
+        },
         queued = format_time(b.queued_at),
         duration = b.duration_ms().map(format_duration).unwrap_or_default(),
         tags = b

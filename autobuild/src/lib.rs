@@ -7,7 +7,13 @@
 //! - [`webhook`]: GitHub, Bitbucket, GitLab and Gitea signatures (constant
 //!   time) and push payloads.
 //! - [`queue`]: the persisted queue and build records in the store's metadata
-//!   database (tables `autobuild_*`), supersede, interruption recovery.
+//!   database (tables `autobuild_*`), supersede, interruption recovery; and
+//!   [`Queue`], that queue or the PostgreSQL one behind one interface.
+//! - [`pg`]: the PostgreSQL queue (`[queue] url`) shared by receivers and
+//!   workers on many machines: its own migrations, claims with `FOR UPDATE
+//!   SKIP LOCKED`, heartbeat leases, logs as rows.
+//! - [`worker`]: `hoist autobuild worker` (claim, heartbeat, drain, hand
+//!   back) and the election of the one receiver that watches base images.
 //! - [`server`]: the axum server (webhooks, trigger URL, status page, JSON
 //!   API, badges) and the dispatcher running `concurrency` builds at once.
 //! - [`hook`]: the git post-receive hook and its installer.
@@ -54,12 +60,14 @@ pub mod executor;
 pub mod hook;
 pub mod html;
 pub mod image;
+pub mod pg;
 pub mod queue;
 pub mod redact;
 pub mod server;
 mod sys;
 pub mod watch;
 pub mod webhook;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -70,7 +78,7 @@ pub use executor::{
 };
 pub use hook::{install_hook, run_hook, HookResult};
 pub use image::ImageBuilder;
-pub use queue::{BuildRecord, BuildState, Enqueued, Recovery};
+pub use queue::{BuildRecord, BuildState, Enqueued, Queue, Recovery};
 pub use server::{serve, Queued, Service};
 pub use webhook::{Provider, PushedRef};
 
@@ -92,6 +100,9 @@ pub enum Error {
     /// A metadata database statement failed.
     #[error("autobuild database statement failed")]
     Db(#[from] rusqlite::Error),
+    /// The PostgreSQL queue failed.
+    #[error(transparent)]
+    Pg(#[from] pg::PgError),
     /// Encoding JSON failed.
     #[error("failed to encode JSON")]
     Json(#[source] serde_json::Error),
@@ -112,8 +123,11 @@ pub enum Error {
         message: String,
     },
     /// Another server already serves this store's queue.
-    #[error("another `hoist autobuild serve` already uses the store (lock `{}` is held)", .0.display())]
+    #[error("another `hoist autobuild serve` or `worker` already uses the store (lock `{}` is held)", .0.display())]
     AlreadyServing(PathBuf),
+    /// `hoist autobuild worker` wants a PostgreSQL queue.
+    #[error("workers need a shared queue: set `[queue] url = \"postgres://…\"` in the config or HOIST_AUTOBUILD_QUEUE")]
+    NotShared,
     /// No build with this id.
     #[error("no build #{0}")]
     NoSuchBuild(i64),
@@ -201,7 +215,41 @@ pub fn run_server(
     })
 }
 
-fn open_db(store_root: &Path) -> Result<hoist_builder::Store, Error> {
+/// `hoist autobuild worker`: open the service over the PostgreSQL queue
+/// of `config` with `store_root` as this worker's own store, call `ready`,
+/// then claim and run builds until SIGINT or SIGTERM, drain, and return
+/// what happened. Blocks; makes its own tokio runtime.
+pub fn run_worker(
+    config: Config,
+    store_root: &Path,
+    builder: ImageBuilder,
+    options: worker::WorkerOptions,
+    ready: impl FnOnce(&worker::WorkerOptions),
+) -> Result<worker::WorkerReport, Error> {
+    if config.queue.url.is_none() {
+        return Err(Error::NotShared);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            action: "start the async runtime for",
+            path: store_root.to_path_buf(),
+            source,
+        })?;
+    let report = runtime.block_on(async move {
+        let (service, _) =
+            Service::open(config, store_root, std::sync::Arc::new(builder.executor()))?;
+        ready(&options);
+        worker::work(service, options, server::shutdown_signal()).await
+    });
+    // Builds handed back at the drain timeout may still hold blocking
+    // threads: do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    report
+}
+
+pub(crate) fn open_db(store_root: &Path) -> Result<hoist_builder::Store, Error> {
     let store = hoist_builder::Store::open(store_root).map_err(|source| Error::Store {
         path: store_root.to_path_buf(),
         source,
@@ -244,31 +292,18 @@ pub struct LogChunk {
 /// Read build `id`'s log from `offset`. `--follow` calls it again with
 /// `next_offset` (after a short sleep) until `finished`.
 pub fn read_log(store_root: &Path, id: i64, offset: u64) -> Result<LogChunk, Error> {
-    use std::io::{Read, Seek, SeekFrom};
-    let store = open_db(store_root)?;
-    // The state is read before the file, so a `finished` chunk has every line.
-    let rec = queue::get(store.db(), id)?.ok_or(Error::NoSuchBuild(id))?;
-    let path = server::log_path(store_root, id);
-    let mut data = Vec::new();
-    match std::fs::File::open(&path) {
-        Ok(mut f) => {
-            let io = |source| Error::Io {
-                action: "read the build log",
-                path: path.clone(),
-                source,
-            };
-            f.seek(SeekFrom::Start(offset)).map_err(io)?;
-            f.read_to_end(&mut data).map_err(io)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(Error::Io {
-                action: "open the build log",
-                path,
-                source,
-            })
-        }
-    }
+    read_log_in(
+        &Queue::Sqlite(std::sync::Arc::new(open_db(store_root)?)),
+        id,
+        offset,
+    )
+}
+
+/// [`read_log`] of any queue.
+pub fn read_log_in(queue: &Queue, id: i64, offset: u64) -> Result<LogChunk, Error> {
+    // The state is read before the log, so a `finished` chunk has every line.
+    let rec = queue.get(id)?.ok_or(Error::NoSuchBuild(id))?;
+    let data = queue.read_log(id, offset)?;
     Ok(LogChunk {
         next_offset: offset + data.len() as u64,
         data,

@@ -55,7 +55,7 @@ impl BuildState {
         }
     }
 
-    fn parse(s: &str) -> BuildState {
+    pub(crate) fn parse(s: &str) -> BuildState {
         match s {
             "queued" => BuildState::Queued,
             "running" => BuildState::Running,
@@ -110,6 +110,10 @@ pub struct BuildRecord {
     pub pushed: Vec<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The worker that ran (or runs) it, by its `--name`: builds of a
+    /// PostgreSQL queue; `None` for the store's own queue.
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 impl BuildRecord {
@@ -239,6 +243,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BuildRecord> {
         tags: json_list(r.get(14)?),
         pushed: json_list(r.get(15)?),
         error: r.get(16)?,
+        worker: None,
     })
 }
 
@@ -460,6 +465,178 @@ pub fn latest_per_repo(db: &Database) -> Result<BTreeMap<String, BuildRecord>, E
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows.into_iter().map(|r| (r.repo.clone(), r)).collect())
     })
+}
+
+/// Where builds are queued: the store's SQLite database (one server per
+/// store, builds run in the server) or a PostgreSQL database shared by
+/// receivers and workers ([`crate::pg`]). Cheap to clone. Every method
+/// blocks: async code calls them on a blocking thread.
+#[derive(Clone)]
+pub enum Queue {
+    /// The store's `meta.db` (tables `autobuild_*`), logs as files.
+    Sqlite(std::sync::Arc<hoist_builder::Store>),
+    /// A PostgreSQL database, logs as rows.
+    Postgres(std::sync::Arc<crate::pg::PgQueue>),
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Queue::Sqlite(s) => write!(f, "Queue::Sqlite({})", s.root().display()),
+            Queue::Postgres(p) => write!(f, "Queue::Postgres({})", p.shown_url()),
+        }
+    }
+}
+
+impl Queue {
+    /// The queue a config names: PostgreSQL when `url` is set, else the
+    /// store at `store_root`.
+    pub fn open(url: Option<&str>, store_root: &std::path::Path) -> Result<Queue, Error> {
+        match url {
+            Some(url) => Ok(Queue::Postgres(std::sync::Arc::new(
+                crate::pg::PgQueue::open(url)?,
+            ))),
+            None => Ok(Queue::Sqlite(std::sync::Arc::new(crate::open_db(
+                store_root,
+            )?))),
+        }
+    }
+
+    /// True for a queue several machines share (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Queue::Postgres(_))
+    }
+
+    /// The PostgreSQL queue, when it is one.
+    pub fn postgres(&self) -> Option<&crate::pg::PgQueue> {
+        match self {
+            Queue::Postgres(p) => Some(p),
+            Queue::Sqlite(_) => None,
+        }
+    }
+
+    /// Queue a build, superseding queued builds of the same ref.
+    pub fn enqueue(&self, b: &NewBuild) -> Result<Enqueued, Error> {
+        match self {
+            Queue::Sqlite(s) => enqueue(s.db(), b),
+            Queue::Postgres(p) => Ok(p.enqueue(b)?),
+        }
+    }
+
+    /// Queue a copy of build `id`.
+    pub fn retry(&self, id: i64) -> Result<Enqueued, Error> {
+        match self {
+            Queue::Sqlite(s) => retry(s.db(), id),
+            Queue::Postgres(p) => p.retry(id)?.ok_or(Error::NoSuchBuild(id)),
+        }
+    }
+
+    /// Record the tags a running build is about to produce.
+    pub fn set_tags(&self, id: i64, tags: &[String]) -> Result<(), Error> {
+        match self {
+            Queue::Sqlite(s) => set_tags(s.db(), id, tags),
+            Queue::Postgres(p) => Ok(p.set_tags(id, tags)?),
+        }
+    }
+
+    /// Record the end of a running build (on PostgreSQL only while the
+    /// claim `token` still holds it); false when it was no longer ours.
+    pub fn finish(
+        &self,
+        id: i64,
+        token: Option<&str>,
+        result: Result<(&str, &[String]), &str>,
+    ) -> Result<bool, Error> {
+        match self {
+            Queue::Sqlite(s) => finish(s.db(), id, result).map(|()| true),
+            Queue::Postgres(p) => Ok(p.finish(id, token, result)?),
+        }
+    }
+
+    /// One build.
+    pub fn get(&self, id: i64) -> Result<Option<BuildRecord>, Error> {
+        match self {
+            Queue::Sqlite(s) => get(s.db(), id),
+            Queue::Postgres(p) => Ok(p.get(id)?),
+        }
+    }
+
+    /// Builds, newest first.
+    pub fn list(&self, repo: Option<&str>, limit: usize) -> Result<Vec<BuildRecord>, Error> {
+        match self {
+            Queue::Sqlite(s) => list(s.db(), repo, limit),
+            Queue::Postgres(p) => Ok(p.list(repo, limit)?),
+        }
+    }
+
+    /// The newest build of each repository.
+    pub fn latest_per_repo(&self) -> Result<BTreeMap<String, BuildRecord>, Error> {
+        match self {
+            Queue::Sqlite(s) => latest_per_repo(s.db()),
+            Queue::Postgres(p) => Ok(p.latest_per_repo()?),
+        }
+    }
+
+    /// Replace the base images remembered for `repo`.
+    pub fn set_bases(
+        &self,
+        repo: &str,
+        build_id: Option<i64>,
+        bases: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        match self {
+            Queue::Sqlite(s) => set_bases(s.db(), repo, build_id, bases),
+            Queue::Postgres(p) => Ok(p.set_bases(repo, build_id, bases)?),
+        }
+    }
+
+    /// Remember a new digest of one base image of `repo`.
+    pub fn update_base(&self, repo: &str, image: &str, digest: &str) -> Result<(), Error> {
+        match self {
+            Queue::Sqlite(s) => update_base(s.db(), repo, image, digest),
+            Queue::Postgres(p) => Ok(p.update_base(repo, image, digest)?),
+        }
+    }
+
+    /// The base images remembered for `repo`.
+    pub fn bases(&self, repo: &str) -> Result<BTreeMap<String, String>, Error> {
+        match self {
+            Queue::Sqlite(s) => bases(s.db(), repo),
+            Queue::Postgres(p) => Ok(p.bases(repo)?),
+        }
+    }
+
+    /// Build `id`'s log from byte `offset` (the file under the store, or
+    /// the rows a worker streamed).
+    pub fn read_log(&self, id: i64, offset: u64) -> Result<Vec<u8>, Error> {
+        use std::io::{Read, Seek, SeekFrom};
+        let s = match self {
+            Queue::Postgres(p) => return Ok(p.read_log(id, offset)?),
+            Queue::Sqlite(s) => s,
+        };
+        let path = crate::server::log_path(s.root(), id);
+        let mut data = Vec::new();
+        match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                let io = |source| Error::Io {
+                    action: "read the build log",
+                    path: path.clone(),
+                    source,
+                };
+                f.seek(SeekFrom::Start(offset)).map_err(io)?;
+                f.read_to_end(&mut data).map_err(io)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "open the build log",
+                    path,
+                    source,
+                })
+            }
+        }
+        Ok(data)
+    }
 }
 
 #[cfg(test)]

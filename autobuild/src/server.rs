@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, RepoConfig, SourceKind};
 use crate::executor::{check_ref_format, is_full_sha, BuildExecutor, BuildJob, LogSink};
-use crate::queue::{self, Enqueued, NewBuild, Recovery};
+use crate::queue::{self, Enqueued, NewBuild, Queue, Recovery};
 use crate::webhook::{parse_event, Event, Provider, PushedRef};
 use crate::{html, Error};
 
@@ -38,15 +38,18 @@ pub struct Service {
 
 struct Inner {
     config: Config,
-    store: Store,
+    store: Arc<Store>,
+    /// The store's own queue, or the shared PostgreSQL one.
+    queue: Queue,
     executor: Arc<dyn BuildExecutor>,
     wake: Notify,
     /// The registry client base-image watching resolves digests with.
     registry: std::sync::OnceLock<hoist_registry::Client>,
     /// Per-source token buckets of the webhook and trigger endpoints.
     limiter: RateLimiter,
-    /// Held (flock) while this service exists: one server per store.
-    _lock: std::fs::File,
+    /// Held (flock) while this service exists: one server per store (a
+    /// store's own queue only; PostgreSQL receivers and workers share theirs).
+    _lock: Option<std::fs::File>,
 }
 
 /// `<store root>/autobuild`.
@@ -59,6 +62,41 @@ pub fn log_path(store_root: &Path, id: i64) -> PathBuf {
     autobuild_dir(store_root)
         .join("logs")
         .join(format!("{id}.log"))
+}
+
+/// Take `<root>/autobuild/server.lock` (flock): one server or worker per
+/// store, whose builds' checkouts are its own.
+pub(crate) fn lock_store(store_root: &Path) -> Result<std::fs::File, Error> {
+    let lock_path = autobuild_dir(store_root).join("server.lock");
+    let io = |source| Error::Io {
+        action: "open the server lock",
+        path: lock_path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(autobuild_dir(store_root)).map_err(io)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io)?;
+    if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
+        return Err(Error::AlreadyServing(lock_path));
+    }
+    Ok(lock)
+}
+
+/// Remove the checkouts under `<root>/autobuild/work` (call with the store
+/// lock held: no build of ours runs yet).
+pub(crate) fn remove_stale_checkouts(store_root: &Path) {
+    let work = autobuild_dir(store_root).join("work");
+    if let Ok(entries) = std::fs::read_dir(&work) {
+        for entry in entries.flatten() {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale checkout");
+            }
+        }
+    }
 }
 
 /// Why a pushed ref was not queued.
@@ -85,52 +123,53 @@ impl Service {
     /// store at a time (recovery would mark the other's builds interrupted):
     /// a second `open` fails with [`Error::AlreadyServing`] while the first
     /// service lives.
+    ///
+    /// With `[queue] url` (PostgreSQL) the service is a receiver or a
+    /// worker: no store lock and no recovery here; expired leases are
+    /// requeued by the workers ([`crate::worker`]).
     pub fn open(
         config: Config,
         store_root: &Path,
         executor: Arc<dyn BuildExecutor>,
     ) -> Result<(Service, Recovery), Error> {
-        let store = Store::open(store_root).map_err(|source| Error::Store {
+        let store = Arc::new(Store::open(store_root).map_err(|source| Error::Store {
             path: store_root.to_path_buf(),
             source,
-        })?;
-        let lock_path = autobuild_dir(store_root).join("server.lock");
-        let io = |source| Error::Io {
-            action: "open the server lock",
-            path: lock_path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(autobuild_dir(store_root)).map_err(io)?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io)?;
-        if !crate::sys::try_lock_exclusive(&lock).map_err(io)? {
-            return Err(Error::AlreadyServing(lock_path));
+        })?);
+        if let Some(url) = &config.queue.url {
+            let queue = Queue::Postgres(Arc::new(crate::pg::PgQueue::open(url)?));
+            let limiter = RateLimiter::new(config.server.rate_limit, config.server.rate_burst);
+            let service = Service {
+                inner: Arc::new(Inner {
+                    config,
+                    store,
+                    queue,
+                    executor,
+                    wake: Notify::new(),
+                    registry: std::sync::OnceLock::new(),
+                    limiter,
+                    _lock: None,
+                }),
+            };
+            return Ok((service, Recovery::default()));
         }
+        let lock = lock_store(store_root)?;
         let recovery = queue::recover(store.db())?;
+        let queue = Queue::Sqlite(Arc::clone(&store));
         // Checkouts of builds a killed server left behind: the lock says no
         // other server uses them.
-        let work = autobuild_dir(store_root).join("work");
-        if let Ok(entries) = std::fs::read_dir(&work) {
-            for entry in entries.flatten() {
-                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a stale checkout");
-                }
-            }
-        }
+        remove_stale_checkouts(store_root);
         let limiter = RateLimiter::new(config.server.rate_limit, config.server.rate_burst);
         let service = Service {
             inner: Arc::new(Inner {
                 config,
                 store,
+                queue,
                 executor,
                 wake: Notify::new(),
                 registry: std::sync::OnceLock::new(),
                 limiter,
-                _lock: lock,
+                _lock: Some(lock),
             }),
         };
         Ok((service, recovery))
@@ -156,6 +195,11 @@ impl Service {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
     }
 
     /// Queue builds for the refs a push or trigger named; refs are checked
@@ -186,16 +230,13 @@ impl Service {
                 out.skipped.push(skip("no build rule matches"));
                 continue;
             }
-            let e = queue::enqueue(
-                self.inner.store.db(),
-                &NewBuild {
-                    repo: repo.name.clone(),
-                    git_ref: r.git_ref.clone(),
-                    sha: r.sha.to_ascii_lowercase(),
-                    trigger: trigger.to_string(),
-                    message: r.message.clone(),
-                },
-            )?;
+            let e = self.inner.queue.enqueue(&NewBuild {
+                repo: repo.name.clone(),
+                git_ref: r.git_ref.clone(),
+                sha: r.sha.to_ascii_lowercase(),
+                trigger: trigger.to_string(),
+                message: r.message.clone(),
+            })?;
             out.queued.push(e);
         }
         if !out.queued.is_empty() {
@@ -206,7 +247,7 @@ impl Service {
 
     /// Queue a copy of build `id`.
     pub fn retry(&self, id: i64) -> Result<Enqueued, Error> {
-        let e = queue::retry(self.inner.store.db(), id)?;
+        let e = self.inner.queue.retry(id)?;
         self.inner.wake.notify_one();
         Ok(e)
     }
@@ -219,7 +260,7 @@ impl Service {
                 match queue::claim_next(self.inner.store.db()) {
                     Ok(Some(rec)) => {
                         let this = self.clone();
-                        running.spawn(async move { this.run(rec).await });
+                        running.spawn(async move { this.run(rec, None).await });
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -239,25 +280,66 @@ impl Service {
         while running.join_next().await.is_some() {}
     }
 
-    async fn run(&self, rec: queue::BuildRecord) {
-        let db = self.inner.store.db();
+    /// Run `f` with the queue on a blocking thread (SQLite may wait for
+    /// another process's write; the PostgreSQL client blocks).
+    async fn with_queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Queue) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let queue = self.inner.queue.clone();
+        tokio::task::spawn_blocking(move || f(&queue))
+            .await
+            .unwrap_or_else(|e| Err(Error::Task(e.to_string())))
+    }
+
+    /// Run one claimed build and record its end. `token` is the worker's
+    /// claim on a PostgreSQL queue: the log is streamed into the database
+    /// as it grows, and the end is recorded only while the claim holds.
+    pub(crate) async fn run(&self, rec: queue::BuildRecord, token: Option<String>) {
         let root = self.inner.store.root();
-        let log = match LogSink::open(&log_path(root, rec.id)) {
+        let path = log_path(root, rec.id);
+        if token.is_some() {
+            // A build handed back by a stopping worker runs again under its
+            // id; its streamed log starts over, and so does the file.
+            let _ = std::fs::remove_file(&path);
+        }
+        let log = match LogSink::open(&path) {
             Ok(l) => l,
             Err(e) => {
-                let _ = queue::finish(db, rec.id, Err(&format!("cannot open the log file: {e}")));
+                let message = format!("cannot open the log file: {e}");
+                let _ = self
+                    .with_queue(move |q| q.finish(rec.id, token.as_deref(), Err(&message)))
+                    .await;
                 return;
             }
         };
+        let shipper = match self.inner.queue.postgres() {
+            Some(_) => Some(LogShipper::start(
+                self.inner.queue.clone(),
+                rec.id,
+                path.clone(),
+            )),
+            None => None,
+        };
         log.line(&format!(
-            "build #{} of {} {} {} (trigger {}, attempt {})",
-            rec.id, rec.repo, rec.git_ref, rec.sha, rec.trigger, rec.attempt
+            "build #{} of {} {} {} (trigger {}, attempt {}{})",
+            rec.id,
+            rec.repo,
+            rec.git_ref,
+            rec.sha,
+            rec.trigger,
+            rec.attempt,
+            rec.worker
+                .as_deref()
+                .map(|w| format!(", worker {w}"))
+                .unwrap_or_default()
         ));
         tracing::info!(id = rec.id, repo = %rec.repo, git_ref = %rec.git_ref, sha = %rec.sha, trigger = %rec.trigger, "build started");
         let result = match self.job(&rec) {
             Err(e) => Err(e),
             Ok(job) => {
-                if let Err(e) = queue::set_tags(db, rec.id, &job.tags) {
+                let tags = job.tags.clone();
+                if let Err(e) = self.with_queue(move |q| q.set_tags(rec.id, &tags)).await {
                     tracing::warn!(error = %e, "cannot record tags");
                 }
                 self.inner
@@ -268,7 +350,7 @@ impl Service {
                     .map_err(|f| crate::redact::redact_credentials(&f.message))
             }
         };
-        let recorded = match &result {
+        match &result {
             Ok(o) => {
                 tracing::info!(id = rec.id, digest = %o.digest, "build succeeded");
                 log.line(&format!("built {}", o.digest));
@@ -276,20 +358,53 @@ impl Service {
                     log.line(&format!("pushed {t}"));
                 }
                 if !o.bases.is_empty() {
-                    if let Err(e) = queue::set_bases(db, &rec.repo, Some(rec.id), &o.bases) {
+                    let (repo, bases) = (rec.repo.clone(), o.bases.clone());
+                    if let Err(e) = self
+                        .with_queue(move |q| q.set_bases(&repo, Some(rec.id), &bases))
+                        .await
+                    {
                         tracing::warn!(error = %e, "cannot record the base images");
                     }
                 }
-                queue::finish(db, rec.id, Ok((&o.digest, &o.pushed_tags)))
             }
             Err(e) => {
                 tracing::warn!(id = rec.id, error = %crate::redact::escape_control(e), "build failed");
                 log.line(&format!("build failed: {e}"));
-                queue::finish(db, rec.id, Err(e))
             }
-        };
-        if let Err(e) = recorded {
-            tracing::error!(id = rec.id, error = %e, "cannot record the end of a build");
+        }
+        if let Some(shipper) = shipper {
+            // Every line is in the database before the state says "over".
+            shipper.finish().await;
+        }
+        let result = Arc::new(result);
+        let token = Arc::new(token);
+        let mut recorded;
+        loop {
+            let (result, t) = (Arc::clone(&result), Arc::clone(&token));
+            recorded = self
+                .with_queue(move |q| match &*result {
+                    Ok(o) => q.finish(rec.id, t.as_deref(), Ok((&o.digest, &o.pushed_tags))),
+                    Err(e) => q.finish(rec.id, t.as_deref(), Err(e)),
+                })
+                .await;
+            // A worker keeps trying while the database is away: its
+            // heartbeat holds the build until then, and a result it cannot
+            // record would leave the build `running` for ever. (Once the
+            // lease expired elsewhere, `finish` answers false.)
+            match &recorded {
+                Err(e) if token.is_some() => {
+                    tracing::warn!(id = rec.id, error = %e, "cannot record the end of a build; retrying");
+                    tokio::time::sleep(RECORD_RETRY).await;
+                }
+                _ => break,
+            }
+        }
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(id = rec.id, "build ended after its lease expired or it was handed back; its result is not recorded")
+            }
+            Err(e) => tracing::error!(id = rec.id, error = %e, "cannot record the end of a build"),
         }
     }
 
@@ -302,6 +417,15 @@ impl Service {
         let plan = repo
             .plan(&rec.git_ref, &rec.sha)
             .ok_or_else(|| format!("no build rule matches {} any more", rec.git_ref))?;
+        // `[cache] shared`: repositories without caches of their own share
+        // one in the registry, next to the image.
+        let (cache_from, cache_to) = match self.inner.config.cache.shared_ref(&plan.push_tags) {
+            Some(r) if repo.cache_from.is_empty() && repo.cache_to.is_none() => (
+                vec![format!("type=registry,ref={r}")],
+                Some(format!("type=registry,ref={r},mode=max")),
+            ),
+            _ => (repo.cache_from.clone(), repo.cache_to.clone()),
+        };
         Ok(BuildJob {
             id: rec.id,
             repo: repo.name.clone(),
@@ -313,8 +437,8 @@ impl Service {
             build_args: plan.build_args,
             tags: plan.tags,
             push_tags: plan.push_tags,
-            cache_from: repo.cache_from.clone(),
-            cache_to: repo.cache_to.clone(),
+            cache_from,
+            cache_to,
             work_dir: autobuild_dir(self.inner.store.root()).join("work"),
         })
     }
@@ -355,7 +479,16 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut watchers = Vec::new();
-    if let Some(client) = service.registry() {
+    let shared = service.queue().is_shared();
+    if let (true, Some(client)) = (shared, service.registry()) {
+        if service.config().repos.iter().any(|r| r.watch_base) {
+            watchers.push(tokio::spawn(crate::worker::elect_and_watch(
+                service.clone(),
+                client.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    } else if let Some(client) = service.registry() {
         for repo in service.config().repos.iter().filter(|r| r.watch_base) {
             watchers.push(tokio::spawn(crate::watch::watch_repo(
                 service.clone(),
@@ -365,7 +498,8 @@ pub async fn serve(
             )));
         }
     }
-    let dispatcher = tokio::spawn(service.clone().dispatch(stop_rx));
+    // A receiver of a shared queue builds nothing: workers do.
+    let dispatcher = (!shared).then(|| tokio::spawn(service.clone().dispatch(stop_rx)));
     let result = crate::conn::serve_connections(
         listener,
         service.router(),
@@ -375,7 +509,9 @@ pub async fn serve(
     .await
     .map_err(Error::Serve);
     let _ = stop_tx.send(true);
-    let _ = dispatcher.await;
+    if let Some(dispatcher) = dispatcher {
+        let _ = dispatcher.await;
+    }
     for w in watchers {
         let _ = w.await;
     }
@@ -736,9 +872,8 @@ async fn trigger(
 
 async fn status_page(State(svc): State<Service>) -> Response {
     let page = blocking(&svc, |svc| {
-        let db = svc.store().db();
-        let latest = queue::latest_per_repo(db)?;
-        let recent = queue::list(db, None, 100)?;
+        let latest = svc.queue().latest_per_repo()?;
+        let recent = svc.queue().list(None, 100)?;
         Ok(html::status_page(svc.config(), &latest, &recent))
     })
     .await;
@@ -750,10 +885,10 @@ async fn status_page(State(svc): State<Service>) -> Response {
 
 async fn build_page(State(svc): State<Service>, UrlPath(id): UrlPath<i64>) -> Response {
     let page = blocking(&svc, move |svc| {
-        let Some(b) = queue::get(svc.store().db(), id)? else {
+        let Some(b) = svc.queue().get(id)? else {
             return Ok(None);
         };
-        let log = std::fs::read(log_path(svc.store().root(), id)).unwrap_or_default();
+        let log = svc.queue().read_log(id, 0).unwrap_or_default();
         Ok(Some(html::build_page(&b, &String::from_utf8_lossy(&log))))
     })
     .await;
@@ -772,7 +907,7 @@ struct ListQuery {
 
 async fn api_builds(State(svc): State<Service>, Query(q): Query<ListQuery>) -> Response {
     let list = blocking(&svc, move |svc| {
-        queue::list(svc.store().db(), q.repo.as_deref(), q.limit.unwrap_or(100))
+        svc.queue().list(q.repo.as_deref(), q.limit.unwrap_or(100))
     })
     .await;
     match list {
@@ -782,7 +917,7 @@ async fn api_builds(State(svc): State<Service>, Query(q): Query<ListQuery>) -> R
 }
 
 async fn api_build(State(svc): State<Service>, UrlPath(id): UrlPath<i64>) -> Response {
-    match blocking(&svc, move |svc| queue::get(svc.store().db(), id)).await {
+    match blocking(&svc, move |svc| svc.queue().get(id)).await {
         Ok(Some(b)) => Json(b).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no build #{id}")),
         Err(e) => internal(e),
@@ -799,7 +934,7 @@ async fn badge(State(svc): State<Service>, UrlPath(file): UrlPath<String>) -> Re
             format!("unknown repository `{name}`"),
         );
     }
-    match blocking(&svc, |svc| queue::latest_per_repo(svc.store().db())).await {
+    match blocking(&svc, |svc| svc.queue().latest_per_repo()).await {
         Ok(latest) => (
             [
                 (header::CONTENT_TYPE, "image/svg+xml"),
@@ -809,5 +944,92 @@ async fn badge(State(svc): State<Service>, UrlPath(file): UrlPath<String>) -> Re
         )
             .into_response(),
         Err(e) => internal(e),
+    }
+}
+
+/// Streams a growing log file into the PostgreSQL queue, so every receiver
+/// shows a running build's output.
+struct LogShipper {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long a worker waits before trying again to record a build's end
+/// (or send its log's end) while the database is away.
+const RECORD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often the end of a log is tried before the build's end is recorded
+/// without it.
+const FINAL_SHIP_TRIES: u32 = 60;
+
+/// How often a running build's new log bytes are sent.
+const SHIP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl LogShipper {
+    fn start(queue: Queue, id: i64, path: PathBuf) -> LogShipper {
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut pos = 0u64;
+            let mut final_tries = 0;
+            loop {
+                let last = *rx.borrow_and_update();
+                let (q, p) = (queue.clone(), path.clone());
+                let (at, done) = tokio::task::spawn_blocking(move || ship(&q, id, &p, pos))
+                    .await
+                    .unwrap_or((pos, false));
+                pos = at;
+                if last {
+                    // The end of the log is sent before the build's end is
+                    // recorded: through a short database outage too.
+                    final_tries += 1;
+                    if done || final_tries >= FINAL_SHIP_TRIES {
+                        return;
+                    }
+                    tokio::time::sleep(RECORD_RETRY).await;
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(SHIP_EVERY) => {}
+                    _ = rx.changed() => {}
+                }
+            }
+        });
+        LogShipper { stop, task }
+    }
+
+    /// Send what is left and stop.
+    async fn finish(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Send the bytes of `path` from `pos` on; the new position (what was
+/// stored: a failed insert is sent again next time) and whether the end of
+/// the file was reached.
+fn ship(queue: &Queue, id: i64, path: &Path, mut pos: u64) -> (u64, bool) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(pg) = queue.postgres() else {
+        return (pos, true);
+    };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return (pos, true);
+    };
+    if f.seek(SeekFrom::Start(pos)).is_err() {
+        return (pos, false);
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => return (pos, true),
+            Err(_) => return (pos, false),
+            Ok(n) => n,
+        };
+        let at = i64::try_from(pos).unwrap_or(i64::MAX);
+        if let Err(e) = pg.append_log(id, at, &buf[..n]) {
+            tracing::warn!(id, error = %e, "cannot stream the build log");
+            return (pos, false);
+        }
+        pos += n as u64;
     }
 }

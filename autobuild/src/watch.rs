@@ -23,7 +23,6 @@ use tokio::sync::watch;
 use crate::config::RepoConfig;
 use crate::executor::{checkout, BuildJob, LogSink};
 use crate::image::{base_images, remote_digest};
-use crate::queue;
 use crate::server::{autobuild_dir, Queued, Service};
 use crate::webhook::PushedRef;
 use crate::Error;
@@ -81,7 +80,7 @@ pub async fn check_bases(
     let known = {
         let svc = svc.clone();
         let name = repo.name.clone();
-        blocking(move || queue::bases(svc.store().db(), &name)).await?
+        blocking(move || svc.queue().bases(&name)).await?
     };
     if known.is_empty() {
         let images = {
@@ -103,7 +102,7 @@ pub async fn check_bases(
             let svc = svc.clone();
             let name = repo.name.clone();
             let found = check.discovered.clone();
-            blocking(move || queue::set_bases(svc.store().db(), &name, None, &found)).await?;
+            blocking(move || svc.queue().set_bases(&name, None, &found)).await?;
         }
         return Ok(check);
     }
@@ -134,7 +133,7 @@ pub async fn check_bases(
     let queued = blocking(move || {
         let head = crate::resolve_ref(&repo2.url, None, None)?;
         for (image, (_, new)) in &changed {
-            queue::update_base(svc2.store().db(), &repo2.name, image, new)?;
+            svc2.queue().update_base(&repo2.name, image, new)?;
         }
         svc2.enqueue(
             &repo2,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use hoist_autobuild::{BuildRecord, Config, ImageBuilder};
+use hoist_autobuild::{BuildRecord, Config, ImageBuilder, Queue};
 use hoist_registry::Client;
 
 use crate::commands::Format;
@@ -25,7 +25,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
-    /// Run the webhook server and the builds it queues
+    /// Run the webhook server and the builds it queues (with a PostgreSQL
+    /// queue: receive only; `worker` processes build)
     Serve {
         /// The autobuild config file (TOML)
         #[arg(long, value_name = "FILE")]
@@ -34,8 +35,28 @@ enum Sub {
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
     },
+    /// Claim and run builds from a PostgreSQL queue (`[queue] url`)
+    Worker {
+        /// The autobuild config file (TOML)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// This worker's name, recorded in each build it runs (default: HOST-PID)
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Builds at once (default: the config's `concurrency`)
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
+        /// On SIGTERM, how long to let running builds finish before handing
+        /// them back to the queue
+        #[arg(long, value_name = "DURATION", default_value = "10m")]
+        drain_timeout: String,
+    },
     /// List builds, newest first
     List {
+        /// Read a PostgreSQL queue: this config's `[queue] url`
+        /// (HOIST_AUTOBUILD_QUEUE works without a config)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Only this repository's builds
         #[arg(long, value_name = "NAME")]
         repo: Option<String>,
@@ -48,6 +69,9 @@ enum Sub {
     },
     /// Print a build's log
     Logs {
+        /// Read a PostgreSQL queue: this config's `[queue] url`
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Build id
         id: i64,
         /// Keep printing until the build is over
@@ -56,6 +80,9 @@ enum Sub {
     },
     /// Queue a build again (the running server picks it up)
     Retry {
+        /// Use a PostgreSQL queue: this config's `[queue] url`
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Build id
         id: i64,
     },
@@ -92,14 +119,26 @@ enum Sub {
 pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     match args.command {
         Sub::Serve { config, listen } => serve(context, &config, listen),
+        Sub::Worker {
+            config,
+            name,
+            concurrency,
+            drain_timeout,
+        } => worker(context, &config, name, concurrency, &drain_timeout),
         Sub::List {
+            config,
             repo,
             limit,
             format,
-        } => list(context, repo.as_deref(), limit, format),
-        Sub::Logs { id, follow } => logs(context, id, follow),
-        Sub::Retry { id } => {
-            let queued = hoist_autobuild::retry(&context.root, id)?;
+        } => list(
+            &queue(context, config.as_deref())?,
+            repo.as_deref(),
+            limit,
+            format,
+        ),
+        Sub::Logs { config, id, follow } => logs(&queue(context, config.as_deref())?, id, follow),
+        Sub::Retry { config, id } => {
+            let queued = queue(context, config.as_deref())?.retry(id)?;
             println!("queued build #{} (a copy of #{id})", queued.id);
             Ok(())
         }
@@ -131,12 +170,63 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// The queue `list`, `logs` and `retry` read: the config's `[queue] url`
+/// (or HOIST_AUTOBUILD_QUEUE), else the store's own.
+fn queue(context: &Context, config: Option<&std::path::Path>) -> anyhow::Result<Queue> {
+    let url = match config {
+        Some(path) => Config::load(path)?.queue.url,
+        None => match std::env::var(hoist_autobuild::config::QUEUE_ENV) {
+            Ok(url) if !url.is_empty() => {
+                hoist_autobuild::config::check_queue_url(&url)
+                    .map_err(|m| anyhow::anyhow!("{}: {m}", hoist_autobuild::config::QUEUE_ENV))?;
+                Some(url)
+            }
+            _ => None,
+        },
+    };
+    Ok(Queue::open(url.as_deref(), &context.root)?)
+}
+
+fn worker(
+    context: &Context,
+    config: &std::path::Path,
+    name: Option<String>,
+    concurrency: Option<usize>,
+    drain_timeout: &str,
+) -> anyhow::Result<()> {
+    let drain_timeout = hoist_cache::units::parse_duration(drain_timeout)
+        .map_err(|e| anyhow::anyhow!("--drain-timeout `{drain_timeout}`: {e}"))?;
+    let config = Config::load(config)?;
+    if concurrency == Some(0) {
+        bail!("--concurrency must be at least 1");
+    }
+    let options = hoist_autobuild::worker::WorkerOptions {
+        name: name.unwrap_or_else(hoist_autobuild::worker::default_name),
+        concurrency: concurrency.unwrap_or(config.concurrency),
+        drain_timeout,
+    };
+    let store = Arc::new(context.store()?);
+    let client = Client::from_environment().context("failed to set up the registry client")?;
+    let builder = ImageBuilder::new(store, client);
+    let report = hoist_autobuild::run_worker(config, &context.root, builder, options, |o| {
+        eprintln!(
+            "autobuild worker {} running up to {} build(s) at once",
+            o.name, o.concurrency
+        );
+    })?;
+    for id in &report.handed_back {
+        eprintln!("build #{id} was still running at the drain timeout; handed back to the queue");
+    }
+    Ok(())
+}
+
 fn serve(
     context: &Context,
     config: &std::path::Path,
     listen: Option<String>,
 ) -> anyhow::Result<()> {
     let config = Config::load(config)?;
+    let shared = config.queue.url.is_some();
     let store = Arc::new(context.store()?);
     let client = Client::from_environment().context("failed to set up the registry client")?;
     let builder = ImageBuilder::new(store, client);
@@ -153,6 +243,9 @@ fn serve(
                 }
             }
             eprintln!("autobuild listening on http://{addr}");
+            if shared {
+                eprintln!("the queue is shared (PostgreSQL): this server receives; `hoist autobuild worker` builds");
+            }
         },
     )?;
     Ok(())
@@ -166,18 +259,20 @@ fn duration(record: &BuildRecord) -> String {
     }
 }
 
-fn list(context: &Context, repo: Option<&str>, limit: usize, format: Format) -> anyhow::Result<()> {
-    let records = hoist_autobuild::list(&context.root, repo, limit)?;
+fn list(queue: &Queue, repo: Option<&str>, limit: usize, format: Format) -> anyhow::Result<()> {
+    let records = queue.list(repo, limit)?;
     let mut out = io::stdout().lock();
     if format == Format::Json {
         serde_json::to_writer_pretty(&mut out, &records)?;
         writeln!(out)?;
         return Ok(());
     }
-    let rows: Vec<[String; 8]> = records
+    // Builds of a PostgreSQL queue name the worker that ran them.
+    let workers = records.iter().any(|r| r.worker.is_some());
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
                 r.id.to_string(),
                 r.repo.clone(),
                 r.ref_name().to_string(),
@@ -189,12 +284,21 @@ fn list(context: &Context, repo: Option<&str>, limit: usize, format: Format) -> 
                     .as_deref()
                     .map(|d| d.get(..19).unwrap_or(d).to_string())
                     .unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if workers {
+                row.push(
+                    hoist_cache::text::escape(r.worker.as_deref().unwrap_or("-")).into_owned(),
+                );
+            }
+            row
         })
         .collect();
-    let header = [
+    let mut header = vec![
         "ID", "REPO", "REF", "COMMIT", "STATE", "TRIGGER", "DURATION", "DIGEST",
     ];
+    if workers {
+        header.push("WORKER");
+    }
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -212,18 +316,18 @@ fn list(context: &Context, repo: Option<&str>, limit: usize, format: Format) -> 
         }
         text
     };
-    writeln!(out, "{}", line(header.to_vec()))?;
+    writeln!(out, "{}", line(header.clone()))?;
     for row in &rows {
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
 }
 
-fn logs(context: &Context, id: i64, follow: bool) -> anyhow::Result<()> {
+fn logs(queue: &Queue, id: i64, follow: bool) -> anyhow::Result<()> {
     let mut offset = 0;
     let mut out = io::stdout().lock();
     loop {
-        let chunk = hoist_autobuild::read_log(&context.root, id, offset)?;
+        let chunk = hoist_autobuild::read_log_in(queue, id, offset)?;
         out.write_all(&chunk.data)?;
         out.flush()?;
         offset = chunk.next_offset;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 pub mod cli;
 pub mod git;
 pub mod net;
+pub mod postgres;
 pub mod rootless;
 
 pub use git::{git, GitRepo};

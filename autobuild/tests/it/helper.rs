@@ -103,6 +103,57 @@ pub fn serve() {
     std::process::exit(0);
 }
 
+/// A worker of the PostgreSQL queue in HOIST_HELPER_CONFIG, named
+/// HOIST_HELPER_NAME, over its own store HOIST_HELPER_ROOT; its builds append
+/// `start ID SHA NAME` / `done ID SHA NAME` to `$HOIST_HELPER_DIR/events` and
+/// wait while `$HOIST_HELPER_DIR/block` exists. Drains for
+/// HOIST_HELPER_DRAIN_MS on SIGTERM and prints its report.
+pub fn worker() {
+    let config = Config::load(Path::new(&env("HOIST_HELPER_CONFIG"))).unwrap();
+    let root = PathBuf::from(env("HOIST_HELPER_ROOT"));
+    let dir = PathBuf::from(env("HOIST_HELPER_DIR"));
+    let name = env("HOIST_HELPER_NAME");
+    let drain: u64 = env("HOIST_HELPER_DRAIN_MS").parse().unwrap();
+    let events = dir.join("events");
+    let block = dir.join("block");
+    let me = name.clone();
+    let executor = GitCheckoutExecutor::new(Arc::new(
+        move |job: &BuildJob, _tree: &Path, dockerfile: &[u8], log: &LogSink| {
+            append(&events, &format!("start {} {} {me}\n", job.id, job.sha));
+            log.line(&format!("worker {me} runs build {}", job.id));
+            while block.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            append(&events, &format!("done {} {} {me}\n", job.id, job.sha));
+            Ok(BuildOutcome {
+                digest: digest_of(dockerfile),
+                pushed_tags: job.push_tags.clone(),
+                ..Default::default()
+            })
+        },
+    ));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(async move {
+        let (service, _) = Service::open(config.clone(), &root, Arc::new(executor)).unwrap();
+        eprintln!("worker {name} ready");
+        hoist_autobuild::worker::work(
+            service,
+            hoist_autobuild::worker::WorkerOptions {
+                name,
+                concurrency: std::env::var("HOIST_HELPER_CONCURRENCY")
+                    .map_or(1, |c| c.parse().unwrap()),
+                drain_timeout: std::time::Duration::from_millis(drain),
+            },
+            hoist_autobuild::server::shutdown_signal(),
+        )
+        .await
+        .unwrap()
+    });
+    eprintln!("report: {report:?}");
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(0);
+}
+
 /// A command running this test binary in helper mode `mode`.
 pub fn command(mode: &str) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());

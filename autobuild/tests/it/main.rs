@@ -16,6 +16,7 @@ mod helper;
 mod hooks;
 mod hostile;
 mod limits;
+mod pg;
 mod queue;
 mod real;
 mod recovery;
@@ -28,6 +29,7 @@ fn helper_entry() {
     match std::env::var("HOIST_AUTOBUILD_TEST_HELPER").as_deref() {
         Ok("hook") => helper::hook(),
         Ok("serve") => helper::serve(),
+        Ok("worker") => helper::worker(),
         _ => {}
     }
 }
