@@ -6,16 +6,19 @@
 //! root), never on the host. Text from the same sources that ends up in a
 //! message goes through [`escape`], so control characters never reach a
 //! terminal raw. Sizes, durations and dates from the same sources are
-//! parsed by [`units`], with checked arithmetic.
+//! parsed by [`units`], with checked arithmetic; an image's users and groups
+//! by [`accounts`].
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
 
+pub mod accounts;
 pub mod compression;
 mod root;
 pub mod text;
 pub mod units;
 
+pub use accounts::{Accounts, AccountsError};
 pub use compression::Compression;
 pub use root::{Error, Root};
 pub use text::{escape, escape_bytes, escape_keep_lines, escape_path, Escaped};

@@ -343,9 +343,10 @@ fn resolve_owners(
     specs: &[String],
 ) -> Result<Vec<(String, Owner)>, OpError> {
     engine.with_view(layers, |view| {
+        let accounts = files::accounts(view)?;
         specs
             .iter()
-            .map(|spec| Ok((spec.clone(), files::resolve_owner(view, spec)?)))
+            .map(|spec| Ok((spec.clone(), files::chown_owner(&accounts, spec)?)))
             .collect()
     })
 }
