@@ -7,18 +7,20 @@
 //! message goes through [`escape`], so control characters never reach a
 //! terminal raw. Sizes, durations and dates from the same sources are
 //! parsed by [`units`], with checked arithmetic; an image's users and groups
-//! by [`accounts`].
+//! by [`accounts`]; image references by [`reference`].
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
 
 pub mod accounts;
 pub mod compression;
+pub mod reference;
 mod root;
 pub mod text;
 pub mod units;
 
 pub use accounts::{Accounts, AccountsError};
 pub use compression::Compression;
+pub use reference::{Reference, ReferenceError};
 pub use root::{Error, Root};
 pub use text::{escape, escape_bytes, escape_keep_lines, escape_path, Escaped};
