@@ -7,7 +7,8 @@
 //! message goes through [`escape`], so control characters never reach a
 //! terminal raw. Sizes, durations and dates from the same sources are
 //! parsed by [`units`], with checked arithmetic; an image's users and groups
-//! by [`accounts`]; image references by [`reference`].
+//! by [`accounts`]; image references by [`reference`]. The
+//! user's directories (`XDG_*`) come from [`xdg`].
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
@@ -18,6 +19,7 @@ pub mod reference;
 mod root;
 pub mod text;
 pub mod units;
+pub mod xdg;
 
 pub use accounts::{Accounts, AccountsError};
 pub use compression::Compression;
