@@ -8,7 +8,8 @@
 //! terminal raw. Sizes, durations and dates from the same sources are
 //! parsed by [`units`], with checked arithmetic; an image's users and groups
 //! by [`accounts`]; image references by [`reference`]. The
-//! user's directories (`XDG_*`) come from [`xdg`].
+//! user's directories (`XDG_*`) come from [`xdg`]. Archives are written by
+//! [`tar_writer`], the one deterministic tar writer.
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
@@ -17,6 +18,7 @@ pub mod accounts;
 pub mod compression;
 pub mod reference;
 mod root;
+pub mod tar_writer;
 pub mod text;
 pub mod units;
 pub mod xdg;
