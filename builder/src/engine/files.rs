@@ -97,16 +97,6 @@ pub fn chown_owner(accounts: &Accounts, spec: &str) -> Result<Owner, EngineError
     Ok(Owner { uid, gid })
 }
 
-/// The home directory of `uid` in the root's passwd: `/root` for an unlisted
-/// root, `/` for other unlisted users (or when passwd cannot be read).
-pub fn home_of(root: &Path, uid: u32) -> String {
-    Accounts::read_dir(root)
-        .ok()
-        .and_then(|a| a.user_with_id(uid).map(|u| u.home.clone()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
-}
-
 /// A `--chmod` mode: octal, or symbolic clauses applied to each file's mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Chmod {
@@ -1031,8 +1021,9 @@ mod tests {
 
     #[test]
     fn chown_rules_differ_from_user_rules_and_resist_hostile_files() {
-        // A numeric user unknown to passwd: `--chown` gives gid = uid (the
-        // runner's `USER` gives 0), a malformed line is never read as root.
+        // A numeric user unknown to passwd: `--chown` gives gid = uid, the
+        // runner's `USER` (also used by the interim sandbox) gives 0; a
+        // malformed line is never read as root.
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("etc")).unwrap();
         let mut passwd = b"evil:x:-1:0::/e:/bin/sh
@@ -1050,9 +1041,11 @@ late:x:77:78::/late:/bin/sh
         let r = |s| resolve_owner(root.path(), s);
         assert_eq!(r("42").unwrap(), Owner { uid: 42, gid: 42 });
         assert_eq!(r("late").unwrap(), Owner { uid: 77, gid: 78 });
-        assert_eq!(home_of(root.path(), 77), "/late");
-        assert_eq!(home_of(root.path(), 0), "/root");
-        assert_eq!(home_of(root.path(), 5), "/");
+        let accounts = accounts(root.path()).unwrap();
+        let user = hoist_runner::resolve_user("42", &accounts).unwrap();
+        assert_eq!((user.uid, user.gid, user.home.as_str()), (42, 0, "/"));
+        let user = hoist_runner::resolve_user("late", &accounts).unwrap();
+        assert_eq!((user.gid, user.home.as_str()), (78, "/late"));
         assert_eq!(
             r("evil").unwrap_err().to_string(),
             "unable to find user evil: no matching entries in passwd file"
