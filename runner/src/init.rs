@@ -144,7 +144,7 @@ fn run_init() -> Result<InitMessage, InitError> {
     }
     prepare_root(&LinuxSyscalls, &config.plan)?;
     // After pivot_root, `/` is the image's root.
-    let accounts = Accounts::read_dir(Path::new("/")).map_err(UserError::from)?;
+    let accounts = Accounts::read_system().map_err(UserError::from)?;
     let user = resolve_user(&config.user, &accounts)?;
     let env = complete_env(&config.env, &user);
     ensure_cwd(&config.cwd, &user)?;

@@ -33,7 +33,7 @@ pub(crate) fn find_range(text: &str, name: &str, id: u32) -> Option<SubRange> {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    let accounts = hoist_untrusted::Accounts::read_dir(Path::new("/")).ok()?;
+    let accounts = hoist_untrusted::Accounts::read_system().ok()?;
     accounts.user_with_id(uid).map(|u| u.name.clone())
 }
 

@@ -98,9 +98,21 @@ impl Accounts {
     }
 
     /// Reads the accounts of the filesystem at `root` (a host directory
-    /// holding an image's root, or `/` inside a container).
+    /// holding an image's root).
     pub fn read_dir(root: &Path) -> Result<Accounts, AccountsError> {
         Accounts::read(&Root::new(root)?)
+    }
+
+    /// Reads the accounts of the running system: `/` is the root (inside a
+    /// container after pivot_root, where symlinks cannot leave it and
+    /// `/proc`, which [`Root`] needs, may not be mounted; or the host's).
+    pub fn read_system() -> Result<Accounts, AccountsError> {
+        // As before this reader existed, a file that cannot be opened is
+        // treated as missing (a loop's ELOOP has no stable ErrorKind).
+        let open = |path: &str| std::fs::File::open(path).map_err(|e| (e, false));
+        let passwd = read_bounded("/etc/passwd", open)?;
+        let group = read_bounded("/etc/group", open)?;
+        Ok(Accounts::parse(passwd.as_deref(), group.as_deref()))
     }
 
     /// Parses the contents of the two files.
@@ -163,17 +175,29 @@ pub fn numeric_id(text: &str) -> Option<Result<u32, InvalidId>> {
 
 /// Reads one file inside `root`: `None` when there is no such regular file.
 fn read_file(root: &Root, path: &str) -> Result<Option<Vec<u8>>, AccountsError> {
+    read_bounded(path, |path| {
+        root.open_read(path).map_err(|e| match e {
+            RootError::Io { source, .. } => (source, true),
+            // Missing, a dangling or looping symlink, a file where a
+            // directory should be: there are no such accounts.
+            other => (io::Error::new(other.kind(), other.to_string()), false),
+        })
+    })
+}
+
+/// Opens `path` with `open` (whose error says whether it is worth
+/// reporting) and reads at most [`MAX_FILE`] bytes of it.
+fn read_bounded(
+    path: &str,
+    open: impl Fn(&str) -> Result<std::fs::File, (io::Error, bool)>,
+) -> Result<Option<Vec<u8>>, AccountsError> {
     let read_error = |source: io::Error| AccountsError::Read {
         path: path.to_string(),
         source,
     };
-    let file = match root.open_read(path) {
+    let file = match open(path) {
         Ok(f) => f,
-        Err(RootError::Io { source, .. }) if !missing(source.kind()) => {
-            return Err(read_error(source))
-        }
-        // Missing, a dangling or looping symlink, a file where a directory
-        // should be: there are no such accounts.
+        Err((source, true)) if !missing(source.kind()) => return Err(read_error(source)),
         Err(_) => return Ok(None),
     };
     let meta = file.metadata().map_err(read_error)?;
@@ -324,6 +348,13 @@ mod tests {
     }
 
     #[test]
+    fn the_running_systems_accounts_are_read_from_slash() {
+        // Every Linux system hoist runs on has a root entry.
+        let a = Accounts::read_system().unwrap();
+        assert_eq!(a.user_with_id(0).map(|u| u.name.as_str()), Some("root"));
+    }
+
+    #[test]
     fn numeric_ids_are_digits_in_docker_range() {
         assert_eq!(numeric_id("0"), Some(Ok(0)));
         assert_eq!(numeric_id("2147483647"), Some(Ok(MAX_ID)));
@@ -368,6 +399,23 @@ mod tests {
             err.to_string(),
             format!("/etc/passwd: larger than {MAX_FILE} bytes, not a passwd or group file")
         );
+
+        // A FIFO (or device) where the file should be is no passwd file, and
+        // is not read: it would block or never end.
+        fs::remove_file(root.join("etc/passwd")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("etc/passwd"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(Accounts::read_dir(&root).unwrap(), Accounts::default());
+        // So is a symlink loop.
+        fs::remove_file(root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("passwd", root.join("etc/passwd")).unwrap();
+        assert_eq!(Accounts::read_dir(&root).unwrap(), Accounts::default());
 
         let empty = dir.path().join("empty");
         fs::create_dir(&empty).unwrap();
