@@ -4,29 +4,8 @@ use std::io::Write;
 
 use hoist_registry::reference::Reference;
 
-/// Sizes as Docker prints them: decimal units, three significant digits
-/// (`4.26MB`, `885kB`, `0B`).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let decimals = if value >= 100.0 {
-        0
-    } else if value >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut s = format!("{value:.decimals$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{s}{}", UNITS[unit])
-}
+pub use hoist_builder::pipeline::familiar;
+pub use hoist_cache::units::format_size as human_size;
 
 /// The 12-hex-digit short form of a digest (`sha256:` dropped).
 pub fn short_id(digest: &str) -> String {
@@ -95,11 +74,6 @@ pub fn repository_and_tag(name: &str) -> (String, String) {
     }
 }
 
-/// The short form of a stored name (`busybox:latest`).
-pub fn familiar(name: &str) -> String {
-    Reference::parse(name).map_or_else(|_| name.to_string(), |r| r.familiar())
-}
-
 /// One stderr line for a transfer being retried, as pull and push print it.
 pub fn report_retry(notice: &hoist_registry::RetryNotice) {
     eprintln!(
@@ -114,16 +88,6 @@ pub fn report_retry(notice: &hoist_registry::RetryNotice) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_like_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(885_000), "885kB");
-        assert_eq!(human_size(4_261_000), "4.26MB");
-        assert_eq!(human_size(1_200_000), "1.2MB");
-        assert_eq!(human_size(12_340_000), "12.3MB");
-        assert_eq!(human_size(999), "999B");
-    }
 
     #[test]
     fn names_split_into_columns() {

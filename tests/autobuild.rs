@@ -64,15 +64,19 @@ impl Setup {
     /// A registry with a base image, a bare repository with a work clone
     /// (nothing pushed yet), a store and a config for repo `demo`.
     fn new(dockerfile_tail: &str) -> Setup {
+        Setup::with(&format!("ARG VERSION\n{dockerfile_tail}"), |_| {
+            String::new()
+        })
+    }
+
+    /// [`Setup::new`] with the Dockerfile `FROM base` + `tail` and more keys
+    /// for the repository (given the registry's address).
+    fn with(tail: &str, repo_keys: impl Fn(&str) -> String) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let registry = Registry::start();
         let base = push_base(tmp.path(), &registry.addr);
         let GitRepo { bare, work } = GitRepo::init(tmp.path(), "demo.git");
-        std::fs::write(
-            work.join("Dockerfile"),
-            format!("FROM {base}\nARG VERSION\n{dockerfile_tail}"),
-        )
-        .unwrap();
+        std::fs::write(work.join("Dockerfile"), format!("FROM {base}\n{tail}")).unwrap();
         let port = hoist_testutil::free_port();
         let config = tmp.path().join("autobuild.toml");
         std::fs::write(
@@ -80,10 +84,11 @@ impl Setup {
             format!(
                 "listen = \"127.0.0.1:{port}\"\nconcurrency = 1\n[[repo]]\nname = \"demo\"\n\
                  url = {:?}\nsecret = \"{SECRET}\"\n\
-                 build_args = {{ VERSION = \"{{sourceref}}-{{short_sha}}\" }}\n\
+                 build_args = {{ VERSION = \"{{sourceref}}-{{short_sha}}\" }}\n{}\n\
                  [[repo.rule]]\nsource = \"branch\"\nmatch = \".*\"\n\
                  tag = \"{}/demo:{{sourceref}}\"\npush = true\n",
                 bare.to_str().unwrap(),
+                repo_keys(&registry.addr),
                 registry.addr
             ),
         )
@@ -544,5 +549,181 @@ fn autobuild_never_grants_the_hosts_network() {
     assert!(
         s.inspect("main").is_none(),
         "a refused build pushed an image"
+    );
+}
+
+impl Setup {
+    fn install_hook(&self) {
+        ok(
+            hoist(&self.store)
+                .args(["autobuild", "install-hook"])
+                .arg(&self.bare)
+                .args(["--server", &self.server_url(), "--repo", "demo"])
+                .args(["--secret", SECRET])
+                .output()
+                .unwrap(),
+            "install-hook",
+        );
+    }
+
+    /// Commits `file`, pushes main through the hook and waits for the build
+    /// it queued; the build's record and its log.
+    fn push_and_build(&self, file: &str, content: &str) -> (Value, String) {
+        let before = self.list().len();
+        self.commit(file, content, file);
+        let push = Command::new("git")
+            .arg("-C")
+            .arg(&self.work)
+            .args(["push", "-q", "origin", "main"])
+            .output()
+            .unwrap();
+        assert!(push.status.success(), "{push:?}");
+        let builds = self.list();
+        assert_eq!(builds.len(), before + 1, "{builds:?}");
+        let id = builds
+            .iter()
+            .filter_map(|b| b["id"].as_i64())
+            .max()
+            .unwrap();
+        let record = self.wait_final(id);
+        let log = ok(
+            hoist(&self.store)
+                .args(["autobuild", "logs", &id.to_string()])
+                .output()
+                .unwrap(),
+            "logs",
+        );
+        assert_eq!(record["state"], "succeeded", "{record}\n{log}");
+        (record, log)
+    }
+}
+
+#[test]
+fn autobuild_builds_keep_the_store_under_gc_max_storage() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    // Each commit's RUN makes 4 MB that do not compress; the cap holds the
+    // base and two such images, not three.
+    let s = Setup::with(
+        "COPY hello /hello\nRUN head -c 4000000 /dev/urandom > /blob\n",
+        |_| String::new(),
+    );
+    const CAP: u64 = 20_000_000;
+    std::fs::create_dir_all(&s.store).unwrap();
+    std::fs::write(
+        s.store.join("config.toml"),
+        "[gc]\nmax-storage = \"20MB\"\n",
+    )
+    .unwrap();
+    let mut server = s.serve();
+    s.install_hook();
+    let mut collected = 0;
+    for round in 0..4 {
+        let (record, log) = s.push_and_build("hello", &format!("round {round}\n"));
+        if log.contains("store over gc.max-storage: reclaimed") {
+            collected += 1;
+        }
+        let du: Value = serde_json::from_str(&ok(
+            hoist(&s.store)
+                .args(["du", "--format", "json"])
+                .output()
+                .unwrap(),
+            "du",
+        ))
+        .unwrap();
+        assert_eq!(du["MaxStorage"], CAP, "{du}");
+        let on_disk = du["OnDisk"].as_u64().unwrap();
+        assert!(
+            on_disk <= CAP,
+            "after build {round} the store holds {on_disk} bytes, over the cap {CAP}:\n{du}\n{log}"
+        );
+        // The image the build named is whole after the collection.
+        let seen = s.inspect("main").expect("demo:main was pushed");
+        assert_eq!(seen["Digest"], record["digest"]);
+    }
+    assert!(
+        collected >= 1,
+        "four builds of 4 MB each never went over the 20 MB cap:\n{}",
+        s.serve_log()
+    );
+    server.stop();
+}
+
+#[test]
+fn autobuild_with_cache_from_a_registry_cache_runs_no_step() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    // Nothing of the commit reaches the steps' keys but `hello`, which the
+    // cache was made from: every step can come from the registry cache.
+    let s = Setup::with(
+        "COPY hello /hello\nRUN cat /proc/sys/kernel/random/uuid > /version\n",
+        |registry| {
+            format!(
+                "cache_from = [\"type=registry,ref={registry}/cache:demo\"]\n\
+                 cache_to = \"type=registry,ref={registry}/cache:demo,mode=max\""
+            )
+        },
+    );
+    // A CI job primed the cache: `hoist build --cache-to` of the same tree
+    // in another store.
+    std::fs::write(s.work.join("hello"), "cached\n").unwrap();
+    let cache_ref = format!("{}/cache:demo", s.registry.addr);
+    let primer = s.tmp.path().join("primer-store");
+    let iid = s.tmp.path().join("primer.iid");
+    ok(
+        hoist(&primer)
+            .args(["build", "--progress", "plain", "-t", "primed:1"])
+            .arg("--cache-to")
+            .arg(format!("type=registry,ref={cache_ref},mode=max"))
+            .arg("--iidfile")
+            .arg(&iid)
+            .arg(&s.work)
+            .output()
+            .unwrap(),
+        "hoist build --cache-to",
+    );
+    assert!(std::fs::read_to_string(&iid)
+        .unwrap()
+        .starts_with("sha256:"));
+
+    let _server = s.serve();
+    s.install_hook();
+    let (record, log) = s.push_and_build("hello", "cached\n");
+    assert!(
+        log.contains(&format!("importing cache from {cache_ref}: ")),
+        "{log}"
+    );
+    assert!(log.contains("CACHED"), "{log}");
+    // `#N DONE` is the line of a step that ran.
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with('#') && l.contains(" DONE ")),
+        "a step ran although the registry cache had it:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("exporting cache to {cache_ref}")),
+        "{log}"
+    );
+    // The RUN's output is the primer's, byte for byte: it came from the
+    // cache, not from a second run.
+    let primer_version = {
+        let out = hoist(&primer)
+            .args(["build", "--progress", "plain", "-o"])
+            .arg(format!(
+                "type=local,dest={}",
+                s.tmp.path().join("primer-fs").display()
+            ))
+            .arg(&s.work)
+            .output()
+            .unwrap();
+        ok(out, "hoist build -o type=local");
+        std::fs::read_to_string(s.tmp.path().join("primer-fs/version")).unwrap()
+    };
+    assert_eq!(
+        s.image_files("main").get("version"),
+        Some(&primer_version),
+        "{record}"
     );
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hoist_builder::pipeline::{CacheSpec, Direction};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -82,6 +83,9 @@ struct RawRepo {
     #[serde(default)]
     watch_base: bool,
     poll_interval: Option<String>,
+    #[serde(default)]
+    cache_from: Vec<String>,
+    cache_to: Option<String>,
     #[serde(default)]
     rule: Vec<RawRule>,
 }
@@ -194,6 +198,11 @@ pub struct RepoConfig {
     pub watch_base: bool,
     /// How often base images are checked.
     pub poll_interval: Duration,
+    /// Build caches imported before each build, in `--cache-from` syntax
+    /// (`type=registry,ref=REF`, `type=local,src=DIR`).
+    pub cache_from: Vec<String>,
+    /// Where each build's cache is exported, in `--cache-to` syntax.
+    pub cache_to: Option<String>,
     /// Build rules; a ref builds only when one matches.
     pub rules: Vec<Rule>,
 }
@@ -444,6 +453,16 @@ impl Config {
                     )
                 })?,
             };
+            // Checked here, so a typo stops the server at start instead of
+            // failing every build.
+            for (j, spec) in r.cache_from.iter().enumerate() {
+                CacheSpec::parse(spec, Direction::From)
+                    .map_err(|e| invalid(format!("repo[{i}].cache_from[{j}]"), e.to_string()))?;
+            }
+            if let Some(spec) = &r.cache_to {
+                CacheSpec::parse(spec, Direction::To)
+                    .map_err(|e| invalid(key("cache_to"), e.to_string()))?;
+            }
             let mut rules = Vec::new();
             for (j, rule) in r.rule.into_iter().enumerate() {
                 let rkey = |k: &str| format!("repo[{i}].rule[{j}].{k}");
@@ -479,6 +498,8 @@ impl Config {
                 build_args: r.build_args,
                 watch_base: r.watch_base,
                 poll_interval,
+                cache_from: r.cache_from,
+                cache_to: r.cache_to,
                 rules,
             });
         }

@@ -38,6 +38,10 @@ pub struct BuildJob {
     pub tags: Vec<String>,
     /// Tags to push after the build.
     pub push_tags: Vec<String>,
+    /// The repository's `cache_from` specs.
+    pub cache_from: Vec<String>,
+    /// The repository's `cache_to` spec.
+    pub cache_to: Option<String>,
     /// Where an executor may create its checkout (a fresh directory is made
     /// inside it per build).
     pub work_dir: PathBuf,

@@ -2,31 +2,34 @@
 //! checkout, tags in the store, pushes with the registry crate.
 //!
 //! [`ImageBuilder`] is what `hoist autobuild serve` plugs into
-//! [`GitCheckoutExecutor`]. One build:
+//! [`GitCheckoutExecutor`]. One build is one run of the builder's pipeline
+//! ([`hoist_builder::pipeline::run`], the same as `hoist build`'s):
 //!
-//! 1. The Dockerfile is lowered once with a resolver that only records the
-//!    base images it asks for (stage names, `scratch` and ARGs in `FROM` are
-//!    the frontend's business, so this list is exactly what the build needs).
-//! 2. Each base image is resolved in its registry; when the store's name for
+//! 1. Each base image is resolved in its registry; when the store's name for
 //!    it points at another manifest it is pulled and renamed, so a moved tag
 //!    (a new base image) is what the build uses. An image the registry does
 //!    not know but the store has (`hoist import`ed) is used as it is.
-//! 3. `hoist_builder::engine::build::build` builds it; its progress events
-//!    are written to the build log as `docker build --progress=plain` does.
-//! 4. The image is named with every tag of the matching rules and pushed to
-//!    the tags that asked, with the credentials of the docker config file
-//!    (through the [`Client`] given).
+//! 2. The repository's `cache_from` caches are imported, the image is built
+//!    under a lease, named with every tag of the matching rules, and its
+//!    cache exported to `cache_to`; the store is then brought under
+//!    `gc.max-storage`. Progress is written to the build log as `docker
+//!    build --progress=plain` does.
+//! 3. The image is pushed to the tags that asked, with the credentials of
+//!    the docker config file (through the [`Client`] given).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
+use hoist_builder::pipeline::{
+    self, CacheSpec, Direction, Notice, Output, PipelineError, PullPolicy,
+};
 use hoist_builder::{
     BuildOptions, CancellationToken, Descriptor, Event, EventSink, Store, VertexId,
 };
-use hoist_registry::{CacheBlobStore, Client, Platform, PullOptions, PushEvent, Reference};
+use hoist_registry::{CacheBlobStore, Client, Platform, PushEvent, Reference};
 
 use crate::executor::{BuildFailure, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink};
 
@@ -86,47 +89,74 @@ impl ImageBuilder {
             build_args: job.build_args.clone(),
             ..Default::default()
         };
-
-        let images = base_images(&dockerfile, &dockerfile_name, &options)?;
-        let mut bases = BTreeMap::new();
-        for image in &images {
-            let digest = self.fetch_base(image, log)?;
-            bases.insert(image.clone(), digest);
-        }
-
-        let request = BuildRequest {
-            dockerfile,
-            dockerfile_name,
-            context_dir,
-            dockerignore: Some(dockerignore.unwrap_or_default()),
-            options,
-            ..Default::default()
+        let parse_cache = |spec: &str, direction| {
+            CacheSpec::parse(spec, direction)
+                .map_err(|e| BuildFailure::new(format!("repository {}: {e}", job.repo)))
         };
-        let cancel = CancellationToken::new();
-        let built = engine_build::build(
-            Arc::clone(&self.store),
-            &request,
-            plain_progress(log.clone()),
-            &cancel,
-        )
-        .map_err(|e| build_failure(e, log))?;
-        let manifest = built.image.manifest.clone();
-        let digest = manifest.digest().to_string();
-        log.line(&format!(
-            "writing image {} done ({:.1}s)",
-            built.image.config_digest,
-            started.elapsed().as_secs_f64()
-        ));
-
+        let cache_from = job
+            .cache_from
+            .iter()
+            .map(|spec| parse_cache(spec, Direction::From))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cache_to = job
+            .cache_to
+            .as_deref()
+            .map(|spec| parse_cache(spec, Direction::To))
+            .transpose()?;
+        let mut tags = Vec::new();
         for tag in &job.tags {
             let name = Reference::parse(tag)
                 .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))?
                 .to_string();
-            self.store
-                .set_ref(&name, &manifest)
-                .map_err(|e| BuildFailure::new(format!("cannot name the image `{name}`: {e}")))?;
+            tags.push(name);
+        }
+        let build = pipeline::Build {
+            request: BuildRequest {
+                dockerfile,
+                dockerfile_name,
+                context_dir,
+                dockerignore: Some(dockerignore.unwrap_or_default()),
+                options,
+                ..Default::default()
+            },
+            // A moved base tag is what the build uses (base watching
+            // triggers builds for exactly that).
+            pull: PullPolicy::Always,
+            cache_from,
+            cache_to,
+            tags: tags.clone(),
+            outputs: vec![Output::Image],
+            client: Some(self.client.clone()),
+        };
+        let notify: pipeline::Notify = {
+            let log = log.clone();
+            Arc::new(move |notice: Notice| {
+                let line = notice.to_string();
+                if !line.is_empty() {
+                    log.line(&line);
+                }
+            })
+        };
+        let cancel = CancellationToken::new();
+        let result = pipeline::run(
+            Arc::clone(&self.store),
+            build,
+            plain_progress(log.clone()),
+            notify,
+            &cancel,
+        )
+        .map_err(|e| build_failure(e, log))?;
+        let manifest = result.built.image.manifest.clone();
+        let digest = manifest.digest().to_string();
+        log.line(&format!(
+            "writing image {} done ({:.1}s)",
+            result.built.image.config_digest,
+            started.elapsed().as_secs_f64()
+        ));
+        for name in &tags {
             log.line(&format!("naming to {name}"));
         }
+        let bases = result.bases;
 
         let mut pushed_tags = Vec::new();
         for tag in &job.push_tags {
@@ -138,71 +168,6 @@ impl ImageBuilder {
             pushed_tags,
             bases,
         })
-    }
-
-    /// Make the store's name for `image` point at what its registry serves
-    /// now (pulling what is missing); the manifest digest used.
-    fn fetch_base(&self, image: &str, log: &LogSink) -> Result<String, BuildFailure> {
-        let reference = Reference::parse(image)
-            .map_err(|e| BuildFailure::new(format!("invalid base image `{image}`: {e}")))?;
-        let name = reference.to_string();
-        let local = self
-            .store
-            .get_ref(image)
-            .ok()
-            .flatten()
-            .or_else(|| self.store.get_ref(&name).ok().flatten());
-        // The store's name may point at an index (a `hoist pull` of a
-        // multi-platform image): what counts is the host platform's manifest.
-        let local_manifest = local.as_ref().and_then(|l| {
-            hoist_registry::stored::stored_manifest(&self.store, &l.target, &Platform::host())
-                .ok()
-                .flatten()
-        });
-        let resolved = run_async(self.client.resolve_image(&reference, None))?;
-        let remote = match resolved {
-            Ok(r) => r.manifest.descriptor.digest().to_string(),
-            Err(e) => {
-                return match local_manifest {
-                    Some(local) => {
-                        log.line(&format!(
-                            "base image {image}: not resolvable in its registry ({e}); using the store's {}",
-                            local.digest()
-                        ));
-                        Ok(local.digest().to_string())
-                    }
-                    None => Err(BuildFailure::new(format!(
-                        "cannot resolve the base image {image}: {e}"
-                    ))),
-                };
-            }
-        };
-        if local_manifest
-            .as_ref()
-            .is_some_and(|m| m.digest().to_string() == remote)
-        {
-            log.line(&format!("base image {image}: {remote} (up to date)"));
-            return Ok(remote);
-        }
-        log.line(&format!("base image {image}: pulling {remote}"));
-        let blobs = CacheBlobStore::new(Arc::clone(&self.store))
-            .map_err(|e| BuildFailure::new(format!("cannot open the store for a pull: {e}")))?;
-        let pulled = run_async(blobs.pull(&self.client, &reference, &PullOptions::default()))?
-            .map_err(|e| BuildFailure::new(format!("cannot pull the base image {image}: {e}")))?;
-        // A digest reference needs no name: the builder reads it by digest.
-        let names: &[&str] = if reference.digest().is_some() {
-            &[]
-        } else {
-            &[image, name.as_str()]
-        };
-        for n in names {
-            // The index when there is one, so other platforms already in
-            // the store stay named.
-            self.store
-                .set_ref(n, pulled.ref_target())
-                .map_err(|e| BuildFailure::new(format!("cannot name the base image `{n}`: {e}")))?;
-        }
-        Ok(pulled.manifest.digest().to_string())
     }
 
     fn push(&self, tag: &str, manifest: &Descriptor, log: &LogSink) -> Result<(), BuildFailure> {
@@ -275,14 +240,14 @@ fn run_async<F: std::future::Future>(future: F) -> Result<F::Output, BuildFailur
     }
 }
 
-fn build_failure(e: BuildError, log: &LogSink) -> BuildFailure {
+fn build_failure(e: PipelineError, log: &LogSink) -> BuildFailure {
     match e {
-        BuildError::Step {
+        PipelineError::Build(BuildError::Step {
             description,
             message,
             log_tail,
             ..
-        } => {
+        }) => {
             if !log_tail.is_empty() {
                 log.line(&format!("------\n > {description}:"));
                 for line in &log_tail {
@@ -292,7 +257,7 @@ fn build_failure(e: BuildError, log: &LogSink) -> BuildFailure {
             }
             BuildFailure::new(format!("failed to solve: {description}: {message}"))
         }
-        BuildError::Dockerfile(text) => BuildFailure::new(text),
+        PipelineError::Build(BuildError::Dockerfile(text)) => BuildFailure::new(text),
         other => {
             let mut text = other.to_string();
             let mut source = std::error::Error::source(&other);

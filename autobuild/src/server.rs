@@ -313,6 +313,8 @@ impl Service {
             build_args: plan.build_args,
             tags: plan.tags,
             push_tags: plan.push_tags,
+            cache_from: repo.cache_from.clone(),
+            cache_to: repo.cache_to.clone(),
             work_dir: autobuild_dir(self.inner.store.root()).join("work"),
         })
     }

@@ -166,6 +166,8 @@ fn discover(svc: &Service, repo: &RepoConfig) -> Result<Vec<String>, Error> {
         build_args: build_args.clone(),
         tags: Vec::new(),
         push_tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: None,
         work_dir: autobuild_dir(svc.store().root()).join("work"),
     };
     let fail = |message: String| Error::Resolve {

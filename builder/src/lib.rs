@@ -57,6 +57,7 @@ pub mod explain;
 mod file_index;
 mod graph;
 mod op;
+pub mod pipeline;
 mod progress;
 mod solver;
 

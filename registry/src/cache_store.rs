@@ -100,6 +100,37 @@ impl CacheBlobStore {
         Ok(pulled)
     }
 
+    /// [`Self::pull`], then names the image as `hoist pull` does: only when
+    /// its config is one hoist can read back (Docker's pull refuses such a
+    /// config too; the blobs are left for GC), and by its index when the
+    /// reference named one, so a pull for another platform adds that
+    /// platform's manifest under the same name instead of replacing the
+    /// first (docs/platforms.md).
+    pub async fn pull_image(
+        &self,
+        client: &crate::Client,
+        reference: &Reference,
+        options: &crate::PullOptions,
+    ) -> Result<crate::PulledImage, crate::RegistryError> {
+        let pulled = self.pull(client, reference, options).await?;
+        let store_error = |action: &'static str, digest: &Digest| {
+            let digest = digest.to_string();
+            move |e: hoist_cache::Error| crate::RegistryError::Store {
+                action,
+                digest,
+                source: StoreError::Backend(Box::new(e)),
+            }
+        };
+        self.store
+            .read_config(pulled.config.digest())
+            .and_then(|config| hoist_cache::image::check_config_times(&config))
+            .map_err(store_error("read the config", pulled.config.digest()))?;
+        self.store
+            .set_ref(&reference.to_string(), pulled.ref_target())
+            .map_err(store_error("name", pulled.ref_target().digest()))?;
+        Ok(pulled)
+    }
+
     /// Pushes the image (or index) `root` of the store to `reference`:
     /// blobs this registry is known to hold in another repository are
     /// mounted, and afterwards every blob is recorded as living there.

@@ -125,9 +125,15 @@ pub fn logout(registry: &str, auth_file: &AuthFile) -> Result<bool, RegistryErro
     Ok(auth_file.erase(&auth::normalize_registry(registry))?)
 }
 
-/// Run a future of this crate to completion on a new multi-threaded tokio
-/// runtime, for synchronous callers (the CLI) that have none.
+/// Run a future of this crate to completion, for synchronous callers: on a
+/// new multi-threaded tokio runtime (the CLI has none), or on the current
+/// one from a blocking thread of it (autobuild's builds).
 pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, RegistryError> {
+    // On a blocking thread of a runtime (autobuild's builds), a second
+    // runtime cannot start: use the one there is.
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        return Ok(handle.block_on(future));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,20 +1,22 @@
 //! `hoist build [OPTIONS] CONTEXT|-`: build an image from a Dockerfile.
 //!
-//! The builder does the work; this module reads the inputs (context directory,
-//! stdin, Dockerfile, ignore file), renders progress events (plain as
-//! `docker build --progress=plain`, or JSON lines) and writes the outputs.
+//! The builder's one pipeline ([`hoist_builder::pipeline::run`]) does the
+//! work: pulls, cache import and export, the solve, outputs, the lease and
+//! the collection after it. This module parses the flags, reads the inputs
+//! (context directory, stdin, Dockerfile, ignore file) and renders the
+//! events (plain as `docker build --progress=plain`, tty, or JSON lines).
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
 use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
-use hoist_builder::engine::export;
+use hoist_builder::pipeline::{
+    self, CacheSpec, Direction, Notice, Output, PipelineError, PullPolicy,
+};
 use hoist_builder::CancellationToken;
-use hoist_cache::archive::{self, SaveImage};
 use hoist_frontend::graph::NetworkMode;
 use hoist_frontend::BuildOptions;
 
@@ -22,7 +24,6 @@ use crate::context::Context;
 use crate::interrupt;
 use crate::progress::{self as display, Mode as ProgressMode, Status};
 use crate::resolve::parse_tag_name;
-use crate::util::familiar;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Progress {
@@ -207,53 +208,6 @@ fn parse_provenance(value: Option<&str>) -> anyhow::Result<bool> {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum OutputKind {
-    Image,
-    Oci,
-    Docker,
-    Local,
-    Tar,
-}
-
-#[derive(Debug)]
-struct Output {
-    kind: OutputKind,
-    dest: Option<String>,
-}
-
-fn parse_output(spec: &str) -> anyhow::Result<Output> {
-    let mut kind = None;
-    let mut dest = None;
-    for part in spec.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| anyhow!("invalid --output `{spec}`: expected KEY=VALUE pairs"))?;
-        match k {
-            "type" => {
-                kind = Some(match v {
-                    "image" => OutputKind::Image,
-                    "oci" => OutputKind::Oci,
-                    "docker" => OutputKind::Docker,
-                    "local" => OutputKind::Local,
-                    "tar" => OutputKind::Tar,
-                    other => bail!(
-                    "invalid --output type `{other}`: expected image, oci, docker, local or tar"
-                ),
-                })
-            }
-            "dest" => dest = Some(v.to_owned()),
-            "name" | "push" => {}
-            other => bail!("invalid --output key `{other}`"),
-        }
-    }
-    let kind = kind.ok_or_else(|| anyhow!("invalid --output `{spec}`: type= is required"))?;
-    if kind != OutputKind::Image && dest.is_none() {
-        bail!("--output `{spec}` needs dest=PATH (or dest=- for stdout)");
-    }
-    Ok(Output { kind, dest })
-}
-
 /// `--cpus`: a finite number from 0.01 (Docker's least), so that `nan`,
 /// `inf` or `-1` never become a wrapped cgroup quota.
 fn parse_cpus(text: &str) -> Result<f64, String> {
@@ -302,34 +256,23 @@ fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn open_dest(dest: &str) -> anyhow::Result<Box<dyn Write>> {
-    if dest == "-" {
-        if io::stdout().is_terminal() {
-            bail!("refusing to write an archive to a terminal; redirect stdout or give dest=FILE");
-        }
-        return Ok(Box::new(BufWriter::new(io::stdout().lock())));
-    }
-    let file = File::create(dest).with_context(|| format!("failed to create `{dest}`"))?;
-    Ok(Box::new(BufWriter::new(file)))
-}
-
 pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let tags = args
         .tags
         .iter()
         .map(|t| parse_tag_name(t).map(|r| r.to_string()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let outputs = if args.outputs.is_empty() {
-        vec![Output {
-            kind: OutputKind::Image,
-            dest: None,
-        }]
-    } else {
-        args.outputs
-            .iter()
-            .map(|o| parse_output(o))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
+    let mut outputs = args
+        .outputs
+        .iter()
+        .map(|o| Output::parse(o))
+        .collect::<Result<Vec<_>, _>>()?;
+    if outputs.is_empty() {
+        outputs.push(Output::Image);
+    }
+    if args.load {
+        outputs.push(Output::Load);
+    }
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }
@@ -340,9 +283,6 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .map(hoist_cache::units::parse_memory_size)
         .transpose()
         .context("invalid --memory")?;
-    if args.load && !args.dry_run {
-        exec_flags::check_docker()?;
-    }
 
     let stdin_dir;
     let (context_dir, stdin_dockerfile) = if args.context == "-" {
@@ -439,7 +379,30 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if args.dry_run {
         return dry_run(store, &request, &args);
     }
-    pull_base_images(&store, &request, args.pull, args.quiet)?;
+    let cache_to = args
+        .cache_to
+        .as_deref()
+        .map(|s| CacheSpec::parse(s, Direction::To))
+        .transpose()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| CacheSpec::parse(s, Direction::From))
+        .collect::<Result<Vec<_>, _>>()?;
+    let explanations = request.explain.clone();
+    let build = pipeline::Build {
+        request,
+        pull: if args.pull {
+            PullPolicy::Always
+        } else {
+            PullPolicy::Missing
+        },
+        cache_from,
+        cache_to,
+        tags: tags.clone(),
+        outputs,
+        client: None,
+    };
 
     let progress = display::Progress::new(match (args.quiet, args.progress) {
         (true, _) => ProgressMode::Quiet,
@@ -448,32 +411,11 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         (false, Progress::Tty) => ProgressMode::Tty,
         (false, Progress::Json) => ProgressMode::Json,
     });
-    let cache_to = args
-        .cache_to
-        .as_deref()
-        .map(|s| super::cache_spec::parse(s, "--cache-to"))
-        .transpose()?;
-    let cache_from = args
-        .cache_from
-        .iter()
-        .map(|s| super::cache_spec::parse(s, "--cache-from"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    // Lifecycle: a lease protects what the build uses and makes until the
-    // image is tagged; then the store is brought under gc.max-storage.
-    let lease_guard = hoist_cache::LeaseGuard::take(&store, "build")
-        .context("failed to take a lease on the store")?;
-    let lease = lease_guard.lease().clone();
-    // Under the lease: a concurrent prune keeps what the import writes.
-    super::cache_spec::import_all(&store, &cache_from, args.quiet)?;
-    let request = BuildRequest {
-        lease: Some(lease),
-        ..request
-    };
     let cancel = CancellationToken::new();
     let interrupts = interrupt::Guard::install(cancel.clone(), progress.notifier())
         .context("failed to watch for Ctrl-C")?;
     let sink = match (
-        &request.explain,
+        &explanations,
         args.progress == Progress::Json && !args.quiet,
     ) {
         // `--progress json --explain`: an `explain` event with the reason
@@ -498,22 +440,35 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
         _ => progress.sink(),
     };
-    let result = engine_build::build(store.clone(), &request, sink, &cancel);
+    let notify: pipeline::Notify = {
+        let note = progress.notifier();
+        let quiet = args.quiet;
+        Arc::new(move |notice: Notice| {
+            if quiet && !notice.is_warning() {
+                return;
+            }
+            let line = notice.to_string();
+            if !line.is_empty() {
+                note(&line);
+            }
+        })
+    };
+    let result = pipeline::run(store, build, sink, notify, &cancel);
     // From here on, Ctrl-C ends the process at once, as it normally would.
     interrupts.release();
     progress.end_live();
-    let built = match result {
-        Ok(built) if !cancel.is_cancelled() => built,
-        Ok(_) | Err(BuildError::Cancelled) => {
+    let result = match result {
+        Ok(result) if !cancel.is_cancelled() => result,
+        Ok(_) | Err(PipelineError::Build(BuildError::Cancelled)) => {
             progress.finish(Status::Cancelled, None);
             return Err(interrupt::Interrupted("build cancelled".into()).into());
         }
-        Err(BuildError::Step {
+        Err(PipelineError::Build(BuildError::Step {
             description,
             message,
             log_tail,
-            exit_code,
-        }) => {
+            ..
+        })) => {
             let mut err = io::stderr().lock();
             if !log_tail.is_empty() {
                 let _ = writeln!(err, "------\n > {description}:");
@@ -522,69 +477,17 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 }
                 let _ = writeln!(err, "------");
             }
-            let _ = exit_code;
             bail!("failed to solve: {description}: {message}");
         }
-        Err(BuildError::Dockerfile(text)) => bail!("{text}"),
+        Err(PipelineError::Build(BuildError::Dockerfile(text))) => bail!("{text}"),
         Err(e) => return Err(anyhow::Error::new(e)),
     };
-
-    let built = super::cache_spec::inline(&store, cache_to.as_ref(), built)?;
-    // With provenance, refs point at the index holding image and attestation.
-    let manifest = built.target();
+    let built = &result.built;
+    let manifest = result.target();
     let id = built.image.config_digest.clone();
-    for output in &outputs {
-        match output.kind {
-            OutputKind::Image => {
-                for tag in &tags {
-                    store
-                        .set_ref(tag, manifest)
-                        .with_context(|| format!("failed to tag the image as `{tag}`"))?;
-                }
-            }
-            OutputKind::Oci | OutputKind::Docker => {
-                let dest = output.dest.as_deref().unwrap_or("-");
-                let names: Vec<String> = if output.kind == OutputKind::Docker {
-                    tags.iter().map(|t| familiar(t)).collect()
-                } else {
-                    tags.clone()
-                };
-                // A docker archive holds one manifest per image, no index.
-                let target = if output.kind == OutputKind::Docker {
-                    built.image.manifest.clone()
-                } else {
-                    manifest.clone()
-                };
-                let images = [SaveImage { names, target }];
-                let mut out = open_dest(dest)?;
-                if output.kind == OutputKind::Docker {
-                    archive::save_docker(&store, &images, &mut out)?;
-                } else {
-                    archive::save_oci(&store, &images, &mut out)?;
-                }
-                out.flush()?;
-            }
-            OutputKind::Local => {
-                let dest = output.dest.as_deref().unwrap_or(".");
-                export::export_local(&store, &built.layers, Path::new(dest))?;
-            }
-            OutputKind::Tar => {
-                let dest = output.dest.as_deref().unwrap_or("-");
-                let mut out = open_dest(dest)?;
-                export::export_tar(&store, &built.layers, &mut out)?;
-                out.flush()?;
-            }
-        }
-    }
-    if let Some(spec) = &cache_to {
-        super::cache_spec::export(&store, spec, &built, args.quiet)?;
-    }
-    drop(lease_guard);
-    if let (Some(explanations), false, false) = (
-        &request.explain,
-        args.quiet,
-        args.progress == Progress::Json,
-    ) {
+    if let (Some(explanations), false, false) =
+        (&explanations, args.quiet, args.progress == Progress::Json)
+    {
         let mut err = io::stderr().lock();
         let all = explanations.all();
         if all.is_empty() {
@@ -593,22 +496,6 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         for e in all {
             writeln!(err, "explain: {}: {}", e.label, e.reason)?;
         }
-    }
-    if built.executed > 0 {
-        // The image is made and tagged: a failed collection is a warning.
-        match super::prune::after_build(&store) {
-            Ok(Some(report)) if !args.quiet => writeln!(
-                io::stderr().lock(),
-                "store over gc.max-storage: reclaimed {} ({} now)",
-                crate::util::human_size(report.reclaimed),
-                crate::util::human_size(report.usage_after)
-            )?,
-            Ok(_) => {}
-            Err(e) => writeln!(io::stderr().lock(), "warning: {e:#}")?,
-        }
-    }
-    if args.load {
-        exec_flags::load(&store, &tags, manifest)?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
@@ -706,69 +593,6 @@ mod exec_flags {
         Ok(Some((dir, PathBuf::new(), dockerfile)))
     }
 
-    /// Fails with a clear message when `docker load` would have no daemon.
-    pub(super) fn check_docker() -> anyhow::Result<()> {
-        let output = std::process::Command::new("docker")
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .stdin(std::process::Stdio::null())
-            .output();
-        let reason = match output {
-            Err(e) => format!("cannot run `docker`: {e}"),
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or("the daemon did not answer")
-                .trim()
-                .to_owned(),
-        };
-        anyhow::bail!(
-            "--load: no Docker daemon is reachable ({reason})\n\nhint: build without --load and run `hoist save IMAGE | docker load` where a daemon runs, or use `-o type=docker,dest=FILE`"
-        )
-    }
-
-    /// Streams the image in docker format into `docker load`.
-    pub(super) fn load(
-        store: &hoist_cache::Store,
-        tags: &[String],
-        manifest: &oci_spec::image::Descriptor,
-    ) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("docker")
-            .arg("load")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("--load: failed to start `docker load`")?;
-        let images = [hoist_cache::archive::SaveImage {
-            names: tags.iter().map(|t| crate::util::familiar(t)).collect(),
-            target: manifest.clone(),
-        }];
-        let written = match child.stdin.take() {
-            Some(stdin) => {
-                let mut pipe = std::io::BufWriter::new(stdin);
-                hoist_cache::archive::save_docker(store, &images, &mut pipe)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|_| pipe.flush().map_err(anyhow::Error::from))
-            }
-            None => Ok(()),
-        };
-        let output = child
-            .wait_with_output()
-            .context("--load: failed to wait for `docker load`")?;
-        if !output.status.success() {
-            anyhow::bail!(
-                "--load: `docker load` failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        written.context("--load: failed to stream the image into `docker load`")?;
-        eprint!("{}", String::from_utf8_lossy(&output.stdout));
-        Ok(())
-    }
-
     pub(super) fn allow(entitlements: &[String]) -> anyhow::Result<Vec<String>> {
         // BuildKit's names; the builder refuses a step that needs one not
         // given (hoist_builder's check_entitlements).
@@ -840,58 +664,6 @@ fn dry_run(
     match args.format {
         PlanFormat::Json => writeln!(out, "{}", dry.to_json())?,
         PlanFormat::Text => write!(out, "{}", dry.render_text())?,
-    }
-    Ok(())
-}
-
-/// Pulls the images the target's stages start from or copy from when the
-/// store lacks them (all of them with `--pull`), as `docker build` does. A
-/// Dockerfile that does not parse is left to the build to report.
-fn pull_base_images(
-    store: &Arc<hoist_cache::Store>,
-    request: &BuildRequest,
-    always: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let Ok(images) = engine_build::base_images_for_platforms(
-        &request.dockerfile,
-        &request.dockerfile_name,
-        &request.options,
-    ) else {
-        return Ok(());
-    };
-    for (image, platform) in images {
-        let Ok(reference) = hoist_registry::Reference::parse(&image) else {
-            continue;
-        };
-        let platform = engine_build::registry_platform(&platform);
-        // Present: the store holds an image of that name for the platform.
-        let present = match reference.digest() {
-            Some(digest) => digest.parse().is_ok_and(|d| {
-                hoist_registry::stored_manifest_by_digest(store, &d, &platform)
-                    .is_ok_and(|m| m.is_some())
-            }),
-            None => store.get_ref(&reference.to_string())?.is_some_and(|r| {
-                hoist_registry::stored_manifest(store, &r.target, &platform)
-                    .is_ok_and(|m| m.is_some())
-            }),
-        };
-        if present && !always {
-            continue;
-        }
-        // A failed pull is not the end: the build then reports the missing
-        // image at its Dockerfile line, or uses the stored one (`--pull`).
-        if let Err(e) = crate::commands::pull::fetch(
-            Arc::clone(store),
-            &reference,
-            Some(platform.clone()),
-            quiet,
-        ) {
-            eprintln!(
-                "warning: cannot pull the base image {} for {platform}: {e:#}",
-                reference.familiar()
-            );
-        }
     }
     Ok(())
 }

@@ -8,8 +8,6 @@ use crate::context::Context;
 mod autobuild;
 mod binfmt;
 mod build;
-mod cache_registry;
-mod cache_spec;
 mod debug;
 mod du;
 mod history;

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Write};
 
 use anyhow::{bail, Context as _};
 use hoist_builder::engine::gc;
-use hoist_cache::{GcConfig, GcOptions, GcReport, Store};
+use hoist_cache::GcOptions;
 
 use crate::context::Context;
 use crate::util::human_size;
@@ -111,25 +111,4 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The collection `hoist build` runs after a build that wrote something:
-/// when the store is larger than `gc.max-storage`, least recently used
-/// cache goes until it is not. Returns the report when it ran.
-pub fn after_build(store: &Store) -> anyhow::Result<Option<GcReport>> {
-    let config = GcConfig::load(store.root()).context("failed to read the gc configuration")?;
-    if !config.enabled || config.max_storage == 0 {
-        return Ok(None);
-    }
-    let usage = hoist_cache::gc::disk_usage(store.root());
-    if usage <= config.max_storage {
-        return Ok(None);
-    }
-    let options = GcOptions {
-        keep_storage: Some(config.max_storage),
-        ..GcOptions::default()
-    };
-    let report =
-        gc::collect(store, &options).context("failed to collect garbage after the build")?;
-    Ok(Some(report))
 }

@@ -1,6 +1,6 @@
 //! The one parser of each unit hoist reads from users and images: sizes
 //! (`512m`, `10GB`, `1.5GiB`), durations (`24h`, `1h30m`) and RFC 3339 times
-//! (`2024-01-02T03:04:05.123+01:00`), and the RFC 3339 formatter.
+//! (`2024-01-02T03:04:05.123+01:00`), and the RFC 3339 and size formatters.
 //!
 //! All arithmetic is checked: a value that does not fit (`99999999999g`,
 //! `99999999999999h`, a year past 9999) is an [`UnitError`] naming the
@@ -205,6 +205,30 @@ pub fn parse_epoch(text: &str) -> Result<i64, UnitError> {
     }
 }
 
+/// Sizes as Docker prints them: decimal units, three significant digits
+/// (`4.26MB`, `885kB`, `0B`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{value:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", UNITS[unit])
+}
+
 /// Formats seconds since the epoch as RFC 3339 UTC
 /// (`2024-01-02T03:04:05Z`), as image configs carry times.
 pub fn format_rfc3339(secs: i64) -> String {
@@ -326,6 +350,16 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, UnitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_print_as_docker_prints_them() {
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_size(885_000), "885kB");
+        assert_eq!(format_size(4_261_000), "4.26MB");
+        assert_eq!(format_size(1_200_000), "1.2MB");
+        assert_eq!(format_size(12_340_000), "12.3MB");
+        assert_eq!(format_size(999), "999B");
+    }
 
     #[test]
     fn sizes_read_as_docker_reads_them() {

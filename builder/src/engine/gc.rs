@@ -182,6 +182,24 @@ impl DerivedStore for Snapshots {
     }
 }
 
+/// The collection after a build that wrote something: when the store is
+/// larger than `gc.max-storage`, least recently used cache goes until it is
+/// not. Returns the report when it ran.
+pub fn after_build(store: &Store) -> Result<Option<GcReport>, hoist_cache::Error> {
+    let config = hoist_cache::GcConfig::load(store.root())?;
+    if !config.enabled || config.max_storage == 0 {
+        return Ok(None);
+    }
+    if disk_usage(store.root()) <= config.max_storage {
+        return Ok(None);
+    }
+    let options = GcOptions {
+        keep_storage: Some(config.max_storage),
+        ..GcOptions::default()
+    };
+    collect(store, &options).map(Some)
+}
+
 /// Runs a collection of `store` with its snapshots.
 pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport, hoist_cache::Error> {
     let snapshots = Snapshots::new(store.root());

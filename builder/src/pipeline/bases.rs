@@ -1,0 +1,190 @@
+//! The base images of a build: which ones the target needs, and pulling
+//! those the store lacks (or, with [`PullPolicy::Always`], those whose name
+//! moved in the registry).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hoist_cache::Store;
+use hoist_registry::{CacheBlobStore, PullEvent, PullOptions, Reference};
+
+use super::{Notice, Notify, PipelineError, RegistryClient};
+use crate::engine::build::{base_images_for_platforms, registry_platform, BuildRequest};
+
+/// When a build pulls its base images.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only images the store lacks for the platform (`docker build`).
+    #[default]
+    Missing,
+    /// Ask the registry every time and pull when its name points at another
+    /// manifest than the store's (`docker build --pull`, and autobuild, so
+    /// that a moved base tag is what the build uses). An image the registry
+    /// cannot give but the store has is used as it is, with a warning.
+    Always,
+}
+
+/// Makes the store hold every base image of `request` for its platform, as
+/// `policy` says; returns the manifest digest each resolves to. A
+/// Dockerfile that does not parse is left to the build to report, and an
+/// image that cannot be pulled is a warning: the build then names the
+/// missing image at its Dockerfile line.
+pub(super) fn ensure(
+    store: &Arc<Store>,
+    client: &RegistryClient,
+    request: &BuildRequest,
+    policy: PullPolicy,
+    notify: &Notify,
+) -> Result<BTreeMap<String, String>, PipelineError> {
+    let mut used = BTreeMap::new();
+    let Ok(images) = base_images_for_platforms(
+        &request.dockerfile,
+        &request.dockerfile_name,
+        &request.options,
+    ) else {
+        return Ok(used);
+    };
+    for (image, platform) in images {
+        let Ok(reference) = Reference::parse(&image) else {
+            continue;
+        };
+        let platform = registry_platform(&platform);
+        let local = stored(store, &reference, &platform)?;
+        if policy == PullPolicy::Missing {
+            if let Some(digest) = local {
+                used.insert(image, digest);
+                continue;
+            }
+        } else {
+            let remote = client.get().and_then(|c| {
+                hoist_registry::block_on(c.resolve_image(&reference, Some(&platform)))
+                    .and_then(|r| r)
+                    .map_err(|source| PipelineError::Registry {
+                        action: format!("resolve {}", reference.familiar()),
+                        source: Box::new(source),
+                    })
+            });
+            match (remote, local) {
+                (Ok(remote), Some(local))
+                    if remote.manifest.descriptor.digest().as_ref() == local =>
+                {
+                    notify(Notice::BaseUpToDate {
+                        image: image.clone(),
+                        digest: local.clone(),
+                    });
+                    used.insert(image, local);
+                    continue;
+                }
+                (Ok(_), _) => {}
+                (Err(e), Some(local)) => {
+                    notify(Notice::BaseFromStore {
+                        image: image.clone(),
+                        digest: local.clone(),
+                        error: error_chain(&e),
+                    });
+                    used.insert(image, local);
+                    continue;
+                }
+                (Err(e), None) => {
+                    notify(Notice::PullFailed {
+                        image: image.clone(),
+                        platform: platform.to_string(),
+                        error: error_chain(&e),
+                    });
+                    continue;
+                }
+            }
+        }
+        notify(Notice::Pulling {
+            image: image.clone(),
+            platform: platform.to_string(),
+        });
+        let pulled = client.get().and_then(|c| {
+            let blobs =
+                CacheBlobStore::new(Arc::clone(store)).map_err(|e| PipelineError::Other {
+                    action: format!("open the store to pull {}", reference.familiar()),
+                    source: Box::new(e),
+                })?;
+            let forward = {
+                let notify = notify.clone();
+                let image = image.clone();
+                move |event: PullEvent| {
+                    notify(Notice::Pull {
+                        image: image.clone(),
+                        event: Box::new(event),
+                    })
+                }
+            };
+            let options = PullOptions {
+                platform: Some(platform.clone()),
+                events: Some(Arc::new(forward)),
+            };
+            hoist_registry::block_on(blobs.pull_image(c, &reference, &options))
+                .and_then(|r| r)
+                .map_err(|source| PipelineError::Registry {
+                    action: format!("pull {}", reference.familiar()),
+                    source: Box::new(source),
+                })
+        });
+        match pulled {
+            Ok(pulled) => {
+                let digest = pulled.manifest.digest().to_string();
+                notify(Notice::Pulled {
+                    image: image.clone(),
+                    digest: digest.clone(),
+                });
+                used.insert(image, digest);
+            }
+            Err(e) => notify(Notice::PullFailed {
+                image,
+                platform: platform.to_string(),
+                error: error_chain(&e),
+            }),
+        }
+    }
+    Ok(used)
+}
+
+/// The digest of the store's manifest of `reference` for `platform`.
+fn stored(
+    store: &Store,
+    reference: &Reference,
+    platform: &hoist_registry::Platform,
+) -> Result<Option<String>, PipelineError> {
+    let read = |source| PipelineError::Store {
+        action: format!("look up {} in the store", reference.familiar()),
+        source,
+    };
+    // A store that cannot say is a store without it: the pull, then the
+    // build, report what is wrong.
+    let found = match reference.digest() {
+        Some(digest) => match digest.parse() {
+            Ok(d) => hoist_registry::stored_manifest_by_digest(store, &d, platform)
+                .ok()
+                .flatten(),
+            Err(_) => None,
+        },
+        None => match store.get_ref(&reference.to_string()).map_err(read)? {
+            Some(r) => hoist_registry::stored_manifest(store, &r.target, platform)
+                .ok()
+                .flatten(),
+            None => None,
+        },
+    };
+    Ok(found.map(|m| m.digest().to_string()))
+}
+
+/// An error and its causes on one line, as warnings show them.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

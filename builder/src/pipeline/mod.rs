@@ -1,0 +1,427 @@
+//! The one entry point for a build: [`run`] takes a [`Build`] and does
+//! everything between the request and the result, for `hoist build` and
+//! `hoist autobuild` alike:
+//!
+//! 1. a lease on the store, held from the first pull to the last tag;
+//! 2. the base images resolved and pulled ([`PullPolicy`]);
+//! 3. `--cache-from` imported (local directory or registry);
+//! 4. the solve ([`crate::engine::build::build`]), its events to the
+//!    caller's [`EventSink`];
+//! 5. `--cache-to type=inline` written into the image, the outputs
+//!    ([`Output`]: names, archives, directories, `docker load`), then
+//!    `--cache-to` exported;
+//! 6. the lease released and, when the build wrote something, the store
+//!    brought under `gc.max-storage`.
+//!
+//! What happens outside the solve is reported as [`Notice`]s; callers
+//! render them (the CLI on its progress display, autobuild in the build
+//! log). Nothing here prints.
+
+mod bases;
+mod cache;
+mod output;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use hoist_cache::{GcReport, LeaseGuard, Store};
+use hoist_registry::{Client, PullEvent};
+
+pub use bases::PullPolicy;
+pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
+pub use output::{familiar, Dest, Output};
+
+use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};
+use crate::{CancellationToken, EventSink};
+
+/// What to build and where the result goes.
+#[derive(Clone, Default)]
+pub struct Build {
+    /// The Dockerfile, context and build options (its `lease` is the
+    /// pipeline's business and is replaced).
+    pub request: BuildRequest,
+    /// When base images are pulled.
+    pub pull: PullPolicy,
+    /// Caches imported before the build (`--cache-from`).
+    pub cache_from: Vec<CacheSpec>,
+    /// Where the build's cache goes (`--cache-to`).
+    pub cache_to: Option<CacheSpec>,
+    /// Normalised names for the image (`docker.io/library/app:latest`).
+    pub tags: Vec<String>,
+    /// Outputs; none means `[Output::Image]`.
+    pub outputs: Vec<Output>,
+    /// The registry client for pulls and registry caches; `None` makes one
+    /// from the environment (registry config files, the docker config's
+    /// credentials) when one is first needed.
+    pub client: Option<Client>,
+}
+
+impl fmt::Debug for Build {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Build")
+            .field("request", &self.request)
+            .field("pull", &self.pull)
+            .field("cache_from", &self.cache_from)
+            .field("cache_to", &self.cache_to)
+            .field("tags", &self.tags)
+            .field("outputs", &self.outputs)
+            .field("client", &self.client.as_ref().map(|_| "Client"))
+            .finish()
+    }
+}
+
+/// What [`run`] made.
+#[derive(Clone, Debug)]
+pub struct BuildResult {
+    /// The image (and its index with provenance).
+    pub built: Built,
+    /// Each base image (normalised name) and the manifest digest it resolved
+    /// to, for the platform it was needed for.
+    pub bases: BTreeMap<String, String>,
+    /// The collection after the build, when the store was over its cap.
+    pub collected: Option<GcReport>,
+}
+
+impl BuildResult {
+    /// What names point at: the index with provenance, else the manifest.
+    pub fn target(&self) -> &hoist_cache::Descriptor {
+        self.built.target()
+    }
+}
+
+/// Something a build did outside the solve, for the user.
+#[derive(Clone, Debug)]
+pub enum Notice {
+    /// A base image is pulled.
+    Pulling {
+        /// Its normalised name.
+        image: String,
+        /// For this platform.
+        platform: String,
+    },
+    /// Progress of a base-image pull.
+    Pull {
+        /// The image.
+        image: String,
+        /// What happened.
+        event: Box<PullEvent>,
+    },
+    /// A base image was pulled and named.
+    Pulled {
+        /// The image.
+        image: String,
+        /// The manifest digest pulled (the platform's).
+        digest: String,
+    },
+    /// The registry's manifest is the store's: nothing pulled
+    /// ([`PullPolicy::Always`]).
+    BaseUpToDate {
+        /// The image.
+        image: String,
+        /// The manifest digest.
+        digest: String,
+    },
+    /// The registry could not say; the store's image is used (a warning).
+    BaseFromStore {
+        /// The image.
+        image: String,
+        /// The store's manifest digest.
+        digest: String,
+        /// Why the registry could not say.
+        error: String,
+    },
+    /// A base image could not be pulled (a warning: the build then reports
+    /// the missing image at its Dockerfile line).
+    PullFailed {
+        /// The image.
+        image: String,
+        /// The platform.
+        platform: String,
+        /// Why.
+        error: String,
+    },
+    /// A `--cache-from` was imported (`None`: an empty registry cache).
+    CacheImported {
+        /// Where from.
+        from: CacheLocation,
+        /// What it moved.
+        moved: Option<Moved>,
+    },
+    /// The cache was exported.
+    CacheExported {
+        /// Where to.
+        to: CacheLocation,
+        /// What it moved.
+        moved: Moved,
+    },
+    /// `docker load` answered (`Loaded image: …`, escaped).
+    Loaded(String),
+    /// The store was over `gc.max-storage` and was collected.
+    Collected(GcReport),
+    /// The collection after the build failed; the image is made and named.
+    CollectFailed(String),
+}
+
+impl Notice {
+    /// Whether the user should see it even in quiet mode.
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            Notice::BaseFromStore { .. } | Notice::PullFailed { .. } | Notice::CollectFailed(_)
+        )
+    }
+}
+
+impl fmt::Display for Notice {
+    /// One line (docker's wording where there is one); a [`Notice::Pull`]
+    /// of no interest to a reader (a manifest fetched) is empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::Pulling { image, .. } => {
+                let (repository, tag) = match hoist_registry::Reference::parse(image) {
+                    Ok(r) => (
+                        r.repository().to_owned(),
+                        r.tag().or(r.digest()).unwrap_or("latest").to_owned(),
+                    ),
+                    Err(_) => (image.clone(), "latest".to_owned()),
+                };
+                write!(f, "{tag}: Pulling from {repository}")
+            }
+            Notice::Pull { event, .. } => match pull_event_line(event) {
+                Some(line) => f.write_str(&line),
+                None => Ok(()),
+            },
+            Notice::Pulled { image, digest } => {
+                write!(f, "base image {}: pulled {digest}", familiar(image))
+            }
+            Notice::BaseUpToDate { image, digest } => {
+                write!(f, "base image {}: {digest} (up to date)", familiar(image))
+            }
+            Notice::BaseFromStore {
+                image,
+                digest,
+                error,
+            } => write!(
+                f,
+                "warning: base image {}: not resolvable in its registry ({error}); using the \
+                 store's {digest}",
+                familiar(image)
+            ),
+            Notice::PullFailed {
+                image,
+                platform,
+                error,
+            } => write!(
+                f,
+                "warning: cannot pull the base image {} for {platform}: {error}",
+                familiar(image)
+            ),
+            Notice::CacheImported { from, moved } => match moved {
+                Some(m) => write!(
+                    f,
+                    "importing cache from {from}: {} records, {} blobs downloaded, {} already here",
+                    m.records, m.blobs_transferred, m.blobs_present
+                ),
+                None => write!(f, "importing cache from {from}: not found (empty cache)"),
+            },
+            Notice::CacheExported { to, moved } => write!(
+                f,
+                "exporting cache to {to}: {} records, {} blobs pushed, {} already there",
+                moved.records, moved.blobs_transferred, moved.blobs_present
+            ),
+            Notice::Loaded(text) => f.write_str(text),
+            Notice::Collected(report) => write!(
+                f,
+                "store over gc.max-storage: reclaimed {} ({} now)",
+                hoist_untrusted::units::format_size(report.reclaimed),
+                hoist_untrusted::units::format_size(report.usage_after)
+            ),
+            Notice::CollectFailed(error) => write!(f, "warning: {error}"),
+        }
+    }
+}
+
+/// A pull event as `docker pull` shows it (`3f4d90098f5b: Download
+/// complete`), for the layers; `None` for what it does not show.
+pub fn pull_event_line(event: &PullEvent) -> Option<String> {
+    let (descriptor, status) = match event {
+        PullEvent::BlobSkipped { descriptor } => (descriptor, "Already exists"),
+        PullEvent::BlobStarted { descriptor } => (descriptor, "Pulling fs layer"),
+        PullEvent::BlobDone { descriptor } => (descriptor, "Download complete"),
+        PullEvent::MirrorFailed { mirror, error } => {
+            return Some(format!(
+                "mirror {mirror} failed, trying the next source: {error}"
+            ))
+        }
+        PullEvent::Retrying(notice) => {
+            return Some(format!(
+                "retrying {} (attempt {}) in {:.1}s: {}",
+                notice.action,
+                notice.attempt + 1,
+                notice.delay.as_secs_f64(),
+                notice.error
+            ))
+        }
+        _ => return None,
+    };
+    // Blob events are for the config and the layers; docker shows layers.
+    if descriptor.media_type().to_string().contains("config") {
+        return None;
+    }
+    let digest = descriptor.digest().to_string();
+    let hex = digest.split_once(':').map_or(digest.as_str(), |(_, h)| h);
+    Some(format!("{}: {status}", &hex[..hex.len().min(12)]))
+}
+
+/// Why a build pipeline failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The solve failed (a Dockerfile error, a failed step, cancelled).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A flag or config value is wrong (escaped, named).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error("failed to {action}")]
+    Store {
+        /// What was being done.
+        action: String,
+        /// The cause.
+        #[source]
+        source: hoist_cache::Error,
+    },
+    /// A registry transfer failed.
+    #[error("failed to {action}")]
+    Registry {
+        /// What was being done.
+        action: String,
+        /// The cause.
+        #[source]
+        source: Box<hoist_registry::RegistryError>,
+    },
+    /// `--load` failed.
+    #[error("--load: {0}")]
+    Load(String),
+    /// Something else failed (writing an output, opening a store view).
+    #[error("failed to {action}")]
+    Other {
+        /// What was being done.
+        action: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Where notices go; cheap to clone.
+pub type Notify = Arc<dyn Fn(Notice) + Send + Sync>;
+
+/// The client of a build, made when first needed.
+pub(crate) struct RegistryClient {
+    given: Option<Client>,
+    made: OnceLock<Result<Client, String>>,
+}
+
+impl RegistryClient {
+    fn new(given: Option<Client>) -> RegistryClient {
+        RegistryClient {
+            given,
+            made: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Result<&Client, PipelineError> {
+        if let Some(client) = &self.given {
+            return Ok(client);
+        }
+        self.made
+            .get_or_init(|| Client::from_environment().map_err(|e| bases::error_chain(&e)))
+            .as_ref()
+            .map_err(|e| {
+                PipelineError::Invalid(format!("failed to set up the registry client: {e}"))
+            })
+    }
+}
+
+/// Builds `build` into the store: see the module documentation for the
+/// steps. `events` receives the solve's events, `notify` the rest.
+pub fn run(
+    store: Arc<Store>,
+    build: Build,
+    events: EventSink,
+    notify: Notify,
+    cancel: &CancellationToken,
+) -> Result<BuildResult, PipelineError> {
+    let outputs = if build.outputs.is_empty() {
+        vec![Output::Image]
+    } else {
+        build.outputs.clone()
+    };
+    for output in &outputs {
+        output.check()?;
+    }
+    let client = RegistryClient::new(build.client.clone());
+    // From the first pull to the last name: a concurrent prune keeps what
+    // this build pulls, imports and makes.
+    let lease = LeaseGuard::take(&store, "build").map_err(|source| PipelineError::Store {
+        action: "take a lease on the store".into(),
+        source,
+    })?;
+    let bases = bases::ensure(&store, &client, &build.request, build.pull, &notify)?;
+    for spec in &build.cache_from {
+        let moved = cache::import(&store, &client, spec)?;
+        notify(Notice::CacheImported {
+            from: spec.location.clone(),
+            moved,
+        });
+    }
+    let request = BuildRequest {
+        lease: Some(lease.lease().clone()),
+        ..build.request
+    };
+    let built = engine_build::build(Arc::clone(&store), &request, events, cancel)?;
+    if cancel.is_cancelled() {
+        return Err(BuildError::Cancelled.into());
+    }
+    let built = match &build.cache_to {
+        Some(CacheSpec {
+            location: CacheLocation::Inline,
+            ..
+        }) => cache::inline(&store, built)?,
+        _ => built,
+    };
+    for output in &outputs {
+        output.write(&store, &built, &build.tags, &notify)?;
+    }
+    if let Some(spec) = &build.cache_to {
+        if let Some(moved) = cache::export(&store, &client, spec, &built)? {
+            notify(Notice::CacheExported {
+                to: spec.location.clone(),
+                moved,
+            });
+        }
+    }
+    drop(lease);
+    let mut collected = None;
+    if built.executed > 0 {
+        // The image is made and named: a failed collection is a warning.
+        match crate::engine::gc::after_build(&store) {
+            Ok(Some(report)) => {
+                notify(Notice::Collected(report.clone()));
+                collected = Some(report);
+            }
+            Ok(None) => {}
+            Err(e) => notify(Notice::CollectFailed(format!(
+                "failed to collect garbage after the build: {}",
+                bases::error_chain(&e)
+            ))),
+        }
+    }
+    Ok(BuildResult {
+        built,
+        bases,
+        collected,
+    })
+}

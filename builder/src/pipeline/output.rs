@@ -1,0 +1,352 @@
+//! Where a built image goes besides the store's cache: names in the store,
+//! OCI and Docker archives, a directory or tar of the root filesystem, and
+//! a Docker engine (`--load`).
+
+use std::fmt;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use hoist_cache::archive::{self, SaveImage};
+use hoist_cache::Store;
+
+use super::{Notice, Notify, PipelineError};
+use crate::engine::build::Built;
+use crate::engine::export;
+
+/// Where an archive is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// A file, written whole or not at all (a temporary file beside it is
+    /// renamed over it once complete).
+    File(PathBuf),
+    /// Standard output (`dest=-`); refused when it is a terminal.
+    Stdout,
+}
+
+impl Dest {
+    fn parse(text: &str) -> Dest {
+        if text == "-" {
+            Dest::Stdout
+        } else {
+            Dest::File(PathBuf::from(text))
+        }
+    }
+}
+
+impl fmt::Display for Dest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dest::File(path) => write!(f, "{}", path.display()),
+            Dest::Stdout => f.write_str("stdout"),
+        }
+    }
+}
+
+/// One output of a build (`-o`), in BuildKit's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// `type=image`: the image is named in the store with the build's tags.
+    Image,
+    /// `type=oci`: an OCI image layout archive.
+    Oci(Dest),
+    /// `type=docker`: an archive `docker load` reads.
+    Docker(Dest),
+    /// `type=local`: the final root filesystem in a directory.
+    Local(PathBuf),
+    /// `type=tar`: the final root filesystem as a tar archive.
+    Tar(Dest),
+    /// `--load`: the image streamed into the Docker engine's `docker load`.
+    Load,
+}
+
+impl Output {
+    /// Parses `-o type=image|oci|docker|local|tar[,dest=PATH|-]`.
+    pub fn parse(spec: &str) -> Result<Output, PipelineError> {
+        let shown = hoist_untrusted::escape(spec);
+        let invalid = PipelineError::Invalid;
+        let mut kind = None;
+        let mut dest = None;
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                invalid(format!(
+                    "invalid --output `{shown}`: expected KEY=VALUE pairs"
+                ))
+            })?;
+            match k {
+                "type" => kind = Some(v.to_owned()),
+                "dest" => dest = Some(v.to_owned()),
+                "name" | "push" => {}
+                other => {
+                    return Err(invalid(format!(
+                        "invalid --output key `{}`",
+                        hoist_untrusted::escape(other)
+                    )))
+                }
+            }
+        }
+        let kind =
+            kind.ok_or_else(|| invalid(format!("invalid --output `{shown}`: type= is required")))?;
+        if kind == "image" {
+            return Ok(Output::Image);
+        }
+        let dest = dest.ok_or_else(|| {
+            invalid(format!(
+                "--output `{shown}` needs dest=PATH (or dest=- for stdout)"
+            ))
+        })?;
+        Ok(match kind.as_str() {
+            "oci" => Output::Oci(Dest::parse(&dest)),
+            "docker" => Output::Docker(Dest::parse(&dest)),
+            "local" => Output::Local(PathBuf::from(dest)),
+            "tar" => Output::Tar(Dest::parse(&dest)),
+            other => {
+                return Err(invalid(format!(
+                    "invalid --output type `{}`: expected image, oci, docker, local or tar",
+                    hoist_untrusted::escape(other)
+                )))
+            }
+        })
+    }
+
+    /// What can be known wrong before the build: an archive for a terminal,
+    /// `--load` without a daemon.
+    pub(super) fn check(&self) -> Result<(), PipelineError> {
+        match self {
+            Output::Oci(Dest::Stdout)
+            | Output::Docker(Dest::Stdout)
+            | Output::Tar(Dest::Stdout)
+                if io::stdout().is_terminal() =>
+            {
+                Err(PipelineError::Invalid(
+                    "refusing to write an archive to a terminal; redirect stdout or give \
+                     dest=FILE"
+                        .into(),
+                ))
+            }
+            Output::Load => check_docker(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes this output of `built` (`tags` are normalised names).
+    pub(super) fn write(
+        &self,
+        store: &Store,
+        built: &Built,
+        tags: &[String],
+        notify: &Notify,
+    ) -> Result<(), PipelineError> {
+        match self {
+            Output::Image => {
+                for tag in tags {
+                    store
+                        .set_ref(tag, built.target())
+                        .map_err(|source| PipelineError::Store {
+                            action: format!("tag the image as `{tag}`"),
+                            source,
+                        })?;
+                }
+                Ok(())
+            }
+            Output::Oci(dest) => {
+                // With provenance, the index holding image and attestation.
+                let images = [SaveImage {
+                    names: tags.to_vec(),
+                    target: built.target().clone(),
+                }];
+                write_to(dest, |out| {
+                    archive::save_oci(store, &images, out).map_err(box_error)
+                })
+            }
+            Output::Docker(dest) => {
+                // A docker archive holds one manifest per image, no index.
+                let images = [SaveImage {
+                    names: tags.iter().map(|t| familiar(t)).collect(),
+                    target: built.image.manifest.clone(),
+                }];
+                write_to(dest, |out| {
+                    archive::save_docker(store, &images, out).map_err(box_error)
+                })
+            }
+            Output::Local(dir) => {
+                export::export_local(store, &built.layers, dir).map_err(|e| PipelineError::Other {
+                    action: format!("write the image's files to `{}`", dir.display()),
+                    source: Box::new(e),
+                })
+            }
+            Output::Tar(dest) => write_to(dest, |out| {
+                export::export_tar(store, &built.layers, out).map_err(box_error)
+            }),
+            Output::Load => {
+                let answer = load(store, tags, &built.image.manifest)?;
+                if !answer.is_empty() {
+                    notify(Notice::Loaded(answer));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn box_error(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
+    Box::new(e)
+}
+
+/// `docker.io/library/busybox:latest` as Docker names it: `busybox:latest`.
+pub fn familiar(name: &str) -> String {
+    match hoist_registry::Reference::parse(name) {
+        Ok(r) => r.familiar(),
+        Err(_) => name.to_owned(),
+    }
+}
+
+/// Runs `write` into `dest`; a file appears only once it is complete.
+fn write_to(
+    dest: &Dest,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), BoxError>,
+) -> Result<(), PipelineError> {
+    let failed = |source: BoxError| PipelineError::Other {
+        action: format!("write {dest}"),
+        source,
+    };
+    match dest {
+        Dest::Stdout => {
+            let mut out = BufWriter::new(io::stdout().lock());
+            write(&mut out).map_err(failed)?;
+            out.flush().map_err(|e| failed(Box::new(e)))
+        }
+        Dest::File(path) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".hoist-output-")
+                .tempfile_in(dir)
+                .map_err(|e| failed(Box::new(e)))?;
+            let mut out = BufWriter::new(tmp);
+            write(&mut out).map_err(failed)?;
+            let tmp = out
+                .into_inner()
+                .map_err(|e| failed(Box::new(e.into_error())))?;
+            tmp.as_file().sync_all().map_err(|e| failed(Box::new(e)))?;
+            tmp.persist(path).map_err(|e| failed(Box::new(e.error)))?;
+            Ok(())
+        }
+    }
+}
+
+/// Fails with a clear message when `docker load` would have no daemon.
+fn check_docker() -> Result<(), PipelineError> {
+    let output = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdin(Stdio::null())
+        .output();
+    let reason = match output {
+        Err(e) => format!("cannot run `docker`: {e}"),
+        Ok(o) if o.status.success() => return Ok(()),
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("the daemon did not answer")
+            .trim()
+            .to_owned(),
+    };
+    Err(PipelineError::Load(format!(
+        "no Docker daemon is reachable ({})\n\nhint: build without --load and run `hoist save \
+         IMAGE | docker load` where a daemon runs, or use `-o type=docker,dest=FILE`",
+        hoist_untrusted::escape(&reason)
+    )))
+}
+
+/// Streams the image in docker format into `docker load`; what it answered
+/// (`Loaded image: …`) is returned for the caller to show.
+fn load(
+    store: &Store,
+    tags: &[String],
+    manifest: &hoist_cache::Descriptor,
+) -> Result<String, PipelineError> {
+    let mut child = Command::new("docker")
+        .arg("load")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| PipelineError::Load(format!("failed to start `docker load`: {e}")))?;
+    let images = [SaveImage {
+        names: tags.iter().map(|t| familiar(t)).collect(),
+        target: manifest.clone(),
+    }];
+    let written: Result<(), BoxError> = match child.stdin.take() {
+        Some(stdin) => {
+            let mut pipe = BufWriter::new(stdin);
+            archive::save_docker(store, &images, &mut pipe)
+                .map_err(box_error)
+                .and_then(|_| pipe.flush().map_err(box_error))
+        }
+        None => Ok(()),
+    };
+    let output = child
+        .wait_with_output()
+        .map_err(|e| PipelineError::Load(format!("failed to wait for `docker load`: {e}")))?;
+    if !output.status.success() {
+        return Err(PipelineError::Load(format!(
+            "`docker load` failed: {}",
+            hoist_untrusted::escape(String::from_utf8_lossy(&output.stderr).trim())
+        )));
+    }
+    written.map_err(|e| PipelineError::Load(format!("failed to stream the image: {e}")))?;
+    let answer = String::from_utf8_lossy(&output.stdout);
+    Ok(hoist_untrusted::escape_keep_lines(answer.trim_end()).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_like_buildkit() {
+        assert_eq!(Output::parse("type=image").unwrap(), Output::Image);
+        assert_eq!(
+            Output::parse("type=oci,dest=-").unwrap(),
+            Output::Oci(Dest::Stdout)
+        );
+        assert_eq!(
+            Output::parse("type=docker,dest=out.tar").unwrap(),
+            Output::Docker(Dest::File("out.tar".into()))
+        );
+        assert_eq!(
+            Output::parse("type=local,dest=dir").unwrap(),
+            Output::Local("dir".into())
+        );
+        let e = Output::parse("type=tar").unwrap_err();
+        assert!(e.to_string().contains("needs dest=PATH"), "{e}");
+        let e = Output::parse("type=zip,dest=x").unwrap_err();
+        assert!(e.to_string().contains("invalid --output type `zip`"), "{e}");
+        let e = Output::parse("type=oci,color=\x1b[31m").unwrap_err();
+        assert!(e.to_string().contains("`color`"), "{e}");
+        assert!(Output::parse("dest=x").is_err());
+    }
+
+    #[test]
+    fn a_file_output_appears_only_when_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.tar");
+        std::fs::write(&path, b"old").unwrap();
+        let dest = Dest::File(path.clone());
+        let e = write_to(&dest, |out| {
+            out.write_all(b"half")?;
+            Err("disk on fire".into())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("out.tar"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        write_to(&dest, |out| Ok(out.write_all(b"new")?)).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
