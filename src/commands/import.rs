@@ -224,13 +224,10 @@ fn write_layer(store: &Store, input: Box<dyn Read>) -> anyhow::Result<Layer> {
     if head.is_empty() {
         bail!("the input is empty (expected a tar archive)");
     }
-    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        return Err(anyhow::anyhow!("xz-compressed input is not supported"))
-            .hint("decompress it first: `xz -dc FILE | hoist import - NAME`");
-    }
-    if head.starts_with(b"BZh") {
-        return Err(anyhow::anyhow!("bzip2-compressed input is not supported"))
-            .hint("decompress it first: `bzip2 -dc FILE | hoist import - NAME`");
+    if let Some(name) = hoist_cache::image::Compression::sniff_unsupported(head) {
+        return Err(anyhow::anyhow!("{name}-compressed input is not supported")).hint(format!(
+            "decompress it first: `{name} -dc FILE | hoist import - NAME`"
+        ));
     }
     let decompressed =
         decompress(&mut input).context("failed to read the input's compressed stream")?;
