@@ -1,5 +1,6 @@
 //! Where hoist keeps a user's files, by the XDG Base Directory rules: the one
-//! place that reads `XDG_CONFIG_HOME`, `XDG_DATA_HOME` and `HOME` for that.
+//! place that reads `XDG_CONFIG_HOME`, `XDG_DATA_HOME`, `XDG_RUNTIME_DIR` and
+//! `HOME` for that.
 //!
 //! The variables come from the environment, so they are checked as the
 //! specification asks: an empty or relative value is ignored (a relative
@@ -22,6 +23,13 @@ pub fn data_home() -> Option<PathBuf> {
     data_home_from(|name| std::env::var_os(name))
 }
 
+/// `$XDG_RUNTIME_DIR` (the session's private runtime directory); `None`
+/// when unset. Callers check that it is theirs before using it: the variable
+/// can be inherited across a change of user.
+pub fn runtime_dir() -> Option<PathBuf> {
+    runtime_dir_from(|name| std::env::var_os(name))
+}
+
 /// The config files of hoist, in the order they are read (later ones win):
 /// [`SYSTEM_CONFIG`], then `<config home>/hoist/config.toml`.
 pub fn config_files() -> Vec<PathBuf> {
@@ -36,6 +44,15 @@ pub fn config_home_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBu
 /// [`data_home`] with the environment given as a lookup function.
 pub fn data_home_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
     base_dir(&env, "XDG_DATA_HOME", ".local/share")
+}
+
+/// [`runtime_dir`] with the environment given as a lookup function.
+pub fn runtime_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    // No fallback under HOME: the spec asks for a directory that goes away
+    // with the session, which nothing else guarantees.
+    env("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
 }
 
 /// [`config_files`] with the environment given as a lookup function.
@@ -77,6 +94,10 @@ mod tests {
         ];
         assert_eq!(config_home_from(env(&e)), Some("/x/c".into()));
         assert_eq!(data_home_from(env(&e)), Some("/x/d".into()));
+        assert_eq!(runtime_dir_from(env(&e)), None);
+        let r = [("XDG_RUNTIME_DIR", "/run/user/7")];
+        assert_eq!(runtime_dir_from(env(&r)), Some("/run/user/7".into()));
+        assert_eq!(runtime_dir_from(env(&[("XDG_RUNTIME_DIR", "run")])), None);
         assert_eq!(
             config_files_from(env(&e)),
             vec![
