@@ -26,10 +26,8 @@ use hoist_builder::engine::build::{self as engine_build, BuildError, BuildReques
 use hoist_builder::pipeline::{
     self, CacheSpec, Direction, Notice, Output, PipelineError, PullPolicy,
 };
-use hoist_builder::{
-    BuildOptions, CancellationToken, Descriptor, Event, EventSink, Store, VertexId,
-};
-use hoist_registry::{CacheBlobStore, Client, Platform, PushEvent, Reference};
+use hoist_builder::{BuildOptions, CancellationToken, Event, EventSink, Store, VertexId};
+use hoist_registry::{Client, Platform, Reference};
 
 use crate::executor::{BuildFailure, BuildJob, BuildOutcome, GitCheckoutExecutor, LogSink};
 
@@ -103,13 +101,21 @@ impl ImageBuilder {
             .as_deref()
             .map(|spec| parse_cache(spec, Direction::To))
             .transpose()?;
-        let mut tags = Vec::new();
-        for tag in &job.tags {
-            let name = Reference::parse(tag)
-                .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))?
-                .to_string();
-            tags.push(name);
-        }
+        let normalise = |tag: &String| {
+            Reference::parse(tag)
+                .map(|r| r.to_string())
+                .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))
+        };
+        let tags = job
+            .tags
+            .iter()
+            .map(normalise)
+            .collect::<Result<Vec<_>, _>>()?;
+        let push = job
+            .push_tags
+            .iter()
+            .map(normalise)
+            .collect::<Result<Vec<_>, _>>()?;
         let build = pipeline::Build {
             request: BuildRequest {
                 dockerfile,
@@ -124,8 +130,9 @@ impl ImageBuilder {
             pull: PullPolicy::Always,
             cache_from,
             cache_to,
+            push,
             tags: tags.clone(),
-            outputs: vec![Output::Image],
+            outputs: vec![Output::image()],
             client: Some(self.client.clone()),
         };
         let notify: pipeline::Notify = {
@@ -146,8 +153,9 @@ impl ImageBuilder {
             &cancel,
         )
         .map_err(|e| build_failure(e, log))?;
-        let manifest = result.built.image.manifest.clone();
-        let digest = manifest.digest().to_string();
+        // What the tags name and the registry got: the index with
+        // provenance, else the manifest.
+        let digest = result.target().digest().to_string();
         log.line(&format!(
             "writing image {} done ({:.1}s)",
             result.built.image.config_digest,
@@ -156,55 +164,11 @@ impl ImageBuilder {
         for name in &tags {
             log.line(&format!("naming to {name}"));
         }
-        let bases = result.bases;
-
-        let mut pushed_tags = Vec::new();
-        for tag in &job.push_tags {
-            self.push(tag, &manifest, log)?;
-            pushed_tags.push(tag.clone());
-        }
         Ok(BuildOutcome {
             digest,
-            pushed_tags,
-            bases,
+            pushed_tags: job.push_tags.clone(),
+            bases: result.bases,
         })
-    }
-
-    fn push(&self, tag: &str, manifest: &Descriptor, log: &LogSink) -> Result<(), BuildFailure> {
-        let reference = Reference::parse(tag)
-            .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))?;
-        let blobs = CacheBlobStore::new(Arc::clone(&self.store))
-            .map_err(|e| BuildFailure::new(format!("cannot open the store for a push: {e}")))?;
-        log.line(&format!("pushing {reference}"));
-        let sink = log.clone();
-        let events: hoist_registry::EventSink<PushEvent> =
-            Arc::new(move |event: PushEvent| match event {
-                PushEvent::BlobExists { descriptor } => {
-                    sink.line(&format!("{}: Layer already exists", descriptor.digest()))
-                }
-                PushEvent::BlobMounted { descriptor, from } => {
-                    sink.line(&format!("{}: Mounted from {from}", descriptor.digest()))
-                }
-                PushEvent::BlobDone { descriptor } => {
-                    sink.line(&format!("{}: Pushed", descriptor.digest()))
-                }
-                PushEvent::Retrying(n) => sink.line(&format!(
-                    "retrying {} (attempt {}): {}",
-                    n.action,
-                    n.attempt + 1,
-                    n.error
-                )),
-                _ => {}
-            });
-        let pushed = run_async(blobs.push(&self.client, &reference, manifest, Some(events)))?
-            .map_err(|e| BuildFailure::new(format!("cannot push {reference}: {e}")))?;
-        log.line(&format!(
-            "{}: digest: {} size: {}",
-            reference.tag().unwrap_or("latest"),
-            pushed.descriptor.digest(),
-            pushed.descriptor.size()
-        ));
-        Ok(())
     }
 }
 
@@ -230,16 +194,6 @@ pub async fn remote_digest(client: &Client, image: &str) -> Result<String, Strin
     Ok(resolved.manifest.descriptor.digest().to_string())
 }
 
-/// Run a registry future from a blocking thread: on the current runtime when
-/// there is one (the server's), else on a new one.
-fn run_async<F: std::future::Future>(future: F) -> Result<F::Output, BuildFailure> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => Ok(handle.block_on(future)),
-        Err(_) => hoist_registry::block_on(future)
-            .map_err(|e| BuildFailure::new(format!("cannot start a runtime: {e}"))),
-    }
-}
-
 fn build_failure(e: PipelineError, log: &LogSink) -> BuildFailure {
     match e {
         PipelineError::Build(BuildError::Step {
@@ -258,15 +212,7 @@ fn build_failure(e: PipelineError, log: &LogSink) -> BuildFailure {
             BuildFailure::new(format!("failed to solve: {description}: {message}"))
         }
         PipelineError::Build(BuildError::Dockerfile(text)) => BuildFailure::new(text),
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(&other);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            BuildFailure::new(text)
-        }
+        other => BuildFailure::new(hoist_untrusted::text::error_chain(&other)),
     }
 }
 

@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use hoist_untrusted::text::error_chain;
 use serde::{Deserialize, Serialize};
 
 use crate::rootfs::{prepare_root, LinuxSyscalls, RootPlan, RootfsError};
@@ -85,17 +86,6 @@ pub fn init_if_requested() {
     }
     let code = init_main();
     std::process::exit(code)
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn init_main() -> i32 {

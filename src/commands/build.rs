@@ -103,7 +103,9 @@ pub struct Args {
     /// Progress output
     #[arg(long, value_enum, default_value_t)]
     progress: Progress,
-    /// Output: type=image|oci|docker|local|tar[,dest=PATH|-]
+    /// Output, as buildx: type=image[,name=N][,push=true] | registry[,name=N] |
+    /// oci|docker[,dest=PATH|-][,name=N] | local,dest=DIR | tar,dest=PATH|-;
+    /// a bare DIR is type=local, `-` a tar on stdout
     #[arg(short, long = "output", value_name = "SPEC")]
     outputs: Vec<String>,
     /// Write the image ID to this file
@@ -148,6 +150,9 @@ pub struct Args {
     /// Load the image into the local Docker daemon (`docker load`)
     #[arg(long)]
     load: bool,
+    /// Push the image to the registry of each tag (`-o type=registry`)
+    #[arg(long)]
+    push: bool,
     // Reproducibility and provenance (docs/reproducibility.md).
     /// Timestamp (seconds since 1970) for `created` and the upper bound of
     /// every mtime in the layers the build writes [env: SOURCE_DATE_EPOCH]
@@ -268,7 +273,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .map(|o| Output::parse(o))
         .collect::<Result<Vec<_>, _>>()?;
     if outputs.is_empty() {
-        outputs.push(Output::Image);
+        outputs.push(Output::image());
     }
     if args.load {
         outputs.push(Output::Load);
@@ -399,6 +404,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         },
         cache_from,
         cache_to,
+        push: if args.push { tags.clone() } else { Vec::new() },
         tags: tags.clone(),
         outputs,
         client: None,

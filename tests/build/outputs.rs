@@ -131,3 +131,86 @@ fn dockerfile_from_stdin_and_build_args_and_dockerignore() {
         ".dockerignore applies"
     );
 }
+
+/// The digest the registry serves for `name`, `None` when it has none.
+fn registry_digest(name: &str) -> Option<String> {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[test]
+fn push_and_registry_outputs_push_as_buildx_does() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("docker-registry");
+    hoist_testutil::require_program!("skopeo");
+    let registry = hoist_testutil::Registry::start();
+    let env = Env::new();
+    env.dockerfile("FROM busybox\nRUN echo pushed > /pushed\n");
+    let config = tempfile::tempdir().unwrap();
+    let build = |args: &[&str]| {
+        let mut command = env.hoist().command();
+        command
+            .args(["build", "--progress", "plain"])
+            .args(args)
+            .arg(env.context.path())
+            .env("XDG_CONFIG_HOME", config.path())
+            .env("REGISTRY_AUTH_FILE", config.path().join("auth.json"));
+        hoist_testutil::cli::run(&mut command, None)
+    };
+    let name = |n: &str| format!("{}/push/{n}:1", registry.addr);
+    let stored = |n: &str| -> String {
+        env.inspect(n)["Target"]["Digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // `--push`: every tag, after naming it in the store.
+    let a = name("a");
+    let run = build(&["-t", &a, "--push"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains(&format!("pushing {a}")),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("1: digest: sha256:"), "{}", run.stderr);
+    assert_eq!(registry_digest(&a), Some(stored(&a)));
+
+    // `-o type=image,name=…,push=true`: the names, besides the tags.
+    let (b, c) = (name("b"), name("c"));
+    build(&["-o", &format!("type=image,name={b},name={c},push=true")]).assert_ok();
+    assert_eq!(registry_digest(&b), Some(stored(&b)));
+    assert_eq!(registry_digest(&c), Some(stored(&c)));
+
+    // `-o type=registry` is `type=image,push=true`.
+    let d = name("d");
+    build(&["-o", &format!("type=registry,name={d}")]).assert_ok();
+    assert_eq!(registry_digest(&d), Some(stored(&d)));
+
+    // `push=false` names without pushing.
+    let e = name("e");
+    build(&["-o", &format!("type=image,name={e},push=false")]).assert_ok();
+    assert!(!stored(&e).is_empty());
+    assert_eq!(registry_digest(&e), None);
+
+    // A key the type does not take is refused before anything is built,
+    // naming the keys it takes.
+    let f = name("f");
+    let run = build(&["-o", &format!("type=registry,name={f},compression=zstd")]);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("invalid --output key `compression` for type=registry: it takes name"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("RUN echo"), "{}", run.stderr);
+    assert_eq!(registry_digest(&f), None);
+}

@@ -108,9 +108,49 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// An error and its causes on one line (`failed to pull x: connection
+/// refused`), a cause already in the text not repeated: how warnings and
+/// logs show an error they do not stop for.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("outer")
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_chain_joins_causes_once() {
+        let error = Outer(std::io::Error::other("inner"));
+        assert_eq!(error_chain(&error), "outer: inner");
+        let error = Outer(std::io::Error::other("out"));
+        assert_eq!(error_chain(&error), "outer", "a cause already said");
+    }
 
     #[test]
     fn multi_line_text_keeps_its_lines() {

@@ -80,7 +80,7 @@ pub(super) fn ensure(
                     notify(Notice::BaseFromStore {
                         image: image.clone(),
                         digest: local.clone(),
-                        error: error_chain(&e),
+                        error: hoist_untrusted::text::error_chain(&e),
                     });
                     used.insert(image, local);
                     continue;
@@ -89,7 +89,7 @@ pub(super) fn ensure(
                     notify(Notice::PullFailed {
                         image: image.clone(),
                         platform: platform.to_string(),
-                        error: error_chain(&e),
+                        error: hoist_untrusted::text::error_chain(&e),
                     });
                     continue;
                 }
@@ -138,7 +138,7 @@ pub(super) fn ensure(
             Err(e) => notify(Notice::PullFailed {
                 image,
                 platform: platform.to_string(),
-                error: error_chain(&e),
+                error: hoist_untrusted::text::error_chain(&e),
             }),
         }
     }
@@ -172,19 +172,4 @@ fn stored(
         },
     };
     Ok(found.map(|m| m.digest().to_string()))
-}
-
-/// An error and its causes on one line, as warnings show them.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -171,6 +171,16 @@ pub struct Moved {
     pub blobs_present: usize,
 }
 
+impl From<hoist_cache::exchange::ExchangeReport> for Moved {
+    fn from(report: hoist_cache::exchange::ExchangeReport) -> Moved {
+        Moved {
+            records: report.records,
+            blobs_transferred: report.blobs_copied,
+            blobs_present: report.blobs_present,
+        }
+    }
+}
+
 fn cache_error(action: String) -> impl FnOnce(hoist_cache::Error) -> PipelineError {
     move |source| PipelineError::Store { action, source }
 }
@@ -195,11 +205,7 @@ pub(super) fn import(
                 "import the cache at `{}`",
                 dir.display()
             )))?;
-            Ok(Some(Moved {
-                records: report.records,
-                blobs_transferred: report.blobs_copied,
-                blobs_present: report.blobs_present,
-            }))
+            Ok(Some(report.into()))
         }
         CacheLocation::Registry(reference) => import_registry(store, client.get()?, reference),
         // Refused by `parse`; the image's config is the inline cache.
@@ -297,11 +303,7 @@ pub(super) fn export(
                 "export the cache to `{}`",
                 dir.display()
             )))?;
-            Ok(Some(Moved {
-                records: report.records,
-                blobs_transferred: report.blobs_copied,
-                blobs_present: report.blobs_present,
-            }))
+            Ok(Some(report.into()))
         }
         CacheLocation::Registry(reference) => {
             export_registry(store, client.get()?, reference, &keys).map(Some)

@@ -20,17 +20,19 @@
 mod bases;
 mod cache;
 mod output;
+mod push;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use hoist_cache::{GcReport, LeaseGuard, Store};
-use hoist_registry::{Client, PullEvent};
+use hoist_registry::{Client, PullEvent, PushEvent, RetryNotice};
 
 pub use bases::PullPolicy;
 pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
 pub use output::{familiar, Dest, Output};
+pub use push::push_event_line;
 
 use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};
 use crate::{CancellationToken, EventSink};
@@ -49,7 +51,10 @@ pub struct Build {
     pub cache_to: Option<CacheSpec>,
     /// Normalised names for the image (`docker.io/library/app:latest`).
     pub tags: Vec<String>,
-    /// Outputs; none means `[Output::Image]`.
+    /// Names pushed to their registries once named (besides those of an
+    /// output with `push=true`).
+    pub push: Vec<String>,
+    /// Outputs; none means [`Output::image`].
     pub outputs: Vec<Output>,
     /// The registry client for pulls and registry caches; `None` makes one
     /// from the environment (registry config files, the docker config's
@@ -65,6 +70,7 @@ impl fmt::Debug for Build {
             .field("cache_from", &self.cache_from)
             .field("cache_to", &self.cache_to)
             .field("tags", &self.tags)
+            .field("push", &self.push)
             .field("outputs", &self.outputs)
             .field("client", &self.client.as_ref().map(|_| "Client"))
             .finish()
@@ -79,6 +85,8 @@ pub struct BuildResult {
     /// Each base image (normalised name) and the manifest digest it resolved
     /// to, for the platform it was needed for.
     pub bases: BTreeMap<String, String>,
+    /// The names pushed, in order.
+    pub pushed: Vec<String>,
     /// The collection after the build, when the store was over its cap.
     pub collected: Option<GcReport>,
 }
@@ -155,6 +163,27 @@ pub enum Notice {
         /// What it moved.
         moved: Moved,
     },
+    /// The image is pushed to `name`.
+    Pushing {
+        /// The name.
+        name: String,
+    },
+    /// Progress of a push.
+    Push {
+        /// The name.
+        name: String,
+        /// What happened.
+        event: Box<PushEvent>,
+    },
+    /// The registry stored the image under `name`.
+    Pushed {
+        /// The name.
+        name: String,
+        /// The digest of what was pushed (manifest or index).
+        digest: String,
+        /// Its size.
+        size: u64,
+    },
     /// `docker load` answered (`Loaded image: …`, escaped).
     Loaded(String),
     /// The store was over `gc.max-storage` and was collected.
@@ -230,6 +259,18 @@ impl fmt::Display for Notice {
                 "exporting cache to {to}: {} records, {} blobs pushed, {} already there",
                 moved.records, moved.blobs_transferred, moved.blobs_present
             ),
+            Notice::Pushing { name } => write!(f, "pushing {name}"),
+            Notice::Push { event, .. } => match push_event_line(event) {
+                Some(line) => f.write_str(&line),
+                None => Ok(()),
+            },
+            Notice::Pushed { name, digest, size } => {
+                let tag = hoist_registry::Reference::parse(name)
+                    .ok()
+                    .and_then(|r| r.tag().map(str::to_owned))
+                    .unwrap_or_else(|| "latest".to_owned());
+                write!(f, "{tag}: digest: {digest} size: {size}")
+            }
             Notice::Loaded(text) => f.write_str(text),
             Notice::Collected(report) => write!(
                 f,
@@ -254,24 +295,32 @@ pub fn pull_event_line(event: &PullEvent) -> Option<String> {
                 "mirror {mirror} failed, trying the next source: {error}"
             ))
         }
-        PullEvent::Retrying(notice) => {
-            return Some(format!(
-                "retrying {} (attempt {}) in {:.1}s: {}",
-                notice.action,
-                notice.attempt + 1,
-                notice.delay.as_secs_f64(),
-                notice.error
-            ))
-        }
+        PullEvent::Retrying(notice) => return Some(retry_line(notice)),
         _ => return None,
     };
-    // Blob events are for the config and the layers; docker shows layers.
+    layer_line(descriptor, status)
+}
+
+/// `3f4d90098f5b: STATUS` for a layer; `None` for a config blob (blob events
+/// are for the config and the layers; docker shows layers).
+fn layer_line(descriptor: &hoist_cache::Descriptor, status: &str) -> Option<String> {
     if descriptor.media_type().to_string().contains("config") {
         return None;
     }
     let digest = descriptor.digest().to_string();
     let hex = digest.split_once(':').map_or(digest.as_str(), |(_, h)| h);
     Some(format!("{}: {status}", &hex[..hex.len().min(12)]))
+}
+
+/// A transfer being retried, as pull and push print it.
+pub fn retry_line(notice: &RetryNotice) -> String {
+    format!(
+        "retrying {} (attempt {}) in {:.1}s: {}",
+        notice.action,
+        notice.attempt + 1,
+        notice.delay.as_secs_f64(),
+        notice.error
+    )
 }
 
 /// Why a build pipeline failed.
@@ -337,7 +386,9 @@ impl RegistryClient {
             return Ok(client);
         }
         self.made
-            .get_or_init(|| Client::from_environment().map_err(|e| bases::error_chain(&e)))
+            .get_or_init(|| {
+                Client::from_environment().map_err(|e| hoist_untrusted::text::error_chain(&e))
+            })
             .as_ref()
             .map_err(|e| {
                 PipelineError::Invalid(format!("failed to set up the registry client: {e}"))
@@ -355,7 +406,7 @@ pub fn run(
     cancel: &CancellationToken,
 ) -> Result<BuildResult, PipelineError> {
     let outputs = if build.outputs.is_empty() {
-        vec![Output::Image]
+        vec![Output::image()]
     } else {
         build.outputs.clone()
     };
@@ -392,8 +443,22 @@ pub fn run(
         }) => cache::inline(&store, built)?,
         _ => built,
     };
+    let mut push_names = build.push.clone();
+    for output in &outputs {
+        if let Output::Image { names, push: true } = output {
+            push_names.extend(build.tags.iter().chain(names).cloned());
+        }
+    }
     for output in &outputs {
         output.write(&store, &built, &build.tags, &notify)?;
+    }
+    let mut pushed: Vec<String> = Vec::new();
+    for name in push_names {
+        if pushed.contains(&name) {
+            continue;
+        }
+        push::push(&store, &client, &name, built.target(), &notify)?;
+        pushed.push(name);
     }
     if let Some(spec) = &build.cache_to {
         if let Some(moved) = cache::export(&store, &client, spec, &built)? {
@@ -415,13 +480,14 @@ pub fn run(
             Ok(None) => {}
             Err(e) => notify(Notice::CollectFailed(format!(
                 "failed to collect garbage after the build: {}",
-                bases::error_chain(&e)
+                hoist_untrusted::text::error_chain(&e)
             ))),
         }
     }
     Ok(BuildResult {
         built,
         bases,
+        pushed,
         collected,
     })
 }

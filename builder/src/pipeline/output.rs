@@ -46,12 +46,30 @@ impl fmt::Display for Dest {
 /// One output of a build (`-o`), in BuildKit's terms.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// `type=image`: the image is named in the store with the build's tags.
-    Image,
-    /// `type=oci`: an OCI image layout archive.
-    Oci(Dest),
+    /// `type=image`: the image is named in the store with the build's tags
+    /// and `names`, and pushed to all of them with `push`
+    /// (`type=registry` is `type=image,push=true`).
+    Image {
+        /// More names (`name=`), normalised.
+        names: Vec<String>,
+        /// Push the names to their registries.
+        push: bool,
+    },
+    /// `type=oci`: an OCI image layout archive, the image named inside it
+    /// with the build's tags and `names`.
+    Oci {
+        /// Where it goes.
+        dest: Dest,
+        /// More names (`name=`), normalised.
+        names: Vec<String>,
+    },
     /// `type=docker`: an archive `docker load` reads.
-    Docker(Dest),
+    Docker {
+        /// Where it goes.
+        dest: Dest,
+        /// More names (`name=`), normalised.
+        names: Vec<String>,
+    },
     /// `type=local`: the final root filesystem in a directory.
     Local(PathBuf),
     /// `type=tar`: the final root filesystem as a tar archive.
@@ -60,13 +78,43 @@ pub enum Output {
     Load,
 }
 
+/// The keys each `-o` type takes, for the message about one it does not.
+const KEYS: [(&str, &str); 6] = [
+    ("image", "name, push"),
+    ("registry", "name"),
+    ("oci", "dest, name"),
+    ("docker", "dest, name"),
+    ("local", "dest"),
+    ("tar", "dest"),
+];
+
 impl Output {
-    /// Parses `-o type=image|oci|docker|local|tar[,dest=PATH|-]`.
+    /// `type=image` with the build's tags only.
+    pub fn image() -> Output {
+        Output::Image {
+            names: Vec::new(),
+            push: false,
+        }
+    }
+
+    /// Parses `-o` as buildx does: `type=image|registry|oci|docker|local|tar`
+    /// with its keys (`name=`, `push=`, `dest=PATH|-`), or a bare `DIR`
+    /// (`type=local,dest=DIR`) or `-` (`type=tar,dest=-`). An archive's
+    /// `name=` names the image inside it besides the tags.
     pub fn parse(spec: &str) -> Result<Output, PipelineError> {
         let shown = hoist_untrusted::escape(spec);
         let invalid = PipelineError::Invalid;
+        if spec == "-" {
+            return Ok(Output::Tar(Dest::Stdout));
+        }
+        if !spec.contains('=') {
+            return Ok(Output::Local(PathBuf::from(spec)));
+        }
         let mut kind = None;
         let mut dest = None;
+        let mut names = Vec::new();
+        let mut push = None;
+        let mut keys = Vec::new();
         for part in spec.split(',') {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 invalid(format!(
@@ -76,19 +124,49 @@ impl Output {
             match k {
                 "type" => kind = Some(v.to_owned()),
                 "dest" => dest = Some(v.to_owned()),
-                "name" | "push" => {}
-                other => {
-                    return Err(invalid(format!(
-                        "invalid --output key `{}`",
-                        hoist_untrusted::escape(other)
-                    )))
+                "name" => names.push(normalise_name(v)?),
+                "push" => {
+                    push = Some(match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => {
+                            return Err(invalid(format!(
+                                "invalid --output push=`{}`: expected true or false",
+                                hoist_untrusted::escape(v)
+                            )))
+                        }
+                    })
                 }
+                _ => {}
             }
+            keys.push(k.to_owned());
         }
         let kind =
             kind.ok_or_else(|| invalid(format!("invalid --output `{shown}`: type= is required")))?;
-        if kind == "image" {
-            return Ok(Output::Image);
+        let Some((_, takes)) = KEYS.iter().find(|(t, _)| *t == kind) else {
+            return Err(invalid(format!(
+                "invalid --output type `{}`: expected image, registry, oci, docker, local or tar",
+                hoist_untrusted::escape(&kind)
+            )));
+        };
+        if let Some(unknown) = keys
+            .iter()
+            .find(|k| *k != "type" && !takes.split(", ").any(|t| t == *k))
+        {
+            return Err(invalid(format!(
+                "invalid --output key `{}` for type={kind}: it takes {takes}",
+                hoist_untrusted::escape(unknown)
+            )));
+        }
+        match kind.as_str() {
+            "image" => {
+                return Ok(Output::Image {
+                    names,
+                    push: push.unwrap_or(false),
+                })
+            }
+            "registry" => return Ok(Output::Image { names, push: true }),
+            _ => {}
         }
         let dest = dest.ok_or_else(|| {
             invalid(format!(
@@ -96,16 +174,16 @@ impl Output {
             ))
         })?;
         Ok(match kind.as_str() {
-            "oci" => Output::Oci(Dest::parse(&dest)),
-            "docker" => Output::Docker(Dest::parse(&dest)),
+            "oci" => Output::Oci {
+                dest: Dest::parse(&dest),
+                names,
+            },
+            "docker" => Output::Docker {
+                dest: Dest::parse(&dest),
+                names,
+            },
             "local" => Output::Local(PathBuf::from(dest)),
-            "tar" => Output::Tar(Dest::parse(&dest)),
-            other => {
-                return Err(invalid(format!(
-                    "invalid --output type `{}`: expected image, oci, docker, local or tar",
-                    hoist_untrusted::escape(other)
-                )))
-            }
+            _ => Output::Tar(Dest::parse(&dest)),
         })
     }
 
@@ -113,8 +191,12 @@ impl Output {
     /// `--load` without a daemon.
     pub(super) fn check(&self) -> Result<(), PipelineError> {
         match self {
-            Output::Oci(Dest::Stdout)
-            | Output::Docker(Dest::Stdout)
+            Output::Oci {
+                dest: Dest::Stdout, ..
+            }
+            | Output::Docker {
+                dest: Dest::Stdout, ..
+            }
             | Output::Tar(Dest::Stdout)
                 if io::stdout().is_terminal() =>
             {
@@ -138,8 +220,8 @@ impl Output {
         notify: &Notify,
     ) -> Result<(), PipelineError> {
         match self {
-            Output::Image => {
-                for tag in tags {
+            Output::Image { names, .. } => {
+                for tag in &with(tags, names) {
                     store
                         .set_ref(tag, built.target())
                         .map_err(|source| PipelineError::Store {
@@ -149,20 +231,20 @@ impl Output {
                 }
                 Ok(())
             }
-            Output::Oci(dest) => {
+            Output::Oci { dest, names } => {
                 // With provenance, the index holding image and attestation.
                 let images = [SaveImage {
-                    names: tags.to_vec(),
+                    names: with(tags, names),
                     target: built.target().clone(),
                 }];
                 write_to(dest, |out| {
                     archive::save_oci(store, &images, out).map_err(box_error)
                 })
             }
-            Output::Docker(dest) => {
+            Output::Docker { dest, names } => {
                 // A docker archive holds one manifest per image, no index.
                 let images = [SaveImage {
-                    names: tags.iter().map(|t| familiar(t)).collect(),
+                    names: with(tags, names).iter().map(|t| familiar(t)).collect(),
                     target: built.image.manifest.clone(),
                 }];
                 write_to(dest, |out| {
@@ -193,6 +275,30 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn box_error(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(e)
+}
+
+/// `tags` and then those of `more` not among them.
+fn with(tags: &[String], more: &[String]) -> Vec<String> {
+    let mut all = tags.to_vec();
+    for name in more {
+        if !all.contains(name) {
+            all.push(name.clone());
+        }
+    }
+    all
+}
+
+/// A name for the image (`NAME[:TAG]`, no digest), normalised.
+fn normalise_name(text: &str) -> Result<String, PipelineError> {
+    let shown = hoist_untrusted::escape(text);
+    let reference = hoist_registry::Reference::parse(text)
+        .map_err(|e| PipelineError::Invalid(format!("invalid --output name `{shown}`: {e}")))?;
+    if reference.digest().is_some() {
+        return Err(PipelineError::Invalid(format!(
+            "invalid --output name `{shown}`: an image name here must be NAME[:TAG]"
+        )));
+    }
+    Ok(reference.to_string())
 }
 
 /// `docker.io/library/busybox:latest` as Docker names it: `busybox:latest`.
@@ -308,27 +414,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outputs_parse_like_buildkit() {
-        assert_eq!(Output::parse("type=image").unwrap(), Output::Image);
+    fn outputs_parse_like_buildx() {
+        let parse = Output::parse;
+        assert_eq!(parse("type=image").unwrap(), Output::image());
         assert_eq!(
-            Output::parse("type=oci,dest=-").unwrap(),
-            Output::Oci(Dest::Stdout)
+            parse("type=image,name=a,name=reg:5000/b:1,push=true").unwrap(),
+            Output::Image {
+                names: vec!["docker.io/library/a:latest".into(), "reg:5000/b:1".into()],
+                push: true
+            }
         );
         assert_eq!(
-            Output::parse("type=docker,dest=out.tar").unwrap(),
-            Output::Docker(Dest::File("out.tar".into()))
+            parse("type=registry,name=a").unwrap(),
+            Output::Image {
+                names: vec!["docker.io/library/a:latest".into()],
+                push: true
+            }
         );
         assert_eq!(
-            Output::parse("type=local,dest=dir").unwrap(),
+            parse("type=oci,dest=-").unwrap(),
+            Output::Oci {
+                dest: Dest::Stdout,
+                names: vec![]
+            }
+        );
+        assert_eq!(
+            parse("type=docker,dest=out.tar,name=x:1").unwrap(),
+            Output::Docker {
+                dest: Dest::File("out.tar".into()),
+                names: vec!["docker.io/library/x:1".to_string()]
+            }
+        );
+        assert_eq!(
+            parse("type=local,dest=dir").unwrap(),
             Output::Local("dir".into())
         );
-        let e = Output::parse("type=tar").unwrap_err();
+        assert_eq!(parse("out/dir").unwrap(), Output::Local("out/dir".into()));
+        assert_eq!(parse("-").unwrap(), Output::Tar(Dest::Stdout));
+        let e = parse("type=tar").unwrap_err();
         assert!(e.to_string().contains("needs dest=PATH"), "{e}");
-        let e = Output::parse("type=zip,dest=x").unwrap_err();
+        let e = parse("type=zip,dest=x").unwrap_err();
         assert!(e.to_string().contains("invalid --output type `zip`"), "{e}");
-        let e = Output::parse("type=oci,color=\x1b[31m").unwrap_err();
-        assert!(e.to_string().contains("`color`"), "{e}");
-        assert!(Output::parse("dest=x").is_err());
+        let e = parse("type=oci,dest=x,color=\x1b[31m").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid --output key `color` for type=oci: it takes dest, name"
+        );
+        let e = parse("type=image,compression=zstd").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid --output key `compression` for type=image: it takes name, push"
+        );
+        assert!(parse("type=image,push=maybe").is_err());
+        assert!(parse("type=image,name=a@sha256:0000").is_err());
+        assert!(parse("dest=x").is_err());
     }
 
     #[test]
