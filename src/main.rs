@@ -8,6 +8,7 @@
 mod change;
 mod commands;
 mod context;
+mod diskfull;
 mod hint;
 mod interrupt;
 mod progress;
@@ -73,13 +74,25 @@ fn main() -> ExitCode {
     let context = context::Context::new(cli.root);
     match commands::run(&context, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<commands::ExitWith>() => match error.downcast() {
+            Ok(commands::ExitWith { code, error }) => {
+                if let Some(error) = error {
+                    report(&error);
+                }
+                ExitCode::from(code)
+            }
+            Err(error) => {
+                report(&error);
+                ExitCode::FAILURE
+            }
+        },
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) if error.is::<interrupt::Interrupted>() => {
             report(&error);
             ExitCode::from(interrupt::EXIT_INTERRUPTED)
         }
         Err(error) => {
-            report(&error);
+            report(&diskfull::explain(error, &context.root));
             ExitCode::FAILURE
         }
     }

@@ -82,6 +82,7 @@ struct RawRepo {
     build_args: BTreeMap<String, String>,
     #[serde(default)]
     watch_base: bool,
+    on_base_change: Option<String>,
     poll_interval: Option<String>,
     #[serde(default)]
     cache_from: Vec<String>,
@@ -196,6 +197,9 @@ pub struct RepoConfig {
     pub build_args: BTreeMap<String, String>,
     /// Rebuild when a base image changes (see [`crate::watch`]).
     pub watch_base: bool,
+    /// What a changed base image queues: a rebuild, or a rebase of the
+    /// last image (`on_base_change`, default `"rebuild"`).
+    pub on_base_change: OnBaseChange,
     /// How often base images are checked.
     pub poll_interval: Duration,
     /// Build caches imported before each build, in `--cache-from` syntax
@@ -205,6 +209,27 @@ pub struct RepoConfig {
     pub cache_to: Option<String>,
     /// Build rules; a ref builds only when one matches.
     pub rules: Vec<Rule>,
+}
+
+/// What a watched base image that moved queues (`on_base_change`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBaseChange {
+    /// Build the HEAD branch again (trigger `base:IMAGE`).
+    #[default]
+    Rebuild,
+    /// Move the last images onto the new base without running any step,
+    /// as `hoist rebase` does (trigger `rebase:IMAGE`).
+    Rebase,
+}
+
+impl OnBaseChange {
+    /// The prefix of the trigger a base change queues with.
+    pub fn trigger_prefix(self) -> &'static str {
+        match self {
+            OnBaseChange::Rebuild => "base:",
+            OnBaseChange::Rebase => "rebase:",
+        }
+    }
 }
 
 /// Whether a ref is a branch or a tag.
@@ -453,6 +478,19 @@ impl Config {
                     )
                 })?,
             };
+            let on_base_change = match r.on_base_change.as_deref() {
+                None | Some("rebuild") => OnBaseChange::Rebuild,
+                Some("rebase") => OnBaseChange::Rebase,
+                Some(other) => {
+                    return Err(invalid(
+                        key("on_base_change"),
+                        format!(
+                            "`{}` must be \"rebuild\" or \"rebase\"",
+                            hoist_cache::text::escape(other)
+                        ),
+                    ))
+                }
+            };
             // Checked here, so a typo stops the server at start instead of
             // failing every build.
             for (j, spec) in r.cache_from.iter().enumerate() {
@@ -497,6 +535,7 @@ impl Config {
                 context,
                 build_args: r.build_args,
                 watch_base: r.watch_base,
+                on_base_change,
                 poll_interval,
                 cache_from: r.cache_from,
                 cache_to: r.cache_to,
@@ -648,6 +687,32 @@ tag = '127.0.0.1:5000/demo:{\1}.{\2}-{short_sha}'
         assert!(p.push_tags.is_empty());
         assert!(r.plan("refs/heads/dev", sha).is_none());
         assert!(r.plan("refs/tags/main", sha).is_none());
+    }
+
+    #[test]
+    fn on_base_change_is_rebuild_or_rebase() {
+        let c = Config::parse(EXAMPLE, Path::new("/etc/a.toml")).unwrap();
+        assert_eq!(
+            c.repo("demo").unwrap().on_base_change,
+            OnBaseChange::Rebuild
+        );
+        let with = |v: &str| {
+            Config::parse(
+                &EXAMPLE.replace(
+                    "dockerfile = \"Dockerfile\"",
+                    &format!("dockerfile = \"Dockerfile\"\non_base_change = \"{v}\""),
+                ),
+                Path::new("/etc/a.toml"),
+            )
+        };
+        let r = with("rebase").unwrap();
+        assert_eq!(r.repo("demo").unwrap().on_base_change, OnBaseChange::Rebase);
+        assert_eq!(OnBaseChange::Rebase.trigger_prefix(), "rebase:");
+        let e = with("rebuid").unwrap_err().to_string();
+        assert!(
+            e.contains("repo[0].on_base_change") && e.contains("rebuid"),
+            "{e}"
+        );
     }
 
     #[test]

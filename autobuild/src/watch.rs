@@ -9,7 +9,10 @@
 //! check does not rebuild. Every `poll_interval` each image is resolved in
 //! its registry (the host platform's manifest, what a build pulls); when a
 //! digest differs, the new one is remembered and the HEAD branch is queued
-//! with trigger `base:IMAGE` and a message naming the image and its digest.
+//! with trigger `base:IMAGE` and a message naming the image and its digest;
+//! with `on_base_change = "rebase"` the trigger is `rebase:IMAGE`, which asks
+//! the executor to move the repository's last images onto the new base
+//! (`hoist_builder::engine::rebase`) instead of running the build again.
 
 use std::collections::BTreeMap;
 
@@ -118,7 +121,7 @@ pub async fn check_bases(
     let Some(image) = check.changed.keys().next() else {
         return Ok(check);
     };
-    let trigger = format!("base:{image}");
+    let trigger = format!("{}{image}", repo.on_base_change.trigger_prefix());
     let message = check
         .changed
         .iter()

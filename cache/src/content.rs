@@ -14,7 +14,8 @@
 //!
 //! A writer dropped before commit (an error, a panic) removes its ingest file.
 //! A process killed mid-ingest leaves only a file in `ingest/`, never a
-//! visible blob; `hoist du` reports such leftovers.
+//! visible blob; `hoist du` and `hoist fsck` report such leftovers, told
+//! apart from ingests in progress by the `flock` a writer holds on its file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -144,6 +145,13 @@ impl ContentStore {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("create ingest file", &path, e))?;
+        // The lock says "a process is writing this": `hoist fsck` and the
+        // collection take an unlocked ingest file for a killed writer's.
+        // It lasts as long as the descriptor, through the link into blobs/.
+        if let Err(e) = crate::sys::lock_exclusive(&file) {
+            let _ = fs::remove_file(&path);
+            return Err(Error::io("lock ingest file", &path, e));
+        }
         Ok(ContentWriter {
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             path,
@@ -268,7 +276,8 @@ impl ContentWriter {
             .map_err(|e| Error::io("flush ingest file", &self.path, e.into_error()))?;
         file.sync_all()
             .map_err(|e| Error::io("fsync ingest file", &self.path, e))?;
-        drop(file);
+        // Kept open (and locked) until the blob is linked: see `writer`.
+        let _locked = file;
         if let Some(expected) = expected_size {
             if expected != self.size {
                 return Err(Error::SizeMismatch {

@@ -363,8 +363,31 @@ fn mtime_ms(meta: &fs::Metadata) -> i64 {
 }
 
 /// `None`: in use; `Some(None)`: kept, it frees nothing; otherwise the
-/// blobs freed with their sizes.
-type RemovalOutcome = Option<Option<Vec<(String, u64)>>>;
+/// blobs only the removed record needed.
+type RemovalOutcome = Option<Option<Vec<String>>>;
+
+/// How long an ingest file must be untouched before it may be taken for a
+/// killed writer's: a writer locks its file right after creating it.
+const INGEST_LOCK_GRACE_MS: i64 = 5000;
+
+/// True when the ingest file at `path` belongs to no live writer: it is a
+/// blob a killed collection moved aside (`gc-<hex>`; collections are one at
+/// a time and this one holds `gc.lock`), or no process holds its lock.
+pub(crate) fn abandoned_ingest(path: &Path, meta: &fs::Metadata, now: i64) -> bool {
+    if mtime_ms(meta) > now - INGEST_LOCK_GRACE_MS {
+        return false;
+    }
+    if path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("gc-"))
+    {
+        return true;
+    }
+    let Ok(file) = fs::OpenOptions::new().write(true).open(path) else {
+        return false;
+    };
+    crate::sys::try_lock_exclusive(&file).unwrap_or(false)
+}
 
 enum Candidate {
     Record { key: String, description: String },
@@ -412,13 +435,17 @@ impl Store {
         let leased = oldest_lease.is_some();
         let roots = roots(self)?;
 
+        // Blobs a killed collection left aside go back first; what is
+        // garbage among them goes again below.
+        self.restore_aside_blobs()?;
         // Junk: abandoned ingests.
         let ingest = self.content().ingest_dir();
         for entry in fs::read_dir(&ingest).into_iter().flatten().flatten() {
             let Ok(meta) = entry.metadata() else { continue };
             let modified = mtime_ms(&meta);
-            let abandoned = modified < now - INGEST_GRACE_MS
-                && oldest_lease.is_none_or(|o| modified < o - CLOCK_SLACK_MS);
+            let abandoned = (modified < now - INGEST_GRACE_MS
+                && oldest_lease.is_none_or(|o| modified < o - CLOCK_SLACK_MS))
+                || abandoned_ingest(&entry.path(), &meta, now);
             if abandoned && fs::remove_file(entry.path()).is_ok() {
                 let size = meta.blocks() * 512;
                 usage = usage.saturating_sub(size);
@@ -581,7 +608,7 @@ impl Store {
         usage: &mut u64,
     ) -> Result<()> {
         let outcome = self.db().write(|tx| -> Result<RemovalOutcome> {
-            let (oldest, leased) = crate::lease::live(tx).map_err(Error::db("read the leases"))?;
+            let (_, leased) = crate::lease::live(tx).map_err(Error::db("read the leases"))?;
             let blobs =
                 crate::records::record_blobs(tx, key).map_err(Error::db("read a cache record"))?;
             let leased: HashSet<String> = leased.into_iter().collect();
@@ -610,18 +637,23 @@ impl Store {
             }
             tx.execute("DELETE FROM build_cache WHERE key = ?1", [key])
                 .map_err(Error::db(format!("remove cache record {key}")))?;
-            let mut freed = Vec::new();
-            for blob in own {
-                if let Some(size) = self.unlink_blob(&blob, oldest)? {
-                    freed.push((blob, size));
-                }
-            }
-            Ok(Some(Some(freed)))
+            Ok(Some(Some(own)))
         })?;
         match outcome {
             None => report.in_use += 1,
             Some(None) => {}
-            Some(Some(freed)) => {
+            Some(Some(own)) => {
+                // Blobs go only once the record's removal is committed: a
+                // process killed in between leaves unreferenced blobs (the
+                // next collection's), never a record naming a missing blob.
+                // Each is checked again in a transaction of its own: a
+                // record written meanwhile, or a lease, keeps it.
+                let mut freed = Vec::new();
+                for blob in own {
+                    if let Some(size) = self.remove_blob_checked(&blob, roots)? {
+                        freed.push((blob, size));
+                    }
+                }
                 let total: u64 = freed.iter().map(|(_, s)| s).sum();
                 *usage = usage.saturating_sub(total);
                 report.push("cache record", key, description, total);
@@ -653,6 +685,56 @@ impl Store {
             }
             self.unlink_blob(digest, oldest)
         })
+    }
+
+    /// Puts back the blobs a killed collection renamed aside
+    /// (`ingest/gc-<hex>`, see `unlink_blob`): the caller holds `gc.lock`,
+    /// so no collection has any aside now. A blob that was garbage is
+    /// collected again; one a build had refreshed is whole again.
+    pub(crate) fn restore_aside_blobs(&self) -> Result<()> {
+        let ingest = self.content().ingest_dir();
+        for entry in fs::read_dir(&ingest).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_prefix("gc-") else {
+                continue;
+            };
+            let Ok(digest) = crate::content::parse_digest(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            let target = self.content().blob_path(&digest)?;
+            match fs::hard_link(entry.path(), &target) {
+                Ok(()) => crate::content::fsync_dir(target.parent().unwrap_or(Path::new(".")))?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io("put blob back", &target, e)),
+            }
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(())
+    }
+
+    /// Takes `gc.lock` without waiting and puts back blobs a killed
+    /// collection left aside; nothing when a collection runs.
+    pub(crate) fn restore_aside_blobs_if_idle(&self) -> Result<()> {
+        let ingest = self.content().ingest_dir();
+        let any = fs::read_dir(&ingest)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("gc-"));
+        if !any {
+            return Ok(());
+        }
+        let path = self.root().join("gc.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        if crate::sys::try_lock_exclusive(&lock).map_err(|e| Error::io("lock", &path, e))? {
+            self.restore_aside_blobs()?;
+        }
+        Ok(())
     }
 
     /// Renames the blob aside, then unlinks it unless it was written or

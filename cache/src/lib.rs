@@ -39,8 +39,10 @@
 pub mod archive;
 pub mod content;
 pub mod db;
+pub mod disk;
 mod error;
 pub mod exchange;
+pub mod fsck;
 pub mod gc;
 pub mod image;
 pub mod lease;
@@ -54,6 +56,7 @@ use std::path::{Path, PathBuf};
 pub use content::{Committed, ContentStore, ContentWriter};
 pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
+pub use fsck::{DerivedCheck, Finding, FsckOptions, FsckReport};
 pub use gc::{DerivedEntry, DerivedStore, GcConfig, GcOptions, GcReport};
 pub use lease::{Lease, LeaseGuard, LeaseInfo};
 pub use oci_spec::image::{Descriptor, Digest, MediaType};
@@ -83,8 +86,29 @@ impl Store {
         let content = ContentStore::open(root.join(CONTENT_DIR))?;
         let db = Database::open(root.join(DATABASE_FILE))?;
         let store = Store { root, content, db };
-        if !store.content.dir().join("index.json").exists() {
-            store.sync_index()?;
+        // A process killed between a ref change's commit and its rewrite
+        // of index.json leaves the file stale; the next open mends it.
+        match store.index_disagreement() {
+            Ok(None) => {}
+            Ok(Some(problem)) => {
+                let mended = (|| {
+                    let _lock = store.lock()?;
+                    if store.index_disagreement()?.is_some() {
+                        tracing::debug!(%problem, "rewriting index.json from the database");
+                        store.write_index()?;
+                    }
+                    Ok::<(), Error>(())
+                })();
+                // A reader without write access still gets its answers
+                // from the database, which is the truth.
+                if let Err(e) = mended {
+                    tracing::debug!(error = %e, "could not rewrite index.json");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not compare index.json with the database"),
+        }
+        if let Err(e) = store.restore_aside_blobs_if_idle() {
+            tracing::debug!(error = %e, "could not put back blobs a collection left aside");
         }
         Ok(store)
     }

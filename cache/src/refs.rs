@@ -134,7 +134,7 @@ impl Store {
         Ok(file)
     }
 
-    fn write_index(&self) -> Result<()> {
+    pub(crate) fn write_index(&self) -> Result<()> {
         let refs = self.list_refs()?;
         let manifests: Vec<serde_json::Value> = refs
             .iter()

@@ -70,3 +70,21 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<
         Err(io::Error::last_os_error())
     }
 }
+
+/// Free (for unprivileged users) and total bytes of the filesystem holding
+/// `path` (`statvfs(2)`).
+pub(crate) fn filesystem_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a NUL-terminated string alive for the call and
+    // `stat` a valid, writable statvfs; the call retains neither.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let unit = stat.f_frsize as u64;
+    Ok((stat.f_bavail as u64 * unit, stat.f_blocks as u64 * unit))
+}

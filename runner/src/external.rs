@@ -107,7 +107,7 @@ pub(crate) fn runtime_config(
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", root_plan.shm_size_option()]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if root_plan.privileged {
             vec!["nosuid", "noexec", "nodev"]
@@ -216,7 +216,12 @@ pub(crate) fn runtime_config(
                 "bounding": caps, "effective": effective, "permitted": effective,
                 "inheritable": [], "ambient": []
             },
-            "noNewPrivileges": config.no_new_privileges
+            "noNewPrivileges": config.no_new_privileges,
+            "rlimits": config.ulimits.iter().map(|l| json!({
+                "type": format!("RLIMIT_{}", l.name.to_uppercase()),
+                "soft": u64::try_from(l.soft).unwrap_or(u64::MAX),
+                "hard": u64::try_from(l.hard).unwrap_or(u64::MAX),
+            })).collect::<Vec<_>>()
         },
         "root": {"path": root_plan.root, "readonly": false},
         "hostname": root_plan.hostname,
@@ -310,6 +315,7 @@ mod tests {
     fn config_json_fits_the_runtime_spec() {
         let config = InitConfig {
             all_capabilities: false,
+            tty: false,
             plan: RootPlan {
                 root: "/bundle/rootfs".into(),
                 root_mounts: None,
@@ -324,6 +330,7 @@ mod tests {
                 secrets_dir: "/run/x/secrets".into(),
                 privileged: false,
                 host_devices: Vec::new(),
+                shm_size: Some(128 << 20),
             },
             argv: vec!["sh".into()],
             env: vec!["A=1".into()],
@@ -332,6 +339,7 @@ mod tests {
             no_new_privileges: true,
             seccomp: true,
             external: None,
+            ulimits: vec![crate::spec::Ulimit::parse("nofile=100:200").unwrap()],
         };
         let plan = ExternalPlan {
             runtime: "runc".into(),
@@ -347,6 +355,23 @@ mod tests {
         };
         let v = runtime_config(&config, &plan, 1000, 1000, &[10], &config.env).unwrap();
         assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(
+            v["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}])
+        );
+        let shm = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert!(
+            shm["options"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("size=131072k")),
+            "{shm}"
+        );
         assert_eq!(v["process"]["user"]["additionalGids"][0], 10);
         assert_eq!(
             v["process"]["capabilities"]["effective"]

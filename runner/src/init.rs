@@ -39,6 +39,12 @@ pub(crate) struct InitConfig {
     pub all_capabilities: bool,
     /// Run an external OCI runtime instead of the step (see `external.rs`).
     pub external: Option<crate::external::ExternalPlan>,
+    /// `--ulimit`s, set before privileges are dropped.
+    #[serde(default)]
+    pub ulimits: Vec<crate::spec::Ulimit>,
+    /// fd 0 is a terminal that becomes the step's controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// The init's answer on fd 4.
@@ -47,6 +53,12 @@ pub(crate) enum InitMessage {
     Exited(i32),
     Signaled(i32),
     Error(String),
+    /// The step's program could not be executed; `not_found` when it does
+    /// not exist (Docker's exit 127), else it exists but cannot run (126).
+    ExecFailed {
+        message: String,
+        not_found: bool,
+    },
 }
 
 /// Errors of the sandbox init, sent to the runner as text.
@@ -69,6 +81,8 @@ pub(crate) enum InitError {
     },
     #[error("{0}")]
     Exec(String),
+    #[error("{message}")]
+    ExecFailed { message: String, not_found: bool },
     #[error(transparent)]
     External(#[from] crate::external::ExternalError),
 }
@@ -98,12 +112,22 @@ fn init_main() -> i32 {
     let mut status = File::from(status_fd);
     let message = match run_init() {
         Ok(message) => message,
+        Err(InitError::ExecFailed { message, not_found }) => {
+            InitMessage::ExecFailed { message, not_found }
+        }
         Err(e) => InitMessage::Error(error_chain(&e)),
     };
     let code = match message {
         InitMessage::Exited(c) => c,
         InitMessage::Signaled(s) => 128 + s,
         InitMessage::Error(_) => 125,
+        InitMessage::ExecFailed { not_found, .. } => {
+            if not_found {
+                127
+            } else {
+                126
+            }
+        }
     };
     if let Ok(json) = serde_json::to_vec(&message) {
         let _ = status.write_all(&json);
@@ -160,19 +184,34 @@ fn run_init() -> Result<InitMessage, InitError> {
     })? {
         sys::Fork::Child => {
             drop(err_read);
-            let err = exec_step(&config, &user, &program, &env, filters.as_deref());
+            let (errno, err) = exec_step(&config, &user, &program, &env, filters.as_deref());
             let mut w = File::from(err_write);
-            let _ = w.write_all(err.as_bytes());
+            let mut report = errno.to_ne_bytes().to_vec();
+            report.extend_from_slice(err.as_bytes());
+            let _ = w.write_all(&report);
             sys::exit_now(127)
         }
         sys::Fork::Parent(pid) => pid,
     };
     drop(err_write);
-    let mut exec_error = String::new();
-    let _ = File::from(err_read).read_to_string(&mut exec_error);
-    if !exec_error.is_empty() {
+    let mut exec_error = Vec::new();
+    let _ = File::from(err_read).read_to_end(&mut exec_error);
+    if exec_error.len() >= 4 {
         let _ = sys::wait4(child);
-        return Err(InitError::Exec(exec_error));
+        let (errno, text) = exec_error.split_at(4);
+        let errno = i32::from_ne_bytes([errno[0], errno[1], errno[2], errno[3]]);
+        let message = String::from_utf8_lossy(text).into_owned();
+        return Err(match errno {
+            0 => InitError::Exec(message),
+            libc::ENOENT | libc::ENOTDIR => InitError::ExecFailed {
+                message,
+                not_found: true,
+            },
+            _ => InitError::ExecFailed {
+                message,
+                not_found: false,
+            },
+        });
     }
     Ok(supervise(child))
 }
@@ -202,19 +241,41 @@ fn supervise(child: libc::pid_t) -> InitMessage {
 }
 
 /// In the forked child: drop privileges and exec. Returns only on failure,
-/// with the message for the runner.
+/// with the message for the runner and the errno of a failed `execve` (0
+/// when something before it failed).
 fn exec_step(
     config: &InitConfig,
     user: &ResolvedUser,
     program: &Path,
     env: &[String],
     filters: Option<&[Vec<libc::sock_filter>]>,
-) -> String {
+) -> (i32, String) {
     sys::reset_signals();
     if let Err(e) = sys::setsid() {
-        return format!("setsid: {e}");
+        return (0, format!("setsid: {e}"));
+    }
+    if config.tty {
+        if let Err(e) = sys::set_controlling_terminal(0) {
+            return (
+                0,
+                format!("make the terminal the controlling terminal: {e}"),
+            );
+        }
     }
     let result = (|| -> Result<(), String> {
+        // While the init still holds its capabilities: raising a hard limit
+        // needs CAP_SYS_RESOURCE.
+        for limit in &config.ulimits {
+            let resource = limit
+                .resource()
+                .ok_or_else(|| format!("unknown ulimit {}", limit.name))?;
+            sys::setrlimit(resource, limit.soft, limit.hard).map_err(|e| {
+                format!(
+                    "setrlimit {}={}:{}: {e}",
+                    limit.name, limit.soft, limit.hard
+                )
+            })?;
+        }
         let mut groups = user.additional_gids.clone();
         if !groups.contains(&user.gid) {
             groups.insert(0, user.gid);
@@ -245,10 +306,13 @@ fn exec_step(
         std::env::set_current_dir(&config.cwd).map_err(|e| format!("chdir {}: {e}", config.cwd))
     })();
     if let Err(e) = result {
-        return e;
+        return (0, e);
     }
     let err = sys::execve(program, &config.argv, env);
-    format!("exec {}: {err}", program.display())
+    (
+        err.raw_os_error().unwrap_or(libc::EIO),
+        format!("exec {}: {err}", program.display()),
+    )
 }
 
 /// Add `PATH` and `HOME` when missing, as Docker does.
@@ -303,9 +367,10 @@ fn find_program(argv: &[String], env: &[String]) -> Result<PathBuf, InitError> {
             }
         }
     }
-    Err(InitError::Exec(format!(
-        "exec: {name:?}: executable file not found in $PATH"
-    )))
+    Err(InitError::ExecFailed {
+        message: format!("exec: {name:?}: executable file not found in $PATH"),
+        not_found: true,
+    })
 }
 
 #[cfg(test)]

@@ -53,11 +53,11 @@ pub use external::ExternalError;
 pub use init::{init_if_requested, INIT_MARKER};
 pub use net::NetError;
 pub use rootfs::RootfsError;
-pub use run::{Cancel, Runner, RunnerConfig, Runtime, CANCEL_GRACE};
+pub use run::{Cancel, Control, Runner, RunnerConfig, Runtime, CANCEL_GRACE};
 pub use security::{SecurityError, DEFAULT_CAPABILITIES};
 pub use spec::{
-    ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult, RunSpec, Stream, Usage,
-    DEFAULT_HOSTNAME, DEFAULT_PATH,
+    parse_extra_host, Attach, ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult,
+    RunSpec, StepOptions, Stream, Ulimit, Usage, WindowSize, DEFAULT_HOSTNAME, DEFAULT_PATH,
 };
 pub use user::{resolve_user, ResolvedUser, UserError};
 
@@ -103,6 +103,16 @@ pub enum RunError {
     /// The sandbox reported a setup failure (mounts, user, exec, ...).
     #[error("sandbox setup failed: {0}")]
     Setup(String),
+    /// The step's program could not be executed. Its text is the same as a
+    /// setup failure's; `not_found` tells Docker's exit 127 (no such
+    /// program) from 126 (it exists but cannot be executed).
+    #[error("sandbox setup failed: {message}")]
+    Exec {
+        /// What failed, e.g. `exec: "x": executable file not found in $PATH`.
+        message: String,
+        /// The program does not exist.
+        not_found: bool,
+    },
     /// The sandbox init died without reporting.
     #[error("sandbox init died without reporting a result ({0})")]
     InitDied(String),

@@ -240,6 +240,20 @@ pub(crate) struct RootPlan {
     /// Host device nodes bound into a privileged step's `/dev`.
     #[serde(default)]
     pub host_devices: Vec<PathBuf>,
+    /// Size of `/dev/shm` in bytes (`--shm-size`; default 64 MiB).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+}
+
+/// Docker's default `/dev/shm` size, 64 MiB.
+pub(crate) const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+impl RootPlan {
+    /// The tmpfs option giving `/dev/shm` its size, in KiB as Docker writes it.
+    pub(crate) fn shm_size_option(&self) -> String {
+        let bytes = self.shm_size.unwrap_or(DEFAULT_SHM_SIZE);
+        format!("size={}k", bytes.div_ceil(1024))
+    }
 }
 
 /// The host's device nodes under `/dev` that a privileged step gets, as
@@ -527,7 +541,7 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
         tracing::debug!(error = %e, "sysfs mount refused, binding /sys");
         bind(sys, Path::new("/sys"), &sys_dir, !plan.privileged)?;
     }
-    prepare_dev(sys, &root.join("dev"), &plan.host_devices, nodev(plan))?;
+    prepare_dev(sys, &root.join("dev"), plan, nodev(plan))?;
 
     for (path, host) in &plan.etc_files {
         let target = resolve_in_root(sys, root, path)?;
@@ -594,9 +608,10 @@ pub(crate) fn prepare_root(sys: &dyn Syscalls, plan: &RootPlan) -> Result<()> {
 fn prepare_dev(
     sys: &dyn Syscalls,
     dev: &Path,
-    host_devices: &[PathBuf],
+    plan: &RootPlan,
     nodev: libc::c_ulong,
 ) -> Result<()> {
+    let host_devices = &plan.host_devices;
     mount_at(
         sys,
         "tmpfs (/dev)",
@@ -668,7 +683,7 @@ fn prepare_dev(
         &shm,
         Some("tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&format!("mode=1777,{}", plan.shm_size_option())),
     )?;
     let mqueue = dev.join("mqueue");
     sys.create_dir_all(&mqueue)
@@ -879,6 +894,7 @@ mod tests {
             secrets_dir: PathBuf::from("/run/x/secrets"),
             privileged: false,
             host_devices: Vec::new(),
+            shm_size: None,
         }
     }
 

@@ -13,7 +13,8 @@ use crate::cgroup::{Cgroup, CgroupVersion, Cgroups};
 use crate::init::{InitConfig, InitMessage, INIT_MARKER};
 use crate::rootfs::RootPlan;
 use crate::spec::{
-    ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult, RunSpec, Stream, Usage,
+    Attach, ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult, RunSpec, Stream,
+    Usage, WindowSize,
 };
 use crate::stubs::{Stubs, Target};
 use crate::{sys, RunError};
@@ -143,6 +144,84 @@ impl Cancel {
     }
 }
 
+/// Forwards signals and terminal resizes to an attached run (see
+/// [`Runner::run_attached`]). Clone it to share it with a signal-handling
+/// thread.
+#[derive(Clone, Debug)]
+pub struct Control {
+    pipe: std::sync::Arc<(OwnedFd, OwnedFd)>,
+}
+
+/// One request on a [`Control`] pipe: a tag byte and four bytes of data,
+/// written at once (atomic: far below `PIPE_BUF`).
+const CONTROL_RECORD: usize = 5;
+
+impl Control {
+    /// A fresh handle.
+    pub fn new() -> Result<Control, RunError> {
+        let pipe = sys::pipe().map_err(io_err("create pipe for", Path::new("signals")))?;
+        Ok(Control {
+            pipe: std::sync::Arc::new(pipe),
+        })
+    }
+
+    /// Send `signal` to the step's main process (through the sandbox init,
+    /// which forwards it).
+    pub fn signal(&self, signal: i32) {
+        let mut record = [b'S', 0, 0, 0, 0];
+        record[1..].copy_from_slice(&signal.to_ne_bytes());
+        self.send(record);
+    }
+
+    /// The terminal the step runs on now has this size (its foreground
+    /// process group gets SIGWINCH). Ignored without a terminal.
+    pub fn resize(&self, size: WindowSize) {
+        let mut record = [b'W', 0, 0, 0, 0];
+        record[1..3].copy_from_slice(&size.rows.to_ne_bytes());
+        record[3..].copy_from_slice(&size.cols.to_ne_bytes());
+        self.send(record);
+    }
+
+    fn send(&self, record: [u8; CONTROL_RECORD]) {
+        if let Ok(fd) = self.pipe.1.try_clone() {
+            let _ = File::from(fd).write(&record);
+        }
+    }
+
+    fn read_fd(&self) -> i32 {
+        self.pipe.0.as_raw_fd()
+    }
+}
+
+/// Copies `source` into `sink` until `source` ends, `sink` refuses, or
+/// `stop` becomes readable; dropping `sink` then gives the step EOF.
+fn copy_stdin(source: OwnedFd, sink: OwnedFd, stop: OwnedFd) {
+    let mut source = File::from(source);
+    let mut sink = File::from(sink);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(revents) = sys::poll_in(&[source.as_raw_fd(), stop.as_raw_fd()], -1) else {
+            return;
+        };
+        if revents[1] != 0 {
+            return;
+        }
+        if revents[0] == 0 {
+            continue;
+        }
+        match source.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if sink.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Kills and reaps the init if a run is abandoned half-way (an error or a
 /// panicking output callback), so no sandbox outlives its run.
 struct InitGuard {
@@ -225,6 +304,33 @@ impl Runner {
         spec: &RunSpec,
         output: &mut dyn FnMut(Stream, &[u8]),
         cancel: Option<&Cancel>,
+    ) -> Result<RunResult, RunError> {
+        self.run_inner(spec, output, cancel, Attach::default())
+    }
+
+    /// [`Runner::run`] for a person at a terminal: the step's stdin,
+    /// terminal and signals as `attach` says. Output comes to `output` as
+    /// with [`Runner::run`] (with a terminal, all of it as stdout).
+    pub fn run_attached(
+        &self,
+        spec: &RunSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        attach: Attach<'_>,
+    ) -> Result<RunResult, RunError> {
+        if attach.tty.is_some() && matches!(self.config.runtime, Runtime::External(_)) {
+            return Err(RunError::InvalidSpec(
+                "a terminal is only supported with the embedded runtime".into(),
+            ));
+        }
+        self.run_inner(spec, output, None, attach)
+    }
+
+    fn run_inner(
+        &self,
+        spec: &RunSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        cancel: Option<&Cancel>,
+        attach: Attach<'_>,
     ) -> Result<RunResult, RunError> {
         validate(spec)?;
         if self.rootless && matches!(self.config.runtime, Runtime::External(_)) {
@@ -309,6 +415,7 @@ impl Runner {
             } else {
                 Vec::new()
             },
+            shm_size: spec.options.shm_size,
         };
         let external = match &self.config.runtime {
             Runtime::Embedded => None,
@@ -331,6 +438,8 @@ impl Runner {
             seccomp: spec.seccomp,
             all_capabilities: spec.all_capabilities,
             external,
+            ulimits: spec.options.ulimits.clone(),
+            tty: attach.tty.is_some(),
         };
         let mut flags = if config.external.is_some() {
             // The runtime makes the step's namespaces (all but the default
@@ -362,7 +471,7 @@ impl Runner {
             cgroup.0.as_ref(),
             slirp_log.as_deref(),
             output,
-            cancel,
+            Watch { cancel, attach },
         );
         let wall = started.elapsed();
         let stats = cgroup.0.as_ref().map(Cgroup::stats).unwrap_or_default();
@@ -382,6 +491,9 @@ impl Runner {
             Some(InitMessage::Exited(code)) => ExitStatus::Exited(code),
             Some(InitMessage::Signaled(sig)) => ExitStatus::Signaled(sig),
             Some(InitMessage::Error(text)) => return Err(RunError::Setup(text)),
+            Some(InitMessage::ExecFailed { message, not_found }) => {
+                return Err(RunError::Exec { message, not_found })
+            }
             None if config.external.is_some() => external_status(waited.status),
             None if stats.oom_killed => ExitStatus::Signaled(libc::SIGKILL),
             None => {
@@ -416,19 +528,80 @@ impl Runner {
         cgroup: Option<&Cgroup>,
         slirp_log: Option<&Path>,
         output: &mut dyn FnMut(Stream, &[u8]),
-        cancel: Option<&Cancel>,
+        watch: Watch<'_>,
     ) -> Result<(Option<InitMessage>, sys::Waited), RunError> {
+        let Watch { cancel, attach } = watch;
         let pipe =
             |what: &'static str| sys::pipe().map_err(io_err("create pipe for", Path::new(what)));
         let (control_r, control_w) = pipe("the sandbox configuration")?;
         let (status_r, status_w) = pipe("the sandbox status")?;
-        let (stdout_r, stdout_w) = pipe("stdout")?;
-        let (stderr_r, stderr_w) = pipe("stderr")?;
         let (exec_r, exec_w) = pipe("exec errors")?;
         let (go_r, go_w) = pipe("the start signal")?;
-        let stdin: OwnedFd = File::open("/dev/null")
-            .map_err(io_err("open", Path::new("/dev/null")))?
-            .into();
+        // The step's streams: a new terminal (its master stays here), or
+        // pipes. Never one of hoist's own descriptors: a step holding the
+        // user's terminal could push input into the user's shell (TIOCSTI).
+        let dup = |fd: &OwnedFd, what: &'static str| {
+            fd.try_clone()
+                .map_err(io_err("duplicate descriptor of", Path::new(what)))
+        };
+        let (stdout_r, stdout_w, stderr_r, stderr_w, stdin, stdin_sink, master) = match attach.tty {
+            Some(size) => {
+                let (master, slave) = sys::openpty(size.rows, size.cols)
+                    .map_err(io_err("open", Path::new("/dev/ptmx")))?;
+                let sink = attach
+                    .stdin
+                    .is_some()
+                    .then(|| dup(&master, "the terminal"))
+                    .transpose()?;
+                (
+                    dup(&master, "the terminal")?,
+                    dup(&slave, "the terminal")?,
+                    None,
+                    dup(&slave, "the terminal")?,
+                    slave,
+                    sink,
+                    Some(master),
+                )
+            }
+            None => {
+                let (stdout_r, stdout_w) = pipe("stdout")?;
+                let (stderr_r, stderr_w) = pipe("stderr")?;
+                let (stdin, sink) = if attach.stdin.is_some() {
+                    let (r, w) = pipe("stdin")?;
+                    (r, Some(w))
+                } else {
+                    let null: OwnedFd = File::open("/dev/null")
+                        .map_err(io_err("open", Path::new("/dev/null")))?
+                        .into();
+                    (null, None)
+                };
+                (
+                    stdout_r,
+                    stdout_w,
+                    Some(stderr_r),
+                    stderr_w,
+                    stdin,
+                    sink,
+                    None,
+                )
+            }
+        };
+        // Copies hoist's stdin while the step runs; stopped (and joined)
+        // when this function returns.
+        let stdin_copier = match (attach.stdin, stdin_sink) {
+            (Some(source), Some(sink)) => {
+                let source = source
+                    .try_clone_to_owned()
+                    .map_err(io_err("duplicate descriptor of", Path::new("stdin")))?;
+                let (stop_r, stop_w) = pipe("stopping stdin")?;
+                let thread = std::thread::spawn(move || copy_stdin(source, sink, stop_r));
+                Some(StdinCopier {
+                    stop: Some(stop_w),
+                    thread: Some(thread),
+                })
+            }
+            _ => None,
+        };
         let program = &self.config.init_program;
         let pid = sys::spawn_init(
             program,
@@ -485,11 +658,12 @@ impl Runner {
 
         let mut files = [
             Some(File::from(stdout_r)),
-            Some(File::from(stderr_r)),
+            stderr_r.map(File::from),
             Some(File::from(status_r)),
         ];
         let mut status_text = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
+        let mut control_buf: Vec<u8> = Vec::new();
         // None: not cancelled; Some(false): SIGTERM sent; Some(true): SIGKILL sent.
         let mut cancelled: Option<bool> = None;
         while files.iter().any(Option::is_some) {
@@ -498,6 +672,9 @@ impl Runner {
                 .iter()
                 .filter_map(|i| files[*i].as_ref().map(AsRawFd::as_raw_fd))
                 .collect();
+            if let Some(c) = attach.control {
+                fds.push(c.read_fd());
+            }
             let watch_cancel = cancel.filter(|_| cancelled.is_none());
             if let Some(c) = watch_cancel {
                 fds.push(c.read_fd());
@@ -516,6 +693,33 @@ impl Runner {
             if watch_cancel.is_some() && revents.pop().is_some_and(|r| r != 0) {
                 let _ = sys::kill(pid, libc::SIGTERM);
                 cancelled = Some(false);
+            }
+            if let Some(c) = attach.control {
+                if revents.pop().is_some_and(|r| r != 0) {
+                    let mut chunk = [0u8; 64 * CONTROL_RECORD];
+                    let n = sys::read(c.read_fd(), &mut chunk).unwrap_or(0);
+                    control_buf.extend_from_slice(&chunk[..n]);
+                    while control_buf.len() >= CONTROL_RECORD {
+                        let record: Vec<u8> = control_buf.drain(..CONTROL_RECORD).collect();
+                        match record[0] {
+                            b'S' => {
+                                let sig = i32::from_ne_bytes([
+                                    record[1], record[2], record[3], record[4],
+                                ]);
+                                // The init forwards what it gets to the step.
+                                let _ = sys::kill(pid, sig);
+                            }
+                            b'W' => {
+                                if let Some(master) = &master {
+                                    let rows = u16::from_ne_bytes([record[1], record[2]]);
+                                    let cols = u16::from_ne_bytes([record[3], record[4]]);
+                                    let _ = sys::set_window_size(master.as_raw_fd(), rows, cols);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
             }
             for (slot, rev) in open.into_iter().zip(revents) {
                 if rev == 0 {
@@ -538,12 +742,37 @@ impl Runner {
         }
         let waited = sys::wait4(pid).map_err(io_err("wait for", program))?;
         guard.reaped = true;
+        drop(stdin_copier);
         let message = if status_text.is_empty() {
             None
         } else {
             Some(serde_json::from_slice(&status_text).map_err(RunError::Decode)?)
         };
         Ok((message, waited))
+    }
+}
+
+/// What a run watches besides the step's output: cancellation, and the
+/// streams, terminal and signals of an attached run.
+struct Watch<'a> {
+    cancel: Option<&'a Cancel>,
+    attach: Attach<'a>,
+}
+
+/// Stops and joins the thread copying hoist's stdin into the step.
+struct StdinCopier {
+    stop: Option<OwnedFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StdinCopier {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = File::from(stop).write(b"s");
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -607,8 +836,12 @@ fn write_etc_files(run_dir: &Path, spec: &RunSpec) -> Result<Vec<(String, PathBu
     let dir = run_dir.join("etc");
     fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     let hostname = &spec.hostname;
-    let hosts =
+    let mut hosts =
         format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    // `--add-host`, after the step's own lines as Docker writes them.
+    for (name, address) in &spec.options.extra_hosts {
+        hosts.push_str(&format!("{address}\t{name}\n"));
+    }
     let resolv = match spec.network {
         // No network: a resolv.conf that points nowhere rather than a host's
         // resolver that cannot be reached.

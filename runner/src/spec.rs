@@ -48,6 +48,9 @@ pub struct RunSpec {
     /// Keep every capability the runner has instead of Docker's default set
     /// (`RUN --security=insecure`, like `docker run --privileged`).
     pub all_capabilities: bool,
+    /// `--add-host`, `--shm-size`, `--ulimit`.
+    #[serde(default)]
+    pub options: StepOptions,
 }
 
 impl RunSpec {
@@ -67,8 +70,173 @@ impl RunSpec {
             no_new_privileges: true,
             seccomp: true,
             all_capabilities: false,
+            options: StepOptions::default(),
         }
     }
+}
+
+/// What `docker build --add-host`, `--shm-size` and `--ulimit` set for
+/// every step.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepOptions {
+    /// `/etc/hosts` entries after the step's own: (name, address).
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// Size of `/dev/shm` in bytes (default 64 MiB, as Docker).
+    pub shm_size: Option<u64>,
+    /// Resource limits set with setrlimit(2) before the step starts.
+    pub ulimits: Vec<Ulimit>,
+}
+
+impl StepOptions {
+    /// True when nothing differs from the defaults.
+    pub fn is_default(&self) -> bool {
+        self == &StepOptions::default()
+    }
+}
+
+/// Docker's `--ulimit` names and their setrlimit(2) resources.
+const ULIMITS: [(&str, libc::__rlimit_resource_t); 15] = [
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("locks", libc::RLIMIT_LOCKS),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE),
+    ("nice", libc::RLIMIT_NICE),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("rss", libc::RLIMIT_RSS),
+    ("rtprio", libc::RLIMIT_RTPRIO),
+    ("rttime", libc::RLIMIT_RTTIME),
+    ("sigpending", libc::RLIMIT_SIGPENDING),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+/// One `--ulimit NAME=SOFT[:HARD]`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ulimit {
+    /// Docker's name of the resource (`nofile`).
+    pub name: String,
+    /// The soft limit (`-1`: unlimited).
+    pub soft: i64,
+    /// The hard limit (`-1`: unlimited).
+    pub hard: i64,
+}
+
+impl Ulimit {
+    /// Parses `NAME=SOFT[:HARD]` as `docker build --ulimit` does (`-1` is
+    /// unlimited; the soft limit may not exceed the hard one).
+    pub fn parse(text: &str) -> Result<Ulimit, String> {
+        let shown = hoist_untrusted::escape(text);
+        let names = || {
+            ULIMITS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (name, values) = text
+            .split_once('=')
+            .ok_or_else(|| format!("invalid ulimit `{shown}`: expected NAME=SOFT[:HARD]"))?;
+        if !ULIMITS.iter().any(|(n, _)| *n == name) {
+            return Err(format!(
+                "invalid ulimit `{shown}`: unknown resource (one of {})",
+                names()
+            ));
+        }
+        let number = |v: &str| -> Result<i64, String> {
+            match v.parse::<i64>() {
+                Ok(n) if n >= -1 => Ok(n),
+                _ => Err(format!(
+                    "invalid ulimit `{shown}`: `{}` is not a limit (a number, or -1 for unlimited)",
+                    hoist_untrusted::escape(v)
+                )),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (number(s)?, number(h)?),
+            None => {
+                let n = number(values)?;
+                (n, n)
+            }
+        };
+        let bound = |n: i64| if n < 0 { u64::MAX } else { n as u64 };
+        if bound(soft) > bound(hard) {
+            return Err(format!(
+                "invalid ulimit `{shown}`: the soft limit is above the hard one"
+            ));
+        }
+        Ok(Ulimit {
+            name: name.to_owned(),
+            soft,
+            hard,
+        })
+    }
+
+    /// The setrlimit(2) resource.
+    pub fn resource(&self) -> Option<libc::__rlimit_resource_t> {
+        ULIMITS
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, r)| *r)
+    }
+}
+
+/// Parses `--add-host NAME:ADDRESS` (also `NAME=ADDRESS`, as Docker 25
+/// accepts; an IPv6 address may be in brackets).
+pub fn parse_extra_host(text: &str) -> Result<(String, std::net::IpAddr), String> {
+    let shown = hoist_untrusted::escape(text);
+    let (name, address) = match text.split_once('=') {
+        Some(pair) => pair,
+        None => text
+            .split_once(':')
+            .ok_or_else(|| format!("invalid --add-host `{shown}`: expected NAME:ADDRESS"))?,
+    };
+    let address = address.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = address.parse().map_err(|_| {
+        format!(
+            "invalid --add-host `{shown}`: `{}` is not an IP address",
+            hoist_untrusted::escape(address)
+        )
+    })?;
+    // One hosts-file token: no space, no control character, no comment.
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+    {
+        return Err(format!(
+            "invalid --add-host `{shown}`: `{}` is not a host name",
+            hoist_untrusted::escape(name)
+        ));
+    }
+    Ok((name.to_owned(), ip))
+}
+
+/// How a step's standard streams are connected, for a person at a
+/// terminal (`hoist run`). The default is a build step's: stdin
+/// `/dev/null`, stdout and stderr piped to the output callback.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Attach<'a> {
+    /// Copied into the step's stdin until it ends (`-i`); the step's stdin
+    /// is a pipe (or the terminal below), never this descriptor itself.
+    pub stdin: Option<std::os::fd::BorrowedFd<'a>>,
+    /// Give the step a new pseudo-terminal of this size as stdin, stdout,
+    /// stderr and controlling terminal (`-t`); its output comes back as
+    /// [`Stream::Stdout`].
+    pub tty: Option<WindowSize>,
+    /// Signals to forward to the step and terminal resizes.
+    pub control: Option<&'a crate::Control>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// Where the root filesystem comes from.
@@ -248,4 +416,53 @@ pub struct RunResult {
     pub oom_killed: bool,
     /// Resources used.
     pub usage: Usage,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulimits_parse_as_docker_reads_them() {
+        let l = Ulimit::parse("nofile=1024:2048").unwrap();
+        assert_eq!((l.soft, l.hard), (1024, 2048));
+        assert_eq!(l.resource(), Some(libc::RLIMIT_NOFILE));
+        let l = Ulimit::parse("core=-1").unwrap();
+        assert_eq!((l.soft, l.hard), (-1, -1));
+        assert!(Ulimit::parse("nofile=10:5")
+            .unwrap_err()
+            .contains("soft limit is above the hard one"));
+        assert!(Ulimit::parse("nofile=-1:5").is_err());
+        let e = Ulimit::parse("files=1").unwrap_err();
+        assert!(
+            e.contains("unknown resource") && e.contains("nofile"),
+            "{e}"
+        );
+        assert!(Ulimit::parse("nofile").is_err());
+        assert!(Ulimit::parse("nofile=x").is_err());
+        assert!(Ulimit::parse("nproc=-2").is_err());
+    }
+
+    #[test]
+    fn extra_hosts_parse_as_docker_reads_them() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            parse_extra_host("db:10.0.0.2").unwrap(),
+            ("db".to_string(), ip("10.0.0.2"))
+        );
+        assert_eq!(
+            parse_extra_host("v6:::1").unwrap(),
+            ("v6".to_string(), ip("::1"))
+        );
+        assert_eq!(
+            parse_extra_host("v6=[fe80::1]").unwrap(),
+            ("v6".to_string(), ip("fe80::1"))
+        );
+        assert!(parse_extra_host("db").is_err());
+        assert!(parse_extra_host("db:host-gateway").is_err());
+        let e = parse_extra_host("a\nb:1.2.3.4").unwrap_err();
+        assert!(e.contains("a\\nb") && !e.contains('\n'), "{e}");
+        assert!(parse_extra_host("a b:1.2.3.4").is_err());
+        assert!(parse_extra_host(":1.2.3.4").is_err());
+    }
 }

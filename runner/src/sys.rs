@@ -113,6 +113,21 @@ pub(crate) fn setsid() -> io::Result<()> {
     check(unsafe { libc::setsid() }).map(drop)
 }
 
+/// setrlimit(2); a negative limit is `RLIM_INFINITY`.
+pub(crate) fn setrlimit(
+    resource: libc::__rlimit_resource_t,
+    soft: i64,
+    hard: i64,
+) -> io::Result<()> {
+    let value = |n: i64| u64::try_from(n).unwrap_or(libc::RLIM_INFINITY);
+    let limit = libc::rlimit {
+        rlim_cur: value(soft),
+        rlim_max: value(hard),
+    };
+    // SAFETY: `limit` is a valid rlimit for the duration of the call.
+    check(unsafe { libc::setrlimit(resource, &limit) }).map(drop)
+}
+
 /// prctl(PR_SET_NO_NEW_PRIVS).
 pub(crate) fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: plain prctl with integer arguments.
@@ -643,4 +658,70 @@ pub(crate) fn bpf_attach_device_program(cgroup: &Path, program: &OwnedFd) -> io:
         )
     };
     check(rc as libc::c_int).map(drop)
+}
+
+/// A new pseudo-terminal of the host's devpts sized `rows`×`cols`:
+/// (master, slave), both close-on-exec, the slave opened without becoming
+/// anyone's controlling terminal.
+pub(crate) fn openpty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: posix_openpt returns a fresh descriptor we own or -1.
+    let master =
+        check(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh descriptor from posix_openpt.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    // SAFETY: plain calls on our descriptor.
+    check(unsafe { libc::grantpt(master.as_raw_fd()) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::unlockpt(master.as_raw_fd()) })?;
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `name` has the room the call is told of.
+    let rc = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: ptsname_r wrote a NUL-terminated path.
+    let slave = check(unsafe {
+        libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh descriptor from open.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    set_window_size(master.as_raw_fd(), rows, cols)?;
+    Ok((master, slave))
+}
+
+/// TIOCSWINSZ: the terminal's size (its foreground process group gets SIGWINCH).
+pub(crate) fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `size` is a valid winsize that outlives the call.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size as *const libc::winsize) }).map(drop)
+}
+
+/// TIOCSCTTY: make the terminal on `fd` the controlling terminal of this
+/// process's session (the caller is a session leader).
+pub(crate) fn set_controlling_terminal(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain ioctl with an integer argument.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// read(2) into `buf`, retrying on EINTR.
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: pointer and length describe `buf`.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }

@@ -604,6 +604,26 @@ impl Snapshotter for LocalSnapshotter {
     }
 
     fn remove(&self, key_or_name: &str) -> Result<()> {
+        // An active snapshot or a view belongs to the one process using it
+        // (nothing builds on either), so its files may go before its
+        // record; on a full disk they must, since rewriting the records
+        // needs room. A crash in between leaves a record of an active
+        // snapshot, a leftover either way.
+        if let Ok(Some(rec)) = self
+            .records
+            .read()
+            .map(|set| set.snapshots.get(key_or_name).cloned())
+        {
+            if rec.kind != Kind::Committed {
+                for dir in [self.fs_dir(rec.id), self.dir(rec.id).join("work")] {
+                    if let Err(e) = fs::remove_dir_all(&dir) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::debug!(path = %dir.display(), error = %e, "could not empty a snapshot before removing it");
+                        }
+                    }
+                }
+            }
+        }
         let mut id = 0;
         self.records.update(&mut |set| {
             let rec = self.get(set, key_or_name)?;

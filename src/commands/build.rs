@@ -97,6 +97,16 @@ pub struct Args {
     /// CPU limit of RUN steps
     #[arg(long, value_name = "N", value_parser = parse_cpus)]
     cpus: Option<f64>,
+    /// An /etc/hosts entry of RUN steps, HOST:IP (repeatable)
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = hoist_runner::parse_extra_host)]
+    add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// Size of /dev/shm in RUN steps (e.g. 128m; default 64m)
+    #[arg(long, value_name = "BYTES")]
+    shm_size: Option<String>,
+    /// A resource limit of RUN steps, NAME=SOFT[:HARD] (e.g. nofile=1024:2048;
+    /// repeatable)
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = hoist_runner::Ulimit::parse)]
+    ulimits: Vec<hoist_runner::Ulimit>,
     /// Print only the image ID
     #[arg(short, long)]
     quiet: bool,
@@ -371,6 +381,19 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         jobs: args.jobs,
         memory,
         cpus: args.cpus,
+        step_options: hoist_runner::StepOptions {
+            extra_hosts: args.add_hosts.clone(),
+            shm_size: args
+                .shm_size
+                .as_deref()
+                .map(|text| match hoist_cache::units::parse_memory_size(text) {
+                    // A tmpfs of size 0 has no limit at all.
+                    Ok(0) => Err(anyhow!("invalid --shm-size `0`: it must be larger than 0")),
+                    other => other.context("invalid --shm-size"),
+                })
+                .transpose()?,
+            ulimits: args.ulimits.clone(),
+        },
         created: None,
         lease: None,
         explain: args.explain.then(hoist_builder::explain::Explanations::new),

@@ -10,6 +10,7 @@ mod binfmt;
 mod build;
 mod debug;
 mod du;
+mod fsck;
 mod history;
 mod images;
 mod import;
@@ -20,7 +21,9 @@ mod login;
 mod prune;
 mod pull;
 mod push;
+mod rebase;
 mod rmi;
+mod run;
 mod save;
 mod tag;
 
@@ -38,6 +41,27 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Show the history of an image
     History(history::Args),
+    /// Move an image onto another base image without running its steps again
+    ///
+    /// The layers of the old base at the bottom of IMAGE are replaced by the
+    /// new base's; the layers IMAGE added are kept byte for byte; the config
+    /// (diff_ids, history, and what IMAGE inherited unchanged from the old
+    /// base: Env, Entrypoint, Cmd, WorkingDir, User, Labels, ExposedPorts, …)
+    /// follows the new base. The steps are NOT run again: a program compiled or
+    /// linked against the old base may need a rebuild. Images built by hoist
+    /// record their base (org.opencontainers.image.base.name and .digest), so
+    /// --from may be left out, and --to defaults to the newest image under the
+    /// recorded name (pulled). See docs/rebase.md.
+    Rebase(rebase::Args),
+    /// Run a command in a throwaway container of an image (no -d, no -p: for checking images)
+    ///
+    /// The command runs in the sandbox of RUN steps over a writable snapshot of
+    /// the image, discarded when it exits (--rm is always in effect). hoist run
+    /// is for checking an image, not for running services: there is no -d
+    /// (detach) and no -p (publish ports). Exit status: the command's own; 125
+    /// when hoist itself failed, 126 when the command cannot be executed, 127
+    /// when it does not exist, 128+N when signal N ended it. See docs/run.md.
+    Run(Box<run::Args>),
     /// Give an image another name
     Tag(tag::Args),
     /// Remove images (untag, then delete blobs no other image uses)
@@ -46,6 +70,8 @@ pub enum Command {
     Du(du::Args),
     /// Remove build cache (unused cache records, layers, snapshots, cache mounts)
     Prune(prune::Args),
+    /// Check the store and, with --repair, remove what cannot be trusted
+    Fsck(fsck::Args),
     /// Write images to a tar archive (docker or OCI layout)
     Save(save::Args),
     /// Read images from a tar archive (docker save or OCI layout)
@@ -75,10 +101,13 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Images(args) => images::run(context, args),
         Command::Inspect(args) => inspect::run(context, args),
         Command::History(args) => history::run(context, args),
+        Command::Run(args) => run::run(context, *args),
+        Command::Rebase(args) => rebase::run(context, args),
         Command::Tag(args) => tag::run(context, args),
         Command::Rmi(args) => rmi::run(context, args),
         Command::Du(args) => du::run(context, args),
         Command::Prune(args) => prune::run(context, args),
+        Command::Fsck(args) => fsck::run(context, args),
         Command::Save(args) => save::run(context, args),
         Command::Load(args) => load::run(context, args),
         Command::Pull(args) => pull::run(context, args),
@@ -90,6 +119,17 @@ pub fn run(context: &Context, command: Command) -> anyhow::Result<()> {
         Command::Autobuild(args) => autobuild::run(context, args),
         Command::Binfmt(args) => binfmt::run(context, args),
     }
+}
+
+/// Ends hoist with `code` (a command's own status, e.g. `hoist run`'s),
+/// after reporting `error` when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {code}")]
+pub struct ExitWith {
+    /// The exit status.
+    pub code: u8,
+    /// What went wrong, when hoist itself failed.
+    pub error: Option<anyhow::Error>,
 }
 
 /// `--format` of listing commands.

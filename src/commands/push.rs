@@ -18,10 +18,10 @@ use crate::util::{report_retry, short_id};
 pub struct Args {
     /// Print only the pushed image's name
     #[arg(short, long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Image to push, REGISTRY/NAME[:TAG] (give it such a name with
     /// `hoist tag` first)
-    name: String,
+    pub(crate) name: String,
 }
 
 pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {

@@ -214,3 +214,69 @@ fn run_sandbox_has_dev_and_etc_files_that_never_reach_the_layer() {
     names.sort();
     assert_eq!(names, ["hosts.copy", "netdevs"], "only what the step wrote");
 }
+
+#[test]
+fn add_host_shm_size_and_ulimit_reach_run_steps_and_their_cache_keys() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile(
+        "FROM busybox\n\
+         RUN cat /etc/hosts > /hosts; df -k /dev/shm | tail -n 1 > /shm; \
+         ulimit -Sn > /nofile; ulimit -Hn >> /nofile\n",
+    );
+    let (_, fs_with) = env.build_fs(
+        "flags:with",
+        &[
+            "--add-host",
+            "db.internal:10.1.2.3",
+            "--add-host",
+            "v6host:fd00::7",
+            "--shm-size",
+            "128m",
+            "--ulimit",
+            "nofile=256:512",
+        ],
+    );
+    let hosts = fs::read_to_string(fs_with.join("hosts")).unwrap();
+    assert!(hosts.contains("10.1.2.3\tdb.internal\n"), "{hosts}");
+    assert!(hosts.contains("fd00::7\tv6host\n"), "{hosts}");
+    let shm = fs::read_to_string(fs_with.join("shm")).unwrap();
+    assert_eq!(
+        shm.split_whitespace().nth(1),
+        Some("131072"),
+        "128 MiB of /dev/shm in KiB: {shm}"
+    );
+    assert_eq!(
+        fs::read_to_string(fs_with.join("nofile")).unwrap(),
+        "256\n512\n"
+    );
+
+    // Without the flags the step is another step: it runs again, with
+    // Docker's defaults, instead of reusing the layer made with them.
+    let (run, fs_without) = env.build_fs("flags:without", &[]);
+    assert_eq!(super::common::done_steps(&run.stderr), 1, "{}", run.stderr);
+    let hosts = fs::read_to_string(fs_without.join("hosts")).unwrap();
+    assert!(!hosts.contains("db.internal"), "{hosts}");
+    let shm = fs::read_to_string(fs_without.join("shm")).unwrap();
+    assert_eq!(shm.split_whitespace().nth(1), Some("65536"), "{shm}");
+
+    // Values that are not a host, a size or a limit are refused before
+    // anything runs, naming the value.
+    for (flag, value, message) in [
+        ("--add-host", "db", "expected NAME:ADDRESS"),
+        ("--add-host", "db:not-an-ip", "is not an IP address"),
+        ("--ulimit", "nofile=9:3", "soft limit is above the hard one"),
+        ("--ulimit", "handles=3", "unknown resource"),
+        ("--shm-size", "0", "must be larger than 0"),
+        ("--shm-size", "lots", "invalid --shm-size"),
+    ] {
+        let run = env.build(&[flag, value]);
+        assert_ne!(run.code(), 0, "{flag} {value}");
+        assert!(
+            run.stderr.contains(message),
+            "{flag} {value}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("RUN cat"), "{}", run.stderr);
+    }
+}

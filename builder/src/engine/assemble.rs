@@ -90,6 +90,24 @@ pub fn base_image_config(
     }
 }
 
+/// The image a stage ultimately starts from, as its pinned reference
+/// splits: (`docker.io/library/busybox:latest`, `sha256:…` of the manifest).
+pub fn base_image_reference(graph: &BuildGraph, stage: &Stage) -> Option<(String, String)> {
+    let mut vertex = stage.root;
+    loop {
+        let v = &graph.vertices[vertex];
+        match &v.op {
+            GraphOp::Image { reference, .. } => {
+                let (name, digest) = reference.split_once('@')?;
+                return Some((name.to_owned(), digest.to_owned()));
+            }
+            GraphOp::Exec(e) => vertex = *v.inputs.get(e.root)?,
+            GraphOp::File(f) => vertex = *v.inputs.get(f.root?)?,
+            _ => return None,
+        }
+    }
+}
+
 fn runtime_config(config: &ImageConfig, labels: &BTreeMap<String, String>) -> Value {
     let mut c = Map::new();
     if !config.user.is_empty() {
@@ -234,7 +252,7 @@ pub fn assemble(
                 action: "store the image config".into(),
                 source,
             })?;
-    let manifest = json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {
@@ -248,6 +266,19 @@ pub fn assemble(
             "size": l.size,
         })).collect::<Vec<_>>(),
     });
+    // The base as BuildKit records it, so that `hoist rebase` (and other
+    // tools) know what the image was built on.
+    let base = if stage.has_base_image {
+        base_image_reference(graph, stage)
+    } else {
+        None
+    };
+    if let Some((name, digest)) = base {
+        manifest["annotations"] = json!({
+            super::rebase::BASE_DIGEST: digest,
+            super::rebase::BASE_NAME: name,
+        });
+    }
     let manifest =
         store
             .put_json(&manifest, OCI_MANIFEST)

@@ -52,6 +52,8 @@ pub struct BuildRequest {
     pub memory: Option<u64>,
     /// CPU limit of RUN steps.
     pub cpus: Option<f64>,
+    /// `--add-host`, `--shm-size` and `--ulimit` of RUN steps.
+    pub step_options: hoist_runner::StepOptions,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
     /// The lease that protects what this build uses and makes from garbage
@@ -623,6 +625,7 @@ pub fn build(
     let engine = Arc::new(
         Engine::new(store.clone(), contexts)?
             .with_limits(request.memory, request.cpus)
+            .with_step_options(request.step_options.clone())
             .with_source_date_epoch(request.repro.source_date_epoch)
             .with_secrets(secrets),
     );

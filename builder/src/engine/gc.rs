@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use hoist_cache::gc::disk_usage;
-use hoist_cache::{DerivedEntry, DerivedStore, GcOptions, GcReport, Store};
+use hoist_cache::{
+    DerivedCheck, DerivedEntry, DerivedStore, Finding, FsckOptions, FsckReport, GcOptions,
+    GcReport, Store,
+};
 use hoist_snapshotter::{JsonFileRecords, Kind, RecordSet, SnapshotRecords};
 
 use super::artifact::{snapshot_name, Artifact, Layer};
@@ -180,6 +183,135 @@ impl DerivedStore for Snapshots {
         }
         Ok(freed)
     }
+}
+
+impl DerivedCheck for Snapshots {
+    fn kind(&self) -> &'static str {
+        "snapshot"
+    }
+
+    /// A committed snapshot's record is damage when its directory is gone
+    /// or its parent is not a committed snapshot (it cannot be mounted);
+    /// what is built on it goes with it on repair, and the builder makes
+    /// the chain again from the blobs when it next needs it. Leftovers of a
+    /// killed build, looked for only while no build holds a lease: active
+    /// snapshots and views (whatever state their files are in), and
+    /// directories no record names.
+    fn check(
+        &self,
+        _store: &Store,
+        leased: bool,
+        repair: bool,
+    ) -> Result<(usize, Vec<Finding>), BoxError> {
+        let dirs = self.root.join("snapshots");
+        if !dirs.is_dir() {
+            return Ok((0, Vec::new()));
+        }
+        let set = if self.root.join("records.json").exists() {
+            self.records().read()?
+        } else {
+            RecordSet::default()
+        };
+        let mut findings = Vec::new();
+        // Records to remove, each with what is built on it.
+        let mut remove: Vec<String> = Vec::new();
+        for (name, record) in &set.snapshots {
+            if record.kind != Kind::Committed {
+                // Active snapshots and views belong to the one process that
+                // made them; their files go before their records (see the
+                // snapshotter's `remove`), so a missing directory is only
+                // a removal cut short. All of them are leftovers once no
+                // build runs.
+                if !leased {
+                    let what = if record.kind == Kind::Active {
+                        "an active snapshot"
+                    } else {
+                        "a view"
+                    };
+                    findings.push(
+                        Finding::new(
+                            "snapshot",
+                            name.clone(),
+                            format!("{what} left by a killed build"),
+                        )
+                        .leftover(),
+                    );
+                    remove.push(name.clone());
+                }
+                continue;
+            }
+            let problem = if !self.dir(record.id).join("fs").is_dir() {
+                Some(format!("its directory snapshots/{} is missing", record.id))
+            } else {
+                match record.parent.as_ref().map(|p| (p, set.snapshots.get(p))) {
+                    Some((parent, None)) => Some(format!("its parent {parent} is gone")),
+                    Some((parent, Some(p))) if p.kind != Kind::Committed => {
+                        Some(format!("its parent {parent} is not committed"))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(problem) = problem {
+                let members = subtree(&set, name);
+                let problem = if members.len() > 1 {
+                    format!("{problem} ({} built on it)", members.len() - 1)
+                } else {
+                    problem
+                };
+                findings.push(Finding::new("snapshot", name.clone(), problem));
+                remove.extend(members);
+            }
+        }
+        let known: HashSet<String> = set.snapshots.values().map(|r| r.id.to_string()).collect();
+        let mut stray = Vec::new();
+        if !leased {
+            for entry in std::fs::read_dir(&dirs)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    findings.push(
+                        Finding::new(
+                            "snapshot",
+                            format!("snapshots/{name}"),
+                            "a directory no snapshot record names",
+                        )
+                        .leftover(),
+                    );
+                    stray.push(entry.path());
+                }
+            }
+        }
+        if repair && (!remove.is_empty() || !stray.is_empty()) {
+            let remove: HashSet<String> = remove.into_iter().collect();
+            let mut ids = Vec::new();
+            self.records().update(&mut |set| {
+                for name in &remove {
+                    if let Some(r) = set.snapshots.remove(name) {
+                        ids.push(r.id);
+                    }
+                }
+                Ok(())
+            })?;
+            // Records first, files after, as the snapshotter removes.
+            for path in ids.into_iter().map(|id| self.dir(id)).chain(stray) {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            for finding in &mut findings {
+                finding.repaired = Some("removed".to_string());
+            }
+        }
+        Ok((set.snapshots.len(), findings))
+    }
+}
+
+/// Checks `store` with its snapshots (`hoist fsck`).
+pub fn fsck(store: &Store, options: &FsckOptions) -> Result<FsckReport, hoist_cache::Error> {
+    let snapshots = Snapshots::new(store.root());
+    store.fsck(options, &[&snapshots])
 }
 
 /// The collection after a build that wrote something: when the store is

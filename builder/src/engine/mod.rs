@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod assemble;
 pub mod build;
+pub mod container;
 pub mod dryrun;
 pub mod emulation;
 mod exec;
@@ -21,6 +22,7 @@ pub mod index;
 pub mod mounts;
 mod ops;
 pub mod provenance;
+pub mod rebase;
 pub mod reproducible;
 
 use std::collections::HashMap;
@@ -145,6 +147,8 @@ pub struct Engine {
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
     limits: hoist_runner::Limits,
+    /// `--add-host`, `--shm-size`, `--ulimit` of RUN steps.
+    step_options: hoist_runner::StepOptions,
     /// `--secret` and `--ssh` sources for RUN mounts.
     secrets: mounts::Secrets,
     /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
@@ -200,6 +204,7 @@ impl Engine {
         Ok(Engine {
             runner,
             limits: hoist_runner::Limits::default(),
+            step_options: hoist_runner::StepOptions::default(),
             secrets: mounts::Secrets::default(),
             source_date_epoch: None,
             store,
@@ -215,6 +220,13 @@ impl Engine {
     pub fn with_limits(mut self, memory: Option<u64>, cpus: Option<f64>) -> Self {
         self.limits.memory = memory;
         self.limits.cpus = cpus;
+        self
+    }
+
+    /// Sets the `/etc/hosts` entries, `/dev/shm` size and rlimits of RUN
+    /// steps (part of their cache keys when set).
+    pub fn with_step_options(mut self, options: hoist_runner::StepOptions) -> Self {
+        self.step_options = options;
         self
     }
 
@@ -243,7 +255,7 @@ impl Engine {
             .ok_or_else(|| EngineError::Invalid(format!("no build context named `{name}`")))
     }
 
-    fn unique(&self, what: &str) -> String {
+    pub(crate) fn unique(&self, what: &str) -> String {
         // Process-wide: scratch snapshot names share one namespace in the
         // store, and one process may run several builds (autobuild).
         static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -474,7 +474,10 @@ fn copy_one(
 
 /// Why a RUN failed.
 #[derive(Debug, thiserror::Error)]
-#[error("process \"{command}\" did not complete successfully: {status}")]
+#[error(
+    "process \"{command}\" did not complete successfully: {status}{}",
+    if *.disk_full { " (the disk was full: No space left on device)" } else { "" }
+)]
 pub struct ProcessFailed {
     /// The command line, space-joined as BuildKit shows it.
     pub command: String,
@@ -482,6 +485,19 @@ pub struct ProcessFailed {
     pub status: String,
     /// The exit code, if it exited.
     pub code: Option<i32>,
+    /// The store's disk was full when it ended: the likely reason, which
+    /// the process itself may have reported as anything (overlayfs gives
+    /// writers EIO).
+    pub disk_full: bool,
+}
+
+/// Less free space than this on the store's disk when a step fails, and
+/// the disk is taken for the reason.
+const FULL_DISK_FREE: u64 = 1 << 20;
+
+/// True when the filesystem of `root` is (nearly) full now.
+fn disk_full(root: &std::path::Path) -> bool {
+    hoist_cache::disk::disk_of(root).is_ok_and(|d| d.free < FULL_DISK_FREE)
 }
 
 /// A RUN step.
@@ -505,10 +521,17 @@ impl Op<Artifact> for ExecStep {
         // The platform is part of what a RUN means: an arm64 result is
         // never reused for amd64 (even from scratch, where no base image's
         // digest tells them apart).
-        CanonicalEncoder::new("exec", 1)
-            .bytes("op", &json(&op))
-            .str("platform", &self.platform.to_string())
-            .finish()
+        // What `--add-host`, `--shm-size` and `--ulimit` give a step can
+        // change what it makes (BuildKit keys them too); without them the
+        // key is the one hoist always made.
+        let options = &self.engine.step_options;
+        let (op, platform) = (json(&op), self.platform.to_string());
+        let mut encoder = CanonicalEncoder::new("exec", 1);
+        encoder.bytes("op", &op).str("platform", &platform);
+        if !options.is_default() {
+            encoder.bytes("options", &json(options));
+        }
+        encoder.finish()
     }
 
     async fn exec(&self, context: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
@@ -584,6 +607,7 @@ impl Op<Artifact> for ExecStep {
                             }
                         };
                         spec.limits = engine.limits;
+                        spec.options = engine.step_options.clone();
                         if op.security == hoist_frontend::graph::SecurityMode::Insecure {
                             // BuildKit's security.insecure (`docker run --privileged`): every
                             // capability, no seccomp filter, setuid works. The build
@@ -628,6 +652,7 @@ impl Op<Artifact> for ExecStep {
                                     command: op.argv.join(" "),
                                     status,
                                     code,
+                                    disk_full: disk_full(engine.store.root()),
                                 }))
                             }
                         }
@@ -688,6 +713,7 @@ impl ExecStep {
                         command: op.argv.join(" "),
                         status,
                         code,
+                        disk_full: disk_full(engine.store.root()),
                     })
                 };
                 match exit {

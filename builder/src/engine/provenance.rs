@@ -321,15 +321,10 @@ fn store_error(action: &str) -> impl FnOnce(hoist_cache::Error) -> EngineError +
     }
 }
 
-/// Stores `statement` as an attestation of the image `manifest` (of
-/// `platform`) and returns the descriptor of the index holding both: what
-/// refs should point at.
-pub fn attach(
-    store: &Store,
-    manifest: &Descriptor,
-    platform: &Platform,
-    statement: &Value,
-) -> Result<Descriptor, EngineError> {
+/// Stores `statement` as BuildKit's attestation manifest (a placeholder
+/// config, the statement as its one layer) and returns its descriptor; the
+/// caller lists it in an index next to the manifest it attests.
+pub fn attestation_manifest(store: &Store, statement: &Value) -> Result<Descriptor, EngineError> {
     let bytes = serde_json::to_vec(statement)
         .map_err(|e| EngineError::Invalid(format!("cannot encode the provenance: {e}")))?;
     let committed = store
@@ -363,9 +358,21 @@ pub fn attach(
             "annotations": {PREDICATE_TYPE: predicate_type},
         }],
     });
-    let attestation = store
+    store
         .put_json(&attestation, OCI_MANIFEST)
-        .map_err(store_error("store the attestation manifest"))?;
+        .map_err(store_error("store the attestation manifest"))
+}
+
+/// Stores `statement` as an attestation of the image `manifest` (of
+/// `platform`) and returns the descriptor of the index holding both: what
+/// refs should point at.
+pub fn attach(
+    store: &Store,
+    manifest: &Descriptor,
+    platform: &Platform,
+    statement: &Value,
+) -> Result<Descriptor, EngineError> {
+    let attestation = attestation_manifest(store, statement)?;
     let mut image_platform = json!({
         "architecture": platform.architecture,
         "os": platform.os,

@@ -6,6 +6,7 @@
     reason = "test code: a failed setup should panic with its message"
 )]
 
+mod attach;
 mod devices;
 mod leaks;
 mod limits;
@@ -115,6 +116,14 @@ fn main() {
     trials.push(Trial::ignorable_test(
         "embedded::setup_errors_are_reported",
         || util::outcome(sandbox::setup_errors_are_reported),
+    ));
+    trials.push(Trial::ignorable_test(
+        "embedded::attached_stdin_tty_and_control",
+        || util::outcome(attach::stdin_pipe_tty_and_control),
+    ));
+    trials.push(Trial::ignorable_test(
+        "embedded::exec_failures_say_not_found_or_not_executable",
+        || util::outcome(attach::exec_failures_say_not_found_or_not_executable),
     ));
     trials.push(Trial::ignorable_test(
         "rootless::as_unprivileged_user",
