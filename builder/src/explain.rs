@@ -598,10 +598,7 @@ impl crate::engine::index::StepRecorder for Explainer {
 
 /// `docker.io/library/busybox:latest` → `busybox:latest`.
 fn familiar_name(name: &str) -> String {
-    name.strip_prefix("docker.io/library/")
-        .or_else(|| name.strip_prefix("docker.io/"))
-        .unwrap_or(name)
-        .to_owned()
+    hoist_untrusted::Reference::parse(name).map_or_else(|_| name.to_owned(), |r| r.familiar())
 }
 
 fn file_digest(path: &std::path::Path) -> std::io::Result<String> {

@@ -24,6 +24,8 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use hoist_untrusted::tar_writer::{EntryHeader, EntryKind, TarWriter};
+
 use crate::content::{parse_digest, sha256_digest, Committed, OCI_LAYOUT_CONTENT};
 use crate::error::{Error, Result};
 use crate::image::{
@@ -79,36 +81,51 @@ fn write_err(action: &str) -> impl FnOnce(io::Error) -> Error + '_ {
     }
 }
 
-fn header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_entry_type(kind);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h
+/// Archive entries are owned by 0 with mtime 0 (and the one tar writer adds
+/// nothing about the host), so the same images give the same bytes.
+fn entry(path: &str, kind: EntryKind, mode: u32) -> EntryHeader {
+    EntryHeader {
+        path: path.as_bytes().to_vec(),
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        xattrs: Vec::new(),
+    }
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<()> {
-    let mut h = header(bytes.len() as u64, 0o644, tar::EntryType::Regular);
-    tar.append_data(&mut h, path, bytes)
+fn append_data<W: Write>(
+    tar: &mut TarWriter<W>,
+    path: &str,
+    size: u64,
+    data: &mut dyn Read,
+) -> Result<()> {
+    tar.write_header(&entry(path, EntryKind::File { size }, 0o644))
+        .map_err(write_err(path))?;
+    if !tar.write_data(data, size).map_err(write_err(path))? {
+        return Err(Error::Stream {
+            action: format!("read the content of {path}"),
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "shorter than its size"),
+        });
+    }
+    Ok(())
+}
+
+fn append_bytes<W: Write>(tar: &mut TarWriter<W>, path: &str, bytes: &[u8]) -> Result<()> {
+    append_data(tar, path, bytes.len() as u64, &mut &bytes[..])
+}
+
+fn append_dir<W: Write>(tar: &mut TarWriter<W>, path: &str) -> Result<()> {
+    tar.write_header(&entry(path, EntryKind::Dir, 0o755))
         .map_err(write_err(path))
 }
 
-fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> Result<()> {
-    let mut h = header(0, 0o755, tar::EntryType::Directory);
-    tar.append_data(&mut h, path, io::empty())
-        .map_err(write_err(path))
-}
-
-fn append_blob<W: Write>(store: &Store, tar: &mut tar::Builder<W>, digest: &Digest) -> Result<()> {
+fn append_blob<W: Write>(store: &Store, tar: &mut TarWriter<W>, digest: &Digest) -> Result<()> {
     let size = store.content().blob_size(digest)?;
-    let file = store.content().open_blob(digest)?;
+    let mut file = store.content().open_blob(digest)?;
     let path = format!("blobs/sha256/{}", digest.digest());
-    let mut h = header(size, 0o644, tar::EntryType::Regular);
-    tar.append_data(&mut h, &path, file)
-        .map_err(write_err(&path))
+    append_data(tar, &path, size, &mut file)
 }
 
 fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
@@ -121,7 +138,7 @@ fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
 /// Write `images` as an OCI image layout tar. Manifests with Docker media
 /// types are converted to OCI ones in the archive (the store is unchanged).
 pub fn save_oci(store: &Store, images: &[SaveImage], out: impl Write) -> Result<()> {
-    let mut tar = tar::Builder::new(out);
+    let mut tar = TarWriter::new(out);
     let mut blobs: BTreeSet<String> = BTreeSet::new();
     let mut extra: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut entries = Vec::new();
@@ -196,7 +213,7 @@ pub fn save_oci(store: &Store, images: &[SaveImage], out: impl Write) -> Result<
         "manifests": entries,
     });
     append_bytes(&mut tar, "index.json", &to_json(&index, "index.json")?)?;
-    tar.into_inner()
+    tar.finish()
         .and_then(|mut w| w.flush())
         .map_err(write_err("finish"))
 }
@@ -214,7 +231,7 @@ struct DockerManifestEntry {
 /// `<diff-id-hex>/layer.tar` (through a temp file in the store, since a tar
 /// header needs the size first) and checked against the config's diff IDs.
 pub fn save_docker(store: &Store, images: &[SaveImage], out: impl Write) -> Result<()> {
-    let mut tar = tar::Builder::new(out);
+    let mut tar = TarWriter::new(out);
     let mut manifest_json = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut written: BTreeSet<String> = BTreeSet::new();
@@ -268,9 +285,7 @@ pub fn save_docker(store: &Store, images: &[SaveImage], out: impl Write) -> Resu
                 })?;
                 append_dir(&mut tar, &dir)?;
                 append_bytes(&mut tar, &format!("{dir}/VERSION"), b"1.0")?;
-                let mut h = header(size, 0o644, tar::EntryType::Regular);
-                tar.append_data(&mut h, &path, tmp)
-                    .map_err(write_err(&path))?;
+                append_data(&mut tar, &path, size, &mut tmp)?;
             }
             layer_paths.push(path);
         }
@@ -302,7 +317,7 @@ pub fn save_docker(store: &Store, images: &[SaveImage], out: impl Write) -> Resu
         "repositories",
         &to_json(&repositories, "repositories")?,
     )?;
-    tar.into_inner()
+    tar.finish()
         .and_then(|mut w| w.flush())
         .map_err(write_err("finish"))
 }
@@ -829,9 +844,10 @@ mod tests {
             .trim_start_matches("sha256:")
             .to_string();
         let config = format!("{}.json", original.id().digest());
+        // Directories end in `/`, as in `docker save`'s archives.
         let mut expected = vec![
             config,
-            diff.clone(),
+            format!("{diff}/"),
             format!("{diff}/VERSION"),
             format!("{diff}/layer.tar"),
             "manifest.json".to_string(),

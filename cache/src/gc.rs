@@ -221,14 +221,7 @@ impl GcConfig {
     /// user files (`/etc/hoist/config.toml`, `$XDG_CONFIG_HOME/hoist/config.toml`)
     /// then the store's own `<root>/config.toml`.
     pub fn default_paths(root: &Path) -> Vec<PathBuf> {
-        let mut paths = vec![PathBuf::from("/etc/hoist/config.toml")];
-        let user = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-        if let Some(dir) = user {
-            paths.push(dir.join("hoist/config.toml"));
-        }
+        let mut paths = hoist_untrusted::xdg::config_files();
         paths.push(root.join("config.toml"));
         paths
     }

@@ -143,10 +143,7 @@ pub fn default_root() -> PathBuf {
     if sys::effective_uid() == 0 {
         return PathBuf::from("/var/lib/hoist");
     }
-    let data_home = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from(".local/share"));
+    let data_home =
+        hoist_untrusted::xdg::data_home().unwrap_or_else(|| PathBuf::from(".local/share"));
     data_home.join("hoist")
 }

@@ -82,15 +82,7 @@ pub struct RegistryConfig {
 impl RegistryConfig {
     /// The system-wide then per-user config file paths.
     pub fn default_paths() -> Vec<PathBuf> {
-        let mut paths = vec![PathBuf::from("/etc/hoist/config.toml")];
-        let user = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-        if let Some(dir) = user {
-            paths.push(dir.join("hoist/config.toml"));
-        }
-        paths
+        hoist_untrusted::xdg::config_files()
     }
 
     /// Load and merge the default files ([`RegistryConfig::default_paths`]);

@@ -17,9 +17,7 @@ use serde_json::{json, Value};
 
 use crate::cgroup::ALLOWED_DEVICES;
 use crate::init::InitConfig;
-use crate::rootfs::{
-    mount_root, resolve_in_root, LinuxSyscalls, RootfsError, MASKED_PATHS, READONLY_PATHS,
-};
+use crate::rootfs::{mount_root, LinuxSyscalls, RootfsError, MASKED_PATHS, READONLY_PATHS};
 use crate::security::{SecurityError, DEFAULT_CAPABILITIES};
 use crate::spec::{Limits, Mount, NetworkMode};
 use crate::user::{resolve_user, UserError};
@@ -280,16 +278,8 @@ fn prepare_bundle(config: &InitConfig, plan: &ExternalPlan) -> Result<(), Extern
     mount_root(&sys, &config.plan)?;
     crate::rootfs::prepare_secrets(&sys, &config.plan)?;
     let root = &config.plan.root;
-    let read = |p: &str| {
-        resolve_in_root(&sys, root, p)
-            .ok()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-    };
-    let user = resolve_user(
-        &config.user,
-        read("/etc/passwd").as_deref(),
-        read("/etc/group").as_deref(),
-    )?;
+    let accounts = hoist_untrusted::Accounts::read_dir(root).map_err(UserError::from)?;
+    let user = resolve_user(&config.user, &accounts)?;
     let mut env = config.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={}", crate::spec::DEFAULT_PATH));

@@ -19,6 +19,7 @@ use crate::security::SecurityError;
 use crate::spec::DEFAULT_PATH;
 use crate::sys;
 use crate::user::{resolve_user, ResolvedUser, UserError};
+use hoist_untrusted::Accounts;
 
 /// The hidden first argument that turns the binary into the sandbox init.
 pub const INIT_MARKER: &str = "__hoist-runner-init__";
@@ -156,11 +157,9 @@ fn run_init() -> Result<InitMessage, InitError> {
         tracing::debug!(error = %e, "no cgroup namespace");
     }
     prepare_root(&LinuxSyscalls, &config.plan)?;
-    let user = resolve_user(
-        &config.user,
-        std::fs::read_to_string("/etc/passwd").ok().as_deref(),
-        std::fs::read_to_string("/etc/group").ok().as_deref(),
-    )?;
+    // After pivot_root, `/` is the image's root.
+    let accounts = Accounts::read_system().map_err(UserError::from)?;
+    let user = resolve_user(&config.user, &accounts)?;
     let env = complete_env(&config.env, &user);
     ensure_cwd(&config.cwd, &user)?;
     let program = find_program(&config.argv, &env)?;

@@ -33,12 +33,8 @@ pub(crate) fn find_range(text: &str, name: &str, id: u32) -> Option<SubRange> {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
-        p.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-        })
-    })
+    let accounts = hoist_untrusted::Accounts::read_system().ok()?;
+    accounts.user_with_id(uid).map(|u| u.name.clone())
 }
 
 /// Write the uid and gid maps of `pid`.

@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -40,7 +41,10 @@ pub struct RunnerConfig {
     /// calls [`crate::init_if_requested`] first. Default `/proc/self/exe`.
     pub init_program: PathBuf,
     /// Where per-run state lives (generated `/etc` files, stub layers, OCI
-    /// bundles). Default `$TMPDIR/hoist-runner-<euid>`.
+    /// bundles). Default `$XDG_RUNTIME_DIR/hoist-runner` when that directory
+    /// is the user's, else `$TMPDIR/hoist-runner-<euid>`. It must be a
+    /// directory (not a symlink) owned by the user and writable by no one
+    /// else, or [`Runner::new`] refuses it.
     pub state_dir: PathBuf,
 }
 
@@ -49,9 +53,38 @@ impl Default for RunnerConfig {
         RunnerConfig {
             runtime: Runtime::Embedded,
             init_program: PathBuf::from("/proc/self/exe"),
-            state_dir: std::env::temp_dir().join(format!("hoist-runner-{}", sys::geteuid())),
+            state_dir: default_state_dir(),
         }
     }
+}
+
+fn default_state_dir() -> PathBuf {
+    let euid = sys::geteuid();
+    // The variable survives `su` and sudo: use the directory only if it is
+    // this user's (a private tmpfs, unlike the shared $TMPDIR).
+    let own_runtime_dir = hoist_untrusted::xdg::runtime_dir()
+        .filter(|dir| fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == euid));
+    match own_runtime_dir {
+        Some(dir) => dir.join("hoist-runner"),
+        None => std::env::temp_dir().join(format!("hoist-runner-{euid}")),
+    }
+}
+
+/// Refuses a state directory another user could plant or write into: in a
+/// shared `/tmp`, `hoist-runner-<uid>` is a name anyone can create first.
+fn check_state_dir(dir: &Path) -> Result<(), RunError> {
+    let meta = fs::symlink_metadata(dir).map_err(io_err("inspect", dir))?;
+    let euid = sys::geteuid();
+    if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        return Err(RunError::Setup(format!(
+            "the runner's state directory {} is not a directory owned by uid {euid} and \
+             writable only by it (owner {}, mode {:o}); remove it or choose another",
+            hoist_untrusted::escape_path(dir),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Runs steps. Making one cleans up what a killed earlier hoist left behind
@@ -221,7 +254,12 @@ impl Drop for RunDir {
 impl Runner {
     /// Set up a runner: find the cgroup hierarchy, clean stale state.
     pub fn new(config: RunnerConfig) -> Result<Runner, RunError> {
-        fs::create_dir_all(&config.state_dir).map_err(io_err("create", &config.state_dir))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .map_err(io_err("create", &config.state_dir))?;
+        check_state_dir(&config.state_dir)?;
         let cgroups = Cgroups::detect();
         if let Some(c) = &cgroups {
             c.clean_stale();
@@ -897,6 +935,28 @@ fn clean_stale_runs(state_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_dir_others_could_plant_or_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let own = tmp.path().join("own");
+        fs::create_dir(&own).unwrap();
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
+        check_state_dir(&own).unwrap();
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_state_dir(&own).unwrap_err().to_string();
+        assert!(err.contains("mode 777"), "{err}");
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&own, &link).unwrap();
+        assert!(check_state_dir(&link).is_err(), "a planted symlink");
+        if sys::geteuid() == 0 {
+            std::os::unix::fs::chown(&own, Some(4242), None).unwrap();
+            let err = check_state_dir(&own).unwrap_err().to_string();
+            assert!(err.contains("owner 4242"), "{err}");
+        }
+    }
 
     fn targets() -> Vec<Target> {
         vec![

@@ -1,6 +1,9 @@
 //! `USER name[:group]` resolved through the image's own `/etc/passwd` and
 //! `/etc/group`, with the rules of runc's `GetExecUser` (what Docker uses).
 
+use hoist_untrusted::accounts::{numeric_id, split_user_group, Accounts, AccountsError};
+use hoist_untrusted::escape;
+
 /// A user resolved to numeric ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -16,116 +19,54 @@ pub struct ResolvedUser {
 }
 
 /// Why a user could not be resolved.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum UserError {
+    /// The image's `/etc/passwd` or `/etc/group` could not be read.
+    #[error("failed to read the image's users and groups")]
+    Accounts(#[from] AccountsError),
     /// A user name that `/etc/passwd` does not have.
-    #[error("unable to find user {0}: no matching entries in passwd file")]
+    #[error("unable to find user {}: no matching entries in passwd file", escape(.0))]
     NoSuchUser(String),
     /// A group name that `/etc/group` does not have.
-    #[error("unable to find group {0}: no matching entries in group file")]
+    #[error("unable to find group {}: no matching entries in group file", escape(.0))]
     NoSuchGroup(String),
     /// A numeric id out of range.
-    #[error("invalid id {0}: must be between 0 and 2147483647")]
+    #[error("invalid id {}: must be between 0 and 2147483647", escape(.0))]
     InvalidId(String),
 }
 
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
-}
-
-fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    passwd.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 7 || line.starts_with('#') {
-            return None;
-        }
-        Some(PasswdEntry {
-            name: f[0],
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            home: f[5],
-        })
-    })
-}
-
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
-}
-
-fn group_entries(group: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    group.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() < 4 || line.starts_with('#') {
-            return None;
-        }
-        Some(GroupEntry {
-            name: f[0],
-            gid: f[2].parse().ok()?,
-            members: f[3].split(',').filter(|m| !m.is_empty()).collect(),
-        })
-    })
-}
-
-fn numeric(s: &str) -> Option<Result<u32, UserError>> {
-    if !s.bytes().all(|b| b.is_ascii_digit()) || s.is_empty() {
-        return None;
-    }
-    Some(
-        s.parse::<u32>()
-            .ok()
-            .filter(|v| *v <= i32::MAX as u32)
-            .ok_or_else(|| UserError::InvalidId(s.to_string())),
-    )
-}
-
 /// Resolve `user` (`name`, `uid`, `name:group`, `uid:gid`, ...; empty means
-/// root) against the contents of `/etc/passwd` and `/etc/group` (either may
-/// be missing).
-pub fn resolve_user(
-    user: &str,
-    passwd: Option<&str>,
-    group: Option<&str>,
-) -> Result<ResolvedUser, UserError> {
-    let (user_arg, group_arg) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
+/// root) against an image's accounts (hoist-untrusted's one reader).
+///
+/// `USER`'s rules (runc's `GetExecUser`): a numeric user unknown to passwd
+/// gets group 0 and home `/`, where `COPY --chown` would give gid = uid.
+pub fn resolve_user(user: &str, accounts: &Accounts) -> Result<ResolvedUser, UserError> {
+    let (user_arg, group_arg) = split_user_group(user);
     let user_arg = if user_arg.is_empty() { "0" } else { user_arg };
-    let user_num = numeric(user_arg).transpose()?;
-    let entry = passwd.and_then(|p| {
-        passwd_entries(p).find(|e| match user_num {
-            Some(uid) => e.uid == uid,
-            None => e.name == user_arg,
-        })
-    });
+    let user_num = numeric(user_arg)?;
+    let entry = match user_num {
+        Some(uid) => accounts.user_with_id(uid),
+        None => accounts.user_named(user_arg),
+    };
     let (uid, mut gid, home, name) = match (entry, user_num) {
-        (Some(e), _) => (e.uid, e.gid, e.home.to_string(), Some(e.name)),
+        (Some(e), _) => (e.uid, e.gid, e.home.clone(), Some(e.name.as_str())),
         (None, Some(uid)) => (uid, 0, "/".to_string(), None),
         (None, None) => return Err(UserError::NoSuchUser(user_arg.to_string())),
     };
     let mut additional_gids = Vec::new();
     match group_arg.filter(|g| !g.is_empty()) {
         Some(group_arg) => {
-            gid = match numeric(group_arg).transpose()? {
+            gid = match numeric(group_arg)? {
                 Some(gid) => gid,
-                None => group
-                    .and_then(|g| group_entries(g).find(|e| e.name == group_arg))
+                None => accounts
+                    .group_named(group_arg)
                     .map(|e| e.gid)
                     .ok_or_else(|| UserError::NoSuchGroup(group_arg.to_string()))?,
             };
         }
         None => {
-            if let (Some(name), Some(group)) = (name, group) {
-                for e in group_entries(group) {
-                    if e.members.contains(&name) && !additional_gids.contains(&e.gid) {
-                        additional_gids.push(e.gid);
-                    }
-                }
+            if let Some(name) = name {
+                additional_gids = accounts.groups_of(name);
             }
         }
     }
@@ -137,16 +78,22 @@ pub fn resolve_user(
     })
 }
 
+fn numeric(text: &str) -> Result<Option<u32>, UserError> {
+    numeric_id(text)
+        .transpose()
+        .map_err(|e| UserError::InvalidId(e.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nsvc:x:1001:1001::/srv:/bin/false\n";
-    const GROUP: &str =
-        "root:x:0:\nwheel:x:10:app,svc\naudio:x:29:app\napp:x:1000:\nsvc:x:1001:\nstaff:x:50:\n";
+    const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nsvc:x:1001:1001::/srv:/bin/false\n";
+    const GROUP: &[u8] =
+        b"root:x:0:\nwheel:x:10:app,svc\naudio:x:29:app\napp:x:1000:\nsvc:x:1001:\nstaff:x:50:\n";
 
     fn r(user: &str) -> Result<ResolvedUser, UserError> {
-        resolve_user(user, Some(PASSWD), Some(GROUP))
+        resolve_user(user, &Accounts::parse(Some(PASSWD), Some(GROUP)))
     }
 
     #[test]
@@ -179,7 +126,7 @@ mod tests {
         let u = r("1000").unwrap();
         assert_eq!((u.gid, u.home.as_str()), (1000, "/home/app"));
         assert_eq!(
-            resolve_user("7", None, None).unwrap(),
+            resolve_user("7", &Accounts::default()).unwrap(),
             ResolvedUser {
                 uid: 7,
                 gid: 0,
@@ -191,14 +138,12 @@ mod tests {
 
     #[test]
     fn unknown_names_are_errors() {
-        assert_eq!(r("nobody"), Err(UserError::NoSuchUser("nobody".into())));
+        assert!(matches!(r("nobody"), Err(UserError::NoSuchUser(n)) if n == "nobody"));
+        assert!(matches!(r("app:nogroup"), Err(UserError::NoSuchGroup(n)) if n == "nogroup"));
+        assert!(matches!(r("99999999999"), Err(UserError::InvalidId(n)) if n == "99999999999"));
         assert_eq!(
-            r("app:nogroup"),
-            Err(UserError::NoSuchGroup("nogroup".into()))
-        );
-        assert_eq!(
-            r("99999999999"),
-            Err(UserError::InvalidId("99999999999".into()))
+            r("no\x1bbody").unwrap_err().to_string(),
+            "unable to find user no\\u{1b}body: no matching entries in passwd file"
         );
     }
 }

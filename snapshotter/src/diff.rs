@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{io_err, Error, Result};
 use crate::fsutil;
 use crate::layer::{Compression, CompressionOptions, LayerDescriptor, LayerWriter};
-use crate::tarfmt::{EntryHeader, EntryKind, TarWriter};
+use hoist_untrusted::tar_writer::{EntryHeader, EntryKind, TarWriter};
 
 /// Where the changes of a snapshot are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,7 +45,6 @@ pub mod mount;
 pub mod records;
 mod snapshot;
 mod sys;
-mod tarfmt;
 mod tarread;
 use hoist_untrusted::text;
 

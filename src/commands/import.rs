@@ -6,14 +6,14 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Component, Path};
 
 use anyhow::{bail, Context as _};
-use hoist_cache::content::sha256_digest;
-use hoist_cache::image::{media_types, Compression};
-use hoist_cache::{ContentWriter, Descriptor, MediaType, Store};
+use hoist_cache::image::media_types;
+use hoist_cache::{Descriptor, MediaType, Store};
+use hoist_snapshotter::apply::decompress;
+use hoist_snapshotter::{CompressionOptions, LayerWriter};
 use oci_spec::image::{
     Config, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder, ImageManifestBuilder,
     RootFsBuilder,
 };
-use sha2::{Digest as _, Sha256};
 
 use hoist_cache::text::escape;
 
@@ -215,33 +215,28 @@ struct Layer {
 
 /// Stream `input` (tar, tar.gz or tar.zst) into a gzip layer blob while a
 /// tar parser validates it: headers and checksums, every entry's data fully
-/// present, no `..` in names, and a complete compressed stream.
+/// present, no `..` in names, and a complete compressed stream. The layer is
+/// compressed and hashed by the snapshotter's layer writer, the one every
+/// built layer goes through, and the input decompressed by its reader.
 fn write_layer(store: &Store, input: Box<dyn Read>) -> anyhow::Result<Layer> {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let head = input.fill_buf().context("failed to read the input")?;
     if head.is_empty() {
         bail!("the input is empty (expected a tar archive)");
     }
-    let compression = Compression::sniff(head);
-    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        return Err(anyhow::anyhow!("xz-compressed input is not supported"))
-            .hint("decompress it first: `xz -dc FILE | hoist import - NAME`");
+    if let Some(name) = hoist_cache::image::Compression::sniff_unsupported(head) {
+        return Err(anyhow::anyhow!("{name}-compressed input is not supported")).hint(format!(
+            "decompress it first: `{name} -dc FILE | hoist import - NAME`"
+        ));
     }
-    if head.starts_with(b"BZh") {
-        return Err(anyhow::anyhow!("bzip2-compressed input is not supported"))
-            .hint("decompress it first: `bzip2 -dc FILE | hoist import - NAME`");
-    }
-    let decompressed: Box<dyn Read> = match compression {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(input)?),
-        Compression::None => Box::new(input),
-    };
-    let writer = store.content().writer()?;
-    let gzip = flate2::write::GzEncoder::new(writer, flate2::Compression::default());
+    let decompressed =
+        decompress(&mut input).context("failed to read the input's compressed stream")?;
+    let mut writer = store.content().writer()?;
+    let layer = LayerWriter::new(&mut writer, &CompressionOptions::default())
+        .context("failed to start the layer")?;
     let mut tee = Tee {
         inner: decompressed,
-        hasher: Sha256::new(),
-        out: gzip,
+        out: layer,
         write_error: None,
     };
     let entries = validate_tar(&mut tee);
@@ -260,12 +255,13 @@ fn write_layer(store: &Store, input: Box<dyn Read>) -> anyhow::Result<Layer> {
     if let Some(e) = tee.write_error.take() {
         return Err(anyhow::Error::new(e).context("failed to write the layer into the store"));
     }
-    let diff_id = sha256_digest(tee.hasher);
-    let writer: ContentWriter = tee
+    let described = tee
         .out
         .finish()
         .context("failed to finish the gzip stream of the layer")?;
-    let committed = writer.commit(None, None)?;
+    let digest: hoist_cache::Digest = described.digest.parse()?;
+    let diff_id: hoist_cache::Digest = described.diff_id.parse()?;
+    let committed = writer.commit(Some(described.size), Some(&digest))?;
     Ok(Layer {
         digest: committed.digest,
         diff_id,
@@ -329,10 +325,9 @@ fn tar_error(error: io::Error) -> anyhow::Error {
     anyhow::anyhow!("{}", escape(&error.to_string()))
 }
 
-/// Passes bytes through to `out` and a hasher as they are read.
+/// Passes bytes through to `out` as they are read.
 struct Tee<R, W> {
     inner: R,
-    hasher: Sha256,
     out: W,
     write_error: Option<io::Error>,
 }
@@ -340,7 +335,6 @@ struct Tee<R, W> {
 impl<R: Read, W: Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         if let Err(e) = self.out.write_all(&buf[..n]) {
             let kind = e.kind();
             self.write_error = Some(e);

@@ -87,6 +87,23 @@ fn not_a_tar_and_escaping_paths_are_refused() {
     std::fs::write(&escaping, raw.into_inner().unwrap()).unwrap();
     let err = h.fails(&["import", escaping.to_str().unwrap(), "bad"]);
     assert!(err.contains("climbs out of the root"), "{err}");
+    // Compressions hoist recognises but does not read are refused by name.
+    for (name, magic) in [
+        ("xz", &b"\xfd7zXZ\0rest"[..]),
+        ("bzip2", &b"BZh91AY&SY"[..]),
+    ] {
+        let file = h.path(&format!("rootfs.tar.{name}"));
+        std::fs::write(&file, magic).unwrap();
+        let err = h.fails(&["import", file.to_str().unwrap(), "bad"]);
+        assert!(
+            err.contains(&format!("{name}-compressed input is not supported")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("hint: decompress it first: `{name} -dc FILE")),
+            "{err}"
+        );
+    }
     assert_eq!(h.snapshot(), before);
 }
 

@@ -115,7 +115,8 @@ fn docker_archive_has_the_docker_save_layout_and_loads_back() {
     let diff_hex = &diff_id[7..];
     let mut expected = vec![
         format!("{id_hex}.json"),
-        diff_hex.to_string(),
+        // A directory ends in `/`, as in `docker save`'s archives.
+        format!("{diff_hex}/"),
         format!("{diff_hex}/VERSION"),
         format!("{diff_hex}/layer.tar"),
         "manifest.json".to_string(),

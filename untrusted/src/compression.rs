@@ -23,6 +23,19 @@ impl Compression {
             Compression::None
         }
     }
+
+    /// The name of a compression hoist recognises but does not read (`xz`,
+    /// `bzip2`), so that such input is refused by name rather than as a
+    /// corrupt tar.
+    pub fn sniff_unsupported(head: &[u8]) -> Option<&'static str> {
+        if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Some("xz")
+        } else if head.starts_with(b"BZh") {
+            Some("bzip2")
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -39,5 +52,11 @@ mod tests {
         assert_eq!(Compression::sniff(b"ustar"), Compression::None);
         assert_eq!(Compression::sniff(&[0x1f]), Compression::None);
         assert_eq!(Compression::sniff(&[]), Compression::None);
+        assert_eq!(
+            Compression::sniff_unsupported(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]),
+            Some("xz")
+        );
+        assert_eq!(Compression::sniff_unsupported(b"BZh91AY"), Some("bzip2"));
+        assert_eq!(Compression::sniff_unsupported(&[0x1f, 0x8b]), None);
     }
 }

@@ -6,16 +6,25 @@
 //! root), never on the host. Text from the same sources that ends up in a
 //! message goes through [`escape`], so control characters never reach a
 //! terminal raw. Sizes, durations and dates from the same sources are
-//! parsed by [`units`], with checked arithmetic.
+//! parsed by [`units`], with checked arithmetic; an image's users and groups
+//! by [`accounts`]; image references by [`reference`]. The
+//! user's directories (`XDG_*`) come from [`xdg`]. Archives are written by
+//! [`tar_writer`], the one deterministic tar writer.
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
 
+pub mod accounts;
 pub mod compression;
+pub mod reference;
 mod root;
+pub mod tar_writer;
 pub mod text;
 pub mod units;
+pub mod xdg;
 
+pub use accounts::{Accounts, AccountsError};
 pub use compression::Compression;
+pub use reference::{Reference, ReferenceError};
 pub use root::{Error, Root};
 pub use text::{escape, escape_bytes, escape_keep_lines, escape_path, Escaped};

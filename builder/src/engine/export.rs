@@ -5,7 +5,10 @@ use std::io::Write;
 use std::path::Path;
 
 use hoist_cache::Store;
-use hoist_snapshotter::{apply_layer, ApplyOptions, ApplyTarget, WhiteoutStyle};
+use hoist_snapshotter::{
+    apply_layer, write_layer, ApplyOptions, ApplyTarget, Compression, DiffOptions, DiffSource,
+    WhiteoutStyle,
+};
 
 use super::artifact::Layer;
 use super::{io_error, EngineError};
@@ -52,13 +55,22 @@ pub fn export_tar(store: &Store, layers: &[Layer], out: impl Write) -> Result<()
         .tempdir_in(&tmp)
         .map_err(io_error("create a directory in", &tmp))?;
     export_local(store, layers, dir.path())?;
-    let mut builder = tar::Builder::new(out);
-    builder.follow_symlinks(false);
-    builder
-        .append_dir_all(".", dir.path())
-        .map_err(io_error("write a tar of", dir.path()))?;
-    builder
-        .into_inner()
-        .and_then(|mut w| w.flush())
+    // The one tar writer, through the snapshotter's layer writer (plain tar):
+    // entries as BuildKit's tar exporter names them (no `./`), and no host
+    // user names or access times in the stream.
+    let mut out = out;
+    let source = DiffSource::Trees {
+        lower: None,
+        upper: dir.path().to_path_buf(),
+    };
+    let options = DiffOptions {
+        compression: Compression::Uncompressed,
+        ..DiffOptions::default()
+    };
+    write_layer(&source, &options, &mut out).map_err(|source| EngineError::Snapshot {
+        action: format!("write a tar of {}", dir.path().display()),
+        source,
+    })?;
+    out.flush()
         .map_err(io_error("finish the tar of", dir.path()))
 }

@@ -13,7 +13,8 @@ use std::sync::{mpsc, Mutex};
 use std::time::SystemTime;
 
 use hoist_frontend::dockerignore::Matcher;
-use hoist_untrusted::{Compression, Escaped, Root};
+use hoist_untrusted::accounts::{numeric_id, split_user_group};
+use hoist_untrusted::{Accounts, Compression, Escaped, Root};
 
 use super::hash::{expand, expand_literal, has_glob, relative};
 use super::{io_error, EngineError};
@@ -42,88 +43,58 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<Pat
         })
 }
 
-fn lookup(file: &Path, name: &str, id_field: usize) -> Option<(u32, Option<u32>)> {
-    let text = fs::read_to_string(file).ok()?;
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.first() != Some(&name) {
-            return None;
-        }
-        let id = fields.get(id_field)?.parse().ok()?;
-        let gid = fields.get(3).and_then(|g| g.parse().ok());
-        Some((id, gid))
-    })
+/// The users and groups of the root (hoist-untrusted's one reader).
+pub fn accounts(root: &Path) -> Result<Accounts, EngineError> {
+    Ok(Accounts::read_dir(root)?)
 }
 
 /// Resolves `user[:group]` (names or numbers) against the root's `/etc/passwd`
-/// and `/etc/group`. A user without group uses the user's primary group, or
-/// the same number for a numeric user unknown to passwd (Docker's rule).
+/// and `/etc/group`, with `--chown`'s rules.
 pub fn resolve_owner(root: &Path, spec: &str) -> Result<Owner, EngineError> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
+    chown_owner(&accounts(root)?, spec)
+}
+
+/// `--chown`'s rules (BuildKit's `chown` lookup): a user without group takes
+/// the user's primary group, or, for a numeric user unknown to passwd, the
+/// same number (where `USER` would take group 0: the runner's rule).
+pub fn chown_owner(accounts: &Accounts, spec: &str) -> Result<Owner, EngineError> {
+    let (user, group) = split_user_group(spec);
+    let numeric = |text: &str| {
+        numeric_id(text).transpose().map_err(|_| {
+            EngineError::Invalid(format!(
+                "invalid id {text}: must be between 0 and {}",
+                hoist_untrusted::accounts::MAX_ID
+            ))
+        })
     };
-    let passwd = resolve_in_root(root, "/etc/passwd", true)?;
-    let group_file = resolve_in_root(root, "/etc/group", true)?;
-    let (uid, primary) = match user.parse::<u32>() {
-        Ok(uid) => (uid, None),
-        Err(_) => {
-            let (uid, gid) = lookup(&passwd, user, 2).ok_or_else(|| {
+    let (uid, primary) = match numeric(user)? {
+        Some(uid) => (uid, accounts.user_with_id(uid).map(|u| u.gid)),
+        None => {
+            let u = accounts.user_named(user).ok_or_else(|| {
                 EngineError::Invalid(format!(
                     "unable to find user {user}: no matching entries in passwd file"
                 ))
             })?;
-            (uid, gid)
+            (u.uid, Some(u.gid))
         }
     };
-    let gid = match group {
-        Some(g) if !g.is_empty() => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => {
-                lookup(&group_file, g, 2)
+    let gid = match group.filter(|g| !g.is_empty()) {
+        Some(g) => match numeric(g)? {
+            Some(gid) => gid,
+            None => {
+                accounts
+                    .group_named(g)
                     .ok_or_else(|| {
                         EngineError::Invalid(format!(
                             "unable to find group {g}: no matching entries in group file"
                         ))
                     })?
-                    .0
+                    .gid
             }
         },
-        _ => match user.parse::<u32>() {
-            Ok(uid) => lookup_uid_gid(&passwd, uid).unwrap_or(uid),
-            Err(_) => primary.unwrap_or(uid),
-        },
+        None => primary.unwrap_or(uid),
     };
     Ok(Owner { uid, gid })
-}
-
-fn lookup_uid_gid(passwd: &Path, uid: u32) -> Option<u32> {
-    let text = fs::read_to_string(passwd).ok()?;
-    text.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.get(2)?.parse::<u32>().ok()? == uid)
-            .then(|| fields.get(3)?.parse().ok())
-            .flatten()
-    })
-}
-
-/// The home directory of `uid` in the root's passwd: `/root` for an unlisted
-/// root, `/` for other unlisted users.
-pub fn home_of(root: &Path, uid: u32) -> String {
-    let text = resolve_in_root(root, "/etc/passwd", true)
-        .ok()
-        .and_then(|passwd| fs::read_to_string(passwd).ok())
-        .unwrap_or_default();
-    text.lines()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.get(2)?.parse::<u32>().ok()? != uid {
-                return None;
-            }
-            fields.get(5).map(|h| h.to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
 }
 
 /// A `--chmod` mode: octal, or symbolic clauses applied to each file's mode.
@@ -1049,6 +1020,52 @@ mod tests {
     }
 
     #[test]
+    fn chown_rules_differ_from_user_rules_and_resist_hostile_files() {
+        // A numeric user unknown to passwd: `--chown` gives gid = uid, the
+        // runner's `USER` (also used by the interim sandbox) gives 0; a
+        // malformed line is never read as root.
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("etc")).unwrap();
+        let mut passwd = b"evil:x:-1:0::/e:/bin/sh
+half:x
+"
+        .to_vec();
+        passwd.extend(std::iter::repeat_n(b'x', 100_000));
+        passwd.extend(
+            b"
+late:x:77:78::/late:/bin/sh
+",
+        );
+        fs::write(root.path().join("etc/passwd"), passwd).unwrap();
+        symlink("/../../../etc/group", root.path().join("etc/group")).unwrap();
+        let r = |s| resolve_owner(root.path(), s);
+        assert_eq!(r("42").unwrap(), Owner { uid: 42, gid: 42 });
+        assert_eq!(r("late").unwrap(), Owner { uid: 77, gid: 78 });
+        let accounts = accounts(root.path()).unwrap();
+        let user = hoist_runner::resolve_user("42", &accounts).unwrap();
+        assert_eq!((user.uid, user.gid, user.home.as_str()), (42, 0, "/"));
+        let user = hoist_runner::resolve_user("late", &accounts).unwrap();
+        assert_eq!((user.gid, user.home.as_str()), (78, "/late"));
+        assert_eq!(
+            r("evil").unwrap_err().to_string(),
+            "unable to find user evil: no matching entries in passwd file"
+        );
+        // The host's /etc/group is outside the image: `root` is no group here.
+        assert_eq!(
+            r("late:root").unwrap_err().to_string(),
+            "unable to find group root: no matching entries in group file"
+        );
+        assert_eq!(
+            r("2147483648").unwrap_err().to_string(),
+            "invalid id 2147483648: must be between 0 and 2147483647"
+        );
+        assert_eq!(
+            r("a\x07b").unwrap_err().to_string(),
+            "unable to find user a\\u{7}b: no matching entries in passwd file"
+        );
+    }
+
+    #[test]
     fn owners_resolve_like_docker() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("etc")).unwrap();
@@ -1069,6 +1086,13 @@ mod tests {
         assert_eq!(r("app:staff"), Owner { uid: 1000, gid: 50 });
         assert_eq!(r("42"), Owner { uid: 42, gid: 42 });
         assert_eq!(r("42:7"), Owner { uid: 42, gid: 7 });
+        assert_eq!(
+            r("1000"),
+            Owner {
+                uid: 1000,
+                gid: 1001
+            }
+        );
         assert!(resolve_owner(root.path(), "nobody").is_err());
         assert_eq!(parse_chmod("755").unwrap(), Chmod::Octal(0o755));
         assert!(parse_chmod("u+q").is_err());

@@ -95,6 +95,9 @@ pub enum EngineError {
         #[source]
         source: hoist_untrusted::Error,
     },
+    /// An image's `/etc/passwd` or `/etc/group` could not be read.
+    #[error("cannot read the users and groups of the image")]
+    Accounts(#[from] hoist_untrusted::AccountsError),
 }
 
 pub(crate) fn io_error(

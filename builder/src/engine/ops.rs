@@ -343,9 +343,10 @@ fn resolve_owners(
     specs: &[String],
 ) -> Result<Vec<(String, Owner)>, OpError> {
     engine.with_view(layers, |view| {
+        let accounts = files::accounts(view)?;
         specs
             .iter()
-            .map(|spec| Ok((spec.clone(), files::resolve_owner(view, spec)?)))
+            .map(|spec| Ok((spec.clone(), files::chown_owner(&accounts, spec)?)))
             .collect()
     })
 }
@@ -703,15 +704,16 @@ impl ExecStep {
             env.extend(op.proxy_env.iter().cloned());
             env.extend(inherited_proxy_env(&op, &engine.proxy_env));
             let layers = engine.with_new_layer(&base, |root| {
-                let user = if op.user.is_empty() {
-                    None
-                } else {
-                    Some(files::resolve_owner(root, &op.user)?)
-                };
+                // `USER`'s rules, the runner's (not `--chown`'s): this
+                // interim sandbox must run a step as the runner would.
+                let resolved = hoist_runner::resolve_user(&op.user, &files::accounts(root)?)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                let user = (!op.user.is_empty()).then_some(Owner {
+                    uid: resolved.uid,
+                    gid: resolved.gid,
+                });
                 if !env.iter().any(|e| e.starts_with("HOME=")) {
-                    // Docker's rule: HOME from passwd, `/root` for root, else `/`.
-                    let uid = user.map_or(0, |u| u.uid);
-                    env.push(format!("HOME={}", files::home_of(root, uid)));
+                    env.push(format!("HOME={}", resolved.home));
                 }
                 let cwd = if op.cwd.is_empty() {
                     "/"

@@ -183,18 +183,13 @@ fn platform_string(p: &Platform) -> String {
 /// `pkg:docker/busybox@1.36?platform=linux%2Famd64` (the digest goes in the
 /// descriptor's `digest`).
 fn image_purl(reference: &str, platform: &Platform) -> (String, Option<String>) {
-    let (name, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    let (repository, tag) = match name.rfind(':') {
-        Some(i) if !name[i + 1..].contains('/') => (&name[..i], Some(&name[i + 1..])),
-        _ => (name, None),
-    };
-    let familiar = repository
-        .strip_prefix("docker.io/library/")
-        .or_else(|| repository.strip_prefix("docker.io/"))
-        .unwrap_or(repository);
+    // The store's names are normalised; one that is not is shown as it is.
+    let parsed = hoist_untrusted::Reference::parse(reference).ok();
+    let familiar = parsed
+        .as_ref()
+        .map_or_else(|| reference.to_owned(), |r| r.familiar_name());
+    let tag = parsed.as_ref().and_then(|r| r.tag());
+    let digest = parsed.as_ref().and_then(|r| r.digest());
     let version = tag.unwrap_or("latest");
     let platform = platform_string(platform).replace('/', "%2F");
     let hex = digest

@@ -344,8 +344,10 @@ impl Lowerer<'_> {
             // A name in --chown is looked up in the stage below, which then
             // enters the key only through the ids it resolves to.
             let named = chown.as_deref().is_some_and(|c| {
-                c.split(':')
-                    .any(|part| !part.is_empty() && part.parse::<u32>().is_err())
+                let (user, group) = hoist_untrusted::accounts::split_user_group(c);
+                [Some(user), group].into_iter().flatten().any(|part| {
+                    !part.is_empty() && hoist_untrusted::accounts::numeric_id(part).is_none()
+                })
             });
             let owner_from = named.then(|| {
                 inputs.push(base);

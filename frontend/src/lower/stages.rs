@@ -13,84 +13,12 @@ use crate::instructions::{self, Command, Instruction};
 use crate::parser::{parse, Span};
 
 /// Normalises an image reference as Docker does (`alpine` →
-/// `docker.io/library/alpine:latest`).
+/// `docker.io/library/alpine:latest`), with hoist-untrusted's one parser:
+/// the error names the part of the value that is wrong (escaped).
 pub fn normalize_reference(reference: &str) -> std::result::Result<String, String> {
-    let r = reference.trim();
-    if r.is_empty() {
-        return Err("invalid reference format: empty reference".into());
-    }
-    let (name_tag, digest) = match r.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (r, None),
-    };
-    let (name, tag) = match name_tag.rfind(':') {
-        Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(&name_tag[i + 1..])),
-        _ => (name_tag, None),
-    };
-    if name.is_empty() || name.ends_with('/') || name.starts_with('/') {
-        return Err(format!("invalid reference format: {reference:?}"));
-    }
-    let (domain, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_string(), rest.to_string())
-        }
-        _ => ("docker.io".to_string(), name.to_string()),
-    };
-    let path = if domain == "docker.io" && !path.contains('/') {
-        format!("library/{path}")
-    } else {
-        path
-    };
-    let path_ok = path.split('/').all(|c| {
-        !c.is_empty()
-            && c.chars().all(|ch| {
-                ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-')
-            })
-            && c.chars()
-                .next()
-                .is_some_and(|ch| ch.is_ascii_alphanumeric())
-    });
-    if !path_ok {
-        if path.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(format!(
-                "invalid reference format: repository name ({path}) must be lowercase"
-            ));
-        }
-        return Err(format!("invalid reference format: {reference:?}"));
-    }
-    if let Some(t) = tag {
-        let ok = !t.is_empty()
-            && t.len() <= 128
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            && !t.starts_with(['.', '-']);
-        if !ok {
-            return Err(format!(
-                "invalid reference format: bad tag in {reference:?}"
-            ));
-        }
-    }
-    let mut out = format!("{domain}/{path}");
-    match (tag, digest) {
-        (Some(t), _) => {
-            out.push(':');
-            out.push_str(t);
-        }
-        (None, None) => out.push_str(":latest"),
-        (None, Some(_)) => {}
-    }
-    if let Some(d) = digest {
-        if !d.contains(':') {
-            return Err(format!(
-                "invalid reference format: bad digest in {reference:?}"
-            ));
-        }
-        out.push('@');
-        out.push_str(d);
-    }
-    Ok(out)
+    hoist_untrusted::Reference::parse(reference.trim())
+        .map(|r| r.to_string())
+        .map_err(|e| e.to_string())
 }
 
 impl Lowerer<'_> {
@@ -365,10 +293,9 @@ impl Lowerer<'_> {
             } else if let Some(b) = Self::find_stage(&plans, &base) {
                 BaseKind::Stage(b)
             } else {
-                BaseKind::Image(
-                    normalize_reference(&base)
-                        .map_err(|m| self.err(ErrorKind::Stage, def.span, m))?,
-                )
+                BaseKind::Image(normalize_reference(&base).map_err(|m| {
+                    self.err(ErrorKind::Stage, def.span, format!("FROM {base}: {m}"))
+                })?)
             };
             plans.push(Plan {
                 display_name: def.name.clone().unwrap_or_else(|| format!("stage-{i}")),
@@ -687,29 +614,49 @@ impl Lowerer<'_> {
 mod tests {
     use super::*;
 
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
     #[test]
-    fn references() {
+    fn references_normalise_as_docker_does() {
+        let n = |r: &str| normalize_reference(r).unwrap();
+        assert_eq!(n("alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(n(" alpine:3.20 "), "docker.io/library/alpine:3.20");
+        assert_eq!(n("user/app"), "docker.io/user/app:latest");
+        assert_eq!(n("docker.io/alpine"), "docker.io/library/alpine:latest");
+        assert_eq!(n("index.docker.io/a/b"), "docker.io/a/b:latest");
+        assert_eq!(n("localhost/app"), "localhost/app:latest");
+        assert_eq!(n("localhost:5000/app:v1"), "localhost:5000/app:v1");
+        assert_eq!(n("[::1]:5000/a/b"), "[::1]:5000/a/b:latest");
+        assert_eq!(n(&format!("quay.io/a/b@{D}")), format!("quay.io/a/b@{D}"));
         assert_eq!(
-            normalize_reference("alpine").unwrap(),
-            "docker.io/library/alpine:latest"
+            n(&format!("alpine:3@{D}")),
+            format!("docker.io/library/alpine:3@{D}")
         );
+    }
+
+    #[test]
+    fn invalid_references_are_refused_naming_the_value() {
+        let e = |r: &str| normalize_reference(r).unwrap_err();
         assert_eq!(
-            normalize_reference("alpine:3.20").unwrap(),
-            "docker.io/library/alpine:3.20"
+            e("Alpine"),
+            "invalid reference format: repository name `library/Alpine` must be lowercase"
         );
-        assert_eq!(
-            normalize_reference("user/app").unwrap(),
-            "docker.io/user/app:latest"
-        );
-        assert_eq!(
-            normalize_reference("localhost:5000/app:v1").unwrap(),
-            "localhost:5000/app:v1"
-        );
-        assert_eq!(
-            normalize_reference("quay.io/a/b@sha256:abc").unwrap(),
-            "quay.io/a/b@sha256:abc"
-        );
-        assert!(normalize_reference("Alpine").is_err());
-        assert!(normalize_reference("$X").is_err());
+        assert!(e("a..b").contains("`a..b`"), "{}", e("a..b"));
+        assert!(e("$x").contains("`$x`"), "{}", e("$x"));
+        assert!(e("alpine:-x").contains("`-x`"), "{}", e("alpine:-x"));
+        assert!(e("alpine@sha256:abc").contains("`sha256:abc`"));
+        assert!(e("host:port/app").contains("`host:port`"));
+        assert!(e("a\x1b[2J").contains("a\\u{1b}[2J"), "{}", e("a\x1b[2J"));
+        assert_eq!(e(""), "invalid reference format: empty reference");
+    }
+
+    #[test]
+    fn a_bad_base_image_is_one_error_at_its_line() {
+        let ast = parse("FROM busybox\nFROM a..b\nRUN true\n").unwrap();
+        let err =
+            crate::lower(&ast, &crate::BuildOptions::default(), &crate::NoResolver).unwrap_err();
+        assert_eq!(err.span.map(|s| s.start.line), Some(2), "{err}");
+        let err = err.to_string();
+        assert!(err.contains("FROM a..b: invalid reference format"), "{err}");
     }
 }

@@ -1,31 +1,67 @@
-//! A deterministic tar writer: ustar headers, PAX records only when needed
-//! (long names, large ids or sizes, xattrs), sorted PAX keys, no atime, ctime,
-//! user or group names.
+//! The one tar writer of the workspace, deterministic: ustar headers, PAX
+//! records only when needed (long names, large ids or sizes, xattrs), sorted
+//! PAX keys, no atime, ctime, user or group names. Layers (the snapshotter),
+//! `hoist save` archives (the cache) and `--output type=tar` (the builder)
+//! are written with it, so names from images and contexts reach an archive
+//! byte for byte, and nothing about the host does.
 
 use std::io::{self, Read, Write};
 
 /// What kind of entry a header describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum EntryKind {
-    File { size: u64 },
+pub enum EntryKind {
+    /// A regular file of `size` bytes (written next with [`TarWriter::write_data`]).
+    File {
+        /// Its length.
+        size: u64,
+    },
+    /// A directory.
     Dir,
-    Symlink { target: Vec<u8> },
-    Hardlink { target: Vec<u8> },
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    /// A symlink.
+    Symlink {
+        /// What it points at, as stored.
+        target: Vec<u8>,
+    },
+    /// A hard link to an earlier entry.
+    Hardlink {
+        /// The earlier entry's path.
+        target: Vec<u8>,
+    },
+    /// A character device.
+    Char {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device.
+    Block {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
     Fifo,
 }
 
 /// One entry's header. `path` is relative, without a leading `./`; for
 /// directories it has no trailing slash (the writer adds it).
 #[derive(Debug, Clone)]
-pub(crate) struct EntryHeader {
+pub struct EntryHeader {
+    /// The path inside the archive.
     pub path: Vec<u8>,
+    /// What the entry is.
     pub kind: EntryKind,
+    /// Permission bits (`& 0o7777` is written).
     pub mode: u32,
+    /// Owner.
     pub uid: u64,
+    /// Group.
     pub gid: u64,
+    /// Modification time in seconds (negative is written as 0).
     pub mtime: i64,
+    /// Extended attributes, as PAX `SCHILY.xattr.` records.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -58,12 +94,14 @@ fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-pub(crate) struct TarWriter<W: Write> {
+/// Writes entries into `out`; [`TarWriter::finish`] ends the archive.
+pub struct TarWriter<W: Write> {
     out: W,
 }
 
 impl<W: Write> TarWriter<W> {
-    pub(crate) fn new(out: W) -> Self {
+    /// A writer into `out`.
+    pub fn new(out: W) -> Self {
         TarWriter { out }
     }
 
@@ -117,7 +155,7 @@ impl<W: Write> TarWriter<W> {
 
     /// Writes the header (with a PAX header first if needed). For files, the
     /// caller then writes exactly `size` bytes with [`TarWriter::write_data`].
-    pub(crate) fn write_header(&mut self, e: &EntryHeader) -> io::Result<()> {
+    pub fn write_header(&mut self, e: &EntryHeader) -> io::Result<()> {
         let mut path = e.path.clone();
         if e.kind == EntryKind::Dir {
             path.push(b'/');
@@ -197,7 +235,7 @@ impl<W: Write> TarWriter<W> {
     /// Copies exactly `size` bytes from `data`, then pads to a block.
     /// Returns false if `data` ended early (the rest is zero-filled so the
     /// archive stays well-formed; the caller reports the error).
-    pub(crate) fn write_data(&mut self, data: &mut dyn Read, size: u64) -> io::Result<bool> {
+    pub fn write_data(&mut self, data: &mut dyn Read, size: u64) -> io::Result<bool> {
         let copied = io::copy(&mut data.take(size), &mut self.out)?;
         let mut complete = true;
         if copied < size {
@@ -209,7 +247,7 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// Writes the end-of-archive marker and returns the writer.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
+    pub fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; BLOCK * 2])?;
         Ok(self.out)
     }
