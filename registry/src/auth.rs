@@ -490,9 +490,7 @@ impl AuthChain {
             return vec![PathBuf::from(p)];
         }
         let mut paths = Vec::new();
-        // Relative XDG values are ignored, as the XDG spec says.
-        let absolute = |name: &str| var(name).map(PathBuf::from).filter(|p| p.is_absolute());
-        match absolute("XDG_RUNTIME_DIR") {
+        match hoist_untrusted::xdg::runtime_dir_from(&env) {
             Some(dir) => paths.push(dir.join("containers/auth.json")),
             None => {
                 use std::os::unix::fs::MetadataExt;
@@ -504,10 +502,7 @@ impl AuthChain {
                 }
             }
         }
-        let home = var("HOME").map(PathBuf::from);
-        if let Some(config) =
-            absolute("XDG_CONFIG_HOME").or_else(|| home.map(|h| h.join(".config")))
-        {
+        if let Some(config) = hoist_untrusted::xdg::config_home_from(&env) {
             paths.push(config.join("containers/auth.json"));
         }
         paths.push(AuthFile::path_from_env(&env));

@@ -868,19 +868,7 @@ pub(crate) async fn status_error(resp: reqwest::Response, action: &str) -> Regis
 
 /// A network error with its causes (reqwest hides the useful part in the
 /// source chain).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+pub(crate) use hoist_untrusted::text::error_chain;
 
 /// Merge scopes naming the same resource (`repository:a:push,pull` and
 /// `repository:a:pull` → `repository:a:pull,push`), sorted, so that equal

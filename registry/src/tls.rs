@@ -36,11 +36,7 @@ pub enum TlsError {
 /// The certs.d roots searched, first match wins.
 pub fn certs_d_roots() -> Vec<PathBuf> {
     let mut roots = Vec::new();
-    let user = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-    if let Some(dir) = user {
+    if let Some(dir) = hoist_untrusted::xdg::config_home() {
         roots.push(dir.join("containers/certs.d"));
     }
     roots.push(PathBuf::from("/etc/containers/certs.d"));
