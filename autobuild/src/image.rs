@@ -113,21 +113,7 @@ impl ImageBuilder {
             .as_deref()
             .map(|spec| parse_cache(spec, Direction::To))
             .transpose()?;
-        let normalise = |tag: &String| {
-            Reference::parse(tag)
-                .map(|r| r.to_string())
-                .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))
-        };
-        let tags = job
-            .tags
-            .iter()
-            .map(normalise)
-            .collect::<Result<Vec<_>, _>>()?;
-        let push = job
-            .push_tags
-            .iter()
-            .map(normalise)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (tags, push) = job_names(job)?;
         let build = pipeline::Build {
             request: BuildRequest {
                 dockerfile,
@@ -194,21 +180,7 @@ impl ImageBuilder {
                 hoist_untrusted::text::error_chain(e)
             ))
         };
-        let normalise = |tag: &String| {
-            Reference::parse(tag)
-                .map(|r| r.to_string())
-                .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))
-        };
-        let tags = job
-            .tags
-            .iter()
-            .map(normalise)
-            .collect::<Result<Vec<_>, _>>()?;
-        let push = job
-            .push_tags
-            .iter()
-            .map(normalise)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (tags, push) = job_names(job)?;
         let store = &self.store;
         let lease = hoist_builder::LeaseGuard::take(store, "rebase")
             .map_err(|e| fail("take a lease on the store", &e))?;
@@ -304,6 +276,20 @@ impl ImageBuilder {
             bases,
         }))
     }
+}
+
+/// The job's tags and push tags, normalised.
+fn job_names(job: &BuildJob) -> Result<(Vec<String>, Vec<String>), BuildFailure> {
+    let normalise = |tags: &[String]| {
+        tags.iter()
+            .map(|tag| {
+                Reference::parse(tag)
+                    .map(|r| r.to_string())
+                    .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok((normalise(&job.tags)?, normalise(&job.push_tags)?))
 }
 
 /// The pipeline's notices as lines of the build log.
