@@ -1053,3 +1053,71 @@ fn a_worker_build_pushing_to_a_registry_that_is_down_fails_and_a_retry_builds() 
     w2.stop();
     receiver.stop();
 }
+
+#[test]
+fn a_moved_base_rebases_the_image_without_running_its_run_steps() {
+    require_root!();
+    require_program!("skopeo");
+    require_program!("docker-registry");
+    let s = Setup::with(
+        "COPY hello /hello\nRUN cat /proc/sys/kernel/random/uuid > /version\n",
+        |_| "watch_base = true\npoll_interval = \"1s\"\non_base_change = \"rebase\"".into(),
+    );
+    let mut server = s.serve();
+    s.install_hook();
+    let (first, _) = s.push_and_build("hello", "hi\n");
+    let version = s.image_files("main")["version"].clone();
+
+    // The same base files under another config: a new base digest.
+    let base = format!("{}/base:latest", s.registry.addr);
+    let store = s.tmp.path().join("base-store");
+    ok(
+        hoist(&store)
+            .args([
+                "import",
+                s.tmp.path().join("busybox.tar").to_str().unwrap(),
+                &base,
+            ])
+            .args(["--change", "LABEL base.version=2"])
+            .output()
+            .unwrap(),
+        "hoist import",
+    );
+    ok(
+        hoist(&store).args(["push", &base]).output().unwrap(),
+        "hoist push",
+    );
+    let rebased = wait_until("a rebase queued by the moved base", || {
+        s.list().into_iter().find(|b| {
+            b["trigger"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("rebase:"))
+                && !matches!(b["state"].as_str(), Some("queued" | "running"))
+        })
+    });
+    assert_eq!(
+        rebased["state"],
+        "succeeded",
+        "{rebased}\n{}",
+        s.serve_log()
+    );
+    assert_ne!(rebased["digest"], first["digest"]);
+    let seen = s.inspect("main").expect("demo:main was pushed");
+    assert_eq!(seen["Digest"], rebased["digest"]);
+    assert_eq!(seen["Labels"]["base.version"], "2", "{seen}");
+    // The RUN's output is the first build's: it was not run again.
+    assert_eq!(s.image_files("main")["version"], version);
+    let log = ok(
+        hoist(&s.store)
+            .args(["autobuild", "logs", &rebased["id"].to_string()])
+            .output()
+            .unwrap(),
+        "logs",
+    );
+    assert!(log.contains("layer(s) of the image kept"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with('#')),
+        "a rebase runs no step:\n{log}"
+    );
+    server.stop();
+}

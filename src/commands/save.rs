@@ -3,7 +3,6 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use hoist_cache::archive::{self, SaveImage};
 
 use crate::context::Context;
@@ -99,6 +98,5 @@ fn write_atomically(
     write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     hoist_builder::pipeline::write_file(path, |out| write(out).map_err(Into::into))
-        .map_err(|e| anyhow::anyhow!(e))
-        .with_context(|| format!("failed to write `{}`", path.display()))
+        .map_err(anyhow::Error::new)
 }

@@ -325,8 +325,31 @@ fn write_to(
             write(&mut out).map_err(failed)?;
             out.flush().map_err(|e| failed(Box::new(e)))
         }
-        Dest::File(path) => write_file(path, write).map_err(failed),
+        Dest::File(path) => write_file(path, write).map_err(|e| failed(Box::new(e))),
     }
+}
+
+/// Why [`write_file`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteFileError {
+    /// The file (or its temporary file beside it) could not be created.
+    #[error("failed to create `{}`", path.display())]
+    Create {
+        /// The destination.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing, syncing or renaming it into place failed; nothing is left.
+    #[error("failed to write `{}`", path.display())]
+    Write {
+        /// The destination.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Writes `path` whole or not at all: through a temporary file beside it,
@@ -336,13 +359,23 @@ fn write_to(
 pub fn write_file(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), BoxError>,
-) -> Result<(), BoxError> {
-    let in_place = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
-    if in_place {
-        let mut out = BufWriter::new(std::fs::OpenOptions::new().write(true).open(path)?);
-        write(&mut out)?;
-        out.flush()?;
-        return Ok(());
+) -> Result<(), WriteFileError> {
+    let create = |source: io::Error| WriteFileError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let failed = |source: BoxError| WriteFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(create)?;
+        let mut out = BufWriter::new(file);
+        write(&mut out).map_err(failed)?;
+        return out.flush().map_err(|e| failed(Box::new(e)));
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -353,12 +386,15 @@ pub fn write_file(
     let tmp = tempfile::Builder::new()
         .prefix(".hoist-output-")
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)?;
+        .tempfile_in(dir)
+        .map_err(create)?;
     let mut out = BufWriter::with_capacity(1 << 20, tmp);
-    write(&mut out)?;
-    let tmp = out.into_inner().map_err(|e| e.into_error())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    write(&mut out).map_err(failed)?;
+    let tmp = out
+        .into_inner()
+        .map_err(|e| failed(Box::new(e.into_error())))?;
+    tmp.as_file().sync_all().map_err(|e| failed(Box::new(e)))?;
+    tmp.persist(path).map_err(|e| failed(Box::new(e.error)))?;
     Ok(())
 }
 
