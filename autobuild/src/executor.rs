@@ -42,6 +42,8 @@ pub struct BuildJob {
     pub cache_from: Vec<String>,
     /// The repository's `cache_to` spec.
     pub cache_to: Option<String>,
+    /// What queued it (`github`, `trigger`, `base:IMAGE`, `rebase:IMAGE`, …).
+    pub trigger: String,
     /// Where an executor may create its checkout (a fresh directory is made
     /// inside it per build).
     pub work_dir: PathBuf,

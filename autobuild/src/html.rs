@@ -109,7 +109,8 @@ fn build_row(b: &BuildRecord, out: &mut String) {
             )
         })
         .unwrap_or_default();
-    let _ = write!(
+    let _ =
+        write!(
         out,
         "<tr id=\"build-{id}\" data-state=\"{state}\"><td><a href=\"/builds/{id}\">#{id}</a></td>\
          <td>{repo}</td><td><code>{git_ref}</code></td><td><code>{sha}</code></td>\
@@ -124,13 +125,22 @@ fn build_row(b: &BuildRecord, out: &mut String) {
         pill = state_pill(b.state),
         // The worker that ran it (a PostgreSQL queue's builds), under the
         // trigger: the table keeps its columns.
-        trigger = match &b.worker {
-            Some(w) => format!(
-                "{}<br><span class=\"worker muted\" title=\"worker\">on {}</span>",
-                escape(&b.trigger),
-                escape(w)
-            ),
-            None => escape(&b.trigger),
+        trigger = {
+            // A succeeded `rebase:` build was rebased, never rebuilt.
+            let rebased = match b.trigger.strip_prefix("rebase:") {
+                Some(base) if b.state == BuildState::Succeeded => {
+                    format!("<br><span class=\"rebased\">rebased onto {}</span>", escape(base))
+                }
+                _ => String::new(),
+            };
+            match &b.worker {
+                Some(w) => format!(
+                    "{}{rebased}<br><span class=\"worker muted\" title=\"worker\">on {}</span>",
+                    escape(&b.trigger),
+                    escape(w)
+                ),
+                None => format!("{}{rebased}", escape(&b.trigger)),
+            }
         },
         queued = format_time(b.queued_at),
         duration = b.duration_ms().map(format_duration).unwrap_or_default(),

@@ -17,12 +17,13 @@
 //! 3. The image is pushed to the tags that asked, with the credentials of
 //!    the docker config file (through the [`Client`] given).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hoist_builder::engine::build::{self as engine_build, BuildError, BuildRequest};
+use hoist_builder::engine::rebase;
 use hoist_builder::pipeline::{
     self, CacheSpec, Direction, Notice, Output, PipelineError, PullPolicy,
 };
@@ -69,6 +70,17 @@ impl ImageBuilder {
         log: &LogSink,
     ) -> Result<BuildOutcome, BuildFailure> {
         let started = Instant::now();
+        if let Some(base) = job.trigger.strip_prefix("rebase:") {
+            // A `rebase:` build that succeeds was rebased (the status page
+            // says so); one that cannot be is a failure a retry rebuilds.
+            return self.rebase(job, base, log)?.ok_or_else(|| {
+                BuildFailure::new(format!(
+                    "nothing to rebase onto {}: no image under the tags records it as its \
+                     base; retry the build to rebuild",
+                    hoist_untrusted::escape(base)
+                ))
+            });
+        }
         let dockerfile = String::from_utf8(dockerfile.to_vec()).map_err(|_| {
             BuildFailure::new(format!("the Dockerfile `{}` is not UTF-8", job.dockerfile))
         })?;
@@ -101,21 +113,7 @@ impl ImageBuilder {
             .as_deref()
             .map(|spec| parse_cache(spec, Direction::To))
             .transpose()?;
-        let normalise = |tag: &String| {
-            Reference::parse(tag)
-                .map(|r| r.to_string())
-                .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))
-        };
-        let tags = job
-            .tags
-            .iter()
-            .map(normalise)
-            .collect::<Result<Vec<_>, _>>()?;
-        let push = job
-            .push_tags
-            .iter()
-            .map(normalise)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (tags, push) = job_names(job)?;
         let build = pipeline::Build {
             request: BuildRequest {
                 dockerfile,
@@ -135,15 +133,7 @@ impl ImageBuilder {
             outputs: vec![Output::image()],
             client: Some(self.client.clone()),
         };
-        let notify: pipeline::Notify = {
-            let log = log.clone();
-            Arc::new(move |notice: Notice| {
-                let line = notice.to_string();
-                if !line.is_empty() {
-                    log.line(&line);
-                }
-            })
-        };
+        let notify = log_notices(log);
         let cancel = CancellationToken::new();
         let result = pipeline::run(
             Arc::clone(&self.store),
@@ -170,6 +160,147 @@ impl ImageBuilder {
             bases: result.bases,
         })
     }
+}
+
+impl ImageBuilder {
+    /// `on_base_change = "rebase"`: the image the job's tags name is put on
+    /// the newest image of `base` (its recorded base), as `hoist rebase`
+    /// does, instead of being built again: the image's own layers are kept
+    /// as they are. `None` when there is nothing to rebase (no image under
+    /// the tags yet, or one that records another base).
+    fn rebase(
+        &self,
+        job: &BuildJob,
+        base: &str,
+        log: &LogSink,
+    ) -> Result<Option<BuildOutcome>, BuildFailure> {
+        let fail = |what: &str, e: &dyn std::error::Error| {
+            BuildFailure::new(format!(
+                "cannot rebase onto {base}: {what}: {}",
+                hoist_untrusted::text::error_chain(e)
+            ))
+        };
+        let (tags, push) = job_names(job)?;
+        let store = &self.store;
+        let lease = hoist_builder::LeaseGuard::take(store, "rebase")
+            .map_err(|e| fail("take a lease on the store", &e))?;
+        let Some((tag, current)) = tags
+            .iter()
+            .find_map(|t| store.get_ref(t).ok().flatten().map(|r| (t.clone(), r)))
+        else {
+            return Ok(None);
+        };
+        let recorded = rebase::recorded_base(store, &current.target)
+            .map_err(|e| fail("read the image", &e))?;
+        let Some((Some(recorded_name), recorded_digest)) = recorded else {
+            return Ok(None);
+        };
+        let reference =
+            Reference::parse(&recorded_name).map_err(|e| fail("read the recorded base", &e))?;
+        if reference.to_string()
+            != Reference::parse(base)
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        {
+            return Ok(None);
+        }
+        let Some(from_target) = rebase::stored_descriptor(store, &recorded_digest)
+            .map_err(|e| fail("read the recorded base", &e))?
+        else {
+            return Ok(None);
+        };
+        let platforms = rebase::image_platforms(store, &current.target)
+            .map_err(|e| fail("read the image", &e))?;
+        let notify = log_notices(log);
+        for platform in &platforms {
+            pipeline::pull_image(store, &self.client, &reference, platform, &notify)
+                .map_err(|e| fail("pull the new base", &e))?;
+        }
+        let to_target = store
+            .get_ref(&reference.to_string())
+            .map_err(|e| fail("read the new base", &e))?
+            .ok_or_else(|| BuildFailure::new(format!("{base} was pulled but is not named")))?
+            .target;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let request = rebase::RebaseRequest {
+            image: rebase::Named {
+                target: current.target.clone(),
+                name: Some(tag),
+            },
+            from: rebase::Named {
+                target: from_target,
+                name: Some(recorded_name.clone()),
+            },
+            to: rebase::Named {
+                target: to_target.clone(),
+                name: Some(recorded_name.clone()),
+            },
+            now,
+            source_date_epoch: None,
+            provenance: None,
+        };
+        let rebased = rebase::rebase(store, &request).map_err(|e| fail("rebase", &e))?;
+        for p in &rebased.platforms {
+            log.line(&format!(
+                "rebased {}: {} base layer(s) replaced by {}, {} layer(s) of the image kept",
+                p.platform, p.old_base_layers, p.new_base_layers, p.kept_layers
+            ));
+        }
+        log.line(&format!(
+            "warning: the steps were not run again on the new {}: a program linked against the \
+             old one may need a rebuild",
+            hoist_untrusted::escape(&recorded_name)
+        ));
+        for name in &tags {
+            store
+                .set_ref(name, &rebased.target)
+                .map_err(|e| fail("name the image", &e))?;
+            log.line(&format!("naming to {name}"));
+        }
+        for name in &push {
+            pipeline::push_image(store, &self.client, name, &rebased.target, &notify)
+                .map_err(|e| fail("push", &e))?;
+        }
+        drop(lease);
+        let mut bases = BTreeMap::new();
+        if let Ok(Some(manifest)) =
+            hoist_registry::stored_manifest(store, &to_target, &Platform::host())
+        {
+            bases.insert(reference.to_string(), manifest.digest().to_string());
+        }
+        Ok(Some(BuildOutcome {
+            digest: rebased.target.digest().to_string(),
+            pushed_tags: job.push_tags.clone(),
+            bases,
+        }))
+    }
+}
+
+/// The job's tags and push tags, normalised.
+fn job_names(job: &BuildJob) -> Result<(Vec<String>, Vec<String>), BuildFailure> {
+    let normalise = |tags: &[String]| {
+        tags.iter()
+            .map(|tag| {
+                Reference::parse(tag)
+                    .map(|r| r.to_string())
+                    .map_err(|e| BuildFailure::new(format!("invalid tag `{tag}`: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok((normalise(&job.tags)?, normalise(&job.push_tags)?))
+}
+
+/// The pipeline's notices as lines of the build log.
+fn log_notices(log: &LogSink) -> pipeline::Notify {
+    let log = log.clone();
+    Arc::new(move |notice: Notice| {
+        let line = notice.to_string();
+        if !line.is_empty() {
+            log.line(&line);
+        }
+    })
 }
 
 /// The base images the Dockerfile's target needs (the builder's

@@ -439,6 +439,7 @@ impl Service {
             push_tags: plan.push_tags,
             cache_from,
             cache_to,
+            trigger: rec.trigger.clone(),
             work_dir: autobuild_dir(self.inner.store.root()).join("work"),
         })
     }

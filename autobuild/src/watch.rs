@@ -170,6 +170,7 @@ fn discover(svc: &Service, repo: &RepoConfig) -> Result<Vec<String>, Error> {
         push_tags: Vec::new(),
         cache_from: Vec::new(),
         cache_to: None,
+        trigger: String::new(),
         work_dir: autobuild_dir(svc.store().root()).join("work"),
     };
     let fail = |message: String| Error::Resolve {

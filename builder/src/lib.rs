@@ -67,7 +67,7 @@ pub use tokio_util::sync::CancellationToken;
 // The store and option types that `engine::build`'s API is made of, so that
 // callers of the builder (autobuild) need no dependency on the crates it wires
 // (DESIGN: autobuild may use the builder and the registry only).
-pub use hoist_cache::{Database, Descriptor, Error as StoreError, Lease, Store};
+pub use hoist_cache::{Database, Descriptor, Error as StoreError, Lease, LeaseGuard, Store};
 pub use hoist_frontend::BuildOptions;
 
 #[cfg(feature = "conformance")]

@@ -466,6 +466,84 @@ fn trigger_url_builds_and_a_new_base_image_rebuilds_a_watching_repo() {
 }
 
 #[test]
+fn on_base_change_rebase_puts_the_image_on_the_new_base_without_building() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("skopeo");
+    let registry = Registry::start();
+    let reg = registry.addr.clone();
+    let base = format!("{reg}/base:latest");
+    push_base(&base, &[], None);
+    let repo = Repo::new();
+    commit_files(
+        &repo,
+        &[("Dockerfile", &dockerfile(&base)), ("hello", "kept\n")],
+        "rebase me",
+    );
+    repo.push("main");
+    let server = real_server(
+        &real_config(
+            repo.url(),
+            &reg,
+            "watch_base = true\npoll_interval = \"1s\"\non_base_change = \"rebase\"",
+        ),
+        None,
+    );
+    let (status, body) = trigger(&server, Value::Null);
+    assert_eq!(status, 202, "{body}");
+    let first = server.wait_final(queued_ids(&body)[0]);
+    let image = format!("{reg}/demo:main");
+    assert_pushed(&first, &image, None);
+    let layers_of = |image: &str| -> Vec<String> {
+        inspect(image, None).unwrap()["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = layers_of(&image);
+    assert_eq!(before.len(), 2, "busybox + COPY");
+
+    // A new base: the watcher queues a rebase, which swaps the base layers
+    // under the image's own, byte for byte, and runs no step.
+    let second_base = push_base(&base, &[("etc/base-version", "2\n")], None);
+    let queued = wait_until("a rebase queued by the base image", || {
+        server
+            .builds()
+            .into_iter()
+            .find(|r| r.trigger.starts_with("rebase:"))
+    });
+    let rebased = server.wait_final(queued.id);
+    assert_eq!(rebased.trigger, format!("rebase:{base}"));
+    assert_pushed(&rebased, &image, None);
+    let after = layers_of(&image);
+    assert_eq!(
+        after.len(),
+        3,
+        "the new base's two layers + the same COPY layer"
+    );
+    assert_eq!(after.last(), before.last(), "the image's own layer is kept");
+    assert!(!before.contains(&after[1]), "the new base's own layer");
+    assert_eq!(
+        top_layer_files(&image, None)
+            .get("hello")
+            .map(String::as_str),
+        Some("kept\n")
+    );
+    let log = server.page(&format!("/builds/{}", rebased.id));
+    assert!(log.contains("rebased onto"), "{log}");
+    assert!(log.contains("layer(s) of the image kept"), "{log}");
+    assert!(
+        !log.contains("[stage-0 1/1] COPY"),
+        "a rebase runs no step:\n{log}"
+    );
+    assert!(
+        log.contains(&second_base),
+        "the pulled base is named: {log}"
+    );
+}
+
+#[test]
 fn tag_push_builds_through_a_regex_rule_and_pushes() {
     hoist_testutil::require_root!();
     hoist_testutil::require_program!("skopeo");

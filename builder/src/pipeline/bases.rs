@@ -95,45 +95,12 @@ pub(super) fn ensure(
                 }
             }
         }
-        notify(Notice::Pulling {
-            image: image.clone(),
-            platform: platform.to_string(),
-        });
-        let pulled = client.get().and_then(|c| {
-            let blobs =
-                CacheBlobStore::new(Arc::clone(store)).map_err(|e| PipelineError::Other {
-                    action: format!("open the store to pull {}", reference.familiar()),
-                    source: Box::new(e),
-                })?;
-            let forward = {
-                let notify = notify.clone();
-                let image = image.clone();
-                move |event: PullEvent| {
-                    notify(Notice::Pull {
-                        image: image.clone(),
-                        event: Box::new(event),
-                    })
-                }
-            };
-            let options = PullOptions {
-                platform: Some(platform.clone()),
-                events: Some(Arc::new(forward)),
-            };
-            hoist_registry::block_on(blobs.pull_image(c, &reference, &options))
-                .and_then(|r| r)
-                .map_err(|source| PipelineError::Registry {
-                    action: format!("pull {}", reference.familiar()),
-                    source: Box::new(source),
-                })
-        });
+        let pulled = client
+            .get()
+            .and_then(|c| pull_image(store, c, &reference, &platform, notify));
         match pulled {
             Ok(pulled) => {
-                let digest = pulled.manifest.digest().to_string();
-                notify(Notice::Pulled {
-                    image: image.clone(),
-                    digest: digest.clone(),
-                });
-                used.insert(image, digest);
+                used.insert(image, pulled.manifest.digest().to_string());
             }
             Err(e) => notify(Notice::PullFailed {
                 image,
@@ -143,6 +110,52 @@ pub(super) fn ensure(
         }
     }
     Ok(used)
+}
+
+/// Pulls `reference` for `platform` into the store and names it, as `hoist
+/// pull` does; progress goes to `notify` as [`Notice::Pulling`],
+/// [`Notice::Pull`] and [`Notice::Pulled`].
+pub fn pull_image(
+    store: &Arc<Store>,
+    client: &hoist_registry::Client,
+    reference: &Reference,
+    platform: &hoist_registry::Platform,
+    notify: &Notify,
+) -> Result<hoist_registry::PulledImage, PipelineError> {
+    let image = reference.to_string();
+    notify(Notice::Pulling {
+        image: image.clone(),
+        platform: platform.to_string(),
+    });
+    let blobs = CacheBlobStore::new(Arc::clone(store)).map_err(|e| PipelineError::Other {
+        action: format!("open the store to pull {}", reference.familiar()),
+        source: Box::new(e),
+    })?;
+    let forward = {
+        let notify = notify.clone();
+        let image = image.clone();
+        move |event: PullEvent| {
+            notify(Notice::Pull {
+                image: image.clone(),
+                event: Box::new(event),
+            })
+        }
+    };
+    let options = PullOptions {
+        platform: Some(platform.clone()),
+        events: Some(Arc::new(forward)),
+    };
+    let pulled = hoist_registry::block_on(blobs.pull_image(client, reference, &options))
+        .and_then(|r| r)
+        .map_err(|source| PipelineError::Registry {
+            action: format!("pull {}", reference.familiar()),
+            source: Box::new(source),
+        })?;
+    notify(Notice::Pulled {
+        image,
+        digest: pulled.manifest.digest().to_string(),
+    });
+    Ok(pulled)
 }
 
 /// The digest of the store's manifest of `reference` for `platform`.

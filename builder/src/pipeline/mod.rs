@@ -29,10 +29,11 @@ use std::sync::{Arc, OnceLock};
 use hoist_cache::{GcReport, LeaseGuard, Store};
 use hoist_registry::{Client, PullEvent, PushEvent, RetryNotice};
 
+pub use bases::pull_image;
 pub use bases::PullPolicy;
 pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
 pub use output::{familiar, write_file, BoxError, Dest, Output};
-pub use push::push_event_line;
+pub use push::{push_event_line, push_image};
 
 use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};
 use crate::{CancellationToken, EventSink};
@@ -457,7 +458,7 @@ pub fn run(
         if pushed.contains(&name) {
             continue;
         }
-        push::push(&store, &client, &name, built.target(), &notify)?;
+        push::push_image(&store, client.get()?, &name, built.target(), &notify)?;
         pushed.push(name);
     }
     if let Some(spec) = &build.cache_to {

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use hoist_cache::{Descriptor, Store};
 use hoist_registry::{block_on, CacheBlobStore, PushEvent, Reference};
 
-use super::{Notice, Notify, PipelineError, RegistryClient};
+use super::{Notice, Notify, PipelineError};
 
 /// Pushes `target` (an image manifest or an index) of the store to `name`:
 /// blobs the registry holds in another repository are mounted, and every
-/// blob is recorded as living there afterwards.
-pub(super) fn push(
+/// blob is recorded as living there afterwards. Progress goes to `notify`
+/// as [`Notice::Pushing`], [`Notice::Push`] and [`Notice::Pushed`].
+pub fn push_image(
     store: &Arc<Store>,
-    client: &RegistryClient,
+    client: &hoist_registry::Client,
     name: &str,
     target: &Descriptor,
     notify: &Notify,
@@ -38,7 +39,7 @@ pub(super) fn push(
             })
         }
     };
-    let pushed = block_on(blobs.push(client.get()?, &reference, target, Some(Arc::new(forward))))
+    let pushed = block_on(blobs.push(client, &reference, target, Some(Arc::new(forward))))
         .and_then(|r| r)
         .map_err(|source| PipelineError::Registry {
             action: action(),
