@@ -100,8 +100,11 @@ fn colors_enabled(choice: ColorChoice) -> bool {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
         ColorChoice::Auto => {
+            // Not console's `colors_supported`: it takes an empty NO_COLOR
+            // as set, which no-color.org says to ignore.
             std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && console::Term::stderr().features().colors_supported()
+                && console::Term::stderr().is_term()
+                && !console::is_dumb()
         }
     }
 }

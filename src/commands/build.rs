@@ -471,9 +471,14 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     };
     let notify: pipeline::Notify = {
         let note = progress.notifier();
+        let pull = progress.puller();
         let quiet = args.quiet;
         Arc::new(move |notice: Notice| {
             if quiet && !notice.is_warning() {
+                return;
+            }
+            if let Notice::Pull { image, event } = &notice {
+                pull(image, event);
                 return;
             }
             let line = notice.to_string();
@@ -563,6 +568,11 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             writeln!(err, "naming to {tag}")?;
         }
     }
+    progress.result(&display::BuildResult {
+        digest: manifest.digest().to_string(),
+        id: id.clone(),
+        tags: tags.clone(),
+    });
     progress.finish(Status::Success, Some(&built.layer_sizes));
     Ok(())
 }

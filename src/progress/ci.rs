@@ -6,7 +6,8 @@
 //!   around a step; a failure adds `::error file=…,line=…,title=…::…` (an
 //!   annotation on the Dockerfile line in the run's summary and the PR diff);
 //!   a warning `::warning::…`. With `$GITHUB_STEP_SUMMARY` set, a Markdown
-//!   table of the steps is appended to it, as docker/build-push-action does.
+//!   table of the steps and the image's digest, ID and tags are appended
+//!   to it, as docker/build-push-action does.
 //! - GitLab CI (`GITLAB_CI=true`): `section_start`/`section_end` markers,
 //!   collapsed.
 //!
@@ -30,7 +31,7 @@ use hoist_cache::text::{escape, escape_except};
 
 use super::plain::Plain;
 use super::summary::{human_duration, Totals};
-use super::Render;
+use super::{BuildResult, Render};
 
 /// Which CI's markers to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct Ci<W> {
     failed: HashMap<VertexId, String>,
     /// `$GITHUB_STEP_SUMMARY`.
     step_summary: Option<PathBuf>,
+    /// What a successful build made.
+    result: Option<BuildResult>,
 }
 
 impl<W: Write> Ci<W> {
@@ -83,6 +86,7 @@ impl<W: Write> Ci<W> {
             waiting: VecDeque::new(),
             failed: HashMap::new(),
             step_summary,
+            result: None,
         }
     }
 
@@ -238,7 +242,7 @@ impl<W: Write> Ci<W> {
         let Some(path) = &self.step_summary else {
             return;
         };
-        let text = markdown_summary(summary, totals);
+        let text = markdown_summary(summary, totals, self.result.as_ref());
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -257,6 +261,10 @@ impl<W: Write + Send> Render for Ci<W> {
 
     fn note(&mut self, text: &str) {
         self.plain.note(text);
+    }
+
+    fn result(&mut self, result: &BuildResult) {
+        self.result = Some(result.clone());
     }
 
     fn end_live(&mut self) {
@@ -306,8 +314,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The job summary: a table of the steps, then the totals.
-fn markdown_summary(summary: &BuildSummary, totals: &Totals) -> String {
+/// The job summary: a table of the steps, the totals, then what was made.
+fn markdown_summary(
+    summary: &BuildSummary,
+    totals: &Totals,
+    result: Option<&BuildResult>,
+) -> String {
     let cell = |text: &str| escape(text).replace('|', "\\|").replace('`', "'");
     let mut md =
         String::from("### hoist build\n\n| # | step | result | time |\n|---|---|---|---|\n");
@@ -337,6 +349,22 @@ fn markdown_summary(summary: &BuildSummary, totals: &Totals) -> String {
         summary.executed(),
         human_duration(totals.wall)
     ));
+    if let Some(result) = result {
+        md.push_str(&format!(
+            "- digest: `{}`\n- image ID: `{}`\n",
+            cell(&result.digest),
+            cell(&result.id)
+        ));
+        if !result.tags.is_empty() {
+            let tags: Vec<String> = result
+                .tags
+                .iter()
+                .map(|t| format!("`{}`", cell(t)))
+                .collect();
+            md.push_str(&format!("- tags: {}\n", tags.join(", ")));
+        }
+        md.push('\n');
+    }
     md
 }
 

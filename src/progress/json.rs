@@ -1,21 +1,30 @@
 //! `--progress json`: one event object per line (started, cached, log,
-//! finished with usage, failed, cancelled, progress, warning), then one
-//! `summary` object, for CI systems.
+//! finished with usage, failed, cancelled, progress, warning, and `pull`
+//! for the layers of base images), then one `summary` object, for CI
+//! systems.
 
+use std::collections::HashMap;
 use std::io::Write;
 
+use hoist_builder::pipeline::pull_event_line;
 use hoist_builder::{BuildSummary, Event, LogStream};
+use hoist_registry::PullEvent;
 use serde_json::{json, Value};
 
 use super::summary::{render_json, Totals};
 
 pub struct Json<W> {
     out: W,
+    /// Per blob, the last whole percent a `pull` progress object showed.
+    percent: HashMap<String, u64>,
 }
 
 impl<W: Write> Json<W> {
     pub fn new(out: W) -> Self {
-        Json { out }
+        Json {
+            out,
+            percent: HashMap::new(),
+        }
     }
 
     fn line(&mut self, value: &Value) {
@@ -79,7 +88,82 @@ pub fn event_json(event: &Event) -> Value {
     }
 }
 
+/// A `pull` object: `status` is `resolved`, `platform`, `mirror_failed`,
+/// `retrying`, `skipped`, `started`, `progress` or `done`; blob objects
+/// carry the blob's digest and media type, `progress` its bytes.
+pub fn pull_json(image: &str, event: &PullEvent) -> Value {
+    let blob = |status: &str, descriptor: &hoist_cache::Descriptor| {
+        json!({
+            "event": "pull", "image": image, "status": status,
+            "digest": descriptor.digest().to_string(),
+            "media_type": descriptor.media_type().to_string(),
+            "size": descriptor.size(),
+        })
+    };
+    match event {
+        PullEvent::Resolved {
+            descriptor,
+            endpoint,
+            ..
+        } => {
+            let mut value = blob("resolved", descriptor);
+            value["endpoint"] = json!(endpoint);
+            value
+        }
+        PullEvent::PlatformSelected {
+            platform,
+            descriptor,
+        } => {
+            let mut value = blob("platform", descriptor);
+            value["platform"] = json!(platform.to_string());
+            value
+        }
+        PullEvent::BlobSkipped { descriptor } => blob("skipped", descriptor),
+        PullEvent::BlobStarted { descriptor } => blob("started", descriptor),
+        PullEvent::BlobProgress {
+            descriptor,
+            done,
+            total,
+        } => {
+            let mut value = blob("progress", descriptor);
+            value["current"] = json!(done);
+            value["total"] = json!(total);
+            value
+        }
+        PullEvent::BlobDone { descriptor } => blob("done", descriptor),
+        PullEvent::MirrorFailed { .. } | PullEvent::Retrying(_) => json!({
+            "event": "pull", "image": image,
+            "status": if matches!(event, PullEvent::Retrying(_)) { "retrying" } else { "mirror_failed" },
+            "message": pull_event_line(event),
+        }),
+    }
+}
+
 impl<W: Write + Send> super::Render for Json<W> {
+    fn pull(&mut self, image: &str, event: &PullEvent) {
+        match event {
+            // A line per whole percent, not per chunk received.
+            PullEvent::BlobProgress {
+                descriptor,
+                done,
+                total,
+            } => {
+                let percent = done.saturating_mul(100) / (*total).max(1);
+                let last = self
+                    .percent
+                    .insert(descriptor.digest().to_string(), percent);
+                if last == Some(percent) {
+                    return;
+                }
+            }
+            PullEvent::BlobDone { descriptor } => {
+                self.percent.remove(&descriptor.digest().to_string());
+            }
+            _ => {}
+        }
+        self.line(&pull_json(image, event));
+    }
+
     fn event(&mut self, event: &Event) {
         self.line(&event_json(event));
     }

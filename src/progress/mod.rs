@@ -20,7 +20,9 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use hoist_builder::pipeline::pull_event_line;
 use hoist_builder::{BuildSummary, Event, EventSink, SummaryCollector, VertexId};
+use hoist_registry::PullEvent;
 
 pub use summary::Totals;
 
@@ -75,6 +77,15 @@ trait Render: Send {
     fn event(&mut self, event: &Event);
     /// Shows a message of hoist itself (e.g. that the build is being cancelled).
     fn note(&mut self, text: &str);
+    /// Shows a step of a base-image pull: Docker's per-layer lines
+    /// (`<id>: Pulling fs layer`), unless the renderer draws more.
+    fn pull(&mut self, _image: &str, event: &PullEvent) {
+        if let Some(line) = pull_event_line(event) {
+            self.note(&line);
+        }
+    }
+    /// Takes what the build made, for a renderer that reports it.
+    fn result(&mut self, _result: &BuildResult) {}
     /// Ends the live part of the display, if any (before errors are printed).
     fn end_live(&mut self) {}
     /// Shows the summary.
@@ -88,6 +99,17 @@ fn plain_or_ci() -> Box<dyn Render> {
         Some(flavor) => Box::new(ci::Ci::new(io::stderr(), flavor)),
         None => Box::new(plain::Plain::new(io::stderr())),
     }
+}
+
+/// What a successful build made.
+#[derive(Clone, Debug)]
+pub struct BuildResult {
+    /// The manifest (or index) digest, as `--metadata-file` gives it.
+    pub digest: String,
+    /// The image ID (config digest).
+    pub id: String,
+    /// The names given to it.
+    pub tags: Vec<String>,
 }
 
 struct Shared {
@@ -153,6 +175,26 @@ impl Progress {
             None => {
                 let _ = writeln!(io::stderr().lock(), "{text}");
             }
+        }
+    }
+
+    /// A handle that shows the steps of base-image pulls (usable from
+    /// another thread): bars per layer on a terminal, Docker's lines in
+    /// plain mode, `pull` objects in JSON; nothing with `-q`.
+    pub fn puller(&self) -> impl Fn(&str, &PullEvent) + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move |image: &str, event: &PullEvent| {
+            if let Some(shared) = &shared {
+                Self::lock(shared).render.pull(image, event);
+            }
+        }
+    }
+
+    /// What the build made (before [`Progress::finish`]), for the CI job
+    /// summary.
+    pub fn result(&self, result: &BuildResult) {
+        if let Some(shared) = &self.shared {
+            Self::lock(shared).render.result(result);
         }
     }
 

@@ -3,13 +3,16 @@
 //! plain per-layer lines Docker prints (`<id>: Pulling fs layer`, …, made
 //! in one place for pulls, pushes and builds:
 //! `hoist_builder::pipeline::{pull_event_line, push_event_line}`); with
-//! `-q`, nothing.
+//! `-q`, nothing. Inside `hoist build`, the same bars are drawn in the
+//! build's live view ([`Transfers::within`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    HumanBytes, HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle,
+};
 
 /// How a transfer is shown.
 pub struct Transfers {
@@ -24,6 +27,9 @@ enum Mode {
         bars: Mutex<HashMap<String, ProgressBar>>,
         /// `Downloading`/`Pushing`: the bar's message while bytes move.
         verb: &'static str,
+        /// A finished layer becomes a line above the live area instead of
+        /// a full bar that stays (the build's steps keep the live area).
+        collapse: bool,
     },
 }
 
@@ -38,11 +44,25 @@ impl Transfers {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
                 bars: Mutex::new(HashMap::new()),
                 verb,
+                collapse: false,
             }
         } else {
             Mode::Plain
         };
         Transfers { mode }
+    }
+
+    /// Bars drawn in `multi`, the live view of a build, where a finished
+    /// layer collapses to its line (`<id>: Download complete 2.86 MiB in 1s`).
+    pub fn within(multi: MultiProgress, verb: &'static str) -> Transfers {
+        Transfers {
+            mode: Mode::Tty {
+                multi,
+                bars: Mutex::new(HashMap::new()),
+                verb,
+                collapse: true,
+            },
+        }
     }
 
     /// A line of its own (a header, a retry, a mirror failing), printed
@@ -69,7 +89,12 @@ impl Transfers {
                     eprintln!("{line}");
                 }
             }
-            Mode::Tty { multi, bars, verb } => {
+            Mode::Tty {
+                multi,
+                bars,
+                verb,
+                collapse,
+            } => {
                 // Complete before it is added, so its first drawing (which
                 // the rate limit never drops) already shows it all.
                 let bar = ProgressBar::new(total)
@@ -78,6 +103,12 @@ impl Transfers {
                     .with_message(*verb);
                 let bar = multi.add(bar);
                 bar.tick();
+                if *collapse {
+                    // The build's spinners share the terminal's rate limit:
+                    // the tick may have been dropped, and a fast layer
+                    // would then never be seen. A forced redraw shows it.
+                    multi.suspend(|| ());
+                }
                 bar.enable_steady_tick(Duration::from_millis(200));
                 lock(bars).insert(id.to_string(), bar);
             }
@@ -106,7 +137,20 @@ impl Transfers {
                     eprintln!("{line}");
                 }
             }
-            Mode::Tty { bars, .. } => match lock(bars).remove(id) {
+            Mode::Tty {
+                multi,
+                bars,
+                collapse,
+                ..
+            } => match lock(bars).remove(id) {
+                Some(bar) if *collapse => {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                    // As `done_style` draws it.
+                    let total = HumanBytes(bar.length().unwrap_or(0));
+                    let took = HumanDuration(bar.elapsed());
+                    self.line(&format!("{id}: {status:<17} {total} in {took:#}"));
+                }
                 Some(bar) => {
                     if let Some(total) = bar.length() {
                         bar.set_position(total);
@@ -126,9 +170,21 @@ impl Transfers {
     /// Stops drawing (before the command's result or an error is printed);
     /// bars of unfinished layers are left where they stopped.
     pub fn end(&self) {
-        if let Mode::Tty { bars, .. } = &self.mode {
+        if let Mode::Tty {
+            multi,
+            bars,
+            collapse,
+            ..
+        } = &self.mode
+        {
             for (_, bar) in lock(bars).drain() {
-                bar.abandon();
+                if *collapse {
+                    // The build's live view is cleared as a whole.
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                } else {
+                    bar.abandon();
+                }
             }
         }
     }

@@ -9,11 +9,14 @@ use std::io::{self, IsTerminal};
 use std::time::Duration;
 
 use console::{strip_ansi_codes, style, Term};
+use hoist_builder::pipeline::pull_event_line;
 use hoist_builder::{BuildSummary, Event, VertexId};
 use hoist_cache::text::{escape, escape_except};
+use hoist_registry::PullEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use super::summary::{human_duration, render_text, truncate, Totals};
+use super::transfer::Transfers;
 use super::Render;
 
 /// Lines of a running step's output shown under it.
@@ -36,6 +39,8 @@ pub struct Tty {
     multi: MultiProgress,
     header: ProgressBar,
     running: HashMap<VertexId, Running>,
+    /// Layers of base images being pulled, as `hoist pull` draws them.
+    transfers: Transfers,
     finished: usize,
     live: bool,
 }
@@ -78,6 +83,7 @@ impl Tty {
         let header = multi.add(ProgressBar::new_spinner().with_style(bar_style(HEADER)));
         header.enable_steady_tick(Duration::from_millis(100));
         Tty {
+            transfers: Transfers::within(multi.clone(), "Downloading"),
             multi,
             header,
             running: HashMap::new(),
@@ -214,6 +220,41 @@ impl Render for Tty {
         self.println(style(text).yellow().to_string());
     }
 
+    fn pull(&mut self, _image: &str, event: &PullEvent) {
+        if !self.live {
+            return;
+        }
+        // `pull_event_line` has a line for a layer and none for the config
+        // blob, which therefore gets no bar.
+        let line = pull_event_line(event);
+        match event {
+            PullEvent::BlobStarted { descriptor } if line.is_some() => self.transfers.started(
+                &crate::util::short_id(descriptor.digest().as_ref()),
+                descriptor.size(),
+                None,
+            ),
+            PullEvent::BlobProgress {
+                descriptor,
+                done,
+                total,
+            } => self.transfers.progress(
+                &crate::util::short_id(descriptor.digest().as_ref()),
+                *done,
+                *total,
+            ),
+            PullEvent::BlobDone { descriptor } => self.transfers.finished(
+                &crate::util::short_id(descriptor.digest().as_ref()),
+                "Download complete",
+                line.as_deref(),
+            ),
+            _ => {
+                if let Some(line) = line {
+                    self.transfers.line(&line);
+                }
+            }
+        }
+    }
+
     fn end_live(&mut self) {
         if !self.live {
             return;
@@ -221,6 +262,7 @@ impl Render for Tty {
         for (_, running) in self.running.drain() {
             running.bar.finish_and_clear();
         }
+        self.transfers.end();
         self.header.finish_and_clear();
         let _ = self.multi.clear();
         self.live = false;

@@ -10,6 +10,11 @@ use crate::util::{Hoist, Run};
 /// `hoist build --progress plain` of `dockerfile` with `vars` set and the CI
 /// variables of the environment running the tests removed.
 fn build(h: &Hoist, dockerfile: &str, vars: &[(&str, &str)]) -> Run {
+    build_with(h, dockerfile, vars, &[])
+}
+
+/// [`build`] with `extra` arguments.
+fn build_with(h: &Hoist, dockerfile: &str, vars: &[(&str, &str)], extra: &[&str]) -> Run {
     let context = h.path("context");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(context.join("Dockerfile"), dockerfile).unwrap();
@@ -19,6 +24,7 @@ fn build(h: &Hoist, dockerfile: &str, vars: &[(&str, &str)]) -> Run {
     }
     command
         .args(["build", "--no-cache", "--progress", "plain"])
+        .args(extra)
         .arg(&context);
     for (k, v) in vars {
         command.env(k, v);
@@ -171,6 +177,47 @@ fn github_actions_gets_a_group_per_step_an_error_annotation_and_a_summary() {
         "{md}"
     );
     assert!(md.contains("**failed**: 6 steps, 0 cached, 5 run"), "{md}");
+    assert!(
+        !md.contains("digest"),
+        "a failed build made no image:\n{md}"
+    );
+
+    // A build that succeeds: its digest, ID and tags, as
+    // docker/build-push-action shows them.
+    let metadata = h.path("metadata.json");
+    let r = build_with(
+        &h,
+        "FROM busybox\nRUN echo ok\n",
+        &[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+        ],
+        &[
+            "-t",
+            "ci/one:1",
+            "-t",
+            "ci/two:2",
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata).unwrap()).unwrap();
+    let digest = metadata["containerimage.digest"].as_str().unwrap();
+    let id = metadata["containerimage.config.digest"].as_str().unwrap();
+    let md = std::fs::read_to_string(&summary).unwrap();
+    let (_, second) = md.rsplit_once("### hoist build\n").unwrap();
+    assert!(second.contains("**success**: 2 steps"), "{md}");
+    assert!(
+        second.contains(&format!("\n- digest: `{digest}`\n")),
+        "{md}"
+    );
+    assert!(second.contains(&format!("\n- image ID: `{id}`\n")), "{md}");
+    assert!(
+        second.contains("\n- tags: `docker.io/ci/one:1`, `docker.io/ci/two:2`\n"),
+        "{md}"
+    );
 }
 
 #[test]
