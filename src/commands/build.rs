@@ -288,6 +288,9 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if args.load {
         outputs.push(Output::Load);
     }
+    if args.push && tags.is_empty() {
+        bail!("--push needs a name to push to: give -t NAME");
+    }
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
     }

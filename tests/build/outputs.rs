@@ -213,4 +213,12 @@ fn push_and_registry_outputs_push_as_buildx_does() {
     );
     assert!(!run.stderr.contains("RUN echo"), "{}", run.stderr);
     assert_eq!(registry_digest(&f), None);
+
+    // A push needs a name, as buildx says.
+    for args in [&["--push"][..], &["-o", "type=registry"][..]] {
+        let run = build(args);
+        assert_eq!(run.code(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains("-t NAME"), "{}", run.stderr);
+        assert!(!run.stderr.contains("RUN echo"), "{}", run.stderr);
+    }
 }

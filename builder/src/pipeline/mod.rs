@@ -413,6 +413,15 @@ pub fn run(
     };
     for output in &outputs {
         output.check()?;
+        if let Output::Image { names, push: true } = output {
+            if names.is_empty() && build.tags.is_empty() {
+                return Err(PipelineError::Invalid(
+                    "a name is needed to push to a registry: give -t NAME or -o \
+                     type=registry,name=NAME"
+                        .into(),
+                ));
+            }
+        }
     }
     let client = RegistryClient::new(build.client.clone());
     // From the first pull to the last name: a concurrent prune keeps what
