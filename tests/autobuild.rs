@@ -599,19 +599,7 @@ fn workers_of_a_postgres_queue_build_with_run_and_a_sigkilled_ones_build_moves_o
     let mut w1 = worker(&s, "w1");
     let sha = s.commit("hello", "one", "one");
     git(&s.work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
-    let mut hook = hoist(&s.store)
-        .args(["autobuild", "hook", "--server", &s.server_url()])
-        .args(["--repo", "demo", "--secret", SECRET])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    hook.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{} {sha} refs/heads/main\n", "0".repeat(40)).as_bytes())
-        .unwrap();
-    ok(hook.wait_with_output().unwrap(), "hook");
+    run_hook(&s, &sha);
 
     // SIGKILL of the worker while its RUN step sleeps.
     let running = wait_until("w1 to run the build", || {
@@ -1001,19 +989,7 @@ fn a_worker_build_pushing_to_a_registry_that_is_down_fails_and_a_retry_builds() 
     let mut w1 = worker(&s, "w1");
     let sha = s.commit("hello", "one\n", "one");
     git(&s.work, &["push", "-q", "origin", "HEAD:refs/heads/main"]);
-    let mut hook = hoist(&s.store)
-        .args(["autobuild", "hook", "--server", &s.server_url()])
-        .args(["--repo", "demo", "--secret", SECRET])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    hook.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{} {sha} refs/heads/main\n", "0".repeat(40)).as_bytes())
-        .unwrap();
-    ok(hook.wait_with_output().unwrap(), "hook");
+    run_hook(&s, &sha);
     let failed = wait_until("the build to fail", || {
         list_pg(&s.store, &url)
             .into_iter()
@@ -1120,4 +1096,22 @@ fn a_moved_base_rebases_the_image_without_running_its_run_steps() {
         "a rebase runs no step:\n{log}"
     );
     server.stop();
+}
+
+/// `hoist autobuild hook` as git's post-receive runs it, for a push of
+/// `sha` to main.
+fn run_hook(s: &Setup, sha: &str) {
+    let mut hook = hoist(&s.store)
+        .args(["autobuild", "hook", "--server", &s.server_url()])
+        .args(["--repo", "demo", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hook.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{} {sha} refs/heads/main\n", "0".repeat(40)).as_bytes())
+        .unwrap();
+    ok(hook.wait_with_output().unwrap(), "hook");
 }
