@@ -382,12 +382,30 @@ pub fn recover(db: &Database) -> Result<Recovery, Error> {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut recovery = Recovery::default();
         for rec in running {
+            // A newer commit of the ref already queued or built wins: the
+            // older one, run again after it, would push over its image.
+            let newer: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM autobuild_builds WHERE repo = ?1 AND git_ref = ?2 \
+                     AND id > ?3 AND sha != ?4 AND state IN ('queued', 'succeeded') \
+                     ORDER BY id LIMIT 1",
+                    params![rec.repo, rec.git_ref, rec.id, rec.sha],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let error = match newer {
+                Some(id) => format!(
+                    "the server stopped while this build ran; not queued again: build #{id} of \
+                     a newer commit of its ref is queued or built"
+                ),
+                None => "the server stopped while this build ran".to_owned(),
+            };
             tx.execute(
                 "UPDATE autobuild_builds SET state = 'interrupted', finished_at = ?1, \
-                 error = 'the server stopped while this build ran' WHERE id = ?2",
-                params![now_ms(), rec.id],
+                 error = ?3 WHERE id = ?2",
+                params![now_ms(), rec.id, error],
             )?;
-            let requeued = if rec.attempt < 2 {
+            let requeued = if rec.attempt < 2 && newer.is_none() {
                 let b = NewBuild {
                     repo: rec.repo.clone(),
                     git_ref: rec.git_ref.clone(),
@@ -670,23 +688,33 @@ mod tests {
         assert_eq!(claim_next(db).unwrap().unwrap().id, other);
         assert!(claim_next(db).unwrap().is_none());
 
-        // The server dies: both running builds are requeued once.
+        // The server dies: dev's build is requeued once; main's is not, as
+        // a newer commit of main (b) is queued and would be pushed over.
         let r = recover(db).unwrap();
         assert_eq!(r.interrupted.len(), 2);
-        let requeued_a = r.interrupted[0].1.unwrap();
-        let rec = get(db, requeued_a).unwrap().unwrap();
+        assert_eq!(r.interrupted[0], (a, None), "{r:?}");
+        let interrupted_a = get(db, a).unwrap().unwrap();
+        assert_eq!(interrupted_a.state, BuildState::Interrupted);
+        assert!(
+            interrupted_a
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(&format!("build #{} of a newer commit", b.id))),
+            "{interrupted_a:?}"
+        );
+        let requeued_dev = r.interrupted[1].1.unwrap();
+        let rec = get(db, requeued_dev).unwrap().unwrap();
         assert_eq!(
             (rec.attempt, rec.retry_of, rec.sha.as_str()),
-            (2, Some(a), "a")
+            (2, Some(other), "d")
         );
-        assert_eq!(get(db, a).unwrap().unwrap().state, BuildState::Interrupted);
-        // The oldest queued of main (b) runs before the requeued copy of a.
         assert_eq!(claim_next(db).unwrap().unwrap().id, b.id);
         finish(db, b.id, Ok(("sha256:x", &[]))).unwrap();
-        assert_eq!(claim_next(db).unwrap().unwrap().id, requeued_a);
+        assert_eq!(claim_next(db).unwrap().unwrap().id, requeued_dev);
+        assert!(claim_next(db).unwrap().is_none(), "a is never built again");
         // Dies again: the requeue is not requeued a second time.
         let r = recover(db).unwrap();
-        assert!(r.interrupted.contains(&(requeued_a, None)), "{r:?}");
+        assert!(r.interrupted.contains(&(requeued_dev, None)), "{r:?}");
         let done = get(db, b.id).unwrap().unwrap();
         assert_eq!(
             (done.state, done.digest.as_deref()),
