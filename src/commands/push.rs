@@ -21,6 +21,10 @@ pub struct Args {
     /// Print only the pushed image's name
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Push only this platform's manifest of a multi-platform image
+    /// (os/arch[/variant]); the registry's tag then names that manifest
+    #[arg(long, value_name = "PLATFORM")]
+    pub(crate) platform: Option<String>,
     /// Image to push, REGISTRY/NAME[:TAG] (give it such a name with
     /// `hoist tag` first)
     pub(crate) name: String,
@@ -40,7 +44,10 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             reference.familiar()
         ));
     };
-    let target = push_target(&store, &image.target, &reference)?;
+    let target = match &args.platform {
+        Some(platform) => platform_manifest(&store, &image.target, &reference, platform)?,
+        None => push_target(&store, &image.target, &reference)?,
+    };
     let blobs = CacheBlobStore::new(store.clone())?;
     let client = Client::from_environment().context("failed to set up the registry client")?;
 
@@ -96,6 +103,36 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// `--platform`: the manifest of `platform` in `target` (an index, or an
+/// image manifest of that platform).
+fn platform_manifest(
+    store: &hoist_cache::Store,
+    target: &hoist_cache::Descriptor,
+    reference: &hoist_registry::Reference,
+    platform: &str,
+) -> anyhow::Result<hoist_cache::Descriptor> {
+    let wanted = hoist_registry::Platform::parse(platform)
+        .map_err(|e| anyhow!("invalid --platform: {e}"))?;
+    match hoist_registry::stored_manifest(store, target, &wanted)? {
+        Some(manifest) => Ok(manifest),
+        None => {
+            let held: Vec<String> = hoist_registry::stored_platforms(store, target)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            Err(anyhow!(
+                "{} has no {wanted} image in the store (it holds {})",
+                reference.familiar(),
+                if held.is_empty() {
+                    "no platform".to_string()
+                } else {
+                    held.join(", ")
+                }
+            ))
+        }
+    }
 }
 
 /// What to push for `target`: itself, unless it is an index pulled for some

@@ -164,6 +164,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 push::Args {
                     quiet: false,
                     name: name.clone(),
+                    platform: None,
                 },
             )?;
         }

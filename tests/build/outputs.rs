@@ -222,3 +222,68 @@ fn push_and_registry_outputs_push_as_buildx_does() {
         assert!(!run.stderr.contains("RUN echo"), "{}", run.stderr);
     }
 }
+
+#[test]
+fn push_platform_pushes_one_manifest_of_an_index() {
+    hoist_testutil::require_root!();
+    hoist_testutil::require_program!("docker-registry");
+    hoist_testutil::require_program!("skopeo");
+    let registry = hoist_testutil::Registry::start();
+    let env = Env::new();
+    env.dockerfile("FROM busybox\nRUN echo one > /one\n");
+    let config = tempfile::tempdir().unwrap();
+    let hoist = |args: &[&str]| {
+        let mut command = env.hoist().command();
+        command
+            .args(args)
+            .env("XDG_CONFIG_HOME", config.path())
+            .env("REGISTRY_AUTH_FILE", config.path().join("auth.json"));
+        hoist_testutil::cli::run(&mut command, None)
+    };
+    let name = format!("{}/push/indexed:1", registry.addr);
+    // With provenance the name points at an index: the image and its
+    // attestation.
+    let context = env.context.path().to_str().unwrap().to_owned();
+    hoist(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        &name,
+        "--provenance",
+        &context,
+    ])
+    .assert_ok();
+    let inspected = env.inspect(&name);
+    let manifest = inspected["ManifestDigest"].as_str().unwrap().to_owned();
+    assert_ne!(inspected["Target"]["Digest"], manifest.as_str(), "an index");
+
+    let host = hoist_registry::Platform::host().to_string();
+    let run = hoist(&["push", "--platform", &host, &name]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains(&format!("digest: {manifest}")),
+        "{}",
+        run.stdout
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{raw:?}");
+    let served: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        served["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "one platform's manifest, not the index: {served}"
+    );
+    assert_eq!(registry_digest(&name), Some(manifest));
+
+    let run = hoist(&["push", "--platform", "linux/s390x", &name]);
+    assert_ne!(run.code(), 0);
+    assert!(
+        run.stderr.contains("has no linux/s390x image in the store") && run.stderr.contains(&host),
+        "{}",
+        run.stderr
+    );
+}
