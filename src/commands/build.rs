@@ -36,6 +36,8 @@ enum Progress {
     Tty,
     /// one JSON event object per line
     Json,
+    /// no build output; the image ID on success (as -q)
+    Quiet,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -271,7 +273,9 @@ fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
     }
 }
 
-pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
+    // buildx's `--progress quiet` is `-q`.
+    args.quiet |= args.progress == Progress::Quiet;
     let tags = args
         .tags
         .iter()
@@ -442,6 +446,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         (false, Progress::Plain) => ProgressMode::Plain,
         (false, Progress::Tty) => ProgressMode::Tty,
         (false, Progress::Json) => ProgressMode::Json,
+        (_, Progress::Quiet) => ProgressMode::Quiet,
     });
     let cancel = CancellationToken::new();
     let interrupts = interrupt::Guard::install(cancel.clone(), progress.notifier())

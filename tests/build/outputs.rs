@@ -98,6 +98,20 @@ fn quiet_prints_only_the_id_and_dry_run_prints_the_plan() {
         quiet.stdout
     );
     assert_eq!(quiet.stdout.lines().count(), 1);
+    // buildx's `--progress quiet` is the same, with nothing on stderr.
+    let progress_quiet = hoist(
+        env.root.path(),
+        &[
+            "build",
+            "--progress",
+            "quiet",
+            env.context.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    progress_quiet.assert_ok();
+    assert_eq!(progress_quiet.stdout, quiet.stdout);
+    assert_eq!(progress_quiet.stderr, "", "{}", progress_quiet.stderr);
 }
 
 #[test]
