@@ -80,6 +80,9 @@ pub struct Args {
     /// Label KEY=VALUE for the image
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Annotation of the image manifest, [manifest:]KEY=VALUE (repeatable)
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
     /// Do not use the cache
     #[arg(long)]
     no_cache: bool,
@@ -388,6 +391,11 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         jobs: args.jobs,
         memory,
         cpus: args.cpus,
+        annotations: args
+            .annotations
+            .iter()
+            .map(|a| pipeline::parse_annotation(a))
+            .collect::<Result<_, _>>()?,
         step_options: hoist_runner::StepOptions {
             extra_hosts: args.add_hosts.clone(),
             shm_size: args

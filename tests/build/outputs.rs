@@ -301,3 +301,45 @@ fn push_platform_pushes_one_manifest_of_an_index() {
         run.stderr
     );
 }
+
+#[test]
+fn annotations_reach_the_image_manifest_beside_the_base_ones() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile("FROM busybox\nRUN echo hi > /hi\n");
+    env.build(&[
+        "-t",
+        "annotated:1",
+        "--annotation",
+        "org.opencontainers.image.title=app",
+        "--annotation",
+        "manifest:com.example.build=42",
+    ])
+    .assert_ok();
+    let digest = env.inspect("annotated:1")["ManifestDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blob = env
+        .root
+        .path()
+        .join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
+    let annotations = &manifest["annotations"];
+    assert_eq!(annotations["org.opencontainers.image.title"], "app");
+    assert_eq!(annotations["com.example.build"], "42");
+    // The base the build records is still there.
+    assert!(
+        annotations["org.opencontainers.image.base.digest"].is_string(),
+        "{manifest}"
+    );
+    let run = env.build(&["--annotation", "index:a=b"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`index` annotations are not supported yet"),
+        "{}",
+        run.stderr
+    );
+}

@@ -293,6 +293,41 @@ pub fn assemble(
     })
 }
 
+/// `--annotation`s on the image manifest (buildx's default `manifest`
+/// type): merged over the ones the build writes (the base image's), the
+/// manifest stored again and `image` pointed at it.
+pub fn annotate(
+    store: &Store,
+    image: &mut Assembled,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), EngineError> {
+    if annotations.is_empty() {
+        return Ok(());
+    }
+    let failed = |action: &str| {
+        let action = action.to_owned();
+        move |source| EngineError::Store { action, source }
+    };
+    let bytes = store
+        .content()
+        .read_blob(image.manifest.digest())
+        .map_err(failed("read the image manifest"))?;
+    let mut manifest: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| EngineError::Invalid(format!("the image manifest is not JSON: {e}")))?;
+    let mut all = manifest["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (key, value) in annotations {
+        all.insert(key.clone(), json!(value));
+    }
+    manifest["annotations"] = Value::Object(all);
+    image.manifest = store
+        .put_json(&manifest, OCI_MANIFEST)
+        .map_err(failed("store the image manifest"))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,8 @@ pub struct BuildRequest {
     pub cpus: Option<f64>,
     /// `--add-host`, `--shm-size` and `--ulimit` of RUN steps.
     pub step_options: hoist_runner::StepOptions,
+    /// `--annotation`s of the image manifest.
+    pub annotations: BTreeMap<String, String>,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
     /// The lease that protects what this build uses and makes from garbage
@@ -801,6 +803,8 @@ pub fn build(
         created,
         request.repro.source_date_epoch,
     )?;
+    let mut image = image;
+    super::assemble::annotate(&store, &mut image, &request.annotations)?;
     let index = if request.repro.provenance {
         Some(super::provenance::attach_to_build(
             &store,

@@ -32,7 +32,7 @@ use hoist_registry::{Client, PullEvent, PushEvent, RetryNotice};
 pub use bases::pull_image;
 pub use bases::PullPolicy;
 pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
-pub use output::{familiar, write_file, BoxError, Dest, Output, WriteFileError};
+pub use output::{familiar, parse_annotation, write_file, BoxError, Dest, Output, WriteFileError};
 pub use push::{push_event_line, push_image};
 
 use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};
