@@ -582,7 +582,7 @@ impl Client {
             return Ok(t);
         }
         // The realm is the registry's text: quoted escaped.
-        let shown = escape_control(realm);
+        let shown = hoist_untrusted::escape(realm).into_owned();
         let auth_err = |message: String| RegistryError::Auth {
             registry: endpoint.auth_name.clone(),
             message,
@@ -823,13 +823,6 @@ pub(crate) async fn read_limited(
     Ok(Some(out))
 }
 
-/// Text a registry or token server sent, for an error message: control
-/// characters (and bidi overrides) escaped so they cannot drive the terminal
-/// the message is printed on. `\n` becomes `\\n`, ESC `\\u{1b}`.
-pub(crate) fn escape_control(s: &str) -> String {
-    hoist_untrusted::escape(s).into_owned()
-}
-
 /// The error text of a response body (`denied: …`) and its first code,
 /// control characters escaped. At most [`MAX_ERROR_BODY`] bytes are read.
 pub(crate) async fn read_error(resp: reqwest::Response) -> (String, Option<String>) {
@@ -849,7 +842,10 @@ pub(crate) async fn read_error(resp: reqwest::Response) -> (String, Option<Strin
         }
         Err(_) => describe_error_body(status, b""),
     };
-    (escape_control(&message), code.map(|c| escape_control(&c)))
+    (
+        hoist_untrusted::escape(&message).into_owned(),
+        code.map(|c| hoist_untrusted::escape(&c).into_owned()),
+    )
 }
 
 /// Turn an unexpected status into an error quoting the registry.

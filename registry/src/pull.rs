@@ -228,7 +228,7 @@ impl Client {
         let media_type = detect_media_type(content_type.as_deref(), &body);
         if !is_index(&media_type) && !is_manifest(&media_type) {
             return Err(RegistryError::UnsupportedMediaType {
-                media_type: crate::client::escape_control(&media_type),
+                media_type: hoist_untrusted::escape(&media_type).into_owned(),
                 what,
             });
         }
@@ -288,7 +288,7 @@ impl Client {
                         .filter_map(|m| {
                             m.platform().as_ref().map(|p| Platform::from(p).to_string())
                         })
-                        .map(|p| crate::client::escape_control(&p))
+                        .map(|p| hoist_untrusted::escape(&p).into_owned())
                         .collect::<Vec<_>>()
                         .join(", "),
                 }
