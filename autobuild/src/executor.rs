@@ -178,19 +178,20 @@ impl BuildExecutor for GitCheckoutExecutor {
         tokio::task::spawn_blocking(move || {
             let checkout = checkout(&git, &job, &log)?;
             let root = checkout.path();
-            let dockerfile_path = root.join(&job.dockerfile);
-            let dockerfile = std::fs::read(&dockerfile_path).map_err(|e| {
-                BuildFailure::new(format!(
-                    "cannot read the Dockerfile `{}` at {}: {e}",
-                    job.dockerfile, job.sha
-                ))
-            })?;
-            if !root.join(&job.context).is_dir() {
-                return Err(BuildFailure::new(format!(
-                    "the context `{}` is not a directory at {}",
-                    job.context, job.sha
-                )));
-            }
+            // Read inside the checkout: a pushed symlink cannot make the
+            // build read (and log) a file of the server.
+            let files =
+                hoist_builder::engine::read_build_files(root, &job.dockerfile, &job.context)
+                    .map_err(|e| {
+                        BuildFailure::new(format!(
+                            "cannot read the Dockerfile `{}` and context `{}` at {}: {}",
+                            job.dockerfile,
+                            job.context,
+                            job.sha,
+                            hoist_untrusted::text::error_chain(&e)
+                        ))
+                    })?;
+            let dockerfile = files.dockerfile.into_bytes();
             log.line(&format!("building {} ({})", job.dockerfile, job.context));
             build(&job, root, &dockerfile, &log)
         })

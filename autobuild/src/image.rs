@@ -84,17 +84,12 @@ impl ImageBuilder {
         let dockerfile = String::from_utf8(dockerfile.to_vec()).map_err(|_| {
             BuildFailure::new(format!("the Dockerfile `{}` is not UTF-8", job.dockerfile))
         })?;
-        let dockerfile_path = tree.join(&job.dockerfile);
-        let dockerfile_name = dockerfile_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "Dockerfile".into());
-        let context_dir = tree.join(&job.context);
-        // Docker's rule: `<Dockerfile>.dockerignore` wins over the context's.
-        let dockerignore =
-            std::fs::read_to_string(format!("{}.dockerignore", dockerfile_path.display()))
-                .ok()
-                .or_else(|| std::fs::read_to_string(context_dir.join(".dockerignore")).ok());
+        // Inside the checkout, as the executor read the Dockerfile: the
+        // context and ignore file never through a symlink out of it.
+        let files = hoist_builder::engine::read_build_files(tree, &job.dockerfile, &job.context)
+            .map_err(|e| BuildFailure::new(hoist_untrusted::text::error_chain(&e)))?;
+        let (dockerfile_name, context_dir, dockerignore) =
+            (files.dockerfile_name, files.context_dir, files.dockerignore);
         let options = BuildOptions {
             build_args: job.build_args.clone(),
             ..Default::default()

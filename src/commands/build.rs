@@ -262,6 +262,14 @@ fn key_values(
     Ok(out)
 }
 
+/// The context's own `.dockerignore`, read inside it.
+fn scoped_ignore(context_dir: &Path) -> anyhow::Result<Option<String>> {
+    Ok(hoist_builder::engine::read_in_root(
+        context_dir,
+        Path::new(".dockerignore"),
+    )?)
+}
+
 /// Reads stdin: a tar archive (plain or gzip) becomes the context, anything
 /// else is a Dockerfile with an empty context.
 fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
@@ -324,15 +332,22 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         }
         (dir, None)
     };
-    let (dockerfile, dockerfile_name, dockerfile_path) = match (&args.file, stdin_dockerfile) {
+    // A context (and a Dockerfile in it) may be anybody's: both are read
+    // inside it, never through a symlink out of it. A `-f FILE` the user
+    // typed is read where it is.
+    let scoped = |dockerfile: &str| {
+        hoist_builder::engine::read_build_files(&context_dir, dockerfile, ".")
+            .map_err(anyhow::Error::new)
+    };
+    let (dockerfile, dockerfile_name, dockerignore) = match (&args.file, stdin_dockerfile) {
         (Some(f), _) if f == "-" => {
             let mut text = String::new();
             io::stdin()
                 .read_to_string(&mut text)
                 .context("failed to read the Dockerfile from stdin")?;
-            (text, "Dockerfile".to_owned(), None)
+            (text, "Dockerfile".to_owned(), scoped_ignore(&context_dir)?)
         }
-        (_, Some(text)) => (text, "Dockerfile".to_owned(), None),
+        (_, Some(text)) => (text, "Dockerfile".to_owned(), scoped_ignore(&context_dir)?),
         (Some(f), None) => {
             let path = PathBuf::from(f);
             let text = std::fs::read_to_string(&path)
@@ -341,20 +356,18 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "Dockerfile".into());
-            (text, name, Some(path))
+            // Docker's rule: `<Dockerfile>.dockerignore` wins.
+            let ignore = match std::fs::read_to_string(format!("{}.dockerignore", path.display())) {
+                Ok(text) => Some(text),
+                Err(_) => scoped_ignore(&context_dir)?,
+            };
+            (text, name, ignore)
         }
         (None, None) => {
-            let path = context_dir.join("Dockerfile");
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("failed to read the Dockerfile `{}`", path.display()))?;
-            (text, "Dockerfile".to_owned(), Some(path))
+            let files = scoped("Dockerfile")?;
+            (files.dockerfile, files.dockerfile_name, files.dockerignore)
         }
     };
-    let dockerignore = dockerfile_path
-        .as_ref()
-        .map(|p| PathBuf::from(format!("{}.dockerignore", p.display())))
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .or_else(|| std::fs::read_to_string(context_dir.join(".dockerignore")).ok());
 
     let mut build_args = key_values(&args.build_args, "--build-arg", true)?;
     let repro = hoist_builder::engine::reproducible::ReproOptions {

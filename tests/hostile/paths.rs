@@ -236,3 +236,24 @@ both_modes!(add_archive_tricks, |b: &Builder| {
     b.assert_host_untouched(&run);
     assert!(!std::path::Path::new("/tmp/escaped").exists());
 });
+
+both_modes!(
+    symlinked_dockerfile_and_dockerignore_stay_in_the_context,
+    |b: &Builder| {
+        // A context whose Dockerfile and .dockerignore point at host files:
+        // the build reads neither (a parse error would quote the secret).
+        b.symlink("Dockerfile", b.sentinel.path().join("victimfile"));
+        b.symlink(".dockerignore", b.sentinel.path().join("victimfile"));
+        let run = b.hoist(&["build", "--progress", "plain", b.context.to_str().unwrap()]);
+        assert_ne!(run.code(), 0, "{}", run.stderr);
+        assert!(run.stderr.contains("no Dockerfile"), "{}", run.stderr);
+        b.assert_host_untouched(&run);
+
+        // A real Dockerfile beside a .dockerignore link: the ignore file is not
+        // the host's (it would exclude nothing here anyway), the build works.
+        std::fs::remove_file(b.context.join("Dockerfile")).unwrap();
+        let run = b.build("FROM busybox\nCOPY . /ctx\n", &[]);
+        run.assert_ok();
+        b.assert_host_untouched(&run);
+    }
+);

@@ -43,6 +43,81 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> Result<Pat
         })
 }
 
+/// The text of the file at `path` inside `root` (symlinks resolved as if
+/// `root` were `/`); `None` when there is none.
+pub fn read_in_root(root: &Path, path: &Path) -> Result<Option<String>, EngineError> {
+    let path_error = |source| EngineError::Path {
+        root: root.to_path_buf(),
+        source,
+    };
+    let mut file = match Root::new(root).and_then(|r| r.open_read(path)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(path_error(e)),
+    };
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(io_error("read", &root.join(path)))?;
+    Ok(Some(text))
+}
+
+/// What a build reads from a context before it starts: the Dockerfile,
+/// its ignore file and the context directory.
+#[derive(Debug)]
+pub struct BuildFiles {
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its file name, for messages (`Dockerfile`).
+    pub dockerfile_name: String,
+    /// `<Dockerfile>.dockerignore`, else the context's `.dockerignore`
+    /// (Docker's rule), when there is one.
+    pub dockerignore: Option<String>,
+    /// The context directory, resolved inside the root.
+    pub context_dir: PathBuf,
+}
+
+/// Reads the Dockerfile `dockerfile` and context `context` (both relative
+/// to `root`: a checkout, an unpacked or fetched context) inside `root`: a
+/// symlink in it cannot make the build read, or use as its context, a
+/// file of the host.
+pub fn read_build_files(
+    root: &Path,
+    dockerfile: &str,
+    context: &str,
+) -> Result<BuildFiles, EngineError> {
+    let read = |path: &Path| read_in_root(root, path).transpose();
+    let dockerfile_path = PathBuf::from(relative(dockerfile));
+    let text = read(&dockerfile_path).unwrap_or_else(|| {
+        Err(EngineError::Invalid(format!(
+            "there is no Dockerfile `{}` in {}",
+            hoist_untrusted::escape(dockerfile),
+            root.display()
+        )))
+    })?;
+    let context_path = PathBuf::from(relative(context));
+    let ignore_beside = PathBuf::from(format!("{}.dockerignore", dockerfile_path.display()));
+    let dockerignore = match read(&ignore_beside) {
+        Some(text) => Some(text?),
+        None => read(&context_path.join(".dockerignore")).transpose()?,
+    };
+    let context_dir = resolve_in_root(root, context, true)?;
+    if !context_dir.is_dir() {
+        return Err(EngineError::Invalid(format!(
+            "the context `{}` is not a directory",
+            hoist_untrusted::escape(context)
+        )));
+    }
+    Ok(BuildFiles {
+        dockerfile: text,
+        dockerfile_name: dockerfile_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into()),
+        dockerignore,
+        context_dir,
+    })
+}
+
 /// The users and groups of the root (hoist-untrusted's one reader).
 pub fn accounts(root: &Path) -> Result<Accounts, EngineError> {
     Ok(Accounts::read_dir(root)?)

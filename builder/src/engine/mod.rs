@@ -16,6 +16,7 @@ pub use exec::{ENTITLEMENT_INSECURE, ENTITLEMENT_NETWORK_HOST};
 pub mod export;
 pub mod fetch;
 mod files;
+pub use files::{read_build_files, read_in_root, BuildFiles};
 pub mod gc;
 pub(crate) mod hash;
 pub mod index;
