@@ -611,7 +611,7 @@ impl Config {
                         key("on_base_change"),
                         format!(
                             "`{}` must be \"rebuild\" or \"rebase\"",
-                            hoist_cache::text::escape(other)
+                            hoist_untrusted::text::escape(other)
                         ),
                     ))
                 }
@@ -716,7 +716,7 @@ fn parse_server(
         server.max_connections = n;
     }
     if let Some(v) = raw.max_body {
-        server.max_body = hoist_cache::units::parse_size(&v)
+        server.max_body = hoist_untrusted::units::parse_size(&v)
             .ok()
             .filter(|n| *n > 0)
             .and_then(|n| usize::try_from(n).ok())
@@ -771,7 +771,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
     } else if let Some(days) = s.strip_suffix('d') {
         Duration::from_secs(days.parse::<u64>().ok()?.checked_mul(86_400)?)
     } else {
-        hoist_cache::units::parse_duration(s).ok()?
+        hoist_untrusted::units::parse_duration(s).ok()?
     };
     (!d.is_zero()).then_some(d)
 }
