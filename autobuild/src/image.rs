@@ -320,6 +320,38 @@ pub async fn remote_digest(client: &Client, image: &str) -> Result<String, Strin
     Ok(resolved.manifest.descriptor.digest().to_string())
 }
 
+/// Whether `image` in its registry still serves the manifest `known`: as
+/// its host-platform manifest, or as any manifest of its index (a build
+/// records the manifest of the platform its stage used, which need not be
+/// the host's). `Some(new)` (the host manifest's digest) when it moved.
+pub async fn moved_digest(
+    client: &Client,
+    image: &str,
+    known: &str,
+) -> Result<Option<String>, String> {
+    let reference = Reference::parse(image).map_err(|e| e.to_string())?;
+    let resolved = client
+        .resolve_image(&reference, Some(&Platform::host()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let host = resolved.manifest.descriptor.digest().to_string();
+    if host == known || resolved.root.descriptor.digest().as_ref() == known {
+        return Ok(None);
+    }
+    if resolved.root.is_index() {
+        let index = hoist_registry::manifest::parse_index(&resolved.root.bytes, image)
+            .map_err(|e| e.to_string())?;
+        if index
+            .manifests()
+            .iter()
+            .any(|m| m.digest().as_ref() == known)
+        {
+            return Ok(None);
+        }
+    }
+    Ok(Some(host))
+}
+
 fn build_failure(e: PipelineError, log: &LogSink) -> BuildFailure {
     match e {
         PipelineError::Build(BuildError::Step {

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::RepoConfig;
 use crate::executor::{checkout, BuildJob, LogSink};
-use crate::image::{base_images, remote_digest};
+use crate::image::{base_images, moved_digest, remote_digest};
 use crate::server::{autobuild_dir, Queued, Service};
 use crate::webhook::PushedRef;
 use crate::Error;
@@ -107,11 +107,11 @@ pub async fn check_bases(
         return Ok(check);
     }
     for (image, old) in known {
-        match remote_digest(client, &image).await {
-            Ok(new) if new != old => {
+        match moved_digest(client, &image, &old).await {
+            Ok(Some(new)) => {
                 check.changed.insert(image, (old, new));
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => {
                 check.unresolved.insert(image, e);
             }
