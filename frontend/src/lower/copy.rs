@@ -385,3 +385,38 @@ impl Lowerer<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_sources_are_told_apart_as_buildkit_does() {
+        assert_eq!(
+            git_source("https://example.com/repo.git#v1:sub"),
+            Some(("https://example.com/repo.git".into(), "v1:sub".into()))
+        );
+        assert!(git_source("git@github.com:o/r.git").is_some());
+        assert!(git_source("ssh://host/r").is_some());
+        assert!(git_source("https://example.com/file.tar.gz").is_none());
+        assert!(is_http_source("https://example.com/file.tar.gz"));
+        assert!(!is_http_source("https://example.com/repo.git"));
+        assert!(!is_http_source("local/file"));
+    }
+
+    fn lower_text(text: &str) -> Result<BuildGraph> {
+        let ast = crate::parse(text).expect("parses");
+        super::super::lower(
+            &ast,
+            &crate::BuildOptions::default(),
+            &super::super::NoResolver,
+        )
+    }
+
+    #[test]
+    fn copy_flags_are_checked_where_they_are_lowered() {
+        let e = lower_text("FROM scratch\nCOPY --chmod=999 a /b\n").unwrap_err();
+        assert!(e.to_string().contains("999"), "{e}");
+        assert!(lower_text("FROM scratch\nCOPY --chmod=755 --link a /b\n").is_ok());
+    }
+}
