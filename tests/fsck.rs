@@ -11,6 +11,7 @@ mod fsck {
     #[allow(dead_code, unused_imports)]
     #[path = "../build/common.rs"]
     pub mod common;
+    pub mod concurrency;
     pub mod crash;
     pub mod damage;
     pub mod fulldisk;
