@@ -288,7 +288,7 @@ fn eight_builds_share_a_store_while_prune_loops_and_images_is_polled() {
     pruner.join().expect("the prune loop failed");
     poller.join().expect("the images poll failed");
 
-    for i in 0..8 {
+    for (i, log) in logs.iter().enumerate() {
         let image = format!("c:{i}");
         let files = files_of(&root, env.scratch.path(), &image);
         let id = if i < 4 {
@@ -300,7 +300,7 @@ fn eight_builds_share_a_store_while_prune_loops_and_images_is_polled() {
             String::from_utf8_lossy(&files["id"]),
             id,
             "{image}: /id\n{}",
-            logs[i]
+            log
         );
         let f = if i < 4 {
             format!("file {i}")
