@@ -15,5 +15,6 @@ mod fsck {
     pub mod crash;
     pub mod damage;
     pub mod fulldisk;
+    pub mod slowregistry;
     pub mod util;
 }

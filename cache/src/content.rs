@@ -16,6 +16,19 @@
 //! A process killed mid-ingest leaves only a file in `ingest/`, never a
 //! visible blob; `hoist du` and `hoist fsck` report such leftovers, told
 //! apart from ingests in progress by the `flock` a writer holds on its file.
+//!
+//! # Resumable ingests
+//!
+//! A download knows the digest and size of what it fetches, so its ingest
+//! gets a name made of the digest ([`ContentStore::resume_writer`]:
+//! `ingest/sha256-<hex>`, containerd's ingest *ref* by digest) instead of a
+//! random one. A pull that was killed, or that gave up and kept its bytes
+//! ([`ContentWriter::suspend`]), left that file; the next writer for the same
+//! blob hashes what is there and continues after it, so the download asks
+//! only for the rest (an HTTP `Range`). Nothing in the file is trusted: the
+//! digest checked at commit covers every byte, the old ones included, and a
+//! mismatch discards the ingest. Collections and `hoist fsck --repair` remove
+//! such files like any other abandoned ingest.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -159,6 +172,73 @@ impl ContentStore {
             hasher: Sha256::new(),
             size: 0,
             written_back: 0,
+            keep: false,
+        })
+    }
+
+    /// Start the ingest of the blob `digest` of `size` bytes, or continue
+    /// the one a killed or suspended download of it left (see the module
+    /// docs): the writer's [`ContentWriter::size`] says how many bytes it
+    /// already has. When another process is writing that ingest now, a fresh
+    /// ingest of a random name is returned (both may finish: the first
+    /// commit wins, the other finds the blob there).
+    pub fn resume_writer(&self, digest: &Digest, size: u64) -> Result<ContentWriter> {
+        use std::os::unix::fs::MetadataExt as _;
+        // The name comes from a digest the caller parsed: algorithm and hex,
+        // nothing that could leave the directory.
+        let name = format!("{}-{}", digest.algorithm(), digest.digest());
+        if name.contains('/') || name.starts_with("gc-") {
+            return self.writer();
+        }
+        let path = self.ingest_dir().join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open ingest file", &path, e))?;
+        if !crate::sys::try_lock_exclusive(&file)
+            .map_err(|e| Error::io("lock ingest file", &path, e))?
+        {
+            return self.writer();
+        }
+        // A collection may have removed the name between our open and our
+        // lock: then this inode is no ingest any more, start afresh.
+        let ours = file
+            .metadata()
+            .map_err(|e| Error::io("stat ingest file", &path, e))?;
+        match fs::metadata(&path) {
+            Ok(named) if named.ino() == ours.ino() && named.dev() == ours.dev() => {}
+            _ => return self.writer(),
+        }
+        let mut hasher = Sha256::new();
+        let mut have = ours.len();
+        if have > size {
+            have = 0;
+        }
+        let mut reader = &file;
+        let hashed = io::copy(
+            &mut Read::take(&mut reader, have),
+            &mut HashingSink(&mut hasher),
+        );
+        if !matches!(hashed, Ok(n) if n == have) {
+            have = 0;
+            hasher = Sha256::new();
+        }
+        file.set_len(have)
+            .map_err(|e| Error::io("truncate ingest file", &path, e))?;
+        let mut file = file;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(have))
+            .map_err(|e| Error::io("seek in ingest file", &path, e))?;
+        Ok(ContentWriter {
+            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            path,
+            blobs: self.dir.join("blobs/sha256"),
+            hasher,
+            size: have,
+            written_back: have,
+            keep: false,
         })
     }
 
@@ -238,6 +318,8 @@ pub struct ContentWriter {
     size: u64,
     /// Bytes of the file already handed to the kernel's writeback.
     written_back: u64,
+    /// Leave the file in `ingest/` on drop (see [`ContentWriter::suspend`]).
+    keep: bool,
 }
 
 impl ContentWriter {
@@ -328,6 +410,20 @@ impl ContentWriter {
 
     /// Abandon the ingest (same as dropping the writer).
     pub fn abort(self) {}
+
+    /// Stop without committing, keeping what was written in `ingest/` for a
+    /// later [`ContentStore::resume_writer`] of the same blob (a download
+    /// cut off by the network). Returns the bytes kept; on a write error the
+    /// ingest is removed as on drop.
+    pub fn suspend(mut self) -> Result<u64> {
+        if let Some(buffered) = self.file.take() {
+            buffered
+                .into_inner()
+                .map_err(|e| Error::io("flush ingest file", &self.path, e.into_error()))?;
+        }
+        self.keep = true;
+        Ok(self.size)
+    }
 }
 
 impl Write for ContentWriter {
@@ -365,9 +461,26 @@ impl Write for ContentWriter {
 impl Drop for ContentWriter {
     fn drop(&mut self) {
         self.file.take();
+        if self.keep {
+            return;
+        }
         // Ignoring the error: the file may never have been created, and a
         // leftover ingest file is invisible and reported by `hoist du`.
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Feeds what is written to a hasher (re-hashing a resumed ingest).
+struct HashingSink<'a>(&'a mut Sha256);
+
+impl Write for HashingSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -693,5 +806,82 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_suspended_ingest_resumes_where_it_stopped() {
+        let (_d, store) = store();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = digest_of(&data);
+        let mut first = store.resume_writer(&digest, 100_000).unwrap();
+        assert_eq!(first.size(), 0);
+        first.write_all(&data[..40_000]).unwrap();
+        assert_eq!(first.suspend().unwrap(), 40_000);
+        assert_eq!(ingest_files(&store), 1);
+        assert!(!store.contains(&digest));
+
+        let mut second = store.resume_writer(&digest, 100_000).unwrap();
+        assert_eq!(second.size(), 40_000);
+        second.write_all(&data[40_000..]).unwrap();
+        let c = second.commit(Some(100_000), Some(&digest)).unwrap();
+        assert!(c.created);
+        assert_eq!(store.read_blob(&digest).unwrap(), data);
+        assert_eq!(ingest_files(&store), 0);
+    }
+
+    #[test]
+    fn a_resumed_ingest_with_wrong_old_bytes_fails_its_digest_and_is_removed() {
+        let (_d, store) = store();
+        let data = vec![7u8; 10_000];
+        let digest = digest_of(&data);
+        let mut first = store.resume_writer(&digest, 10_000).unwrap();
+        first.write_all(&[8u8; 4_000]).unwrap();
+        first.suspend().unwrap();
+        let mut second = store.resume_writer(&digest, 10_000).unwrap();
+        second.write_all(&data[4_000..]).unwrap();
+        assert!(matches!(
+            second.commit(Some(10_000), Some(&digest)),
+            Err(Error::DigestMismatch { .. })
+        ));
+        assert_eq!(ingest_files(&store), 0);
+        // The next try starts from nothing.
+        assert_eq!(store.resume_writer(&digest, 10_000).unwrap().size(), 0);
+    }
+
+    #[test]
+    fn a_resume_while_another_writer_holds_the_ingest_gets_a_fresh_one() {
+        let (_d, store) = store();
+        let data = vec![1u8; 5_000];
+        let digest = digest_of(&data);
+        let mut busy = store.resume_writer(&digest, 5_000).unwrap();
+        busy.write_all(&data[..1_000]).unwrap();
+        busy.flush().unwrap();
+        let mut other = store.resume_writer(&digest, 5_000).unwrap();
+        assert_eq!(other.size(), 0);
+        assert_ne!(other.path(), busy.path());
+        other.write_all(&data).unwrap();
+        other.commit(Some(5_000), Some(&digest)).unwrap();
+        busy.write_all(&data[1_000..]).unwrap();
+        let c = busy.commit(Some(5_000), Some(&digest)).unwrap();
+        assert!(!c.created);
+        assert_eq!(ingest_files(&store), 0);
+    }
+
+    #[test]
+    fn a_longer_leftover_than_the_blob_is_started_afresh() {
+        let (_d, store) = store();
+        let data = vec![3u8; 1_000];
+        let digest = digest_of(&data);
+        fs::write(
+            store
+                .ingest_dir()
+                .join(format!("sha256-{}", digest.digest())),
+            vec![3u8; 2_000],
+        )
+        .unwrap();
+        let mut w = store.resume_writer(&digest, 1_000).unwrap();
+        assert_eq!(w.size(), 0);
+        w.write_all(&data).unwrap();
+        w.commit(Some(1_000), Some(&digest)).unwrap();
     }
 }

@@ -252,10 +252,12 @@ impl BlobStore for CacheBlobStore {
             .content()
             .blob_path(expected.digest())
             .map_err(|e| store_error(e, expected.digest()))?;
+        // Named by the digest: what a killed or cut-off pull of this blob
+        // left is continued, not downloaded again (`written` says how much).
         let inner = self
             .store
             .content()
-            .writer()
+            .resume_writer(expected.digest(), expected.size())
             .map_err(|e| store_error(e, expected.digest()))?;
         Ok(Box::new(CacheWriter {
             inner,
@@ -316,6 +318,11 @@ impl BlobWriter for CacheWriter {
             .commit(Some(expected.size()), Some(expected.digest()))
             .map(|_| ())
             .map_err(|e| store_error(e, expected.digest()))
+    }
+
+    fn suspend(self: Box<Self>) {
+        // A failure to keep the bytes only costs downloading them again.
+        let _ = self.inner.suspend();
     }
 }
 

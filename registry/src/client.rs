@@ -63,7 +63,9 @@ pub struct ClientOptions {
     pub retry: RetryPolicy,
     /// TCP + TLS connect timeout (default 30 s).
     pub connect_timeout: Duration,
-    /// Longest silence while reading a response (default 60 s).
+    /// Longest silence while reading a response (default 60 s; the CLI
+    /// takes `HOIST_REGISTRY_TIMEOUT`). A body that stalls this long is
+    /// dropped and the download resumes with a `Range` request.
     pub read_timeout: Duration,
     /// Blobs transferred at once (default 4).
     pub concurrency: usize,
@@ -136,6 +138,30 @@ pub(crate) struct Inner {
     /// A client per host with a certs.d directory (and insecure flag),
     /// `None` for hosts without one; built once per host.
     tls_clients: Mutex<HashMap<(String, bool), Option<reqwest::Client>>>,
+}
+
+/// The variable that sets [`ClientOptions::read_timeout`] for the CLI.
+pub const TIMEOUT_ENV: &str = "HOIST_REGISTRY_TIMEOUT";
+
+/// `HOIST_REGISTRY_TIMEOUT`'s value: whole seconds (`60`) or a Go-style
+/// duration (`30s`, `500ms`, `2m`, `1m30s`), more than zero.
+pub fn parse_timeout(value: &str) -> Result<Duration> {
+    let invalid = |reason: String| RegistryError::Setting {
+        name: TIMEOUT_ENV,
+        value: value.to_string(),
+        reason,
+    };
+    let duration = match value.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => hoist_untrusted::units::parse_duration(value)
+            .map_err(|e| invalid(format!("{e}; or whole seconds")))?,
+    };
+    if duration.is_zero() {
+        return Err(invalid(
+            "a timeout of zero would fail every transfer".into(),
+        ));
+    }
+    Ok(duration)
 }
 
 /// A reqwest client with our timeouts; `tls` adds a certs.d directory's CA
@@ -221,11 +247,17 @@ impl Client {
     /// `REGISTRY_AUTH_FILE`) and default settings: what the CLI uses.
     pub fn from_environment() -> Result<Client> {
         let config = RegistryConfig::load()?;
+        let defaults = ClientOptions::default();
+        let read_timeout = match std::env::var(TIMEOUT_ENV) {
+            Ok(value) => parse_timeout(&value)?,
+            Err(_) => defaults.read_timeout,
+        };
         Client::new(ClientOptions {
             config,
             credentials: Arc::new(crate::auth::AuthChain::discover()),
             proxy: crate::proxy::ProxySettings::from_env(),
-            ..ClientOptions::default()
+            read_timeout,
+            ..defaults
         })
     }
 
@@ -914,6 +946,35 @@ pub(crate) fn scope(repository: &str, push: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn registry_timeout_values() {
+        use std::time::Duration;
+        assert_eq!(super::parse_timeout("60").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            super::parse_timeout("30s").unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            super::parse_timeout("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            super::parse_timeout("2m").unwrap(),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            super::parse_timeout("1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
+        for bad in ["", "0", "0s", "-1", "x", "inf", "NaN", "1e9", "1.5"] {
+            let e = super::parse_timeout(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid HOIST_REGISTRY_TIMEOUT="),
+                "{bad}: {e}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

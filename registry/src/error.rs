@@ -106,6 +106,16 @@ pub enum RegistryError {
         /// Why it is invalid.
         reason: String,
     },
+    /// An environment setting of the client has a value it cannot use.
+    #[error("invalid {name}={value:?}: {reason}")]
+    Setting {
+        /// The variable.
+        name: &'static str,
+        /// Its value (control characters escaped by `{:?}`).
+        value: String,
+        /// What it takes.
+        reason: String,
+    },
     /// Authentication failed before any registry call could succeed (token
     /// endpoint errors, missing credentials for basic auth, bad challenge).
     #[error("failed to authenticate to {registry}: {message}")]
@@ -194,7 +204,8 @@ impl RegistryError {
             | RegistryError::PlatformNotFound { .. }
             | RegistryError::Reference(_)
             | RegistryError::Url { .. }
-            | RegistryError::Config(_) => ErrorKind::InvalidInput,
+            | RegistryError::Config(_)
+            | RegistryError::Setting { .. } => ErrorKind::InvalidInput,
             RegistryError::Auth { .. } => ErrorKind::Unauthorized,
             RegistryError::Credentials(_)
             | RegistryError::Store { .. }

@@ -477,11 +477,21 @@ impl Client {
         let mut writer = store
             .writer(descriptor)
             .map_err(|e| store_err("open an ingest for", e))?;
-        let mut done: u64 = 0;
-        let mut last_progress = 0;
+        // A resumed ingest (an earlier pull killed or cut off) already has
+        // the first bytes: ask only for the rest.
+        let mut done: u64 = writer.written();
+        if done > 0 {
+            tracing::info!("resuming blob {digest} at byte {done} of {total}");
+            emit(PullEvent::BlobProgress {
+                descriptor: descriptor.clone(),
+                done,
+                total,
+            });
+        }
+        let mut last_progress = done;
         let mut attempt = 0;
         let mut total_failures = 0;
-        loop {
+        while done < total {
             // Attempts count failures without progress: a body cut after
             // some bytes resumes without using up the budget.
             attempt += 1;
@@ -502,7 +512,17 @@ impl Client {
                         })
                     },
                 )
-                .await?;
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    // The registry is gone or refuses now: what we have
+                    // stays for the next pull (the digest check at its
+                    // commit covers these bytes too).
+                    writer.suspend();
+                    return Err(e);
+                }
+            };
             // Bytes at the start of this body that we already have.
             let mut skip = match resp.status() {
                 StatusCode::OK => offset,
@@ -572,6 +592,9 @@ impl Client {
                 None => format!("body ended after {done} of {total} bytes"),
             };
             if attempt >= policy.max_attempts {
+                // The network gave up, not the store: keep the bytes for
+                // the next pull to continue after.
+                writer.suspend();
                 return Err(match failure {
                     Some(source) => RegistryError::Transport {
                         action,

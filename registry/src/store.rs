@@ -98,6 +98,10 @@ pub trait BlobWriter: Write + Send {
     /// for, make the blob durable, and publish it under its digest. A blob
     /// that another writer published meanwhile counts as success.
     fn commit(self: Box<Self>) -> Result<()>;
+    /// Stop without publishing, keeping the bytes written for a later
+    /// writer of the same blob to continue after them (the network cut a
+    /// download off). The default discards them, as dropping does.
+    fn suspend(self: Box<Self>) {}
 }
 
 /// Blob storage the registry client reads from (push) and writes into

@@ -29,6 +29,7 @@ pub mod git;
 pub mod net;
 pub mod postgres;
 pub mod rootless;
+pub mod slowproxy;
 
 pub use git::{git, GitRepo};
 
