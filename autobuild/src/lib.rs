@@ -57,6 +57,7 @@
 pub mod config;
 mod conn;
 pub mod executor;
+pub mod fuzzing;
 pub mod hook;
 pub mod html;
 pub mod image;

@@ -79,19 +79,20 @@
 //! # Fuzzing and benchmarks
 //!
 //! `frontend/fuzz` is a cargo-fuzz project with three targets: `parse`,
-//! `expand` (every lexer mode, both escape characters) and `lower`. cargo-fuzz
-//! needs nightly features; on stable use `RUSTC_BOOTSTRAP=1`:
+//! `expand` (every lexer mode, both escape characters) and `lower`; their
+//! bodies are [`fuzzing`]'s functions, which `cargo test` also runs on every
+//! file of `fuzz/corpus/{parse,expand,lower}/` (`tests/it/fuzz_corpus.rs`;
+//! seeded from BuildKit's parser test files and shell word tests).
+//! `scripts/fuzz.sh` runs every target of the workspace for a short budget
+//! where cargo-fuzz and nightly are installed (CI's last step), or by hand:
 //!
 //! ```text
 //! cargo install cargo-fuzz
-//! cd frontend && RUSTC_BOOTSTRAP=1 cargo fuzz run parse -- -max_total_time=60
-//! RUSTC_BOOTSTRAP=1 cargo fuzz run expand -- -max_total_time=60
-//! RUSTC_BOOTSTRAP=1 cargo fuzz run lower -- -max_total_time=60
+//! cd frontend && cargo +nightly fuzz run parse -- -max_total_time=60
 //! ```
 //!
-//! Seed the `parse` corpus with the files
-//! `../testdata/buildkit-conformance/parser/testfiles/*/Dockerfile` copied
-//! into `fuzz/corpus/parse/` (give each a distinct name). Property tests
+//! Copy an input that crashed, once fixed, into `fuzz/corpus/TARGET/`.
+//! Property tests
 //! (`tests/it/properties.rs`) check that no input panics and that exec-form
 //! arguments round-trip. `cargo bench -p hoist-frontend` parses and lowers a
 //! generated 5,000-line Dockerfile.
@@ -99,6 +100,7 @@
 
 pub mod dockerignore;
 pub mod error;
+pub mod fuzzing;
 pub mod graph;
 pub mod instructions;
 mod json;

@@ -25,6 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cli;
+pub mod fuzz;
 pub mod git;
 pub mod net;
 pub mod postgres;

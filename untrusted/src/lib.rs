@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod compression;
+pub mod fuzzing;
 pub mod reference;
 mod root;
 pub mod tar_writer;

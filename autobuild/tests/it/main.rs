@@ -12,6 +12,7 @@
 
 mod browser;
 mod common;
+mod fuzz_corpus;
 mod helper;
 mod hooks;
 mod hostile;

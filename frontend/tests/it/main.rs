@@ -7,6 +7,7 @@
 
 mod conformance;
 mod errors;
+mod fuzz_corpus;
 mod heredocs;
 mod lowering;
 mod properties;
