@@ -203,6 +203,11 @@ impl ContentStore {
         {
             return self.writer();
         }
+        // Now, not when the killed pull last wrote: a collection takes an
+        // ingest file older than the oldest lease for a dead writer's, and
+        // this pull's lease is older than that write.
+        file.set_modified(std::time::SystemTime::now())
+            .map_err(|e| Error::io("touch ingest file", &path, e))?;
         // A collection may have removed the name between our open and our
         // lock: then this inode is no ingest any more, start afresh.
         let ours = file
@@ -827,6 +832,38 @@ mod tests {
         assert!(c.created);
         assert_eq!(store.read_blob(&digest).unwrap(), data);
         assert_eq!(ingest_files(&store), 0);
+    }
+
+    #[test]
+    fn a_resumed_ingest_survives_a_collection_while_its_pull_holds_a_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path().join("store")).unwrap();
+        let data = vec![5u8; 50_000];
+        let digest = digest_of(&data);
+        // What a pull killed an hour ago left.
+        let leftover = store
+            .content()
+            .ingest_dir()
+            .join(format!("sha256-{}", digest.digest()));
+        fs::write(&leftover, &data[..20_000]).unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&leftover)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        let lease = store.create_lease("pull").unwrap();
+        let mut w = store.content().resume_writer(&digest, 50_000).unwrap();
+        assert_eq!(w.size(), 20_000);
+        // A `hoist prune` in another process before the pull wrote a byte.
+        store
+            .collect_garbage(&crate::GcOptions::default(), &[])
+            .unwrap();
+        w.write_all(&data[20_000..]).unwrap();
+        w.commit(Some(50_000), Some(&digest)).unwrap();
+        assert_eq!(store.content().read_blob(&digest).unwrap(), data);
+        store.release_lease(&lease).unwrap();
     }
 
     #[test]
