@@ -9,12 +9,14 @@
 //! parsed by [`units`], with checked arithmetic; an image's users and groups
 //! by [`accounts`]; image references by [`reference`]. The
 //! user's directories (`XDG_*`) come from [`xdg`]. Archives are written by
-//! [`tar_writer`], the one deterministic tar writer.
+//! [`tar_writer`], the one deterministic tar writer; files that must appear
+//! whole or not at all by [`atomic`].
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
 
 pub mod accounts;
+pub mod atomic;
 pub mod compression;
 pub mod reference;
 mod root;
