@@ -299,14 +299,16 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|o| Output::parse(o))
         .collect::<Result<Vec<_>, _>>()?;
-    if outputs.is_empty() {
-        outputs.push(Output::image());
+    // buildx's shorthands; the pipeline adds the default image output and
+    // refuses a push without a name.
+    if args.push {
+        outputs.push(Output::Image {
+            names: Vec::new(),
+            push: true,
+        });
     }
     if args.load {
         outputs.push(Output::Load);
-    }
-    if args.push && tags.is_empty() {
-        bail!("--push needs a name to push to: give -t NAME");
     }
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
@@ -457,7 +459,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         },
         cache_from,
         cache_to,
-        push: if args.push { tags.clone() } else { Vec::new() },
+        push: Vec::new(),
         tags: tags.clone(),
         outputs,
         client: None,
