@@ -26,7 +26,7 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 
-use crate::queue::{BuildRecord, BuildState, Enqueued, NewBuild, Recovery};
+use crate::queue::{BuildRecord, BuildState, Enqueued, NewBuild, Recovery, NEWER_BLOCKS_REQUEUE};
 
 /// The schema, in order; entry `i` is version `i + 1`. Never edit an entry
 /// that shipped: append a new one.
@@ -213,8 +213,10 @@ fn newer_of_ref(
     rec: &BuildRecord,
 ) -> Result<Option<i64>, postgres::Error> {
     let row = tx.query_one(
-        "SELECT MAX(id) FROM autobuild_builds WHERE repo = $1 AND git_ref = $2 AND id > $3 \
-         AND state IN ('queued', 'running', 'succeeded')",
+        &format!(
+            "SELECT MAX(id) FROM autobuild_builds WHERE repo = $1 AND git_ref = $2 AND id > $3 \
+             AND {NEWER_BLOCKS_REQUEUE}"
+        ),
         &[&rec.repo, &rec.git_ref, &rec.id],
     )?;
     Ok(row.get(0))
@@ -338,13 +340,7 @@ impl PgQueue {
             else {
                 return Ok(None);
             };
-            let b = NewBuild {
-                repo: rec.repo,
-                git_ref: rec.git_ref,
-                sha: rec.sha,
-                trigger: "retry".into(),
-                message: rec.message,
-            };
+            let b = rec.retry();
             let new_id = insert(tx, &b, 1, Some(id))?;
             let superseded = supersede_older(tx, &b.repo, &b.git_ref, new_id)?;
             Ok(Some(Enqueued {
@@ -425,14 +421,7 @@ impl PgQueue {
                     &[&error, &rec.id],
                 )?;
                 let requeued = if rec.attempt < 2 && newer.is_none() {
-                    let b = NewBuild {
-                        repo: rec.repo.clone(),
-                        git_ref: rec.git_ref.clone(),
-                        sha: rec.sha.clone(),
-                        trigger: "requeue".into(),
-                        message: rec.message.clone(),
-                    };
-                    Some(insert(tx, &b, rec.attempt + 1, Some(rec.id))?)
+                    Some(insert(tx, &rec.requeue(), rec.attempt + 1, Some(rec.id))?)
                 } else {
                     None
                 };
