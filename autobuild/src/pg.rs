@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
@@ -84,6 +84,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a pooled connection has to answer its liveness check.
 const VALID_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A pooled connection idle longer than this is checked before use (one
+/// round trip); one used more recently is trusted, so a worker's burst of
+/// calls (claim, heartbeat, finish) pays for no checks.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
+
 /// The database's clock in Unix milliseconds.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -119,7 +124,8 @@ pub enum PgError {
 pub struct PgQueue {
     config: postgres::Config,
     shown_url: String,
-    pool: Mutex<Vec<Client>>,
+    /// Idle connections and when each was last used.
+    pool: Mutex<Vec<(Client, Instant)>>,
 }
 
 impl std::fmt::Debug for PgQueue {
@@ -284,8 +290,10 @@ impl PgQueue {
             match pooled {
                 // A pooled connection may have died with the server (a
                 // restart) while it sat idle: one round trip tells.
-                Some(mut c) => {
-                    if !c.is_closed() && c.is_valid(VALID_TIMEOUT).is_ok() {
+                Some((mut c, used)) => {
+                    if !c.is_closed()
+                        && (used.elapsed() < CHECK_AFTER_IDLE || c.is_valid(VALID_TIMEOUT).is_ok())
+                    {
                         break c;
                     }
                 }
@@ -299,7 +307,7 @@ impl PgQueue {
         if !broken && !client.is_closed() {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < 8 {
-                pool.push(client);
+                pool.push((client, Instant::now()));
             }
         }
         result
