@@ -287,6 +287,11 @@ fn eight_builds_share_a_store_while_prune_loops_and_images_is_polled() {
     stop.store(true, Ordering::SeqCst);
     pruner.join().expect("the prune loop failed");
     poller.join().expect("the images poll failed");
+    eprintln!(
+        "eight builds: {} prune -a and {} images polls beside them",
+        prunes.load(Ordering::SeqCst),
+        polls.load(Ordering::SeqCst)
+    );
 
     for (i, log) in logs.iter().enumerate() {
         let image = format!("c:{i}");
