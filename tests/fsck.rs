@@ -1,5 +1,6 @@
 //! `hoist fsck` end to end, the crash-consistency harness (SIGKILL at a
-//! random moment of every command that writes the store), and full disks.
+//! random moment of every command that writes the store), full disks, many
+//! builds on one store, and a slow registry (figures: docs/reliability.md).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
