@@ -10,6 +10,7 @@ mod build {
     pub mod basics;
     pub mod cache;
     pub mod common;
+    pub mod compression;
     pub mod config;
     pub mod copy;
     pub mod dryrun;

@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod assemble;
 pub mod build;
 pub mod container;
+pub mod convert;
 pub mod dryrun;
 pub mod emulation;
 mod exec;
@@ -42,7 +43,7 @@ use artifact::{snapshot_name, Layer};
 /// gzip level of the layers steps make. Level 3 costs half the CPU of the
 /// default 6 for about 5% larger layers (docs/snapshotter.md's measurements),
 /// and compression is most of the work of a step that writes many files.
-const LAYER_GZIP_LEVEL: u32 = 3;
+pub(crate) const LAYER_GZIP_LEVEL: u32 = 3;
 
 /// Errors of the engine's own work (snapshots, blobs, files). What they
 /// quote (context paths, URLs, Dockerfile words) is shown with control
@@ -406,17 +407,19 @@ impl Engine {
                 &DiffOptions {
                     level: Some(LAYER_GZIP_LEVEL),
                     source_date_epoch: self.source_date_epoch,
+                    // The ingest hashes the blob to name it: once is enough.
+                    skip_blob_digest: true,
                     ..DiffOptions::default()
                 },
                 &mut writer,
             )
             .map_err(snap_error(format!("diff snapshot {key}")))?;
-        writer
+        let committed = writer
             .commit(Some(descriptor.size), None)
-            .map_err(store_error(format!("store layer {}", descriptor.digest)))?;
+            .map_err(store_error(format!("store the layer of {key}")))?;
         let mut out = layers.to_vec();
         out.push(Layer {
-            digest: descriptor.digest,
+            digest: committed.digest.to_string(),
             diff_id: descriptor.diff_id,
             size: descriptor.size,
             media_type: descriptor.media_type.to_owned(),

@@ -1,0 +1,485 @@
+//! Layer compression and media types of an exported image
+//! (`-o …,compression=zstd|gzip|uncompressed,compression-level=N,
+//! force-compression=true,oci-mediatypes=false`), as BuildKit's exporters
+//! apply them.
+//!
+//! Steps write gzip layers into the store. An output asking for another
+//! compression (or another gzip level) gets a copy of the image whose
+//! layers are converted at export: decompressed and written again by the
+//! snapshotter's layer writer, so a converted layer is as reproducible as
+//! a built one (same bytes for the same input, whatever the thread count).
+//! The layers of the base image keep their blobs unless
+//! `force-compression=true`, as in BuildKit (a base layer already has a
+//! compressed blob, which BuildKit reuses whatever its compression).
+//!
+//! A converted blob is kept in the store under a cache record keyed by the
+//! source blob and the format (`layer-convert/v1/…`), so a second export or
+//! a push of the same layers reuses it instead of compressing again. The
+//! record follows the store's rules for cache records: under the build's
+//! lease while it runs, collected least recently used first, and as a
+//! dangling record once no image holds its blob.
+
+use std::io::Read as _;
+
+use hoist_cache::image::media_types::{
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST,
+};
+use hoist_cache::image::{is_index, is_manifest, layer_compression};
+use hoist_cache::{Descriptor, Lease, NewCacheRecord, Store};
+use hoist_snapshotter::{Compression, CompressionOptions, LayerWriter};
+use serde_json::{json, Value};
+
+use super::provenance::REFERENCE_TYPE;
+use super::rebase::{BASE_DIGEST, BASE_NAME};
+use super::{EngineError, LAYER_GZIP_LEVEL};
+
+/// How an output wants its layers and manifests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerFormat {
+    /// `compression=`.
+    pub compression: Compression,
+    /// `compression-level=`; `None` for the algorithm's default (hoist's
+    /// gzip level 3, zstd 3).
+    pub level: Option<u32>,
+    /// `force-compression=true`: the base image's layers are converted too.
+    pub force: bool,
+    /// `oci-mediatypes=`: OCI media types (true, the default) or Docker
+    /// v2 schema 2 ones.
+    pub oci_media_types: bool,
+}
+
+impl Default for LayerFormat {
+    /// What steps write: gzip at hoist's level, OCI media types.
+    fn default() -> Self {
+        LayerFormat {
+            compression: Compression::Gzip,
+            level: None,
+            force: false,
+            oci_media_types: true,
+        }
+    }
+}
+
+impl LayerFormat {
+    /// The level a layer is written at.
+    fn effective_level(&self) -> u32 {
+        match (self.compression, self.level) {
+            (_, Some(level)) => level,
+            (Compression::Gzip, None) => LAYER_GZIP_LEVEL,
+            (Compression::Zstd, None) => hoist_snapshotter::layer::ZSTD_DEFAULT_LEVEL as u32,
+            (Compression::Uncompressed, None) => 0,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.compression {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Uncompressed => "uncompressed",
+        }
+    }
+}
+
+/// An image in another format, and what was changed against the request.
+#[derive(Clone, Debug)]
+pub struct Converted {
+    /// The converted manifest or index (the source when nothing changed).
+    pub target: Descriptor,
+    /// Requests overridden as BuildKit overrides them (`oci-mediatypes=false`
+    /// with zstd layers or annotations), one line each.
+    pub warnings: Vec<String>,
+}
+
+fn store_error(action: impl Into<String>) -> impl FnOnce(hoist_cache::Error) -> EngineError {
+    let action = action.into();
+    move |source| EngineError::Store { action, source }
+}
+
+fn read_json(store: &Store, descriptor: &Descriptor, what: &str) -> Result<Value, EngineError> {
+    let bytes = store
+        .content()
+        .read_blob(descriptor.digest())
+        .map_err(store_error(format!("read {what} {}", descriptor.digest())))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        EngineError::Invalid(format!("{what} {} is not JSON: {e}", descriptor.digest()))
+    })
+}
+
+/// `target` (an image manifest, or an index of them) with its layers in
+/// `format`. Without anything to change, `target` itself.
+pub fn convert(
+    store: &Store,
+    target: &Descriptor,
+    format: &LayerFormat,
+    lease: Option<&Lease>,
+) -> Result<Converted, EngineError> {
+    let mut converter = Converter {
+        store,
+        format: *format,
+        lease,
+        warnings: Vec::new(),
+    };
+    if !format.oci_media_types && format.compression == Compression::Zstd {
+        converter.force_oci("zstd");
+    }
+    let target = converter.convert(target)?;
+    Ok(Converted {
+        target,
+        warnings: converter.warnings,
+    })
+}
+
+struct Converter<'a> {
+    store: &'a Store,
+    format: LayerFormat,
+    lease: Option<&'a Lease>,
+    warnings: Vec<String>,
+}
+
+impl Converter<'_> {
+    /// BuildKit's "forcibly turning on oci-mediatype mode for …".
+    fn force_oci(&mut self, why: &str) {
+        if self.format.oci_media_types {
+            return;
+        }
+        self.format.oci_media_types = true;
+        self.warnings.push(format!(
+            "oci-mediatypes=false is overridden for {why}: Docker's media types have no \
+             equivalent, OCI media types are used (as BuildKit does)"
+        ));
+    }
+
+    fn convert(&mut self, target: &Descriptor) -> Result<Descriptor, EngineError> {
+        let media_type = target.media_type().to_string();
+        if is_index(&media_type) {
+            self.convert_index(target)
+        } else if is_manifest(&media_type) {
+            self.convert_manifest(target)
+        } else {
+            Err(EngineError::Invalid(format!(
+                "cannot convert the layers of a {} (expected an image manifest or index)",
+                hoist_cache::text::escape(&media_type)
+            )))
+        }
+    }
+
+    fn convert_index(&mut self, target: &Descriptor) -> Result<Descriptor, EngineError> {
+        let mut index = read_json(self.store, target, "image index")?;
+        let children = index["manifests"].as_array().cloned().unwrap_or_default();
+        if children
+            .iter()
+            .any(|c| c["annotations"][REFERENCE_TYPE].is_string())
+        {
+            // The attestation's statement names the image manifest's
+            // digest, which conversion changes; writing it again belongs to
+            // the provenance step, not here.
+            return Err(EngineError::Invalid(
+                "compression=, force-compression= and oci-mediatypes= are not supported \
+                 together with --provenance yet"
+                    .into(),
+            ));
+        }
+        let mut converted = Vec::new();
+        for child in children {
+            let descriptor: Descriptor = serde_json::from_value(child.clone()).map_err(|e| {
+                EngineError::Invalid(format!("bad entry in image index {}: {e}", target.digest()))
+            })?;
+            if !self.store.content().contains(descriptor.digest()) {
+                return Err(EngineError::Invalid(format!(
+                    "image index {} names manifest {}, which the store lacks",
+                    target.digest(),
+                    descriptor.digest()
+                )));
+            }
+            let new = self.convert(&descriptor)?;
+            let mut child = child;
+            child["mediaType"] = json!(new.media_type().to_string());
+            child["digest"] = json!(new.digest().to_string());
+            child["size"] = json!(new.size());
+            converted.push(child);
+        }
+        index["manifests"] = Value::Array(converted);
+        let media_type = if self.format.oci_media_types {
+            OCI_INDEX
+        } else {
+            DOCKER_MANIFEST_LIST
+        };
+        index["mediaType"] = json!(media_type);
+        self.store
+            .put_json(&index, media_type)
+            .map_err(store_error("store the converted image index"))
+    }
+
+    fn convert_manifest(&mut self, target: &Descriptor) -> Result<Descriptor, EngineError> {
+        let mut manifest = read_json(self.store, target, "image manifest")?;
+        let user_annotations = manifest["annotations"]
+            .as_object()
+            .is_some_and(|a| a.keys().any(|k| k != BASE_DIGEST && k != BASE_NAME));
+        if user_annotations {
+            self.force_oci("annotations");
+        }
+        let config: Descriptor = serde_json::from_value(manifest["config"].clone())
+            .map_err(|e| EngineError::Invalid(format!("bad config in {}: {e}", target.digest())))?;
+        let config_json = read_json(self.store, &config, "image config")?;
+        let diff_ids: Vec<String> = config_json["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|d| d.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let base = self.base_layers(&manifest)?;
+        let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+        if layers.len() != diff_ids.len() {
+            return Err(EngineError::Invalid(format!(
+                "image manifest {} has {} layers but its config {} diff_ids",
+                target.digest(),
+                layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut converted = Vec::new();
+        for (i, layer) in layers.into_iter().enumerate() {
+            let digest = layer["digest"].as_str().unwrap_or_default().to_owned();
+            let media_type = layer["mediaType"].as_str().unwrap_or_default().to_owned();
+            let is_base = base.get(i).is_some_and(|d| *d == digest);
+            converted.push(self.convert_layer(layer, &media_type, &diff_ids[i], is_base)?);
+        }
+        manifest["layers"] = Value::Array(converted);
+        let (manifest_type, config_type) = if self.format.oci_media_types {
+            (OCI_MANIFEST, OCI_CONFIG)
+        } else {
+            (DOCKER_MANIFEST, DOCKER_CONFIG)
+        };
+        manifest["mediaType"] = json!(manifest_type);
+        manifest["config"]["mediaType"] = json!(config_type);
+        self.store
+            .put_json(&manifest, manifest_type)
+            .map_err(store_error("store the converted image manifest"))
+    }
+
+    /// The layer digests of the image this one was built on (the manifest
+    /// its base annotation names, or the manifest of that index whose
+    /// layers start this image's); empty without a base.
+    fn base_layers(&self, manifest: &Value) -> Result<Vec<String>, EngineError> {
+        let Some(digest) = manifest["annotations"][BASE_DIGEST].as_str() else {
+            return Ok(Vec::new());
+        };
+        let Ok(digest) = digest.parse::<hoist_cache::Digest>() else {
+            return Ok(Vec::new());
+        };
+        let ours: Vec<&str> = manifest["layers"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|l| l["digest"].as_str()).collect())
+            .unwrap_or_default();
+        let layers_of = |value: &Value| -> Vec<String> {
+            value["layers"]
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let read = |digest: &hoist_cache::Digest| -> Option<Value> {
+            let bytes = self.store.content().read_blob(digest).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        let Some(base) = read(&digest) else {
+            return Ok(Vec::new());
+        };
+        let candidates = match base["manifests"].as_array() {
+            Some(children) => children
+                .iter()
+                .filter_map(|c| c["digest"].as_str()?.parse().ok())
+                .filter_map(|d| read(&d))
+                .map(|m| layers_of(&m))
+                .collect(),
+            None => vec![layers_of(&base)],
+        };
+        Ok(candidates
+            .into_iter()
+            .filter(|layers| {
+                layers.len() <= ours.len() && layers.iter().zip(&ours).all(|(a, b)| a == b)
+            })
+            .max_by_key(Vec::len)
+            .unwrap_or_default())
+    }
+
+    fn convert_layer(
+        &mut self,
+        mut layer: Value,
+        media_type: &str,
+        diff_id: &str,
+        is_base: bool,
+    ) -> Result<Value, EngineError> {
+        let Some(current) = layer_compression(media_type) else {
+            // Not a layer media type hoist knows: left as it is.
+            return Ok(layer);
+        };
+        let foreign = media_type.contains("nondistributable") || media_type.contains("foreign");
+        let wanted = self.format.compression;
+        let same_kind = matches!(
+            (current, wanted),
+            (hoist_cache::image::Compression::Gzip, Compression::Gzip)
+                | (hoist_cache::image::Compression::Zstd, Compression::Zstd)
+                | (
+                    hoist_cache::image::Compression::None,
+                    Compression::Uncompressed
+                )
+        );
+        // A built gzip layer is at LAYER_GZIP_LEVEL; a base layer's level is
+        // unknown, and BuildKit keeps a blob of the asked compression type.
+        let other_level = !is_base
+            && wanted == Compression::Gzip
+            && self.format.effective_level() != LAYER_GZIP_LEVEL;
+        let convert = !foreign && (!is_base || self.format.force) && (!same_kind || other_level);
+        let kind = if convert {
+            let source = layer["digest"].as_str().unwrap_or_default().to_owned();
+            let (digest, size) = self.converted_blob(&source, diff_id)?;
+            layer["digest"] = json!(digest);
+            layer["size"] = json!(size);
+            // URLs and the like belong to the old blob.
+            if let Some(fields) = layer.as_object_mut() {
+                fields.remove("urls");
+            }
+            wanted
+        } else {
+            match current {
+                hoist_cache::image::Compression::Gzip => Compression::Gzip,
+                hoist_cache::image::Compression::Zstd => Compression::Zstd,
+                hoist_cache::image::Compression::None => Compression::Uncompressed,
+            }
+        };
+        if kind == Compression::Zstd {
+            self.force_oci("zstd");
+        }
+        if !foreign {
+            layer["mediaType"] = json!(match (kind, self.format.oci_media_types) {
+                (Compression::Gzip, true) => OCI_LAYER_GZIP,
+                (Compression::Zstd, _) => OCI_LAYER_ZSTD,
+                (Compression::Uncompressed, true) => OCI_LAYER,
+                (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
+                (Compression::Uncompressed, false) => DOCKER_LAYER,
+            });
+        }
+        Ok(layer)
+    }
+
+    /// The blob of `source` in this format: the one an earlier conversion
+    /// kept, else written now (and kept).
+    fn converted_blob(&self, source: &str, diff_id: &str) -> Result<(String, u64), EngineError> {
+        let key = format!(
+            "layer-convert/v1/{source}/{}/{}",
+            self.format.name(),
+            self.format.effective_level()
+        );
+        let known = self
+            .store
+            .use_cache_record(&key, self.lease)
+            .map_err(store_error(format!(
+                "look up the {} copy of {source}",
+                self.format.name()
+            )))?;
+        if let Some(record) = known {
+            if let Some(digest) = record.blobs.first() {
+                if let Ok(parsed) = digest.parse::<hoist_cache::Digest>() {
+                    if let Ok(size) = self.store.content().blob_size(&parsed) {
+                        return Ok((digest.clone(), size));
+                    }
+                }
+            }
+        }
+        let (digest, size) = self.recompress(source, diff_id)?;
+        self.store
+            .put_cache_record(
+                &NewCacheRecord {
+                    key: key.clone(),
+                    final_key: key,
+                    output: Vec::new(),
+                    blobs: vec![digest.clone()],
+                    description: format!("layer {source} as {}", self.format.name()),
+                    step: String::new(),
+                    preimage: None,
+                },
+                self.lease,
+            )
+            .map_err(store_error(format!(
+                "record the {} copy of {source}",
+                self.format.name()
+            )))?;
+        Ok((digest, size))
+    }
+
+    fn recompress(&self, source: &str, diff_id: &str) -> Result<(String, u64), EngineError> {
+        let parsed = source
+            .parse::<hoist_cache::Digest>()
+            .map_err(|_| EngineError::Invalid(format!("bad layer digest {source}")))?;
+        let mut blob = self
+            .store
+            .content()
+            .open_blob(&parsed)
+            .map_err(store_error(format!("open layer {source}")))?;
+        let blob_path = self
+            .store
+            .content()
+            .blob_path(&parsed)
+            .map_err(store_error(format!("open layer {source}")))?;
+        let mut input = hoist_snapshotter::apply::decompress(&mut blob).map_err(|source| {
+            EngineError::Snapshot {
+                action: format!("read layer {source}"),
+                source,
+            }
+        })?;
+        let mut writer = self
+            .store
+            .content()
+            .writer()
+            .map_err(store_error("start a layer blob"))?;
+        let options = CompressionOptions {
+            compression: self.format.compression,
+            level: Some(self.format.effective_level()),
+            threads: 0,
+            skip_blob_digest: true,
+        };
+        let ingest = writer.path().to_path_buf();
+        let write_error = |source: std::io::Error| EngineError::Io {
+            action: "write a converted layer into".into(),
+            path: ingest.clone(),
+            source,
+        };
+        let mut out = LayerWriter::new(&mut writer, &options).map_err(write_error)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(EngineError::Io {
+                        action: "decompress layer".into(),
+                        path: blob_path,
+                        source: e,
+                    })
+                }
+            };
+            std::io::Write::write_all(&mut out, &buf[..n]).map_err(write_error)?;
+        }
+        let written = out.finish().map_err(write_error)?;
+        if written.diff_id != diff_id {
+            return Err(EngineError::Invalid(format!(
+                "layer {source} decompresses to {}, but the image config says {diff_id}",
+                written.diff_id
+            )));
+        }
+        let committed = writer
+            .commit(Some(written.size), None)
+            .map_err(store_error(format!(
+                "store the converted layer of {source}"
+            )))?;
+        Ok((committed.digest.to_string(), committed.size))
+    }
+}
