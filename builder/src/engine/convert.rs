@@ -483,3 +483,142 @@ impl Converter<'_> {
         Ok((committed.digest.to_string(), committed.size))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    /// A store holding a one-layer image (gzip at the steps' level, as a
+    /// build writes it) over `data`; its manifest's descriptor.
+    fn image(store: &Store, data: &[u8], diff_id: Option<&str>) -> Descriptor {
+        let mut writer = store.content().writer().unwrap();
+        let mut layer = LayerWriter::new(
+            &mut writer,
+            &CompressionOptions {
+                level: Some(LAYER_GZIP_LEVEL),
+                ..CompressionOptions::default()
+            },
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut layer, data).unwrap();
+        let written = layer.finish().unwrap();
+        writer.commit(None, None).unwrap();
+        let diff_id = diff_id.map_or(written.diff_id.clone(), str::to_owned);
+        let config = store
+            .put_json(
+                &json!({"architecture": "amd64", "os": "linux",
+                        "rootfs": {"type": "layers", "diff_ids": [diff_id]}}),
+                OCI_CONFIG,
+            )
+            .unwrap();
+        store
+            .put_json(
+                &json!({
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "digest": config.digest().to_string(),
+                               "size": config.size()},
+                    "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": written.digest,
+                                "size": written.size}],
+                }),
+                OCI_MANIFEST,
+            )
+            .unwrap()
+    }
+
+    fn data() -> Vec<u8> {
+        (0..300_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect()
+    }
+
+    fn layer(store: &Store, manifest: &Descriptor) -> Value {
+        read_json(store, manifest, "manifest").unwrap()["layers"][0].clone()
+    }
+
+    #[test]
+    fn zstd_conversion_keeps_the_diff_id_and_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = data();
+        let source = image(&store, &data, None);
+        let source_layer = layer(&store, &source);
+        let format = LayerFormat {
+            compression: Compression::Zstd,
+            ..LayerFormat::default()
+        };
+        let converted = convert(&store, &source, &format, None).unwrap();
+        assert!(converted.warnings.is_empty());
+        let new_layer = layer(&store, &converted.target);
+        assert_eq!(new_layer["mediaType"], OCI_LAYER_ZSTD);
+        assert_ne!(new_layer["digest"], source_layer["digest"]);
+        let blob = store
+            .content()
+            .read_blob(&new_layer["digest"].as_str().unwrap().parse().unwrap())
+            .unwrap();
+        assert_eq!(new_layer["size"], blob.len());
+        assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd magic");
+        let mut back = Vec::new();
+        hoist_snapshotter::apply::decompress(&mut &blob[..])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+
+        // The second export takes the kept blob: it no longer needs the
+        // source blob at all.
+        let source_digest = source_layer["digest"].as_str().unwrap().parse().unwrap();
+        assert!(store.content().delete_blob(&source_digest).unwrap());
+        let again = convert(&store, &source, &format, None).unwrap();
+        assert_eq!(again.target, converted.target);
+
+        // Nothing to change: the same manifest.
+        let gzip = convert(&store, &converted.target, &format, None).unwrap();
+        assert_eq!(gzip.target, converted.target);
+    }
+
+    #[test]
+    fn docker_media_types_and_the_zstd_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let source = image(&store, &data(), None);
+        let docker = LayerFormat {
+            oci_media_types: false,
+            ..LayerFormat::default()
+        };
+        let converted = convert(&store, &source, &docker, None).unwrap();
+        assert_eq!(converted.target.media_type().to_string(), DOCKER_MANIFEST);
+        let manifest = read_json(&store, &converted.target, "manifest").unwrap();
+        assert_eq!(manifest["config"]["mediaType"], DOCKER_CONFIG);
+        assert_eq!(manifest["layers"][0]["mediaType"], DOCKER_LAYER_GZIP);
+        // Same blob: only the media types changed.
+        assert_eq!(
+            manifest["layers"][0]["digest"],
+            layer(&store, &source)["digest"]
+        );
+
+        let zstd = LayerFormat {
+            compression: Compression::Zstd,
+            ..docker
+        };
+        let converted = convert(&store, &source, &zstd, None).unwrap();
+        assert_eq!(converted.target.media_type().to_string(), OCI_MANIFEST);
+        assert_eq!(converted.warnings.len(), 1, "{:?}", converted.warnings);
+        assert!(converted.warnings[0].contains("zstd"));
+    }
+
+    #[test]
+    fn a_layer_that_is_not_its_diff_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let wrong = format!("sha256:{}", hex::encode(Sha256::digest(b"other")));
+        let source = image(&store, &data(), Some(&wrong));
+        let format = LayerFormat {
+            compression: Compression::Uncompressed,
+            ..LayerFormat::default()
+        };
+        let error = convert(&store, &source, &format, None).unwrap_err();
+        assert!(error.to_string().contains(&wrong), "{error}");
+    }
+}
