@@ -302,10 +302,19 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     // buildx's shorthands; the pipeline adds the default image output and
     // refuses a push without a name.
     if args.push {
-        outputs.push(Output::Image {
-            names: Vec::new(),
-            push: true,
-        });
+        // As buildx: `--push` sets push=true on the image output when there
+        // is one (with its layer format), else adds one.
+        match outputs
+            .iter_mut()
+            .find(|o| matches!(o, Output::Image { .. }))
+        {
+            Some(Output::Image { push, .. }) => *push = true,
+            _ => outputs.push(Output::Image {
+                names: Vec::new(),
+                push: true,
+                format: None,
+            }),
+        }
     }
     if args.load {
         outputs.push(Output::Load);

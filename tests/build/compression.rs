@@ -349,16 +349,22 @@ fn oci_mediatypes_false_gives_docker_media_types_except_for_zstd() {
     env.write("f.txt", "f\n");
     env.dockerfile("FROM busybox\nCOPY f.txt /f.txt\n");
 
+    // Named in the store in the asked format; `hoist push` pushes that.
     let name = format!("{}/mediatypes/docker:1", registry.addr);
     build(
         &env,
         config.path(),
         &[
             "-o",
-            &format!("type=registry,name={name},oci-mediatypes=false"),
+            &format!("type=image,name={name},oci-mediatypes=false"),
         ],
     )
     .assert_ok();
+    let mut push = env.hoist().command();
+    push.args(["push", &name])
+        .env("XDG_CONFIG_HOME", config.path())
+        .env("REGISTRY_AUTH_FILE", config.path().join("auth.json"));
+    hoist_testutil::cli::run(&mut push, None).assert_ok();
     let manifest = registry_manifest(&name);
     assert_eq!(
         manifest["mediaType"],
@@ -404,6 +410,26 @@ fn oci_mediatypes_false_gives_docker_media_types_except_for_zstd() {
         "application/vnd.oci.image.manifest.v1+json"
     );
     assert_eq!(layer_types(&manifest), [OCI_GZIP, OCI_ZSTD]);
+
+    // `--push` with an image output pushes that output, in its format.
+    let name = format!("{}/mediatypes/pushed:1", registry.addr);
+    build(
+        &env,
+        config.path(),
+        &[
+            "-t",
+            &name,
+            "--push",
+            "-o",
+            "type=image,compression=uncompressed",
+        ],
+    )
+    .assert_ok();
+    assert_eq!(layer_types(&registry_manifest(&name)), [OCI_GZIP, OCI_TAR]);
+    assert_eq!(
+        layer_types(&env.inspect(&name)["Manifest"]),
+        [OCI_GZIP, OCI_TAR]
+    );
 }
 
 #[test]
