@@ -437,6 +437,8 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         },
         created: None,
         lease: None,
+        // The pipeline sets it from the outputs.
+        layer_compression: Default::default(),
         explain: args.explain.then(hoist_builder::explain::Explanations::new),
         secrets: exec_flags::secrets(&args.secrets)?,
         ssh: exec_flags::ssh(&args.ssh)?,

@@ -455,3 +455,76 @@ fn a_bad_compression_value_is_refused_naming_it() {
     }
     assert!(!env.scratch.path().join("x.tar").exists());
 }
+
+#[test]
+fn steps_write_the_asked_compression_and_a_cached_layer_is_converted_back() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    let config = tempfile::tempdir().unwrap();
+    env.dockerfile("FROM busybox\nRUN seq 1 50000 > /numbers\n");
+    // A gzip build in another store of the same base: the reference.
+    let saved = env.scratch.path().join("busybox.tar");
+    env.hoist().ok(&[
+        "save",
+        "--format",
+        "oci",
+        "busybox",
+        "-o",
+        saved.to_str().unwrap(),
+    ]);
+    let other = tempfile::tempdir().unwrap();
+    hoist(other.path(), &["load", "-i", saved.to_str().unwrap()], None).assert_ok();
+    let gzip_build = |root: &Path, name: &str| {
+        hoist(
+            root,
+            &[
+                "build",
+                "--source-date-epoch",
+                "1700000000",
+                "-t",
+                name,
+                env.context.path().to_str().unwrap(),
+            ],
+            None,
+        )
+        .assert_ok();
+        hoist_testutil::cli::Hoist::new(super::common::HOIST, root).inspect(name)["Manifest"]
+            .clone()
+    };
+    let reference = gzip_build(other.path(), "ref:1");
+
+    // Every output asks for zstd: the RUN step writes zstd itself (its
+    // summary shows the zstd layer; nothing is converted).
+    let run = build(
+        &env,
+        config.path(),
+        &["-o", "type=image,name=z:1,compression=zstd"],
+    );
+    run.assert_ok();
+    let zstd = env.inspect("z:1")["Manifest"].clone();
+    assert_eq!(layer_types(&zstd), [OCI_GZIP, OCI_ZSTD]);
+    // Conversions are kept as cache records `layer sha256:… as FORMAT`.
+    let conversions = |format: &str| {
+        env.hoist()
+            .ok(&["du", "-v"])
+            .lines()
+            .filter(|l| l.contains(&format!(" as {format}")))
+            .count()
+    };
+    assert_eq!(conversions("zstd"), 0, "the step wrote zstd itself");
+
+    // A default build finds the zstd layer in the cache and gets the gzip
+    // layer a gzip step writes: the very image of the other store.
+    let again = gzip_build(env.root.path(), "g:1");
+    assert_eq!(again, reference);
+    assert_eq!(layer_types(&again), [OCI_GZIP, OCI_GZIP]);
+    assert_eq!(conversions("gzip"), 1);
+    // And zstd again, from the cache: the same zstd image.
+    build(
+        &env,
+        config.path(),
+        &["-o", "type=image,name=z:2,compression=zstd"],
+    )
+    .assert_ok();
+    assert_eq!(env.inspect("z:2")["Manifest"], zstd);
+}

@@ -44,9 +44,10 @@ pub struct LayerFormat {
     pub level: Option<u32>,
     /// `force-compression=true`: the base image's layers are converted too.
     pub force: bool,
-    /// `oci-mediatypes=`: OCI media types (true, the default) or Docker
-    /// v2 schema 2 ones.
-    pub oci_media_types: bool,
+    /// `oci-mediatypes=`: OCI media types or Docker v2 schema 2 ones;
+    /// `None` (not asked) keeps the manifest's kind and the media types of
+    /// the layers left as they are.
+    pub oci_media_types: Option<bool>,
 }
 
 impl Default for LayerFormat {
@@ -56,7 +57,7 @@ impl Default for LayerFormat {
             compression: Compression::Gzip,
             level: None,
             force: false,
-            oci_media_types: true,
+            oci_media_types: None,
         }
     }
 }
@@ -120,14 +121,51 @@ pub fn convert(
         lease,
         warnings: Vec::new(),
     };
-    if !format.oci_media_types && format.compression == Compression::Zstd {
-        converter.force_oci("zstd");
-    }
     let target = converter.convert(target)?;
     Ok(Converted {
         target,
         warnings: converter.warnings,
     })
+}
+
+/// A layer of the converted manifest, its media type still to be set.
+struct LayerOut {
+    layer: Value,
+    /// Its compression; `None` for what keeps its media type whatever the
+    /// manifest (unknown or non-distributable layers).
+    kind: Option<Compression>,
+    /// Whether it is a new blob.
+    changed: bool,
+}
+
+/// The media type of a layer compressed as `kind`, OCI or Docker's.
+fn layer_media_type(kind: Compression, oci: bool) -> &'static str {
+    match (kind, oci) {
+        (Compression::Gzip, true) => OCI_LAYER_GZIP,
+        (Compression::Zstd, _) => OCI_LAYER_ZSTD,
+        (Compression::Uncompressed, true) => OCI_LAYER,
+        (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
+        (Compression::Uncompressed, false) => DOCKER_LAYER,
+    }
+}
+
+/// What the steps of a build whose image outputs ask for `formats` write:
+/// the compression they all ask for (at that compression's default
+/// level, the only one steps write, so that the export knows the level of
+/// every built layer), else gzip. A layer a step made in one compression
+/// and found in the cache by a build asking for another is converted at
+/// export; conversion and direct writing give the same bytes, as both are
+/// the layer writer over the same tar stream.
+pub fn step_compression<'a>(
+    formats: impl IntoIterator<Item = Option<&'a LayerFormat>>,
+) -> Compression {
+    let mut all = formats
+        .into_iter()
+        .map(|f| f.map_or(Compression::Gzip, |f| f.compression));
+    match all.next() {
+        Some(first) if all.all(|c| c == first) => first,
+        _ => Compression::Gzip,
+    }
 }
 
 struct Converter<'a> {
@@ -140,13 +178,13 @@ struct Converter<'a> {
 impl Converter<'_> {
     /// BuildKit's "forcibly turning on oci-mediatype mode for …".
     fn force_oci(&mut self, why: &str) {
-        if self.format.oci_media_types {
+        if self.format.oci_media_types != Some(false) {
             return;
         }
-        self.format.oci_media_types = true;
+        self.format.oci_media_types = Some(true);
         self.warnings.push(format!(
-            "oci-mediatypes=false is overridden for {why}: Docker's media types have no \
-             equivalent, OCI media types are used (as BuildKit does)"
+            "oci-mediatypes=false is overridden for {why}: OCI media types are used, as \
+             BuildKit does"
         ));
     }
 
@@ -200,10 +238,11 @@ impl Converter<'_> {
             converted.push(child);
         }
         index["manifests"] = Value::Array(converted);
-        let media_type = if self.format.oci_media_types {
-            OCI_INDEX
-        } else {
-            DOCKER_MANIFEST_LIST
+        let media_type = match self.format.oci_media_types {
+            Some(true) => OCI_INDEX,
+            Some(false) => DOCKER_MANIFEST_LIST,
+            None if target.media_type().to_string() == DOCKER_MANIFEST_LIST => DOCKER_MANIFEST_LIST,
+            None => OCI_INDEX,
         };
         index["mediaType"] = json!(media_type);
         self.store
@@ -219,6 +258,7 @@ impl Converter<'_> {
         if user_annotations {
             self.force_oci("annotations");
         }
+        let docker_manifest = manifest["mediaType"] == DOCKER_MANIFEST;
         let config: Descriptor = serde_json::from_value(manifest["config"].clone())
             .map_err(|e| EngineError::Invalid(format!("bad config in {}: {e}", target.digest())))?;
         let config_json = read_json(self.store, &config, "image config")?;
@@ -247,14 +287,35 @@ impl Converter<'_> {
             let is_base = base.get(i).is_some_and(|d| *d == digest);
             converted.push(self.convert_layer(layer, &media_type, &diff_ids[i], is_base)?);
         }
-        manifest["layers"] = Value::Array(converted);
-        let (manifest_type, config_type) = if self.format.oci_media_types {
+        if converted.iter().any(|c| c.kind == Some(Compression::Zstd)) {
+            self.force_oci("zstd");
+        }
+        let any_zstd = converted.iter().any(|c| c.kind == Some(Compression::Zstd));
+        let oci = self
+            .format
+            .oci_media_types
+            .unwrap_or(!docker_manifest || any_zstd);
+        let explicit = self.format.oci_media_types.is_some();
+        manifest["layers"] = Value::Array(
+            converted
+                .into_iter()
+                .map(|mut c| {
+                    if let Some(kind) = c.kind.filter(|_| c.changed || explicit) {
+                        c.layer["mediaType"] = json!(layer_media_type(kind, oci));
+                    }
+                    c.layer
+                })
+                .collect(),
+        );
+        let (manifest_type, config_type) = if oci {
             (OCI_MANIFEST, OCI_CONFIG)
         } else {
             (DOCKER_MANIFEST, DOCKER_CONFIG)
         };
         manifest["mediaType"] = json!(manifest_type);
-        manifest["config"]["mediaType"] = json!(config_type);
+        if explicit || oci == docker_manifest {
+            manifest["config"]["mediaType"] = json!(config_type);
+        }
         self.store
             .put_json(&manifest, manifest_type)
             .map_err(store_error("store the converted image manifest"))
@@ -315,10 +376,14 @@ impl Converter<'_> {
         media_type: &str,
         diff_id: &str,
         is_base: bool,
-    ) -> Result<Value, EngineError> {
+    ) -> Result<LayerOut, EngineError> {
         let Some(current) = layer_compression(media_type) else {
             // Not a layer media type hoist knows: left as it is.
-            return Ok(layer);
+            return Ok(LayerOut {
+                layer,
+                kind: None,
+                changed: false,
+            });
         };
         let foreign = media_type.contains("nondistributable") || media_type.contains("foreign");
         let wanted = self.format.compression;
@@ -331,11 +396,18 @@ impl Converter<'_> {
                     Compression::Uncompressed
                 )
         );
-        // A built gzip layer is at LAYER_GZIP_LEVEL; a base layer's level is
-        // unknown, and BuildKit keeps a blob of the asked compression type.
+        // Steps write gzip at LAYER_GZIP_LEVEL and zstd at the default
+        // level (see `step_compression`); a base layer's level is unknown,
+        // and BuildKit keeps a blob of the asked compression type.
         let other_level = !is_base
-            && wanted == Compression::Gzip
-            && self.format.effective_level() != LAYER_GZIP_LEVEL;
+            && match wanted {
+                Compression::Gzip => self.format.effective_level() != LAYER_GZIP_LEVEL,
+                Compression::Zstd => {
+                    self.format.effective_level()
+                        != hoist_snapshotter::layer::ZSTD_DEFAULT_LEVEL as u32
+                }
+                Compression::Uncompressed => false,
+            };
         let convert = !foreign && (!is_base || self.format.force) && (!same_kind || other_level);
         let kind = if convert {
             let source = layer["digest"].as_str().unwrap_or_default().to_owned();
@@ -354,19 +426,11 @@ impl Converter<'_> {
                 hoist_cache::image::Compression::None => Compression::Uncompressed,
             }
         };
-        if kind == Compression::Zstd {
-            self.force_oci("zstd");
-        }
-        if !foreign {
-            layer["mediaType"] = json!(match (kind, self.format.oci_media_types) {
-                (Compression::Gzip, true) => OCI_LAYER_GZIP,
-                (Compression::Zstd, _) => OCI_LAYER_ZSTD,
-                (Compression::Uncompressed, true) => OCI_LAYER,
-                (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
-                (Compression::Uncompressed, false) => DOCKER_LAYER,
-            });
-        }
-        Ok(layer)
+        Ok(LayerOut {
+            layer,
+            kind: (!foreign).then_some(kind),
+            changed: convert,
+        })
     }
 
     /// The blob of `source` in this format: the one an earlier conversion
@@ -584,7 +648,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let source = image(&store, &data(), None);
         let docker = LayerFormat {
-            oci_media_types: false,
+            oci_media_types: Some(false),
             ..LayerFormat::default()
         };
         let converted = convert(&store, &source, &docker, None).unwrap();

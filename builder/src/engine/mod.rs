@@ -155,6 +155,8 @@ pub struct Engine {
     secrets: mounts::Secrets,
     /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
     source_date_epoch: Option<i64>,
+    /// How steps compress their layers (see `convert::step_compression`).
+    layer_compression: hoist_snapshotter::Compression,
     /// Proxy variables RUN steps get as Docker's predefined build args
     /// (`HTTP_PROXY=…`) unless `--build-arg` or the step's ENV sets them.
     proxy_env: Vec<(String, String)>,
@@ -212,6 +214,7 @@ impl Engine {
             step_options: hoist_runner::StepOptions::default(),
             secrets: mounts::Secrets::default(),
             source_date_epoch: None,
+            layer_compression: hoist_snapshotter::Compression::Gzip,
             // As the docker CLI hands its proxy settings to the builder: the
             // builder here is this process, so its environment.
             proxy_env: hoist_registry::proxy::build_args_from_env(),
@@ -255,6 +258,13 @@ impl Engine {
     /// (SOURCE_DATE_EPOCH); layers of base images are never rewritten.
     pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
         self.source_date_epoch = epoch;
+        self
+    }
+
+    /// Steps write their layers in `compression` (gzip at hoist's level,
+    /// zstd at its default level, or plain).
+    pub fn with_layer_compression(mut self, compression: hoist_snapshotter::Compression) -> Self {
+        self.layer_compression = compression;
         self
     }
 
@@ -405,7 +415,11 @@ impl Engine {
             .diff(
                 &key,
                 &DiffOptions {
-                    level: Some(LAYER_GZIP_LEVEL),
+                    compression: self.layer_compression,
+                    // Only gzip's level is hoist's own; the export relies
+                    // on steps writing these levels (`convert`).
+                    level: (self.layer_compression == hoist_snapshotter::Compression::Gzip)
+                        .then_some(LAYER_GZIP_LEVEL),
                     source_date_epoch: self.source_date_epoch,
                     // The ingest hashes the blob to name it: once is enough.
                     skip_blob_digest: true,

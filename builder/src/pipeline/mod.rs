@@ -448,8 +448,17 @@ pub fn run(
             moved,
         });
     }
+    // Steps write what the image outputs ask for when they all agree, so
+    // that a zstd export does not compress twice.
+    let layer_compression = crate::engine::convert::step_compression(
+        outputs
+            .iter()
+            .filter(|o| !matches!(o, Output::Local(_) | Output::Tar(_)))
+            .map(Output::format),
+    );
     let request = BuildRequest {
         lease: Some(lease.lease().clone()),
+        layer_compression,
         ..build.request
     };
     let built = engine_build::build(Arc::clone(&store), &request, events, cancel)?;

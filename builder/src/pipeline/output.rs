@@ -161,7 +161,7 @@ fn parse_format(keys: &[(String, String)]) -> Result<Option<LayerFormat>, Pipeli
                 ))
             }
             "force-compression" => format.force = parse_bool(key, value)?,
-            "oci-mediatypes" => format.oci_media_types = parse_bool(key, value)?,
+            "oci-mediatypes" => format.oci_media_types = Some(parse_bool(key, value)?),
             _ => continue,
         }
         any = true;
@@ -337,8 +337,19 @@ impl Output {
         lease: Option<&Lease>,
     ) -> Result<Option<Descriptor>, PipelineError> {
         let converted = |target: &Descriptor| -> Result<Descriptor, PipelineError> {
-            let Some(format) = self.format() else {
-                return Ok(target.clone());
+            // Without a format, the default one, needed only when the steps
+            // (or the cache) gave layers in another compression.
+            let default = LayerFormat::default();
+            let format = match self.format() {
+                Some(format) => format,
+                None if built.layers.iter().all(|l| {
+                    hoist_cache::image::layer_compression(&l.media_type)
+                        == Some(hoist_cache::image::Compression::Gzip)
+                }) =>
+                {
+                    return Ok(target.clone())
+                }
+                None => &default,
             };
             let converted = convert::convert(store, target, format, lease).map_err(|e| {
                 PipelineError::Other {
@@ -397,7 +408,7 @@ impl Output {
             })
             .map(|()| None),
             Output::Load => {
-                let answer = load(store, tags, &built.image.manifest)?;
+                let answer = load(store, tags, &converted(&built.image.manifest)?)?;
                 if !answer.is_empty() {
                     notify(Notice::Loaded(answer));
                 }
@@ -694,13 +705,13 @@ mod tests {
                 compression: Compression::Zstd,
                 level: Some(19),
                 force: true,
-                oci_media_types: true,
+                oci_media_types: None,
             })
         );
         assert_eq!(
             format("type=oci,dest=x,oci-mediatypes=false"),
             Some(LayerFormat {
-                oci_media_types: false,
+                oci_media_types: Some(false),
                 ..LayerFormat::default()
             })
         );
