@@ -608,11 +608,19 @@ mod tests {
     }
 
     fn layer(data: &[u8], options: &CompressionOptions) -> (Vec<u8>, LayerDescriptor) {
+        layer_in(data, options, 77_777)
+    }
+
+    fn layer_in(
+        data: &[u8],
+        options: &CompressionOptions,
+        write_size: usize,
+    ) -> (Vec<u8>, LayerDescriptor) {
         let mut blob = Vec::new();
         let mut w = LayerWriter::new(&mut blob, options).unwrap();
         // Odd write sizes: the bytes must not depend on how the caller cuts
         // the stream, nor on its flushes.
-        for chunk in data.chunks(77_777) {
+        for chunk in data.chunks(write_size) {
             w.write_all(chunk).unwrap();
             w.flush().unwrap();
         }
@@ -645,6 +653,30 @@ mod tests {
             d1.digest,
             format!("sha256:{}", hex::encode(Sha256::digest(&one)))
         );
+    }
+
+    #[test]
+    fn layer_bytes_do_not_depend_on_write_sizes() {
+        // A step's tar writer and an export's conversion feed the writer in
+        // different pieces; both must make the same blob.
+        let mut data = sample(5 << 20);
+        data.extend(random(1 << 20, 9));
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let options = CompressionOptions {
+                compression,
+                level: Some(1),
+                threads: 2,
+                skip_blob_digest: false,
+            };
+            let (whole, _) = layer_in(&data, &options, data.len());
+            for write_size in [1 << 20, 4093] {
+                let (pieces, _) = layer_in(&data, &options, write_size);
+                assert!(
+                    whole == pieces,
+                    "{compression:?} in {write_size}-byte writes"
+                );
+            }
+        }
     }
 
     #[test]
