@@ -528,3 +528,43 @@ fn steps_write_the_asked_compression_and_a_cached_layer_is_converted_back() {
     .assert_ok();
     assert_eq!(env.inspect("z:2")["Manifest"], zstd);
 }
+
+#[test]
+fn a_provenance_index_takes_the_steps_compression_and_refuses_a_conversion() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    let config = tempfile::tempdir().unwrap();
+    env.write("f.txt", "p\n");
+    env.dockerfile("FROM busybox\nCOPY f.txt /f.txt\n");
+    build(
+        &env,
+        config.path(),
+        &["--provenance", "-o", "type=image,name=p:1,compression=zstd"],
+    )
+    .assert_ok();
+    let inspect = env.inspect("p:1");
+    assert_eq!(
+        inspect["Target"]["MediaType"], "application/vnd.oci.image.index.v1+json",
+        "{inspect}"
+    );
+    assert_eq!(layer_types(&inspect["Manifest"]), [OCI_GZIP, OCI_ZSTD]);
+
+    // Recompressing the base layer would change the manifest the
+    // attestation names: refused, saying what works.
+    let run = build(
+        &env,
+        config.path(),
+        &[
+            "--provenance",
+            "-o",
+            "type=image,name=p:2,compression=zstd,force-compression=true",
+        ],
+    );
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("provenance attestation cannot be converted"),
+        "{}",
+        run.stderr
+    );
+}

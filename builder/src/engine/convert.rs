@@ -205,21 +205,19 @@ impl Converter<'_> {
     fn convert_index(&mut self, target: &Descriptor) -> Result<Descriptor, EngineError> {
         let mut index = read_json(self.store, target, "image index")?;
         let children = index["manifests"].as_array().cloned().unwrap_or_default();
-        if children
+        let attested = children
             .iter()
-            .any(|c| c["annotations"][REFERENCE_TYPE].is_string())
-        {
-            // The attestation's statement names the image manifest's
-            // digest, which conversion changes; writing it again belongs to
-            // the provenance step, not here.
-            return Err(EngineError::Invalid(
-                "compression=, force-compression= and oci-mediatypes= are not supported \
-                 together with --provenance yet"
-                    .into(),
-            ));
+            .any(|c| c["annotations"][REFERENCE_TYPE].is_string());
+        if attested {
+            self.force_oci("attestations");
         }
         let mut converted = Vec::new();
         for child in children {
+            if child["annotations"][REFERENCE_TYPE].is_string() {
+                // An attestation manifest: its layers are in-toto documents.
+                converted.push(child);
+                continue;
+            }
             let descriptor: Descriptor = serde_json::from_value(child.clone()).map_err(|e| {
                 EngineError::Invalid(format!("bad entry in image index {}: {e}", target.digest()))
             })?;
@@ -231,6 +229,18 @@ impl Converter<'_> {
                 )));
             }
             let new = self.convert(&descriptor)?;
+            if attested && new.digest() != descriptor.digest() {
+                // The attestation's statement names the image manifest's
+                // digest, which this conversion changes; writing it again
+                // belongs to the provenance step, not here.
+                return Err(EngineError::Invalid(
+                    "the layers of an image with a provenance attestation cannot be converted \
+                     yet: give the outputs of a --provenance build the same compression= (the \
+                     steps then write it) and no compression-level=, force-compression= or \
+                     oci-mediatypes=false"
+                        .into(),
+                ));
+            }
             let mut child = child;
             child["mediaType"] = json!(new.media_type().to_string());
             child["digest"] = json!(new.digest().to_string());
