@@ -683,6 +683,31 @@ mod tests {
     }
 
     #[test]
+    fn steps_write_what_the_outputs_agree_on() {
+        let zstd = LayerFormat {
+            compression: Compression::Zstd,
+            ..LayerFormat::default()
+        };
+        let plain = LayerFormat {
+            compression: Compression::Uncompressed,
+            ..LayerFormat::default()
+        };
+        assert_eq!(step_compression([]), Compression::Gzip);
+        assert_eq!(step_compression([Some(&zstd)]), Compression::Zstd);
+        assert_eq!(
+            step_compression([Some(&zstd), Some(&zstd)]),
+            Compression::Zstd
+        );
+        assert_eq!(step_compression([Some(&plain)]), Compression::Uncompressed);
+        // An output without keys wants gzip: no agreement, gzip.
+        assert_eq!(step_compression([Some(&zstd), None]), Compression::Gzip);
+        assert_eq!(
+            step_compression([Some(&zstd), Some(&plain)]),
+            Compression::Gzip
+        );
+    }
+
+    #[test]
     fn a_layer_that_is_not_its_diff_id_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
