@@ -97,6 +97,7 @@
 //! generated 5,000-line Dockerfile.
 #![warn(missing_docs)]
 
+pub mod checks;
 pub mod dockerignore;
 pub mod error;
 pub mod graph;
