@@ -19,7 +19,7 @@ use crate::dockerignore::Matcher;
 use crate::error::{Error, ErrorKind};
 use crate::graph::{MountKind, Op, Warning};
 use crate::instructions::{self, Instruction};
-use crate::lower::{lower_unchecked, BuildOptions, ImageResolver, LintMode};
+use crate::lower::{lower_partial, lower_unchecked, BuildOptions, ImageResolver, LintMode};
 use crate::parser::{Ast, Node, Pos, Span};
 use crate::shell::{Lexer, LexerOptions};
 
@@ -286,12 +286,15 @@ impl CheckConfig {
 }
 
 /// What [`check`] found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Report {
     /// The warnings the configuration lets through, by line.
     pub warnings: Vec<Warning>,
     /// The configuration in effect.
     pub config: CheckConfig,
+    /// The Dockerfile could not be lowered (a build would fail so): the
+    /// warnings are those found before.
+    pub error: Option<Error>,
 }
 
 impl Report {
@@ -316,17 +319,22 @@ pub fn check(
     all_stages: bool,
 ) -> Result<Report, Error> {
     let config = CheckConfig::for_build(ast, &opts.build_args)?;
-    let graph = lower_unchecked(
-        ast,
-        opts,
-        resolver,
-        LintMode {
-            all_stages,
-            quiet_unknown_env: true,
-        },
-    )?;
-    let lowered: BTreeSet<usize> = graph.stages.iter().map(|s| s.index).collect();
-    let mut warnings = graph.warnings;
+    let mode = LintMode {
+        all_stages,
+        quiet_unknown_env: true,
+    };
+    let (lowered, mut warnings, error) = match lower_partial(ast, opts, resolver, mode) {
+        Ok(graph) => (
+            graph
+                .stages
+                .iter()
+                .map(|s| s.index)
+                .collect::<BTreeSet<usize>>(),
+            graph.warnings,
+            None,
+        ),
+        Err((e, found)) => (BTreeSet::new(), found, Some(e)),
+    };
     let ignore = match dockerignore {
         Some(text) => Some(Matcher::parse(text).map_err(|e| {
             Error::new(
@@ -367,7 +375,11 @@ pub fn check(
     });
     warnings.sort_by_key(|w| w.span.map_or(0, |s| s.start.line));
     warnings.retain(|w| config.enabled(&w.rule));
-    Ok(Report { warnings, config })
+    Ok(Report {
+        warnings,
+        config,
+        error,
+    })
 }
 
 fn warn(out: &mut Vec<Warning>, rule: &str, node: &Node, message: String) {

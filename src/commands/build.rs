@@ -134,6 +134,13 @@ pub struct Args {
     /// unresolved)
     #[arg(long)]
     dry_run: bool,
+    /// Run BuildKit's build checks without building (`--call check`); exit 1 when one warns
+    #[arg(long)]
+    check: bool,
+    /// What to do instead of building: check, outline (build args, secrets, ssh of the
+    /// target) or targets (the stages), as buildx; `,format=json` for JSON
+    #[arg(long, value_name = "METHOD")]
+    call: Option<String>,
     /// Format of --dry-run
     #[arg(long, value_enum, default_value_t)]
     format: PlanFormat,
@@ -432,6 +439,28 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     };
 
     let store = Arc::new(context.store()?);
+    let call = super::check::Call::parse(args.call.as_deref().unwrap_or("build"))?;
+    if args.check || call.method != super::check::Method::Build {
+        let method = if args.check {
+            super::check::Method::Check
+        } else {
+            call.method
+        };
+        return super::check::run(store, &request, super::check::Call { method, ..call });
+    }
+    // `check=error=true` fails the build before anything runs, as buildx;
+    // a Dockerfile error is left for the build to report.
+    let check_request = request.clone();
+    if let Ok(report) = super::check::report(&store, &check_request, false) {
+        if let Some(violation) = report.violation() {
+            super::check::print_build_warnings(
+                &mut io::stderr().lock(),
+                &check_request,
+                &report.warnings,
+            )?;
+            bail!("{violation}");
+        }
+    }
     if args.dry_run {
         return dry_run(store, &request, &args);
     }
@@ -516,7 +545,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    let result = pipeline::run(store, build, sink, notify, &cancel);
+    let result = pipeline::run(store.clone(), build, sink, notify, &cancel);
     // From here on, Ctrl-C ends the process at once, as it normally would.
     interrupts.release();
     progress.end_live();
@@ -603,6 +632,16 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         tags: tags.clone(),
     });
     progress.finish(Status::Success, Some(&built.layer_sizes));
+    // After the summary, with the base images now in the store, as buildx.
+    if !args.quiet && args.progress != Progress::Json {
+        if let Ok(report) = super::check::report(&store, &check_request, false) {
+            super::check::print_build_warnings(
+                &mut io::stderr().lock(),
+                &check_request,
+                &report.warnings,
+            )?;
+        }
+    }
     Ok(())
 }
 

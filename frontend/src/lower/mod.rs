@@ -239,7 +239,28 @@ pub(crate) fn lower_unchecked(
     resolver: &dyn ImageResolver,
     lint: LintMode,
 ) -> Result<BuildGraph> {
-    let df = instructions::convert(ast)?;
+    lower_partial(ast, opts, resolver, lint).map_err(|(e, _)| e)
+}
+
+/// [`lower_unchecked`] that keeps, on failure, the warnings found before it
+/// (the build checks report them with the error, as BuildKit's lint does).
+pub(crate) fn lower_partial(
+    ast: &Ast,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+    lint: LintMode,
+) -> std::result::Result<BuildGraph, (Error, Vec<Warning>)> {
+    // Parser findings come first, in source order, like BuildKit's checks.
+    let mut warnings: Vec<Warning> = ast
+        .warnings
+        .iter()
+        .map(|w| Warning {
+            rule: "NoEmptyContinuation".into(),
+            message: "Empty continuation line".into(),
+            span: Some(w.span),
+        })
+        .collect();
+    let df = instructions::convert(ast).map_err(|e| (e, warnings.clone()))?;
     let mut l = Lowerer {
         ast,
         opts,
@@ -261,20 +282,17 @@ pub(crate) fn lower_unchecked(
         unknown_env: HashMap::new(),
         env_unknown: false,
     };
-    let mut graph = l.run(df)?;
-    // Parser findings come first, in source order, like BuildKit's checks.
-    let mut warnings: Vec<Warning> = ast
-        .warnings
-        .iter()
-        .map(|w| Warning {
-            rule: "NoEmptyContinuation".into(),
-            message: "Empty continuation line".into(),
-            span: Some(w.span),
-        })
-        .collect();
-    warnings.append(&mut graph.warnings);
-    graph.warnings = warnings;
-    Ok(graph)
+    match l.run(df) {
+        Ok(mut graph) => {
+            warnings.append(&mut graph.warnings);
+            graph.warnings = warnings;
+            Ok(graph)
+        }
+        Err(e) => {
+            warnings.append(&mut l.warnings);
+            Err((e, warnings))
+        }
+    }
 }
 
 pub use crate::checks::CheckConfig;
