@@ -333,7 +333,10 @@ pub fn check(
             graph.warnings,
             None,
         ),
-        Err((e, found)) => (BTreeSet::new(), found, Some(e)),
+        Err(failed) => {
+            let (e, found) = *failed;
+            (BTreeSet::new(), found, Some(e))
+        }
     };
     let ignore = match dockerignore {
         Some(text) => Some(Matcher::parse(text).map_err(|e| {

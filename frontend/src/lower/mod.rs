@@ -239,7 +239,7 @@ pub(crate) fn lower_unchecked(
     resolver: &dyn ImageResolver,
     lint: LintMode,
 ) -> Result<BuildGraph> {
-    lower_partial(ast, opts, resolver, lint).map_err(|(e, _)| e)
+    lower_partial(ast, opts, resolver, lint).map_err(|b| b.0)
 }
 
 /// [`lower_unchecked`] that keeps, on failure, the warnings found before it
@@ -249,7 +249,7 @@ pub(crate) fn lower_partial(
     opts: &BuildOptions,
     resolver: &dyn ImageResolver,
     lint: LintMode,
-) -> std::result::Result<BuildGraph, (Error, Vec<Warning>)> {
+) -> std::result::Result<BuildGraph, Box<(Error, Vec<Warning>)>> {
     // Parser findings come first, in source order, like BuildKit's checks.
     let mut warnings: Vec<Warning> = ast
         .warnings
@@ -260,7 +260,7 @@ pub(crate) fn lower_partial(
             span: Some(w.span),
         })
         .collect();
-    let df = instructions::convert(ast).map_err(|e| (e, warnings.clone()))?;
+    let df = instructions::convert(ast).map_err(|e| Box::new((e, warnings.clone())))?;
     let mut l = Lowerer {
         ast,
         opts,
@@ -290,7 +290,7 @@ pub(crate) fn lower_partial(
         }
         Err(e) => {
             warnings.append(&mut l.warnings);
-            Err((e, warnings))
+            Err(Box::new((e, warnings)))
         }
     }
 }
