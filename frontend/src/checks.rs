@@ -137,6 +137,10 @@ pub const RULES: &[Rule] = &[
         "ExposeProtoCasing",
         "Protocol in EXPOSE instruction should be lowercase",
     ),
+    rule(
+        "ExposeInvalidFormat",
+        "IP address and host-port mapping should not be used in EXPOSE instruction. This will become an error in a future release",
+    ),
 ];
 
 /// The rule of that name.
@@ -364,7 +368,7 @@ pub fn check(
                     copy_ignored(node, m, &mut warnings)
                 }
             }
-            "expose" => expose_proto_casing(node, &mut warnings),
+            "expose" => expose(node, &mut warnings),
             _ => {}
         }
     }
@@ -470,8 +474,16 @@ fn copy_ignored(node: &Node, ignore: &Matcher, out: &mut Vec<Warning>) {
     }
 }
 
-fn expose_proto_casing(node: &Node, out: &mut Vec<Warning>) {
+fn expose(node: &Node, out: &mut Vec<Warning>) {
     for port in &node.args {
+        if port.contains(':') {
+            warn(
+                out,
+                "ExposeInvalidFormat",
+                node,
+                format!("EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'"),
+            );
+        }
         if let Some((_, proto)) = port.split_once('/') {
             if proto != proto.to_lowercase() {
                 warn(

@@ -57,6 +57,7 @@ fn every_rule_fires_on_a_dockerfile_made_for_it_naming_its_line() {
         ("FromPlatformFlagConstDisallowed", "from-platform-flag-const-disallowed", "FROM --platform=linux/amd64 busybox\n", 1, "FROM --platform flag should not use constant value \"linux/amd64\""),
         ("InvalidDefinitionDescription", "invalid-definition-description", "# check=experimental=InvalidDefinitionDescription\n# the base image\nFROM scratch AS base\n", 3, "Comment for FROM should follow the format: `# base <description>`"),
         ("ExposeProtoCasing", "expose-proto-casing", "FROM busybox\nEXPOSE 80/TCP\n", 2, "Defined protocol '80/TCP' in EXPOSE instruction should be lowercase"),
+        ("ExposeInvalidFormat", "expose-invalid-format", "FROM busybox\nEXPOSE 127.0.0.1:80:80\n", 2, "EXPOSE instruction should not define an IP address or host-port mapping, found '127.0.0.1:80:80'"),
     ];
     for (rule, page, dockerfile, line, message) in cases {
         let run = if *rule == "InvalidDefaultArgInFrom" {
