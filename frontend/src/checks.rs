@@ -351,6 +351,9 @@ pub fn check(
         })?),
         None => None,
     };
+    // Lines of the instructions (not the FROM) of stages a build skips: as
+    // in BuildKit, only a lint of every stage reads them.
+    let mut skipped_lines = BTreeSet::new();
     let mut stage: Option<usize> = None;
     for node in &ast.nodes {
         let name = node.name();
@@ -359,6 +362,9 @@ pub fn check(
         }
         definition_description(node, &mut warnings);
         if !stage.is_some_and(|s| lowered.contains(&s)) {
+            if name != "from" && stage.is_some() && error.is_none() {
+                skipped_lines.extend(node.span.start.line..=node.span.end.line);
+            }
             continue;
         }
         match name.as_str() {
@@ -379,6 +385,14 @@ pub fn check(
             w.message.clone(),
             w.span.map(|s| s.start.line),
         ))
+    });
+    warnings.retain(|w| {
+        matches!(
+            w.rule.as_str(),
+            "ConsistentInstructionCasing" | "NoEmptyContinuation"
+        ) || !w
+            .span
+            .is_some_and(|s| skipped_lines.contains(&s.start.line))
     });
     warnings.sort_by_key(|w| w.span.map_or(0, |s| s.start.line));
     warnings.retain(|w| config.enabled(&w.rule));
@@ -974,6 +988,17 @@ mod tests {
             .map(|w| w.span.unwrap().start.line)
             .collect();
         assert_eq!(lines, vec![5]);
+    }
+
+    #[test]
+    fn a_build_reads_only_the_stages_it_builds() {
+        let src =
+            "FROM scratch AS a\n\nFROM a AS b\nENV testkey value\nLABEL key value\n\nFROM a AS c\n";
+        let ast = parse(src).unwrap();
+        let r = check(&ast, &BuildOptions::default(), &NoResolver, None, false).unwrap();
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let lines: Vec<usize> = lint(src, None).iter().map(|w| w.1).collect();
+        assert_eq!(lines, vec![4, 5]);
     }
 
     #[test]

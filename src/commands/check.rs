@@ -20,6 +20,7 @@ use hoist_frontend::graph::Warning;
 use serde_json::{json, Value};
 
 use super::ExitWith;
+use hoist_cache::text::escape;
 
 /// What `--call` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ impl Call {
             "targets" => Method::Targets,
             other => bail!(
                 "invalid --call `{}`: expected build, check, outline or targets",
-                hoist_cache::text::escape(other)
+                escape(other)
             ),
         };
         let mut json = false;
@@ -57,7 +58,7 @@ impl Call {
                 Some(("format", "text")) => json = false,
                 _ => bail!(
                     "invalid --call option `{}`: the one option is format=json|text",
-                    hoist_cache::text::escape(part)
+                    escape(part)
                 ),
             }
         }
@@ -237,11 +238,12 @@ fn print_check(out: &mut dyn Write, request: &BuildRequest, report: &Report) -> 
         n => writeln!(out, "Check complete, {n} warnings have been found!")?,
     }
     for w in &report.warnings {
-        write!(out, "\nWARNING: {}", w.rule)?;
+        // Messages quote the Dockerfile: no control character reaches the terminal.
+        write!(out, "\nWARNING: {}", escape(&w.rule))?;
         if let Some(rule) = checks::find_rule(&w.rule) {
             write!(out, " - {}", rule.url())?;
         }
-        writeln!(out, "\n{}", w.message)?;
+        writeln!(out, "\n{}", escape(&w.message))?;
         print_source(out, &request.dockerfile_name, &request.dockerfile, w)?;
     }
     if report.violation().is_some() && report.error.is_none() {
@@ -283,7 +285,7 @@ fn print_source(out: &mut dyn Write, file: &str, source: &str, w: &Warning) -> i
         writeln!(
             out,
             " {i:>3} | {mark} {}",
-            hoist_cache::text::escape(lines[i - 1].trim_end_matches('\r'))
+            hoist_cache::text::escape_except(lines[i - 1].trim_end_matches('\r'), &['\t'])
         )?;
     }
     writeln!(out, "--------------------")
@@ -294,10 +296,7 @@ fn print_source(out: &mut dyn Write, file: &str, source: &str, w: &Warning) -> i
 fn write_table(out: &mut dyn Write, rows: &[[String; 2]]) -> io::Result<()> {
     let rows: Vec<[String; 2]> = rows
         .iter()
-        .map(|r| {
-            r.clone()
-                .map(|c| hoist_cache::text::escape(&c).into_owned())
-        })
+        .map(|r| r.clone().map(|c| escape(&c).into_owned()))
         .collect();
     let width = rows.iter().map(|r| r[0].chars().count()).max().unwrap_or(0) + 1;
     for [first, second] in rows {
@@ -374,7 +373,7 @@ pub(super) fn print_build_warnings(
     writeln!(err, "\n {}", console::style(head).yellow())?;
     for w in warnings {
         let line = w.span.map(|s| s.start.line).unwrap_or(0);
-        let mut short = format!("{}: {}", w.rule, w.message);
+        let mut short = format!("{}: {}", escape(&w.rule), escape(&w.message));
         if line > 0 {
             short.push_str(&format!(" ({}:{line})", request.dockerfile_name));
         }

@@ -500,3 +500,16 @@ fn a_bad_call_is_refused() {
         run.stderr
     );
 }
+
+#[test]
+fn control_characters_of_the_dockerfile_never_reach_the_terminal() {
+    let env = Env::new();
+    let run = check(&env, "FROM busybox\nCMD echo \x1b[2J\tcleared\n");
+    assert_eq!(run.code(), 1);
+    assert!(!run.stdout.contains('\x1b'), "{:?}", run.stdout);
+    assert!(
+        run.stdout.contains(">>> CMD echo \\u{1b}[2J\tcleared\n"),
+        "{:?}",
+        run.stdout
+    );
+}
