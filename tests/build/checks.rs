@@ -213,6 +213,21 @@ fn the_check_directive_skips_and_errors() {
     let run = check(&env, &format!("#check=skip=all;error=true\n{df}"));
     assert_eq!(run.code(), 0, "{}{}", run.stdout, run.stderr);
 
+    // Experimental rules run only when named, and skip=all does not stop them.
+    let described = "# a comment that describes nothing\nFROM scratch AS base\n";
+    let run = check(&env, &format!("#check=skip=all\n{described}"));
+    assert_eq!(run.code(), 0, "{}", run.stdout);
+    let run = check(
+        &env,
+        &format!("#check=skip=all;experimental=all\n{described}"),
+    );
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.stdout.contains("WARNING: InvalidDefinitionDescription"),
+        "{}",
+        run.stdout
+    );
+
     // A bad directive is an error naming it.
     let run = check(&env, &format!("#check=skip=all;bogus=1\n{df}"));
     assert_eq!(run.code(), 1);
