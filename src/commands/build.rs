@@ -443,28 +443,12 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     };
 
     let store = Arc::new(context.store()?);
-    let call = super::check::Call::parse(args.call.as_deref().unwrap_or("build"))?;
-    if args.check || call.method != super::check::Method::Build {
-        let method = if args.check {
-            super::check::Method::Check
-        } else {
-            call.method
-        };
-        return super::check::run(store, &request, super::check::Call { method, ..call });
+    let call = super::check::Call::from_flags(args.check, args.call.as_deref())?;
+    if call.method != super::check::Method::Build {
+        return super::check::run(store, &request, call);
     }
-    // `check=error=true` fails the build before anything runs, as buildx;
-    // a Dockerfile error is left for the build to report.
     let check_request = request.clone();
-    if let Ok(report) = super::check::report(&store, &check_request, false) {
-        if let Some(violation) = report.violation() {
-            super::check::print_build_warnings(
-                &mut io::stderr().lock(),
-                &check_request,
-                &report.warnings,
-            )?;
-            bail!("{violation}");
-        }
-    }
+    super::check::refuse_violation(&store, &check_request)?;
     if args.dry_run {
         return dry_run(store, &request, &args);
     }
@@ -643,15 +627,8 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         tags: tags.clone(),
     });
     progress.finish(Status::Success, Some(&built.layer_sizes));
-    // After the summary, with the base images now in the store, as buildx.
     if !args.quiet && !matches!(args.progress, Progress::Json | Progress::Rawjson) {
-        if let Ok(report) = super::check::report(&store, &check_request, false) {
-            super::check::print_build_warnings(
-                &mut io::stderr().lock(),
-                &check_request,
-                &report.warnings,
-            )?;
-        }
+        super::check::print_after_build(&store, &check_request)?;
     }
     Ok(())
 }

@@ -39,6 +39,15 @@ pub(super) struct Call {
 }
 
 impl Call {
+    /// `--check` (which wins, keeping a `format=`) and `--call`.
+    pub fn from_flags(check: bool, call: Option<&str>) -> anyhow::Result<Call> {
+        let mut parsed = Call::parse(call.unwrap_or("build"))?;
+        if check {
+            parsed.method = Method::Check;
+        }
+        Ok(parsed)
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<Call> {
         let mut parts = text.split(',').map(str::trim);
         let method = match parts.next().unwrap_or("").to_ascii_lowercase().as_str() {
@@ -91,6 +100,27 @@ pub(super) fn report(
         all_stages,
     )
     .map_err(|e| frontend_error(request, e))
+}
+
+/// `check=error=true` fails a build before anything runs, as buildx: the
+/// warnings, then `lint violation found for rules: …`. A Dockerfile error is
+/// left for the build to report.
+pub(super) fn refuse_violation(store: &Arc<Store>, request: &BuildRequest) -> anyhow::Result<()> {
+    if let Ok(report) = report(store, request, false) {
+        if let Some(violation) = report.violation() {
+            print_build_warnings(&mut io::stderr().lock(), request, &report.warnings)?;
+            bail!("{violation}");
+        }
+    }
+    Ok(())
+}
+
+/// The warnings after a build's summary, the base images now in the store.
+pub(super) fn print_after_build(store: &Arc<Store>, request: &BuildRequest) -> io::Result<()> {
+    match report(store, request, false) {
+        Ok(report) => print_build_warnings(&mut io::stderr().lock(), request, &report.warnings),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Runs a `--call` other than `build`, printing on stdout as buildx does.
