@@ -342,7 +342,9 @@ impl Explainer {
                     }
                 }
             }
-            GraphOp::Context { paths, .. } => {
+            // Only the main context's files are compared (a named one's
+            // directory is not the explainer's).
+            GraphOp::Context { name, paths } if name == "context" => {
                 p.files = self.context_files(i, paths);
             }
             _ => {}

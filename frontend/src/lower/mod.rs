@@ -16,10 +16,12 @@
 
 mod config;
 mod copy;
+mod named;
 mod run;
 mod stages;
 
 pub use config::go_duration;
+pub use named::{named_context_key, NamedContext};
 pub use stages::normalize_reference;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -51,6 +53,9 @@ pub struct BuildOptions {
     pub build_platform: Option<Platform>,
     /// `--label K=V`: added to the target stage's config.
     pub labels: BTreeMap<String, String>,
+    /// `--build-context NAME=VALUE`, by [`named_context_key`]: what replaces
+    /// the stage or image called NAME.
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 /// A base image as the resolver found it.
@@ -96,6 +101,8 @@ enum BaseKind {
     Scratch,
     Stage(usize),
     Image(String),
+    /// A named context that is no image (by key).
+    Named(String),
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +124,8 @@ struct Plan {
 enum FromRef {
     Stage(usize),
     Image(String),
+    /// A named context that is no image (by key).
+    Named(String),
 }
 
 struct Lowerer<'a> {
