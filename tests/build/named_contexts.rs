@@ -103,6 +103,27 @@ fn copy_from_a_directory_follows_its_dockerignore_and_the_cache() {
         fs::read_link(fs_dir.join("files/escape")).unwrap(),
         Path::new("/etc/hostname")
     );
+    fs::write(
+        env.scratch.path().join("escape.Dockerfile"),
+        "FROM scratch\nCOPY --from=files escape /x\n",
+    )
+    .unwrap();
+    let run = env.build(&[
+        "-f",
+        env.scratch
+            .path()
+            .join("escape.Dockerfile")
+            .to_str()
+            .unwrap(),
+        "--build-context",
+        &named,
+    ]);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("\"/escape\": not found"),
+        "{}",
+        run.stderr
+    );
 
     // Unchanged: every step comes from the cache.
     let (stderr, _) = build_in(&env, env.scratch.path(), "copy", &args);
@@ -215,6 +236,25 @@ fn a_git_repository_context() {
     );
     assert_eq!(read(&fs_dir.join("src/file.txt")), "from git\n");
     assert!(!fs_dir.join("src/top.txt").exists());
+}
+
+#[test]
+fn an_http_context_is_the_file_context_not_extracted() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    let served = env.scratch.path().join("www");
+    fs::create_dir_all(&served).unwrap();
+    let tarball = b"\x1f\x8b not really extracted";
+    fs::write(served.join("files.tar.gz"), tarball).unwrap();
+    let base = super::remote::serve(served);
+    env.dockerfile("FROM busybox\nCOPY --from=dl /context /got\n");
+    let (_, fs_dir) = build_in(
+        &env,
+        env.scratch.path(),
+        "http",
+        &["--build-context", &format!("dl={base}/files.tar.gz")],
+    );
+    assert_eq!(fs::read(fs_dir.join("got")).unwrap(), tarball);
 }
 
 #[test]
