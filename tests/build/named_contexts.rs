@@ -66,6 +66,11 @@ fn a_directory_replaces_an_image_and_a_stage() {
     let inspect = env.inspect("img");
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2, "{inspect}");
     assert_eq!(env.config("img")["config"]["WorkingDir"], "/");
+    // That layer's history line is worded as BuildKit's exporter words it.
+    assert_eq!(
+        env.config("img")["history"][0]["created_by"],
+        "local source for alpine:3.18"
+    );
 
     // A stage of the name is replaced whole: its instructions never run.
     env.dockerfile("FROM busybox AS base\nRUN exit 1\nFROM base\nRUN cat /marker > /ran\n");

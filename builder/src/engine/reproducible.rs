@@ -140,7 +140,13 @@ pub fn unpinned_inputs(graph: &BuildGraph, dockerfile: Option<&Dockerfile>) -> V
                 .as_deref()
                 .is_some_and(|n| n.eq_ignore_ascii_case(base))
         });
-        if base.is_empty() || base.eq_ignore_ascii_case("scratch") || is_stage {
+        // `context:NAME`: a named directory, git or http context, whose
+        // vertices are checked below.
+        if base.is_empty()
+            || base.eq_ignore_ascii_case("scratch")
+            || is_stage
+            || base.starts_with("context:")
+        {
             continue;
         }
         if !base.contains("@sha256:") {

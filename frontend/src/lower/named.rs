@@ -126,6 +126,28 @@ impl Lowerer<'_> {
         )
     }
 
+    /// The history line of the layer a stage on a named context starts
+    /// with: no Dockerfile line made it, so it is worded as BuildKit's
+    /// exporter words a layer without one (the snapshot's description).
+    pub(super) fn named_history(&self, key: &str) -> HistoryEntry {
+        let created_by = match self.opts.named_contexts.get(key) {
+            Some(NamedContext::Local { context }) => format!("local source for {context}"),
+            Some(NamedContext::Git { url, reference, .. }) if reference.is_empty() => {
+                format!("git snapshot for {url}")
+            }
+            Some(NamedContext::Git { url, reference, .. }) => {
+                format!("git snapshot for {url}#{reference}")
+            }
+            Some(NamedContext::Http { url }) => format!("http url {url}"),
+            _ => format!("[context {key}]"),
+        };
+        HistoryEntry {
+            created_by,
+            comment: "buildkit.exporter.image.v0".into(),
+            empty_layer: false,
+        }
+    }
+
     /// The filesystem of a named context, as the root of a stage.
     pub(super) fn named_root(&mut self, key: &str, span: Span) -> Result<VertexId> {
         let name = format!("[context {key}]");
@@ -248,6 +270,8 @@ mod tests {
             &[("alpine", local("alpine"))],
         );
         let s = g.target_stage();
+        assert_eq!(s.base, "context:alpine");
+        assert_eq!(s.history[0].created_by, "local source for alpine");
         assert!(!s.has_base_image);
         assert_eq!(s.config.working_dir, "/");
         let run = &g.vertices[s.root];
@@ -293,6 +317,14 @@ mod tests {
             .any(|v| matches!(&v.op, Op::Context { name, .. } if name == "files")));
         assert!(g.vertices.iter().any(|v| matches!(&v.op,
             Op::Image { reference, .. } if reference == "localhost:5000/mirror/alpine:1")));
+        let g = graph(
+            "FROM alpine:3.18\n",
+            &[(
+                "alpine:3.18",
+                NamedContext::Image("localhost:5000/mirror/alpine:1".into()),
+            )],
+        );
+        assert_eq!(g.target_stage().base, "localhost:5000/mirror/alpine:1");
     }
 
     #[test]

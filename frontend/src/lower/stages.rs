@@ -307,6 +307,13 @@ impl Lowerer<'_> {
                     self.err(ErrorKind::Stage, def.span, format!("FROM {base}: {m}"))
                 })?)
             };
+            // What a named context replaced is shown as what it is.
+            let base = match (&base_kind, &replaced) {
+                (BaseKind::Named(key), _) => format!("context:{key}"),
+                (BaseKind::Image(r), Some(_)) => r.clone(),
+                (BaseKind::Image(r), None) if self.named(&base).is_some() => r.clone(),
+                _ => base,
+            };
             plans.push(Plan {
                 display_name: def.name.clone().unwrap_or_else(|| format!("stage-{i}")),
                 def: def.clone(),
@@ -594,13 +601,7 @@ impl Lowerer<'_> {
                     root,
                     env: vec![],
                     args: vec![],
-                    // The context's filesystem is one layer without a
-                    // Dockerfile line of its own.
-                    history: vec![HistoryEntry {
-                        created_by: format!("[context {key}]"),
-                        comment: super::HISTORY_COMMENT.into(),
-                        empty_layer: false,
-                    }],
+                    history: vec![self.named_history(key)],
                     cmd_set: false,
                     has_base_image: false,
                     base_vertex: None,
