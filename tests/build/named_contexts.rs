@@ -217,6 +217,38 @@ fn docker_image_and_oci_layout_contexts() {
         assert!(!stderr.contains("Pulling"), "{stderr}");
         assert!(fs_dir.join("bb").is_file(), "{stderr}");
     }
+
+    // A hostile layout: the manifest's blob is a link out of the layout,
+    // then bytes that are not what its digest says. Both are refused naming
+    // the blob, and the store gains no image.
+    let index: Value = serde_json::from_str(&read(&layout.join("index.json"))).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let target = env.scratch.path().join("outside");
+    fs::copy(&blob, &target).unwrap();
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&target, &blob).unwrap();
+    let value = format!("bb=oci-layout://{}:v1", layout.display());
+    let run = empty.build(&["-t", "hostile", "--build-context", &value]);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("cannot read blob {digest}")),
+        "{}",
+        run.stderr
+    );
+    fs::remove_file(&blob).unwrap();
+    fs::write(&blob, b"{}").unwrap();
+    let run = empty.build(&["-t", "hostile", "--build-context", &value]);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("blob {digest} does not match its digest")),
+        "{}",
+        run.stderr
+    );
+    assert!(empty.hoist().ok(&["images", "-q"]).lines().count() == 1);
 }
 
 #[test]
