@@ -139,9 +139,14 @@ fn copy_from_a_directory_follows_its_dockerignore_and_the_cache() {
     let (stderr, _) = build_in(&env, env.scratch.path(), "copy", &args);
     assert!(!stderr.contains(" DONE "), "{stderr}");
 
-    // A changed file reruns the steps reading it.
+    // A changed file reruns the steps reading it, and `--explain` names it.
     fs::write(files.join("a.txt"), "two\n").unwrap();
-    let (stderr, fs_dir) = build_in(&env, env.scratch.path(), "copy", &args);
+    let explained = [&args[..], &["--explain"]].concat();
+    let (stderr, fs_dir) = build_in(&env, env.scratch.path(), "copy", &explained);
+    assert!(
+        stderr.contains("explain: step 1/2 COPY --from=files / /files/: a.txt changed"),
+        "{stderr}"
+    );
     // The context is read again, the COPY and the RUN rerun.
     assert_eq!(done_steps(&stderr), 3, "{stderr}");
     assert_eq!(read(&fs_dir.join("files/a.txt")), "two\n");

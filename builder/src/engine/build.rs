@@ -569,7 +569,8 @@ pub fn predict(
         ignore_matcher(request)?,
         &[],
         ignore_cache_reasons(frontend, request),
-    );
+    )
+    .with_named_contexts(named_locals(request)?);
     let mut needed = HashSet::new();
     let mut todo = vec![frontend.target_stage().root];
     while let Some(v) = todo.pop() {
@@ -587,6 +588,12 @@ pub fn predict(
         }
     }
     Ok(predicted)
+}
+
+/// The named directory contexts of `request` with their ignore rules.
+fn named_locals(request: &BuildRequest) -> Result<Vec<(String, LocalContext)>, BuildError> {
+    super::named::local_contexts(&request.named_contexts)
+        .map_err(|e| BuildError::Dockerfile(e.to_string()))
 }
 
 fn dockerfile_name(request: &BuildRequest) -> &str {
@@ -634,9 +641,7 @@ pub fn build(
             ignore,
         },
     );
-    for (name, context) in super::named::local_contexts(&request.named_contexts)
-        .map_err(|e| BuildError::Dockerfile(e.to_string()))?
-    {
+    for (name, context) in named_locals(request)? {
         contexts.insert(name, context);
     }
     let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
@@ -740,15 +745,18 @@ pub fn build(
         .lease
         .as_ref()
         .or(own_lease.as_ref().map(|guard| guard.lease()));
-    let explainer = Arc::new(crate::explain::Explainer::new(
-        store.clone(),
-        &frontend,
-        &request.context_dir,
-        file,
-        ignore_matcher(request)?,
-        &ids,
-        ignore_reasons,
-    ));
+    let explainer = Arc::new(
+        crate::explain::Explainer::new(
+            store.clone(),
+            &frontend,
+            &request.context_dir,
+            file,
+            ignore_matcher(request)?,
+            &ids,
+            ignore_reasons,
+        )
+        .with_named_contexts(named_locals(request)?),
+    );
     let index = Arc::new(
         StoreCacheIndex::open(store.clone())
             .map_err(|e| BuildError::Other(Box::new(e)))?
