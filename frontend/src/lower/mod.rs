@@ -11,7 +11,7 @@
 //! `stages.rs` (FROM, global ARGs, `--from`, ONBUILD triggers, stage order and
 //! pruning), `run.rs` (RUN and its mounts), `copy.rs` (COPY and ADD) and
 //! `config.rs` (ENV, ARG, CMD, WORKDIR and the other instructions that set the
-//! image config). This file holds the entry points, the state shared while
+//! image config), and `named.rs` (named contexts replacing stages and images). This file holds the entry points, the state shared while
 //! lowering, and the dispatch of each instruction to its family.
 
 mod config;
