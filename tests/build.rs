@@ -18,6 +18,7 @@ mod build {
     pub mod heredocs;
     pub mod interrupt;
     pub mod mounts;
+    pub mod named_contexts;
     pub mod network;
     pub mod outputs;
     pub mod platform;
