@@ -9,6 +9,7 @@
 mod build {
     pub mod basics;
     pub mod cache;
+    pub mod checks;
     pub mod common;
     pub mod compression;
     pub mod config;
@@ -18,6 +19,7 @@ mod build {
     pub mod heredocs;
     pub mod interrupt;
     pub mod mounts;
+    pub mod named_contexts;
     pub mod network;
     pub mod outputs;
     pub mod platform;

@@ -136,6 +136,13 @@ pub struct Args {
     /// unresolved)
     #[arg(long)]
     dry_run: bool,
+    /// Run BuildKit's build checks without building (`--call check`); exit 1 when one warns
+    #[arg(long)]
+    check: bool,
+    /// What to do instead of building: check, outline (build args, secrets, ssh of the
+    /// target) or targets (the stages), as buildx; `,format=json` for JSON
+    #[arg(long, value_name = "METHOD")]
+    call: Option<String>,
     /// Format of --dry-run
     #[arg(long, value_enum, default_value_t)]
     format: PlanFormat,
@@ -170,6 +177,10 @@ pub struct Args {
     /// Push the image to the registry of each tag (`-o type=registry`)
     #[arg(long)]
     push: bool,
+    /// A named context for `FROM NAME` / `COPY --from=NAME`: a directory,
+    /// docker-image://REF, oci-layout://PATH[:TAG], a git URL or an http(s) URL
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     // Reproducibility and provenance (docs/reproducibility.md).
     /// Timestamp (seconds since 1970) for `created` and the upper bound of
     /// every mtime in the layers the build writes [env: SOURCE_DATE_EPOCH]
@@ -444,9 +455,16 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         ssh: exec_flags::ssh(&args.ssh)?,
         repro,
         allow: exec_flags::allow(&args.allow)?,
+        named_contexts: hoist_builder::engine::named::parse_all(&args.build_contexts)?,
     };
 
     let store = Arc::new(context.store()?);
+    let call = super::check::Call::from_flags(args.check, args.call.as_deref())?;
+    if call.method != super::check::Method::Build {
+        return super::check::run(store, &request, call);
+    }
+    let check_request = request.clone();
+    super::check::refuse_violation(&store, &check_request)?;
     if args.dry_run {
         return dry_run(store, &request, &args);
     }
@@ -532,7 +550,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    let result = pipeline::run(store, build, sink, notify, &cancel);
+    let result = pipeline::run(store.clone(), build, sink, notify, &cancel);
     // From here on, Ctrl-C ends the process at once, as it normally would.
     interrupts.release();
     progress.end_live();
@@ -625,6 +643,9 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         tags: tags.clone(),
     });
     progress.finish(Status::Success, Some(&built.layer_sizes));
+    if !args.quiet && !matches!(args.progress, Progress::Json | Progress::Rawjson) {
+        super::check::print_after_build(&store, &check_request)?;
+    }
     Ok(())
 }
 

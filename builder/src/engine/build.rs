@@ -75,6 +75,8 @@ pub struct BuildRequest {
     pub repro: super::reproducible::ReproOptions,
     /// Entitlements granted with `--allow` (`security.insecure`, `network.host`).
     pub allow: Vec<String>,
+    /// `--build-context NAME=VALUE`, by key (see [`super::named`]).
+    pub named_contexts: super::named::NamedContexts,
 }
 
 /// What a build made.
@@ -308,7 +310,7 @@ pub(crate) fn lower_with(
 ) -> Result<FrontendGraph, BuildError> {
     let ast = hoist_frontend::parse(&request.dockerfile)
         .map_err(|e| BuildError::Dockerfile(e.render(&request.dockerfile_name)))?;
-    hoist_frontend::lower(&ast, &request.options, resolver).map_err(|e| {
+    hoist_frontend::lower(&ast, &frontend_options(request), resolver).map_err(|e| {
         // The causes belong to the message line, above the quoted line and
         // its caret.
         let rendered = e.render(&request.dockerfile_name);
@@ -325,6 +327,15 @@ pub(crate) fn lower_with(
         }
         BuildError::Dockerfile(text)
     })
+}
+
+/// The frontend's options of `request`: its own with the named contexts.
+pub fn frontend_options(request: &BuildRequest) -> BuildOptions {
+    let mut options = request.options.clone();
+    options
+        .named_contexts
+        .extend(super::named::frontend_contexts(&request.named_contexts));
+    options
 }
 
 /// The images the target's stages start from or copy from (normalised
@@ -561,7 +572,8 @@ pub fn predict(
         ignore_matcher(request)?,
         &[],
         ignore_cache_reasons(frontend, request),
-    );
+    )
+    .with_named_contexts(named_locals(request)?);
     let mut needed = HashSet::new();
     let mut todo = vec![frontend.target_stage().root];
     while let Some(v) = todo.pop() {
@@ -579,6 +591,12 @@ pub fn predict(
         }
     }
     Ok(predicted)
+}
+
+/// The named directory contexts of `request` with their ignore rules.
+fn named_locals(request: &BuildRequest) -> Result<Vec<(String, LocalContext)>, BuildError> {
+    super::named::local_contexts(&request.named_contexts)
+        .map_err(|e| BuildError::Dockerfile(e.to_string()))
 }
 
 fn dockerfile_name(request: &BuildRequest) -> &str {
@@ -626,6 +644,9 @@ pub fn build(
             ignore,
         },
     );
+    for (name, context) in named_locals(request)? {
+        contexts.insert(name, context);
+    }
     let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
     let engine = Arc::new(
         Engine::new(store.clone(), contexts)?
@@ -700,7 +721,9 @@ pub fn build(
             _ => op,
         };
         let name = match &v.op {
-            GraphOp::Context { .. } => "[internal] load build context".to_owned(),
+            GraphOp::Context { name, .. } if name == "context" => {
+                "[internal] load build context".to_owned()
+            }
             _ => v.name.clone(),
         };
         let meta = VertexMeta::new(name)
@@ -726,15 +749,18 @@ pub fn build(
         .lease
         .as_ref()
         .or(own_lease.as_ref().map(|guard| guard.lease()));
-    let explainer = Arc::new(crate::explain::Explainer::new(
-        store.clone(),
-        &frontend,
-        &request.context_dir,
-        file,
-        ignore_matcher(request)?,
-        &ids,
-        ignore_reasons,
-    ));
+    let explainer = Arc::new(
+        crate::explain::Explainer::new(
+            store.clone(),
+            &frontend,
+            &request.context_dir,
+            file,
+            ignore_matcher(request)?,
+            &ids,
+            ignore_reasons,
+        )
+        .with_named_contexts(named_locals(request)?),
+    );
     let index = Arc::new(
         StoreCacheIndex::open(store.clone())
             .map_err(|e| BuildError::Other(Box::new(e)))?

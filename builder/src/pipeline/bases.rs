@@ -40,11 +40,16 @@ pub(super) fn ensure(
     let Ok(images) = base_images_for_platforms(
         &request.dockerfile,
         &request.dockerfile_name,
-        &request.options,
+        &crate::engine::build::frontend_options(request),
     ) else {
         return Ok(used);
     };
+    // An OCI layout's image is in the store already, and in no registry.
+    let layouts = crate::engine::named::layout_images(&request.named_contexts);
     for (image, platform) in images {
+        if layouts.contains(&image) {
+            continue;
+        }
         let Ok(reference) = Reference::parse(&image) else {
             continue;
         };
