@@ -44,6 +44,16 @@ impl Compression {
     }
 }
 
+impl From<Compression> for hoist_untrusted::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Uncompressed => hoist_untrusted::Compression::None,
+            Compression::Gzip => hoist_untrusted::Compression::Gzip,
+            Compression::Zstd => hoist_untrusted::Compression::Zstd,
+        }
+    }
+}
+
 impl FromStr for Compression {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {

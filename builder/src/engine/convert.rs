@@ -22,10 +22,9 @@
 use std::io::Read as _;
 
 use hoist_cache::image::media_types::{
-    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST,
+    DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
 };
-use hoist_cache::image::{is_index, is_manifest, layer_compression};
+use hoist_cache::image::{is_index, is_manifest, layer_compression, layer_media_type};
 use hoist_cache::{Descriptor, Lease, NewCacheRecord, Store};
 use hoist_snapshotter::{Compression, CompressionOptions, LayerWriter};
 use serde_json::{json, Value};
@@ -136,17 +135,6 @@ struct LayerOut {
     kind: Option<Compression>,
     /// Whether it is a new blob.
     changed: bool,
-}
-
-/// The media type of a layer compressed as `kind`, OCI or Docker's.
-fn layer_media_type(kind: Compression, oci: bool) -> &'static str {
-    match (kind, oci) {
-        (Compression::Gzip, true) => OCI_LAYER_GZIP,
-        (Compression::Zstd, _) => OCI_LAYER_ZSTD,
-        (Compression::Uncompressed, true) => OCI_LAYER,
-        (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
-        (Compression::Uncompressed, false) => DOCKER_LAYER,
-    }
 }
 
 /// What the steps of a build whose image outputs ask for `formats` write:
@@ -311,7 +299,7 @@ impl Converter<'_> {
                 .into_iter()
                 .map(|mut c| {
                     if let Some(kind) = c.kind.filter(|_| c.changed || explicit) {
-                        c.layer["mediaType"] = json!(layer_media_type(kind, oci));
+                        c.layer["mediaType"] = json!(layer_media_type(kind.into(), oci));
                     }
                     c.layer
                 })
@@ -561,6 +549,7 @@ impl Converter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hoist_cache::image::media_types::{DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
     use sha2::{Digest as _, Sha256};
 
     /// A store holding a one-layer image (gzip at the steps' level, as a
