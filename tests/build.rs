@@ -17,6 +17,7 @@ mod build {
     pub mod heredocs;
     pub mod interrupt;
     pub mod mounts;
+    pub mod multiplatform;
     pub mod network;
     pub mod outputs;
     pub mod platform;

@@ -73,15 +73,18 @@ pub struct Args {
     target: Option<String>,
     /// Platform to build for, os/arch[/variant] (default: this machine's);
     /// sets TARGETPLATFORM and the platform of every FROM without its own
-    /// --platform. RUN steps of another architecture need an emulator
-    /// (docs/platforms.md)
+    /// --platform. Several (`linux/amd64,linux/arm64`, or the flag
+    /// repeated) build one image index. RUN steps of another architecture
+    /// need an emulator (docs/platforms.md)
     #[arg(long, value_name = "PLATFORM")]
-    platform: Option<String>,
+    platform: Vec<String>,
     /// Label KEY=VALUE for the image
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Annotation of the image manifest, [manifest:]KEY=VALUE (repeatable)
-    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    /// Annotation, [TYPE[PLATFORM]:]KEY=VALUE as buildx: TYPE is manifest
+    /// (the default), manifest-descriptor, index or index-descriptor
+    /// (repeatable)
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     annotations: Vec<String>,
     /// Do not use the cache
     #[arg(long)]
@@ -382,6 +385,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         provenance: parse_provenance(args.provenance.as_deref())?,
         subject_name: tags.first().cloned(),
     };
+    let platforms = target_platforms(&args.platform.join(","))?;
     let request = BuildRequest {
         dockerfile,
         dockerfile_name,
@@ -390,7 +394,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         options: BuildOptions {
             build_args,
             target: args.target.clone(),
-            platform: target_platform(args.platform.as_deref())?,
+            platform: platforms.first().cloned(),
             ..Default::default()
         },
         no_cache: args.no_cache,
@@ -422,6 +426,11 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
                 .transpose()?,
             ulimits: args.ulimits.clone(),
         },
+        platforms: if platforms.len() > 1 {
+            platforms.clone()
+        } else {
+            Vec::new()
+        },
         created: None,
         lease: None,
         explain: args.explain.then(hoist_builder::explain::Explanations::new),
@@ -446,6 +455,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         .map(|s| CacheSpec::parse(s, Direction::From))
         .collect::<Result<Vec<_>, _>>()?;
     let explanations = request.explain.clone();
+    let provenance = request.repro.provenance;
     let build = pipeline::Build {
         request,
         pull: if args.pull {
@@ -547,7 +557,12 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     };
     let built = &result.built;
     let manifest = result.target();
-    let id = built.image.config_digest.clone();
+    // Of several platforms, the index is the image (buildx's image ID then).
+    let id = if built.platforms.is_empty() {
+        built.image.config_digest.clone()
+    } else {
+        manifest.digest().to_string()
+    };
     if let (Some(explanations), false, false) =
         (&explanations, args.quiet, args.progress == Progress::Json)
     {
@@ -584,8 +599,21 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         let mut err = io::stderr().lock();
         // Step counts are the summary's: the solver does not visit the
         // inputs of a cache hit, so its own counters undercount.
-        writeln!(err, "writing image {id} done")?;
-        if let Some(index) = &built.index {
+        if built.platforms.is_empty() {
+            writeln!(err, "writing image {id} done")?;
+        }
+        for image in &built.platforms {
+            writeln!(
+                err,
+                "writing image {} for {} done (manifest {})",
+                image.image.config_digest,
+                image.platform,
+                image.image.manifest.digest()
+            )?;
+        }
+        if let (Some(index), false) = (&built.index, provenance && built.platforms.is_empty()) {
+            writeln!(err, "writing image index {} done", index.digest())?;
+        } else if let Some(index) = &built.index {
             writeln!(
                 err,
                 "writing provenance attestation: image {}, index {}",
@@ -686,24 +714,27 @@ mod exec_flags {
     }
 }
 
-/// `--platform os/arch[/variant]`, normalized as containerd does (`arm` is
-/// `arm/v7`, `aarch64` is `arm64`).
-fn target_platform(value: Option<&str>) -> anyhow::Result<Option<hoist_frontend::graph::Platform>> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    if value.contains(',') {
-        bail!(
-            "--platform {value}: hoist builds one platform at a time; run one build per platform (a multi-platform image index is not made yet)"
-        );
+/// `--platform os/arch[/variant][,…]`, each normalized as containerd does
+/// (`arm` is `arm/v7`, `aarch64` is `arm64`); a platform given twice is
+/// built once.
+fn target_platforms(value: &str) -> anyhow::Result<Vec<hoist_frontend::graph::Platform>> {
+    if value.is_empty() {
+        return Ok(Vec::new());
     }
-    let p =
-        hoist_registry::Platform::parse(value).map_err(|e| anyhow!("invalid --platform: {e}"))?;
-    Ok(Some(hoist_frontend::graph::Platform {
-        os: p.os,
-        architecture: p.architecture,
-        variant: (!p.variant.is_empty()).then_some(p.variant),
-    }))
+    let mut out: Vec<hoist_frontend::graph::Platform> = Vec::new();
+    for part in value.split(',') {
+        let p = hoist_registry::Platform::parse(part.trim())
+            .map_err(|e| anyhow!("invalid --platform: {e}"))?;
+        let p = hoist_frontend::graph::Platform {
+            os: p.os,
+            architecture: p.architecture,
+            variant: (!p.variant.is_empty()).then_some(p.variant),
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// `--dry-run`: the plan (with `--explain`, the prediction) from the store

@@ -17,6 +17,7 @@
 //! render them (the CLI on its progress display, autobuild in the build
 //! log). Nothing here prints.
 
+mod annotation;
 mod bases;
 mod cache;
 mod output;
@@ -29,10 +30,11 @@ use std::sync::{Arc, OnceLock};
 use hoist_cache::{GcReport, LeaseGuard, Store};
 use hoist_registry::{Client, PullEvent, PushEvent, RetryNotice};
 
+pub use annotation::parse_annotation;
 pub use bases::pull_image;
 pub use bases::PullPolicy;
 pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
-pub use output::{familiar, parse_annotation, write_file, BoxError, Dest, Output, WriteFileError};
+pub use output::{familiar, write_file, BoxError, Dest, Output, WriteFileError};
 pub use push::{push_event_line, push_image};
 
 use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};
@@ -397,6 +399,57 @@ impl RegistryClient {
     }
 }
 
+/// What a multi-platform build (or one written as an index) cannot do,
+/// refused before anything runs, as buildx refuses it.
+fn check_multi_platform(build: &Build, outputs: &[Output]) -> Result<(), PipelineError> {
+    let request = &build.request;
+    if request.is_multi_platform() {
+        let platforms: Vec<String> = request.platforms.iter().map(|p| p.to_string()).collect();
+        let list = platforms.join(", ");
+        for output in outputs {
+            let message = match output {
+                // buildx's docker exporter says the same without the
+                // containerd image store: a docker archive holds no index.
+                Output::Docker { .. } | Output::Load => format!(
+                    "{}: docker exporter does not currently support exporting manifest lists \
+                     ({list}); write the index with -o type=oci,dest=FILE or push it with \
+                     --push, or build one platform",
+                    if matches!(output, Output::Load) {
+                        "--load"
+                    } else {
+                        "-o type=docker"
+                    }
+                ),
+                Output::Tar(_) => format!(
+                    "-o type=tar: a tar of several platforms' files is not supported yet \
+                     ({list}); use -o type=local,dest=DIR (a directory per platform) or -o \
+                     type=oci"
+                ),
+                _ => continue,
+            };
+            return Err(PipelineError::Invalid(message));
+        }
+    }
+    let inline = matches!(
+        build.cache_to,
+        Some(CacheSpec {
+            location: CacheLocation::Inline,
+            ..
+        })
+    );
+    let index = request.is_multi_platform()
+        || request.repro.provenance
+        || request.annotations.iter().any(|a| a.target.needs_index());
+    if inline && index {
+        return Err(PipelineError::Invalid(
+            "--cache-to type=inline cannot be combined with an image index (a provenance \
+             attestation, several platforms, index or descriptor annotations) yet"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Builds `build` into the store: see the module documentation for the
 /// steps. `events` receives the solve's events, `notify` the rest.
 pub fn run(
@@ -411,6 +464,9 @@ pub fn run(
     } else {
         build.outputs.clone()
     };
+    // Before `check`: a multi-platform `--load` is refused for what it is,
+    // not for a missing daemon.
+    check_multi_platform(&build, &outputs)?;
     for output in &outputs {
         output.check()?;
         if let Output::Image { names, push: true } = output {
