@@ -744,6 +744,24 @@ fn dry_run(
     request: &BuildRequest,
     args: &Args,
 ) -> anyhow::Result<()> {
+    // Several platforms: a plan each, one after the other.
+    if request.is_multi_platform() {
+        for options in request.platform_options() {
+            let platform = options.platform.clone();
+            let one = BuildRequest {
+                options,
+                platforms: Vec::new(),
+                ..request.clone()
+            };
+            if args.format == PlanFormat::Text || args.explain {
+                if let Some(platform) = platform {
+                    writeln!(io::stdout().lock(), "# platform {platform}")?;
+                }
+            }
+            dry_run(store.clone(), &one, args)?;
+        }
+        return Ok(());
+    }
     let dry = hoist_builder::engine::dryrun::dry_run(store.clone(), request)
         .map_err(|e| anyhow!("{e}"))?;
     for warning in dry.warnings(&request.dockerfile_name) {

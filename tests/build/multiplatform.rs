@@ -215,18 +215,72 @@ fn two_platforms_push_one_index_and_the_buildplatform_stage_runs_once() {
     );
     assert_eq!(env.inspect("again")["Platforms"], inspected["Platforms"]);
 
-    // An OCI archive of the index that skopeo reads, each platform.
+    // `hoist save --format oci` writes the index.
+    let saved = env.scratch.path().join("saved.tar");
+    hoist(
+        env.root.path(),
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            saved.to_str().unwrap(),
+            &name,
+        ],
+        None,
+    )
+    .assert_ok();
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", saved.display()),
+    ]);
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2), "{raw}");
+
+    // A dry run plans each platform.
+    let dry = env.build(&["--platform", &format!("{host},{arm}"), "--dry-run"]);
+    dry.assert_ok();
+    assert!(
+        dry.stdout.contains(&format!("# platform {arm}\n")),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains(&format!("# platform {host}\n")),
+        "{}",
+        dry.stdout
+    );
+
+    // An OCI archive of the index, with each platform's provenance
+    // attestation, that skopeo and umoci read.
     let archive = env.scratch.path().join("multi.tar");
     env.build(&[
         "--platform",
         &format!("{host},{arm}"),
+        "--provenance",
         "-o",
         &format!("type=oci,dest={},name=multi:oci", archive.display()),
     ])
     .assert_ok();
     let source = format!("oci-archive:{}", archive.display());
     let raw = skopeo(&["inspect", "--raw", &source]);
-    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2), "{raw}");
+    let entries = raw["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{raw}");
+    let attested: BTreeSet<&str> = entries
+        .iter()
+        .filter(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
+        .map(|m| {
+            m["annotations"]["vnd.docker.reference.digest"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    let images: BTreeSet<&str> = entries
+        .iter()
+        .filter(|m| m["platform"]["os"] == "linux")
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(attested, images, "{raw}");
     let arm_image = skopeo(&["inspect", "--override-arch", "arm64", &source]);
     assert_eq!(arm_image["Architecture"], "arm64");
     let layout = env.scratch.path().join("layout");
