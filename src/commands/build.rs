@@ -36,6 +36,8 @@ enum Progress {
     Tty,
     /// one JSON event object per line
     Json,
+    /// BuildKit's SolveStatus objects, one per line (as buildx --progress=rawjson)
+    Rawjson,
     /// no build output; the image ID on success (as -q)
     Quiet,
 }
@@ -300,14 +302,16 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|o| Output::parse(o))
         .collect::<Result<Vec<_>, _>>()?;
-    if outputs.is_empty() {
-        outputs.push(Output::image());
+    // buildx's shorthands; the pipeline adds the default image output and
+    // refuses a push without a name.
+    if args.push {
+        outputs.push(Output::Image {
+            names: Vec::new(),
+            push: true,
+        });
     }
     if args.load {
         outputs.push(Output::Load);
-    }
-    if args.push && tags.is_empty() {
-        bail!("--push needs a name to push to: give -t NAME");
     }
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
@@ -465,7 +469,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         },
         cache_from,
         cache_to,
-        push: if args.push { tags.clone() } else { Vec::new() },
+        push: Vec::new(),
         tags: tags.clone(),
         outputs,
         client: None,
@@ -477,6 +481,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         (false, Progress::Plain) => ProgressMode::Plain,
         (false, Progress::Tty) => ProgressMode::Tty,
         (false, Progress::Json) => ProgressMode::Json,
+        (false, Progress::Rawjson) => ProgressMode::RawJson,
         (_, Progress::Quiet) => ProgressMode::Quiet,
     });
     let cancel = CancellationToken::new();
@@ -563,9 +568,11 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     } else {
         manifest.digest().to_string()
     };
-    if let (Some(explanations), false, false) =
-        (&explanations, args.quiet, args.progress == Progress::Json)
-    {
+    if let (Some(explanations), false, false) = (
+        &explanations,
+        args.quiet,
+        matches!(args.progress, Progress::Json | Progress::Rawjson),
+    ) {
         let mut err = io::stderr().lock();
         let all = explanations.all();
         if all.is_empty() {
@@ -596,33 +603,37 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     if args.quiet {
         println!("{id}");
     } else {
-        let mut err = io::stderr().lock();
-        // Step counts are the summary's: the solver does not visit the
-        // inputs of a cache hit, so its own counters undercount.
+        let mut lines = Vec::new();
         if built.platforms.is_empty() {
-            writeln!(err, "writing image {id} done")?;
+            lines.push(format!("writing image {id} done"));
         }
         for image in &built.platforms {
-            writeln!(
-                err,
+            lines.push(format!(
                 "writing image {} for {} done (manifest {})",
                 image.image.config_digest,
                 image.platform,
                 image.image.manifest.digest()
-            )?;
+            ));
         }
         if let (Some(index), false) = (&built.index, provenance && built.platforms.is_empty()) {
-            writeln!(err, "writing image index {} done", index.digest())?;
+            lines.push(format!("writing image index {} done", index.digest()));
         } else if let Some(index) = &built.index {
-            writeln!(
-                err,
+            lines.push(format!(
                 "writing provenance attestation: image {}, index {}",
                 built.image.manifest.digest(),
                 index.digest()
-            )?;
+            ));
         }
-        for tag in &tags {
-            writeln!(err, "naming to {tag}")?;
+        lines.extend(tags.iter().map(|tag| format!("naming to {tag}")));
+        if matches!(args.progress, Progress::Json | Progress::Rawjson) {
+            // Every line of a machine-read stream is an object.
+            let note = progress.notifier();
+            lines.iter().for_each(|line| note(line));
+        } else {
+            let mut err = io::stderr().lock();
+            for line in &lines {
+                writeln!(err, "{line}")?;
+            }
         }
     }
     progress.result(&display::BuildResult {
