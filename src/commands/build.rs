@@ -607,6 +607,20 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         if built.platforms.is_empty() {
             lines.push(format!("writing image {id} done"));
         }
+        if !built.shared_steps.is_empty() {
+            let platforms: Vec<String> = built
+                .platforms
+                .iter()
+                .map(|p| p.platform.to_string())
+                .collect();
+            for step in &built.shared_steps {
+                lines.push(format!(
+                    "shared by {} (run once): {}",
+                    platforms.join(", "),
+                    hoist_cache::text::escape(step)
+                ));
+            }
+        }
         for image in &built.platforms {
             lines.push(format!(
                 "writing image {} for {} done (manifest {})",

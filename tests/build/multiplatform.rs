@@ -114,13 +114,28 @@ fn two_platforms_push_one_index_and_the_buildplatform_stage_runs_once() {
         let last = step_numbers(&run.stderr, &format!("[{platform} stage-1 2/2] RUN echo"));
         assert_eq!(last.len(), 1, "{platform}: {}", run.stderr);
     }
-    // The summary lists it once too.
+    // The summary lists it once too, and a line says the platforms
+    // shared it.
     let summary_lines = run
         .stderr
         .lines()
-        .filter(|l| !l.starts_with('#') && l.contains("tools 1/1] RUN cat /proc"))
+        .filter(|l| l.starts_with("  ") && l.contains("tools 1/1] RUN cat /proc"))
         .count();
     assert_eq!(summary_lines, 1, "{}", run.stderr);
+    let shared: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("shared by "))
+        .collect();
+    assert_eq!(
+        shared,
+        [format!(
+            "shared by {host}, {arm} (run once): [{host} tools 1/1] RUN cat \
+             /proc/sys/kernel/random/uuid > /stamp"
+        )],
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr.contains("writing image index sha256:"),
         "{}",

@@ -124,6 +124,10 @@ pub struct Built {
     /// Every platform's image of a multi-platform build, in `--platform`
     /// order; empty for a single platform (`image` is it).
     pub platforms: Vec<PlatformImage>,
+    /// The RUN/COPY/ADD steps of a multi-platform build that several
+    /// platforms share (a BUILDPLATFORM stage's, COPY on scratch): run or
+    /// found in the cache once. Their progress names, in build order.
+    pub shared_steps: Vec<String>,
     /// Its layers, bottom first.
     pub layers: Vec<Layer>,
     /// How many steps ran and how many came from the cache.
@@ -660,11 +664,21 @@ fn platform_name(name: &str, platform: Option<&Platform>) -> String {
     }
 }
 
+/// What makes two vertices of a build the same vertex: the op's
+/// definition, and its inputs (already merged) with what it selects of each
+/// (the solver's definition digest, over vertices instead of digests).
+type VertexKey = (
+    crate::digest::Digest,
+    Vec<(VertexId, Option<crate::digest::Digest>)>,
+);
+
 /// Adds the vertices of `frontend` to `graph`; returns the solver vertex of
-/// each. Vertices with the same definition as ones already added (another
-/// platform's) are merged by the solver, which runs them once.
+/// each. A vertex the same as one already added (another platform's: a
+/// BUILDPLATFORM stage, the context, COPY on scratch) is not added again:
+/// `merged` finds it, and the platforms share it.
 fn add_vertices(
     graph: &mut BuildGraph<Artifact>,
+    merged: &mut HashMap<VertexKey, VertexId>,
     frontend: &FrontendGraph,
     request: &BuildRequest,
     engine: &Arc<Engine>,
@@ -735,9 +749,28 @@ fn add_vertices(
             .with_description(description(file, frontend, i))
             .with_ignore_cache(ignore_cache.contains(&i));
         let inputs: Vec<VertexId> = v.inputs.iter().map(|x| ids[*x]).collect();
+        let key: VertexKey = (
+            op.definition().digest(),
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(k, input)| (*input, op.selector(k).map(|s| s.digest())))
+                .collect(),
+        );
+        if let Some(&id) = merged.get(&key).filter(|_| multi_platform) {
+            // One copy bypassing the cache bypasses it for all.
+            if meta.ignore_cache {
+                graph
+                    .set_ignore_cache(id, true)
+                    .map_err(|e| BuildError::Other(Box::new(e)))?;
+            }
+            ids.push(id);
+            continue;
+        }
         let id = graph
             .add_shared(op, &inputs, meta)
             .map_err(|e| BuildError::Other(Box::new(e)))?;
+        merged.insert(key, id);
         ids.push(id);
     }
     Ok(ids)
@@ -833,11 +866,13 @@ pub fn build(
     let mut plans = Vec::new();
     let mut all_ids: Vec<VertexId> = Vec::new();
     let mut all_ignored: HashSet<usize> = HashSet::new();
+    let mut merged = HashMap::new();
     for frontend in frontends {
         let ignore_reasons = ignore_cache_reasons(&frontend, request);
         let ignore_cache: HashSet<usize> = ignore_reasons.keys().copied().collect();
         let ids = add_vertices(
             &mut graph,
+            &mut merged,
             &frontend,
             request,
             &engine,
@@ -1062,8 +1097,32 @@ pub fn build(
         })
         .filter_map(|(id, output)| Some((*id, output.layers().last()?.size)))
         .collect();
+    let mut users: HashMap<VertexId, usize> = HashMap::new();
+    for plan in &plans {
+        let distinct: HashSet<&VertexId> = plan.ids.iter().collect();
+        for id in distinct {
+            *users.entry(*id).or_default() += 1;
+        }
+    }
+    let mut shared: Vec<VertexId> = users
+        .iter()
+        .filter(|(id, n)| {
+            **n > 1
+                && solution.outcomes.contains_key(id)
+                && steps
+                    .get(id)
+                    .is_some_and(|op| matches!(op, GraphOp::Exec(_) | GraphOp::File(_)))
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    shared.sort();
+    let shared_steps = shared
+        .iter()
+        .filter_map(|id| Some(graph.vertex(*id)?.meta().name.clone()))
+        .collect();
     let first = images[0].clone();
     Ok(Built {
+        shared_steps,
         image: first.image,
         index,
         platforms: if multi_platform { images } else { Vec::new() },
