@@ -443,3 +443,53 @@ fn index_annotations_on_one_platform_make_an_index_of_one_manifest() {
         name
     );
 }
+
+#[test]
+fn copy_on_scratch_is_one_step_for_three_platforms_and_each_config_says_its_own() {
+    require_root!();
+    require_program!("skopeo");
+    let env = Env::new();
+    env.write("f", "hi\n");
+    env.dockerfile("FROM scratch\nARG TARGETARCH\nCOPY f /f\nENV ARCH=$TARGETARCH\n");
+    let archive = env.scratch.path().join("three.tar");
+    let run = env.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--platform",
+        "linux/arm/v7",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+    ]);
+    run.assert_ok();
+    // No RUN: nothing needs an emulator, and the COPY is one step.
+    assert_eq!(
+        step_numbers(&run.stderr, "] COPY f /f").len(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "shared by linux/amd64, linux/arm64, linux/arm/v7 (run once): [linux/amd64 stage-0 \
+             1/1] COPY f /f"
+        ),
+        "{}",
+        run.stderr
+    );
+    let source = format!("oci-archive:{}", archive.display());
+    let raw = skopeo(&["inspect", "--raw", &source]);
+    let entries = raw["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "{raw}");
+    assert_eq!(entry(&raw, "arm")["platform"]["variant"], "v7");
+    for (arch, variant) in [("amd64", None), ("arm64", None), ("arm", Some("v7"))] {
+        let mut args = vec!["inspect", "--config", "--override-arch", arch];
+        if let Some(v) = variant {
+            args.extend(["--override-variant", v]);
+        }
+        args.push(&source);
+        let config = skopeo(&args);
+        assert_eq!(config["architecture"], arch, "{config}");
+        let env_list = config["config"]["Env"].to_string();
+        assert!(env_list.contains(&format!("ARCH={arch}")), "{config}");
+    }
+}
