@@ -492,4 +492,26 @@ fn copy_on_scratch_is_one_step_for_three_platforms_and_each_config_says_its_own(
         let env_list = config["config"]["Env"].to_string();
         assert!(env_list.contains(&format!("ARCH={arch}")), "{config}");
     }
+
+    // A tar of the files: a directory per platform, as BuildKit writes it.
+    let tar = env.scratch.path().join("files.tar");
+    env.build(&[
+        "--platform",
+        "linux/amd64,linux/arm64,linux/arm/v7",
+        "-o",
+        &format!("type=tar,dest={}", tar.display()),
+    ])
+    .assert_ok();
+    let out = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert!(out.status.success());
+    let listed: BTreeSet<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with("/f"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from(["linux_amd64/f", "linux_arm64/f", "linux_arm_v7/f"].map(str::to_owned))
+    );
 }

@@ -420,11 +420,6 @@ fn check_multi_platform(build: &Build, outputs: &[Output]) -> Result<(), Pipelin
                         "-o type=docker"
                     }
                 ),
-                Output::Tar(_) => format!(
-                    "-o type=tar: a tar of several platforms' files is not supported yet \
-                     ({list}); use -o type=local,dest=DIR (a directory per platform) or -o \
-                     type=oci"
-                ),
                 _ => continue,
             };
             return Err(PipelineError::Invalid(message));

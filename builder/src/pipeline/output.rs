@@ -277,9 +277,27 @@ impl Output {
                 }
                 Ok(())
             }
-            Output::Tar(dest) => write_to(dest, |out| {
-                export::export_tar(store, &built.layers, out).map_err(box_error)
-            }),
+            Output::Tar(dest) => {
+                // Several platforms: a directory each in the tar (`linux_arm64/`).
+                let names: Vec<String> = built
+                    .platforms
+                    .iter()
+                    .map(|p| p.platform.to_string().replace('/', "_"))
+                    .collect();
+                let parts: Vec<(&str, &[crate::engine::artifact::Layer])> =
+                    if built.platforms.is_empty() {
+                        vec![("", &built.layers)]
+                    } else {
+                        names
+                            .iter()
+                            .zip(&built.platforms)
+                            .map(|(n, p)| (n.as_str(), p.layers.as_slice()))
+                            .collect()
+                    };
+                write_to(dest, |out| {
+                    export::export_tar_each(store, &parts, out).map_err(box_error)
+                })
+            }
             Output::Load => {
                 let answer = load(store, tags, &built.image.manifest)?;
                 if !answer.is_empty() {
