@@ -587,9 +587,8 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("failed to write `{}`", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let metadata = serde_json::json!({
+        let mut metadata = serde_json::json!({
             "containerimage.digest": manifest.digest().to_string(),
-            "containerimage.config.digest": id,
             "containerimage.descriptor": {
                 "mediaType": manifest.media_type().to_string(),
                 "digest": manifest.digest().to_string(),
@@ -597,6 +596,11 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             },
             "image.name": tags.join(","),
         });
+        // An index of several platforms has no one config (buildx writes
+        // none then).
+        if built.platforms.is_empty() {
+            metadata["containerimage.config.digest"] = serde_json::json!(id);
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .with_context(|| format!("failed to write `{}`", path.display()))?;
     }

@@ -452,7 +452,10 @@ fn copy_on_scratch_is_one_step_for_three_platforms_and_each_config_says_its_own(
     env.write("f", "hi\n");
     env.dockerfile("FROM scratch\nARG TARGETARCH\nCOPY f /f\nENV ARCH=$TARGETARCH\n");
     let archive = env.scratch.path().join("three.tar");
+    let metadata = env.scratch.path().join("metadata.json");
     let run = env.build(&[
+        "--metadata-file",
+        metadata.to_str().unwrap(),
         "--platform",
         "linux/amd64,linux/arm64",
         "--platform",
@@ -480,6 +483,17 @@ fn copy_on_scratch_is_one_step_for_three_platforms_and_each_config_says_its_own(
     let raw = skopeo(&["inspect", "--raw", &source]);
     let entries = raw["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "{raw}");
+    // The metadata names the index, and no one config, as buildx's.
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&fs::read(&metadata).unwrap()).unwrap();
+    assert_eq!(
+        metadata["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert!(
+        metadata.get("containerimage.config.digest").is_none(),
+        "{metadata}"
+    );
     assert_eq!(entry(&raw, "arm")["platform"]["variant"], "v7");
     for (arch, variant) in [("amd64", None), ("arm64", None), ("arm", Some("v7"))] {
         let mut args = vec!["inspect", "--config", "--override-arch", arch];
