@@ -407,22 +407,18 @@ fn check_multi_platform(build: &Build, outputs: &[Output]) -> Result<(), Pipelin
         let platforms: Vec<String> = request.platforms.iter().map(|p| p.to_string()).collect();
         let list = platforms.join(", ");
         for output in outputs {
-            let message = match output {
-                // buildx's docker exporter says the same without the
-                // containerd image store: a docker archive holds no index.
-                Output::Docker { .. } | Output::Load => format!(
-                    "{}: docker exporter does not currently support exporting manifest lists \
-                     ({list}); write the index with -o type=oci,dest=FILE or push it with \
-                     --push, or build one platform",
-                    if matches!(output, Output::Load) {
-                        "--load"
-                    } else {
-                        "-o type=docker"
-                    }
-                ),
+            let what = match output {
+                Output::Docker { .. } => "-o type=docker",
+                Output::Load => "--load",
                 _ => continue,
             };
-            return Err(PipelineError::Invalid(message));
+            // buildx's docker exporter says the same without the containerd
+            // image store: a docker archive holds no index.
+            return Err(PipelineError::Invalid(format!(
+                "{what}: docker exporter does not currently support exporting manifest lists \
+                 ({list}); write the index with -o type=oci,dest=FILE or push it with --push, \
+                 or build one platform"
+            )));
         }
     }
     let inline = matches!(
