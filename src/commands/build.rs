@@ -139,6 +139,13 @@ pub struct Args {
     /// unresolved)
     #[arg(long)]
     dry_run: bool,
+    /// Run BuildKit's build checks without building (`--call check`); exit 1 when one warns
+    #[arg(long)]
+    check: bool,
+    /// What to do instead of building: check, outline (build args, secrets, ssh of the
+    /// target) or targets (the stages), as buildx; `,format=json` for JSON
+    #[arg(long, value_name = "METHOD")]
+    call: Option<String>,
     /// Format of --dry-run
     #[arg(long, value_enum, default_value_t)]
     format: PlanFormat,
@@ -445,6 +452,12 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     };
 
     let store = Arc::new(context.store()?);
+    let call = super::check::Call::from_flags(args.check, args.call.as_deref())?;
+    if call.method != super::check::Method::Build {
+        return super::check::run(store, &request, call);
+    }
+    let check_request = request.clone();
+    super::check::refuse_violation(&store, &check_request)?;
     if args.dry_run {
         return dry_run(store, &request, &args);
     }
@@ -531,7 +544,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    let result = pipeline::run(store, build, sink, notify, &cancel);
+    let result = pipeline::run(store.clone(), build, sink, notify, &cancel);
     // From here on, Ctrl-C ends the process at once, as it normally would.
     interrupts.release();
     progress.end_live();
@@ -660,6 +673,9 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         tags: tags.clone(),
     });
     progress.finish(Status::Success, Some(&built.layer_sizes));
+    if !args.quiet && !matches!(args.progress, Progress::Json | Progress::Rawjson) {
+        super::check::print_after_build(&store, &check_request)?;
+    }
     Ok(())
 }
 

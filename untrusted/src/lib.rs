@@ -20,6 +20,7 @@ pub mod accounts;
 pub mod atomic;
 pub mod compression;
 pub mod mountinfo;
+pub mod proxy;
 pub mod reference;
 mod root;
 pub mod tar_writer;
