@@ -180,6 +180,10 @@ pub struct Args {
     /// Push the image to the registry of each tag (`-o type=registry`)
     #[arg(long)]
     push: bool,
+    /// A named context for `FROM NAME` / `COPY --from=NAME`: a directory,
+    /// docker-image://REF, oci-layout://PATH[:TAG], a git URL or an http(s) URL
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     // Reproducibility and provenance (docs/reproducibility.md).
     /// Timestamp (seconds since 1970) for `created` and the upper bound of
     /// every mtime in the layers the build writes [env: SOURCE_DATE_EPOCH]
@@ -449,6 +453,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         ssh: exec_flags::ssh(&args.ssh)?,
         repro,
         allow: exec_flags::allow(&args.allow)?,
+        named_contexts: hoist_builder::engine::named::parse_all(&args.build_contexts)?,
     };
 
     let store = Arc::new(context.store()?);

@@ -77,6 +77,8 @@ pub struct BuildRequest {
     pub repro: super::reproducible::ReproOptions,
     /// Entitlements granted with `--allow` (`security.insecure`, `network.host`).
     pub allow: Vec<String>,
+    /// `--build-context NAME=VALUE`, by key (see [`super::named`]).
+    pub named_contexts: super::named::NamedContexts,
 }
 
 impl BuildRequest {
@@ -360,7 +362,12 @@ fn lower_options(
 ) -> Result<FrontendGraph, BuildError> {
     let ast = hoist_frontend::parse(&request.dockerfile)
         .map_err(|e| BuildError::Dockerfile(e.render(&request.dockerfile_name)))?;
-    hoist_frontend::lower(&ast, options, resolver).map_err(|e| {
+    // The request's named contexts, for whichever platform's options.
+    let mut options = options.clone();
+    options
+        .named_contexts
+        .extend(super::named::frontend_contexts(&request.named_contexts));
+    hoist_frontend::lower(&ast, &options, resolver).map_err(|e| {
         // The causes belong to the message line, above the quoted line and
         // its caret.
         let rendered = e.render(&request.dockerfile_name);
@@ -377,6 +384,15 @@ fn lower_options(
         }
         BuildError::Dockerfile(text)
     })
+}
+
+/// The frontend's options of `request`: its own with the named contexts.
+pub fn frontend_options(request: &BuildRequest) -> BuildOptions {
+    let mut options = request.options.clone();
+    options
+        .named_contexts
+        .extend(super::named::frontend_contexts(&request.named_contexts));
+    options
 }
 
 /// The images the target's stages start from or copy from (normalised
@@ -613,7 +629,8 @@ pub fn predict(
         ignore_matcher(request)?,
         &[],
         ignore_cache_reasons(frontend, request),
-    );
+    )
+    .with_named_contexts(named_locals(request)?);
     let mut needed = HashSet::new();
     let mut todo = vec![frontend.target_stage().root];
     while let Some(v) = todo.pop() {
@@ -631,6 +648,12 @@ pub fn predict(
         }
     }
     Ok(predicted)
+}
+
+/// The named directory contexts of `request` with their ignore rules.
+fn named_locals(request: &BuildRequest) -> Result<Vec<(String, LocalContext)>, BuildError> {
+    super::named::local_contexts(&request.named_contexts)
+        .map_err(|e| BuildError::Dockerfile(e.to_string()))
 }
 
 fn dockerfile_name(request: &BuildRequest) -> &str {
@@ -741,7 +764,9 @@ fn add_vertices(
             _ => op,
         };
         let name = match &v.op {
-            GraphOp::Context { .. } => "[internal] load build context".to_owned(),
+            GraphOp::Context { name, .. } if name == "context" => {
+                "[internal] load build context".to_owned()
+            }
             _ if multi_platform => platform_name(&v.name, platforms.get(&i)),
             _ => v.name.clone(),
         };
@@ -850,6 +875,9 @@ pub fn build(
             ignore,
         },
     );
+    for (name, context) in named_locals(request)? {
+        contexts.insert(name, context);
+    }
     let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
     let engine = Arc::new(
         Engine::new(store.clone(), contexts)?
@@ -910,15 +938,18 @@ pub fn build(
         } else {
             file.clone()
         };
-        explainers.push(Arc::new(crate::explain::Explainer::new(
-            store.clone(),
-            &plan.frontend,
-            &request.context_dir,
-            &name,
-            ignore_matcher(request)?,
-            &plan.ids,
-            plan.ignore_reasons.clone(),
-        )));
+        explainers.push(Arc::new(
+            crate::explain::Explainer::new(
+                store.clone(),
+                &plan.frontend,
+                &request.context_dir,
+                &name,
+                ignore_matcher(request)?,
+                &plan.ids,
+                plan.ignore_reasons.clone(),
+            )
+            .with_named_contexts(named_locals(request)?),
+        ));
     }
     let explainer = Arc::new(Explainers(explainers));
     let index = Arc::new(

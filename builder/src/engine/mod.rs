@@ -21,6 +21,7 @@ pub mod gc;
 pub(crate) mod hash;
 pub mod index;
 pub mod mounts;
+pub mod named;
 mod ops;
 pub mod provenance;
 pub mod rebase;

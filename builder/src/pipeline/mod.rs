@@ -477,6 +477,14 @@ pub fn run(
         action: "take a lease on the store".into(),
         source,
     })?;
+    let layout_blobs = crate::engine::named::import_layouts(&store, &build.request.named_contexts)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    store
+        .lease_blobs(lease.lease(), &layout_blobs)
+        .map_err(|source| PipelineError::Store {
+            action: "lease the blobs of --build-context oci-layout://".into(),
+            source,
+        })?;
     let bases = bases::ensure(&store, &client, &build.request, build.pull, &notify)?;
     for spec in &build.cache_from {
         let moved = cache::import(&store, &client, spec)?;
