@@ -11,6 +11,7 @@ mod build {
     pub mod cache;
     pub mod checks;
     pub mod common;
+    pub mod compression;
     pub mod config;
     pub mod copy;
     pub mod dryrun;

@@ -316,10 +316,19 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     // buildx's shorthands; the pipeline adds the default image output and
     // refuses a push without a name.
     if args.push {
-        outputs.push(Output::Image {
-            names: Vec::new(),
-            push: true,
-        });
+        // As buildx: `--push` sets push=true on the image output when there
+        // is one (with its layer format), else adds one.
+        match outputs
+            .iter_mut()
+            .find(|o| matches!(o, Output::Image { .. }))
+        {
+            Some(Output::Image { push, .. }) => *push = true,
+            _ => outputs.push(Output::Image {
+                names: Vec::new(),
+                push: true,
+                format: None,
+            }),
+        }
     }
     if args.load {
         outputs.push(Output::Load);
@@ -448,6 +457,8 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         },
         created: None,
         lease: None,
+        // The pipeline sets it from the outputs.
+        layer_compression: Default::default(),
         explain: args.explain.then(hoist_builder::explain::Explanations::new),
         secrets: exec_flags::secrets(&args.secrets)?,
         ssh: exec_flags::ssh(&args.ssh)?,

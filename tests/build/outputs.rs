@@ -217,11 +217,11 @@ fn push_and_registry_outputs_push_as_buildx_does() {
     // A key the type does not take is refused before anything is built,
     // naming the keys it takes.
     let f = name("f");
-    let run = build(&["-o", &format!("type=registry,name={f},compression=zstd")]);
+    let run = build(&["-o", &format!("type=registry,name={f},dest=x")]);
     assert_eq!(run.code(), 1, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("invalid --output key `compression` for type=registry: it takes name"),
+            .contains("invalid --output key `dest` for type=registry: it takes name"),
         "{}",
         run.stderr
     );

@@ -66,6 +66,9 @@ pub struct BuildRequest {
     /// The lease that protects what this build uses and makes from garbage
     /// collection until the caller has tagged the image and released it.
     pub lease: Option<hoist_cache::Lease>,
+    /// How steps compress the layers they make: what the outputs ask for
+    /// when they agree (`convert::step_compression`), gzip by default.
+    pub layer_compression: hoist_snapshotter::Compression,
     /// Work out why each step that runs missed the cache, into this (see
     /// [`crate::explain`]).
     pub explain: Option<Arc<crate::explain::Explanations>>,
@@ -884,6 +887,7 @@ pub fn build(
             .with_limits(request.memory, request.cpus)
             .with_step_options(request.step_options.clone())
             .with_source_date_epoch(request.repro.source_date_epoch)
+            .with_layer_compression(request.layer_compression)
             .with_secrets(secrets),
     );
 

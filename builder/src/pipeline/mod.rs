@@ -193,6 +193,9 @@ pub enum Notice {
     Collected(GcReport),
     /// The collection after the build failed; the image is made and named.
     CollectFailed(String),
+    /// Something asked for was done otherwise (an output's option
+    /// overridden, as BuildKit overrides it).
+    Warning(String),
 }
 
 impl Notice {
@@ -200,7 +203,10 @@ impl Notice {
     pub fn is_warning(&self) -> bool {
         matches!(
             self,
-            Notice::BaseFromStore { .. } | Notice::PullFailed { .. } | Notice::CollectFailed(_)
+            Notice::BaseFromStore { .. }
+                | Notice::PullFailed { .. }
+                | Notice::CollectFailed(_)
+                | Notice::Warning(_)
         )
     }
 }
@@ -282,6 +288,7 @@ impl fmt::Display for Notice {
                 hoist_untrusted::units::format_size(report.usage_after)
             ),
             Notice::CollectFailed(error) => write!(f, "warning: {error}"),
+            Notice::Warning(message) => write!(f, "warning: {message}"),
         }
     }
 }
@@ -460,7 +467,10 @@ pub fn run(
     check_multi_platform(&build, &outputs)?;
     for output in &outputs {
         output.check()?;
-        if let Output::Image { names, push: true } = output {
+        if let Output::Image {
+            names, push: true, ..
+        } = output
+        {
             if names.is_empty() && build.tags.is_empty() {
                 return Err(PipelineError::Invalid(
                     "a name is needed to push to a registry: give -t NAME or -o \
@@ -493,8 +503,17 @@ pub fn run(
             moved,
         });
     }
+    // Steps write what the image outputs ask for when they all agree, so
+    // that a zstd export does not compress twice.
+    let layer_compression = crate::engine::convert::step_compression(
+        outputs
+            .iter()
+            .filter(|o| !matches!(o, Output::Local(_) | Output::Tar(_)))
+            .map(Output::format),
+    );
     let request = BuildRequest {
         lease: Some(lease.lease().clone()),
+        layer_compression,
         ..build.request
     };
     let built = engine_build::build(Arc::clone(&store), &request, events, cancel)?;
@@ -508,21 +527,34 @@ pub fn run(
         }) => cache::inline(&store, built)?,
         _ => built,
     };
-    let mut push_names = build.push.clone();
+    // Each name is pushed what it names in the store: an image output's
+    // target is the image in the layer format it asked for.
+    let mut push_targets = Vec::new();
+    let mut tags_target = None;
     for output in &outputs {
-        if let Output::Image { names, push: true } = output {
-            push_names.extend(build.tags.iter().chain(names).cloned());
+        let named = output.write(&store, &built, &build.tags, &notify, Some(lease.lease()))?;
+        if let (Output::Image { names, push, .. }, Some(target)) = (output, named) {
+            if *push {
+                for name in build.tags.iter().chain(names) {
+                    push_targets.push((name.clone(), target.clone()));
+                }
+            }
+            tags_target.get_or_insert(target);
         }
     }
-    for output in &outputs {
-        output.write(&store, &built, &build.tags, &notify)?;
-    }
+    let tags_target = tags_target.unwrap_or_else(|| built.target().clone());
+    let mut all = build
+        .push
+        .iter()
+        .map(|name| (name.clone(), tags_target.clone()))
+        .collect::<Vec<_>>();
+    all.extend(push_targets);
     let mut pushed: Vec<String> = Vec::new();
-    for name in push_names {
+    for (name, target) in all {
         if pushed.contains(&name) {
             continue;
         }
-        push::push_image(&store, client.get()?, &name, built.target(), &notify)?;
+        push::push_image(&store, client.get()?, &name, &target, &notify)?;
         pushed.push(name);
     }
     if let Some(spec) = &build.cache_to {
