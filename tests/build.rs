@@ -19,6 +19,7 @@ mod build {
     pub mod heredocs;
     pub mod interrupt;
     pub mod mounts;
+    pub mod multiplatform;
     pub mod named_contexts;
     pub mod network;
     pub mod outputs;

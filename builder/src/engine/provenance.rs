@@ -523,16 +523,16 @@ fn named_materials(
     Ok(out)
 }
 
-/// Writes the provenance attestation of `image` and the index holding both.
-pub(crate) fn attach_to_build(
-    store: &Store,
+/// The provenance statement of `image`, built from `frontend` (the graph
+/// of its platform).
+pub(crate) fn build_statement(
     engine: &Engine,
     request: &BuildRequest,
     frontend: &BuildGraph,
     image: &Assembled,
     started: i64,
     finished: i64,
-) -> Result<Descriptor, BuildError> {
+) -> Result<Value, BuildError> {
     use sha2::Digest as _;
     let stage = frontend.target_stage();
     // The build's own steps saved the stat cache already; files only this
@@ -568,8 +568,22 @@ pub(crate) fn attach_to_build(
                 .collect()
         },
     };
-    let statement = statement(&input, &image.manifest);
-    Ok(attach(store, &image.manifest, &stage.platform, &statement)?)
+    Ok(statement(&input, &image.manifest))
+}
+
+/// The index entry of the attestation `attestation` of the image manifest
+/// `manifest`, as BuildKit lists it.
+pub fn attestation_entry(attestation: &Descriptor, manifest: &Descriptor) -> Value {
+    json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": attestation.digest().to_string(),
+        "size": attestation.size(),
+        "annotations": {
+            REFERENCE_DIGEST: manifest.digest().to_string(),
+            REFERENCE_TYPE: "attestation-manifest",
+        },
+        "platform": {"architecture": "unknown", "os": "unknown"},
+    })
 }
 
 #[cfg(test)]

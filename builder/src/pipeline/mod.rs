@@ -17,6 +17,7 @@
 //! render them (the CLI on its progress display, autobuild in the build
 //! log). Nothing here prints.
 
+mod annotation;
 mod bases;
 mod cache;
 mod output;
@@ -29,10 +30,11 @@ use std::sync::{Arc, OnceLock};
 use hoist_cache::{GcReport, LeaseGuard, Store};
 use hoist_registry::{Client, PullEvent, PushEvent, RetryNotice};
 
+pub use annotation::parse_annotation;
 pub use bases::pull_image;
 pub use bases::PullPolicy;
 pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
-pub use output::{familiar, parse_annotation, write_file, BoxError, Dest, Output, WriteFileError};
+pub use output::{familiar, write_file, BoxError, Dest, Output, WriteFileError};
 pub use push::{push_event_line, push_image};
 
 use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};
@@ -404,6 +406,48 @@ impl RegistryClient {
     }
 }
 
+/// What a multi-platform build (or one written as an index) cannot do,
+/// refused before anything runs, as buildx refuses it.
+fn check_multi_platform(build: &Build, outputs: &[Output]) -> Result<(), PipelineError> {
+    let request = &build.request;
+    if request.is_multi_platform() {
+        let platforms: Vec<String> = request.platforms.iter().map(|p| p.to_string()).collect();
+        let list = platforms.join(", ");
+        for output in outputs {
+            let what = match output {
+                Output::Docker { .. } => "-o type=docker",
+                Output::Load => "--load",
+                _ => continue,
+            };
+            // buildx's docker exporter says the same without the containerd
+            // image store: a docker archive holds no index.
+            return Err(PipelineError::Invalid(format!(
+                "{what}: docker exporter does not currently support exporting manifest lists \
+                 ({list}); write the index with -o type=oci,dest=FILE or push it with --push, \
+                 or build one platform"
+            )));
+        }
+    }
+    let inline = matches!(
+        build.cache_to,
+        Some(CacheSpec {
+            location: CacheLocation::Inline,
+            ..
+        })
+    );
+    let index = request.is_multi_platform()
+        || request.repro.provenance
+        || request.annotations.iter().any(|a| a.target.needs_index());
+    if inline && index {
+        return Err(PipelineError::Invalid(
+            "--cache-to type=inline cannot be combined with an image index (a provenance \
+             attestation, several platforms, index or descriptor annotations) yet"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Builds `build` into the store: see the module documentation for the
 /// steps. `events` receives the solve's events, `notify` the rest.
 pub fn run(
@@ -418,6 +462,9 @@ pub fn run(
     if outputs.iter().all(|o| matches!(o, Output::Load)) {
         outputs.insert(0, Output::image());
     }
+    // Before `check`: a multi-platform `--load` is refused for what it is,
+    // not for a missing daemon.
+    check_multi_platform(&build, &outputs)?;
     for output in &outputs {
         output.check()?;
         if let Output::Image {

@@ -342,10 +342,15 @@ impl Output {
             let default = LayerFormat::default();
             let format = match self.format() {
                 Some(format) => format,
-                None if built.layers.iter().all(|l| {
-                    hoist_cache::image::layer_compression(&l.media_type)
-                        == Some(hoist_cache::image::Compression::Gzip)
-                }) =>
+                // (Every platform's layers, of a multi-platform build.)
+                None if built
+                    .layers
+                    .iter()
+                    .chain(built.platforms.iter().flat_map(|p| &p.layers))
+                    .all(|l| {
+                        hoist_cache::image::layer_compression(&l.media_type)
+                            == Some(hoist_cache::image::Compression::Gzip)
+                    }) =>
                 {
                     return Ok(target.clone())
                 }
@@ -397,16 +402,54 @@ impl Output {
                 })
                 .map(|()| None)
             }
-            Output::Local(dir) => export::export_local(store, &built.layers, dir)
+            Output::Local(dir) => {
+                // Several platforms: a directory each, named as BuildKit's
+                // (`linux_arm64`).
+                let each: Vec<(PathBuf, &[crate::engine::artifact::Layer])> =
+                    if built.platforms.is_empty() {
+                        vec![(dir.clone(), &built.layers)]
+                    } else {
+                        built
+                            .platforms
+                            .iter()
+                            .map(|p| {
+                                let name = p.platform.to_string().replace('/', "_");
+                                (dir.join(name), p.layers.as_slice())
+                            })
+                            .collect()
+                    };
+                for (dir, layers) in each {
+                    export::export_local(store, layers, &dir).map_err(|e| {
+                        PipelineError::Other {
+                            action: format!("write the image's files to `{}`", dir.display()),
+                            source: Box::new(e),
+                        }
+                    })?;
+                }
+                Ok(None)
+            }
+            Output::Tar(dest) => {
+                // Several platforms: a directory each in the tar (`linux_arm64/`).
+                let names: Vec<String> = built
+                    .platforms
+                    .iter()
+                    .map(|p| p.platform.to_string().replace('/', "_"))
+                    .collect();
+                let parts: Vec<(&str, &[crate::engine::artifact::Layer])> =
+                    if built.platforms.is_empty() {
+                        vec![("", &built.layers)]
+                    } else {
+                        names
+                            .iter()
+                            .zip(&built.platforms)
+                            .map(|(n, p)| (n.as_str(), p.layers.as_slice()))
+                            .collect()
+                    };
+                write_to(dest, |out| {
+                    export::export_tar_each(store, &parts, out).map_err(box_error)
+                })
                 .map(|()| None)
-                .map_err(|e| PipelineError::Other {
-                    action: format!("write the image's files to `{}`", dir.display()),
-                    source: Box::new(e),
-                }),
-            Output::Tar(dest) => write_to(dest, |out| {
-                export::export_tar(store, &built.layers, out).map_err(box_error)
-            })
-            .map(|()| None),
+            }
             Output::Load => {
                 let answer = load(store, tags, &converted(&built.image.manifest)?)?;
                 if !answer.is_empty() {
@@ -423,43 +466,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn box_error(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(e)
-}
-
-/// Parses `--annotation [TYPE[PLATFORM]:]KEY=VALUE` as buildx does; the
-/// types other than `manifest` (the default) are refused for now, naming
-/// the one given.
-pub fn parse_annotation(text: &str) -> Result<(String, String), PipelineError> {
-    let shown = hoist_untrusted::escape(text);
-    let (key, value) = text.split_once('=').ok_or_else(|| {
-        PipelineError::Invalid(format!(
-            "invalid --annotation `{shown}`: expected KEY=VALUE"
-        ))
-    })?;
-    let key = match key.split_once(':') {
-        // `manifest:k`, `manifest[linux/amd64]:k`, `index:k`, … (a key
-        // itself has no colon in buildx's forms).
-        Some((kind, rest)) => {
-            let base = kind.split_once('[').map_or(kind, |(b, _)| b);
-            match (base, kind.contains('[')) {
-                ("manifest", false) => rest,
-                ("manifest" | "index" | "manifest-descriptor" | "index-descriptor", _) => {
-                    return Err(PipelineError::Invalid(format!(
-                        "--annotation `{shown}`: `{}` annotations are not supported yet (only \
-                         the image manifest's, `KEY=VALUE` or `manifest:KEY=VALUE`)",
-                        hoist_untrusted::escape(kind)
-                    )))
-                }
-                _ => key,
-            }
-        }
-        None => key,
-    };
-    if key.is_empty() || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(PipelineError::Invalid(format!(
-            "invalid --annotation `{shown}`: the key is empty or has spaces or control characters"
-        )));
-    }
-    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// `tags` and then those of `more` not among them.
@@ -738,25 +744,6 @@ mod tests {
         assert!(error("type=image,compression-level=-1").contains("expected a number"));
         assert!(error("type=image,force-compression=yes").contains("expected true or false"));
         assert!(error("type=image,oci-mediatypes=no").contains("expected true or false"));
-    }
-
-    #[test]
-    fn annotations_parse_as_buildx_writes_them() {
-        let ok = |t: &str| parse_annotation(t).unwrap();
-        assert_eq!(ok("a.b=c"), ("a.b".into(), "c".into()));
-        assert_eq!(ok("manifest:a.b=c=d"), ("a.b".into(), "c=d".into()));
-        assert_eq!(ok("org.x="), ("org.x".into(), String::new()));
-        let e = parse_annotation("index:a=b").unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("`index` annotations are not supported yet"),
-            "{e}"
-        );
-        assert!(parse_annotation("manifest[linux/amd64]:a=b").is_err());
-        assert!(parse_annotation("manifest-descriptor:a=b").is_err());
-        assert!(parse_annotation("novalue").is_err());
-        assert!(parse_annotation("=v").is_err());
-        assert!(parse_annotation("a b=v").is_err());
     }
 
     #[test]
