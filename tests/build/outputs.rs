@@ -86,9 +86,17 @@ fn quiet_prints_only_the_id_and_dry_run_prints_the_plan() {
         "nothing ran: {}",
         plan.stderr
     );
+    // A fixed epoch: the two IDs compared below must not differ by a
+    // `created` time that crossed a second.
     let quiet = hoist(
         env.root.path(),
-        &["build", "-q", env.context.path().to_str().unwrap()],
+        &[
+            "build",
+            "-q",
+            "--source-date-epoch",
+            "1700000000",
+            env.context.path().to_str().unwrap(),
+        ],
         None,
     );
     quiet.assert_ok();
@@ -105,6 +113,8 @@ fn quiet_prints_only_the_id_and_dry_run_prints_the_plan() {
             "build",
             "--progress",
             "quiet",
+            "--source-date-epoch",
+            "1700000000",
             env.context.path().to_str().unwrap(),
         ],
         None,
