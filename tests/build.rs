@@ -9,7 +9,9 @@
 mod build {
     pub mod basics;
     pub mod cache;
+    pub mod checks;
     pub mod common;
+    pub mod compression;
     pub mod config;
     pub mod copy;
     pub mod dryrun;
@@ -17,6 +19,8 @@ mod build {
     pub mod heredocs;
     pub mod interrupt;
     pub mod mounts;
+    pub mod multiplatform;
+    pub mod named_contexts;
     pub mod network;
     pub mod outputs;
     pub mod platform;

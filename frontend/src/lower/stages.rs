@@ -91,6 +91,9 @@ impl Lowerer<'_> {
         if let Some(i) = Self::find_stage(plans, value) {
             return Ok(FromRef::Stage(i));
         }
+        if let Some((key, c)) = self.named(value) {
+            return Ok(self.named_from(key, c));
+        }
         // As in BuildKit, an unknown stage name is an image reference.
         let r = normalize_reference(value).map_err(|m| {
             let names: Vec<&str> = plans.iter().filter_map(|p| p.def.name.as_deref()).collect();
@@ -288,14 +291,28 @@ impl Lowerer<'_> {
                 None => target_platform.clone(),
             };
             let base = e.result;
-            let base_kind = if base.eq_ignore_ascii_case("scratch") {
+            // A stage named like a named context is that context (BuildKit
+            // never runs its instructions).
+            let replaced = def.name.as_deref().and_then(|n| self.named(n));
+            let base_kind = if let Some((key, c)) = replaced.clone() {
+                self.named_base(key, c)
+            } else if base.eq_ignore_ascii_case("scratch") {
                 BaseKind::Scratch
             } else if let Some(b) = Self::find_stage(&plans, &base) {
                 BaseKind::Stage(b)
+            } else if let Some((key, c)) = self.named(&base) {
+                self.named_base(key, c)
             } else {
                 BaseKind::Image(normalize_reference(&base).map_err(|m| {
                     self.err(ErrorKind::Stage, def.span, format!("FROM {base}: {m}"))
                 })?)
+            };
+            // What a named context replaced is shown as what it is.
+            let base = match (&base_kind, &replaced) {
+                (BaseKind::Named(key), _) => format!("context:{key}"),
+                (BaseKind::Image(r), Some(_)) => r.clone(),
+                (BaseKind::Image(r), None) if self.named(&base).is_some() => r.clone(),
+                _ => base,
             };
             plans.push(Plan {
                 display_name: def.name.clone().unwrap_or_else(|| format!("stage-{i}")),
@@ -303,7 +320,11 @@ impl Lowerer<'_> {
                 base,
                 base_kind,
                 platform,
-                commands: def.commands.clone(),
+                commands: if replaced.is_some() {
+                    vec![]
+                } else {
+                    def.commands.clone()
+                },
                 deps: Vec::new(),
                 triggers_done: false,
                 resolved: None,
@@ -329,7 +350,11 @@ impl Lowerer<'_> {
         // Resolve bases of needed stages and expand ONBUILD triggers; triggers
         // may copy from other stages, so repeat until nothing new is needed.
         loop {
-            let reach = Self::reachable(&plans, target);
+            let reach = if self.lint.all_stages {
+                (0..plans.len()).collect()
+            } else {
+                Self::reachable(&plans, target)
+            };
             let mut changed = false;
             for &s in &reach {
                 if plans[s].triggers_done {
@@ -338,7 +363,7 @@ impl Lowerer<'_> {
                 plans[s].triggers_done = true;
                 let span = plans[s].def.span;
                 let triggers: Vec<String> = match plans[s].base_kind.clone() {
-                    BaseKind::Scratch => vec![],
+                    BaseKind::Scratch | BaseKind::Named(_) => vec![],
                     BaseKind::Image(r) => {
                         let platform = plans[s].platform.clone();
                         let resolved = self.resolve(&r, &platform, span)?;
@@ -378,7 +403,17 @@ impl Lowerer<'_> {
 
         let reach = Self::reachable(&plans, target);
         // Cycles (a stage copying from itself or from a stage that needs it).
-        let order = self.topo_order(&plans, target)?;
+        let mut order = self.topo_order(&plans, target)?;
+        if self.lint.all_stages {
+            // Every stage, each after what it needs; the target's own order first.
+            for s in 0..plans.len() {
+                for d in self.topo_order(&plans, s)? {
+                    if !order.contains(&d) {
+                        order.push(d);
+                    }
+                }
+            }
+        }
 
         let mut states: HashMap<usize, StageState> = HashMap::new();
         let mut stages_out = Vec::new();
@@ -416,7 +451,10 @@ impl Lowerer<'_> {
                 name: plans[i].def.name.clone(),
             })
             .collect();
-        let target_pos = stages_out.len() - 1;
+        let target_pos = stages_out
+            .iter()
+            .position(|st| st.index == target)
+            .unwrap_or(stages_out.len() - 1);
         for (k, v) in &self.opts.labels {
             stages_out[target_pos]
                 .config
@@ -566,6 +604,24 @@ impl Lowerer<'_> {
                     cmd_set: false,
                     has_base_image: base.has_base_image,
                     base_vertex: base.base_vertex,
+                    used_once: HashMap::new(),
+                    workdir_set: false,
+                }
+            }
+            BaseKind::Named(key) => {
+                let root = self.named_root(key, plan.def.span)?;
+                StageState {
+                    config: ImageConfig {
+                        working_dir: "/".into(),
+                        ..Default::default()
+                    },
+                    root,
+                    env: vec![],
+                    args: vec![],
+                    history: vec![self.named_history(key)],
+                    cmd_set: false,
+                    has_base_image: false,
+                    base_vertex: None,
                     used_once: HashMap::new(),
                     workdir_set: false,
                 }
