@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 seconds="${HOIST_FUZZ_SECONDS:-20}"
 # Building a target with sanitizers costs minutes (autobuild's most): past
 # this many seconds in all, the remaining targets are skipped, named (a
-# build already started finishes). 0 skips fuzzing altogether.
+# build still running then is stopped). 0 skips fuzzing altogether.
 budget="${HOIST_FUZZ_BUDGET:-900}"
 start=$SECONDS
 
@@ -56,7 +56,17 @@ for ct in "${targets[@]}"; do
     mkdir "$scratch/new"
     log="$scratch/log"
     echo "fuzz: $crate/$target for ${seconds}s"
-    (cd "$crate" && cargo +nightly fuzz build -O "$target")
+    # The build counts against the budget too: one cut short skips the rest.
+    left=$((budget - (SECONDS - start)))
+    if ! (cd "$crate" && timeout "$left" cargo +nightly fuzz build -O "$target"); then
+        if [ $((SECONDS - start)) -ge "$budget" ]; then
+            summary+=("$crate/$target: skipped, its build ran past the ${budget}s budget")
+            rm -rf "$scratch"
+            continue
+        fi
+        echo "fuzz: building $crate/$target failed" >&2
+        exit 1
+    fi
     status=0
     (cd "$crate" && "${isolate[@]}" cargo +nightly fuzz run -O "$target" \
         "$scratch/new" "fuzz/corpus/$target" -- \
