@@ -55,4 +55,17 @@ fi
 if [ "$(id -u)" = 0 ]; then
     export HOIST_REQUIRE_ROOT_TESTS=1
 fi
-exec cargo test --workspace "$@"
+# /dev/null was once seen replaced by a plain file while tests ran; a
+# suite that does that must fail, not pass and leave the host broken.
+devnull_ok() { [ -c /dev/null ] && [ "$(stat -c %t:%T /dev/null)" = 1:3 ]; }
+devnull_ok || { echo "error: /dev/null is not the null device before the tests" >&2; exit 1; }
+status=0
+cargo test --workspace "$@" || status=$?
+if ! devnull_ok; then
+    echo "error: the test suite replaced /dev/null: $(ls -l /dev/null)" >&2
+    if [ "$(id -u)" = 0 ]; then
+        rm -f /dev/null && mknod -m 666 /dev/null c 1 3
+    fi
+    exit 1
+fi
+exit "$status"

@@ -9,6 +9,7 @@
 mod build {
     pub mod basics;
     pub mod cache;
+    pub mod checks;
     pub mod common;
     pub mod config;
     pub mod copy;

@@ -21,12 +21,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 
-use crate::queue::{BuildRecord, BuildState, Enqueued, NewBuild, Recovery};
+use crate::queue::{BuildRecord, BuildState, Enqueued, NewBuild, Recovery, NEWER_BLOCKS_REQUEUE};
 
 /// The schema, in order; entry `i` is version `i + 1`. Never edit an entry
 /// that shipped: append a new one.
@@ -84,6 +84,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a pooled connection has to answer its liveness check.
 const VALID_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A pooled connection idle longer than this is checked before use (one
+/// round trip); one used more recently is trusted, so a worker's burst of
+/// calls (claim, heartbeat, finish) pays for no checks.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(2);
+
 /// The database's clock in Unix milliseconds.
 const NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -119,7 +124,8 @@ pub enum PgError {
 pub struct PgQueue {
     config: postgres::Config,
     shown_url: String,
-    pool: Mutex<Vec<Client>>,
+    /// Idle connections and when each was last used.
+    pool: Mutex<Vec<(Client, Instant)>>,
 }
 
 impl std::fmt::Debug for PgQueue {
@@ -213,8 +219,10 @@ fn newer_of_ref(
     rec: &BuildRecord,
 ) -> Result<Option<i64>, postgres::Error> {
     let row = tx.query_one(
-        "SELECT MAX(id) FROM autobuild_builds WHERE repo = $1 AND git_ref = $2 AND id > $3 \
-         AND state IN ('queued', 'running', 'succeeded')",
+        &format!(
+            "SELECT MAX(id) FROM autobuild_builds WHERE repo = $1 AND git_ref = $2 AND id > $3 \
+             AND {NEWER_BLOCKS_REQUEUE}"
+        ),
         &[&rec.repo, &rec.git_ref, &rec.id],
     )?;
     Ok(row.get(0))
@@ -282,8 +290,10 @@ impl PgQueue {
             match pooled {
                 // A pooled connection may have died with the server (a
                 // restart) while it sat idle: one round trip tells.
-                Some(mut c) => {
-                    if !c.is_closed() && c.is_valid(VALID_TIMEOUT).is_ok() {
+                Some((mut c, used)) => {
+                    if !c.is_closed()
+                        && (used.elapsed() < CHECK_AFTER_IDLE || c.is_valid(VALID_TIMEOUT).is_ok())
+                    {
                         break c;
                     }
                 }
@@ -297,7 +307,7 @@ impl PgQueue {
         if !broken && !client.is_closed() {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < 8 {
-                pool.push(client);
+                pool.push((client, Instant::now()));
             }
         }
         result
@@ -338,13 +348,7 @@ impl PgQueue {
             else {
                 return Ok(None);
             };
-            let b = NewBuild {
-                repo: rec.repo,
-                git_ref: rec.git_ref,
-                sha: rec.sha,
-                trigger: "retry".into(),
-                message: rec.message,
-            };
+            let b = rec.retry();
             let new_id = insert(tx, &b, 1, Some(id))?;
             let superseded = supersede_older(tx, &b.repo, &b.git_ref, new_id)?;
             Ok(Some(Enqueued {
@@ -425,14 +429,7 @@ impl PgQueue {
                     &[&error, &rec.id],
                 )?;
                 let requeued = if rec.attempt < 2 && newer.is_none() {
-                    let b = NewBuild {
-                        repo: rec.repo.clone(),
-                        git_ref: rec.git_ref.clone(),
-                        sha: rec.sha.clone(),
-                        trigger: "requeue".into(),
-                        message: rec.message.clone(),
-                    };
-                    Some(insert(tx, &b, rec.attempt + 1, Some(rec.id))?)
+                    Some(insert(tx, &rec.requeue(), rec.attempt + 1, Some(rec.id))?)
                 } else {
                     None
                 };

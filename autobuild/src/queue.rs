@@ -84,7 +84,8 @@ pub struct BuildRecord {
     /// Full commit id.
     pub sha: String,
     /// What queued it: `github`, `bitbucket`, `gitlab`, `gitea`, `trigger`,
-    /// `hook`, `retry`, `requeue`.
+    /// `hook`, `retry`, `requeue`, `base:IMAGE`, `rebase:IMAGE` (a requeued
+    /// rebase keeps its trigger).
     pub trigger: String,
     /// The head commit's message when the trigger said it (payload data).
     pub message: String,
@@ -133,7 +134,42 @@ impl BuildRecord {
     pub fn duration_ms(&self) -> Option<i64> {
         Some(self.finished_at.unwrap_or_else(now_ms) - self.started_at?)
     }
+
+    /// The build that runs this interrupted one again: the same commit, and
+    /// a rebase stays a rebase (its trigger says what to do; the attempt
+    /// and `retry_of` say it is a requeue).
+    pub(crate) fn requeue(&self) -> NewBuild {
+        let trigger = if self.trigger.starts_with("rebase:") {
+            self.trigger.clone()
+        } else {
+            "requeue".to_owned()
+        };
+        NewBuild {
+            repo: self.repo.clone(),
+            git_ref: self.git_ref.clone(),
+            sha: self.sha.clone(),
+            trigger,
+            message: self.message.clone(),
+        }
+    }
+
+    /// The build a user's retry queues: the same commit, built (a failed
+    /// rebase is retried as a full build).
+    pub(crate) fn retry(&self) -> NewBuild {
+        NewBuild {
+            repo: self.repo.clone(),
+            git_ref: self.git_ref.clone(),
+            sha: self.sha.clone(),
+            trigger: "retry".into(),
+            message: self.message.clone(),
+        }
+    }
 }
+
+/// Which builds of the same ref, newer than an interrupted one, keep it
+/// from being queued again (both queues' rule): running it after them would
+/// push an older commit over their image. A SQL condition on `state`.
+pub(crate) const NEWER_BLOCKS_REQUEUE: &str = "state IN ('queued', 'running', 'succeeded')";
 
 /// A build to queue.
 #[derive(Debug, Clone)]
@@ -384,19 +420,18 @@ pub fn recover(db: &Database) -> Result<Recovery, Error> {
         for rec in running {
             // A newer commit of the ref already queued or built wins: the
             // older one, run again after it, would push over its image.
-            let newer: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM autobuild_builds WHERE repo = ?1 AND git_ref = ?2 \
-                     AND id > ?3 AND sha != ?4 AND state IN ('queued', 'succeeded') \
-                     ORDER BY id LIMIT 1",
-                    params![rec.repo, rec.git_ref, rec.id, rec.sha],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let newer: Option<i64> = tx.query_row(
+                &format!(
+                    "SELECT MAX(id) FROM autobuild_builds WHERE repo = ?1 AND git_ref = ?2 \
+                     AND id > ?3 AND {NEWER_BLOCKS_REQUEUE}"
+                ),
+                params![rec.repo, rec.git_ref, rec.id],
+                |r| r.get(0),
+            )?;
             let error = match newer {
                 Some(id) => format!(
                     "the server stopped while this build ran; not queued again: build #{id} of \
-                     a newer commit of its ref is queued or built"
+                     its ref is newer"
                 ),
                 None => "the server stopped while this build ran".to_owned(),
             };
@@ -406,14 +441,7 @@ pub fn recover(db: &Database) -> Result<Recovery, Error> {
                 params![now_ms(), rec.id, error],
             )?;
             let requeued = if rec.attempt < 2 && newer.is_none() {
-                let b = NewBuild {
-                    repo: rec.repo.clone(),
-                    git_ref: rec.git_ref.clone(),
-                    sha: rec.sha.clone(),
-                    trigger: "requeue".into(),
-                    message: rec.message.clone(),
-                };
-                Some(insert(tx, &b, rec.attempt + 1, Some(rec.id))?)
+                Some(insert(tx, &rec.requeue(), rec.attempt + 1, Some(rec.id))?)
             } else {
                 None
             };
@@ -431,13 +459,7 @@ pub fn retry(db: &Database, id: i64) -> Result<Enqueued, Error> {
             .query_row(&sql, [id], from_row)
             .optional()?
             .ok_or(Error::NoSuchBuild(id))?;
-        let b = NewBuild {
-            repo: rec.repo,
-            git_ref: rec.git_ref,
-            sha: rec.sha,
-            trigger: "retry".into(),
-            message: rec.message,
-        };
+        let b = rec.retry();
         let new_id = insert(tx, &b, 1, Some(id))?;
         let superseded = supersede_older(tx, &b.repo, &b.git_ref, new_id)?;
         Ok(Enqueued {
@@ -672,6 +694,23 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_rebase_is_requeued_as_a_rebase_and_retried_as_a_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = hoist_builder::Store::open(dir.path()).unwrap();
+        let db = store.db();
+        let mut b = new("refs/heads/main", "a");
+        b.trigger = "rebase:docker.io/library/busybox:latest".into();
+        let id = enqueue(db, &b).unwrap().id;
+        assert_eq!(claim_next(db).unwrap().unwrap().id, id);
+        let r = recover(db).unwrap();
+        let requeued = get(db, r.interrupted[0].1.unwrap()).unwrap().unwrap();
+        assert_eq!(requeued.trigger, b.trigger);
+        assert_eq!((requeued.attempt, requeued.retry_of), (2, Some(id)));
+        let retried = retry(db, requeued.id).unwrap().id;
+        assert_eq!(get(db, retried).unwrap().unwrap().trigger, "retry");
+    }
+
+    #[test]
     fn claims_respect_refs_and_interruptions_requeue_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = hoist_builder::Store::open(dir.path()).unwrap();
@@ -699,7 +738,7 @@ mod tests {
             interrupted_a
                 .error
                 .as_deref()
-                .is_some_and(|e| e.contains(&format!("build #{} of a newer commit", b.id))),
+                .is_some_and(|e| e.contains(&format!("build #{} of its ref is newer", b.id))),
             "{interrupted_a:?}"
         );
         let requeued_dev = r.interrupted[1].1.unwrap();

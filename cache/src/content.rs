@@ -423,38 +423,15 @@ pub fn parse_digest(s: &str) -> Result<Digest> {
 }
 
 /// Write a small file atomically: temp file in the same directory, fsync,
-/// rename, fsync the directory.
+/// rename, fsync the directory ([`hoist_untrusted::atomic::write_whole`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(|e| Error::Stream {
-        action: "draw a random temp name".to_string(),
-        source: io::Error::other(e.to_string()),
-    })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(random)));
-    let result = (|| {
-        let mut file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all(bytes)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    hoist_untrusted::atomic::write_whole(path, |out| out.write_all(bytes))
+        .map_err(|e| Error::io(e.action, e.path, e.source))
 }
 
 /// fsync a directory so renames and links in it survive a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
+    hoist_untrusted::atomic::sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@
 //! - [`graph`]: the output types, free of Dockerfile words; serde JSON
 //!   ([`BuildGraph::to_json`]) and a human-readable plan
 //!   ([`BuildGraph::render_plan`]) for `hoist build --dry-run`.
+//! - [`checks`]: BuildKit's build checks (`--check`): the rule table, the
+//!   `# check=` / `BUILDKIT_DOCKERFILE_CHECK` configuration, the rules that
+//!   need the `.dockerignore` or the comments, and the `outline` and
+//!   `targets` answers.
 //! - [`dockerignore`]: `.dockerignore` matching with Docker's semantics and
 //!   the `NAME.dockerignore` lookup order.
 //!
@@ -97,6 +101,7 @@
 //! generated 5,000-line Dockerfile.
 #![warn(missing_docs)]
 
+pub mod checks;
 pub mod dockerignore;
 pub mod error;
 pub mod graph;

@@ -10,20 +10,7 @@
 //! IP addresses, CIDR ranges, or `*`; loopback (`localhost`, 127.0.0.0/8,
 //! `::1`) is never proxied. `ALL_PROXY`, curl's, is the fallback for both.
 
-/// The variables Docker passes to RUN steps as predefined build args, in
-/// BuildKit's order (upper case, then lower case).
-pub const BUILD_ARG_NAMES: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+pub use hoist_untrusted::proxy::BUILD_ARG_NAMES;
 
 /// A proxy variable holds something that is not a URL.
 #[derive(Debug, thiserror::Error)]

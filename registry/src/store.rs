@@ -318,30 +318,13 @@ fn ref_name(entry: &serde_json::Value) -> Option<&str> {
 
 /// Write a file by temp + fsync + rename, so readers see old or new.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io_err = |action, source| StoreError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| io_err("create a temporary file for", e))?;
-    tmp.write_all(bytes).map_err(|e| io_err("write", e))?;
-    tmp.as_file().sync_all().map_err(|e| io_err("fsync", e))?;
-    tmp.persist(path)
-        .map_err(|e| io_err("rename into place", e.error))?;
-    sync_dir(dir);
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    // Directory fsync makes the rename durable; failure to open a directory
-    // for syncing (unusual filesystems) does not make the data wrong.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    hoist_untrusted::atomic::write_whole(path, |out| out.write_all(bytes)).map_err(|e| {
+        StoreError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    })
 }
 
 impl BlobStore for OciDirStore {
@@ -490,7 +473,9 @@ impl BlobWriter for OciDirWriter {
             source: e.error,
         })?;
         if let Some(dir) = target.parent() {
-            sync_dir(dir);
+            // A directory that cannot be opened for syncing (unusual
+            // filesystems) does not make the data wrong.
+            let _ = hoist_untrusted::atomic::sync_dir(dir);
         }
         Ok(())
     }

@@ -109,34 +109,10 @@ pub(crate) struct CgroupStats {
     pub memory_limit_hit: bool,
 }
 
-struct MountInfo {
-    root: String,
-    mount_point: PathBuf,
-    fstype: String,
-    super_options: String,
-}
+use hoist_untrusted::mountinfo::Mount as MountInfo;
 
 fn mountinfo() -> Vec<MountInfo> {
-    let text = read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let l: Vec<&str> = left.split(' ').collect();
-            let r: Vec<&str> = right.split(' ').collect();
-            Some(MountInfo {
-                root: l.get(3)?.to_string(),
-                mount_point: PathBuf::from(unescape(l.get(4)?)),
-                fstype: r.first()?.to_string(),
-                super_options: r.get(2).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\134", "\\")
+    hoist_untrusted::mountinfo::read().unwrap_or_default()
 }
 
 /// `/proc/self/cgroup`: (controllers, path) per line.
@@ -153,11 +129,9 @@ fn own_cgroups() -> Vec<(String, String)> {
 }
 
 fn join_cgroup(mount: &MountInfo, own_path: &str) -> PathBuf {
-    let rel = own_path
-        .strip_prefix(mount.root.as_str())
-        .unwrap_or(own_path)
-        .trim_start_matches('/');
-    mount.mount_point.join(rel)
+    let own = Path::new(own_path);
+    let rel = own.strip_prefix(&mount.root).unwrap_or(own);
+    mount.mount_point.join(rel.strip_prefix("/").unwrap_or(rel))
 }
 
 impl Cgroups {
@@ -175,7 +149,7 @@ impl Cgroups {
     }
 
     fn detect_v2(mounts: &[MountInfo], own: &[(String, String)]) -> Option<Cgroups> {
-        let mount = mounts.iter().find(|m| m.fstype == "cgroup2")?;
+        let mount = mounts.iter().find(|m| m.fs_type == "cgroup2")?;
         let own_path = own.iter().find(|(c, _)| c.is_empty())?.1.as_str();
         // hoist's own cgroup first (its limits then bind the steps); the
         // hierarchy's root when that cgroup holds processes and so cannot
@@ -327,7 +301,7 @@ fn attach_device_program(dir: &Path) -> Result<()> {
 fn v1_parent(mounts: &[MountInfo], own: &[(String, String)], controller: &str) -> Option<PathBuf> {
     let mount = mounts
         .iter()
-        .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller))?;
+        .find(|m| m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == controller))?;
     let own_path = own
         .iter()
         .find(|(c, _)| c.split(',').any(|c| c == controller))
@@ -541,7 +515,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let Some(mount) = mountinfo().into_iter().find(|m| m.fstype == "cgroup2") else {
+        let Some(mount) = mountinfo().into_iter().find(|m| m.fs_type == "cgroup2") else {
             assert!(!hoist_testutil::strict(), "no cgroup2 mount");
             eprintln!("skipped: no cgroup2 mount");
             return;
@@ -586,7 +560,8 @@ mod tests {
         let m = MountInfo {
             root: "/".into(),
             mount_point: "/sys/fs/cgroup/memory".into(),
-            fstype: "cgroup".into(),
+            fs_type: "cgroup".into(),
+            source: "cgroup".into(),
             super_options: "rw,memory".into(),
         };
         assert_eq!(

@@ -218,7 +218,7 @@ pub(crate) fn runtime_config(
             },
             "noNewPrivileges": config.no_new_privileges,
             "rlimits": config.ulimits.iter().map(|l| json!({
-                "type": format!("RLIMIT_{}", l.name.to_uppercase()),
+                "type": format!("RLIMIT_{}", l.name.name().to_uppercase()),
                 "soft": u64::try_from(l.soft).unwrap_or(u64::MAX),
                 "hard": u64::try_from(l.hard).unwrap_or(u64::MAX),
             })).collect::<Vec<_>>()

@@ -266,13 +266,12 @@ fn exec_step(
         // While the init still holds its capabilities: raising a hard limit
         // needs CAP_SYS_RESOURCE.
         for limit in &config.ulimits {
-            let resource = limit
-                .resource()
-                .ok_or_else(|| format!("unknown ulimit {}", limit.name))?;
-            sys::setrlimit(resource, limit.soft, limit.hard).map_err(|e| {
+            sys::setrlimit(limit.name.resource(), limit.soft, limit.hard).map_err(|e| {
                 format!(
                     "setrlimit {}={}:{}: {e}",
-                    limit.name, limit.soft, limit.hard
+                    limit.name.name(),
+                    limit.soft,
+                    limit.hard
                 )
             })?;
         }

@@ -56,8 +56,9 @@ pub use rootfs::RootfsError;
 pub use run::{Cancel, Control, Runner, RunnerConfig, Runtime, CANCEL_GRACE};
 pub use security::{SecurityError, DEFAULT_CAPABILITIES};
 pub use spec::{
-    parse_extra_host, Attach, ExitStatus, Limits, Mount, MountData, NetworkMode, Rootfs, RunResult,
-    RunSpec, StepOptions, Stream, Ulimit, Usage, WindowSize, DEFAULT_HOSTNAME, DEFAULT_PATH,
+    parse_extra_host, Attach, ExitStatus, Limits, Mount, MountData, NetworkMode, Rlimit, Rootfs,
+    RunResult, RunSpec, StepOptions, Stream, Ulimit, Usage, WindowSize, DEFAULT_HOSTNAME,
+    DEFAULT_PATH,
 };
 pub use user::{resolve_user, ResolvedUser, UserError};
 

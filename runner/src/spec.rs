@@ -94,30 +94,111 @@ impl StepOptions {
     }
 }
 
-/// Docker's `--ulimit` names and their setrlimit(2) resources.
-const ULIMITS: [(&str, libc::__rlimit_resource_t); 15] = [
-    ("core", libc::RLIMIT_CORE),
-    ("cpu", libc::RLIMIT_CPU),
-    ("data", libc::RLIMIT_DATA),
-    ("fsize", libc::RLIMIT_FSIZE),
-    ("locks", libc::RLIMIT_LOCKS),
-    ("memlock", libc::RLIMIT_MEMLOCK),
-    ("msgqueue", libc::RLIMIT_MSGQUEUE),
-    ("nice", libc::RLIMIT_NICE),
-    ("nofile", libc::RLIMIT_NOFILE),
-    ("nproc", libc::RLIMIT_NPROC),
-    ("rss", libc::RLIMIT_RSS),
-    ("rtprio", libc::RLIMIT_RTPRIO),
-    ("rttime", libc::RLIMIT_RTTIME),
-    ("sigpending", libc::RLIMIT_SIGPENDING),
-    ("stack", libc::RLIMIT_STACK),
-];
+/// A resource `--ulimit` can limit, by Docker's name (serialized as that
+/// name, so a step's cache key reads `"nofile"`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Rlimit {
+    /// `core`: `RLIMIT_CORE`.
+    Core,
+    /// `cpu`: `RLIMIT_CPU`.
+    Cpu,
+    /// `data`: `RLIMIT_DATA`.
+    Data,
+    /// `fsize`: `RLIMIT_FSIZE`.
+    Fsize,
+    /// `locks`: `RLIMIT_LOCKS`.
+    Locks,
+    /// `memlock`: `RLIMIT_MEMLOCK`.
+    Memlock,
+    /// `msgqueue`: `RLIMIT_MSGQUEUE`.
+    Msgqueue,
+    /// `nice`: `RLIMIT_NICE`.
+    Nice,
+    /// `nofile`: `RLIMIT_NOFILE`.
+    Nofile,
+    /// `nproc`: `RLIMIT_NPROC`.
+    Nproc,
+    /// `rss`: `RLIMIT_RSS`.
+    Rss,
+    /// `rtprio`: `RLIMIT_RTPRIO`.
+    Rtprio,
+    /// `rttime`: `RLIMIT_RTTIME`.
+    Rttime,
+    /// `sigpending`: `RLIMIT_SIGPENDING`.
+    Sigpending,
+    /// `stack`: `RLIMIT_STACK`.
+    Stack,
+}
+
+impl Rlimit {
+    /// Every resource, in Docker's (alphabetical) order.
+    pub const ALL: [Rlimit; 15] = [
+        Rlimit::Core,
+        Rlimit::Cpu,
+        Rlimit::Data,
+        Rlimit::Fsize,
+        Rlimit::Locks,
+        Rlimit::Memlock,
+        Rlimit::Msgqueue,
+        Rlimit::Nice,
+        Rlimit::Nofile,
+        Rlimit::Nproc,
+        Rlimit::Rss,
+        Rlimit::Rtprio,
+        Rlimit::Rttime,
+        Rlimit::Sigpending,
+        Rlimit::Stack,
+    ];
+
+    /// Docker's name (`nofile`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rlimit::Core => "core",
+            Rlimit::Cpu => "cpu",
+            Rlimit::Data => "data",
+            Rlimit::Fsize => "fsize",
+            Rlimit::Locks => "locks",
+            Rlimit::Memlock => "memlock",
+            Rlimit::Msgqueue => "msgqueue",
+            Rlimit::Nice => "nice",
+            Rlimit::Nofile => "nofile",
+            Rlimit::Nproc => "nproc",
+            Rlimit::Rss => "rss",
+            Rlimit::Rtprio => "rtprio",
+            Rlimit::Rttime => "rttime",
+            Rlimit::Sigpending => "sigpending",
+            Rlimit::Stack => "stack",
+        }
+    }
+
+    /// The setrlimit(2) resource.
+    pub fn resource(self) -> libc::__rlimit_resource_t {
+        match self {
+            Rlimit::Core => libc::RLIMIT_CORE,
+            Rlimit::Cpu => libc::RLIMIT_CPU,
+            Rlimit::Data => libc::RLIMIT_DATA,
+            Rlimit::Fsize => libc::RLIMIT_FSIZE,
+            Rlimit::Locks => libc::RLIMIT_LOCKS,
+            Rlimit::Memlock => libc::RLIMIT_MEMLOCK,
+            Rlimit::Msgqueue => libc::RLIMIT_MSGQUEUE,
+            Rlimit::Nice => libc::RLIMIT_NICE,
+            Rlimit::Nofile => libc::RLIMIT_NOFILE,
+            Rlimit::Nproc => libc::RLIMIT_NPROC,
+            Rlimit::Rss => libc::RLIMIT_RSS,
+            Rlimit::Rtprio => libc::RLIMIT_RTPRIO,
+            Rlimit::Rttime => libc::RLIMIT_RTTIME,
+            Rlimit::Sigpending => libc::RLIMIT_SIGPENDING,
+            Rlimit::Stack => libc::RLIMIT_STACK,
+        }
+    }
+}
 
 /// One `--ulimit NAME=SOFT[:HARD]`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Ulimit {
-    /// Docker's name of the resource (`nofile`).
-    pub name: String,
+    /// The resource.
+    pub name: Rlimit,
     /// The soft limit (`-1`: unlimited).
     pub soft: i64,
     /// The hard limit (`-1`: unlimited).
@@ -129,22 +210,19 @@ impl Ulimit {
     /// unlimited; the soft limit may not exceed the hard one).
     pub fn parse(text: &str) -> Result<Ulimit, String> {
         let shown = hoist_untrusted::escape(text);
-        let names = || {
-            ULIMITS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let (name, values) = text
             .split_once('=')
             .ok_or_else(|| format!("invalid ulimit `{shown}`: expected NAME=SOFT[:HARD]"))?;
-        if !ULIMITS.iter().any(|(n, _)| *n == name) {
-            return Err(format!(
-                "invalid ulimit `{shown}`: unknown resource (one of {})",
-                names()
-            ));
-        }
+        let name = Rlimit::ALL
+            .into_iter()
+            .find(|r| r.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Rlimit::ALL.iter().map(|r| r.name()).collect();
+                format!(
+                    "invalid ulimit `{shown}`: unknown resource (one of {})",
+                    names.join(", ")
+                )
+            })?;
         let number = |v: &str| -> Result<i64, String> {
             match v.parse::<i64>() {
                 Ok(n) if n >= -1 => Ok(n),
@@ -167,19 +245,7 @@ impl Ulimit {
                 "invalid ulimit `{shown}`: the soft limit is above the hard one"
             ));
         }
-        Ok(Ulimit {
-            name: name.to_owned(),
-            soft,
-            hard,
-        })
-    }
-
-    /// The setrlimit(2) resource.
-    pub fn resource(&self) -> Option<libc::__rlimit_resource_t> {
-        ULIMITS
-            .iter()
-            .find(|(n, _)| *n == self.name)
-            .map(|(_, r)| *r)
+        Ok(Ulimit { name, soft, hard })
     }
 }
 
@@ -426,7 +492,15 @@ mod tests {
     fn ulimits_parse_as_docker_reads_them() {
         let l = Ulimit::parse("nofile=1024:2048").unwrap();
         assert_eq!((l.soft, l.hard), (1024, 2048));
-        assert_eq!(l.resource(), Some(libc::RLIMIT_NOFILE));
+        assert_eq!(l.name.resource(), libc::RLIMIT_NOFILE);
+        // The cache key and the runner's spec carry Docker's name.
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            serde_json::json!({"name": "nofile", "soft": 1024, "hard": 2048})
+        );
+        for r in Rlimit::ALL {
+            assert_eq!(Ulimit::parse(&format!("{}=1", r.name())).unwrap().name, r);
+        }
         let l = Ulimit::parse("core=-1").unwrap();
         assert_eq!((l.soft, l.hard), (-1, -1));
         assert!(Ulimit::parse("nofile=10:5")

@@ -76,11 +76,18 @@ pub struct ApplyOptions {
     /// Give entries the owner recorded in the layer (needs root or a user
     /// namespace mapping the ids); when false, files keep the applier's ids.
     pub same_owner: bool,
+    /// Create device nodes and FIFOs; when false they are skipped with a
+    /// warning (a build context holds files, and a device node of the
+    /// host's disk in it would be read by whatever reads the context).
+    pub special_files: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { same_owner: true }
+        ApplyOptions {
+            same_owner: true,
+            special_files: true,
+        }
     }
 }
 
@@ -536,6 +543,10 @@ impl Applier {
                 }
                 let target = entry.link.clone();
                 self.hardlink(&dir, &name_path, &target, &raw, &shown)?;
+            }
+            b'3' | b'4' | b'6' if !self.options.special_files => {
+                self.warn(&raw, "device node or FIFO skipped: not kept here");
+                return Ok(());
             }
             b'3' | b'4' | b'6' => {
                 let (ftype, rdev) = match kind {

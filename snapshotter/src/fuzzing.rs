@@ -260,6 +260,7 @@ impl Harness {
         let options = ApplyOptions {
             // chown to the layer's ids needs root; without it, keep ours.
             same_owner: rustix::process::geteuid().is_root(),
+            ..ApplyOptions::default()
         };
         apply_layer(&target, &mut &layer[..], &options)
     }

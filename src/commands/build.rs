@@ -36,6 +36,8 @@ enum Progress {
     Tty,
     /// one JSON event object per line
     Json,
+    /// BuildKit's SolveStatus objects, one per line (as buildx --progress=rawjson)
+    Rawjson,
     /// no build output; the image ID on success (as -q)
     Quiet,
 }
@@ -134,6 +136,13 @@ pub struct Args {
     /// unresolved)
     #[arg(long)]
     dry_run: bool,
+    /// Run BuildKit's build checks without building (`--call check`); exit 1 when one warns
+    #[arg(long)]
+    check: bool,
+    /// What to do instead of building: check, outline (build args, secrets, ssh of the
+    /// target) or targets (the stages), as buildx; `,format=json` for JSON
+    #[arg(long, value_name = "METHOD")]
+    call: Option<String>,
     /// Format of --dry-run
     #[arg(long, value_enum, default_value_t)]
     format: PlanFormat,
@@ -297,14 +306,16 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|o| Output::parse(o))
         .collect::<Result<Vec<_>, _>>()?;
-    if outputs.is_empty() {
-        outputs.push(Output::image());
+    // buildx's shorthands; the pipeline adds the default image output and
+    // refuses a push without a name.
+    if args.push {
+        outputs.push(Output::Image {
+            names: Vec::new(),
+            push: true,
+        });
     }
     if args.load {
         outputs.push(Output::Load);
-    }
-    if args.push && tags.is_empty() {
-        bail!("--push needs a name to push to: give -t NAME");
     }
     if args.file.as_deref() == Some("-") && args.context == "-" {
         bail!("the Dockerfile and the context cannot both come from stdin");
@@ -432,6 +443,12 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     };
 
     let store = Arc::new(context.store()?);
+    let call = super::check::Call::from_flags(args.check, args.call.as_deref())?;
+    if call.method != super::check::Method::Build {
+        return super::check::run(store, &request, call);
+    }
+    let check_request = request.clone();
+    super::check::refuse_violation(&store, &check_request)?;
     if args.dry_run {
         return dry_run(store, &request, &args);
     }
@@ -455,7 +472,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         },
         cache_from,
         cache_to,
-        push: if args.push { tags.clone() } else { Vec::new() },
+        push: Vec::new(),
         tags: tags.clone(),
         outputs,
         client: None,
@@ -467,6 +484,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         (false, Progress::Plain) => ProgressMode::Plain,
         (false, Progress::Tty) => ProgressMode::Tty,
         (false, Progress::Json) => ProgressMode::Json,
+        (false, Progress::Rawjson) => ProgressMode::RawJson,
         (_, Progress::Quiet) => ProgressMode::Quiet,
     });
     let cancel = CancellationToken::new();
@@ -516,7 +534,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             }
         })
     };
-    let result = pipeline::run(store, build, sink, notify, &cancel);
+    let result = pipeline::run(store.clone(), build, sink, notify, &cancel);
     // From here on, Ctrl-C ends the process at once, as it normally would.
     interrupts.release();
     progress.end_live();
@@ -548,9 +566,11 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     let built = &result.built;
     let manifest = result.target();
     let id = built.image.config_digest.clone();
-    if let (Some(explanations), false, false) =
-        (&explanations, args.quiet, args.progress == Progress::Json)
-    {
+    if let (Some(explanations), false, false) = (
+        &explanations,
+        args.quiet,
+        matches!(args.progress, Progress::Json | Progress::Rawjson),
+    ) {
         let mut err = io::stderr().lock();
         let all = explanations.all();
         if all.is_empty() {
@@ -581,20 +601,24 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     if args.quiet {
         println!("{id}");
     } else {
-        let mut err = io::stderr().lock();
-        // Step counts are the summary's: the solver does not visit the
-        // inputs of a cache hit, so its own counters undercount.
-        writeln!(err, "writing image {id} done")?;
+        let mut lines = vec![format!("writing image {id} done")];
         if let Some(index) = &built.index {
-            writeln!(
-                err,
+            lines.push(format!(
                 "writing provenance attestation: image {}, index {}",
                 built.image.manifest.digest(),
                 index.digest()
-            )?;
+            ));
         }
-        for tag in &tags {
-            writeln!(err, "naming to {tag}")?;
+        lines.extend(tags.iter().map(|tag| format!("naming to {tag}")));
+        if matches!(args.progress, Progress::Json | Progress::Rawjson) {
+            // Every line of a machine-read stream is an object.
+            let note = progress.notifier();
+            lines.iter().for_each(|line| note(line));
+        } else {
+            let mut err = io::stderr().lock();
+            for line in &lines {
+                writeln!(err, "{line}")?;
+            }
         }
     }
     progress.result(&display::BuildResult {
@@ -603,6 +627,9 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         tags: tags.clone(),
     });
     progress.finish(Status::Success, Some(&built.layer_sizes));
+    if !args.quiet && !matches!(args.progress, Progress::Json | Progress::Rawjson) {
+        super::check::print_after_build(&store, &check_request)?;
+    }
     Ok(())
 }
 

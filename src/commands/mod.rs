@@ -8,6 +8,7 @@ use crate::context::Context;
 mod autobuild;
 mod binfmt;
 mod build;
+mod check;
 mod completion;
 mod debug;
 mod du;

@@ -1,7 +1,8 @@
 //! Rendering a build's progress events: `plain` (numbered steps and prefixed
 //! output, as `docker build --progress=plain`), `tty` (a live view with
-//! indicatif), `json` (one event object per line), and the build summary that
-//! ends every build.
+//! indicatif), `json` (one event object per line), `rawjson` (BuildKit's
+//! `SolveStatus` stream), and the build summary that ends every build
+//! (but a `rawjson` one).
 //!
 //! The builder emits [`Event`]s from its tasks; [`Progress::sink`] hands them to
 //! the chosen renderer under a lock and feeds a [`SummaryCollector`] at the same
@@ -11,6 +12,7 @@
 mod ci;
 mod json;
 mod plain;
+mod rawjson;
 mod summary;
 pub mod transfer;
 mod tty;
@@ -35,6 +37,8 @@ pub enum Mode {
     Tty,
     /// One JSON object per line.
     Json,
+    /// BuildKit's `SolveStatus` objects, one per line.
+    RawJson,
     /// Nothing (`-q`).
     Quiet,
 }
@@ -133,6 +137,7 @@ impl Progress {
             // Asked for a live view without a terminal to draw it on.
             Mode::Tty => Some(plain_or_ci()),
             Mode::Json => Some(Box::new(json::Json::new(io::stderr()))),
+            Mode::RawJson => Some(Box::new(rawjson::RawJson::new(io::stderr()))),
             Mode::Quiet => None,
         };
         Progress {

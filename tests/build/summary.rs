@@ -139,3 +139,123 @@ fn a_failed_build_still_ends_with_a_summary() {
     let last = run.stderr.trim_end().lines().last().unwrap();
     assert!(last.contains("exit code: 3"), "{}", run.stderr);
 }
+
+/// Every stderr line of a `--progress rawjson` build, each a BuildKit
+/// `SolveStatus` object.
+fn raw_statuses(env: &Env, tag: &str) -> (hoist_testutil::cli::Run, Vec<serde_json::Value>) {
+    let run = hoist(
+        env.root.path(),
+        &[
+            "build",
+            "--progress",
+            "rawjson",
+            "-t",
+            tag,
+            env.context.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    let statuses = run
+        .stderr
+        .lines()
+        // A failed build's error follows the stream as text.
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l}\n{}", run.stderr))
+        })
+        .collect();
+    (run, statuses)
+}
+
+fn decode(data: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.as_str().unwrap())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn rawjson_progress_is_buildkits_solve_status_stream() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.write("f.txt", "hello\n");
+    env.dockerfile(DOCKERFILE);
+    let (run, statuses) = raw_statuses(&env, "raw:1");
+    run.assert_ok();
+    let vertexes: Vec<&serde_json::Value> = statuses
+        .iter()
+        .filter_map(|s| s["vertexes"].as_array())
+        .flatten()
+        .collect();
+    let named = |prefix: &str| -> Vec<&serde_json::Value> {
+        vertexes
+            .iter()
+            .copied()
+            .filter(|v| v["name"].as_str().unwrap_or("").contains(prefix))
+            .collect()
+    };
+    // The RUN step: one digest, sent when it started and when it completed.
+    let run_step = named("1/2] RUN head");
+    assert_eq!(run_step.len(), 2, "{}", run.stderr);
+    let digest = run_step[0]["digest"].as_str().unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    assert_eq!(run_step[1]["digest"], digest);
+    assert!(run_step[0].get("completed").is_none());
+    let (started, completed) = (
+        run_step[1]["started"].as_str().unwrap(),
+        run_step[1]["completed"].as_str().unwrap(),
+    );
+    assert!(
+        started.ends_with('Z') && started <= completed,
+        "{started} {completed}"
+    );
+    assert!(run_step[1].get("cached").is_none());
+    // Its output is a base64 log on stdout (stream 1) of that vertex.
+    let logs: String = statuses
+        .iter()
+        .filter_map(|s| s["logs"].as_array())
+        .flatten()
+        .filter(|l| l["vertex"] == digest && l["stream"] == 1)
+        .map(|l| decode(&l["data"]))
+        .collect();
+    assert_eq!(logs, "made\n", "{}", run.stderr);
+    // No summary table or text line: only the stream.
+    assert!(
+        run.stderr.lines().all(|l| l.starts_with('{')),
+        "{}",
+        run.stderr
+    );
+
+    // Again: every step is a vertex completed from the cache.
+    let (again, statuses) = raw_statuses(&env, "raw:2");
+    again.assert_ok();
+    let cached: Vec<&serde_json::Value> = statuses
+        .iter()
+        .filter_map(|s| s["vertexes"].as_array())
+        .flatten()
+        .filter(|v| v["name"].as_str().unwrap_or("").contains("] RUN head"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{}", again.stderr);
+    assert_eq!(cached[0]["cached"], true);
+    assert!(cached[0]["completed"].is_string());
+
+    // A failing step's vertex carries the error.
+    env.dockerfile("FROM busybox\nRUN echo bad; exit 3\n");
+    let (failed, statuses) = raw_statuses(&env, "raw:3");
+    assert!(!failed.status.success());
+    let errors: Vec<&str> = statuses
+        .iter()
+        .filter_map(|s| s["vertexes"].as_array())
+        .flatten()
+        .filter_map(|v| v["error"].as_str())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("exit code: 3")),
+        "{}",
+        failed.stderr
+    );
+}

@@ -8,14 +8,19 @@
 //! terminal raw. Sizes, durations and dates from the same sources are
 //! parsed by [`units`], with checked arithmetic; an image's users and groups
 //! by [`accounts`]; image references by [`reference`]. The
-//! user's directories (`XDG_*`) come from [`xdg`]. Archives are written by
-//! [`tar_writer`], the one deterministic tar writer.
+//! user's directories (`XDG_*`) come from [`xdg`], the mount table from
+//! [`mountinfo`]. Archives are written by
+//! [`tar_writer`], the one deterministic tar writer; files that must appear
+//! whole or not at all by [`atomic`].
 //!
 //! Every other crate of hoist may depend on this one; it depends on nothing of
 //! ours.
 
 pub mod accounts;
+pub mod atomic;
 pub mod compression;
+pub mod mountinfo;
+pub mod proxy;
 pub mod reference;
 mod root;
 pub mod tar_writer;

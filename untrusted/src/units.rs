@@ -254,6 +254,22 @@ pub fn format_rfc3339(secs: i64) -> String {
     )
 }
 
+/// Formats a time as RFC 3339 UTC with the fraction of a second Go's
+/// `time.RFC3339Nano` gives (trailing zeros dropped, none when whole), as
+/// BuildKit's JSON carries times.
+pub fn format_rfc3339_nanos(secs: i64, nanos: u32) -> String {
+    let whole = format_rfc3339(secs);
+    if nanos == 0 {
+        return whole;
+    }
+    let fraction = format!("{nanos:09}");
+    format!(
+        "{}.{}Z",
+        whole.trim_end_matches('Z'),
+        fraction.trim_end_matches('0')
+    )
+}
+
 /// An RFC 3339 time (`2024-01-02T03:04:05Z`, `…05.123456789+01:00`; `t`,
 /// `z` and a space for `T` as Go accepts them) as whole seconds since the
 /// epoch (fractions dropped). The year has four digits, as RFC 3339 and Go's
@@ -493,6 +509,20 @@ mod tests {
         assert_eq!(
             parse_epoch("253402300800").unwrap_err().reason,
             "after 9999-12-31T23:59:59Z (the most is 253402300799)"
+        );
+    }
+
+    #[test]
+    fn rfc3339_nanos_drops_trailing_zeros_as_go_does() {
+        assert_eq!(format_rfc3339_nanos(0, 0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_rfc3339_nanos(86_401, 120_000_000),
+            "1970-01-02T00:00:01.12Z"
+        );
+        assert_eq!(format_rfc3339_nanos(1, 7), "1970-01-01T00:00:01.000000007Z");
+        assert_eq!(
+            parse_rfc3339(&format_rfc3339_nanos(1_700_000_000, 5)).unwrap(),
+            1_700_000_000
         );
     }
 

@@ -188,25 +188,7 @@ pub fn run_image(
         key: key.clone(),
         done: false,
     };
-    let read_only = options.read_only;
-    spec.rootfs = hoist_runner::Rootfs::Mounts(
-        mounts
-            .iter()
-            .map(|m| {
-                let mut options = m.options.clone();
-                if read_only {
-                    options.retain(|o| o != "rw");
-                    options.push("ro".into());
-                }
-                hoist_runner::MountData {
-                    kind: m.kind.clone(),
-                    source: m.source.to_string_lossy().into_owned(),
-                    target: "/".into(),
-                    options,
-                }
-            })
-            .collect(),
-    );
+    spec.rootfs = super::rootfs_of(&mounts, options.read_only);
     let runner = engine
         .runner
         .as_ref()

@@ -107,10 +107,21 @@ impl DryRun {
     }
 }
 
-/// Store lookups that note what is absent instead of failing.
-struct Lenient {
+/// Store lookups that note what is absent instead of failing (also what
+/// `hoist build --check` resolves base images with: nothing is pulled).
+pub struct Lenient {
     store: StoreResolver,
     absent: Mutex<Vec<(String, Platform, Absent)>>,
+}
+
+impl Lenient {
+    /// A resolver over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Lenient {
+            store: StoreResolver::new(store),
+            absent: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl ImageResolver for Lenient {
@@ -136,10 +147,7 @@ impl ImageResolver for Lenient {
 
 /// Lowers the Dockerfile against the store alone (see the module docs).
 pub fn dry_run(store: Arc<Store>, request: &BuildRequest) -> Result<DryRun, BuildError> {
-    let resolver = Lenient {
-        store: StoreResolver::new(store),
-        absent: Mutex::new(Vec::new()),
-    };
+    let resolver = Lenient::new(store);
     let graph = lower_with(request, &resolver)?;
     let absent = resolver
         .absent

@@ -644,8 +644,8 @@ pub const MAX_DOCKERFILE: u64 = 16 << 20;
 /// The archive goes through the snapshotter's layer apply, so every entry
 /// is created inside `dir` (no `..`, no symlink leading out, hardlinks only
 /// to entries inside) and file data is streamed, never held. Owners are not
-/// kept (COPY gives context files 0:0 or its `--chown`), and device nodes,
-/// FIFOs and sockets are removed: a context holds files, and a device node
+/// kept (COPY gives context files 0:0 or its `--chown`), and device nodes
+/// and FIFOs are never created: a context holds files, and a device node
 /// of the host's disk in it would be read by whatever reads the context.
 pub fn unpack_context(input: &mut dyn Read, dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
@@ -675,34 +675,13 @@ pub fn unpack_context(input: &mut dyn Read, dir: &Path) -> std::io::Result<Optio
         whiteouts: hoist_snapshotter::WhiteoutStyle::Delete,
         lowers: Vec::new(),
     };
-    let options = hoist_snapshotter::ApplyOptions { same_owner: false };
+    let options = hoist_snapshotter::ApplyOptions {
+        same_owner: false,
+        special_files: false,
+    };
     hoist_snapshotter::apply_layer(&target, &mut stream, &options)
         .map_err(std::io::Error::other)?;
-    remove_special_files(dir)?;
     Ok(None)
-}
-
-/// Removes what is neither a file, a directory nor a symlink under `dir`
-/// (symlinks are not followed).
-fn remove_special_files(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        for entry in std::fs::read_dir(&current)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_block_device()
-                || kind.is_char_device()
-                || kind.is_fifo()
-                || kind.is_socket()
-            {
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -964,7 +964,7 @@ fn extract(path: &Path, target: &Path) -> Result<(), EngineError> {
     let report = hoist_snapshotter::apply_layer(
         &into,
         &mut file,
-        &hoist_snapshotter::ApplyOptions { same_owner: true },
+        &hoist_snapshotter::ApplyOptions::default(),
     )
     .map_err(super::snap_error(format!(
         "extract {}",

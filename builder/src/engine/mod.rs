@@ -113,6 +113,29 @@ pub(crate) fn io_error(
     }
 }
 
+/// A snapshot's mounts as the root filesystem of a container (a RUN step's
+/// or `hoist run`'s), read-only if asked.
+fn rootfs_of(mounts: &[hoist_snapshotter::Mount], read_only: bool) -> hoist_runner::Rootfs {
+    hoist_runner::Rootfs::Mounts(
+        mounts
+            .iter()
+            .map(|m| {
+                let mut options = m.options.clone();
+                if read_only {
+                    options.retain(|o| o != "rw");
+                    options.push("ro".into());
+                }
+                hoist_runner::MountData {
+                    kind: m.kind.clone(),
+                    source: m.source.to_string_lossy().into_owned(),
+                    target: "/".into(),
+                    options,
+                }
+            })
+            .collect(),
+    )
+}
+
 fn snap_error(action: impl Into<String>) -> impl FnOnce(hoist_snapshotter::Error) -> EngineError {
     let action = action.into();
     move |source| EngineError::Snapshot { action, source }

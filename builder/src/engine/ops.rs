@@ -576,17 +576,7 @@ impl Op<Artifact> for ExecStep {
                     let mut env = env.clone();
                     env.extend(extra.env.iter().cloned());
                     engine.with_new_snapshot(&base, |_, mounts| {
-                        let rootfs = hoist_runner::Rootfs::Mounts(
-                            mounts
-                                .iter()
-                                .map(|m| hoist_runner::MountData {
-                                    kind: m.kind.clone(),
-                                    source: m.source.to_string_lossy().into_owned(),
-                                    target: "/".into(),
-                                    options: m.options.clone(),
-                                })
-                                .collect(),
-                        );
+                        let rootfs = super::rootfs_of(mounts, false);
                         let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
                         spec.env = env.clone();
                         spec.mounts = extra.mounts.clone();

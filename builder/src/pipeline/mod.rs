@@ -55,7 +55,7 @@ pub struct Build {
     /// Names pushed to their registries once named (besides those of an
     /// output with `push=true`).
     pub push: Vec<String>,
-    /// Outputs; none means [`Output::image`].
+    /// Outputs; none (or only [`Output::Load`]) adds [`Output::image`].
     pub outputs: Vec<Output>,
     /// The registry client for pulls and registry caches; `None` makes one
     /// from the environment (registry config files, the docker config's
@@ -406,11 +406,11 @@ pub fn run(
     notify: Notify,
     cancel: &CancellationToken,
 ) -> Result<BuildResult, PipelineError> {
-    let outputs = if build.outputs.is_empty() {
-        vec![Output::image()]
-    } else {
-        build.outputs.clone()
-    };
+    // `--load` alone names the image too, as no output at all does.
+    let mut outputs = build.outputs.clone();
+    if outputs.iter().all(|o| matches!(o, Output::Load)) {
+        outputs.insert(0, Output::image());
+    }
     for output in &outputs {
         output.check()?;
         if let Output::Image { names, push: true } = output {

@@ -389,50 +389,33 @@ pub enum WriteFileError {
     },
 }
 
-/// Writes `path` whole or not at all: through a temporary file beside it,
-/// renamed over it once complete and synced. A path that exists and is not
-/// a regular file (`/dev/null`, a FIFO, `/dev/stdout`) is written in place:
-/// renaming over it would replace the device or pipe with a file.
+/// Writes `path` whole or not at all ([`hoist_untrusted::atomic::write_whole`]:
+/// a temporary file beside it, synced and renamed over it, the directory
+/// synced; a device or FIFO is written in place).
 pub fn write_file(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<(), BoxError>,
 ) -> Result<(), WriteFileError> {
-    let create = |source: io::Error| WriteFileError::Create {
-        path: path.to_path_buf(),
-        source,
-    };
-    let failed = |source: BoxError| WriteFileError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(create)?;
-        let mut out = BufWriter::new(file);
-        write(&mut out).map_err(failed)?;
-        return out.flush().map_err(|e| failed(Box::new(e)));
+    // The writer's own error, kept whole so that its causes (an ENOSPC deep
+    // in a layer copy) stay in the chain the caller sees.
+    let mut failure: Option<BoxError> = None;
+    let result = hoist_untrusted::atomic::write_whole(path, |out| {
+        write(out).map_err(|e| {
+            failure = Some(e);
+            io::Error::other("the writer failed")
+        })
+    });
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.action == "create" => Err(WriteFileError::Create {
+            path: e.path,
+            source: e.source,
+        }),
+        Err(e) => Err(WriteFileError::Write {
+            path: path.to_path_buf(),
+            source: failure.take().unwrap_or_else(|| Box::new(e)),
+        }),
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    // Created 0666 less the umask, as File::create would: the archive is
-    // the user's, not a private temporary file.
-    let tmp = tempfile::Builder::new()
-        .prefix(".hoist-output-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(create)?;
-    let mut out = BufWriter::with_capacity(1 << 20, tmp);
-    write(&mut out).map_err(failed)?;
-    let tmp = out
-        .into_inner()
-        .map_err(|e| failed(Box::new(e.into_error())))?;
-    tmp.as_file().sync_all().map_err(|e| failed(Box::new(e)))?;
-    tmp.persist(path).map_err(|e| failed(Box::new(e.error)))?;
-    Ok(())
 }
 
 /// Fails with a clear message when `docker load` would have no daemon.

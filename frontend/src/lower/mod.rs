@@ -138,6 +138,23 @@ struct Lowerer<'a> {
     stage_platform: Platform,
     /// Source range of the instruction being applied.
     current_range: (usize, usize),
+    /// How much to lower and what to report (see [`LintMode`]).
+    lint: LintMode,
+    /// Per dispatched stage: its base image's config is unknown (not resolved).
+    unknown_env: HashMap<usize, bool>,
+    /// The stage being dispatched has an unknown environment.
+    env_unknown: bool,
+}
+
+/// What [`lower_unchecked`] lowers and reports, for the build checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LintMode {
+    /// Lower every stage, not only those the target needs (BuildKit's lint
+    /// without `--target`).
+    pub all_stages: bool,
+    /// No `UndefinedVar` in stages whose base image config is unknown (an
+    /// image the resolver does not have): its ENV could define the variable.
+    pub quiet_unknown_env: bool,
 }
 
 /// State of a stage while its instructions are applied.
@@ -205,7 +222,45 @@ fn relative_to_workdir(workdir: &str, p: &str) -> String {
 /// println!("{}", graph.render_plan());
 /// ```
 pub fn lower(ast: &Ast, opts: &BuildOptions, resolver: &dyn ImageResolver) -> Result<BuildGraph> {
-    let df = instructions::convert(ast)?;
+    let mut graph = lower_unchecked(ast, opts, resolver, LintMode::default())?;
+    let check = CheckConfig::for_build(ast, &opts.build_args)?;
+    graph.warnings.retain(|w| check.enabled(&w.rule));
+    if let Some(e) = check.violation(ast, &graph.warnings) {
+        return Err(e);
+    }
+    Ok(graph)
+}
+
+/// [`lower`] without the `# check=` filtering: every warning, in source order
+/// for the parser's and in the order found for the others.
+pub(crate) fn lower_unchecked(
+    ast: &Ast,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+    lint: LintMode,
+) -> Result<BuildGraph> {
+    lower_partial(ast, opts, resolver, lint).map_err(|b| b.0)
+}
+
+/// [`lower_unchecked`] that keeps, on failure, the warnings found before it
+/// (the build checks report them with the error, as BuildKit's lint does).
+pub(crate) fn lower_partial(
+    ast: &Ast,
+    opts: &BuildOptions,
+    resolver: &dyn ImageResolver,
+    lint: LintMode,
+) -> std::result::Result<BuildGraph, Box<(Error, Vec<Warning>)>> {
+    // Parser findings come first, in source order, like BuildKit's checks.
+    let mut warnings: Vec<Warning> = ast
+        .warnings
+        .iter()
+        .map(|w| Warning {
+            rule: "NoEmptyContinuation".into(),
+            message: "Empty continuation line".into(),
+            span: Some(w.span),
+        })
+        .collect();
+    let df = instructions::convert(ast).map_err(|e| Box::new((e, warnings.clone())))?;
     let mut l = Lowerer {
         ast,
         opts,
@@ -223,112 +278,24 @@ pub fn lower(ast: &Ast, opts: &BuildOptions, resolver: &dyn ImageResolver) -> Re
         resolved_cache: HashMap::new(),
         stage_platform: Platform::default(),
         current_range: (0, 0),
+        lint,
+        unknown_env: HashMap::new(),
+        env_unknown: false,
     };
-    let mut graph = l.run(df)?;
-    // Parser findings come first, in source order, like BuildKit's checks.
-    let mut warnings: Vec<Warning> = ast
-        .warnings
-        .iter()
-        .map(|w| Warning {
-            rule: "NoEmptyContinuation".into(),
-            message: "Empty continuation line".into(),
-            span: Some(w.span),
-        })
-        .collect();
-    warnings.append(&mut graph.warnings);
-    let check = match ast.directive("check") {
-        Some(v) => CheckConfig::parse(v).map_err(|m| {
-            let line = ast
-                .directives
-                .iter()
-                .find(|d| d.name == "check")
-                .map(|d| d.line)
-                .unwrap_or(1);
-            let pos = crate::parser::Pos { line, column: 1 };
-            Error::new(
-                ErrorKind::Instruction,
-                format!("invalid check directive: {m}"),
-            )
-            .at(
-                Span {
-                    start: pos,
-                    end: pos,
-                },
-                ast.line_text(line),
-            )
-        })?,
-        None => CheckConfig::default(),
-    };
-    warnings.retain(|w| !check.skips(&w.rule));
-    if check.error && !warnings.is_empty() {
-        let mut rules: Vec<&str> = warnings.iter().map(|w| w.rule.as_str()).collect();
-        rules.dedup();
-        let first = &warnings[0];
-        let mut e = Error::new(
-            ErrorKind::Instruction,
-            format!(
-                "lint violation found for rules: {} ({})",
-                rules.join(", "),
-                first.message
-            ),
-        );
-        if let Some(span) = first.span {
-            e = e.at(span, ast.line_text(span.start.line));
+    match l.run(df) {
+        Ok(mut graph) => {
+            warnings.append(&mut graph.warnings);
+            graph.warnings = warnings;
+            Ok(graph)
         }
-        return Err(e);
-    }
-    graph.warnings = warnings;
-    Ok(graph)
-}
-
-/// The `# check=skip=RULE,…;error=true` parser directive.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckConfig {
-    /// `skip=all`.
-    pub skip_all: bool,
-    /// Rules to leave out.
-    pub skip: Vec<String>,
-    /// Turn remaining warnings into an error.
-    pub error: bool,
-}
-
-impl CheckConfig {
-    /// Parses the directive's value.
-    pub fn parse(value: &str) -> std::result::Result<CheckConfig, String> {
-        let mut c = CheckConfig::default();
-        for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("expected key=value, got {part:?}"))?;
-            match k.trim().to_ascii_lowercase().as_str() {
-                "skip" => {
-                    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                        if r.eq_ignore_ascii_case("all") {
-                            c.skip_all = true;
-                        } else {
-                            c.skip.push(r.to_string());
-                        }
-                    }
-                }
-                "error" => {
-                    c.error = match v.trim().to_ascii_lowercase().as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        other => return Err(format!("invalid boolean {other:?} for error")),
-                    }
-                }
-                "experimental" => {}
-                other => return Err(format!("unknown key {other:?}")),
-            }
+        Err(e) => {
+            warnings.append(&mut l.warnings);
+            Err(Box::new((e, warnings)))
         }
-        Ok(c)
-    }
-
-    /// Whether warnings of `rule` are left out.
-    pub fn skips(&self, rule: &str) -> bool {
-        self.skip_all || self.skip.iter().any(|r| r.eq_ignore_ascii_case(rule))
     }
 }
+
+pub use crate::checks::CheckConfig;
 
 /// Parses and lowers in one call.
 pub fn build_graph(
@@ -392,7 +359,7 @@ impl Lowerer<'_> {
         for name in e.unmatched {
             let special = name.chars().next().is_some_and(|c| c.is_ascii_digit())
                 || matches!(name.as_str(), "@" | "*" | "#" | "?" | "-" | "$" | "!");
-            if special || declared.iter().any(|(k, _)| *k == name) {
+            if special || self.env_unknown || declared.iter().any(|(k, _)| *k == name) {
                 continue;
             }
             let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
@@ -519,6 +486,14 @@ impl Lowerer<'_> {
     ) -> Result<StageState> {
         let plan = &plans[s];
         self.stage_platform = plan.platform.clone();
+        let unknown = self.lint.quiet_unknown_env
+            && match &plan.base_kind {
+                BaseKind::Image(_) => plan.resolved.is_none(),
+                BaseKind::Stage(b) => self.unknown_env.get(b).copied().unwrap_or(false),
+                BaseKind::Scratch => false,
+            };
+        self.unknown_env.insert(s, unknown);
+        self.env_unknown = unknown;
         let mut st = self.stage_start(plan, done)?;
         let total = plan
             .commands

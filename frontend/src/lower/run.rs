@@ -8,15 +8,6 @@ use crate::graph::*;
 use crate::instructions;
 use crate::parser::{parse_heredoc, Span};
 
-/// Proxy variables usable without an ARG declaration; kept out of history.
-const PROXY_ARGS: &[&str] = &[
-    "http_proxy",
-    "https_proxy",
-    "ftp_proxy",
-    "no_proxy",
-    "all_proxy",
-];
-
 /// Splits a `--mount` value on commas outside double quotes.
 fn split_csv(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -187,7 +178,7 @@ impl Lowerer<'_> {
             .opts
             .build_args
             .iter()
-            .filter(|(k, _)| PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k)))
+            .filter(|(k, _)| hoist_untrusted::proxy::is_build_arg(k))
             .filter(|(k, _)| !st.env.iter().any(|(e, _)| e == *k))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();

@@ -329,7 +329,11 @@ impl Lowerer<'_> {
         // Resolve bases of needed stages and expand ONBUILD triggers; triggers
         // may copy from other stages, so repeat until nothing new is needed.
         loop {
-            let reach = Self::reachable(&plans, target);
+            let reach = if self.lint.all_stages {
+                (0..plans.len()).collect()
+            } else {
+                Self::reachable(&plans, target)
+            };
             let mut changed = false;
             for &s in &reach {
                 if plans[s].triggers_done {
@@ -378,7 +382,17 @@ impl Lowerer<'_> {
 
         let reach = Self::reachable(&plans, target);
         // Cycles (a stage copying from itself or from a stage that needs it).
-        let order = self.topo_order(&plans, target)?;
+        let mut order = self.topo_order(&plans, target)?;
+        if self.lint.all_stages {
+            // Every stage, each after what it needs; the target's own order first.
+            for s in 0..plans.len() {
+                for d in self.topo_order(&plans, s)? {
+                    if !order.contains(&d) {
+                        order.push(d);
+                    }
+                }
+            }
+        }
 
         let mut states: HashMap<usize, StageState> = HashMap::new();
         let mut stages_out = Vec::new();
@@ -416,7 +430,10 @@ impl Lowerer<'_> {
                 name: plans[i].def.name.clone(),
             })
             .collect();
-        let target_pos = stages_out.len() - 1;
+        let target_pos = stages_out
+            .iter()
+            .position(|st| st.index == target)
+            .unwrap_or(stages_out.len() - 1);
         for (k, v) in &self.opts.labels {
             stages_out[target_pos]
                 .config
