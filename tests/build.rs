@@ -11,6 +11,7 @@ mod build {
     pub mod cache;
     pub mod checks;
     pub mod common;
+    pub mod compression;
     pub mod config;
     pub mod copy;
     pub mod dryrun;
@@ -18,6 +19,8 @@ mod build {
     pub mod heredocs;
     pub mod interrupt;
     pub mod mounts;
+    pub mod multiplatform;
+    pub mod named_contexts;
     pub mod network;
     pub mod outputs;
     pub mod platform;

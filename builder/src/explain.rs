@@ -158,6 +158,8 @@ pub struct Explainer {
     graph: FrontendGraph,
     context_dir: PathBuf,
     ignore: Matcher,
+    /// Named directory contexts (`--build-context`), by local name.
+    named: HashMap<String, (PathBuf, Matcher)>,
     /// Step identity of each frontend vertex.
     steps: Vec<String>,
     labels: Vec<String>,
@@ -185,6 +187,19 @@ fn split_name(name: &str) -> Option<(&str, &str, &str)> {
 }
 
 impl Explainer {
+    /// Compares the files of named directory contexts too (local name,
+    /// directory and `.dockerignore` rules).
+    pub fn with_named_contexts(
+        mut self,
+        contexts: Vec<(String, crate::engine::LocalContext)>,
+    ) -> Explainer {
+        for (name, c) in contexts {
+            let dir = c.dir.canonicalize().unwrap_or(c.dir);
+            self.named.insert(name, (dir, c.ignore));
+        }
+        self
+    }
+
     /// An explainer for `graph`, built from `context_dir` with `ignore`.
     /// `ids[i]` is the solver vertex of frontend vertex `i`; `ignore_cache`
     /// says why vertices bypass the cache.
@@ -205,6 +220,10 @@ impl Explainer {
         let mut labels: Vec<String> = vec![String::new(); n];
         let single_stage = graph.stages.len() == 1;
         for (i, v) in graph.vertices.iter().enumerate() {
+            // `[context NAME] load from client` is no step of a stage.
+            if matches!(v.op, GraphOp::Context { .. }) {
+                continue;
+            }
             if let Some((stage, position, instruction)) = split_name(&v.name) {
                 let number = position.split('/').next().unwrap_or(position);
                 local[i] = Some(format!("{stage}/{number}"));
@@ -233,12 +252,17 @@ impl Explainer {
         }
         for (i, v) in graph.vertices.iter().enumerate() {
             for (k, input) in v.inputs.iter().enumerate() {
-                if local[*input].is_none()
-                    && matches!(graph.vertices[*input].op, GraphOp::Context { .. })
-                {
+                if local[*input].is_some() {
+                    continue;
+                }
+                if let GraphOp::Context { name, .. } = &graph.vertices[*input].op {
                     let consumer = local[i].clone().unwrap_or(format!("vertex{i}"));
                     local[*input] = Some(format!("{consumer}/context{k}"));
-                    labels[*input] = "the build context".to_owned();
+                    labels[*input] = if name == "context" {
+                        "the build context".to_owned()
+                    } else {
+                        format!("the build context {name}")
+                    };
                 }
             }
         }
@@ -285,6 +309,7 @@ impl Explainer {
             graph: graph.clone(),
             context_dir,
             ignore,
+            named: HashMap::new(),
             steps,
             labels,
             frontend_of,
@@ -342,8 +367,8 @@ impl Explainer {
                     }
                 }
             }
-            GraphOp::Context { paths, .. } => {
-                p.files = self.context_files(i, paths);
+            GraphOp::Context { name, paths } => {
+                p.files = self.context_files(i, name, paths);
             }
             _ => {}
         }
@@ -362,16 +387,18 @@ impl Explainer {
 
     /// The selected context paths with their content digests; digests of
     /// files whose stat fields match the step's previous record are reused.
-    fn context_files(&self, i: usize, paths: &[String]) -> BTreeMap<String, FileState> {
+    fn context_files(&self, i: usize, name: &str, paths: &[String]) -> BTreeMap<String, FileState> {
+        let (context_dir, ignore) = match self.named.get(name) {
+            Some((dir, ignore)) if name != "context" => (dir, ignore),
+            _ => (&self.context_dir, &self.ignore),
+        };
         let previous = self.previous(i).map(|p| p.files).unwrap_or_default();
         let sources = if paths.is_empty() {
             vec![String::new()]
         } else {
             paths.to_vec()
         };
-        let Ok(entries) =
-            crate::engine::hash::select(&self.context_dir, &sources, Some(&self.ignore))
-        else {
+        let Ok(entries) = crate::engine::hash::select(context_dir, &sources, Some(ignore)) else {
             return BTreeMap::new();
         };
         let mut out = BTreeMap::new();
@@ -383,7 +410,7 @@ impl Explainer {
                 mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
                 ino: meta.ino(),
             };
-            let full = self.context_dir.join(&path);
+            let full = context_dir.join(&path);
             if meta.is_file() {
                 state.digest = match previous.get(&path) {
                     Some(old)

@@ -183,10 +183,12 @@ pub fn save_oci(store: &Store, images: &[SaveImage], out: impl Write) -> Result<
         }
         for name in &image.names {
             let mut entry = target.clone();
-            entry.set_annotations(Some(HashMap::from([
-                (ANNOTATION_REF_NAME.to_string(), name.clone()),
-                (ANNOTATION_IMAGE_NAME.to_string(), name.clone()),
-            ])));
+            // The target's own (`index-descriptor` annotations of a build),
+            // then the names.
+            let mut annotations = target.annotations().clone().unwrap_or_default();
+            annotations.insert(ANNOTATION_REF_NAME.to_string(), name.clone());
+            annotations.insert(ANNOTATION_IMAGE_NAME.to_string(), name.clone());
+            entry.set_annotations(Some(annotations));
             entries.push(entry);
         }
     }

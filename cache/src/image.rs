@@ -63,6 +63,30 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
     }
 }
 
+/// The media type of a layer compressed as `compression`, OCI's or Docker's.
+/// Docker's schema 2 has no zstd layer: zstd is OCI's type either way (as
+/// BuildKit forces OCI media types for zstd).
+pub fn layer_media_type(compression: Compression, oci: bool) -> &'static str {
+    match (compression, oci) {
+        (Compression::Zstd, _) => OCI_LAYER_ZSTD,
+        (Compression::Gzip, true) => OCI_LAYER_GZIP,
+        (Compression::None, true) => OCI_LAYER,
+        (Compression::Gzip, false) => DOCKER_LAYER_GZIP,
+        (Compression::None, false) => DOCKER_LAYER,
+    }
+}
+
+/// A layer's `media_type` said the OCI or the Docker way; a type with no
+/// counterpart (nondistributable, foreign, not a layer) is kept.
+pub fn layer_media_type_as(media_type: &str, oci: bool) -> &str {
+    match media_type {
+        OCI_LAYER | OCI_LAYER_GZIP | OCI_LAYER_ZSTD | DOCKER_LAYER | DOCKER_LAYER_GZIP => {
+            layer_compression(media_type).map_or(media_type, |c| layer_media_type(c, oci))
+        }
+        _ => media_type,
+    }
+}
+
 /// True for an image index or a Docker manifest list.
 pub fn is_index(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
@@ -359,6 +383,21 @@ pub fn is_oci_manifest(manifest: &ImageManifest) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_media_types_are_said_the_oci_or_the_docker_way() {
+        assert_eq!(layer_media_type_as(DOCKER_LAYER_GZIP, true), OCI_LAYER_GZIP);
+        assert_eq!(
+            layer_media_type_as(OCI_LAYER_GZIP, false),
+            DOCKER_LAYER_GZIP
+        );
+        assert_eq!(layer_media_type_as(OCI_LAYER, false), DOCKER_LAYER);
+        // Docker has no zstd layer type.
+        assert_eq!(layer_media_type_as(OCI_LAYER_ZSTD, false), OCI_LAYER_ZSTD);
+        let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+        assert_eq!(layer_media_type_as(foreign, true), foreign);
+        assert_eq!(layer_media_type_as("x", true), "x");
+    }
     use oci_spec::image::{
         ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, ImageManifestBuilder,
         RootFsBuilder,

@@ -115,5 +115,8 @@ use hoist_untrusted::{text, units};
 
 pub use error::{Error, ErrorKind};
 pub use graph::BuildGraph;
-pub use lower::{build_graph, lower, BuildOptions, ImageResolver, NoResolver, ResolvedImage};
+pub use lower::{
+    build_graph, lower, named_context_key, BuildOptions, ImageResolver, NamedContext, NoResolver,
+    ResolvedImage,
+};
 pub use parser::{dump_ast, parse, Ast, Node, ParseError};

@@ -59,8 +59,10 @@ pub struct DiffOptions {
     pub compression: Compression,
     /// Compression level; `None` for the algorithm's default.
     pub level: Option<u32>,
-    /// gzip threads, 0 for one per core; the bytes never depend on it.
+    /// Compression threads, 0 for one per core; the bytes never depend on it.
     pub threads: usize,
+    /// `out` hashes the blob itself: see [`CompressionOptions::skip_blob_digest`].
+    pub skip_blob_digest: bool,
     /// SOURCE_DATE_EPOCH: every mtime later than this is written as this.
     pub source_date_epoch: Option<i64>,
 }
@@ -76,6 +78,7 @@ pub fn write_layer(
         compression: options.compression,
         level: options.level,
         threads: options.threads,
+        skip_blob_digest: options.skip_blob_digest,
     };
     let writer = LayerWriter::new(out, &compression).map_err(|source| Error::Write {
         path: String::new(),

@@ -28,7 +28,8 @@ pub enum Compression {
     /// gzip (the default), compressed in parallel in fixed 1 MiB blocks.
     #[default]
     Gzip,
-    /// zstd (single-threaded).
+    /// zstd, compressed by libzstd's worker threads (always at least one,
+    /// so the bytes are the same for any thread count).
     Zstd,
 }
 
@@ -39,6 +40,16 @@ impl Compression {
             Compression::Uncompressed => MEDIA_TYPE_LAYER_TAR,
             Compression::Gzip => MEDIA_TYPE_LAYER_GZIP,
             Compression::Zstd => MEDIA_TYPE_LAYER_ZSTD,
+        }
+    }
+}
+
+impl From<Compression> for hoist_untrusted::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Uncompressed => hoist_untrusted::Compression::None,
+            Compression::Gzip => hoist_untrusted::Compression::Gzip,
+            Compression::Zstd => hoist_untrusted::Compression::Zstd,
         }
     }
 }
@@ -82,9 +93,14 @@ pub struct CompressionOptions {
     pub compression: Compression,
     /// Level; `None` means the algorithm's default (gzip 6, zstd 3).
     pub level: Option<u32>,
-    /// Compression threads for gzip; 0 means one per core. The bytes do not
-    /// depend on this number.
+    /// Compression threads; 0 means one per core. The bytes do not depend
+    /// on this number.
     pub threads: usize,
+    /// The writer the blob goes to hashes it anyway (a content store
+    /// ingest, which names the blob by it): the layer writer does not hash
+    /// the compressed stream a second time, and the descriptor's `digest`
+    /// is left empty for the caller to fill from its writer.
+    pub skip_blob_digest: bool,
 }
 
 impl Default for CompressionOptions {
@@ -93,21 +109,55 @@ impl Default for CompressionOptions {
             compression: Compression::Gzip,
             level: None,
             threads: 0,
+            skip_blob_digest: false,
         }
     }
 }
 
-/// Counts and hashes what passes through.
+/// The default zstd level (libzstd's and BuildKit's).
+pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
+
+/// The number of compression threads `threads` asks for (0: one per core).
+fn thread_count(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+}
+
+/// A zstd encoder whose bytes depend only on the input and the level.
+///
+/// libzstd's multi-threaded mode cuts the input into jobs whose size
+/// derives from the level's window, never from the worker count, so its
+/// output is the same for 1 and for N workers; the single-threaded mode
+/// (0 workers) makes other bytes. Hence always at least one worker.
+fn zstd_encoder<W: Write>(
+    out: W,
+    level: i32,
+    threads: usize,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+    let workers = u32::try_from(thread_count(threads))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    encoder.multithread(workers)?;
+    Ok(encoder)
+}
+
+/// Counts and (unless the sink does) hashes what passes through.
 struct HashCount<W> {
     inner: W,
-    hash: Sha256,
+    hash: Option<Sha256>,
     count: u64,
 }
 
 impl<W: Write> Write for HashCount<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(hash) = &mut self.hash {
+            hash.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }
@@ -138,7 +188,7 @@ impl<W: Write> LayerWriter<W> {
     pub fn new(out: W, options: &CompressionOptions) -> io::Result<Self> {
         let sink = HashCount {
             inner: out,
-            hash: Sha256::new(),
+            hash: (!options.skip_blob_digest).then(Sha256::new),
             count: 0,
         };
         let encoder = match options.compression {
@@ -149,8 +199,10 @@ impl<W: Write> LayerWriter<W> {
                 options.threads,
             )),
             Compression::Zstd => {
-                let level = options.level.map_or(3, |l| l.min(22) as i32);
-                Encoder::Zstd(zstd::stream::write::Encoder::new(sink, level)?)
+                let level = options
+                    .level
+                    .map_or(ZSTD_DEFAULT_LEVEL, |l| l.min(22) as i32);
+                Encoder::Zstd(zstd_encoder(sink, level, options.threads)?)
             }
         };
         Ok(LayerWriter {
@@ -171,7 +223,10 @@ impl<W: Write> LayerWriter<W> {
         sink.flush()?;
         Ok(LayerDescriptor {
             diff_id: format!("sha256:{}", hex::encode(self.hash.finalize())),
-            digest: format!("sha256:{}", hex::encode(sink.hash.finalize())),
+            digest: sink
+                .hash
+                .map(|h| format!("sha256:{}", hex::encode(h.finalize())))
+                .unwrap_or_default(),
             size: sink.count,
             uncompressed_size: self.count,
             media_type: self.media_type,
@@ -191,10 +246,12 @@ impl<W: Write> Write for LayerWriter<W> {
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
+        // A compressor's flush would end a block where the caller happened
+        // to flush, and the bytes would depend on it: only the plain
+        // stream passes it on.
         match &mut self.encoder {
             Encoder::Plain(s) => s.flush(),
-            Encoder::Gzip(_) => Ok(()),
-            Encoder::Zstd(z) => z.flush(),
+            Encoder::Gzip(_) | Encoder::Zstd(_) => Ok(()),
         }
     }
 }
@@ -310,11 +367,7 @@ impl<W: Write> ParallelGzip<W> {
     /// A gzip encoder writing to `out` at `level` (0-9) with `threads`
     /// workers (0 = one per core).
     pub fn new(out: W, level: u32, threads: usize) -> Self {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = thread_count(threads);
         ParallelGzip {
             out,
             level,
@@ -562,5 +615,109 @@ mod tests {
         assert_eq!(d.size, blob.len() as u64);
         assert_eq!(d.uncompressed_size, data.len() as u64);
         assert_eq!(d.media_type, MEDIA_TYPE_LAYER_GZIP);
+    }
+
+    fn layer(data: &[u8], options: &CompressionOptions) -> (Vec<u8>, LayerDescriptor) {
+        layer_in(data, options, 77_777)
+    }
+
+    fn layer_in(
+        data: &[u8],
+        options: &CompressionOptions,
+        write_size: usize,
+    ) -> (Vec<u8>, LayerDescriptor) {
+        let mut blob = Vec::new();
+        let mut w = LayerWriter::new(&mut blob, options).unwrap();
+        // Odd write sizes: the bytes must not depend on how the caller cuts
+        // the stream, nor on its flushes.
+        for chunk in data.chunks(write_size) {
+            w.write_all(chunk).unwrap();
+            w.flush().unwrap();
+        }
+        let d = w.finish().unwrap();
+        (blob, d)
+    }
+
+    #[test]
+    fn zstd_layers_are_identical_for_any_worker_count() {
+        // At level 1 a job is 4 windows of 512 KiB: 9 MiB makes five jobs,
+        // so the workers really share the stream (and the bytes differ
+        // from the single-threaded mode's, checked by hand).
+        let mut data = sample(6 << 20);
+        data.extend(random(3 << 20, 7));
+        let options = |threads| CompressionOptions {
+            compression: Compression::Zstd,
+            level: Some(1),
+            threads,
+            skip_blob_digest: false,
+        };
+        let (one, d1) = layer(&data, &options(1));
+        for threads in [2, 4] {
+            let (other, d) = layer(&data, &options(threads));
+            assert!(one == other, "{threads} workers wrote other bytes than 1");
+            assert_eq!(d, d1);
+        }
+        assert_eq!(d1.media_type, MEDIA_TYPE_LAYER_ZSTD);
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
+        assert_eq!(
+            d1.digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&one)))
+        );
+    }
+
+    #[test]
+    fn layer_bytes_do_not_depend_on_write_sizes() {
+        // A step's tar writer and an export's conversion feed the writer in
+        // different pieces; both must make the same blob.
+        let mut data = sample(5 << 20);
+        data.extend(random(1 << 20, 9));
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let options = CompressionOptions {
+                compression,
+                level: Some(1),
+                threads: 2,
+                skip_blob_digest: false,
+            };
+            let (whole, _) = layer_in(&data, &options, data.len());
+            for write_size in [1 << 20, 4093] {
+                let (pieces, _) = layer_in(&data, &options, write_size);
+                assert!(
+                    whole == pieces,
+                    "{compression:?} in {write_size}-byte writes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_hashing_sink_is_not_hashed_twice() {
+        let data = sample(300_000);
+        for compression in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Uncompressed,
+        ] {
+            let options = CompressionOptions {
+                compression,
+                ..CompressionOptions::default()
+            };
+            let (blob, hashed) = layer(&data, &options);
+            let (same, unhashed) = layer(
+                &data,
+                &CompressionOptions {
+                    skip_blob_digest: true,
+                    ..options
+                },
+            );
+            assert_eq!(blob, same);
+            assert_eq!(unhashed.digest, "");
+            assert_eq!(
+                LayerDescriptor {
+                    digest: hashed.digest.clone(),
+                    ..unhashed
+                },
+                hashed
+            );
+        }
     }
 }

@@ -75,15 +75,18 @@ pub struct Args {
     target: Option<String>,
     /// Platform to build for, os/arch[/variant] (default: this machine's);
     /// sets TARGETPLATFORM and the platform of every FROM without its own
-    /// --platform. RUN steps of another architecture need an emulator
-    /// (docs/platforms.md)
+    /// --platform. Several (`linux/amd64,linux/arm64`, or the flag
+    /// repeated) build one image index. RUN steps of another architecture
+    /// need an emulator (docs/platforms.md)
     #[arg(long, value_name = "PLATFORM")]
-    platform: Option<String>,
+    platform: Vec<String>,
     /// Label KEY=VALUE for the image
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Annotation of the image manifest, [manifest:]KEY=VALUE (repeatable)
-    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    /// Annotation, [TYPE[PLATFORM]:]KEY=VALUE as buildx: TYPE is manifest
+    /// (the default), manifest-descriptor, index or index-descriptor
+    /// (repeatable)
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     annotations: Vec<String>,
     /// Do not use the cache
     #[arg(long)]
@@ -177,6 +180,10 @@ pub struct Args {
     /// Push the image to the registry of each tag (`-o type=registry`)
     #[arg(long)]
     push: bool,
+    /// A named context for `FROM NAME` / `COPY --from=NAME`: a directory,
+    /// docker-image://REF, oci-layout://PATH[:TAG], a git URL or an http(s) URL
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     // Reproducibility and provenance (docs/reproducibility.md).
     /// Timestamp (seconds since 1970) for `created` and the upper bound of
     /// every mtime in the layers the build writes [env: SOURCE_DATE_EPOCH]
@@ -309,10 +316,19 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     // buildx's shorthands; the pipeline adds the default image output and
     // refuses a push without a name.
     if args.push {
-        outputs.push(Output::Image {
-            names: Vec::new(),
-            push: true,
-        });
+        // As buildx: `--push` sets push=true on the image output when there
+        // is one (with its layer format), else adds one.
+        match outputs
+            .iter_mut()
+            .find(|o| matches!(o, Output::Image { .. }))
+        {
+            Some(Output::Image { push, .. }) => *push = true,
+            _ => outputs.push(Output::Image {
+                names: Vec::new(),
+                push: true,
+                format: None,
+            }),
+        }
     }
     if args.load {
         outputs.push(Output::Load);
@@ -393,6 +409,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         provenance: parse_provenance(args.provenance.as_deref())?,
         subject_name: tags.first().cloned(),
     };
+    let platforms = target_platforms(&args.platform.join(","))?;
     let request = BuildRequest {
         dockerfile,
         dockerfile_name,
@@ -401,7 +418,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         options: BuildOptions {
             build_args,
             target: args.target.clone(),
-            platform: target_platform(args.platform.as_deref())?,
+            platform: platforms.first().cloned(),
             ..Default::default()
         },
         no_cache: args.no_cache,
@@ -433,13 +450,21 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
                 .transpose()?,
             ulimits: args.ulimits.clone(),
         },
+        platforms: if platforms.len() > 1 {
+            platforms.clone()
+        } else {
+            Vec::new()
+        },
         created: None,
         lease: None,
+        // The pipeline sets it from the outputs.
+        layer_compression: Default::default(),
         explain: args.explain.then(hoist_builder::explain::Explanations::new),
         secrets: exec_flags::secrets(&args.secrets)?,
         ssh: exec_flags::ssh(&args.ssh)?,
         repro,
         allow: exec_flags::allow(&args.allow)?,
+        named_contexts: hoist_builder::engine::named::parse_all(&args.build_contexts)?,
     };
 
     let store = Arc::new(context.store()?);
@@ -463,6 +488,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         .map(|s| CacheSpec::parse(s, Direction::From))
         .collect::<Result<Vec<_>, _>>()?;
     let explanations = request.explain.clone();
+    let provenance = request.repro.provenance;
     let build = pipeline::Build {
         request,
         pull: if args.pull {
@@ -565,7 +591,12 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
     };
     let built = &result.built;
     let manifest = result.target();
-    let id = built.image.config_digest.clone();
+    // Of several platforms, the index is the image (buildx's image ID then).
+    let id = if built.platforms.is_empty() {
+        built.image.config_digest.clone()
+    } else {
+        manifest.digest().to_string()
+    };
     if let (Some(explanations), false, false) = (
         &explanations,
         args.quiet,
@@ -585,9 +616,8 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("failed to write `{}`", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let metadata = serde_json::json!({
+        let mut metadata = serde_json::json!({
             "containerimage.digest": manifest.digest().to_string(),
-            "containerimage.config.digest": id,
             "containerimage.descriptor": {
                 "mediaType": manifest.media_type().to_string(),
                 "digest": manifest.digest().to_string(),
@@ -595,14 +625,46 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
             },
             "image.name": tags.join(","),
         });
+        // An index of several platforms has no one config (buildx writes
+        // none then).
+        if built.platforms.is_empty() {
+            metadata["containerimage.config.digest"] = serde_json::json!(id);
+        }
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .with_context(|| format!("failed to write `{}`", path.display()))?;
     }
     if args.quiet {
         println!("{id}");
     } else {
-        let mut lines = vec![format!("writing image {id} done")];
-        if let Some(index) = &built.index {
+        let mut lines = Vec::new();
+        if built.platforms.is_empty() {
+            lines.push(format!("writing image {id} done"));
+        }
+        if !built.shared_steps.is_empty() {
+            let platforms: Vec<String> = built
+                .platforms
+                .iter()
+                .map(|p| p.platform.to_string())
+                .collect();
+            for step in &built.shared_steps {
+                lines.push(format!(
+                    "shared by {} (run once): {}",
+                    platforms.join(", "),
+                    hoist_cache::text::escape(step)
+                ));
+            }
+        }
+        for image in &built.platforms {
+            lines.push(format!(
+                "writing image {} for {} done (manifest {})",
+                image.image.config_digest,
+                image.platform,
+                image.image.manifest.digest()
+            ));
+        }
+        if let (Some(index), false) = (&built.index, provenance && built.platforms.is_empty()) {
+            lines.push(format!("writing image index {} done", index.digest()));
+        } else if let Some(index) = &built.index {
             lines.push(format!(
                 "writing provenance attestation: image {}, index {}",
                 built.image.manifest.digest(),
@@ -713,24 +775,27 @@ mod exec_flags {
     }
 }
 
-/// `--platform os/arch[/variant]`, normalized as containerd does (`arm` is
-/// `arm/v7`, `aarch64` is `arm64`).
-fn target_platform(value: Option<&str>) -> anyhow::Result<Option<hoist_frontend::graph::Platform>> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    if value.contains(',') {
-        bail!(
-            "--platform {value}: hoist builds one platform at a time; run one build per platform (a multi-platform image index is not made yet)"
-        );
+/// `--platform os/arch[/variant][,…]`, each normalized as containerd does
+/// (`arm` is `arm/v7`, `aarch64` is `arm64`); a platform given twice is
+/// built once.
+fn target_platforms(value: &str) -> anyhow::Result<Vec<hoist_frontend::graph::Platform>> {
+    if value.is_empty() {
+        return Ok(Vec::new());
     }
-    let p =
-        hoist_registry::Platform::parse(value).map_err(|e| anyhow!("invalid --platform: {e}"))?;
-    Ok(Some(hoist_frontend::graph::Platform {
-        os: p.os,
-        architecture: p.architecture,
-        variant: (!p.variant.is_empty()).then_some(p.variant),
-    }))
+    let mut out: Vec<hoist_frontend::graph::Platform> = Vec::new();
+    for part in value.split(',') {
+        let p = hoist_registry::Platform::parse(part.trim())
+            .map_err(|e| anyhow!("invalid --platform: {e}"))?;
+        let p = hoist_frontend::graph::Platform {
+            os: p.os,
+            architecture: p.architecture,
+            variant: (!p.variant.is_empty()).then_some(p.variant),
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// `--dry-run`: the plan (with `--explain`, the prediction) from the store
@@ -740,6 +805,24 @@ fn dry_run(
     request: &BuildRequest,
     args: &Args,
 ) -> anyhow::Result<()> {
+    // Several platforms: a plan each, one after the other.
+    if request.is_multi_platform() {
+        for options in request.platform_options() {
+            let platform = options.platform.clone();
+            let one = BuildRequest {
+                options,
+                platforms: Vec::new(),
+                ..request.clone()
+            };
+            if args.format == PlanFormat::Text || args.explain {
+                if let Some(platform) = platform {
+                    writeln!(io::stdout().lock(), "# platform {platform}")?;
+                }
+            }
+            dry_run(store.clone(), &one, args)?;
+        }
+        return Ok(());
+    }
     let dry = hoist_builder::engine::dryrun::dry_run(store.clone(), request)
         .map_err(|e| anyhow!("{e}"))?;
     for warning in dry.warnings(&request.dockerfile_name) {

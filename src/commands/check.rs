@@ -92,9 +92,11 @@ pub(super) fn report(
     all_stages: bool,
 ) -> anyhow::Result<Report> {
     let ast = parse_ast(request)?;
+    // Named contexts replace stages and images for the checks as for a build.
+    let options = hoist_builder::engine::build::frontend_options(request);
     checks::check(
         &ast,
-        &request.options,
+        &options,
         &Lenient::new(store.clone()),
         request.dockerignore.as_deref(),
         all_stages,
@@ -158,7 +160,8 @@ pub(super) fn run(store: Arc<Store>, request: &BuildRequest, call: Call) -> anyh
         }
         Method::Outline => {
             let ast = parse_ast(request)?;
-            let outline = checks::outline(&ast, &request.options, &Lenient::new(store.clone()))
+            let options = hoist_builder::engine::build::frontend_options(request);
+            let outline = checks::outline(&ast, &options, &Lenient::new(store.clone()))
                 .map_err(|e| frontend_error(request, e))?;
             if call.json {
                 let mut value = serde_json::to_value(&outline)?;

@@ -232,8 +232,12 @@ fn write_layer(store: &Store, input: Box<dyn Read>) -> anyhow::Result<Layer> {
     let decompressed =
         decompress(&mut input).context("failed to read the input's compressed stream")?;
     let mut writer = store.content().writer()?;
-    let layer = LayerWriter::new(&mut writer, &CompressionOptions::default())
-        .context("failed to start the layer")?;
+    // The ingest hashes the blob to name it: the layer writer does not.
+    let options = CompressionOptions {
+        skip_blob_digest: true,
+        ..CompressionOptions::default()
+    };
+    let layer = LayerWriter::new(&mut writer, &options).context("failed to start the layer")?;
     let mut tee = Tee {
         inner: decompressed,
         out: layer,
@@ -259,9 +263,8 @@ fn write_layer(store: &Store, input: Box<dyn Read>) -> anyhow::Result<Layer> {
         .out
         .finish()
         .context("failed to finish the gzip stream of the layer")?;
-    let digest: hoist_cache::Digest = described.digest.parse()?;
     let diff_id: hoist_cache::Digest = described.diff_id.parse()?;
-    let committed = writer.commit(Some(described.size), Some(&digest))?;
+    let committed = writer.commit(Some(described.size), None)?;
     Ok(Layer {
         digest: committed.digest,
         diff_id,

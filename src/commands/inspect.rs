@@ -60,6 +60,13 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             })
             .collect();
         let names: Vec<String> = entry.names.clone();
+        // The platforms present in the store, in the index's order (an
+        // attestation's `unknown/unknown` is none).
+        let platforms: Vec<String> = hoist_registry::stored_platforms(&store, &entry.target)
+            .iter()
+            .map(ToString::to_string)
+            .filter(|p| !p.starts_with("unknown/"))
+            .collect();
         values.push(serde_json::json!({
             "Id": image.id().to_string(),
             "Names": names,
@@ -74,6 +81,7 @@ pub fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             "Created": image.config.created(),
             "Architecture": image.config.architecture().to_string(),
             "Os": image.config.os().to_string(),
+            "Platforms": platforms,
             "Size": image.size(),
             "Layers": layers,
             "Manifest": raw(image.manifest_descriptor.digest(), "manifest")?,

@@ -217,11 +217,11 @@ fn push_and_registry_outputs_push_as_buildx_does() {
     // A key the type does not take is refused before anything is built,
     // naming the keys it takes.
     let f = name("f");
-    let run = build(&["-o", &format!("type=registry,name={f},compression=zstd")]);
+    let run = build(&["-o", &format!("type=registry,name={f},dest=x")]);
     assert_eq!(run.code(), 1, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("invalid --output key `compression` for type=registry: it takes name"),
+            .contains("invalid --output key `dest` for type=registry: it takes name"),
         "{}",
         run.stderr
     );
@@ -334,11 +334,12 @@ fn annotations_reach_the_image_manifest_beside_the_base_ones() {
         annotations["org.opencontainers.image.base.digest"].is_string(),
         "{manifest}"
     );
-    let run = env.build(&["--annotation", "index:a=b"]);
+    // A type buildx does not know is refused, naming it (the others:
+    // tests/build/multiplatform.rs).
+    let run = env.build(&["--annotation", "indexes:a=b"]);
     assert_eq!(run.code(), 1, "{}", run.stderr);
     assert!(
-        run.stderr
-            .contains("`index` annotations are not supported yet"),
+        run.stderr.contains("unknown annotation type `indexes`"),
         "{}",
         run.stderr
     );

@@ -17,7 +17,7 @@ const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
 const LAST_MODIFIED_SECS: i64 = 1_445_412_480;
 
 /// Serves the files under `dir`; returns the base URL.
-fn serve(dir: PathBuf) -> String {
+pub(super) fn serve(dir: PathBuf) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {

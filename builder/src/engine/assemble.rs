@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use hoist_cache::{Descriptor, Store};
-use hoist_frontend::graph::{BuildGraph, ImageConfig, Op as GraphOp, Stage};
+use hoist_frontend::graph::{BuildGraph, ImageConfig, Op as GraphOp, Platform, Stage};
 use serde_json::{json, Map, Value};
 
 use super::artifact::Layer;
@@ -11,6 +11,7 @@ use super::EngineError;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// An image written to the content store.
 #[derive(Clone, Debug)]
@@ -293,6 +294,90 @@ pub fn assemble(
     })
 }
 
+/// Where an `--annotation` goes: buildx's `TYPE` of `TYPE[PLATFORM]:KEY=VALUE`
+/// (BuildKit's `annotation-TYPE.KEY` exporter options).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AnnotationTarget {
+    /// The image manifest of each platform (the default).
+    #[default]
+    Manifest,
+    /// The descriptor of each image manifest in the index.
+    ManifestDescriptor,
+    /// The image index itself.
+    Index,
+    /// The descriptor of the index in an OCI layout's `index.json` (`-o
+    /// type=oci`); nowhere else, as with BuildKit.
+    IndexDescriptor,
+}
+
+impl AnnotationTarget {
+    /// buildx's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnnotationTarget::Manifest => "manifest",
+            AnnotationTarget::ManifestDescriptor => "manifest-descriptor",
+            AnnotationTarget::Index => "index",
+            AnnotationTarget::IndexDescriptor => "index-descriptor",
+        }
+    }
+
+    /// Whether the annotation needs an index to land on (a single-platform
+    /// build then writes an index of one manifest, as buildx's does).
+    pub fn needs_index(self) -> bool {
+        !matches!(self, AnnotationTarget::Manifest)
+    }
+}
+
+/// One `--annotation`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Annotation {
+    /// Where it goes.
+    pub target: AnnotationTarget,
+    /// Only the image of this platform (`manifest[linux/arm64]:…`); `None`:
+    /// every platform.
+    pub platform: Option<Platform>,
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+impl Annotation {
+    /// A `manifest` annotation for every platform.
+    pub fn manifest(key: impl Into<String>, value: impl Into<String>) -> Annotation {
+        Annotation {
+            target: AnnotationTarget::Manifest,
+            platform: None,
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Those of `annotations` of `target` that apply to `platform` (`None`:
+    /// the index's, which no platform qualifies).
+    pub fn select(
+        annotations: &[Annotation],
+        target: AnnotationTarget,
+        platform: Option<&Platform>,
+    ) -> BTreeMap<String, String> {
+        annotations
+            .iter()
+            .filter(|a| a.target == target)
+            .filter(|a| match (&a.platform, platform) {
+                (None, _) => true,
+                (Some(wanted), Some(p)) => same_platform(wanted, p),
+                (Some(_), None) => false,
+            })
+            .map(|a| (a.key.clone(), a.value.clone()))
+            .collect()
+    }
+}
+
+/// Whether two platforms are the same once normalised (`arm64/v8` is `arm64`).
+pub fn same_platform(a: &Platform, b: &Platform) -> bool {
+    super::build::registry_platform(a) == super::build::registry_platform(b)
+}
+
 /// `--annotation`s on the image manifest (buildx's default `manifest`
 /// type): merged over the ones the build writes (the base image's), the
 /// manifest stored again and `image` pointed at it.
@@ -326,6 +411,61 @@ pub fn annotate(
         .put_json(&manifest, OCI_MANIFEST)
         .map_err(failed("store the image manifest"))?;
     Ok(())
+}
+
+/// The `platform` object of an index entry.
+pub fn platform_json(platform: &Platform) -> Value {
+    let mut value = json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
+    });
+    if let Some(variant) = &platform.variant {
+        value["variant"] = json!(variant);
+    }
+    value
+}
+
+/// The index entry of an image manifest of `platform`, with its descriptor
+/// annotations.
+pub fn index_entry(
+    manifest: &Descriptor,
+    platform: &Platform,
+    annotations: &BTreeMap<String, String>,
+) -> Value {
+    let mut entry = json!({
+        "mediaType": manifest.media_type().to_string(),
+        "digest": manifest.digest().to_string(),
+        "size": manifest.size(),
+    });
+    if !annotations.is_empty() {
+        entry["annotations"] = json!(annotations);
+    }
+    entry["platform"] = platform_json(platform);
+    entry
+}
+
+/// Stores an OCI image index of `entries` (from [`index_entry`], and
+/// attestation entries) with the index annotations; returns its descriptor
+/// (what names point at).
+pub fn write_index(
+    store: &Store,
+    entries: Vec<Value>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Descriptor, EngineError> {
+    let mut index = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": entries,
+    });
+    if !annotations.is_empty() {
+        index["annotations"] = json!(annotations);
+    }
+    store
+        .put_json(&index, OCI_INDEX)
+        .map_err(|source| EngineError::Store {
+            action: "store the image index".into(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use hoist_frontend::{BuildOptions, ImageResolver, ResolvedImage};
 use serde_json::Value;
 
 use super::artifact::{Artifact, Layer};
-use super::assemble::{assemble, Assembled};
+use super::assemble::{assemble, Annotation, AnnotationTarget, Assembled};
 use super::index::StoreCacheIndex;
 use super::ops::{ContextOp, ExecStep, FileStep, ImageOp, ProcessFailed, ScratchOp};
 use super::{Engine, EngineError, LocalContext};
@@ -54,13 +54,21 @@ pub struct BuildRequest {
     pub cpus: Option<f64>,
     /// `--add-host`, `--shm-size` and `--ulimit` of RUN steps.
     pub step_options: hoist_runner::StepOptions,
-    /// `--annotation`s of the image manifest.
-    pub annotations: BTreeMap<String, String>,
+    /// `--annotation`s: of the image manifests, the index, their descriptors.
+    pub annotations: Vec<super::assemble::Annotation>,
+    /// `--platform A,B,…`: with more than one, every platform is built in
+    /// one solve (steps that are the same for several platforms run once)
+    /// into one image index ([`Built::platforms`]). Empty or one: the
+    /// platform of `options`.
+    pub platforms: Vec<Platform>,
     /// Creation time of the image, seconds since the epoch (default: now).
     pub created: Option<i64>,
     /// The lease that protects what this build uses and makes from garbage
     /// collection until the caller has tagged the image and released it.
     pub lease: Option<hoist_cache::Lease>,
+    /// How steps compress the layers they make: what the outputs ask for
+    /// when they agree (`convert::step_compression`), gzip by default.
+    pub layer_compression: hoist_snapshotter::Compression,
     /// Work out why each step that runs missed the cache, into this (see
     /// [`crate::explain`]).
     pub explain: Option<Arc<crate::explain::Explanations>>,
@@ -72,16 +80,59 @@ pub struct BuildRequest {
     pub repro: super::reproducible::ReproOptions,
     /// Entitlements granted with `--allow` (`security.insecure`, `network.host`).
     pub allow: Vec<String>,
+    /// `--build-context NAME=VALUE`, by key (see [`super::named`]).
+    pub named_contexts: super::named::NamedContexts,
+}
+
+impl BuildRequest {
+    /// Whether several platforms are built into one index.
+    pub fn is_multi_platform(&self) -> bool {
+        self.platforms.len() > 1
+    }
+
+    /// The options of each platform built, in order: one per entry of
+    /// `platforms`, else `options` alone.
+    pub fn platform_options(&self) -> Vec<BuildOptions> {
+        if self.platforms.is_empty() {
+            return vec![self.options.clone()];
+        }
+        self.platforms
+            .iter()
+            .map(|p| BuildOptions {
+                platform: Some(p.clone()),
+                ..self.options.clone()
+            })
+            .collect()
+    }
+}
+
+/// One platform's image of a multi-platform build.
+#[derive(Clone, Debug)]
+pub struct PlatformImage {
+    /// The platform (the target stage's).
+    pub platform: Platform,
+    /// Its image.
+    pub image: Assembled,
+    /// Its layers, bottom first.
+    pub layers: Vec<Layer>,
 }
 
 /// What a build made.
 #[derive(Clone, Debug)]
 pub struct Built {
-    /// The image.
+    /// The image (of a multi-platform build, the first platform's).
     pub image: Assembled,
-    /// With `--provenance`: the index holding the image and its attestation
-    /// (what refs should point at).
+    /// The index holding the image(s), with `--provenance` their
+    /// attestations: made for several platforms, provenance, and `index` or
+    /// descriptor annotations (what refs should point at).
     pub index: Option<hoist_cache::Descriptor>,
+    /// Every platform's image of a multi-platform build, in `--platform`
+    /// order; empty for a single platform (`image` is it).
+    pub platforms: Vec<PlatformImage>,
+    /// The RUN/COPY/ADD steps of a multi-platform build that several
+    /// platforms share (a BUILDPLATFORM stage's, COPY on scratch): run or
+    /// found in the cache once. Their progress names, in build order.
+    pub shared_steps: Vec<String>,
     /// Its layers, bottom first.
     pub layers: Vec<Layer>,
     /// How many steps ran and how many came from the cache.
@@ -303,9 +354,23 @@ pub(crate) fn lower_with(
     request: &BuildRequest,
     resolver: &dyn ImageResolver,
 ) -> Result<FrontendGraph, BuildError> {
+    lower_options(request, &request.options, resolver)
+}
+
+/// [`lower_with`] for `options` (one platform of the request).
+fn lower_options(
+    request: &BuildRequest,
+    options: &BuildOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<FrontendGraph, BuildError> {
     let ast = hoist_frontend::parse(&request.dockerfile)
         .map_err(|e| BuildError::Dockerfile(e.render(&request.dockerfile_name)))?;
-    hoist_frontend::lower(&ast, &request.options, resolver).map_err(|e| {
+    // The request's named contexts, for whichever platform's options.
+    let mut options = options.clone();
+    options
+        .named_contexts
+        .extend(super::named::frontend_contexts(&request.named_contexts));
+    hoist_frontend::lower(&ast, &options, resolver).map_err(|e| {
         // The causes belong to the message line, above the quoted line and
         // its caret.
         let rendered = e.render(&request.dockerfile_name);
@@ -322,6 +387,15 @@ pub(crate) fn lower_with(
         }
         BuildError::Dockerfile(text)
     })
+}
+
+/// The frontend's options of `request`: its own with the named contexts.
+pub fn frontend_options(request: &BuildRequest) -> BuildOptions {
+    let mut options = request.options.clone();
+    options
+        .named_contexts
+        .extend(super::named::frontend_contexts(&request.named_contexts));
+    options
 }
 
 /// The images the target's stages start from or copy from (normalised
@@ -558,7 +632,8 @@ pub fn predict(
         ignore_matcher(request)?,
         &[],
         ignore_cache_reasons(frontend, request),
-    );
+    )
+    .with_named_contexts(named_locals(request)?);
     let mut needed = HashSet::new();
     let mut todo = vec![frontend.target_stage().root];
     while let Some(v) = todo.pop() {
@@ -578,6 +653,12 @@ pub fn predict(
     Ok(predicted)
 }
 
+/// The named directory contexts of `request` with their ignore rules.
+fn named_locals(request: &BuildRequest) -> Result<Vec<(String, LocalContext)>, BuildError> {
+    super::named::local_contexts(&request.named_contexts)
+        .map_err(|e| BuildError::Dockerfile(e.to_string()))
+}
+
 fn dockerfile_name(request: &BuildRequest) -> &str {
     if request.dockerfile_name.is_empty() {
         "Dockerfile"
@@ -586,62 +667,52 @@ fn dockerfile_name(request: &BuildRequest) -> &str {
     }
 }
 
-/// Runs a build; events go to `events`.
-pub fn build(
-    store: Arc<Store>,
-    request: &BuildRequest,
-    events: EventSink,
-    cancel: &CancellationToken,
-) -> Result<Built, BuildError> {
-    let started = now();
-    let frontend = plan(store.clone(), request)?;
-    super::exec::check_entitlements(
-        if request.dockerfile_name.is_empty() {
-            "Dockerfile"
-        } else {
-            &request.dockerfile_name
-        },
-        &frontend,
-        request.network,
-        &request.allow,
-    )
-    .map_err(BuildError::Dockerfile)?;
-    super::reproducible::check_pinned(request, &frontend, &events)?;
-    let ignore_text = match &request.dockerignore {
-        Some(text) => text.clone(),
-        None => {
-            std::fs::read_to_string(request.context_dir.join(".dockerignore")).unwrap_or_default()
+/// One platform of a build: its lowered graph and where its vertices are
+/// in the solve.
+struct PlatformPlan {
+    frontend: FrontendGraph,
+    /// The solver vertex of each frontend vertex.
+    ids: Vec<VertexId>,
+    /// Why frontend vertices ignore the cache.
+    ignore_reasons: HashMap<usize, String>,
+}
+
+/// `[build 2/3] RUN make` of a multi-platform build: `[linux/arm64 build
+/// 2/3] RUN make`, as BuildKit names it. A `FROM --platform=$BUILDPLATFORM`
+/// stage has the same platform (and name) in every platform's graph, so
+/// its steps are one vertex of the solve.
+fn platform_name(name: &str, platform: Option<&Platform>) -> String {
+    match (name.strip_prefix('['), platform) {
+        (Some(rest), Some(platform)) if !name.starts_with("[internal]") => {
+            format!("[{platform} {rest}")
         }
-    };
-    let ignore = Matcher::parse(&ignore_text)
-        .map_err(|e| BuildError::Dockerfile(format!(".dockerignore: {e}")))?;
-    let mut contexts = HashMap::new();
-    contexts.insert(
-        "context".to_owned(),
-        LocalContext {
-            dir: request.context_dir.clone(),
-            ignore,
-        },
-    );
-    let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
-    let engine = Arc::new(
-        Engine::new(store.clone(), contexts)?
-            .with_limits(request.memory, request.cpus)
-            .with_step_options(request.step_options.clone())
-            .with_source_date_epoch(request.repro.source_date_epoch)
-            .with_secrets(secrets),
-    );
+        _ => name.to_owned(),
+    }
+}
 
-    let ignore_reasons = ignore_cache_reasons(&frontend, request);
-    let ignore_cache: HashSet<usize> = ignore_reasons.keys().copied().collect();
+/// What makes two vertices of a build the same vertex: the op's
+/// definition, and its inputs (already merged) with what it selects of each
+/// (the solver's definition digest, over vertices instead of digests).
+type VertexKey = (
+    crate::digest::Digest,
+    Vec<(VertexId, Option<crate::digest::Digest>)>,
+);
 
-    let file = if request.dockerfile_name.is_empty() {
-        "Dockerfile"
-    } else {
-        request.dockerfile_name.as_str()
-    };
-    let platforms = vertex_platforms(&frontend);
-    let mut graph: BuildGraph<Artifact> = BuildGraph::new();
+/// Adds the vertices of `frontend` to `graph`; returns the solver vertex of
+/// each. A vertex the same as one already added (another platform's: a
+/// BUILDPLATFORM stage, the context, COPY on scratch) is not added again:
+/// `merged` finds it, and the platforms share it.
+fn add_vertices(
+    graph: &mut BuildGraph<Artifact>,
+    merged: &mut HashMap<VertexKey, VertexId>,
+    frontend: &FrontendGraph,
+    request: &BuildRequest,
+    engine: &Arc<Engine>,
+    ignore_cache: &HashSet<usize>,
+    multi_platform: bool,
+) -> Result<Vec<VertexId>, BuildError> {
+    let file = dockerfile_name(request);
+    let platforms = vertex_platforms(frontend);
     let mut ids: Vec<VertexId> = Vec::with_capacity(frontend.vertices.len());
     for (i, v) in frontend.vertices.iter().enumerate() {
         let op: Arc<dyn Op<Artifact>> = match &v.op {
@@ -696,17 +767,157 @@ pub fn build(
             _ => op,
         };
         let name = match &v.op {
-            GraphOp::Context { .. } => "[internal] load build context".to_owned(),
+            GraphOp::Context { name, .. } if name == "context" => {
+                "[internal] load build context".to_owned()
+            }
+            _ if multi_platform => platform_name(&v.name, platforms.get(&i)),
             _ => v.name.clone(),
         };
         let meta = VertexMeta::new(name)
-            .with_description(description(file, &frontend, i))
+            .with_description(description(file, frontend, i))
             .with_ignore_cache(ignore_cache.contains(&i));
         let inputs: Vec<VertexId> = v.inputs.iter().map(|x| ids[*x]).collect();
+        let key: VertexKey = (
+            op.definition().digest(),
+            inputs
+                .iter()
+                .enumerate()
+                .map(|(k, input)| (*input, op.selector(k).map(|s| s.digest())))
+                .collect(),
+        );
+        if let Some(&id) = merged.get(&key).filter(|_| multi_platform) {
+            // One copy bypassing the cache bypasses it for all.
+            if meta.ignore_cache {
+                graph
+                    .set_ignore_cache(id, true)
+                    .map_err(|e| BuildError::Other(Box::new(e)))?;
+            }
+            ids.push(id);
+            continue;
+        }
         let id = graph
             .add_shared(op, &inputs, meta)
             .map_err(|e| BuildError::Other(Box::new(e)))?;
+        merged.insert(key, id);
         ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The explainers of every platform as one: a solver vertex belongs to one
+/// platform's graph (a merged vertex to the one whose copy the solver
+/// kept).
+struct Explainers(Vec<Arc<crate::explain::Explainer>>);
+
+impl Explainers {
+    fn explain(&self, vertex: VertexId) -> Option<crate::explain::Explanation> {
+        self.0.iter().find_map(|e| e.explain(vertex))
+    }
+}
+
+impl super::index::StepRecorder for Explainers {
+    fn step_of(&self, vertex: VertexId) -> Option<(String, Vec<u8>)> {
+        self.0.iter().find_map(|e| e.step_of(vertex))
+    }
+}
+
+/// A `manifest[PLATFORM]:` annotation for a platform the build does not
+/// make is a mistake: refused before anything runs, naming the platforms.
+fn check_annotation_platforms(
+    request: &BuildRequest,
+    plans: &[FrontendGraph],
+) -> Result<(), BuildError> {
+    let built: Vec<&Platform> = plans.iter().map(|f| &f.target_stage().platform).collect();
+    for annotation in &request.annotations {
+        let Some(wanted) = &annotation.platform else {
+            continue;
+        };
+        if !built
+            .iter()
+            .any(|p| super::assemble::same_platform(wanted, p))
+        {
+            let list: Vec<String> = built.iter().map(ToString::to_string).collect();
+            return Err(BuildError::Dockerfile(format!(
+                "--annotation {}[{wanted}]:{}: the build makes no {wanted} image (it builds {})",
+                annotation.target.name(),
+                hoist_untrusted::escape(&annotation.key),
+                list.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a build; events go to `events`.
+pub fn build(
+    store: Arc<Store>,
+    request: &BuildRequest,
+    events: EventSink,
+    cancel: &CancellationToken,
+) -> Result<Built, BuildError> {
+    let started = now();
+    let file = dockerfile_name(request).to_owned();
+    let multi_platform = request.is_multi_platform();
+    let resolver = StoreResolver::new(store.clone());
+    let mut frontends = Vec::new();
+    for options in request.platform_options() {
+        let frontend = lower_options(request, &options, &resolver)?;
+        super::exec::check_entitlements(&file, &frontend, request.network, &request.allow)
+            .map_err(BuildError::Dockerfile)?;
+        frontends.push(frontend);
+    }
+    // The same Dockerfile lines for every platform: warned about once.
+    super::reproducible::check_pinned(request, &frontends[0], &events)?;
+    check_annotation_platforms(request, &frontends)?;
+    let ignore = ignore_matcher(request)?;
+    let mut contexts = HashMap::new();
+    contexts.insert(
+        "context".to_owned(),
+        LocalContext {
+            dir: request.context_dir.clone(),
+            ignore,
+        },
+    );
+    for (name, context) in named_locals(request)? {
+        contexts.insert(name, context);
+    }
+    let secrets = super::mounts::Secrets::prepare(&request.secrets, &request.ssh)?;
+    let engine = Arc::new(
+        Engine::new(store.clone(), contexts)?
+            .with_limits(request.memory, request.cpus)
+            .with_step_options(request.step_options.clone())
+            .with_source_date_epoch(request.repro.source_date_epoch)
+            .with_layer_compression(request.layer_compression)
+            .with_secrets(secrets),
+    );
+
+    // One graph for every platform: the solver runs identical vertices
+    // (a BUILDPLATFORM stage, the context, COPY on scratch) once, and the
+    // platforms' other steps in parallel within `--jobs`.
+    let mut graph: BuildGraph<Artifact> = BuildGraph::new();
+    let mut plans = Vec::new();
+    let mut all_ids: Vec<VertexId> = Vec::new();
+    let mut all_ignored: HashSet<usize> = HashSet::new();
+    let mut merged = HashMap::new();
+    for frontend in frontends {
+        let ignore_reasons = ignore_cache_reasons(&frontend, request);
+        let ignore_cache: HashSet<usize> = ignore_reasons.keys().copied().collect();
+        let ids = add_vertices(
+            &mut graph,
+            &mut merged,
+            &frontend,
+            request,
+            &engine,
+            &ignore_cache,
+            multi_platform,
+        )?;
+        all_ignored.extend(ignore_cache.iter().map(|i| all_ids.len() + i));
+        all_ids.extend(&ids);
+        plans.push(PlatformPlan {
+            frontend,
+            ids,
+            ignore_reasons,
+        });
     }
 
     // Without a lease from the caller, one for the build itself: it then
@@ -722,15 +933,29 @@ pub fn build(
         .lease
         .as_ref()
         .or(own_lease.as_ref().map(|guard| guard.lease()));
-    let explainer = Arc::new(crate::explain::Explainer::new(
-        store.clone(),
-        &frontend,
-        &request.context_dir,
-        file,
-        ignore_matcher(request)?,
-        &ids,
-        ignore_reasons,
-    ));
+    let mut explainers = Vec::new();
+    for plan in &plans {
+        // Each platform's steps have their own history ("the last build of
+        // this step").
+        let name = if multi_platform {
+            format!("{file} {}", plan.frontend.target_stage().platform)
+        } else {
+            file.clone()
+        };
+        explainers.push(Arc::new(
+            crate::explain::Explainer::new(
+                store.clone(),
+                &plan.frontend,
+                &request.context_dir,
+                &name,
+                ignore_matcher(request)?,
+                &plan.ids,
+                plan.ignore_reasons.clone(),
+            )
+            .with_named_contexts(named_locals(request)?),
+        ));
+    }
+    let explainer = Arc::new(Explainers(explainers));
     let index = Arc::new(
         StoreCacheIndex::open(store.clone())
             .map_err(|e| BuildError::Other(Box::new(e)))?
@@ -753,7 +978,7 @@ pub fn build(
         }
         None => events,
     };
-    let events = cached_ancestors(&graph, &ids, &ignore_cache, events);
+    let events = cached_ancestors(&graph, &all_ids, &all_ignored, events);
     let used_index = index.clone();
     // Longest known step first when more are ready than there are jobs.
     let history = Arc::new(crate::FileStepHistory::load(
@@ -765,13 +990,15 @@ pub fn build(
     if let Some(jobs) = request.jobs {
         solver = solver.with_jobs(jobs);
     }
-    let stage = frontend.target_stage().clone();
-    let target = ids[stage.root];
+    let targets: Vec<VertexId> = plans
+        .iter()
+        .map(|p| p.ids[p.frontend.target_stage().root])
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
         .map_err(|e| BuildError::Other(Box::new(e)))?;
-    let result = runtime.block_on(solver.solve(&graph, &[target], cancel));
+    let result = runtime.block_on(solver.solve(&graph, &targets, cancel));
     engine.save_stat_cache();
     history.save();
     let solution = match result {
@@ -799,38 +1026,94 @@ pub fn build(
         }
         Err(e) => return Err(BuildError::Other(Box::new(e))),
     };
-    let layers = solution.outputs[0].layers().to_vec();
     let created = request.created.unwrap_or_else(now);
-    let image = assemble(
-        &store,
-        &frontend,
-        &stage,
-        &layers,
-        &request.labels,
-        created,
-        request.repro.source_date_epoch,
-    )?;
-    let mut image = image;
-    super::assemble::annotate(&store, &mut image, &request.annotations)?;
-    let index = if request.repro.provenance {
-        Some(super::provenance::attach_to_build(
+    let mut images = Vec::new();
+    for (plan, output) in plans.iter().zip(&solution.outputs) {
+        let stage = plan.frontend.target_stage();
+        let layers = output.layers().to_vec();
+        let mut image = assemble(
             &store,
-            &engine,
-            request,
-            &frontend,
-            &image,
-            started,
-            now(),
-        )?)
+            &plan.frontend,
+            stage,
+            &layers,
+            &request.labels,
+            created,
+            request.repro.source_date_epoch,
+        )?;
+        let manifest_annotations = Annotation::select(
+            &request.annotations,
+            AnnotationTarget::Manifest,
+            Some(&stage.platform),
+        );
+        super::assemble::annotate(&store, &mut image, &manifest_annotations)?;
+        images.push(PlatformImage {
+            platform: stage.platform.clone(),
+            image,
+            layers,
+        });
+    }
+    let wants_index = multi_platform
+        || request.repro.provenance
+        || request.annotations.iter().any(|a| a.target.needs_index());
+    let index = if wants_index {
+        let finished = now();
+        let mut entries = Vec::new();
+        let mut attestations = Vec::new();
+        for (plan, built) in plans.iter().zip(&images) {
+            entries.push(super::assemble::index_entry(
+                &built.image.manifest,
+                &built.platform,
+                &Annotation::select(
+                    &request.annotations,
+                    AnnotationTarget::ManifestDescriptor,
+                    Some(&built.platform),
+                ),
+            ));
+            if request.repro.provenance {
+                let statement = super::provenance::build_statement(
+                    &engine,
+                    request,
+                    &plan.frontend,
+                    &built.image,
+                    started,
+                    finished,
+                )?;
+                let attestation = super::provenance::attestation_manifest(&store, &statement)?;
+                attestations.push(super::provenance::attestation_entry(
+                    &attestation,
+                    &built.image.manifest,
+                ));
+            }
+        }
+        // BuildKit lists the images first, then their attestations.
+        entries.extend(attestations);
+        let mut descriptor = super::assemble::write_index(
+            &store,
+            entries,
+            &Annotation::select(&request.annotations, AnnotationTarget::Index, None),
+        )?;
+        let on_descriptor = Annotation::select(
+            &request.annotations,
+            AnnotationTarget::IndexDescriptor,
+            None,
+        );
+        if !on_descriptor.is_empty() {
+            descriptor.set_annotations(Some(on_descriptor.into_iter().collect()));
+        }
+        Some(descriptor)
     } else {
         None
     };
     if let Some(lease) = lease {
-        let mut blobs = vec![
-            image.manifest.digest().to_string(),
-            image.config_digest.clone(),
-        ];
-        blobs.extend(layers.iter().map(|l| l.digest.clone()));
+        let mut blobs = Vec::new();
+        for built in &images {
+            blobs.push(built.image.manifest.digest().to_string());
+            blobs.push(built.image.config_digest.clone());
+            blobs.extend(built.layers.iter().map(|l| l.digest.clone()));
+        }
+        if let Some(index) = &index {
+            blobs.push(index.digest().to_string());
+        }
         store
             .lease_blobs(lease, &blobs)
             .map_err(|e| BuildError::Other(Box::new(e)))?;
@@ -840,24 +1123,52 @@ pub fn build(
         .values()
         .filter(|o| matches!(o, VertexOutcome::Cached))
         .count();
-    let steps: HashMap<VertexId, usize> = ids.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let mut steps: HashMap<VertexId, &GraphOp> = HashMap::new();
+    for plan in &plans {
+        for (i, id) in plan.ids.iter().enumerate() {
+            steps.entry(*id).or_insert(&plan.frontend.vertices[i].op);
+        }
+    }
     let layer_sizes = solution
         .vertex_outputs
         .iter()
         .filter(|(id, _)| {
-            steps.get(id).is_some_and(|i| {
-                matches!(
-                    frontend.vertices[*i].op,
-                    GraphOp::Exec(_) | GraphOp::File(_)
-                )
-            })
+            steps
+                .get(id)
+                .is_some_and(|op| matches!(op, GraphOp::Exec(_) | GraphOp::File(_)))
         })
         .filter_map(|(id, output)| Some((*id, output.layers().last()?.size)))
         .collect();
+    let mut users: HashMap<VertexId, usize> = HashMap::new();
+    for plan in &plans {
+        let distinct: HashSet<&VertexId> = plan.ids.iter().collect();
+        for id in distinct {
+            *users.entry(*id).or_default() += 1;
+        }
+    }
+    let mut shared: Vec<VertexId> = users
+        .iter()
+        .filter(|(id, n)| {
+            **n > 1
+                && solution.outcomes.contains_key(id)
+                && steps
+                    .get(id)
+                    .is_some_and(|op| matches!(op, GraphOp::Exec(_) | GraphOp::File(_)))
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    shared.sort();
+    let shared_steps = shared
+        .iter()
+        .filter_map(|id| Some(graph.vertex(*id)?.meta().name.clone()))
+        .collect();
+    let first = images[0].clone();
     Ok(Built {
-        image,
+        shared_steps,
+        image: first.image,
         index,
-        layers,
+        platforms: if multi_platform { images } else { Vec::new() },
+        layers: first.layers,
         executed: solution.outcomes.len() - cached,
         cached,
         cache_records: used_index.touched_keys(),

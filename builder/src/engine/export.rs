@@ -46,6 +46,17 @@ pub fn export_local(store: &Store, layers: &[Layer], dest: &Path) -> Result<(), 
 
 /// Writes the filesystem of `layers` as one tar stream.
 pub fn export_tar(store: &Store, layers: &[Layer], out: impl Write) -> Result<(), EngineError> {
+    export_tar_each(store, &[("", layers)], out)
+}
+
+/// Writes several filesystems as one tar stream, each under its directory
+/// (`linux_arm64/…` for the platforms of a multi-platform build, as
+/// BuildKit's tar exporter does; `""` is the root).
+pub fn export_tar_each(
+    store: &Store,
+    parts: &[(&str, &[Layer])],
+    out: impl Write,
+) -> Result<(), EngineError> {
     let tmp = store.tmp_dir().map_err(|source| EngineError::Store {
         action: "create the store's scratch directory".into(),
         source,
@@ -54,7 +65,9 @@ pub fn export_tar(store: &Store, layers: &[Layer], out: impl Write) -> Result<()
         .prefix("export-")
         .tempdir_in(&tmp)
         .map_err(io_error("create a directory in", &tmp))?;
-    export_local(store, layers, dir.path())?;
+    for (name, layers) in parts {
+        export_local(store, layers, &dir.path().join(name))?;
+    }
     // The one tar writer, through the snapshotter's layer writer (plain tar):
     // entries as BuildKit's tar exporter names them (no `./`), and no host
     // user names or access times in the stream.

@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod assemble;
 pub mod build;
 pub mod container;
+pub mod convert;
 pub mod dryrun;
 pub mod emulation;
 mod exec;
@@ -21,6 +22,7 @@ pub mod gc;
 pub(crate) mod hash;
 pub mod index;
 pub mod mounts;
+pub mod named;
 mod ops;
 pub mod provenance;
 pub mod rebase;
@@ -42,7 +44,7 @@ use artifact::{snapshot_name, Layer};
 /// gzip level of the layers steps make. Level 3 costs half the CPU of the
 /// default 6 for about 5% larger layers (docs/snapshotter.md's measurements),
 /// and compression is most of the work of a step that writes many files.
-const LAYER_GZIP_LEVEL: u32 = 3;
+pub(crate) const LAYER_GZIP_LEVEL: u32 = 3;
 
 /// Errors of the engine's own work (snapshots, blobs, files). What they
 /// quote (context paths, URLs, Dockerfile words) is shown with control
@@ -177,6 +179,8 @@ pub struct Engine {
     secrets: mounts::Secrets,
     /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
     source_date_epoch: Option<i64>,
+    /// How steps compress their layers (see `convert::step_compression`).
+    layer_compression: hoist_snapshotter::Compression,
     /// Proxy variables RUN steps get as Docker's predefined build args
     /// (`HTTP_PROXY=…`) unless `--build-arg` or the step's ENV sets them.
     proxy_env: Vec<(String, String)>,
@@ -234,6 +238,7 @@ impl Engine {
             step_options: hoist_runner::StepOptions::default(),
             secrets: mounts::Secrets::default(),
             source_date_epoch: None,
+            layer_compression: hoist_snapshotter::Compression::Gzip,
             // As the docker CLI hands its proxy settings to the builder: the
             // builder here is this process, so its environment.
             proxy_env: hoist_registry::proxy::build_args_from_env(),
@@ -277,6 +282,13 @@ impl Engine {
     /// (SOURCE_DATE_EPOCH); layers of base images are never rewritten.
     pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
         self.source_date_epoch = epoch;
+        self
+    }
+
+    /// Steps write their layers in `compression` (gzip at hoist's level,
+    /// zstd at its default level, or plain).
+    pub fn with_layer_compression(mut self, compression: hoist_snapshotter::Compression) -> Self {
+        self.layer_compression = compression;
         self
     }
 
@@ -427,19 +439,25 @@ impl Engine {
             .diff(
                 &key,
                 &DiffOptions {
-                    level: Some(LAYER_GZIP_LEVEL),
+                    compression: self.layer_compression,
+                    // Only gzip's level is hoist's own; the export relies
+                    // on steps writing these levels (`convert`).
+                    level: (self.layer_compression == hoist_snapshotter::Compression::Gzip)
+                        .then_some(LAYER_GZIP_LEVEL),
                     source_date_epoch: self.source_date_epoch,
+                    // The ingest hashes the blob to name it: once is enough.
+                    skip_blob_digest: true,
                     ..DiffOptions::default()
                 },
                 &mut writer,
             )
             .map_err(snap_error(format!("diff snapshot {key}")))?;
-        writer
+        let committed = writer
             .commit(Some(descriptor.size), None)
-            .map_err(store_error(format!("store layer {}", descriptor.digest)))?;
+            .map_err(store_error(format!("store the layer of {key}")))?;
         let mut out = layers.to_vec();
         out.push(Layer {
-            digest: descriptor.digest,
+            digest: committed.digest.to_string(),
             diff_id: descriptor.diff_id,
             size: descriptor.size,
             media_type: descriptor.media_type.to_owned(),

@@ -79,6 +79,24 @@ pub struct ProvenanceInput {
     pub finished: i64,
     /// Name for the statement's subject (the first tag), `None` for `_`.
     pub subject_name: Option<String>,
+    /// `--build-context`s: (name, the value as buildx hands it to the
+    /// frontend, `sha256` hex of a directory's files after its
+    /// `.dockerignore`, local name of a directory).
+    pub named_contexts: Vec<NamedMaterial>,
+    /// Those of `base_images` that come from OCI layouts (`pkg:oci`).
+    pub layout_images: Vec<String>,
+}
+
+/// A named context as the provenance records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamedMaterial {
+    /// Its name (`--build-context NAME=…`).
+    pub name: String,
+    /// `context:NAME`'s value as buildx passes it (`local:NAME` for a
+    /// directory, else the value, credentials removed).
+    pub value: String,
+    /// For a directory: its local name and the `sha256` hex of its files.
+    pub local: Option<(String, String)>,
 }
 
 /// A git checkout's state.
@@ -220,7 +238,10 @@ pub fn predicate(input: &ProvenanceInput) -> Value {
         .base_images
         .iter()
         .map(|reference| {
-            let (uri, hex) = image_purl(reference, &input.platform);
+            let (mut uri, hex) = image_purl(reference, &input.platform);
+            if input.layout_images.contains(reference) {
+                uri = uri.replacen("pkg:docker/", "pkg:oci/", 1);
+            }
             match hex {
                 Some(hex) => json!({"uri": uri, "digest": {"sha256": hex}}),
                 None => json!({"uri": uri}),
@@ -245,6 +266,24 @@ pub fn predicate(input: &ProvenanceInput) -> Value {
         }
         context.insert("digest".into(), Value::Object(digest));
         dependencies.push(Value::Object(context));
+    }
+    let mut locals = vec![json!({"name": "context"}), json!({"name": "dockerfile"})];
+    for named in &input.named_contexts {
+        args.insert(format!("context:{}", named.name), json!(named.value));
+        match &named.local {
+            Some((local, hex)) => {
+                locals.push(json!({ "name": local }));
+                dependencies.push(json!({"name": local, "digest": {"sha256": hex}}));
+            }
+            // Images are among the base images; a git or http context is
+            // named by its URL.
+            None if !named.value.starts_with("docker-image://")
+                && !named.value.starts_with("oci-layout://") =>
+            {
+                dependencies.push(json!({ "uri": named.value }));
+            }
+            None => {}
+        }
     }
     let mut metadata = Map::new();
     metadata.insert("startedOn".into(), json!(rfc3339(input.started)));
@@ -277,7 +316,7 @@ pub fn predicate(input: &ProvenanceInput) -> Value {
                 "request": {
                     "frontend": "dockerfile.v0",
                     "args": args,
-                    "locals": [{"name": "context"}, {"name": "dockerfile"}],
+                    "locals": locals,
                 },
             },
             "internalParameters": {
@@ -460,16 +499,40 @@ pub fn read(
     Ok(out)
 }
 
-/// Writes the provenance attestation of `image` and the index holding both.
-pub(crate) fn attach_to_build(
-    store: &Store,
+/// The named contexts of `request` for its provenance.
+fn named_materials(
+    engine: &Engine,
+    request: &BuildRequest,
+) -> Result<Vec<NamedMaterial>, EngineError> {
+    let mut out = Vec::new();
+    for (key, spec) in &request.named_contexts {
+        let local = match &spec.source {
+            super::named::NamedSource::Dir(_) => {
+                let name = super::named::local_name(key);
+                let hex = context_sha256(engine, &name)?;
+                Some((name, hex))
+            }
+            _ => None,
+        };
+        out.push(NamedMaterial {
+            name: key.clone(),
+            value: strip_credentials(&spec.frontend_value(key)),
+            local,
+        });
+    }
+    Ok(out)
+}
+
+/// The provenance statement of `image`, built from `frontend` (the graph
+/// of its platform).
+pub(crate) fn build_statement(
     engine: &Engine,
     request: &BuildRequest,
     frontend: &BuildGraph,
     image: &Assembled,
     started: i64,
     finished: i64,
-) -> Result<Descriptor, BuildError> {
+) -> Result<Value, BuildError> {
     use sha2::Digest as _;
     let stage = frontend.target_stage();
     // The build's own steps saved the stat cache already; files only this
@@ -493,9 +556,34 @@ pub(crate) fn attach_to_build(
         started,
         finished,
         subject_name: request.repro.subject_name.clone(),
+        named_contexts: named_materials(engine, request)?,
+        layout_images: {
+            let names: Vec<String> = super::named::layout_images(&request.named_contexts)
+                .iter()
+                .filter_map(|r| r.split_once('@').map(|(n, _)| format!("{n}@")))
+                .collect();
+            base_images(frontend)
+                .into_iter()
+                .filter(|r| names.iter().any(|n| r.starts_with(n.as_str())))
+                .collect()
+        },
     };
-    let statement = statement(&input, &image.manifest);
-    Ok(attach(store, &image.manifest, &stage.platform, &statement)?)
+    Ok(statement(&input, &image.manifest))
+}
+
+/// The index entry of the attestation `attestation` of the image manifest
+/// `manifest`, as BuildKit lists it.
+pub fn attestation_entry(attestation: &Descriptor, manifest: &Descriptor) -> Value {
+    json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": attestation.digest().to_string(),
+        "size": attestation.size(),
+        "annotations": {
+            REFERENCE_DIGEST: manifest.digest().to_string(),
+            REFERENCE_TYPE: "attestation-manifest",
+        },
+        "platform": {"architecture": "unknown", "os": "unknown"},
+    })
 }
 
 #[cfg(test)]

@@ -477,7 +477,7 @@ fn rebase_manifest(
             .map(|mut l| {
                 // The same blobs under the manifest's own family of media types.
                 if let Some(t) = l["mediaType"].as_str() {
-                    l["mediaType"] = json!(layer_media_type(t, oci));
+                    l["mediaType"] = json!(hoist_cache::image::layer_media_type_as(t, oci));
                 }
                 l
             })
@@ -510,33 +510,6 @@ fn rebase_manifest(
         new_base_layers: new_layers.len(),
         kept_layers: image_layers.len() - kept,
     })
-}
-
-/// Docker and OCI name the same layer bytes differently.
-fn layer_media_type(media_type: &str, oci: bool) -> &str {
-    const PAIRS: &[(&str, &str)] = &[
-        (
-            "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-        ),
-        (
-            "application/vnd.docker.image.rootfs.diff.tar.zstd",
-            "application/vnd.oci.image.layer.v1.tar+zstd",
-        ),
-        (
-            "application/vnd.docker.image.rootfs.diff.tar",
-            "application/vnd.oci.image.layer.v1.tar",
-        ),
-    ];
-    for (docker, oci_type) in PAIRS {
-        if oci && media_type == *docker {
-            return oci_type;
-        }
-        if !oci && media_type == *oci_type {
-            return docker;
-        }
-    }
-    media_type
 }
 
 /// The image's runtime config with what it inherited unchanged from `old`
@@ -991,18 +964,5 @@ mod tests {
         assert_eq!(out["WorkingDir"], json!("/w"));
         assert_eq!(out["Labels"], json!({"app": "x", "base": "2"}));
         assert_eq!(out["ExposedPorts"], json!({"8080/tcp": {}}));
-    }
-
-    #[test]
-    fn layer_media_types_follow_the_manifest() {
-        assert_eq!(
-            layer_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip", true),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        );
-        assert_eq!(
-            layer_media_type("application/vnd.oci.image.layer.v1.tar+gzip", false),
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        );
-        assert_eq!(layer_media_type("x", true), "x");
     }
 }

@@ -8,6 +8,7 @@
 //! work on the lowered graph (after ARG expansion and stage pruning), so only
 //! inputs the target actually uses are reported.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -89,6 +90,17 @@ fn is_commit_id(reference: &str) -> bool {
 /// `dockerfile` (the typed source the graph was lowered from) adds the
 /// images named by `COPY --from=` in the stages the graph builds.
 pub fn unpinned_inputs(graph: &BuildGraph, dockerfile: Option<&Dockerfile>) -> Vec<Unpinned> {
+    unpinned_inputs_with(graph, dockerfile, &BTreeMap::new())
+}
+
+/// [`unpinned_inputs`] of a build with named contexts (`--build-context`):
+/// a `--from` naming one is pinned as its image is (a directory, git or
+/// http context is checked as such, not as an image).
+pub fn unpinned_inputs_with(
+    graph: &BuildGraph,
+    dockerfile: Option<&Dockerfile>,
+    named: &BTreeMap<String, hoist_frontend::NamedContext>,
+) -> Vec<Unpinned> {
     let mut out = Vec::new();
     if let Some(dockerfile) = dockerfile {
         let names: Vec<&str> = dockerfile
@@ -121,7 +133,21 @@ pub fn unpinned_inputs(graph: &BuildGraph, dockerfile: Option<&Dockerfile>) -> V
                 for (what, from) in froms {
                     let is_stage = from.parse::<usize>().is_ok()
                         || names.iter().any(|n| n.eq_ignore_ascii_case(from));
-                    if !is_stage && !from.contains("@sha256:") {
+                    let replaced = hoist_frontend::named_context_key(from)
+                        .and_then(|key| named.get(&key))
+                        .filter(|_| !is_stage);
+                    if let Some(hoist_frontend::NamedContext::Image(r)) = replaced {
+                        if !r.contains("@sha256:") {
+                            out.push(Unpinned {
+                                line: command.span.start.line,
+                                message: format!(
+                                    "{what}{from} (docker-image://{r}) is not pinned by digest"
+                                ),
+                            });
+                        }
+                        continue;
+                    }
+                    if !is_stage && replaced.is_none() && !from.contains("@sha256:") {
                         out.push(Unpinned {
                             line: command.span.start.line,
                             message: format!(
@@ -140,7 +166,13 @@ pub fn unpinned_inputs(graph: &BuildGraph, dockerfile: Option<&Dockerfile>) -> V
                 .as_deref()
                 .is_some_and(|n| n.eq_ignore_ascii_case(base))
         });
-        if base.is_empty() || base.eq_ignore_ascii_case("scratch") || is_stage {
+        // `context:NAME`: a named directory, git or http context, whose
+        // vertices are checked below.
+        if base.is_empty()
+            || base.eq_ignore_ascii_case("scratch")
+            || is_stage
+            || base.starts_with("context:")
+        {
             continue;
         }
         if !base.contains("@sha256:") {
@@ -207,7 +239,8 @@ pub(crate) fn check_pinned(
     let typed = hoist_frontend::parse(&request.dockerfile)
         .ok()
         .and_then(|ast| hoist_frontend::instructions::convert(&ast).ok());
-    let found: Vec<String> = unpinned_inputs(frontend, typed.as_ref())
+    let named = super::named::frontend_contexts(&request.named_contexts);
+    let found: Vec<String> = unpinned_inputs_with(frontend, typed.as_ref(), &named)
         .iter()
         .map(|u| u.render(file))
         .collect();
@@ -296,6 +329,43 @@ mod tests {
             .iter()
             .map(|u| u.render("Dockerfile"))
             .collect()
+    }
+
+    #[test]
+    fn named_contexts_are_pinned_as_what_they_are() {
+        use hoist_frontend::NamedContext;
+        let named: BTreeMap<String, NamedContext> = [
+            (
+                "files".to_owned(),
+                NamedContext::Local {
+                    context: "files".into(),
+                },
+            ),
+            (
+                "alpine".to_owned(),
+                NamedContext::Image("localhost:5000/a:1".into()),
+            ),
+        ]
+        .into();
+        let df = "FROM alpine\nCOPY --from=files a /a\nCOPY --from=alpine b /b\n";
+        let ast = parse(df).unwrap();
+        let options = BuildOptions {
+            named_contexts: named.clone(),
+            ..Default::default()
+        };
+        let graph = lower(&ast, &options, &NoResolver).unwrap();
+        let typed = hoist_frontend::instructions::convert(&ast).unwrap();
+        let got: Vec<String> = unpinned_inputs_with(&graph, Some(&typed), &named)
+            .iter()
+            .map(|u| u.render("Dockerfile"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "Dockerfile:1: FROM localhost:5000/a:1 is not pinned by digest (use `localhost:5000/a:1@sha256:<digest>`)",
+                "Dockerfile:3: COPY --from=alpine (docker-image://localhost:5000/a:1) is not pinned by digest",
+            ]
+        );
     }
 
     #[test]

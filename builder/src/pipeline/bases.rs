@@ -37,14 +37,31 @@ pub(super) fn ensure(
     notify: &Notify,
 ) -> Result<BTreeMap<String, String>, PipelineError> {
     let mut used = BTreeMap::new();
-    let Ok(images) = base_images_for_platforms(
-        &request.dockerfile,
-        &request.dockerfile_name,
-        &request.options,
-    ) else {
-        return Ok(used);
-    };
+    // Each platform of a multi-platform build needs its own bases; one
+    // needed by several (a BUILDPLATFORM stage's) is pulled once.
+    let mut images = Vec::new();
+    for options in request.platform_options() {
+        let options = hoist_frontend::BuildOptions {
+            platform: options.platform,
+            ..crate::engine::build::frontend_options(request)
+        };
+        let Ok(found) =
+            base_images_for_platforms(&request.dockerfile, &request.dockerfile_name, &options)
+        else {
+            return Ok(used);
+        };
+        for pair in found {
+            if !images.contains(&pair) {
+                images.push(pair);
+            }
+        }
+    }
+    // An OCI layout's image is in the store already, and in no registry.
+    let layouts = crate::engine::named::layout_images(&request.named_contexts);
     for (image, platform) in images {
+        if layouts.contains(&image) {
+            continue;
+        }
         let Ok(reference) = Reference::parse(&image) else {
             continue;
         };

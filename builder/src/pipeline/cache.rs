@@ -219,7 +219,12 @@ fn exported_keys(store: &Store, max: bool, built: &Built) -> Result<Vec<String>,
     if max {
         return Ok(built.cache_records.clone());
     }
-    let image: BTreeSet<&str> = built.layers.iter().map(|l| l.digest.as_str()).collect();
+    let image: BTreeSet<&str> = built
+        .layers
+        .iter()
+        .chain(built.platforms.iter().flat_map(|p| &p.layers))
+        .map(|l| l.digest.as_str())
+        .collect();
     let wanted: BTreeSet<&String> = built.cache_records.iter().collect();
     Ok(store
         .list_cache_records()
@@ -236,7 +241,9 @@ fn exported_keys(store: &Store, max: bool, built: &Built) -> Result<Vec<String>,
 pub(super) fn inline(store: &Store, mut built: Built) -> Result<Built, PipelineError> {
     if built.index.is_some() {
         return Err(PipelineError::Invalid(
-            "--cache-to type=inline cannot be combined with a provenance attestation yet".into(),
+            "--cache-to type=inline cannot be combined with an image index (a provenance \
+             attestation, several platforms, index or descriptor annotations) yet"
+                .into(),
         ));
     }
     let failed = |what: &str| cache_error(format!("write the inline cache ({what})"));

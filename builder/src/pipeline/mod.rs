@@ -17,6 +17,7 @@
 //! render them (the CLI on its progress display, autobuild in the build
 //! log). Nothing here prints.
 
+mod annotation;
 mod bases;
 mod cache;
 mod output;
@@ -29,10 +30,11 @@ use std::sync::{Arc, OnceLock};
 use hoist_cache::{GcReport, LeaseGuard, Store};
 use hoist_registry::{Client, PullEvent, PushEvent, RetryNotice};
 
+pub use annotation::parse_annotation;
 pub use bases::pull_image;
 pub use bases::PullPolicy;
 pub use cache::{CacheLocation, CacheSpec, Direction, Moved, INLINE_CACHE_KEY};
-pub use output::{familiar, parse_annotation, write_file, BoxError, Dest, Output, WriteFileError};
+pub use output::{familiar, write_file, BoxError, Dest, Output, WriteFileError};
 pub use push::{push_event_line, push_image};
 
 use crate::engine::build::{self as engine_build, BuildError, BuildRequest, Built};
@@ -191,6 +193,9 @@ pub enum Notice {
     Collected(GcReport),
     /// The collection after the build failed; the image is made and named.
     CollectFailed(String),
+    /// Something asked for was done otherwise (an output's option
+    /// overridden, as BuildKit overrides it).
+    Warning(String),
 }
 
 impl Notice {
@@ -198,7 +203,10 @@ impl Notice {
     pub fn is_warning(&self) -> bool {
         matches!(
             self,
-            Notice::BaseFromStore { .. } | Notice::PullFailed { .. } | Notice::CollectFailed(_)
+            Notice::BaseFromStore { .. }
+                | Notice::PullFailed { .. }
+                | Notice::CollectFailed(_)
+                | Notice::Warning(_)
         )
     }
 }
@@ -280,6 +288,7 @@ impl fmt::Display for Notice {
                 hoist_untrusted::units::format_size(report.usage_after)
             ),
             Notice::CollectFailed(error) => write!(f, "warning: {error}"),
+            Notice::Warning(message) => write!(f, "warning: {message}"),
         }
     }
 }
@@ -397,6 +406,48 @@ impl RegistryClient {
     }
 }
 
+/// What a multi-platform build (or one written as an index) cannot do,
+/// refused before anything runs, as buildx refuses it.
+fn check_multi_platform(build: &Build, outputs: &[Output]) -> Result<(), PipelineError> {
+    let request = &build.request;
+    if request.is_multi_platform() {
+        let platforms: Vec<String> = request.platforms.iter().map(|p| p.to_string()).collect();
+        let list = platforms.join(", ");
+        for output in outputs {
+            let what = match output {
+                Output::Docker { .. } => "-o type=docker",
+                Output::Load => "--load",
+                _ => continue,
+            };
+            // buildx's docker exporter says the same without the containerd
+            // image store: a docker archive holds no index.
+            return Err(PipelineError::Invalid(format!(
+                "{what}: docker exporter does not currently support exporting manifest lists \
+                 ({list}); write the index with -o type=oci,dest=FILE or push it with --push, \
+                 or build one platform"
+            )));
+        }
+    }
+    let inline = matches!(
+        build.cache_to,
+        Some(CacheSpec {
+            location: CacheLocation::Inline,
+            ..
+        })
+    );
+    let index = request.is_multi_platform()
+        || request.repro.provenance
+        || request.annotations.iter().any(|a| a.target.needs_index());
+    if inline && index {
+        return Err(PipelineError::Invalid(
+            "--cache-to type=inline cannot be combined with an image index (a provenance \
+             attestation, several platforms, index or descriptor annotations) yet"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Builds `build` into the store: see the module documentation for the
 /// steps. `events` receives the solve's events, `notify` the rest.
 pub fn run(
@@ -411,9 +462,15 @@ pub fn run(
     if outputs.iter().all(|o| matches!(o, Output::Load)) {
         outputs.insert(0, Output::image());
     }
+    // Before `check`: a multi-platform `--load` is refused for what it is,
+    // not for a missing daemon.
+    check_multi_platform(&build, &outputs)?;
     for output in &outputs {
         output.check()?;
-        if let Output::Image { names, push: true } = output {
+        if let Output::Image {
+            names, push: true, ..
+        } = output
+        {
             if names.is_empty() && build.tags.is_empty() {
                 return Err(PipelineError::Invalid(
                     "a name is needed to push to a registry: give -t NAME or -o \
@@ -430,6 +487,14 @@ pub fn run(
         action: "take a lease on the store".into(),
         source,
     })?;
+    let layout_blobs = crate::engine::named::import_layouts(&store, &build.request.named_contexts)
+        .map_err(|e| PipelineError::Invalid(e.to_string()))?;
+    store
+        .lease_blobs(lease.lease(), &layout_blobs)
+        .map_err(|source| PipelineError::Store {
+            action: "lease the blobs of --build-context oci-layout://".into(),
+            source,
+        })?;
     let bases = bases::ensure(&store, &client, &build.request, build.pull, &notify)?;
     for spec in &build.cache_from {
         let moved = cache::import(&store, &client, spec)?;
@@ -438,8 +503,17 @@ pub fn run(
             moved,
         });
     }
+    // Steps write what the image outputs ask for when they all agree, so
+    // that a zstd export does not compress twice.
+    let layer_compression = crate::engine::convert::step_compression(
+        outputs
+            .iter()
+            .filter(|o| !matches!(o, Output::Local(_) | Output::Tar(_)))
+            .map(Output::format),
+    );
     let request = BuildRequest {
         lease: Some(lease.lease().clone()),
+        layer_compression,
         ..build.request
     };
     let built = engine_build::build(Arc::clone(&store), &request, events, cancel)?;
@@ -453,21 +527,34 @@ pub fn run(
         }) => cache::inline(&store, built)?,
         _ => built,
     };
-    let mut push_names = build.push.clone();
+    // Each name is pushed what it names in the store: an image output's
+    // target is the image in the layer format it asked for.
+    let mut push_targets = Vec::new();
+    let mut tags_target = None;
     for output in &outputs {
-        if let Output::Image { names, push: true } = output {
-            push_names.extend(build.tags.iter().chain(names).cloned());
+        let named = output.write(&store, &built, &build.tags, &notify, Some(lease.lease()))?;
+        if let (Output::Image { names, push, .. }, Some(target)) = (output, named) {
+            if *push {
+                for name in build.tags.iter().chain(names) {
+                    push_targets.push((name.clone(), target.clone()));
+                }
+            }
+            tags_target.get_or_insert(target);
         }
     }
-    for output in &outputs {
-        output.write(&store, &built, &build.tags, &notify)?;
-    }
+    let tags_target = tags_target.unwrap_or_else(|| built.target().clone());
+    let mut all = build
+        .push
+        .iter()
+        .map(|name| (name.clone(), tags_target.clone()))
+        .collect::<Vec<_>>();
+    all.extend(push_targets);
     let mut pushed: Vec<String> = Vec::new();
-    for name in push_names {
+    for (name, target) in all {
         if pushed.contains(&name) {
             continue;
         }
-        push::push_image(&store, client.get()?, &name, built.target(), &notify)?;
+        push::push_image(&store, client.get()?, &name, &target, &notify)?;
         pushed.push(name);
     }
     if let Some(spec) = &build.cache_to {

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use hoist_cache::archive::{self, SaveImage};
-use hoist_cache::Store;
+use hoist_cache::{Descriptor, Lease, Store};
+use hoist_snapshotter::Compression;
 
 use super::{Notice, Notify, PipelineError};
 use crate::engine::build::Built;
+use crate::engine::convert::{self, LayerFormat};
 use crate::engine::export;
 
 /// Where an archive is written.
@@ -54,6 +56,8 @@ pub enum Output {
         names: Vec<String>,
         /// Push the names to their registries.
         push: bool,
+        /// The layers' compression and the media types, when asked.
+        format: Option<LayerFormat>,
     },
     /// `type=oci`: an OCI image layout archive, the image named inside it
     /// with the build's tags and `names`.
@@ -62,6 +66,8 @@ pub enum Output {
         dest: Dest,
         /// More names (`name=`), normalised.
         names: Vec<String>,
+        /// The layers' compression and the media types, when asked.
+        format: Option<LayerFormat>,
     },
     /// `type=docker`: an archive `docker load` reads.
     Docker {
@@ -69,6 +75,8 @@ pub enum Output {
         dest: Dest,
         /// More names (`name=`), normalised.
         names: Vec<String>,
+        /// The layers' compression and the media types, when asked.
+        format: Option<LayerFormat>,
     },
     /// `type=local`: the final root filesystem in a directory.
     Local(PathBuf),
@@ -80,13 +88,104 @@ pub enum Output {
 
 /// The keys each `-o` type takes, for the message about one it does not.
 const KEYS: [(&str, &str); 6] = [
-    ("image", "name, push"),
-    ("registry", "name"),
-    ("oci", "dest, name"),
-    ("docker", "dest, name"),
+    (
+        "image",
+        "name, push, compression, compression-level, force-compression, oci-mediatypes",
+    ),
+    (
+        "registry",
+        "name, compression, compression-level, force-compression, oci-mediatypes",
+    ),
+    (
+        "oci",
+        "dest, name, compression, compression-level, force-compression, oci-mediatypes",
+    ),
+    (
+        "docker",
+        "dest, name, compression, compression-level, force-compression, oci-mediatypes",
+    ),
     ("local", "dest"),
     ("tar", "dest"),
 ];
+
+/// `true|false` (and `1|0`) of the key `key`.
+fn parse_bool(key: &str, value: &str) -> Result<bool, PipelineError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(PipelineError::Invalid(format!(
+            "invalid --output {key}=`{}`: expected true or false",
+            hoist_untrusted::escape(value)
+        ))),
+    }
+}
+
+/// The layer format the keys `compression`, `compression-level`,
+/// `force-compression` and `oci-mediatypes` ask for (`None` when none is
+/// given): checked as BuildKit checks them, the value named when wrong.
+fn parse_format(keys: &[(String, String)]) -> Result<Option<LayerFormat>, PipelineError> {
+    let mut format = LayerFormat::default();
+    let mut any = false;
+    let mut level = None;
+    for (key, value) in keys {
+        let shown = hoist_untrusted::escape(value);
+        match key.as_str() {
+            "compression" => {
+                format.compression = match value.as_str() {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" => Compression::Uncompressed,
+                    "estargz" => {
+                        return Err(PipelineError::Invalid(
+                            "invalid --output compression=`estargz`: eStargz layers are not \
+                             supported; use gzip, zstd or uncompressed"
+                                .into(),
+                        ))
+                    }
+                    _ => {
+                        return Err(PipelineError::Invalid(format!(
+                            "invalid --output compression=`{shown}`: expected gzip, zstd or \
+                             uncompressed"
+                        )))
+                    }
+                }
+            }
+            "compression-level" => {
+                level = Some((
+                    value.parse::<u32>().map_err(|_| {
+                        PipelineError::Invalid(format!(
+                            "invalid --output compression-level=`{shown}`: expected a number"
+                        ))
+                    })?,
+                    shown,
+                ))
+            }
+            "force-compression" => format.force = parse_bool(key, value)?,
+            "oci-mediatypes" => format.oci_media_types = Some(parse_bool(key, value)?),
+            _ => continue,
+        }
+        any = true;
+    }
+    if let Some((n, shown)) = level {
+        let max = match format.compression {
+            Compression::Gzip => 9,
+            Compression::Zstd => 22,
+            // As BuildKit: a level means nothing without compression.
+            Compression::Uncompressed => u32::MAX,
+        };
+        if n > max {
+            return Err(PipelineError::Invalid(format!(
+                "invalid --output compression-level=`{shown}`: {} levels are 0 to {max}",
+                match format.compression {
+                    Compression::Gzip => "gzip",
+                    _ => "zstd",
+                }
+            )));
+        }
+        format.level = Some(n);
+    }
+    Ok(any.then_some(format))
+}
 
 impl Output {
     /// `type=image` with the build's tags only.
@@ -94,6 +193,7 @@ impl Output {
         Output::Image {
             names: Vec::new(),
             push: false,
+            format: None,
         }
     }
 
@@ -115,6 +215,7 @@ impl Output {
         let mut names = Vec::new();
         let mut push = None;
         let mut keys = Vec::new();
+        let mut format_keys = Vec::new();
         for part in spec.split(',') {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 invalid(format!(
@@ -125,17 +226,9 @@ impl Output {
                 "type" => kind = Some(v.to_owned()),
                 "dest" => dest = Some(v.to_owned()),
                 "name" => names.push(normalise_name(v)?),
-                "push" => {
-                    push = Some(match v {
-                        "true" | "1" => true,
-                        "false" | "0" => false,
-                        _ => {
-                            return Err(invalid(format!(
-                                "invalid --output push=`{}`: expected true or false",
-                                hoist_untrusted::escape(v)
-                            )))
-                        }
-                    })
+                "push" => push = Some(parse_bool(k, v)?),
+                "compression" | "compression-level" | "force-compression" | "oci-mediatypes" => {
+                    format_keys.push((k.to_owned(), v.to_owned()))
                 }
                 _ => {}
             }
@@ -158,14 +251,22 @@ impl Output {
                 hoist_untrusted::escape(unknown)
             )));
         }
+        let format = parse_format(&format_keys)?;
         match kind.as_str() {
             "image" => {
                 return Ok(Output::Image {
                     names,
                     push: push.unwrap_or(false),
+                    format,
                 })
             }
-            "registry" => return Ok(Output::Image { names, push: true }),
+            "registry" => {
+                return Ok(Output::Image {
+                    names,
+                    push: true,
+                    format,
+                })
+            }
             _ => {}
         }
         let dest = dest.ok_or_else(|| {
@@ -177,10 +278,12 @@ impl Output {
             "oci" => Output::Oci {
                 dest: Dest::parse(&dest),
                 names,
+                format,
             },
             "docker" => Output::Docker {
                 dest: Dest::parse(&dest),
                 names,
+                format,
             },
             "local" => Output::Local(PathBuf::from(dest)),
             _ => Output::Tar(Dest::parse(&dest)),
@@ -211,61 +314,148 @@ impl Output {
         }
     }
 
-    /// Writes this output of `built` (`tags` are normalised names).
+    /// The layer format this output asks for, if any.
+    pub fn format(&self) -> Option<&LayerFormat> {
+        match self {
+            Output::Image { format, .. }
+            | Output::Oci { format, .. }
+            | Output::Docker { format, .. } => format.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Writes this output of `built` (`tags` are normalised names); for
+    /// `type=image`, returns what its names point at (the image in the
+    /// asked layer format), which is what is pushed to them. Conversions
+    /// are kept in the store under `lease`.
     pub(super) fn write(
         &self,
         store: &Store,
         built: &Built,
         tags: &[String],
         notify: &Notify,
-    ) -> Result<(), PipelineError> {
+        lease: Option<&Lease>,
+    ) -> Result<Option<Descriptor>, PipelineError> {
+        let converted = |target: &Descriptor| -> Result<Descriptor, PipelineError> {
+            // Without a format, the default one, needed only when the steps
+            // (or the cache) gave layers in another compression.
+            let default = LayerFormat::default();
+            let format = match self.format() {
+                Some(format) => format,
+                // (Every platform's layers, of a multi-platform build.)
+                None if built
+                    .layers
+                    .iter()
+                    .chain(built.platforms.iter().flat_map(|p| &p.layers))
+                    .all(|l| {
+                        hoist_cache::image::layer_compression(&l.media_type)
+                            == Some(hoist_cache::image::Compression::Gzip)
+                    }) =>
+                {
+                    return Ok(target.clone())
+                }
+                None => &default,
+            };
+            let converted = convert::convert(store, target, format, lease).map_err(|e| {
+                PipelineError::Other {
+                    action: "convert the image's layers".into(),
+                    source: Box::new(e),
+                }
+            })?;
+            for warning in converted.warnings {
+                notify(Notice::Warning(warning));
+            }
+            Ok(converted.target)
+        };
         match self {
             Output::Image { names, .. } => {
+                let target = converted(built.target())?;
                 for tag in &with(tags, names) {
                     store
-                        .set_ref(tag, built.target())
+                        .set_ref(tag, &target)
                         .map_err(|source| PipelineError::Store {
                             action: format!("tag the image as `{tag}`"),
                             source,
                         })?;
                 }
-                Ok(())
+                Ok(Some(target))
             }
-            Output::Oci { dest, names } => {
+            Output::Oci { dest, names, .. } => {
                 // With provenance, the index holding image and attestation.
                 let images = [SaveImage {
                     names: with(tags, names),
-                    target: built.target().clone(),
+                    target: converted(built.target())?,
                 }];
                 write_to(dest, |out| {
                     archive::save_oci(store, &images, out).map_err(box_error)
                 })
+                .map(|()| None)
             }
-            Output::Docker { dest, names } => {
+            Output::Docker { dest, names, .. } => {
                 // A docker archive holds one manifest per image, no index.
                 let images = [SaveImage {
                     names: with(tags, names).iter().map(|t| familiar(t)).collect(),
-                    target: built.image.manifest.clone(),
+                    target: converted(&built.image.manifest)?,
                 }];
                 write_to(dest, |out| {
                     archive::save_docker(store, &images, out).map_err(box_error)
                 })
+                .map(|()| None)
             }
             Output::Local(dir) => {
-                export::export_local(store, &built.layers, dir).map_err(|e| PipelineError::Other {
-                    action: format!("write the image's files to `{}`", dir.display()),
-                    source: Box::new(e),
-                })
+                // Several platforms: a directory each, named as BuildKit's
+                // (`linux_arm64`).
+                let each: Vec<(PathBuf, &[crate::engine::artifact::Layer])> =
+                    if built.platforms.is_empty() {
+                        vec![(dir.clone(), &built.layers)]
+                    } else {
+                        built
+                            .platforms
+                            .iter()
+                            .map(|p| {
+                                let name = p.platform.to_string().replace('/', "_");
+                                (dir.join(name), p.layers.as_slice())
+                            })
+                            .collect()
+                    };
+                for (dir, layers) in each {
+                    export::export_local(store, layers, &dir).map_err(|e| {
+                        PipelineError::Other {
+                            action: format!("write the image's files to `{}`", dir.display()),
+                            source: Box::new(e),
+                        }
+                    })?;
+                }
+                Ok(None)
             }
-            Output::Tar(dest) => write_to(dest, |out| {
-                export::export_tar(store, &built.layers, out).map_err(box_error)
-            }),
+            Output::Tar(dest) => {
+                // Several platforms: a directory each in the tar (`linux_arm64/`).
+                let names: Vec<String> = built
+                    .platforms
+                    .iter()
+                    .map(|p| p.platform.to_string().replace('/', "_"))
+                    .collect();
+                let parts: Vec<(&str, &[crate::engine::artifact::Layer])> =
+                    if built.platforms.is_empty() {
+                        vec![("", &built.layers)]
+                    } else {
+                        names
+                            .iter()
+                            .zip(&built.platforms)
+                            .map(|(n, p)| (n.as_str(), p.layers.as_slice()))
+                            .collect()
+                    };
+                write_to(dest, |out| {
+                    export::export_tar_each(store, &parts, out).map_err(box_error)
+                })
+                .map(|()| None)
+            }
             Output::Load => {
-                let answer = load(store, tags, &built.image.manifest)?;
+                let answer = load(store, tags, &converted(&built.image.manifest)?)?;
                 if !answer.is_empty() {
                     notify(Notice::Loaded(answer));
                 }
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -276,43 +466,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn box_error(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(e)
-}
-
-/// Parses `--annotation [TYPE[PLATFORM]:]KEY=VALUE` as buildx does; the
-/// types other than `manifest` (the default) are refused for now, naming
-/// the one given.
-pub fn parse_annotation(text: &str) -> Result<(String, String), PipelineError> {
-    let shown = hoist_untrusted::escape(text);
-    let (key, value) = text.split_once('=').ok_or_else(|| {
-        PipelineError::Invalid(format!(
-            "invalid --annotation `{shown}`: expected KEY=VALUE"
-        ))
-    })?;
-    let key = match key.split_once(':') {
-        // `manifest:k`, `manifest[linux/amd64]:k`, `index:k`, … (a key
-        // itself has no colon in buildx's forms).
-        Some((kind, rest)) => {
-            let base = kind.split_once('[').map_or(kind, |(b, _)| b);
-            match (base, kind.contains('[')) {
-                ("manifest", false) => rest,
-                ("manifest" | "index" | "manifest-descriptor" | "index-descriptor", _) => {
-                    return Err(PipelineError::Invalid(format!(
-                        "--annotation `{shown}`: `{}` annotations are not supported yet (only \
-                         the image manifest's, `KEY=VALUE` or `manifest:KEY=VALUE`)",
-                        hoist_untrusted::escape(kind)
-                    )))
-                }
-                _ => key,
-            }
-        }
-        None => key,
-    };
-    if key.is_empty() || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(PipelineError::Invalid(format!(
-            "invalid --annotation `{shown}`: the key is empty or has spaces or control characters"
-        )));
-    }
-    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// `tags` and then those of `more` not among them.
@@ -494,28 +647,32 @@ mod tests {
             parse("type=image,name=a,name=reg:5000/b:1,push=true").unwrap(),
             Output::Image {
                 names: vec!["docker.io/library/a:latest".into(), "reg:5000/b:1".into()],
-                push: true
+                push: true,
+                format: None,
             }
         );
         assert_eq!(
             parse("type=registry,name=a").unwrap(),
             Output::Image {
                 names: vec!["docker.io/library/a:latest".into()],
-                push: true
+                push: true,
+                format: None,
             }
         );
         assert_eq!(
             parse("type=oci,dest=-").unwrap(),
             Output::Oci {
                 dest: Dest::Stdout,
-                names: vec![]
+                names: vec![],
+                format: None,
             }
         );
         assert_eq!(
             parse("type=docker,dest=out.tar,name=x:1").unwrap(),
             Output::Docker {
                 dest: Dest::File("out.tar".into()),
-                names: vec!["docker.io/library/x:1".to_string()]
+                names: vec!["docker.io/library/x:1".to_string()],
+                format: None,
             }
         );
         assert_eq!(
@@ -531,12 +688,13 @@ mod tests {
         let e = parse("type=oci,dest=x,color=\x1b[31m").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid --output key `color` for type=oci: it takes dest, name"
+            "invalid --output key `color` for type=oci: it takes dest, name, compression, \
+             compression-level, force-compression, oci-mediatypes"
         );
-        let e = parse("type=image,compression=zstd").unwrap_err();
+        let e = parse("type=local,dest=d,compression=zstd").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "invalid --output key `compression` for type=image: it takes name, push"
+            "invalid --output key `compression` for type=local: it takes dest"
         );
         assert!(parse("type=image,push=maybe").is_err());
         assert!(parse("type=image,name=a@sha256:0000").is_err());
@@ -544,22 +702,48 @@ mod tests {
     }
 
     #[test]
-    fn annotations_parse_as_buildx_writes_them() {
-        let ok = |t: &str| parse_annotation(t).unwrap();
-        assert_eq!(ok("a.b=c"), ("a.b".into(), "c".into()));
-        assert_eq!(ok("manifest:a.b=c=d"), ("a.b".into(), "c=d".into()));
-        assert_eq!(ok("org.x="), ("org.x".into(), String::new()));
-        let e = parse_annotation("index:a=b").unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("`index` annotations are not supported yet"),
-            "{e}"
+    fn layer_format_keys_parse_like_buildkit() {
+        let format = |spec: &str| Output::parse(spec).unwrap().format().copied();
+        assert_eq!(format("type=image"), None);
+        assert_eq!(
+            format("type=registry,compression=zstd,compression-level=19,force-compression=true"),
+            Some(LayerFormat {
+                compression: Compression::Zstd,
+                level: Some(19),
+                force: true,
+                oci_media_types: None,
+            })
         );
-        assert!(parse_annotation("manifest[linux/amd64]:a=b").is_err());
-        assert!(parse_annotation("manifest-descriptor:a=b").is_err());
-        assert!(parse_annotation("novalue").is_err());
-        assert!(parse_annotation("=v").is_err());
-        assert!(parse_annotation("a b=v").is_err());
+        assert_eq!(
+            format("type=oci,dest=x,oci-mediatypes=false"),
+            Some(LayerFormat {
+                oci_media_types: Some(false),
+                ..LayerFormat::default()
+            })
+        );
+        assert_eq!(
+            format("type=docker,dest=x,compression=uncompressed")
+                .unwrap()
+                .compression,
+            Compression::Uncompressed
+        );
+        let error = |spec: &str| Output::parse(spec).unwrap_err().to_string();
+        assert_eq!(
+            error("type=image,compression=lz4\x1b"),
+            "invalid --output compression=`lz4\\u{1b}`: expected gzip, zstd or uncompressed"
+        );
+        assert!(error("type=image,compression=estargz").contains("eStargz"));
+        assert_eq!(
+            error("type=image,compression-level=10"),
+            "invalid --output compression-level=`10`: gzip levels are 0 to 9"
+        );
+        assert_eq!(
+            error("type=image,compression=zstd,compression-level=23"),
+            "invalid --output compression-level=`23`: zstd levels are 0 to 22"
+        );
+        assert!(error("type=image,compression-level=-1").contains("expected a number"));
+        assert!(error("type=image,force-compression=yes").contains("expected true or false"));
+        assert!(error("type=image,oci-mediatypes=no").contains("expected true or false"));
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl Lowerer<'_> {
                             .unwrap_or(r);
                         self.image_vertex(&r, &p, Some(span))
                     }
+                    FromRef::Named(key) => self.named_source(&key, span)?,
                 },
             ),
             None => None,

@@ -11,15 +11,17 @@
 //! `stages.rs` (FROM, global ARGs, `--from`, ONBUILD triggers, stage order and
 //! pruning), `run.rs` (RUN and its mounts), `copy.rs` (COPY and ADD) and
 //! `config.rs` (ENV, ARG, CMD, WORKDIR and the other instructions that set the
-//! image config). This file holds the entry points, the state shared while
+//! image config), and `named.rs` (named contexts replacing stages and images). This file holds the entry points, the state shared while
 //! lowering, and the dispatch of each instruction to its family.
 
 mod config;
 mod copy;
+mod named;
 mod run;
 mod stages;
 
 pub use config::go_duration;
+pub use named::{named_context_key, NamedContext};
 pub use stages::normalize_reference;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -51,6 +53,9 @@ pub struct BuildOptions {
     pub build_platform: Option<Platform>,
     /// `--label K=V`: added to the target stage's config.
     pub labels: BTreeMap<String, String>,
+    /// `--build-context NAME=VALUE`, by [`named_context_key`]: what replaces
+    /// the stage or image called NAME.
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 /// A base image as the resolver found it.
@@ -96,6 +101,8 @@ enum BaseKind {
     Scratch,
     Stage(usize),
     Image(String),
+    /// A named context that is no image (by key).
+    Named(String),
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +124,8 @@ struct Plan {
 enum FromRef {
     Stage(usize),
     Image(String),
+    /// A named context that is no image (by key).
+    Named(String),
 }
 
 struct Lowerer<'a> {
@@ -490,7 +499,8 @@ impl Lowerer<'_> {
             && match &plan.base_kind {
                 BaseKind::Image(_) => plan.resolved.is_none(),
                 BaseKind::Stage(b) => self.unknown_env.get(b).copied().unwrap_or(false),
-                BaseKind::Scratch => false,
+                // A named context that is no image has no config, so no ENV.
+                BaseKind::Scratch | BaseKind::Named(_) => false,
             };
         self.unknown_env.insert(s, unknown);
         self.env_unknown = unknown;

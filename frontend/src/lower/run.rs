@@ -327,6 +327,7 @@ impl Lowerer<'_> {
                         .unwrap_or(r);
                     l.image_vertex(&r, &p, Some(span))
                 }
+                FromRef::Named(key) => l.named_source(&key, span)?,
             };
             inputs.push(v);
             Ok(Some(inputs.len() - 1))

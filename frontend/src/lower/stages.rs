@@ -91,6 +91,9 @@ impl Lowerer<'_> {
         if let Some(i) = Self::find_stage(plans, value) {
             return Ok(FromRef::Stage(i));
         }
+        if let Some((key, c)) = self.named(value) {
+            return Ok(self.named_from(key, c));
+        }
         // As in BuildKit, an unknown stage name is an image reference.
         let r = normalize_reference(value).map_err(|m| {
             let names: Vec<&str> = plans.iter().filter_map(|p| p.def.name.as_deref()).collect();
@@ -288,14 +291,28 @@ impl Lowerer<'_> {
                 None => target_platform.clone(),
             };
             let base = e.result;
-            let base_kind = if base.eq_ignore_ascii_case("scratch") {
+            // A stage named like a named context is that context (BuildKit
+            // never runs its instructions).
+            let replaced = def.name.as_deref().and_then(|n| self.named(n));
+            let base_kind = if let Some((key, c)) = replaced.clone() {
+                self.named_base(key, c)
+            } else if base.eq_ignore_ascii_case("scratch") {
                 BaseKind::Scratch
             } else if let Some(b) = Self::find_stage(&plans, &base) {
                 BaseKind::Stage(b)
+            } else if let Some((key, c)) = self.named(&base) {
+                self.named_base(key, c)
             } else {
                 BaseKind::Image(normalize_reference(&base).map_err(|m| {
                     self.err(ErrorKind::Stage, def.span, format!("FROM {base}: {m}"))
                 })?)
+            };
+            // What a named context replaced is shown as what it is.
+            let base = match (&base_kind, &replaced) {
+                (BaseKind::Named(key), _) => format!("context:{key}"),
+                (BaseKind::Image(r), Some(_)) => r.clone(),
+                (BaseKind::Image(r), None) if self.named(&base).is_some() => r.clone(),
+                _ => base,
             };
             plans.push(Plan {
                 display_name: def.name.clone().unwrap_or_else(|| format!("stage-{i}")),
@@ -303,7 +320,11 @@ impl Lowerer<'_> {
                 base,
                 base_kind,
                 platform,
-                commands: def.commands.clone(),
+                commands: if replaced.is_some() {
+                    vec![]
+                } else {
+                    def.commands.clone()
+                },
                 deps: Vec::new(),
                 triggers_done: false,
                 resolved: None,
@@ -342,7 +363,7 @@ impl Lowerer<'_> {
                 plans[s].triggers_done = true;
                 let span = plans[s].def.span;
                 let triggers: Vec<String> = match plans[s].base_kind.clone() {
-                    BaseKind::Scratch => vec![],
+                    BaseKind::Scratch | BaseKind::Named(_) => vec![],
                     BaseKind::Image(r) => {
                         let platform = plans[s].platform.clone();
                         let resolved = self.resolve(&r, &platform, span)?;
@@ -583,6 +604,24 @@ impl Lowerer<'_> {
                     cmd_set: false,
                     has_base_image: base.has_base_image,
                     base_vertex: base.base_vertex,
+                    used_once: HashMap::new(),
+                    workdir_set: false,
+                }
+            }
+            BaseKind::Named(key) => {
+                let root = self.named_root(key, plan.def.span)?;
+                StageState {
+                    config: ImageConfig {
+                        working_dir: "/".into(),
+                        ..Default::default()
+                    },
+                    root,
+                    env: vec![],
+                    args: vec![],
+                    history: vec![self.named_history(key)],
+                    cmd_set: false,
+                    has_base_image: false,
+                    base_vertex: None,
                     used_once: HashMap::new(),
                     workdir_set: false,
                 }
