@@ -192,6 +192,105 @@ impl<O: CacheOutput + Send> CacheIndex<O> for FileCacheIndex<O> {
     }
 }
 
+/// How long each op ran when it last executed, in one small file (`<op digest>
+/// <milliseconds>` per line), for the solver's longest-first order
+/// ([`crate::solver::StepHistory`]). Loaded once per build and written back
+/// (temporary file, rename) when the build recorded something; a missing or
+/// damaged file only costs the ordering, so every failure is ignored.
+#[derive(Debug)]
+pub struct FileStepHistory {
+    file: PathBuf,
+    state: std::sync::Mutex<HistoryState>,
+}
+
+#[derive(Debug, Default)]
+struct HistoryState {
+    /// op digest → (milliseconds, when it was last recorded: higher is later).
+    entries: std::collections::HashMap<crate::digest::Digest, (u64, u64)>,
+    clock: u64,
+    dirty: bool,
+}
+
+/// The most ops the file keeps (the most recently recorded): a few hundred
+/// KB at most, however many different steps the store has built.
+const HISTORY_ENTRIES: usize = 4096;
+
+impl FileStepHistory {
+    /// The history in `file` (empty when it is missing or unreadable).
+    pub fn load(file: PathBuf) -> Self {
+        let mut state = HistoryState::default();
+        if let Ok(text) = fs::read_to_string(&file) {
+            // Oldest first in the file, so later lines are the more recent ones.
+            for line in text.lines() {
+                let mut fields = line.split(' ');
+                let (Some(op), Some(ms), None) = (fields.next(), fields.next(), fields.next())
+                else {
+                    continue;
+                };
+                let (Ok(op), Ok(ms)) = (op.parse(), ms.parse::<u64>()) else {
+                    continue;
+                };
+                state.clock += 1;
+                state.entries.insert(op, (ms, state.clock));
+            }
+        }
+        FileStepHistory {
+            file,
+            state: std::sync::Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HistoryState> {
+        // One map operation per critical section.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the file back if anything was recorded since it was loaded.
+    pub fn save(&self) {
+        let mut state = self.lock();
+        if !state.dirty {
+            return;
+        }
+        state.dirty = false;
+        let mut entries: Vec<_> = state.entries.iter().map(|(op, v)| (*op, *v)).collect();
+        drop(state);
+        entries.sort_by_key(|(_, (_, when))| std::cmp::Reverse(*when));
+        entries.truncate(HISTORY_ENTRIES);
+        entries.reverse();
+        let mut text = String::new();
+        for (op, (ms, _)) in entries {
+            text.push_str(&format!("{op} {ms}\n"));
+        }
+        static SAVES: AtomicU64 = AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, Ordering::Relaxed);
+        let temporary = self
+            .file
+            .with_extension(format!("tmp-{}-{n}", std::process::id()));
+        let written = fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, &self.file));
+        if written.is_err() {
+            let _ = fs::remove_file(&temporary);
+        }
+    }
+}
+
+impl crate::solver::StepHistory for FileStepHistory {
+    fn expected(&self, op: &crate::digest::Digest) -> Option<std::time::Duration> {
+        self.lock()
+            .entries
+            .get(op)
+            .map(|(ms, _)| std::time::Duration::from_millis(*ms))
+    }
+
+    fn record(&self, op: &crate::digest::Digest, took: std::time::Duration) {
+        let mut state = self.lock();
+        state.clock += 1;
+        let when = state.clock;
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        state.entries.insert(*op, (ms, when));
+        state.dirty = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +359,29 @@ mod tests {
         let cause = std::error::Error::source(&error).unwrap().to_string();
         assert!(cause.starts_with("failed to create "), "{cause}");
         assert!(cause.contains("cache-v1/.tmp-"), "{cause}");
+    }
+
+    #[test]
+    fn step_history_survives_reloading_and_ignores_damaged_lines() {
+        use crate::solver::StepHistory;
+        use std::time::Duration;
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("step-durations");
+        let (a, b) = (Digest::of(b"RUN a"), Digest::of(b"RUN b"));
+        let history = FileStepHistory::load(file.clone());
+        assert_eq!(history.expected(&a), None);
+        history.record(&a, Duration::from_millis(4700));
+        history.record(&b, Duration::from_millis(2300));
+        history.record(&a, Duration::from_millis(4200));
+        history.save();
+        let mut text = fs::read_to_string(&file).unwrap();
+        text.push_str("garbage\nsha256:zz 12\n");
+        fs::write(&file, text).unwrap();
+        let history = FileStepHistory::load(file.clone());
+        assert_eq!(history.expected(&a), Some(Duration::from_millis(4200)));
+        assert_eq!(history.expected(&b), Some(Duration::from_millis(2300)));
+        assert_eq!(history.expected(&Digest::of(b"RUN c")), None);
+        let names: Vec<_> = fs::read_dir(root.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file is left");
     }
 }

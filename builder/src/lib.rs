@@ -79,10 +79,10 @@ pub use digest::{
     CacheKey, CanonicalBytes, CanonicalEncoder, DefinitionDigest, Digest, ParseDigestError,
     FORMAT_VERSION,
 };
-pub use file_index::{CacheOutput, FileCacheIndex, FileIndexError};
+pub use file_index::{CacheOutput, FileCacheIndex, FileIndexError, FileStepHistory};
 pub use graph::{BuildGraph, GraphError, Vertex, VertexId, VertexMeta};
 pub use op::{NotContentAddressed, Op, OpContext, OpError, LOG_TAIL_LINES};
 pub use progress::{
     BuildSummary, Event, EventSink, LogStream, StepStatus, StepSummary, SummaryCollector, Usage,
 };
-pub use solver::{OpAction, OpPanicked, Solution, SolveError, Solver, VertexOutcome};
+pub use solver::{OpAction, OpPanicked, Solution, SolveError, Solver, StepHistory, VertexOutcome};

@@ -3,7 +3,8 @@
 //!
 //! See `docs/solver.md` for the states of a vertex and how keys are derived.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use futures::FutureExt;
 use petgraph::algo::toposort;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, NodeFiltered};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{oneshot, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -189,6 +190,21 @@ pub struct Solver<O> {
     index: Arc<dyn CacheIndex<O>>,
     jobs: usize,
     events: EventSink,
+    history: Option<Arc<dyn StepHistory>>,
+}
+
+/// How long ops ran in earlier builds, so that the solver starts the longest
+/// known op first when more ops are ready than `jobs` allows (longest
+/// processing time first: the last op to start is then a short one, and the
+/// cores finish together instead of one finishing a long op alone).
+///
+/// Keyed by the op's own definition digest (the RUN command and its options,
+/// not its inputs), so a step whose inputs changed still has its history.
+pub trait StepHistory: Send + Sync {
+    /// How long the op took when it last ran, if known.
+    fn expected(&self, op: &Digest) -> Option<Duration>;
+    /// Records how long the op took (its CPU time when measured, else its wall time).
+    fn record(&self, op: &Digest, took: Duration);
 }
 
 impl<O> Solver<O>
@@ -204,7 +220,15 @@ where
                 .map(|n| n.get())
                 .unwrap_or(1),
             events: EventSink::discard(),
+            history: None,
         }
+    }
+
+    /// Orders ready ops by how long they took before (see [`StepHistory`]) and
+    /// records how long each executed op takes.
+    pub fn with_history(mut self, history: Arc<dyn StepHistory>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Runs at most `jobs` ops' `exec` at once (at least 1).
@@ -222,6 +246,41 @@ where
     /// The number of ops run at once.
     pub fn jobs(&self) -> usize {
         self.jobs
+    }
+
+    /// Nodes whose recorded duration is shorter than that of another node
+    /// independent of them (neither needs the other, so both may be ready at
+    /// once): those wait a moment before taking a free permit, so that the
+    /// longer one can have it. Without a history, none.
+    fn patient_nodes(
+        &self,
+        graph: &BuildGraph<O>,
+        nodes: &HashMap<NodeIndex, Node<O>>,
+    ) -> HashSet<NodeIndex> {
+        let Some(history) = &self.history else {
+            return HashSet::new();
+        };
+        let known: Vec<(NodeIndex, Duration)> = nodes
+            .iter()
+            .filter_map(|(index, node)| Some((*index, history.expected(&node.op_digest)?)))
+            .collect();
+        // Pairs of walks: kept to graphs of a size where that is instant.
+        if known.len() > 256 {
+            return HashSet::new();
+        }
+        let petgraph = graph.petgraph();
+        let mut patient = HashSet::new();
+        for (a, a_takes) in &known {
+            let has_longer_peer = known.iter().any(|(b, b_takes)| {
+                b_takes > a_takes
+                    && !petgraph::algo::has_path_connecting(petgraph, *a, *b, None)
+                    && !petgraph::algo::has_path_connecting(petgraph, *b, *a, None)
+            });
+            if has_longer_peer {
+                patient.insert(*a);
+            }
+        }
+        patient
     }
 
     /// Obtains the outputs of `targets`: from the cache where their keys hit,
@@ -243,12 +302,15 @@ where
         if cancellation.is_cancelled() {
             return Err(SolveError::Cancelled);
         }
+        let patient = self.patient_nodes(graph, &plan.nodes);
         let run = Arc::new(Run {
+            patient,
             nodes: plan.nodes,
             index: self.index.clone(),
             events: self.events.clone(),
             cancellation: cancellation.child_token(),
-            semaphore: Arc::new(Semaphore::new(self.jobs)),
+            permits: Arc::new(Permits::new(self.jobs)),
+            history: self.history.clone(),
             tracker: TaskTracker::new(),
             failure: Mutex::new(None),
             outcomes: Mutex::new(BTreeMap::new()),
@@ -432,7 +494,11 @@ struct Run<O> {
     events: EventSink,
     /// Cancelled by the caller (parent token) or by the first failure.
     cancellation: CancellationToken,
-    semaphore: Arc<Semaphore>,
+    permits: Arc<Permits>,
+    history: Option<Arc<dyn StepHistory>>,
+    /// Nodes that wait [`PATIENCE`] for a longer op to ask for a free permit
+    /// (see [`Solver::patient_nodes`]).
+    patient: HashSet<NodeIndex>,
     tracker: TaskTracker,
     failure: Mutex<Option<SolveError>>,
     outcomes: Mutex<BTreeMap<VertexId, VertexOutcome>>,
@@ -691,10 +757,18 @@ where
 
         // Checked first (biased) so that no op starts once the build is cancelled,
         // even if a permit is free.
+        let expected = self
+            .history
+            .as_ref()
+            .and_then(|history| history.expected(&vertex.op_digest));
         let _permit = tokio::select! {
             biased;
             _ = self.cancellation.cancelled() => return Err(Aborted),
-            permit = self.semaphore.clone().acquire_owned() => permit.map_err(|_| Aborted)?,
+            permit = Permits::acquire(
+                self.permits.clone(),
+                expected,
+                self.patient.contains(&node),
+            ) => permit?,
         };
         self.execute(node, keys, inputs).await
     }
@@ -756,6 +830,16 @@ where
             });
             return Err(self.index_failed(node, error));
         }
+        if let Some(history) = &self.history {
+            // The step's CPU time when the runner measured it: its wall time
+            // grows with whatever ran beside it, and the order is about the
+            // work each step brings.
+            let length = usage
+                .map(|usage| usage.cpu_time)
+                .filter(|cpu| !cpu.is_zero())
+                .unwrap_or(duration);
+            history.record(&vertex.op_digest, length);
+        }
         self.lock_outcomes()
             .insert(id, VertexOutcome::Executed { duration, usage });
         self.events.emit(Event::VertexCompleted {
@@ -764,6 +848,140 @@ where
             usage,
         });
         Ok(output)
+    }
+}
+
+/// How long an op known to be shorter than an independent peer waits before
+/// taking a free permit: nothing next to the seconds such steps run, ample for
+/// the peer's key lookups.
+const PATIENCE: Duration = Duration::from_millis(20);
+
+/// At most `jobs` ops executing at once; when a permit frees, it goes to the
+/// waiting op expected to run longest. Ops without a history go first (a new
+/// step may be the long one; if it is short, starting it early costs little),
+/// then by expected duration, longest first; ties in arrival order.
+struct Permits {
+    state: Mutex<PermitState>,
+}
+
+struct PermitState {
+    free: usize,
+    arrivals: u64,
+    waiting: BinaryHeap<Waiter>,
+}
+
+struct Waiter {
+    /// (no history, expected duration, earlier arrival): greatest first.
+    rank: (bool, Duration, Reverse<u64>),
+    /// Receives the permit itself: if the waiter is gone by then (the build
+    /// was cancelled), dropping the unreceived permit passes it on.
+    grant: oneshot::Sender<Permit>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank.cmp(&other.rank)
+    }
+}
+
+/// The right to execute one op; released (passed on) when dropped.
+struct Permit {
+    permits: Option<Arc<Permits>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(permits) = self.permits.take() {
+            permits.release();
+        }
+    }
+}
+
+impl Permits {
+    fn new(jobs: usize) -> Self {
+        Permits {
+            state: Mutex::new(PermitState {
+                free: jobs,
+                arrivals: 0,
+                waiting: BinaryHeap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PermitState> {
+        // Every critical section leaves the state consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn acquire(
+        this: Arc<Self>,
+        expected: Option<Duration>,
+        patient: bool,
+    ) -> Result<Permit, Aborted> {
+        let granted = {
+            let mut state = this.lock();
+            let (grant, granted) = oneshot::channel();
+            let arrival = state.arrivals;
+            state.arrivals += 1;
+            state.waiting.push(Waiter {
+                rank: (
+                    expected.is_none(),
+                    expected.unwrap_or_default(),
+                    Reverse(arrival),
+                ),
+                grant,
+            });
+            granted
+        };
+        // Ops become ready in bursts (the stages of one base all wake when it is
+        // there): let the others of the burst queue up before a free permit is
+        // handed out, or the first to arrive would take it whatever its length.
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        if patient && this.lock().free > 0 {
+            // Ops of one burst still reach this point milliseconds apart (each
+            // looks its keys up first): a shorter op known to have a longer
+            // independent peer leaves it that long to queue up.
+            // Not `tokio::time`: the caller's runtime need not have timers.
+            let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PATIENCE)).await;
+        }
+        this.dispatch();
+        granted.await.map_err(|_| Aborted)
+    }
+
+    /// Hands the free permits to the best waiters.
+    fn dispatch(self: &Arc<Self>) {
+        let mut state = self.lock();
+        while state.free > 0 {
+            let Some(waiter) = state.waiting.pop() else {
+                return;
+            };
+            let permit = Permit {
+                permits: Some(self.clone()),
+            };
+            match waiter.grant.send(permit) {
+                Ok(()) => state.free -= 1,
+                // Gone (the build was cancelled): the next one, without the
+                // permit releasing itself (the lock is held here).
+                Err(mut permit) => permit.permits = None,
+            }
+        }
+    }
+
+    fn release(self: &Arc<Self>) {
+        self.lock().free += 1;
+        self.dispatch();
     }
 }
 
@@ -783,4 +1001,55 @@ async fn catch_panic<T>(
                 .unwrap_or_default();
             Err(Box::new(OpPanicked { message }))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_freed_permit_goes_to_the_longest_expected_op_and_skips_those_gone() {
+        let permits = Arc::new(Permits::new(1));
+        let held = Permits::acquire(permits.clone(), None, false)
+            .await
+            .unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let waiters = [
+            ("short", Some(1)),
+            ("long", Some(9)),
+            ("gone", Some(20)),
+            ("no history", None),
+            ("middle", Some(5)),
+            ("long, later", Some(9)),
+        ];
+        for (name, secs) in waiters {
+            let mut acquire = Box::pin(Permits::acquire(
+                permits.clone(),
+                secs.map(Duration::from_secs),
+                false,
+            ));
+            // Polled once here, so the waiters queue up in this order.
+            assert!(futures::poll!(&mut acquire).is_pending());
+            if name == "gone" {
+                // A cancelled build drops its waiters; their turn must pass on.
+                continue;
+            }
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let permit = acquire.await.unwrap();
+                order.lock().unwrap().push(name);
+                drop(permit);
+            }));
+        }
+        drop(held);
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["no history", "long", "long, later", "middle", "short"]
+        );
+        assert_eq!(permits.lock().free, 1, "every permit came back");
+    }
 }

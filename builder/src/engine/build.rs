@@ -980,7 +980,13 @@ pub fn build(
     };
     let events = cached_ancestors(&graph, &all_ids, &all_ignored, events);
     let used_index = index.clone();
-    let mut solver = Solver::new(index).with_events(events);
+    // Longest known step first when more are ready than there are jobs.
+    let history = Arc::new(crate::FileStepHistory::load(
+        store.root().join("step-durations"),
+    ));
+    let mut solver = Solver::new(index)
+        .with_events(events)
+        .with_history(history.clone());
     if let Some(jobs) = request.jobs {
         solver = solver.with_jobs(jobs);
     }
@@ -994,6 +1000,7 @@ pub fn build(
         .map_err(|e| BuildError::Other(Box::new(e)))?;
     let result = runtime.block_on(solver.solve(&graph, &targets, cancel));
     engine.save_stat_cache();
+    history.save();
     let solution = match result {
         Ok(s) => s,
         Err(SolveError::Cancelled) => return Err(BuildError::Cancelled),
