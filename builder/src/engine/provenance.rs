@@ -429,16 +429,7 @@ pub fn attach(
                 "size": manifest.size(),
                 "platform": image_platform,
             },
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": attestation.digest().to_string(),
-                "size": attestation.size(),
-                "annotations": {
-                    REFERENCE_DIGEST: manifest.digest().to_string(),
-                    REFERENCE_TYPE: "attestation-manifest",
-                },
-                "platform": {"architecture": "unknown", "os": "unknown"},
-            },
+            attestation_entry(&attestation, manifest),
         ],
     });
     store

@@ -689,16 +689,10 @@ fn attestation_entry(
 ) -> Result<Value, RebaseError> {
     let attestation = super::provenance::attestation_manifest(store, statement)
         .map_err(|e| RebaseError::Invalid(e.to_string()))?;
-    Ok(json!({
-        "mediaType": attestation.media_type().to_string(),
-        "digest": attestation.digest().to_string(),
-        "size": attestation.size(),
-        "annotations": {
-            super::provenance::REFERENCE_DIGEST: platform.manifest.digest().to_string(),
-            super::provenance::REFERENCE_TYPE: "attestation-manifest",
-        },
-        "platform": {"architecture": "unknown", "os": "unknown"},
-    }))
+    Ok(super::provenance::attestation_entry(
+        &attestation,
+        &platform.manifest,
+    ))
 }
 
 /// The image's index with each image manifest replaced by its rebased one;
