@@ -450,6 +450,14 @@ impl LocalSnapshotter {
             id = set.next_id.max(1);
             set.next_id = id + 1;
             let dest = self.dir(id);
+            // A directory under an id no record holds is what a process
+            // killed between this rename and the record write (or in the
+            // middle of a removal) left: nothing refers to it, and the next
+            // snapshot takes its id.
+            if !set.snapshots.values().any(|r| r.id == id) && dest.exists() {
+                fs::remove_dir_all(&dest)
+                    .map_err(io_err("remove the leftover directory", &dest))?;
+            }
             fs::rename(&tmp_path, &dest).map_err(io_err("rename snapshot directory to", &dest))?;
             set.snapshots.insert(
                 key.to_string(),

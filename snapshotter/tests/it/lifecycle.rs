@@ -308,3 +308,28 @@ fn overlay_refuses_roots_with_option_separators() {
     .unwrap();
     assert_eq!(seen, [("k".to_string(), Kind::Active)]);
 }
+
+/// A process killed after renaming a new snapshot's directory into place but
+/// before writing its record leaves `snapshots/N` behind under the id the
+/// next snapshot takes: that snapshot replaces it (the crash harness of
+/// `tests/fsck/crash.rs` found this as `Directory not empty` on the next
+/// build).
+#[test]
+fn a_leftover_directory_under_the_next_id_is_replaced() {
+    let (_tmp, root) = temp_root();
+    let s = LocalSnapshotter::open(&root, BackendChoice::Native).unwrap();
+    s.prepare("a", None).unwrap();
+    // The directory the next snapshot gets: one past the highest in use.
+    let used: Vec<u64> = fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+        .collect();
+    let next = used.iter().max().unwrap() + 1;
+    let leftover = root.join("snapshots").join(next.to_string());
+    fs::create_dir_all(leftover.join("fs")).unwrap();
+    fs::write(leftover.join("fs/stale"), b"from a killed process").unwrap();
+    s.prepare("b", None).unwrap();
+    with_mounted(&s, "b", |p| {
+        assert!(!p.join("stale").exists(), "the leftover's files leaked");
+    });
+}
