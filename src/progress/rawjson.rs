@@ -5,7 +5,7 @@
 //! Field names, base64 bytes (`data`, `short`) and RFC 3339 nanosecond times
 //! follow the JSON tags of BuildKit's `client.SolveStatus`. A vertex's
 //! `digest` identifies it within the stream; hoist has no LLB, so it is the
-//! SHA-256 of the vertex's index and name, not an LLB op digest. hoist's own
+//! SHA-256 of the vertex's index in the build graph, not an LLB op digest. hoist's own
 //! messages (pushes, names, cache export) are vertices that start and
 //! complete at once, as BuildKit shows its exporter's steps; base-image
 //! pulls are one vertex per image with a status per blob.
@@ -89,11 +89,19 @@ impl<W: Write> RawJson<W> {
     /// The vertex of `id`, made when first seen (a log or progress may come
     /// before `started` while a cache key is computed).
     fn vertex(&mut self, id: VertexId, name: Option<&str>) -> &Vertex {
-        self.vertices.entry(id).or_insert_with(|| Vertex {
-            digest: digest_of("vertex", &format!("{} {}", id.index(), name.unwrap_or(""))),
-            name: name.unwrap_or_default().to_string(),
+        // The digest is fixed at first sight (by the vertex's index, which is
+        // unique in the build); a name learned later is still shown.
+        let vertex = self.vertices.entry(id).or_insert_with(|| Vertex {
+            digest: digest_of("vertex", &id.index().to_string()),
+            name: String::new(),
             started: now(),
-        })
+        });
+        if let Some(name) = name {
+            if vertex.name.is_empty() {
+                vertex.name = name.to_string();
+            }
+        }
+        vertex
     }
 
     fn ended(&mut self, id: VertexId, extra: &[(&str, Value)]) {
