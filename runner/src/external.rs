@@ -202,7 +202,8 @@ pub(crate) fn runtime_config(
     }
     linux["resources"] = resources;
     if config.seccomp {
-        linux["seccomp"] = crate::security::default_seccomp_oci(config.all_capabilities)?;
+        linux["seccomp"] =
+            crate::security::default_seccomp_oci(config.all_capabilities, config.discard_syncs)?;
     }
     let value = json!({
         "ociVersion": "1.0.2",
@@ -315,6 +316,7 @@ mod tests {
     fn config_json_fits_the_runtime_spec() {
         let config = InitConfig {
             all_capabilities: false,
+            discard_syncs: false,
             tty: false,
             plan: RootPlan {
                 root: "/bundle/rootfs".into(),

@@ -37,6 +37,9 @@ pub(crate) struct InitConfig {
     /// Keep all capabilities (see `RunSpec::all_capabilities`).
     #[serde(default)]
     pub all_capabilities: bool,
+    /// See `RunSpec::discard_syncs`.
+    #[serde(default)]
+    pub discard_syncs: bool,
     /// Run an external OCI runtime instead of the step (see `external.rs`).
     pub external: Option<crate::external::ExternalPlan>,
     /// `--ulimit`s, set before privileges are dropped.
@@ -165,7 +168,7 @@ fn run_init() -> Result<InitMessage, InitError> {
     let program = find_program(&config.argv, &env)?;
     let filters = if config.seccomp {
         Some(
-            crate::security::default_seccomp_filters(config.all_capabilities)
+            crate::security::default_seccomp_filters(config.all_capabilities, config.discard_syncs)
                 .map_err(|e| InitError::Exec(error_chain(&e)))?,
         )
     } else {

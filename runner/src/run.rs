@@ -437,6 +437,7 @@ impl Runner {
             no_new_privileges: spec.no_new_privileges,
             seccomp: spec.seccomp,
             all_capabilities: spec.all_capabilities,
+            discard_syncs: spec.discard_syncs,
             external,
             ulimits: spec.options.ulimits.clone(),
             tty: attach.tty.is_some(),

@@ -104,19 +104,25 @@ fn step_caps(all_capabilities: bool) -> Vec<String> {
 }
 
 /// Docker's default seccomp profile for this host and a step with Docker's
-/// default capabilities (or all of them), as BPF programs to install in order.
+/// default capabilities (or all of them), as BPF programs to install in order;
+/// with `discard_syncs`, the flush calls succeed without doing anything
+/// (`RunSpec::discard_syncs`).
 pub(crate) fn default_seccomp_filters(
     all_capabilities: bool,
+    discard_syncs: bool,
 ) -> Result<Vec<Vec<libc::sock_filter>>, SecurityError> {
-    let target = filter::Context::host(step_caps(all_capabilities))?;
+    let mut target = filter::Context::host(step_caps(all_capabilities))?;
+    target.discard_syncs = discard_syncs;
     Ok(vec![filter::compile(&target)?])
 }
 
 /// The same profile as a runtime-spec `linux.seccomp` object.
 pub(crate) fn default_seccomp_oci(
     all_capabilities: bool,
+    discard_syncs: bool,
 ) -> Result<serde_json::Value, SecurityError> {
-    let target = filter::Context::host(step_caps(all_capabilities))?;
+    let mut target = filter::Context::host(step_caps(all_capabilities))?;
+    target.discard_syncs = discard_syncs;
     Ok(filter::oci_json(&target))
 }
 
@@ -126,7 +132,7 @@ mod tests {
 
     #[test]
     fn filters_compile_for_this_machine() {
-        let programs = default_seccomp_filters(false).unwrap();
+        let programs = default_seccomp_filters(false, false).unwrap();
         assert_eq!(programs.len(), 1);
         assert!(programs.iter().all(|p| !p.is_empty() && p.len() < 4096));
     }

@@ -48,6 +48,15 @@ pub struct RunSpec {
     /// Keep every capability the runner has instead of Docker's default set
     /// (`RUN --security=insecure`, like `docker run --privileged`).
     pub all_capabilities: bool,
+    /// With the seccomp filter on, `fsync`, `fdatasync`, `sync`, `syncfs`
+    /// and `sync_file_range` return success at once without flushing
+    /// anything (what `eatmydata` does). For build steps: a step's files
+    /// are only kept through the layer hoist writes and syncs itself, so a
+    /// package manager's thousands of flushes buy nothing but time
+    /// (`docs/runner.md`, "Flushes in build steps"). Off in
+    /// [`RunSpec::new`], so `hoist run` flushes for real.
+    #[serde(default)]
+    pub discard_syncs: bool,
     /// `--add-host`, `--shm-size`, `--ulimit`.
     #[serde(default)]
     pub options: StepOptions,
@@ -70,6 +79,7 @@ impl RunSpec {
             no_new_privileges: true,
             seccomp: true,
             all_capabilities: false,
+            discard_syncs: false,
             options: StepOptions::default(),
         }
     }

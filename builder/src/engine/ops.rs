@@ -586,6 +586,10 @@ impl Op<Artifact> for ExecStep {
                             op.cwd.clone()
                         };
                         spec.user = op.user.clone();
+                        // The step's files are kept through the layer hoist
+                        // writes and syncs at commit; a RUN's own flushes
+                        // (dpkg's, per file) only cost time (docs/runner.md).
+                        spec.discard_syncs = true;
                         spec.network = match network {
                             hoist_frontend::graph::NetworkMode::None => {
                                 hoist_runner::NetworkMode::None

@@ -74,7 +74,24 @@ pub(crate) struct Context {
     pub caps: Vec<String>,
     /// The running kernel's (major, minor).
     pub kernel: (u32, u32),
+    /// [`SYNC_CALLS`] return 0 without running (`RunSpec::discard_syncs`).
+    pub discard_syncs: bool,
 }
+
+/// The calls that only flush data the kernel already holds to the disk. A
+/// filter may answer them with success: what the caller reads back is the
+/// same either way, only durability across a power loss differs. (`msync`
+/// is left alone: it also carries `MS_INVALIDATE`, which changes what a
+/// mapping sees.)
+pub(crate) const SYNC_CALLS: &[&str] = &[
+    "fsync",
+    "fdatasync",
+    "sync",
+    "syncfs",
+    "sync_file_range",
+    "sync_file_range2",
+    "arm_sync_file_range",
+];
 
 /// Errors while building the filter.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +117,7 @@ impl Context {
             sections,
             caps,
             kernel: kernel_version(),
+            discard_syncs: false,
         })
     }
 }
@@ -149,8 +167,22 @@ pub(crate) fn resolve(target: &Context) -> BTreeMap<&'static str, Vec<Rule>> {
             });
         }
     }
+    if target.discard_syncs {
+        // Only calls the profile lets through: one it refuses stays refused.
+        for (name, rules) in out.iter_mut() {
+            if SYNC_CALLS.contains(name) {
+                *rules = vec![DISCARD];
+            }
+        }
+    }
     out
 }
+
+/// What a discarded flush does: nothing, successfully.
+const DISCARD: Rule = Rule {
+    args: &[],
+    action: Action::Errno(0),
+};
 
 /// What the program does for one syscall number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -288,8 +320,16 @@ pub(crate) fn compile(target: &Context) -> Result<Vec<libc::sock_filter>, Filter
 /// hands runc: groups already resolved for the step's capabilities).
 pub(crate) fn oci_json(target: &Context) -> Value {
     let mut syscalls = Vec::new();
+    let discarded = |name: &&str| target.discard_syncs && SYNC_CALLS.contains(name);
+    let mut discard: Vec<&str> = Vec::new();
     for g in GROUPS.iter().filter(|g| applies(g, target)) {
-        let names = g.names;
+        // libseccomp takes one action per call: a discarded flush leaves its
+        // group for the entry of its own below.
+        let names: Vec<&str> = g.names.iter().copied().filter(|n| !discarded(n)).collect();
+        discard.extend(g.names.iter().copied().filter(discarded));
+        if names.is_empty() {
+            continue;
+        }
         let mut entry = json!({"names": names});
         match g.action {
             Action::Allow => entry["action"] = json!("SCMP_ACT_ALLOW"),
@@ -318,6 +358,15 @@ pub(crate) fn oci_json(target: &Context) -> Value {
         }
         syscalls.push(entry);
     }
+    if !discard.is_empty() {
+        discard.sort_unstable();
+        discard.dedup();
+        syscalls.push(json!({
+            "names": discard,
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 0,
+        }));
+    }
     json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": DEFAULT_ERRNO,
@@ -345,6 +394,7 @@ mod tests {
             sections,
             caps: step_caps(all),
             kernel,
+            discard_syncs: false,
         }
     }
 
@@ -663,6 +713,63 @@ mod tests {
         assert_eq!(clone["args"][0]["value"], CLONE_NAMESPACE_FLAGS_FOR_TEST);
         let all = oci_json(&context("amd64", true, (6, 1)));
         assert!(names(&all).contains(&"mount".to_string()));
+    }
+
+    #[test]
+    fn discarded_flushes_succeed_and_nothing_else_changes() {
+        let plain = context("amd64", false, (6, 1));
+        let mut discarding = plain.clone();
+        discarding.discard_syncs = true;
+        let (before, after) = (compile(&plain).unwrap(), compile(&discarding).unwrap());
+        let x64 = |p: &[libc::sock_filter], nr: libc::c_long| {
+            run(p, nr as u32, AUDIT_ARCH_X86_64, [3, 0, 0, 0, 0, 0])
+        };
+        for nr in [
+            libc::SYS_fsync,
+            libc::SYS_fdatasync,
+            libc::SYS_sync,
+            libc::SYS_syncfs,
+            libc::SYS_sync_file_range,
+        ] {
+            assert_eq!(x64(&before, nr), RET_ALLOW, "{nr} without discarding");
+            // SECCOMP_RET_ERRNO with 0: the call returns 0 and never runs.
+            assert_eq!(x64(&after, nr), RET_ERRNO, "{nr} discarded");
+        }
+        // i386's fsync (118) too: a 32-bit program flushes through its own numbers.
+        assert_eq!(
+            run(&after, 118, AUDIT_ARCH_I386, [3, 0, 0, 0, 0, 0]),
+            RET_ERRNO
+        );
+        for nr in [libc::SYS_write, libc::SYS_msync, libc::SYS_openat] {
+            assert_eq!(x64(&after, nr), RET_ALLOW, "{nr}");
+        }
+        assert_eq!(x64(&after, libc::SYS_mount), RET_ERRNO | libc::EPERM as u32);
+        let (a, b) = (resolve(&plain), resolve(&discarding));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (name, rules) in &a {
+            if !SYNC_CALLS.contains(name) {
+                assert_eq!(Some(rules), b.get(name), "{name}");
+            }
+        }
+
+        // The runtime-spec form: one entry with errno 0, the calls in no other.
+        let value = oci_json(&discarding);
+        let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(value.clone()).unwrap();
+        let entries = value["syscalls"].as_array().unwrap();
+        let holding = |name: &str| -> Vec<&Value> {
+            entries
+                .iter()
+                .filter(|e| e["names"].as_array().unwrap().iter().any(|n| n == name))
+                .collect()
+        };
+        for name in ["fsync", "fdatasync", "sync", "syncfs", "sync_file_range"] {
+            let found = holding(name);
+            assert_eq!(found.len(), 1, "{name} in {found:?}");
+            assert_eq!(found[0]["action"], "SCMP_ACT_ERRNO", "{name}");
+            assert_eq!(found[0]["errnoRet"], 0, "{name}");
+        }
+        assert_eq!(holding("write").len(), 1);
+        assert_eq!(holding("write")[0]["action"], "SCMP_ACT_ALLOW");
     }
 
     const CLONE_NAMESPACE_FLAGS_FOR_TEST: u64 = super::super::profile::CLONE_NAMESPACE_FLAGS;

@@ -39,6 +39,11 @@ int main(void) {
     report("socket_vsock", syscall(SYS_socket, 40 /* AF_VSOCK */, SOCK_STREAM_PROBE, 0));
     report("socket_unix", syscall(SYS_socket, 1 /* AF_UNIX */, SOCK_STREAM_PROBE, 0));
     report("clone3", syscall(SYS_clone3, 0, 0));
+    /* Flushes of a descriptor that is not open: EBADF when they run. */
+    report("fsync_badfd", syscall(SYS_fsync, 999));
+    report("fdatasync_badfd", syscall(SYS_fdatasync, 999));
+    report("syncfs_badfd", syscall(SYS_syncfs, 999));
+    report("sync_file_range_badfd", syscall(SYS_sync_file_range, 999, 0, 0, 2));
     /* x32 getpid (the x32 bit on x86_64's own number), in a child: a
        filter may kill instead of failing the call (reported as 1000+signal). */
     long x = fork();
@@ -98,6 +103,14 @@ fn probe_in(root: &Root, probe: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The probe's flush calls (`RunSpec::discard_syncs`).
+const FLUSHES: [&str; 4] = [
+    "fsync_badfd",
+    "fdatasync_badfd",
+    "syncfs_badfd",
+    "sync_file_range_badfd",
+];
+
 pub fn allowlist_on_the_kernel(env: &Env) -> Result<(), Failed> {
     need_root!();
     let work = tempfile::tempdir()?;
@@ -118,6 +131,7 @@ pub fn allowlist_on_the_kernel(env: &Env) -> Result<(), Failed> {
             | "socket_vsock"
             | "clone_newuser" => eperm,
             "clone3" | "newer_than_profile" => enosys,
+            k if k.ends_with("_badfd") => libc::EBADF,
             _ => 0,
         }
     };
@@ -137,6 +151,9 @@ pub fn allowlist_on_the_kernel(env: &Env) -> Result<(), Failed> {
         "clone_newuser",
         "ptrace_traceme",
     ] {
+        check_eq!((key, got.get(key).copied()), (key, Some(want(key))));
+    }
+    for key in FLUSHES {
         check_eq!((key, got.get(key).copied()), (key, Some(want(key))));
     }
     // x32 calls are refused by the filter (EPERM). Through runc,
@@ -161,6 +178,21 @@ pub fn allowlist_on_the_kernel(env: &Env) -> Result<(), Failed> {
             && open.get("clone3") != Some(&enosys),
         "without seccomp: {open:?}"
     );
+
+    // A build step's spec: the flushes return 0 without running (the bad
+    // descriptor is never looked at); everything else answers as above.
+    let mut spec = root.spec("/probe");
+    spec.discard_syncs = true;
+    let discarding = results(&stdout_of(env, &spec)?);
+    for key in FLUSHES {
+        check_eq!((key, discarding.get(key).copied()), (key, Some(0)));
+    }
+    for key in ["mount", "keyctl", "clone3", "socket_unix"] {
+        check_eq!(
+            (key, discarding.get(key).copied()),
+            (key, got.get(key).copied())
+        );
+    }
 
     // Privileged (all capabilities) with the filter on: moby's capability
     // groups open up (mount, namespaces), the rest stays closed.
