@@ -374,7 +374,7 @@ impl StatCache {
         if let Some(d) = self.lookup(path, meta) {
             return Ok(d);
         }
-        let mut file = File::open(path)?;
+        let mut file = open_to_hash(path)?;
         let mut hasher = Sha256::new();
         loop {
             let n = match file.read(buf) {
@@ -388,6 +388,26 @@ impl StatCache {
         let digest: [u8; 32] = hasher.finalize().into();
         self.remember(path.to_path_buf(), meta, digest);
         Ok(digest)
+    }
+}
+
+/// Opens a context file for reading without touching its atime: after a
+/// `touch` (atime = mtime), relatime would otherwise dirty every inode the
+/// rebuild reads, and ext4 journals each one. `O_NOATIME` needs the file's
+/// owner or `CAP_FOWNER`; anyone else reads it the usual way. `O_NOFOLLOW`:
+/// the walk saw a regular file here, and a symlink put in its place since is
+/// an error, not a file elsewhere on the host.
+fn open_to_hash(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |flags| {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | flags)
+            .open(path)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        other => other,
     }
 }
 
@@ -607,5 +627,33 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn hashing_leaves_atime_alone_and_refuses_a_symlink_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        fs::write(&path, "one").unwrap();
+        // As `touch` leaves it: atime = mtime, which relatime would update on read.
+        let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_accessed(then).set_modified(then))
+            .unwrap();
+        let cache = StatCache::load(dir.path().join("none"));
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let mut buf = vec![0; 4096];
+        let digest = cache.file_digest(&path, &meta, &mut buf).unwrap();
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(b"one")));
+        assert_eq!(fs::metadata(&path).unwrap().accessed().unwrap(), then);
+
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
+        let error = StatCache::load(dir.path().join("none"))
+            .file_digest(&path, &meta, &mut buf)
+            .unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ELOOP));
     }
 }
