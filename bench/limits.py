@@ -101,7 +101,7 @@ for s in sys.argv[2:]:
     if s == "noop":
         t, _ = walk(os.path.join(WORK, "ctx", "multistage"))
         emit(s, t, "stat of every context file")
-    elif s in ("multistage", "parallel", "biglayer"):
+    elif s in ("multistage", "parallel", "biglayer", "biglayer-zstd"):
         cpus = run_cpu(s)
         if cpus:
             emit(s, schedule(cpus), f"RUN steps' CPU ({'+'.join(f'{c:.2f}' for c in cpus)} s) on {CORES} cores, none faster than its own CPU")
