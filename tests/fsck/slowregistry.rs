@@ -131,18 +131,34 @@ fn a_pull_killed_mid_blob_resumes_where_it_stopped() {
         .spawn()
         .unwrap();
     proxy.wait_faults(1, Duration::from_secs(300));
+    // What the proxy sent may still sit in the socket's buffers when it
+    // stalls (a busy machine's hoist reads behind): kill once the bytes
+    // before the stall have reached the partial layer, as a CI timeout long
+    // after the stall would.
+    let ingest = hoist.root().join("content/ingest");
+    let partials = || -> Vec<(String, u64)> {
+        std::fs::read_dir(&ingest)
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| {
+                        let len = e.metadata().map_or(0, |m| m.len());
+                        (e.file_name().to_string_lossy().into_owned(), len)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !partials()
+        .iter()
+        .any(|(name, len)| name.starts_with("sha256-") && *len >= 1 << 20)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     pull.kill().unwrap();
     pull.wait().unwrap();
-    let partial: Vec<(String, u64)> = std::fs::read_dir(hoist.root().join("content/ingest"))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().len(),
-            )
-        })
-        .collect();
+    let partial = partials();
     assert!(
         partial
             .iter()
