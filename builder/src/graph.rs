@@ -33,6 +33,8 @@ pub struct VertexMeta {
     pub name: String,
     /// What errors call the vertex, e.g. `Dockerfile:7: RUN make`. Defaults to the name.
     pub description: String,
+    /// The Dockerfile line the vertex comes from, when it has one.
+    pub source: Option<SourceLine>,
     /// Run the op even if its key is in the cache (`--no-cache`,
     /// `--no-cache-filter`); the new result is still recorded.
     pub ignore_cache: bool,
@@ -45,6 +47,7 @@ impl VertexMeta {
         VertexMeta {
             description: name.clone(),
             name,
+            source: None,
             ignore_cache: false,
         }
     }
@@ -56,10 +59,36 @@ impl VertexMeta {
         self
     }
 
+    /// Sets the source line, and the description errors use from it
+    /// (`Dockerfile:7: RUN make`).
+    pub fn with_source(mut self, source: SourceLine) -> Self {
+        self.description = source.to_string();
+        self.source = Some(source);
+        self
+    }
+
     /// Sets whether the vertex ignores cached results.
     pub fn with_ignore_cache(mut self, ignore_cache: bool) -> Self {
         self.ignore_cache = ignore_cache;
         self
+    }
+}
+
+/// Where a vertex comes from: a file, a line in it, and the instruction
+/// there (`RUN make`). Shown as `Dockerfile:7: RUN make`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLine {
+    /// The file as the user named it.
+    pub file: String,
+    /// 1-based.
+    pub line: u64,
+    /// The instruction, as the progress shows it.
+    pub instruction: String,
+}
+
+impl fmt::Display for SourceLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.instruction)
     }
 }
 

@@ -80,7 +80,7 @@ pub use digest::{
     FORMAT_VERSION,
 };
 pub use file_index::{CacheOutput, FileCacheIndex, FileIndexError, FileStepHistory};
-pub use graph::{BuildGraph, GraphError, Vertex, VertexId, VertexMeta};
+pub use graph::{BuildGraph, GraphError, SourceLine, Vertex, VertexId, VertexMeta};
 pub use op::{NotContentAddressed, Op, OpContext, OpError, LOG_TAIL_LINES};
 pub use progress::{
     BuildSummary, Event, EventSink, LogStream, StepStatus, StepSummary, SummaryCollector, Usage,

@@ -57,6 +57,9 @@ pub enum Event {
         vertex: VertexId,
         /// [`VertexMeta::description`](crate::VertexMeta::description).
         description: String,
+        /// [`VertexMeta::source`](crate::VertexMeta::source): the file and
+        /// line, for renderers that point at them.
+        source: Option<crate::SourceLine>,
     },
     /// The vertex's op stopped because the build was cancelled (Ctrl-C, or another
     /// vertex failed). Nothing was recorded for it.

@@ -429,6 +429,7 @@ impl<O: Send + Sync + 'static> Plan<O> {
                     .collect(),
                 name: vertex.meta.name.clone(),
                 description: vertex.meta.description.clone(),
+                source: vertex.meta.source.clone(),
                 op_digest,
                 ignore_cache: false,
                 keys: OnceCell::new(),
@@ -477,6 +478,7 @@ struct Node<O> {
     inputs: Vec<NodeIndex>,
     name: String,
     description: String,
+    source: Option<crate::SourceLine>,
     op_digest: Digest,
     ignore_cache: bool,
     keys: OnceCell<Result<Keys<O>, Aborted>>,
@@ -802,6 +804,7 @@ where
                 self.events.emit(Event::VertexSource {
                     vertex: id,
                     description: vertex.description.clone(),
+                    source: vertex.source.clone(),
                 });
                 return Err(self.op_failed_with_log(node, OpAction::Exec, error, log_tail));
             }
@@ -827,6 +830,7 @@ where
             self.events.emit(Event::VertexSource {
                 vertex: id,
                 description: vertex.description.clone(),
+                source: vertex.source.clone(),
             });
             return Err(self.index_failed(node, error));
         }

@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hoist_builder::{BuildSummary, Event, StepStatus, VertexId};
+use hoist_builder::{BuildSummary, Event, SourceLine, StepStatus, VertexId};
 use hoist_cache::text::{escape, escape_except};
 
 use super::plain::Plain;
@@ -147,9 +147,10 @@ impl<W: Write> Ci<W> {
             Event::VertexSource {
                 vertex,
                 description,
+                source,
             } => {
                 if let Some(error) = self.failed.remove(vertex) {
-                    self.annotate(description, &error);
+                    self.annotate(description, source.as_ref(), &error);
                 }
             }
             Event::Warning { message, .. } if self.flavor == Flavor::GitHub => {
@@ -202,18 +203,19 @@ impl<W: Write> Ci<W> {
         };
     }
 
-    /// `::error file=F,line=L,title=INSTRUCTION::ERROR` from a description
-    /// `F:L: INSTRUCTION`; without a line, an annotation without position.
-    fn annotate(&mut self, description: &str, error: &str) {
+    /// `::error file=F,line=L,title=INSTRUCTION::ERROR` for a step with a
+    /// source line; without one, an annotation without position.
+    fn annotate(&mut self, description: &str, source: Option<&SourceLine>, error: &str) {
         if self.flavor != Flavor::GitHub {
             return;
         }
         let message = data(&escape_except(error, &['\n']));
-        let line = match source_line(description) {
-            Some((file, line, title)) => format!(
-                "::error file={},line={line},title={}::{message}",
-                property(&escape(file)),
-                property(&escape(title))
+        let line = match source {
+            Some(source) => format!(
+                "::error file={},line={},title={}::{message}",
+                property(&escape(&source.file)),
+                source.line,
+                property(&escape(&source.instruction))
             ),
             None => format!(
                 "::error title={}::{message}",
@@ -277,23 +279,6 @@ impl<W: Write + Send> Render for Ci<W> {
         self.plain.summary(summary, totals);
         self.write_step_summary(summary, totals);
     }
-}
-
-/// `Dockerfile:7: RUN make` → (`Dockerfile`, 7, `RUN make`).
-fn source_line(description: &str) -> Option<(&str, u64, &str)> {
-    let mut from = 0;
-    while let Some(colon) = description[from..].find(':').map(|i| from + i) {
-        let rest = &description[colon + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits > 0 && colon > 0 {
-            if let Some(title) = rest[digits..].strip_prefix(": ") {
-                let line = rest[..digits].parse().ok()?;
-                return Some((&description[..colon], line, title));
-            }
-        }
-        from = colon + 1;
-    }
-    None
 }
 
 /// The message part of a workflow command.
@@ -371,20 +356,6 @@ fn markdown_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn descriptions_give_file_line_and_instruction() {
-        assert_eq!(
-            source_line("Dockerfile:7: RUN make"),
-            Some(("Dockerfile", 7, "RUN make"))
-        );
-        assert_eq!(
-            source_line("ci/Dockerfile.a:12: RUN echo a: b"),
-            Some(("ci/Dockerfile.a", 12, "RUN echo a: b"))
-        );
-        assert_eq!(source_line("RUN make"), None);
-        assert_eq!(source_line("x:y: RUN"), None);
-    }
 
     #[test]
     fn commands_are_escaped() {

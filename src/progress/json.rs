@@ -61,8 +61,15 @@ pub fn event_json(event: &Event) -> Value {
         Event::VertexSource {
             vertex,
             description,
+            source,
         } => {
-            json!({"event": "source", "vertex": vertex.index(), "description": description})
+            let mut event =
+                json!({"event": "source", "vertex": vertex.index(), "description": description});
+            if let Some(source) = source {
+                event["file"] = json!(source.file);
+                event["line"] = json!(source.line);
+            }
+            event
         }
         Event::Log {
             vertex,

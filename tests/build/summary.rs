@@ -138,6 +138,28 @@ fn a_failed_build_still_ends_with_a_summary() {
     // The error itself still comes last.
     let last = run.stderr.trim_end().lines().last().unwrap();
     assert!(last.contains("exit code: 3"), "{}", run.stderr);
+
+    // In JSON, the failed step's source event names the file and line as
+    // fields of their own.
+    let run = hoist(
+        env.root.path(),
+        &[
+            "build",
+            "--progress",
+            "json",
+            env.context.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!run.status.success());
+    let events = run.json_events();
+    let source = events
+        .iter()
+        .find(|e| e["event"] == "source")
+        .unwrap_or_else(|| panic!("no source event: {}", run.stderr));
+    assert_eq!(source["file"], "Dockerfile", "{source}");
+    assert_eq!(source["line"], 3, "{source}");
+    assert_eq!(source["description"], "Dockerfile:3: RUN echo bad; exit 3");
 }
 
 /// Every stderr line of a `--progress rawjson` build, each a BuildKit

@@ -18,7 +18,7 @@ use super::assemble::{assemble, Annotation, AnnotationTarget, Assembled};
 use super::index::StoreCacheIndex;
 use super::ops::{ContextOp, ExecStep, FileStep, ImageOp, ProcessFailed, ScratchOp};
 use super::{Engine, EngineError, LocalContext};
-use crate::graph::{BuildGraph, VertexId, VertexMeta};
+use crate::graph::{BuildGraph, SourceLine, VertexId, VertexMeta};
 use crate::op::Op;
 use crate::progress::{Event, EventSink};
 use crate::solver::{SolveError, Solver, VertexOutcome};
@@ -490,15 +490,21 @@ fn vertex_platforms(graph: &FrontendGraph) -> HashMap<usize, Platform> {
     out
 }
 
-fn description(file: &str, graph: &FrontendGraph, vertex: usize) -> String {
+/// What errors call a vertex: its Dockerfile line and instruction when it
+/// has one, else the instruction alone.
+fn described(meta: VertexMeta, file: &str, graph: &FrontendGraph, vertex: usize) -> VertexMeta {
     let v = &graph.vertices[vertex];
     let instruction = match v.name.strip_prefix('[') {
         Some(rest) => rest.split_once("] ").map_or(v.name.as_str(), |(_, i)| i),
         None => v.name.as_str(),
     };
     match v.span {
-        Some(span) => format!("{file}:{}: {instruction}", span.start.line),
-        None => instruction.to_owned(),
+        Some(span) => meta.with_source(SourceLine {
+            file: file.to_owned(),
+            line: span.start.line as u64,
+            instruction: instruction.to_owned(),
+        }),
+        None => meta.with_description(instruction),
     }
 }
 
@@ -773,8 +779,7 @@ fn add_vertices(
             _ if multi_platform => platform_name(&v.name, platforms.get(&i)),
             _ => v.name.clone(),
         };
-        let meta = VertexMeta::new(name)
-            .with_description(description(file, frontend, i))
+        let meta = described(VertexMeta::new(name), file, frontend, i)
             .with_ignore_cache(ignore_cache.contains(&i));
         let inputs: Vec<VertexId> = v.inputs.iter().map(|x| ids[*x]).collect();
         let key: VertexKey = (
