@@ -940,6 +940,15 @@ fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
         strip_dest_mtime(tree(&chain_dir(cold.path(), &fresh)))
     );
     ok(warm.path(), &["fsck"], &[]);
+
+    // `--no-cache` reuses nothing of an earlier snapshot either.
+    fs::write(ctx.join("d0/f0"), "again\n").unwrap();
+    let mut no_cache = args.to_vec();
+    no_cache.push("--no-cache");
+    build(warm.path(), ctx, &no_cache, &[]);
+    let third_dir = chain_dir(warm.path(), &inspect(warm.path(), "app"));
+    assert_ne!(third_dir, second_dir);
+    assert_eq!(nlink(&third_dir.join("src/d1/f1")), 1, "copied, not linked");
 }
 
 /// A RUN after a reusing COPY that changes a linked file changes its own

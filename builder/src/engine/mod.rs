@@ -185,6 +185,8 @@ pub struct Engine {
     /// Proxy variables RUN steps get as Docker's predefined build args
     /// (`HTTP_PROXY=…`) unless `--build-arg` or the step's ENV sets them.
     proxy_env: Vec<(String, String)>,
+    /// COPY steps may link files of their previous snapshot (`reuse.rs`).
+    file_reuse: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -243,6 +245,7 @@ impl Engine {
             // As the docker CLI hands its proxy settings to the builder: the
             // builder here is this process, so its environment.
             proxy_env: hoist_registry::proxy::build_args_from_env(),
+            file_reuse: true,
             store,
             snapshots,
             contexts,
@@ -283,6 +286,13 @@ impl Engine {
     /// (SOURCE_DATE_EPOCH); layers of base images are never rewritten.
     pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
         self.source_date_epoch = epoch;
+        self
+    }
+
+    /// Whether COPY steps may link the unchanged files of their previous
+    /// snapshot (`reuse.rs`; on by default, off for `--no-cache`).
+    pub fn with_file_reuse(mut self, reuse: bool) -> Self {
+        self.file_reuse = reuse;
         self
     }
 
@@ -432,7 +442,7 @@ impl Engine {
     /// Whether COPY steps may reuse their previous snapshot's files: only
     /// the overlay backend keeps a snapshot's own files apart (`reuse.rs`).
     pub(crate) fn reuses_files(&self) -> bool {
-        self.snapshots.backend() == hoist_snapshotter::Backend::Overlay
+        self.file_reuse && self.snapshots.backend() == hoist_snapshotter::Backend::Overlay
     }
 
     /// The own directory of the committed snapshot `name`, when it exists.

@@ -39,7 +39,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -122,6 +122,9 @@ impl Record {
 /// never read: lookups in a removed directory fail, and fall back.
 struct Previous {
     dir: OwnedFd,
+    /// Its path, for the one check that has no `*at` call (xattrs): a
+    /// directory replaced meanwhile only makes the link from `dir` fail.
+    path: PathBuf,
     files: HashMap<String, [u8; 32]>,
 }
 
@@ -156,6 +159,7 @@ impl<'a> Reuse<'a> {
             .ok()?;
             Some(Previous {
                 dir: fd,
+                path: dir,
                 files: record.files,
             })
         });
@@ -244,10 +248,9 @@ impl<'a> Reuse<'a> {
         }
         // A COPY gives its files no extended attributes of its own; any on
         // the old file (overlay's among them) came from elsewhere.
-        let through = format!("/proc/self/fd/{}/{rel}", previous.dir.as_raw_fd());
         let mut names = [0u8; 1];
         if !matches!(
-            rustix::fs::llistxattr(through.as_str(), &mut names[..0]),
+            rustix::fs::llistxattr(previous.path.join(rel), &mut names[..0]),
             Ok(0)
         ) {
             return false;
@@ -286,20 +289,44 @@ impl<'a> Reuse<'a> {
             Mode::empty(),
         )
         .map_err(|e| io_error("open", upper)(e.into()))?;
-        let mut linked = 0;
-        let mut parents = HashSet::new();
-        for (rel, mut job) in claimed {
-            if let Some(parent) = job.dst.parent() {
-                parents.insert(parent.to_path_buf());
-            }
-            match rustix::fs::linkat(&previous.dir, &rel, &new, &rel, AtFlags::empty()) {
-                Ok(()) => linked += 1,
-                Err(e) => {
+        let parents: HashSet<PathBuf> = claimed
+            .iter()
+            .filter_map(|(_, job)| job.dst.parent().map(Path::to_path_buf))
+            .collect();
+        // Links go to the walk's contiguous halves on two threads: linking
+        // is directory and inode updates in the kernel, and the halves
+        // mostly touch different directories.
+        let link = |part: Vec<(String, FileJob)>| {
+            let mut failed = Vec::new();
+            for (rel, job) in part {
+                if let Err(e) =
+                    rustix::fs::linkat(&previous.dir, &rel, &new, &rel, AtFlags::empty())
+                {
                     tracing::debug!(path = %rel, error = %e, "copying instead of linking");
-                    job.dst = upper.join(&rel);
-                    job.run(None)?;
+                    failed.push((rel, job));
                 }
             }
+            failed
+        };
+        let total = claimed.len();
+        let mut first = claimed;
+        let second = first.split_off(total / 2);
+        let mut failed = std::thread::scope(|scope| {
+            let other = scope.spawn(|| link(second));
+            let mut failed = link(first);
+            // A panic in the other half is raised here: its files must not
+            // be left neither linked nor copied.
+            failed.extend(
+                other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+            failed
+        });
+        let linked = total - failed.len();
+        for (rel, mut job) in failed.drain(..) {
+            job.dst = upper.join(&rel);
+            job.run(None)?;
         }
         for (dir, mtime) in finished {
             if !parents.contains(&dir) {
