@@ -1002,6 +1002,10 @@ fn a_run_changing_a_reused_file_leaves_the_older_snapshot_alone() {
     ok(root.path(), &["rmi", "app:1"], &[]);
     ok(root.path(), &["prune", "-a", "-f"], &[]);
     ok(root.path(), &["fsck"], &[]);
+    let records = fs::read_dir(root.path().join("copy-reuse/v1"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 0, "the reuse records of pruned snapshots are gone");
     assert_eq!(cat("app:2", "/src/d1/f1"), format!("{original}appended\n"));
     assert_eq!(
         cat("app:2", "/src/d3/f3"),

@@ -60,6 +60,32 @@ pub(crate) fn records_dir(store_root: &Path) -> PathBuf {
     store_root.join("copy-reuse").join("v1")
 }
 
+/// Removes the records whose snapshot `exists` no longer (after a
+/// collection). A record written meanwhile for a snapshot committed after
+/// the caller looked may go too: records are hints, its COPY then copies.
+pub(crate) fn forget_dangling(store_root: &Path, exists: impl Fn(&str) -> bool) {
+    let dir = records_dir(store_root);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let mut head = String::new();
+        let read = fs::File::open(&path).and_then(|f| {
+            use std::io::BufRead as _;
+            let mut lines = std::io::BufReader::new(f);
+            lines.read_line(&mut head)?;
+            head.clear();
+            lines.read_line(&mut head)
+        });
+        // Temp files of a writer (dot-named) are left to it.
+        let temp = entry.file_name().to_string_lossy().starts_with('.');
+        if !temp && (read.is_err() || !exists(head.trim_end_matches('\n'))) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
 /// The record key of a COPY: its definition (sources, destination, options),
 /// the snapshot it writes on and the context directory it reads.
 pub(crate) fn key(definition: &[u8], base: Option<&str>, context: &Path) -> Digest {
