@@ -341,6 +341,24 @@ impl LocalSnapshotter {
         &self.root
     }
 
+    /// The directory holding only what the snapshot `key_or_name` adds to
+    /// its parent (its overlay upper dir; the whole tree of one without a
+    /// parent): overlay backend only, `None` on the native one, whose trees
+    /// hold their parents' files too. A committed snapshot's directory is
+    /// never written again; an active one's may be written only while it is
+    /// not mounted.
+    pub fn own_dir(&self, key_or_name: &str) -> Result<Option<PathBuf>> {
+        if self.backend != Backend::Overlay {
+            return Ok(None);
+        }
+        let set = self.records.read()?;
+        let rec = self.get(&set, key_or_name)?;
+        if rec.kind == Kind::View {
+            return Ok(None);
+        }
+        Ok(Some(self.fs_dir(rec.id)))
+    }
+
     fn dir(&self, id: u64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
     }

@@ -778,3 +778,237 @@ fn a_rootless_build_gives_the_same_digest_as_root() {
     assert_eq!(as_user["ManifestDigest"], as_root["ManifestDigest"]);
     assert_eq!(layer_digests(as_user), layer_digests(&as_root));
 }
+
+/// The own directory (overlay upper dir) of the snapshot of `image`'s whole
+/// layer chain, as the builder names it (`chain-<OCI chain id>`).
+fn chain_dir(root: &Path, image: &Value) -> PathBuf {
+    let mut chain: Option<String> = None;
+    for diff_id in image["Config"]["rootfs"]["diff_ids"].as_array().unwrap() {
+        let diff_id = diff_id.as_str().unwrap();
+        chain = Some(match chain {
+            None => diff_id.to_owned(),
+            Some(parent) => format!(
+                "sha256:{}",
+                hex(&sha2::Sha256::digest(
+                    format!("{parent} {diff_id}").as_bytes()
+                ))
+            ),
+        });
+    }
+    let name = format!("chain-{}", chain.unwrap().trim_start_matches("sha256:"));
+    let records: Value =
+        serde_json::from_slice(&fs::read(root.join("snapshots/records.json")).unwrap()).unwrap();
+    let id = records["snapshots"][&name]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no snapshot {name}"));
+    root.join("snapshots/snapshots")
+        .join(id.to_string())
+        .join("fs")
+}
+
+/// Every entry under `dir`: (type, mode, owner, mtime to the nanosecond,
+/// content or link target), by relative path.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    for entry in walkdir::WalkDir::new(dir).min_depth(1) {
+        let entry = entry.unwrap();
+        let meta = entry.path().symlink_metadata().unwrap();
+        let rel = entry
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .display()
+            .to_string();
+        let content = if meta.is_file() {
+            hex(&sha2::Sha256::digest(fs::read(entry.path()).unwrap()))
+        } else if meta.file_type().is_symlink() {
+            fs::read_link(entry.path()).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        out.insert(
+            rel,
+            format!(
+                "{:o} {}:{} {}.{:09} {content}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ),
+        );
+    }
+    out
+}
+
+fn nlink(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).unwrap().nlink()
+}
+
+/// 4 directories of 30 files, Dockerfile `dockerfile`.
+fn write_tree_context(dir: &Path, dockerfile: &str) {
+    for d in 0..4 {
+        fs::create_dir_all(dir.join(format!("d{d}"))).unwrap();
+        for f in 0..30 {
+            fs::write(
+                dir.join(format!("d{d}/f{f}")),
+                format!("file {d} {f}\n").repeat(40),
+            )
+            .unwrap();
+        }
+    }
+    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+}
+
+/// Issue 22's incremental COPY: a rebuild after some context files changed
+/// links the unchanged files from the previous snapshot of the same COPY,
+/// and the image is still exactly a cold build's.
+#[test]
+fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
+    hoist_testutil::require_root!();
+    use std::os::unix::fs::PermissionsExt;
+    let base = Base::new();
+    let (warm, cold) = (base.store(), base.store());
+    let context = tempfile::tempdir().unwrap();
+    let ctx = context.path();
+    write_tree_context(ctx, "FROM busybox\nCOPY . /src\n");
+    let epoch = EPOCH.to_string();
+    let args = ["-t", "app", "--source-date-epoch", epoch.as_str()];
+    build(warm.path(), ctx, &args, &[]);
+    let first = inspect(warm.path(), "app");
+    let first_dir = chain_dir(warm.path(), &first);
+    let first_tree = tree(&first_dir);
+
+    // Changed content, an added file, a deleted one, a mode and an mtime
+    // changed with the content kept.
+    let mut append = fs::OpenOptions::new()
+        .append(true)
+        .open(ctx.join("d0/f0"))
+        .unwrap();
+    std::io::Write::write_all(&mut append, b"changed\n").unwrap();
+    fs::write(ctx.join("d1/new"), "new\n").unwrap();
+    fs::remove_file(ctx.join("d2/f2")).unwrap();
+    fs::set_permissions(ctx.join("d3/f0"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::File::open(ctx.join("d3/f1"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000))
+        .unwrap();
+    build(warm.path(), ctx, &args, &[]);
+    let second = inspect(warm.path(), "app");
+    let second_dir = chain_dir(warm.path(), &second);
+    assert_ne!(first_dir, second_dir);
+
+    // The unchanged files are the old snapshot's (one inode in both), the
+    // others were written anew.
+    assert_eq!(
+        nlink(&second_dir.join("src/d1/f1")),
+        2,
+        "an unchanged file is linked"
+    );
+    assert_eq!(nlink(&first_dir.join("src/d2/f3")), 2);
+    for fresh in ["d0/f0", "d1/new", "d3/f0", "d3/f1"] {
+        assert_eq!(
+            nlink(&second_dir.join("src").join(fresh)),
+            1,
+            "{fresh} is written anew"
+        );
+    }
+    assert!(
+        !second_dir.join("src/d2/f2").exists(),
+        "a deleted file is not linked"
+    );
+    // The old snapshot is as it was.
+    assert_eq!(tree(&first_dir), first_tree);
+
+    // A cold build of the same context in a fresh store: the same image,
+    // and the same upper dir to the nanosecond (the mtime of /src itself,
+    // the time of the build, aside).
+    build(cold.path(), ctx, &args, &[]);
+    let fresh = inspect(cold.path(), "app");
+    assert_eq!(layer_digests(&second), layer_digests(&fresh));
+    assert_eq!(second["ManifestDigest"], fresh["ManifestDigest"]);
+    let strip_dest_mtime = |mut t: std::collections::BTreeMap<String, String>| {
+        let src = t.get_mut("src").unwrap();
+        let fields: Vec<&str> = src.split(' ').collect();
+        *src = format!("{} {}", fields[0], fields[1]);
+        t
+    };
+    assert_eq!(
+        strip_dest_mtime(tree(&second_dir)),
+        strip_dest_mtime(tree(&chain_dir(cold.path(), &fresh)))
+    );
+    ok(warm.path(), &["fsck"], &[]);
+
+    // `--no-cache` reuses nothing of an earlier snapshot either.
+    fs::write(ctx.join("d0/f0"), "again\n").unwrap();
+    let mut no_cache = args.to_vec();
+    no_cache.push("--no-cache");
+    build(warm.path(), ctx, &no_cache, &[]);
+    let third_dir = chain_dir(warm.path(), &inspect(warm.path(), "app"));
+    assert_ne!(third_dir, second_dir);
+    assert_eq!(nlink(&third_dir.join("src/d1/f1")), 1, "copied, not linked");
+}
+
+/// A RUN after a reusing COPY that changes a linked file changes its own
+/// copy: the earlier snapshot and image keep theirs, and removing the old
+/// image and pruning leaves the new one whole.
+#[test]
+fn a_run_changing_a_reused_file_leaves_the_older_snapshot_alone() {
+    hoist_testutil::require_root!();
+    let base = Base::new();
+    let root = base.store();
+    let context = tempfile::tempdir().unwrap();
+    let ctx = context.path();
+    write_tree_context(ctx, "FROM busybox\nCOPY . /src\n");
+    let original = fs::read_to_string(ctx.join("d1/f1")).unwrap();
+    build(root.path(), ctx, &["-t", "app:1"], &[]);
+    let first = inspect(root.path(), "app:1");
+    let first_dir = chain_dir(root.path(), &first);
+
+    // Another Dockerfile (a changed context file): the COPY runs again.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY . /src\nRUN echo appended >> /src/d1/f1 && chmod 600 /src/d2/f2\n",
+    )
+    .unwrap();
+    build(root.path(), ctx, &["-t", "app:2"], &[]);
+    assert_eq!(nlink(&first_dir.join("src/d1/f1")), 2, "the COPY reused it");
+    assert_eq!(
+        fs::read_to_string(first_dir.join("src/d1/f1")).unwrap(),
+        original
+    );
+    let cat = |image: &str, path: &str| {
+        let run = ok(root.path(), &["run", "--rm", image, "cat", path], &[]);
+        run.stdout
+    };
+    assert_eq!(cat("app:1", "/src/d1/f1"), original);
+    assert_eq!(cat("app:2", "/src/d1/f1"), format!("{original}appended\n"));
+    let mode = |image: &str| {
+        ok(
+            root.path(),
+            &["run", "--rm", image, "stat", "-c", "%a", "/src/d2/f2"],
+            &[],
+        )
+        .stdout
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(mode("app:1"), "644");
+    assert_eq!(mode("app:2"), "600");
+    ok(root.path(), &["fsck"], &[]);
+
+    ok(root.path(), &["rmi", "app:1"], &[]);
+    ok(root.path(), &["prune", "-a", "-f"], &[]);
+    ok(root.path(), &["fsck"], &[]);
+    let records = fs::read_dir(root.path().join("copy-reuse/v1"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 0, "the reuse records of pruned snapshots are gone");
+    assert_eq!(cat("app:2", "/src/d1/f1"), format!("{original}appended\n"));
+    assert_eq!(
+        cat("app:2", "/src/d3/f3"),
+        fs::read_to_string(ctx.join("d3/f3")).unwrap()
+    );
+}

@@ -893,6 +893,9 @@ pub fn build(
             .with_step_options(request.step_options.clone())
             .with_source_date_epoch(request.repro.source_date_epoch)
             .with_layer_compression(request.layer_compression)
+            // `--no-cache` is also the way out of a store whose files are
+            // doubted: nothing of an earlier snapshot is reused either.
+            .with_file_reuse(!request.no_cache && request.no_cache_filter.is_empty())
             .with_secrets(secrets),
     );
 

@@ -17,6 +17,7 @@ use hoist_untrusted::accounts::{numeric_id, split_user_group};
 use hoist_untrusted::{Accounts, Compression, Escaped, Root};
 
 use super::hash::{expand, expand_literal, has_glob, relative};
+use super::reuse::Reuse;
 use super::{io_error, EngineError};
 
 /// A numeric owner.
@@ -278,6 +279,9 @@ pub struct Source<'a> {
     pub reset_owner: bool,
     /// For messages: `build context` or `stage`.
     pub what: &'a str,
+    /// Files the previous snapshot of the same COPY holds are linked from
+    /// it instead of copied (`reuse.rs`).
+    pub reuse: Option<&'a Reuse<'a>>,
 }
 
 /// What a COPY action asks for.
@@ -387,7 +391,7 @@ pub fn copy(
         };
         if src_meta.is_dir() && request.dir_contents_only {
             let target = mkdir_all(root, request.dest, 0o755, dir_owner)?;
-            with_workers(true, |sink| {
+            with_workers(true, source.reuse, |sink| {
                 copy_children(&src, m, &target, source, request.exclude, &meta, sink)
             })?;
             continue;
@@ -418,7 +422,7 @@ pub fn copy(
                 .unwrap_or_default();
             dir.join(name)
         };
-        with_workers(src_meta.is_dir(), |sink| {
+        with_workers(src_meta.is_dir(), source.reuse, |sink| {
             copy_node(
                 &src,
                 m,
@@ -630,18 +634,26 @@ fn copy_node(
 }
 
 /// One regular file to copy.
-struct FileJob {
-    src: PathBuf,
+pub(super) struct FileJob {
+    pub(super) src: PathBuf,
     rel: String,
-    dst: PathBuf,
-    meta: fs::Metadata,
-    owner: Owner,
-    mode: u32,
+    pub(super) dst: PathBuf,
+    pub(super) meta: fs::Metadata,
+    pub(super) owner: Owner,
+    pub(super) mode: u32,
 }
 
 impl FileJob {
-    fn run(self) -> Result<(), EngineError> {
-        let (src, dst, rel) = (&self.src, &self.dst, &self.rel);
+    /// Copies the file, unless `reuse` takes it to link it later.
+    pub(super) fn run(self, reuse: Option<&Reuse<'_>>) -> Result<(), EngineError> {
+        let job = match reuse {
+            Some(r) => match r.offer(self)? {
+                Some(job) => job,
+                None => return Ok(()),
+            },
+            None => self,
+        };
+        let (src, dst, rel) = (&job.src, &job.dst, &job.rel);
         let input = File::open(src).map_err(io_error("open", src))?;
         let output = match create_private(dst) {
             Ok(f) => f,
@@ -658,7 +670,7 @@ impl FileJob {
             }
             Err(e) => return Err(io_error("create", dst)(e)),
         };
-        copy_file(&input, &output, rel, dst, &self.meta, self.owner, self.mode)
+        copy_file(&input, &output, rel, dst, &job.meta, job.owner, job.mode)
     }
 }
 
@@ -669,6 +681,7 @@ struct Sink<'a> {
     jobs: Option<mpsc::SyncSender<FileJob>>,
     failed: &'a Mutex<Option<EngineError>>,
     dirs: Vec<(PathBuf, fs::Metadata, Owner, u32)>,
+    reuse: Option<&'a Reuse<'a>>,
 }
 
 impl Sink<'_> {
@@ -680,7 +693,7 @@ impl Sink<'_> {
             // The workers are gone (one panicked): stop handing out work.
             return Err(EngineError::Invalid("file copy workers stopped".into()));
         }
-        job.run()
+        job.run(self.reuse)
     }
 
     /// Stops the walk early once a worker failed.
@@ -700,8 +713,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs `walk` with file copies spread over the cores, then finishes the
 /// directories it made (owner, mode, mtime). The first error wins: a
 /// worker's over the walk's "stopped" errors.
-fn with_workers(
+fn with_workers<'r>(
     parallel: bool,
+    reuse: Option<&'r Reuse<'r>>,
     walk: impl FnOnce(&mut Sink<'_>) -> Result<(), EngineError>,
 ) -> Result<(), EngineError> {
     if !parallel {
@@ -710,10 +724,11 @@ fn with_workers(
             jobs: None,
             failed: &failed,
             dirs: Vec::new(),
+            reuse,
         };
         walk(&mut sink)?;
         for (dst, src_meta, owner, mode) in &sink.dirs {
-            finish(dst, src_meta, *owner, *mode)?;
+            finish(dst, src_meta, *owner, *mode, reuse)?;
         }
         return Ok(());
     }
@@ -732,7 +747,7 @@ fn with_workers(
                 if lock(failed).is_some() {
                     continue;
                 }
-                if let Err(e) = job.run() {
+                if let Err(e) = job.run(reuse) {
                     lock(failed).get_or_insert(e);
                 }
             });
@@ -741,6 +756,7 @@ fn with_workers(
             jobs: Some(tx),
             failed: &failed,
             dirs: Vec::new(),
+            reuse,
         };
         let walked = walk(&mut sink);
         // Closing the channel lets the workers end once it is drained; the
@@ -753,7 +769,7 @@ fn with_workers(
     }
     walked?;
     for (dst, src_meta, owner, mode) in &dirs {
-        finish(dst, src_meta, *owner, *mode)?;
+        finish(dst, src_meta, *owner, *mode, reuse)?;
     }
     Ok(())
 }
@@ -765,11 +781,20 @@ fn mode_of(meta: &Meta, src_meta: &fs::Metadata, is_dir: bool) -> u32 {
         .map_or(current, |m| m.apply(current, is_dir))
 }
 
-fn finish(dst: &Path, src_meta: &fs::Metadata, owner: Owner, mode: u32) -> Result<(), EngineError> {
+fn finish(
+    dst: &Path,
+    src_meta: &fs::Metadata,
+    owner: Owner,
+    mode: u32,
+    reuse: Option<&Reuse<'_>>,
+) -> Result<(), EngineError> {
     lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(io_error("chown", dst))?;
     fs::set_permissions(dst, fs::Permissions::from_mode(mode)).map_err(io_error("chmod", dst))?;
     if let Ok(mtime) = src_meta.modified() {
         set_mtime(dst, mtime)?;
+        if let Some(r) = reuse {
+            r.finished_dir(dst, mtime);
+        }
     }
     Ok(())
 }
@@ -1049,6 +1074,7 @@ mod tests {
             ignore: None,
             reset_owner: false,
             what: "build context",
+            reuse: None,
         };
         let request = CopyRequest {
             source: "d",

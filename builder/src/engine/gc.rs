@@ -342,6 +342,14 @@ pub fn collect(store: &Store, options: &GcOptions) -> Result<GcReport, hoist_cac
             let _ = s.cleanup();
         }
     }
+    // COPY reuse records whose snapshot went: they would only be ignored.
+    if let Ok(set) = snapshots.records().read() {
+        super::reuse::forget_dangling(store.root(), |name| {
+            set.snapshots
+                .get(name)
+                .is_some_and(|r| r.kind == Kind::Committed)
+        });
+    }
     Ok(report)
 }
 

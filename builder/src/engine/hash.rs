@@ -314,7 +314,8 @@ impl StatCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lookup(&self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
+    /// The digest of the file at `path` if it was hashed with this stat.
+    pub(crate) fn lookup(&self, path: &Path, meta: &Metadata) -> Option<[u8; 32]> {
         let key = StatKey::of(meta);
         match self.lock().get(path) {
             Some((k, digest)) if *k == key => Some(*digest),

@@ -27,6 +27,7 @@ mod ops;
 pub mod provenance;
 pub mod rebase;
 pub mod reproducible;
+mod reuse;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -184,6 +185,8 @@ pub struct Engine {
     /// Proxy variables RUN steps get as Docker's predefined build args
     /// (`HTTP_PROXY=…`) unless `--build-arg` or the step's ENV sets them.
     proxy_env: Vec<(String, String)>,
+    /// COPY steps may link files of their previous snapshot (`reuse.rs`).
+    file_reuse: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -242,6 +245,7 @@ impl Engine {
             // As the docker CLI hands its proxy settings to the builder: the
             // builder here is this process, so its environment.
             proxy_env: hoist_registry::proxy::build_args_from_env(),
+            file_reuse: true,
             store,
             snapshots,
             contexts,
@@ -282,6 +286,13 @@ impl Engine {
     /// (SOURCE_DATE_EPOCH); layers of base images are never rewritten.
     pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
         self.source_date_epoch = epoch;
+        self
+    }
+
+    /// Whether COPY steps may link the unchanged files of their previous
+    /// snapshot (`reuse.rs`; on by default, off for `--no-cache`).
+    pub fn with_file_reuse(mut self, reuse: bool) -> Self {
+        self.file_reuse = reuse;
         self
     }
 
@@ -396,6 +407,18 @@ impl Engine {
         layers: &[Layer],
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
+        self.with_new_layer_then(layers, change, |_| Ok(()))
+    }
+
+    /// [`Engine::with_new_layer`], then, once the snapshot is unmounted and
+    /// before its diff, `unmounted` with the snapshot's own directory (its
+    /// overlay upper dir) when the backend keeps one.
+    pub(crate) fn with_new_layer_then(
+        &self,
+        layers: &[Layer],
+        change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
+        unmounted: impl FnOnce(&Path) -> Result<(), crate::OpError>,
+    ) -> Result<Vec<Layer>, crate::OpError> {
         self.with_new_snapshot(layers, |key, mounts| {
             let mountpoint = self.scratch_dir("root")?;
             let guard = MountGuard::new(mounts, &mountpoint)
@@ -405,8 +428,31 @@ impl Engine {
                 .unmount()
                 .map_err(snap_error(format!("unmount snapshot {key}")))?;
             let _ = std::fs::remove_dir(&mountpoint);
+            if let Some(own) = self
+                .snapshots
+                .own_dir(key)
+                .map_err(snap_error(format!("find the directory of snapshot {key}")))?
+            {
+                unmounted(&own)?;
+            }
             Ok(())
         })
+    }
+
+    /// Whether COPY steps may reuse their previous snapshot's files: only
+    /// the overlay backend keeps a snapshot's own files apart (`reuse.rs`).
+    pub(crate) fn reuses_files(&self) -> bool {
+        self.file_reuse && self.snapshots.backend() == hoist_snapshotter::Backend::Overlay
+    }
+
+    /// The own directory of the committed snapshot `name`, when it exists.
+    pub(crate) fn committed_own_dir(&self, name: &str) -> Option<PathBuf> {
+        match self.snapshots.stat(name) {
+            Ok(info) if info.kind == hoist_snapshotter::Kind::Committed => {
+                self.snapshots.own_dir(name).ok().flatten()
+            }
+            _ => None,
+        }
     }
 
     /// Prepares a writable snapshot on `layers` and hands its mounts to `change`

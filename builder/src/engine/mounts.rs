@@ -415,6 +415,7 @@ fn context_selection(
         ignore: Some(&context.ignore),
         reset_owner: true,
         what: "build context",
+        reuse: None,
     };
     let request = super::files::CopyRequest {
         source,

@@ -11,6 +11,7 @@ use super::exec::{self, Exit, ProcessSpec};
 use super::files::{self, CopyRequest, Owner, Source};
 use super::hash;
 use super::mounts;
+use super::reuse::{self, Record, Reuse};
 use super::{Engine, EngineError};
 use crate::digest::{CanonicalBytes, CanonicalEncoder, Digest};
 use crate::op::{Op, OpContext, OpError};
@@ -324,16 +325,69 @@ impl Op<Artifact> for FileStep {
                 }
                 None => vec![],
             };
-            let layers = engine.with_new_layer(&base, |root| {
-                for action in &op.actions {
-                    apply_action(&engine, root, action, &inputs, &resolved)?;
-                }
-                Ok(())
-            })?;
+            let Some(reuse_key) = reuse_key(&engine, &op, &inputs, &base)? else {
+                let layers = engine.with_new_layer(&base, |root| {
+                    for action in &op.actions {
+                        apply_action(&engine, root, action, &inputs, &resolved, None)?;
+                    }
+                    Ok(())
+                })?;
+                return Ok(Artifact::Fs { layers });
+            };
+            let records = reuse::records_dir(engine.store.root());
+            let previous = Record::load(&records, &reuse_key).and_then(|record| {
+                let dir = engine.committed_own_dir(&record.snapshot)?;
+                Some((record, dir))
+            });
+            let reuse = Reuse::new(previous, &engine.hashes);
+            let layers = engine.with_new_layer_then(
+                &base,
+                |root| {
+                    reuse.set_mount(root);
+                    for action in &op.actions {
+                        apply_action(&engine, root, action, &inputs, &resolved, Some(&reuse))?;
+                    }
+                    Ok(())
+                },
+                |upper| {
+                    let linked = reuse.link_into(upper)?;
+                    tracing::debug!(linked, "files of the previous snapshot reused");
+                    Ok(())
+                },
+            )?;
+            let name = super::artifact::snapshot_name(&layers).unwrap_or_default();
+            // Only a hint for the next build: failing to write it costs
+            // speed, never the step.
+            if let Err(e) = reuse.record(name).save(&records, &reuse_key) {
+                tracing::debug!(error = %e, "could not record the COPY for reuse");
+            }
             Ok(Artifact::Fs { layers })
         })
         .await
     }
+}
+
+/// The reuse record key of a file op that may reuse its previous snapshot's
+/// files: one COPY from a build context, without `--parents`, on the
+/// overlay backend (`reuse.rs`); `None` for every other op.
+fn reuse_key(
+    engine: &Engine,
+    op: &FileOp,
+    inputs: &[Artifact],
+    base: &[Layer],
+) -> Result<Option<crate::digest::Digest>, OpError> {
+    let [FileAction::Copy { input, include, .. }] = op.actions.as_slice() else {
+        return Ok(None);
+    };
+    let Artifact::Context { name } = &inputs[*input] else {
+        return Ok(None);
+    };
+    if !include.is_empty() || !engine.reuses_files() {
+        return Ok(None);
+    }
+    let context = engine.context(name)?;
+    let base = super::artifact::snapshot_name(base);
+    Ok(Some(reuse::key(&json(op), base.as_deref(), &context.dir)))
 }
 
 /// `chown` values resolved in the `/etc/passwd` and `/etc/group` of `layers`.
@@ -370,6 +424,7 @@ fn apply_action(
     action: &FileAction,
     inputs: &[Artifact],
     resolved: &[(String, Owner)],
+    reuse: Option<&Reuse<'_>>,
 ) -> Result<(), OpError> {
     match action {
         FileAction::Copy {
@@ -420,6 +475,7 @@ fn apply_action(
                         ignore: Some(&context.ignore),
                         reset_owner: true,
                         what: "build context",
+                        reuse,
                     };
                     copy_one(root, &from, &request, include)?;
                 }
@@ -430,6 +486,7 @@ fn apply_action(
                             ignore: None,
                             reset_owner: false,
                             what: "source stage",
+                            reuse: None,
                         };
                         copy_one(root, &from, &request, include)?;
                         Ok(())

@@ -1,0 +1,409 @@
+//! Incremental COPY: a COPY from a build context that misses the cache
+//! hard-links, from the snapshot the same COPY made last time on the same
+//! base, every file it would write identically, and writes only the others.
+//!
+//! * **Finding the previous snapshot.** After each such COPY a record is
+//!   written to `<root>/copy-reuse/v1/<key>`, keyed by the op's definition,
+//!   its base snapshot and the context directory (not by the content: that
+//!   is what changed): the committed snapshot's name and, per regular file
+//!   the COPY wrote, its path in the image and the sha256 of its content.
+//!   Written atomically after the commit; a record whose snapshot is gone
+//!   (pruned) is ignored, and any file it names is checked before use.
+//! * **Deciding, per file.** The COPY's own walk decides (one mapping of
+//!   sources to destinations, with `.dockerignore`, `--exclude` and the
+//!   destination rules): a file is reused when the previous snapshot's own
+//!   directory (its overlay upper dir) holds a regular file at the same path
+//!   with exactly the size, permission bits, owner and mtime (to the
+//!   nanosecond) the COPY would give it, no extended attribute, an inode no
+//!   other file of this COPY reuses (so the layer never gains a tar hard
+//!   link), and the record's content digest equals the source's (the
+//!   build's stat cache, keyed by path, size, mtime, inode and ctime).
+//!   Everything else is copied as before, through the mount.
+//! * **Linking, offline.** Overlayfs forbids writing into an upper dir while
+//!   it is mounted, and `link` across the mount fails with `EXDEV`; so the
+//!   reused files are linked into the new upper dir after the COPY has
+//!   unmounted it, before the diff. Their parent directories are in the
+//!   upper dir already: the walk made or finished them through the mount,
+//!   and touches (copies up) any other parent there, as creating the file
+//!   would have. Links bump the mtime of their directories, so the mtimes
+//!   the COPY gave its directories are set again afterwards. A link that
+//!   fails (`EMLINK`, the old snapshot pruned meanwhile) is replaced by a
+//!   copy from the source into the upper dir.
+//!
+//! The upper dir then holds what a plain COPY would have left there, and the
+//! layer (from the upper dir) has the same bytes. Only the overlay backend
+//! does this: the native one compares link counts in its diff and keeps no
+//! upper dir apart. Later steps write through copy-up into their own upper
+//! dirs, so a shared inode is never written again; removing either snapshot
+//! leaves the other's link.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+use super::files::FileJob;
+use super::hash::StatCache;
+use super::{io_error, EngineError};
+use crate::digest::{CanonicalEncoder, Digest};
+
+const HEADER: &str = "hoist-copy-reuse 1";
+
+/// Where the records live, under the store's root.
+pub(crate) fn records_dir(store_root: &Path) -> PathBuf {
+    store_root.join("copy-reuse").join("v1")
+}
+
+/// Removes the records whose snapshot `exists` no longer (after a
+/// collection). A record written meanwhile for a snapshot committed after
+/// the caller looked may go too: records are hints, its COPY then copies.
+pub(crate) fn forget_dangling(store_root: &Path, exists: impl Fn(&str) -> bool) {
+    let dir = records_dir(store_root);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let mut head = String::new();
+        let read = fs::File::open(&path).and_then(|f| {
+            use std::io::BufRead as _;
+            let mut lines = std::io::BufReader::new(f);
+            lines.read_line(&mut head)?;
+            head.clear();
+            lines.read_line(&mut head)
+        });
+        // Temp files of a writer (dot-named) are left to it.
+        let temp = entry.file_name().to_string_lossy().starts_with('.');
+        if !temp && (read.is_err() || !exists(head.trim_end_matches('\n'))) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// The record key of a COPY: its definition (sources, destination, options),
+/// the snapshot it writes on and the context directory it reads.
+pub(crate) fn key(definition: &[u8], base: Option<&str>, context: &Path) -> Digest {
+    CanonicalEncoder::new("copy-reuse", 1)
+        .bytes("op", definition)
+        .str("base", base.unwrap_or(""))
+        .bytes("context", context.as_os_str().as_bytes())
+        .finish()
+        .digest()
+}
+
+/// What the last COPY of a key left: its snapshot and the content digest of
+/// each regular file it wrote, by path in the image (relative, no `/`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub snapshot: String,
+    pub files: HashMap<String, [u8; 32]>,
+}
+
+impl Record {
+    /// The record of `key`; `None` when there is none or it does not parse
+    /// (a record is only ever a hint: nothing in it is used unchecked).
+    pub fn load(dir: &Path, key: &Digest) -> Option<Record> {
+        let text = fs::read(dir.join(key.hex())).ok()?;
+        let text = String::from_utf8(text).ok()?;
+        let mut lines = text.split('\n');
+        if lines.next()? != HEADER {
+            return None;
+        }
+        let snapshot = lines.next()?.to_owned();
+        let mut files = HashMap::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (digest, path) = line.split_once(' ')?;
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(digest, &mut bytes).ok()?;
+            files.insert(path.to_owned(), bytes);
+        }
+        Some(Record { snapshot, files })
+    }
+
+    /// Writes the record of `key` atomically (temp file, fsync, rename).
+    pub fn save(&self, dir: &Path, key: &Digest) -> Result<(), EngineError> {
+        fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+        let path = dir.join(key.hex());
+        let mut paths: Vec<(&String, &[u8; 32])> = self.files.iter().collect();
+        paths.sort();
+        hoist_untrusted::atomic::write_whole(&path, |out| {
+            writeln!(out, "{HEADER}\n{}", self.snapshot)?;
+            for (p, d) in paths {
+                writeln!(out, "{} {p}", hex::encode(d))?;
+            }
+            Ok(())
+        })
+        .map_err(|e| io_error(e.action, &e.path)(e.source))
+    }
+}
+
+/// The previous snapshot's own directory, held open so that a snapshot
+/// removed and made again under the same directory name meanwhile is
+/// never read: lookups in a removed directory fail, and fall back.
+struct Previous {
+    dir: OwnedFd,
+    /// Its path, for the one check that has no `*at` call (xattrs): a
+    /// directory replaced meanwhile only makes the link from `dir` fail.
+    path: PathBuf,
+    files: HashMap<String, [u8; 32]>,
+}
+
+/// One COPY's reuse: what the walk decided, and what the new record holds.
+pub(crate) struct Reuse<'a> {
+    previous: Option<Previous>,
+    hashes: &'a StatCache,
+    /// Where the new snapshot is mounted while the COPY walks.
+    mount: OnceLock<PathBuf>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    inodes: HashSet<u64>,
+    touched: HashSet<PathBuf>,
+    claimed: Vec<(String, FileJob)>,
+    written: HashMap<String, [u8; 32]>,
+    finished: Vec<(PathBuf, SystemTime)>,
+}
+
+impl<'a> Reuse<'a> {
+    /// A reuse of `previous` (a record and the own directory of its
+    /// snapshot), or only the making of a new record when there is none.
+    pub fn new(previous: Option<(Record, PathBuf)>, hashes: &'a StatCache) -> Self {
+        let previous = previous.and_then(|(record, dir)| {
+            let fd = rustix::fs::open(
+                &dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            Some(Previous {
+                dir: fd,
+                path: dir,
+                files: record.files,
+            })
+        });
+        Reuse {
+            previous,
+            hashes,
+            mount: OnceLock::new(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The COPY writes under `root` (the mounted new snapshot).
+    pub fn set_mount(&self, root: &Path) {
+        let _ = self.mount.set(root.to_path_buf());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Each critical section is a few collection operations.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes `job` when the previous snapshot holds exactly the file it
+    /// would write (to be linked once unmounted); gives it back otherwise.
+    pub(super) fn offer(&self, job: FileJob) -> Result<Option<FileJob>, EngineError> {
+        let Some(rel) = self
+            .mount
+            .get()
+            .and_then(|m| job.dst.strip_prefix(m).ok())
+            .and_then(|r| r.to_str())
+            .filter(|r| !r.is_empty() && !r.contains('\n'))
+            .map(str::to_owned)
+        else {
+            return Ok(Some(job));
+        };
+        let Some(digest) = self.hashes.lookup(&job.src, &job.meta) else {
+            return Ok(Some(job));
+        };
+        let reusable = self
+            .previous
+            .as_ref()
+            .is_some_and(|p| p.files.get(&rel) == Some(&digest) && self.same_file(p, &rel, &job));
+        let mut state = self.lock();
+        state.written.insert(rel.clone(), digest);
+        if !reusable {
+            return Ok(Some(job));
+        }
+        let parent = job.dst.parent().map(Path::to_path_buf);
+        let fresh_parent = parent.filter(|p| state.touched.insert(p.clone()));
+        state.claimed.push((rel, job));
+        drop(state);
+        if let Some(parent) = fresh_parent {
+            // Copies the parent up into the upper dir (with its ancestors)
+            // and sets its mtime as creating the file in it would.
+            let now = rustix::fs::Timestamps {
+                last_access: rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_OMIT,
+                },
+                last_modification: rustix::fs::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                },
+            };
+            rustix::fs::utimensat(rustix::fs::CWD, &parent, &now, AtFlags::empty())
+                .map_err(|e| io_error("set the modification time of", &parent)(e.into()))?;
+        }
+        Ok(None)
+    }
+
+    /// Whether the previous snapshot's file at `rel` is what `job` writes.
+    fn same_file(&self, previous: &Previous, rel: &str, job: &FileJob) -> bool {
+        let Ok(old) = rustix::fs::statat(&previous.dir, rel, AtFlags::SYMLINK_NOFOLLOW) else {
+            return false;
+        };
+        let is_file =
+            rustix::fs::FileType::from_raw_mode(old.st_mode) == rustix::fs::FileType::RegularFile;
+        let same = is_file
+            && old.st_size as u64 == job.meta.len()
+            && old.st_mode & 0o7777 == job.mode
+            && old.st_uid == job.owner.uid
+            && old.st_gid == job.owner.gid
+            && old.st_mtime == job.meta.mtime()
+            && old.st_mtime_nsec as i64 == job.meta.mtime_nsec();
+        if !same {
+            return false;
+        }
+        // A COPY gives its files no extended attributes of its own; any on
+        // the old file (overlay's among them) came from elsewhere.
+        let mut names = [0u8; 1];
+        if !matches!(
+            rustix::fs::llistxattr(previous.path.join(rel), &mut names[..0]),
+            Ok(0)
+        ) {
+            return false;
+        }
+        self.lock().inodes.insert(old.st_ino)
+    }
+
+    /// The COPY set `dir`'s mtime to `mtime` (after its content).
+    pub(super) fn finished_dir(&self, dir: &Path, mtime: SystemTime) {
+        if self.previous.is_some() {
+            self.lock().finished.push((dir.to_path_buf(), mtime));
+        }
+    }
+
+    /// Links the files taken by [`Reuse::offer`] into `upper` (the new
+    /// snapshot's own directory, unmounted), copies those that cannot be
+    /// linked from their sources, and sets again the mtimes the COPY gave
+    /// the directories they went into. Returns how many were linked.
+    pub fn link_into(&self, upper: &Path) -> Result<usize, EngineError> {
+        let mut state = self.lock();
+        let claimed = std::mem::take(&mut state.claimed);
+        let finished = std::mem::take(&mut state.finished);
+        drop(state);
+        let Some(previous) = &self.previous else {
+            return Ok(0);
+        };
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let Some(mount) = self.mount.get() else {
+            return Ok(0);
+        };
+        let new = rustix::fs::open(
+            upper,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error("open", upper)(e.into()))?;
+        let parents: HashSet<PathBuf> = claimed
+            .iter()
+            .filter_map(|(_, job)| job.dst.parent().map(Path::to_path_buf))
+            .collect();
+        // Links go to the walk's contiguous halves on two threads: linking
+        // is directory and inode updates in the kernel, and the halves
+        // mostly touch different directories.
+        let link = |part: Vec<(String, FileJob)>| {
+            let mut failed = Vec::new();
+            for (rel, job) in part {
+                if let Err(e) =
+                    rustix::fs::linkat(&previous.dir, &rel, &new, &rel, AtFlags::empty())
+                {
+                    tracing::debug!(path = %rel, error = %e, "copying instead of linking");
+                    failed.push((rel, job));
+                }
+            }
+            failed
+        };
+        let total = claimed.len();
+        let mut first = claimed;
+        let second = first.split_off(total / 2);
+        let mut failed = std::thread::scope(|scope| {
+            let other = scope.spawn(|| link(second));
+            let mut failed = link(first);
+            // A panic in the other half is raised here: its files must not
+            // be left neither linked nor copied.
+            failed.extend(
+                other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+            failed
+        });
+        let linked = total - failed.len();
+        for (rel, mut job) in failed.drain(..) {
+            job.dst = upper.join(&rel);
+            job.run(None)?;
+        }
+        for (dir, mtime) in finished {
+            if !parents.contains(&dir) {
+                continue;
+            }
+            let Ok(rel) = dir.strip_prefix(mount) else {
+                continue;
+            };
+            let path = upper.join(rel);
+            fs::File::open(&path)
+                .and_then(|f| f.set_modified(mtime))
+                .map_err(io_error("set the modification time of", &path))?;
+        }
+        Ok(linked)
+    }
+
+    /// The record of this COPY, naming the snapshot it committed.
+    pub fn record(self, snapshot: String) -> Record {
+        let state = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        Record {
+            snapshot,
+            files: state.written,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_bad_ones_are_no_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Digest::of(b"k");
+        assert_eq!(Record::load(dir.path(), &key), None);
+        let record = Record {
+            snapshot: "chain-abc".into(),
+            files: HashMap::from([
+                ("src/a b".to_owned(), [1u8; 32]),
+                ("src/c".to_owned(), [2u8; 32]),
+            ]),
+        };
+        record.save(dir.path(), &key).unwrap();
+        assert_eq!(Record::load(dir.path(), &key), Some(record));
+        fs::write(
+            dir.path().join(key.hex()),
+            "hoist-copy-reuse 1\nchain-abc\nzz src/a\n",
+        )
+        .unwrap();
+        assert_eq!(Record::load(dir.path(), &key), None, "a bad digest");
+        fs::write(dir.path().join(key.hex()), "other 1\nchain-abc\n").unwrap();
+        assert_eq!(Record::load(dir.path(), &key), None, "another format");
+    }
+}
