@@ -1,10 +1,11 @@
 //! The HTTP side: endpoints (scheme, TLS, mirrors), authentication
 //! (basic, bearer tokens cached per scope), retries with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use oci_spec::image::Descriptor;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 
@@ -67,7 +68,10 @@ pub struct ClientOptions {
     /// takes `HOIST_REGISTRY_TIMEOUT`). A body that stalls this long is
     /// dropped and the download resumes with a `Range` request.
     pub read_timeout: Duration,
-    /// Blobs transferred at once (default 4).
+    /// Blobs transferred at once (default 6, as containers/image; Docker
+    /// pushes 5 at once). Blobs go biggest first: with fewer slots than big
+    /// blobs, the last one would run alone at the end while the other
+    /// slots (and the registry's other cores) sat idle.
     pub concurrency: usize,
     /// Blobs up to this size are uploaded with one PUT (default 16 MiB);
     /// bigger ones in chunks.
@@ -92,7 +96,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
-            concurrency: 4,
+            concurrency: 6,
             monolithic_limit: 16 << 20,
             chunk_size: 64 << 20,
             max_idle_connections: 16,
@@ -803,6 +807,26 @@ fn form_encode(v: &str) -> String {
         }
     }
     out
+}
+
+/// The blobs of one transfer, biggest first, handed to a fixed set of
+/// workers one at a time (the longest jobs first keep the workers busy
+/// until the end, instead of one big blob finishing alone).
+pub(crate) struct BlobQueue<T>(Mutex<VecDeque<(Descriptor, T)>>);
+
+impl<T> BlobQueue<T> {
+    pub(crate) fn new(mut items: Vec<(Descriptor, T)>) -> BlobQueue<T> {
+        items.sort_by_key(|(d, _)| std::cmp::Reverse(d.size()));
+        BlobQueue(Mutex::new(items.into()))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.0).len()
+    }
+
+    pub(crate) fn next(&self) -> Option<(Descriptor, T)> {
+        lock(&self.0).pop_front()
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -7,11 +7,11 @@ use futures_util::StreamExt;
 use oci_spec::image::{Descriptor, MediaType};
 use reqwest::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::RwLock;
 use tokio::task::JoinSet;
 
 use crate::client::{
-    error_chain, no_notify, read_limited, scope, status_error, Client, Endpoint, Result,
+    error_chain, no_notify, read_limited, scope, status_error, BlobQueue, Client, Endpoint, Result,
 };
 use crate::error::RegistryError;
 use crate::events::{EventSink, PullEvent, RetryNotice};
@@ -372,7 +372,8 @@ impl Client {
     }
 
     /// Download blobs of `reference`'s repository in parallel (bounded by
-    /// the client's concurrency), skipping those the store has.
+    /// the client's concurrency), biggest first, skipping those the store
+    /// has.
     pub(crate) async fn fetch_blobs(
         &self,
         endpoint: &Endpoint,
@@ -381,10 +382,9 @@ impl Client {
         store: &Arc<dyn BlobStore>,
         events: Option<EventSink<PullEvent>>,
     ) -> Result<()> {
-        let semaphore = Arc::new(Semaphore::new(self.inner.options.concurrency.max(1)));
         let commits = Arc::new(RwLock::new(()));
-        let mut tasks = JoinSet::new();
         let mut seen = HashSet::new();
+        let mut queued = Vec::new();
         for blob in blobs {
             if !seen.insert(blob.digest().to_string()) {
                 continue;
@@ -397,26 +397,33 @@ impl Client {
                 }
                 continue;
             }
+            queued.push((blob.clone(), ()));
+        }
+        let queue = Arc::new(BlobQueue::new(queued));
+        let workers = self.inner.options.concurrency.max(1).min(queue.len());
+        let mut tasks = JoinSet::new();
+        for _ in 0..workers {
             let client = self.clone();
             let endpoint = endpoint.clone();
             let repository = reference.repository().to_string();
-            let blob = blob.clone();
             let store = store.clone();
             let events = events.clone();
-            let semaphore = semaphore.clone();
             let commits = commits.clone();
+            let queue = queue.clone();
             tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
-                client
-                    .fetch_blob(
-                        &endpoint,
-                        &repository,
-                        &blob,
-                        store.as_ref(),
-                        events,
-                        commits,
-                    )
-                    .await
+                while let Some((blob, ())) = queue.next() {
+                    client
+                        .fetch_blob(
+                            &endpoint,
+                            &repository,
+                            &blob,
+                            store.as_ref(),
+                            events.clone(),
+                            commits.clone(),
+                        )
+                        .await?;
+                }
+                Ok(())
             });
         }
         let mut failure = None;

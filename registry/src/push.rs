@@ -9,11 +9,11 @@ use bytes::Bytes;
 use oci_spec::image::Descriptor;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{StatusCode, Url};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::client::{
-    error_chain, retryable_status, scope, status_error, Client, Endpoint, Result, RetryPolicy,
+    error_chain, retryable_status, scope, status_error, BlobQueue, Client, Endpoint, Result,
+    RetryPolicy,
 };
 use crate::error::RegistryError;
 use crate::events::{EventSink, PushEvent, RetryNotice};
@@ -56,7 +56,7 @@ enum BlobOutcome {
 impl Client {
     /// Push the manifest or index `root` (its bytes and everything it
     /// references must be in `store`) to `reference`: blobs first, in
-    /// parallel (existing ones skipped, mounted when `options` knows a
+    /// parallel and biggest first (existing ones skipped, mounted when `options` knows a
     /// source in the same registry, small ones in one PUT, big ones in
     /// resumable chunks), then child manifests by digest, then the root
     /// under the reference's tag (or digest).
@@ -74,9 +74,8 @@ impl Client {
         let mut blobs = Vec::new();
         collect(store.as_ref(), root, &mut manifests, &mut blobs, 0)?;
 
-        let semaphore = Arc::new(Semaphore::new(self.inner.options.concurrency.max(1)));
-        let mut tasks = JoinSet::new();
         let mut seen = HashSet::new();
+        let mut queued = Vec::new();
         for blob in blobs {
             if !seen.insert(blob.digest().to_string()) {
                 continue;
@@ -91,25 +90,48 @@ impl Client {
                 })
                 .map(|r| r.repository().to_string())
                 .collect();
+            queued.push((blob, sources));
+        }
+        let queue = Arc::new(BlobQueue::new(queued));
+        let workers = self.inner.options.concurrency.max(1).min(queue.len());
+        let mut tasks = JoinSet::new();
+        for _ in 0..workers {
             let client = self.clone();
             let endpoint = endpoint.clone();
             let repository = reference.repository().to_string();
             let store = store.clone();
             let events = options.events.clone();
-            let semaphore = semaphore.clone();
+            let queue = queue.clone();
             tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await;
-                client
-                    .push_blob(&endpoint, &repository, &blob, &sources, store, events)
-                    .await
+                let mut outcomes = Vec::new();
+                while let Some((blob, sources)) = queue.next() {
+                    let outcome = client
+                        .push_blob(
+                            &endpoint,
+                            &repository,
+                            &blob,
+                            &sources,
+                            store.clone(),
+                            events.clone(),
+                        )
+                        .await?;
+                    outcomes.push(outcome);
+                }
+                Ok::<_, RegistryError>(outcomes)
             });
         }
         let (mut uploaded, mut mounted, mut existing) = (0, 0, 0);
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(Ok(BlobOutcome::Uploaded)) => uploaded += 1,
-                Ok(Ok(BlobOutcome::Mounted)) => mounted += 1,
-                Ok(Ok(BlobOutcome::Existing)) => existing += 1,
+                Ok(Ok(outcomes)) => {
+                    for outcome in outcomes {
+                        match outcome {
+                            BlobOutcome::Uploaded => uploaded += 1,
+                            BlobOutcome::Mounted => mounted += 1,
+                            BlobOutcome::Existing => existing += 1,
+                        }
+                    }
+                }
                 Ok(Err(e)) => {
                     tasks.abort_all();
                     while tasks.join_next().await.is_some() {}

@@ -365,6 +365,54 @@ async fn big_blobs_go_up_in_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_go_biggest_first_both_ways() {
+    require_registry!();
+    let reg = Registry::start();
+    // Layers listed small, big, middle: the transfer order must not follow
+    // the manifest.
+    let image = make_image(&[20 << 10, 600 << 10, 200 << 10], 7);
+    let mut opts = options(Arc::new(hoist_registry::auth::Anonymous));
+    opts.concurrency = 1;
+    let client = Client::new(opts).unwrap();
+    let target = Reference::parse(&format!("{}/order/app:1", reg.addr)).unwrap();
+    let (push_seen, push_options) = push_events();
+    client
+        .push(&target, &image.manifest, image.store.clone(), &push_options)
+        .await
+        .unwrap();
+    let pushed: Vec<u64> = push_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            PushEvent::BlobStarted { descriptor } => Some(descriptor.size()),
+            _ => None,
+        })
+        .collect();
+    let (_dir, dest) = empty_store();
+    let (pull_seen, pull_options) = pull_events();
+    client
+        .pull(&target, dest.clone(), &pull_options)
+        .await
+        .unwrap();
+    let pulled: Vec<u64> = pull_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            PullEvent::BlobStarted { descriptor } => Some(descriptor.size()),
+            _ => None,
+        })
+        .collect();
+    for sizes in [&pushed, &pulled] {
+        // Config, busybox layer and three random layers.
+        assert_eq!(sizes.len(), 5, "{sizes:?}");
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+    }
+    assert_same_blobs(image.store.as_ref(), dest.as_ref(), &image.blob_digests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_quote_the_registry() {
     require_registry!();
     let reg = Registry::start();
