@@ -643,7 +643,42 @@ pub(super) struct FileJob {
     pub(super) mode: u32,
 }
 
+/// A [`FileJob`] put aside to be linked later ([`Reuse`]), in what copying it
+/// after all needs and cannot be had again: a COPY may hold one per file of
+/// its context (a whole `FileJob` was 288 bytes plus four strings).
+pub(super) struct Deferred {
+    src: Box<Path>,
+    rel: Box<str>,
+    owner: Owner,
+    mode: u32,
+}
+
+impl Deferred {
+    /// The job again, writing to `dst`, with the source's metadata read anew.
+    pub(super) fn into_job(self, dst: PathBuf) -> Result<FileJob, EngineError> {
+        let meta = fs::symlink_metadata(&self.src).map_err(io_error("stat", &self.src))?;
+        Ok(FileJob {
+            src: self.src.into(),
+            rel: self.rel.into(),
+            dst,
+            meta,
+            owner: self.owner,
+            mode: self.mode,
+        })
+    }
+}
+
 impl FileJob {
+    /// Puts the job aside (see [`Deferred`]).
+    pub(super) fn defer(self) -> Deferred {
+        Deferred {
+            src: self.src.into_boxed_path(),
+            rel: self.rel.into_boxed_str(),
+            owner: self.owner,
+            mode: self.mode,
+        }
+    }
+
     /// Copies the file, unless `reuse` takes it to link it later.
     pub(super) fn run(self, reuse: Option<&Reuse<'_>>) -> Result<(), EngineError> {
         let job = match reuse {
@@ -1004,6 +1039,46 @@ fn extract(path: &Path, target: &Path) -> Result<(), EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deferred_job_copies_as_the_job_would_have() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.txt");
+        fs::write(&src, "content").unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000, 123_456_789);
+        File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_modified(then)
+            .unwrap();
+        let meta = fs::symlink_metadata(&src).unwrap();
+        let owner = Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        };
+        let job = FileJob {
+            src: src.clone(),
+            rel: "src.txt".into(),
+            dst: dir.path().join("never-written"),
+            meta,
+            owner,
+            mode: 0o640,
+        };
+        let dst = dir.path().join("out.txt");
+        job.defer()
+            .into_job(dst.clone())
+            .unwrap()
+            .run(None)
+            .unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"content");
+        let out = fs::symlink_metadata(&dst).unwrap();
+        assert_eq!(out.permissions().mode() & 0o7777, 0o640);
+        assert_eq!(out.modified().unwrap(), then);
+        assert_eq!((out.uid(), out.gid()), (owner.uid, owner.gid));
+        assert!(!dir.path().join("never-written").exists());
+    }
 
     #[test]
     fn paths_are_cleaned_before_they_are_resolved() {

@@ -48,7 +48,7 @@ use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-use super::files::FileJob;
+use super::files::{Deferred, FileJob};
 use super::hash::StatCache;
 use super::{io_error, EngineError};
 use crate::digest::{CanonicalEncoder, Digest};
@@ -167,7 +167,7 @@ pub(crate) struct Reuse<'a> {
 struct State {
     inodes: HashSet<u64>,
     touched: HashSet<PathBuf>,
-    claimed: Vec<(String, FileJob)>,
+    claimed: Vec<(Box<str>, Deferred)>,
     written: HashMap<String, [u8; 32]>,
     finished: Vec<(PathBuf, SystemTime)>,
 }
@@ -234,7 +234,7 @@ impl<'a> Reuse<'a> {
         }
         let parent = job.dst.parent().map(Path::to_path_buf);
         let fresh_parent = parent.filter(|p| state.touched.insert(p.clone()));
-        state.claimed.push((rel, job));
+        state.claimed.push((rel.into_boxed_str(), job.defer()));
         drop(state);
         if let Some(parent) = fresh_parent {
             // Copies the parent up into the upper dir (with its ancestors)
@@ -317,16 +317,16 @@ impl<'a> Reuse<'a> {
         .map_err(|e| io_error("open", upper)(e.into()))?;
         let parents: HashSet<PathBuf> = claimed
             .iter()
-            .filter_map(|(_, job)| job.dst.parent().map(Path::to_path_buf))
+            .filter_map(|(rel, _)| mount.join(&**rel).parent().map(Path::to_path_buf))
             .collect();
         // Links go to the walk's contiguous halves on two threads: linking
         // is directory and inode updates in the kernel, and the halves
         // mostly touch different directories.
-        let link = |part: Vec<(String, FileJob)>| {
+        let link = |part: Vec<(Box<str>, Deferred)>| {
             let mut failed = Vec::new();
             for (rel, job) in part {
                 if let Err(e) =
-                    rustix::fs::linkat(&previous.dir, &rel, &new, &rel, AtFlags::empty())
+                    rustix::fs::linkat(&previous.dir, &*rel, &new, &*rel, AtFlags::empty())
                 {
                     tracing::debug!(path = %rel, error = %e, "copying instead of linking");
                     failed.push((rel, job));
@@ -350,9 +350,8 @@ impl<'a> Reuse<'a> {
             failed
         });
         let linked = total - failed.len();
-        for (rel, mut job) in failed.drain(..) {
-            job.dst = upper.join(&rel);
-            job.run(None)?;
+        for (rel, job) in failed.drain(..) {
+            job.into_job(upper.join(&*rel))?.run(None)?;
         }
         for (dir, mtime) in finished {
             if !parents.contains(&dir) {
