@@ -407,7 +407,7 @@ impl Engine {
         layers: &[Layer],
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.with_new_layer_then(layers, change, |_| Ok(()))
+        self.new_layer(layers, change, None)
     }
 
     /// [`Engine::with_new_layer`], then, once the snapshot is unmounted and
@@ -419,6 +419,19 @@ impl Engine {
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         unmounted: impl FnOnce(&Path) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
+        self.new_layer(layers, change, Some(Box::new(unmounted)))
+    }
+
+    /// Both of the above: the snapshot's own directory is looked up (a read
+    /// of the snapshot records) only for a step that has something to do
+    /// with it.
+    #[allow(clippy::type_complexity)]
+    fn new_layer<'a>(
+        &self,
+        layers: &[Layer],
+        change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
+        unmounted: Option<Box<dyn FnOnce(&Path) -> Result<(), crate::OpError> + 'a>>,
+    ) -> Result<Vec<Layer>, crate::OpError> {
         self.with_new_snapshot(layers, |key, mounts| {
             let mountpoint = self.scratch_dir("root")?;
             let guard = MountGuard::new(mounts, &mountpoint)
@@ -428,6 +441,9 @@ impl Engine {
                 .unmount()
                 .map_err(snap_error(format!("unmount snapshot {key}")))?;
             let _ = std::fs::remove_dir(&mountpoint);
+            let Some(unmounted) = unmounted else {
+                return Ok(());
+            };
             if let Some(own) = self
                 .snapshots
                 .own_dir(key)
