@@ -39,7 +39,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -47,6 +46,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
+
+use hoist_untrusted::Root;
 
 use super::files::{Deferred, FileJob};
 use super::hash::StatCache;
@@ -145,12 +146,11 @@ impl Record {
 
 /// The previous snapshot's own directory, held open so that a snapshot
 /// removed and made again under the same directory name meanwhile is
-/// never read: lookups in a removed directory fail, and fall back.
+/// never read: lookups in a removed directory fail, and fall back. Its
+/// path is for the one check that has no `*at` call (xattrs): a directory
+/// replaced meanwhile only makes the link from the descriptor fail.
 struct Previous {
-    dir: OwnedFd,
-    /// Its path, for the one check that has no `*at` call (xattrs): a
-    /// directory replaced meanwhile only makes the link from `dir` fail.
-    path: PathBuf,
+    dir: Root,
     files: HashMap<String, [u8; 32]>,
 }
 
@@ -177,15 +177,8 @@ impl<'a> Reuse<'a> {
     /// snapshot), or only the making of a new record when there is none.
     pub fn new(previous: Option<(Record, PathBuf)>, hashes: &'a StatCache) -> Self {
         let previous = previous.and_then(|(record, dir)| {
-            let fd = rustix::fs::open(
-                &dir,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()?;
             Some(Previous {
-                dir: fd,
-                path: dir,
+                dir: Root::new(&dir).ok()?,
                 files: record.files,
             })
         });
@@ -257,7 +250,15 @@ impl<'a> Reuse<'a> {
 
     /// Whether the previous snapshot's file at `rel` is what `job` writes.
     fn same_file(&self, previous: &Previous, rel: &str, job: &FileJob) -> bool {
-        let Ok(old) = rustix::fs::statat(&previous.dir, rel, AtFlags::SYMLINK_NOFOLLOW) else {
+        // `rel` is made of the context's names. The old snapshot holds what
+        // the same COPY wrote through the root-scoped resolver, so no symlink
+        // lies on the way; that is checked, by the resolver, before the plain
+        // lookups below (stat, xattrs, link) take the same path.
+        if previous.dir.resolve(rel, false).ok() != Some(previous.dir.path().join(rel)) {
+            return false;
+        }
+        let Ok(old) = rustix::fs::statat(previous.dir.as_fd(), rel, AtFlags::SYMLINK_NOFOLLOW)
+        else {
             return false;
         };
         let is_file =
@@ -276,7 +277,7 @@ impl<'a> Reuse<'a> {
         // the old file (overlay's among them) came from elsewhere.
         let mut names = [0u8; 1];
         if !matches!(
-            rustix::fs::llistxattr(previous.path.join(rel), &mut names[..0]),
+            rustix::fs::llistxattr(previous.dir.path().join(rel), &mut names[..0]),
             Ok(0)
         ) {
             return false;
@@ -326,7 +327,7 @@ impl<'a> Reuse<'a> {
             let mut failed = Vec::new();
             for (rel, job) in part {
                 if let Err(e) =
-                    rustix::fs::linkat(&previous.dir, &*rel, &new, &*rel, AtFlags::empty())
+                    rustix::fs::linkat(previous.dir.as_fd(), &*rel, &new, &*rel, AtFlags::empty())
                 {
                     tracing::debug!(path = %rel, error = %e, "copying instead of linking");
                     failed.push((rel, job));
