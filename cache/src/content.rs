@@ -422,9 +422,13 @@ impl ContentWriter {
     /// ingest is removed as on drop.
     pub fn suspend(mut self) -> Result<u64> {
         if let Some(buffered) = self.file.take() {
-            buffered
+            let file = buffered
                 .into_inner()
                 .map_err(|e| Error::io("flush ingest file", &self.path, e.into_error()))?;
+            // The resume that comes next must get the lock even while a child
+            // another thread is spawning still holds this description.
+            crate::sys::unlock(&file)
+                .map_err(|e| Error::io("unlock ingest file", &self.path, e))?;
         }
         self.keep = true;
         Ok(self.size)
@@ -809,6 +813,33 @@ mod tests {
         assert!(c.created);
         assert_eq!(store.read_blob(&digest).unwrap(), data);
         assert_eq!(ingest_files(&store), 0);
+    }
+
+    #[test]
+    fn a_suspended_ingest_resumes_while_a_child_holds_its_descriptor() {
+        // What a `Command::spawn` in another thread does between its fork
+        // and its exec, made to last: a child holding the ingest file's open
+        // description (here as its stdin), and with it the flock.
+        let (_d, store) = store();
+        let data = vec![7u8; 30_000];
+        let digest = digest_of(&data);
+        let mut first = store.resume_writer(&digest, 30_000).unwrap();
+        first.write_all(&data[..10_000]).unwrap();
+        let shared = first.file.as_ref().unwrap().get_ref().try_clone().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(shared)
+            .spawn()
+            .unwrap();
+        assert_eq!(first.suspend().unwrap(), 10_000);
+        let second = store.resume_writer(&digest, 30_000);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut second = second.unwrap();
+        assert_eq!(second.size(), 10_000);
+        second.write_all(&data[10_000..]).unwrap();
+        assert!(second.commit(Some(30_000), Some(&digest)).unwrap().created);
+        assert_eq!(store.read_blob(&digest).unwrap(), data);
     }
 
     #[test]

@@ -48,6 +48,23 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     }
 }
 
+/// Release a `flock(2)` taken on `file` now. Closing is not enough when
+/// another thread forks (a `Command::spawn`): the child holds a copy of the
+/// open file description, and with it the lock, until its exec closes it.
+pub(crate) fn unlock(file: &File) -> io::Result<()> {
+    loop {
+        // SAFETY: as in `lock_exclusive`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
 /// Asks the kernel to start writing `len` bytes of `file` from `offset` to
 /// disk now, without waiting (`sync_file_range(2)` with
 /// `SYNC_FILE_RANGE_WRITE`). A big blob written this way as it is produced
