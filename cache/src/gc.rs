@@ -281,6 +281,16 @@ impl GcConfig {
 /// and directory, each inode once, not crossing into other filesystems
 /// (mounts of running builds), as `du -s -x -B1` counts them.
 pub fn disk_usage(path: &Path) -> u64 {
+    disk_usage_with(path, |_| None)
+}
+
+/// [`disk_usage`], except that a directory for which `known` gives a size
+/// counts as that size and is not walked: a caller that knows a directory
+/// cannot have changed since it last measured it (a committed snapshot)
+/// saves walking it again. Inodes linked from both such a directory and
+/// elsewhere then count twice, so the result can only be larger than
+/// [`disk_usage`]'s.
+pub fn disk_usage_with(path: &Path, mut known: impl FnMut(&Path) -> Option<u64>) -> u64 {
     let Ok(top) = fs::symlink_metadata(path) else {
         return 0;
     };
@@ -295,15 +305,22 @@ pub fn disk_usage(path: &Path) -> u64 {
         if meta.nlink() > 1 && !meta.is_dir() && !seen.insert(meta.ino()) {
             continue;
         }
+        if meta.is_dir() {
+            if let Some(size) = known(&path) {
+                total += size;
+                continue;
+            }
+        }
         total += meta.blocks() * 512;
         if meta.is_dir() {
             let Ok(entries) = fs::read_dir(&path) else {
                 continue;
             };
             for entry in entries.flatten() {
-                let child = entry.path();
-                if let Ok(m) = fs::symlink_metadata(&child) {
-                    stack.push((child, m));
+                // The entry's own metadata: a stat relative to the open
+                // directory, not a lookup of the whole path again.
+                if let Ok(m) = entry.metadata() {
+                    stack.push((entry.path(), m));
                 }
             }
         }
