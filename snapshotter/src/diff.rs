@@ -28,10 +28,13 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{io_err, Error, Result};
 use crate::fsutil;
-use crate::layer::{Compression, CompressionOptions, LayerDescriptor, LayerWriter};
+use crate::layer::{
+    Compression, CompressionOptions, GzipBlockSource, LayerDescriptor, LayerWriter,
+};
 use hoist_untrusted::tar_writer::{EntryHeader, EntryKind, TarWriter};
 
 /// Where the changes of a snapshot are read from.
@@ -74,13 +77,37 @@ pub fn write_layer(
     options: &DiffOptions,
     out: &mut dyn Write,
 ) -> Result<LayerDescriptor> {
+    write_with(source, options, out, None)
+}
+
+/// [`write_layer`] through [`LayerWriter::reusing`]: a gzip layer lists
+/// the blocks it was written in, and takes from `earlier` those it holds.
+pub fn write_layer_reusing(
+    source: &DiffSource,
+    options: &DiffOptions,
+    earlier: Option<Arc<dyn GzipBlockSource>>,
+    out: &mut dyn Write,
+) -> Result<LayerDescriptor> {
+    write_with(source, options, out, Some(earlier))
+}
+
+fn write_with(
+    source: &DiffSource,
+    options: &DiffOptions,
+    out: &mut dyn Write,
+    blocks: Option<Option<Arc<dyn GzipBlockSource>>>,
+) -> Result<LayerDescriptor> {
     let compression = CompressionOptions {
         compression: options.compression,
         level: options.level,
         threads: options.threads,
         skip_blob_digest: options.skip_blob_digest,
     };
-    let writer = LayerWriter::new(out, &compression).map_err(|source| Error::Write {
+    let writer = match blocks {
+        None => LayerWriter::new(out, &compression),
+        Some(earlier) => LayerWriter::reusing(out, &compression, earlier),
+    }
+    .map_err(|source| Error::Write {
         path: String::new(),
         source,
     })?;

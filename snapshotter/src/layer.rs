@@ -84,6 +84,35 @@ pub struct LayerDescriptor {
     pub uncompressed_size: u64,
     /// The OCI media type of the blob.
     pub media_type: &'static str,
+    /// The gzip blocks the blob was written in, when the writer was asked
+    /// to list them ([`LayerWriter::reusing`]); empty otherwise.
+    pub blocks: Vec<GzipBlock>,
+}
+
+/// One block of a gzip layer as [`ParallelGzip`] wrote it. A later layer
+/// whose stream holds the same block (same input, same 32 KiB before it,
+/// same level) may take its deflate bytes instead of deflating it again:
+/// they are the bytes deflate would make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GzipBlock {
+    /// sha256 of everything the block's deflate bytes depend on: this
+    /// code's version, the level, what the deflate library makes of a fixed
+    /// sample at that level (so a library that compresses differently never
+    /// matches), the dictionary and the input.
+    pub key: [u8; 32],
+    /// Where the block's deflate bytes start in the blob.
+    pub offset: u64,
+    /// How many there are.
+    pub len: u64,
+    /// sha256 of those deflate bytes, to check them when read back.
+    pub digest: [u8; 32],
+}
+
+/// Deflate bytes of earlier blocks, by [`GzipBlock::key`].
+pub trait GzipBlockSource: Send + Sync {
+    /// The deflate bytes of the block `key`, exactly as written then (the
+    /// source checks them against their [`GzipBlock::digest`]), or `None`.
+    fn block(&self, key: &[u8; 32]) -> Option<Vec<u8>>;
 }
 
 /// Compression settings of a [`LayerWriter`].
@@ -194,6 +223,26 @@ pub struct LayerWriter<W: Write> {
 impl<W: Write> LayerWriter<W> {
     /// A writer compressing into `out`.
     pub fn new(out: W, options: &CompressionOptions) -> io::Result<Self> {
+        Self::build(out, options, None)
+    }
+
+    /// A writer compressing into `out` that lists the gzip blocks it writes
+    /// in its descriptor, and takes from `earlier` the deflate bytes of any
+    /// block it holds. The blob's bytes are the same either way. Only gzip
+    /// has blocks: for the other compressions this is [`LayerWriter::new`].
+    pub fn reusing(
+        out: W,
+        options: &CompressionOptions,
+        earlier: Option<Arc<dyn GzipBlockSource>>,
+    ) -> io::Result<Self> {
+        Self::build(out, options, Some(earlier))
+    }
+
+    fn build(
+        out: W,
+        options: &CompressionOptions,
+        blocks: Option<Option<Arc<dyn GzipBlockSource>>>,
+    ) -> io::Result<Self> {
         let sink = HashCount {
             inner: out,
             hash: (!options.skip_blob_digest).then(Sha256::new),
@@ -201,11 +250,17 @@ impl<W: Write> LayerWriter<W> {
         };
         let encoder = match options.compression {
             Compression::Uncompressed => Encoder::Plain(sink),
-            Compression::Gzip => Encoder::Gzip(ParallelGzip::new(
-                sink,
-                options.level.unwrap_or(6).min(9),
-                options.threads,
-            )),
+            Compression::Gzip => {
+                let mut gzip =
+                    ParallelGzip::new(sink, options.level.unwrap_or(6).min(9), options.threads);
+                if let Some(earlier) = blocks {
+                    gzip.blocks = Some(BlockReuse {
+                        earlier,
+                        written: Vec::new(),
+                    });
+                }
+                Encoder::Gzip(gzip)
+            }
             Compression::Zstd => {
                 let level = options
                     .level
@@ -223,9 +278,14 @@ impl<W: Write> LayerWriter<W> {
 
     /// Finishes compression and returns what was written.
     pub fn finish(self) -> io::Result<LayerDescriptor> {
+        let mut blocks = Vec::new();
         let mut sink = match self.encoder {
             Encoder::Plain(s) => s,
-            Encoder::Gzip(g) => g.finish()?,
+            Encoder::Gzip(g) => {
+                let (sink, written) = g.finish_with_blocks()?;
+                blocks = written;
+                sink
+            }
             Encoder::Zstd(z) => z.finish()?,
         };
         sink.flush()?;
@@ -238,6 +298,7 @@ impl<W: Write> LayerWriter<W> {
             size: sink.count,
             uncompressed_size: self.count,
             media_type: self.media_type,
+            blocks,
         })
     }
 }
@@ -277,7 +338,87 @@ struct Job {
     data: Vec<u8>,
 }
 
-type JobResult = (u64, io::Result<(Vec<u8>, crc32fast::Hasher, usize)>);
+/// A block's deflate bytes and CRC, with its key and their digest when
+/// blocks are listed.
+type Compressed = (Vec<u8>, crc32fast::Hasher, Option<([u8; 32], [u8; 32])>);
+
+type JobResult = (u64, io::Result<Compressed>);
+
+/// Listing the blocks written, and taking earlier ones.
+struct BlockReuse {
+    earlier: Option<Arc<dyn GzipBlockSource>>,
+    written: Vec<GzipBlock>,
+}
+
+/// The version of how hoist cuts and deflates blocks; part of every key.
+const BLOCK_KEY_VERSION: &[u8] = b"hoist-gzip-block 1\0";
+
+/// What this build's deflate makes of a fixed sample at `level`: a library
+/// that deflates differently (another version, another backend) gives
+/// other keys, so its blocks and ours never mix within one layer.
+fn deflate_fingerprint(level: u32) -> [u8; 32] {
+    static PRINTS: std::sync::OnceLock<Vec<[u8; 32]>> = std::sync::OnceLock::new();
+    let prints = PRINTS.get_or_init(|| {
+        // Text-like, repetitive and pseudo-random parts, so the match
+        // finder, the lazy evaluation and the Huffman coding all show.
+        let mut x: u32 = 0x9e37_79b9;
+        let sample: Vec<u8> = (0..48 * 1024u32)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                match i % 7 {
+                    0 | 1 => (x >> 24) as u8,
+                    _ => b"the quick brown fox jumps over the lazy dog "[(i % 44) as usize],
+                }
+            })
+            .collect();
+        (0..=9)
+            .map(
+                |l| match deflate_block(l, &sample[..4096], &sample[4096..]) {
+                    Ok(out) => Sha256::digest(&out).into(),
+                    // A deflate that fails here fails on the layer too; no key
+                    // it could give would ever be looked up.
+                    Err(_) => [0; 32],
+                },
+            )
+            .collect()
+    });
+    prints[level.min(9) as usize]
+}
+
+/// The key of a block (see [`GzipBlock::key`]).
+fn block_key(level: u32, dict: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(BLOCK_KEY_VERSION);
+    h.update([level as u8]);
+    h.update(deflate_fingerprint(level));
+    h.update((dict.len() as u64).to_le_bytes());
+    h.update(dict);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// Deflates one block (see [`deflate_block`]), or takes its bytes from
+/// `earlier`; with `list`, also gives its key and the bytes' digest.
+fn compress_block(
+    level: u32,
+    dict: &[u8],
+    data: &[u8],
+    list: bool,
+    earlier: Option<&dyn GzipBlockSource>,
+) -> io::Result<Compressed> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    if !list {
+        return Ok((deflate_block(level, dict, data)?, crc, None));
+    }
+    let key = block_key(level, dict, data);
+    let out = match earlier.and_then(|e| e.block(&key)) {
+        Some(out) => out,
+        None => deflate_block(level, dict, data)?,
+    };
+    let digest = Sha256::digest(&out).into();
+    Ok((out, crc, Some((key, digest))))
+}
 
 struct Pool {
     jobs: Option<mpsc::Sender<Job>>,
@@ -303,8 +444,11 @@ pub struct ParallelGzip<W: Write> {
     crc: crc32fast::Hasher,
     total: u64,
     pool: Option<Pool>,
-    pending: BTreeMap<u64, (Vec<u8>, crc32fast::Hasher)>,
+    pending: BTreeMap<u64, Compressed>,
     header_written: bool,
+    /// Bytes written to `out` so far (where the next block starts).
+    offset: u64,
+    blocks: Option<BlockReuse>,
 }
 
 /// Whether `data` looks incompressible: every byte value occurs within a
@@ -389,6 +533,8 @@ impl<W: Write> ParallelGzip<W> {
             pool: None,
             pending: BTreeMap::new(),
             header_written: false,
+            offset: 0,
+            blocks: None,
         }
     }
 
@@ -398,6 +544,7 @@ impl<W: Write> ParallelGzip<W> {
             // nothing about the machine or the time ends up in the blob.
             self.out
                 .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
+            self.offset += 10;
             self.header_written = true;
         }
         Ok(())
@@ -412,6 +559,8 @@ impl<W: Write> ParallelGzip<W> {
             let job_rx = Arc::clone(&job_rx);
             let res_tx = res_tx.clone();
             let level = self.level;
+            let list = self.blocks.is_some();
+            let earlier = self.blocks.as_ref().and_then(|b| b.earlier.clone());
             workers.push(std::thread::spawn(move || loop {
                 let job = {
                     let Ok(rx) = job_rx.lock() else { return };
@@ -420,10 +569,7 @@ impl<W: Write> ParallelGzip<W> {
                         Err(_) => return,
                     }
                 };
-                let mut crc = crc32fast::Hasher::new();
-                crc.update(&job.data);
-                let result = deflate_block(level, &job.dict, &job.data)
-                    .map(|out| (out, crc, job.data.len()));
+                let result = compress_block(level, &job.dict, &job.data, list, earlier.as_deref());
                 if res_tx.send((job.seq, result)).is_err() {
                     return;
                 }
@@ -436,9 +582,18 @@ impl<W: Write> ParallelGzip<W> {
         });
     }
 
-    fn emit(&mut self, data: &[u8], crc: &crc32fast::Hasher) -> io::Result<()> {
-        self.out.write_all(data)?;
-        self.crc.combine(crc);
+    fn emit(&mut self, (data, crc, listed): Compressed) -> io::Result<()> {
+        self.out.write_all(&data)?;
+        self.crc.combine(&crc);
+        if let (Some(blocks), Some((key, digest))) = (&mut self.blocks, listed) {
+            blocks.written.push(GzipBlock {
+                key,
+                offset: self.offset,
+                len: data.len() as u64,
+                digest,
+            });
+        }
+        self.offset += data.len() as u64;
         self.next_out += 1;
         Ok(())
     }
@@ -452,10 +607,9 @@ impl<W: Write> ParallelGzip<W> {
             .results
             .recv()
             .map_err(|_| io::Error::other("gzip worker thread died"))?;
-        let (data, crc, _) = result?;
-        self.pending.insert(seq, (data, crc));
-        while let Some((data, crc)) = self.pending.remove(&self.next_out) {
-            self.emit(&data, &crc)?;
+        self.pending.insert(seq, result?);
+        while let Some(block) = self.pending.remove(&self.next_out) {
+            self.emit(block)?;
         }
         Ok(())
     }
@@ -471,10 +625,9 @@ impl<W: Write> ParallelGzip<W> {
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.pool.is_none() && (self.threads <= 1 || (last && seq == 0)) {
-            let compressed = deflate_block(self.level, &dict, &data)?;
-            let mut crc = crc32fast::Hasher::new();
-            crc.update(&data);
-            return self.emit(&compressed, &crc);
+            let earlier = self.blocks.as_ref().and_then(|b| b.earlier.as_deref());
+            let block = compress_block(self.level, &dict, &data, self.blocks.is_some(), earlier)?;
+            return self.emit(block);
         }
         if self.pool.is_none() {
             self.start_pool();
@@ -491,7 +644,13 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     /// Compresses what is left, writes the trailer and returns the writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_with_blocks().map(|(out, _)| out)
+    }
+
+    /// [`ParallelGzip::finish`], with the blocks written when they were
+    /// listed.
+    fn finish_with_blocks(mut self) -> io::Result<(W, Vec<GzipBlock>)> {
         self.dispatch(true)?;
         while self.next_out < self.next_seq {
             self.collect_one()?;
@@ -508,7 +667,8 @@ impl<W: Write> ParallelGzip<W> {
         let crc = self.crc.clone().finalize();
         self.out.write_all(&crc.to_le_bytes())?;
         self.out.write_all(&(self.total as u32).to_le_bytes())?;
-        Ok(self.out)
+        let blocks = self.blocks.take().map(|b| b.written).unwrap_or_default();
+        Ok((self.out, blocks))
     }
 }
 
@@ -727,5 +887,99 @@ mod tests {
                 hashed
             );
         }
+    }
+
+    /// Earlier blocks by key, counting those found.
+    struct Earlier {
+        blocks: std::collections::HashMap<[u8; 32], Vec<u8>>,
+        found: std::sync::atomic::AtomicUsize,
+    }
+
+    impl GzipBlockSource for Earlier {
+        fn block(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+            let block = self.blocks.get(key).cloned();
+            if block.is_some() {
+                self.found
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            block
+        }
+    }
+
+    fn listed(
+        data: &[u8],
+        options: &CompressionOptions,
+        earlier: Option<Arc<dyn GzipBlockSource>>,
+    ) -> (Vec<u8>, LayerDescriptor) {
+        let mut blob = Vec::new();
+        let mut w = LayerWriter::reusing(&mut blob, options, earlier).unwrap();
+        for chunk in data.chunks(77_777) {
+            w.write_all(chunk).unwrap();
+        }
+        let d = w.finish().unwrap();
+        (blob, d)
+    }
+
+    #[test]
+    fn a_layer_taking_earlier_blocks_has_the_bytes_of_a_fresh_one() {
+        let old = sample(GZIP_BLOCK_SIZE * 5 + 1000);
+        let options = CompressionOptions::default();
+        let (old_blob, old_layer) = listed(&old, &options, None);
+        // Listing blocks changes nothing in the blob.
+        assert_eq!(old_blob, layer(&old, &options).0);
+        assert_eq!(old_layer.blocks.len(), 6);
+        let mut earlier = std::collections::HashMap::new();
+        for b in &old_layer.blocks {
+            let bytes = &old_blob[b.offset as usize..(b.offset + b.len) as usize];
+            assert_eq!(<[u8; 32]>::from(Sha256::digest(bytes)), b.digest);
+            earlier.insert(b.key, bytes.to_vec());
+        }
+        assert_eq!(old_layer.blocks[0].offset, 10);
+        let earlier = Arc::new(Earlier {
+            blocks: earlier,
+            found: Default::default(),
+        });
+
+        // One byte changes in the third block, far from its end: the fourth
+        // block's dictionary (the third's last 32 KiB) is unchanged.
+        let mut new = old.clone();
+        new[GZIP_BLOCK_SIZE * 2 + 10] ^= 1;
+        let fresh = layer(&new, &options).0;
+        for threads in [1, 4] {
+            earlier.found.store(0, std::sync::atomic::Ordering::Relaxed);
+            let options = CompressionOptions { threads, ..options };
+            let (blob, d) = listed(&new, &options, Some(earlier.clone()));
+            assert_eq!(blob, fresh, "{threads} threads");
+            assert_eq!(
+                earlier.found.load(std::sync::atomic::Ordering::Relaxed),
+                5,
+                "{threads} threads"
+            );
+            assert_eq!(d.blocks.len(), 6);
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&blob[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, new);
+        }
+
+        // Another level: no key matches, and the blob is that level's own.
+        earlier.found.store(0, std::sync::atomic::Ordering::Relaxed);
+        let other = CompressionOptions {
+            level: Some(1),
+            ..options
+        };
+        let (blob, _) = listed(&old, &other, Some(earlier.clone()));
+        assert_eq!(blob, layer(&old, &other).0);
+        assert_eq!(earlier.found.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+        // zstd has no blocks to list or take.
+        let zstd = CompressionOptions {
+            compression: Compression::Zstd,
+            ..options
+        };
+        let (blob, d) = listed(&old, &zstd, Some(earlier.clone()));
+        assert!(d.blocks.is_empty());
+        assert_eq!(blob, layer(&old, &zstd).0);
     }
 }

@@ -49,9 +49,11 @@ mod tarread;
 use hoist_untrusted::text;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyReport, ApplyTarget, ApplyWarning, WhiteoutStyle};
-pub use diff::{write_layer, DiffOptions, DiffSource};
+pub use diff::{write_layer, write_layer_reusing, DiffOptions, DiffSource};
 pub use error::{Error, ErrorKind, Result};
-pub use layer::{Compression, CompressionOptions, LayerDescriptor, LayerWriter};
+pub use layer::{
+    Compression, CompressionOptions, GzipBlock, GzipBlockSource, LayerDescriptor, LayerWriter,
+};
 pub use mount::{mount_all, unmount, Mount, MountGuard};
 pub use records::{JsonFileRecords, Kind, Record, RecordSet, SnapshotRecords};
 pub use snapshot::{probe_overlay, Backend, BackendChoice, Info, LocalSnapshotter, Snapshotter};

@@ -951,6 +951,79 @@ fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
     assert_eq!(nlink(&third_dir.join("src/d1/f1")), 1, "copied, not linked");
 }
 
+/// A reusing COPY's gzip layer takes the deflate bytes of the blocks its
+/// previous layer shares with it, and is still byte for byte a cold build's
+/// layer: after an edit that keeps the tar stream's offsets (most blocks
+/// taken) and after one that moves them (none needs to be).
+#[test]
+fn a_reusing_copy_takes_unchanged_gzip_blocks_and_keeps_a_cold_builds_bytes() {
+    hoist_testutil::require_root!();
+    let base = Base::new();
+    let warm = base.store();
+    let context = tempfile::tempdir().unwrap();
+    let ctx = context.path();
+    // Six 700 kB files of varied text, then a small one: about 4 MiB of
+    // tar, five 1 MiB gzip blocks, the small file in the last.
+    for f in 0..6u32 {
+        let text: String = (0..70_000u32)
+            .map(|i| format!("{:09}\n", i.wrapping_mul(2_654_435_761).wrapping_add(f)))
+            .collect();
+        fs::write(ctx.join(format!("f{f}")), text).unwrap();
+    }
+    fs::write(ctx.join("z"), "version 1\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY . /src\n").unwrap();
+    let epoch = EPOCH.to_string();
+    let args = ["-t", "app", "--source-date-epoch", epoch.as_str()];
+    let log = [("HOIST_LOG", "hoist_builder::engine::ops=debug")];
+    build(warm.path(), ctx, &args, &log);
+    let taken = |run: &Run| -> (usize, usize) {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains("gzip blocks of the previous layer taken"))
+            .unwrap_or_else(|| panic!("no block line in:\n{}", run.stderr));
+        let field = |name: &str| -> usize {
+            let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (field("taken"), field("blocks"))
+    };
+
+    // The same size: every block before the small file's is taken.
+    fs::write(ctx.join("z"), "version 2\n").unwrap();
+    let run = build(warm.path(), ctx, &args, &log);
+    let (got, of) = taken(&run);
+    assert!(
+        of >= 5 && got >= of - 1,
+        "{got} of {of} blocks taken\n{}",
+        run.stderr
+    );
+    let cold = base.store();
+    build(cold.path(), ctx, &args, &[]);
+    assert_eq!(
+        layer_digests(&inspect(warm.path(), "app")),
+        layer_digests(&inspect(cold.path(), "app"))
+    );
+
+    // A first file one line longer moves every later block: whatever is
+    // taken, the layer is a cold build's.
+    let mut grown = fs::read_to_string(ctx.join("f0")).unwrap();
+    grown.push_str(&"x".repeat(700));
+    fs::write(ctx.join("f0"), grown).unwrap();
+    build(warm.path(), ctx, &args, &log);
+    let cold = base.store();
+    build(cold.path(), ctx, &args, &[]);
+    let (warm_image, cold_image) = (inspect(warm.path(), "app"), inspect(cold.path(), "app"));
+    assert_eq!(layer_digests(&warm_image), layer_digests(&cold_image));
+    assert_eq!(warm_image["ManifestDigest"], cold_image["ManifestDigest"]);
+    ok(warm.path(), &["fsck"], &[]);
+}
+
 /// A RUN after a reusing COPY that changes a linked file changes its own
 /// copy: the earlier snapshot and image keep theirs, and removing the old
 /// image and pruning leaves the new one whole.

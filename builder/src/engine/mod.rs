@@ -42,6 +42,14 @@ use hoist_snapshotter::{
 
 use artifact::{snapshot_name, Layer};
 
+/// A layer's gzip blocks: where earlier ones may be taken from (the COPY
+/// reuse's previous layer), and, once it is written, its own.
+#[derive(Default)]
+pub(crate) struct LayerBlocks {
+    pub earlier: Option<Arc<dyn hoist_snapshotter::GzipBlockSource>>,
+    pub written: Vec<hoist_snapshotter::GzipBlock>,
+}
+
 /// gzip level of the layers steps make. Level 3 costs half the CPU of the
 /// default 6 for about 5% larger layers (docs/snapshotter.md's measurements),
 /// and compression is most of the work of a step that writes many files.
@@ -407,19 +415,22 @@ impl Engine {
         layers: &[Layer],
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.new_layer(layers, change, None)
+        self.new_layer(layers, change, None, None)
     }
 
     /// [`Engine::with_new_layer`], then, once the snapshot is unmounted and
     /// before its diff, `unmounted` with the snapshot's own directory (its
-    /// overlay upper dir) when the backend keeps one.
+    /// overlay upper dir) when the backend keeps one. A gzip layer takes
+    /// what it can from `blocks.earlier` and lists its blocks in
+    /// `blocks.written`.
     pub(crate) fn with_new_layer_then(
         &self,
         layers: &[Layer],
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         unmounted: impl FnOnce(&Path) -> Result<(), crate::OpError>,
+        blocks: &mut LayerBlocks,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.new_layer(layers, change, Some(Box::new(unmounted)))
+        self.new_layer(layers, change, Some(Box::new(unmounted)), Some(blocks))
     }
 
     /// Both of the above: the snapshot's own directory is looked up (a read
@@ -431,8 +442,9 @@ impl Engine {
         layers: &[Layer],
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         unmounted: Option<Box<dyn FnOnce(&Path) -> Result<(), crate::OpError> + 'a>>,
+        blocks: Option<&mut LayerBlocks>,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.with_new_snapshot(layers, |key, mounts| {
+        self.with_new_snapshot(layers, blocks, |key, mounts| {
             let mountpoint = self.scratch_dir("root")?;
             let guard = MountGuard::new(mounts, &mountpoint)
                 .map_err(snap_error(format!("mount snapshot {key}")))?;
@@ -476,6 +488,7 @@ impl Engine {
     pub(crate) fn with_new_snapshot(
         &self,
         layers: &[Layer],
+        blocks: Option<&mut LayerBlocks>,
         change: impl FnOnce(&str, &[hoist_snapshotter::Mount]) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
         let parent = self.ensure_snapshot(layers)?;
@@ -496,24 +509,32 @@ impl Engine {
             .content()
             .writer()
             .map_err(store_error("start a layer blob"))?;
-        let descriptor = self
-            .snapshots
-            .diff(
-                &key,
-                &DiffOptions {
-                    compression: self.layer_compression,
-                    // Only gzip's level is hoist's own; the export relies
-                    // on steps writing these levels (`convert`).
-                    level: (self.layer_compression == hoist_snapshotter::Compression::Gzip)
-                        .then_some(LAYER_GZIP_LEVEL),
-                    source_date_epoch: self.source_date_epoch,
-                    // The ingest hashes the blob to name it: once is enough.
-                    skip_blob_digest: true,
-                    ..DiffOptions::default()
-                },
-                &mut writer,
-            )
-            .map_err(snap_error(format!("diff snapshot {key}")))?;
+        let gzip = self.layer_compression == hoist_snapshotter::Compression::Gzip;
+        let options = DiffOptions {
+            compression: self.layer_compression,
+            // Only gzip's level is hoist's own; the export relies on steps
+            // writing these levels (`convert`).
+            level: gzip.then_some(LAYER_GZIP_LEVEL),
+            source_date_epoch: self.source_date_epoch,
+            // The ingest hashes the blob to name it: once is enough.
+            skip_blob_digest: true,
+            ..DiffOptions::default()
+        };
+        let mut descriptor = match blocks.as_deref().filter(|_| gzip) {
+            Some(blocks) => self.snapshots.diff_source(&key).and_then(|source| {
+                hoist_snapshotter::write_layer_reusing(
+                    &source,
+                    &options,
+                    blocks.earlier.clone(),
+                    &mut writer,
+                )
+            }),
+            None => self.snapshots.diff(&key, &options, &mut writer),
+        }
+        .map_err(snap_error(format!("diff snapshot {key}")))?;
+        if let Some(blocks) = blocks {
+            blocks.written = std::mem::take(&mut descriptor.blocks);
+        }
         let committed = writer
             .commit(Some(descriptor.size), None)
             .map_err(store_error(format!("store the layer of {key}")))?;

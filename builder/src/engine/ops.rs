@@ -12,7 +12,7 @@ use super::files::{self, CopyRequest, Owner, Source};
 use super::hash;
 use super::mounts;
 use super::reuse::{self, Record, Reuse};
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, LayerBlocks};
 use crate::digest::{CanonicalBytes, CanonicalEncoder, Digest};
 use crate::op::{Op, OpContext, OpError};
 
@@ -339,6 +339,17 @@ impl Op<Artifact> for FileStep {
                 let dir = engine.committed_own_dir(&record.snapshot)?;
                 Some((record, dir))
             });
+            let earlier = previous.as_ref().and_then(|(record, _)| {
+                let digest = record.layer.as_deref()?.parse().ok()?;
+                let blob = engine.store.content().open_blob(&digest).ok()?;
+                Some(Arc::new(reuse::PreviousBlocks::new(record, blob)?))
+            });
+            let mut blocks = LayerBlocks {
+                earlier: earlier
+                    .clone()
+                    .map(|e| e as Arc<dyn hoist_snapshotter::GzipBlockSource>),
+                written: Vec::new(),
+            };
             let reuse = Reuse::new(previous, &engine.hashes);
             let layers = engine.with_new_layer_then(
                 &base,
@@ -354,11 +365,20 @@ impl Op<Artifact> for FileStep {
                     tracing::debug!(linked, "files of the previous snapshot reused");
                     Ok(())
                 },
+                &mut blocks,
             )?;
+            tracing::debug!(
+                taken = earlier.as_ref().map_or(0, |e| e.taken()),
+                blocks = blocks.written.len(),
+                "gzip blocks of the previous layer taken"
+            );
             let name = super::artifact::snapshot_name(&layers).unwrap_or_default();
+            let mut record = reuse.record(name);
+            record.layer = layers.last().map(|l| l.digest.clone());
+            record.blocks = blocks.written;
             // Only a hint for the next build: failing to write it costs
             // speed, never the step.
-            if let Err(e) = reuse.record(name).save(&records, &reuse_key) {
+            if let Err(e) = record.save(&records, &reuse_key) {
                 tracing::debug!(error = %e, "could not record the COPY for reuse");
             }
             Ok(Artifact::Fs { layers })
@@ -632,7 +652,7 @@ impl Op<Artifact> for ExecStep {
                     let extra = mounts::prepare(&engine, &op.mounts, &inputs, views, &env)?;
                     let mut env = env.clone();
                     env.extend(extra.env.iter().cloned());
-                    engine.with_new_snapshot(&base, |_, mounts| {
+                    engine.with_new_snapshot(&base, None, |_, mounts| {
                         let rootfs = super::rootfs_of(mounts, false);
                         let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
                         spec.env = env.clone();

@@ -47,6 +47,7 @@ use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
+use hoist_snapshotter::{GzipBlock, GzipBlockSource};
 use hoist_untrusted::Root;
 
 use super::files::{Deferred, FileJob};
@@ -54,7 +55,7 @@ use super::hash::StatCache;
 use super::{io_error, EngineError};
 use crate::digest::{CanonicalEncoder, Digest};
 
-const HEADER: &str = "hoist-copy-reuse 1";
+const HEADER: &str = "hoist-copy-reuse 2";
 
 /// Where the records live, under the store's root.
 pub(crate) fn records_dir(store_root: &Path) -> PathBuf {
@@ -98,11 +99,14 @@ pub(crate) fn key(definition: &[u8], base: Option<&str>, context: &Path) -> Dige
         .digest()
 }
 
-/// What the last COPY of a key left: its snapshot and the content digest of
-/// each regular file it wrote, by path in the image (relative, no `/`).
+/// What the last COPY of a key left: its snapshot, its gzip layer blob and
+/// the blocks that blob was written in, and the content digest of each
+/// regular file it wrote, by path in the image (relative, no `/`).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Record {
     pub snapshot: String,
+    pub layer: Option<String>,
+    pub blocks: Vec<GzipBlock>,
     pub files: HashMap<String, [u8; 32]>,
 }
 
@@ -117,14 +121,26 @@ impl Record {
             return None;
         }
         let snapshot = lines.next()?.to_owned();
+        let layer = match lines.next()?.strip_prefix("layer ")? {
+            "-" => None,
+            digest => Some(digest.to_owned()),
+        };
+        let mut blocks = Vec::new();
         let mut files = HashMap::new();
         for line in lines.filter(|l| !l.is_empty()) {
+            if let Some(block) = line.strip_prefix("block ") {
+                blocks.push(parse_block(block)?);
+                continue;
+            }
             let (digest, path) = line.split_once(' ')?;
-            let mut bytes = [0u8; 32];
-            hex::decode_to_slice(digest, &mut bytes).ok()?;
-            files.insert(path.to_owned(), bytes);
+            files.insert(path.to_owned(), parse_hex32(digest)?);
         }
-        Some(Record { snapshot, files })
+        Some(Record {
+            snapshot,
+            layer,
+            blocks,
+            files,
+        })
     }
 
     /// Writes the record of `key` atomically (temp file, fsync, rename).
@@ -135,12 +151,95 @@ impl Record {
         paths.sort();
         hoist_untrusted::atomic::write_whole(&path, |out| {
             writeln!(out, "{HEADER}\n{}", self.snapshot)?;
+            writeln!(out, "layer {}", self.layer.as_deref().unwrap_or("-"))?;
+            for b in &self.blocks {
+                writeln!(
+                    out,
+                    "block {} {} {} {}",
+                    hex::encode(b.key),
+                    b.offset,
+                    b.len,
+                    hex::encode(b.digest)
+                )?;
+            }
             for (p, d) in paths {
                 writeln!(out, "{} {p}", hex::encode(d))?;
             }
             Ok(())
         })
         .map_err(|e| io_error(e.action, &e.path)(e.source))
+    }
+}
+
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// `KEY OFFSET LEN DIGEST` of a record's `block` line.
+fn parse_block(text: &str) -> Option<GzipBlock> {
+    let mut parts = text.split(' ');
+    let block = GzipBlock {
+        key: parse_hex32(parts.next()?)?,
+        offset: parts.next()?.parse().ok()?,
+        len: parts.next()?.parse().ok()?,
+        digest: parse_hex32(parts.next()?)?,
+    };
+    parts.next().is_none().then_some(block)
+}
+
+/// The gzip blocks of the previous COPY's layer blob, read from the blob
+/// in the content store. Opened once: a collection that removes the blob
+/// meanwhile leaves the open file readable.
+pub(crate) struct PreviousBlocks {
+    blob: fs::File,
+    blocks: HashMap<[u8; 32], GzipBlock>,
+    taken: std::sync::atomic::AtomicUsize,
+}
+
+/// No block of hoist's is near this (1 MiB of input deflates to at most a
+/// little over 1 MiB); a record saying otherwise is not believed.
+const MAX_BLOCK_LEN: u64 = 4 << 20;
+
+impl PreviousBlocks {
+    /// The blocks `record` lists, in its layer blob `blob`; `None` when it
+    /// lists none.
+    pub fn new(record: &Record, blob: fs::File) -> Option<Self> {
+        let blocks: HashMap<_, _> = record
+            .blocks
+            .iter()
+            .filter(|b| b.len <= MAX_BLOCK_LEN)
+            .map(|b| (b.key, *b))
+            .collect();
+        (!blocks.is_empty()).then_some(PreviousBlocks {
+            blob,
+            blocks,
+            taken: Default::default(),
+        })
+    }
+
+    /// How many blocks were given out.
+    pub fn taken(&self) -> usize {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl GzipBlockSource for PreviousBlocks {
+    fn block(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        use sha2::Digest as _;
+        use std::os::unix::fs::FileExt as _;
+        let b = self.blocks.get(key)?;
+        let mut bytes = vec![0; usize::try_from(b.len).ok()?];
+        self.blob.read_exact_at(&mut bytes, b.offset).ok()?;
+        // The store's blobs are checked by fsck, not on every read: a block
+        // that is not what was written is deflated afresh.
+        if <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) != b.digest {
+            return None;
+        }
+        self.taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(bytes)
     }
 }
 
@@ -374,6 +473,8 @@ impl<'a> Reuse<'a> {
         let state = self.state.into_inner().unwrap_or_else(|e| e.into_inner());
         Record {
             snapshot,
+            layer: None,
+            blocks: Vec::new(),
             files: state.written,
         }
     }
@@ -390,6 +491,21 @@ mod tests {
         assert_eq!(Record::load(dir.path(), &key), None);
         let record = Record {
             snapshot: "chain-abc".into(),
+            layer: Some("sha256:".to_owned() + &"d".repeat(64)),
+            blocks: vec![
+                GzipBlock {
+                    key: [3; 32],
+                    offset: 10,
+                    len: 5000,
+                    digest: [4; 32],
+                },
+                GzipBlock {
+                    key: [5; 32],
+                    offset: 5010,
+                    len: 7,
+                    digest: [6; 32],
+                },
+            ],
             files: HashMap::from([
                 ("src/a b".to_owned(), [1u8; 32]),
                 ("src/c".to_owned(), [2u8; 32]),
@@ -397,13 +513,67 @@ mod tests {
         };
         record.save(dir.path(), &key).unwrap();
         assert_eq!(Record::load(dir.path(), &key), Some(record));
-        fs::write(
-            dir.path().join(key.hex()),
-            "hoist-copy-reuse 1\nchain-abc\nzz src/a\n",
-        )
-        .unwrap();
-        assert_eq!(Record::load(dir.path(), &key), None, "a bad digest");
+        let no_layer = Record {
+            layer: None,
+            blocks: vec![],
+            ..Record::default()
+        };
+        no_layer.save(dir.path(), &key).unwrap();
+        assert_eq!(Record::load(dir.path(), &key), Some(no_layer));
+        for (text, why) in [
+            (
+                "hoist-copy-reuse 2\nchain-abc\nlayer -\nzz src/a\n",
+                "a bad digest",
+            ),
+            (
+                "hoist-copy-reuse 2\nchain-abc\nlayer -\nblock 00 1 2 00\n",
+                "a bad block",
+            ),
+            ("hoist-copy-reuse 2\nchain-abc\n", "no layer line"),
+            ("hoist-copy-reuse 1\nchain-abc\n", "the older format"),
+        ] {
+            fs::write(dir.path().join(key.hex()), text).unwrap();
+            assert_eq!(Record::load(dir.path(), &key), None, "{why}");
+        }
         fs::write(dir.path().join(key.hex()), "other 1\nchain-abc\n").unwrap();
         assert_eq!(Record::load(dir.path(), &key), None, "another format");
+    }
+
+    #[test]
+    fn previous_blocks_give_only_what_their_digest_says() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        let (one, two) = (b"first block".to_vec(), b"second".to_vec());
+        fs::write(&blob, [&b"0123456789"[..], &one, &two].concat()).unwrap();
+        let block = |key: u8, offset: u64, bytes: &[u8]| GzipBlock {
+            key: [key; 32],
+            offset,
+            len: bytes.len() as u64,
+            digest: sha2::Sha256::digest(bytes).into(),
+        };
+        let mut wrong = block(3, 10, &one);
+        wrong.digest = [0; 32];
+        let mut huge = block(4, 10, &one);
+        huge.len = MAX_BLOCK_LEN + 1;
+        let record = Record {
+            blocks: vec![
+                block(1, 10, &one),
+                block(2, 10 + one.len() as u64, &two),
+                wrong,
+                huge,
+                block(5, 1000, &one),
+            ],
+            ..Record::default()
+        };
+        let previous = PreviousBlocks::new(&record, fs::File::open(&blob).unwrap()).unwrap();
+        assert_eq!(previous.block(&[1; 32]), Some(one));
+        assert_eq!(previous.block(&[2; 32]), Some(two));
+        assert_eq!(previous.block(&[3; 32]), None, "bytes not as written");
+        assert_eq!(previous.block(&[4; 32]), None, "a length past belief");
+        assert_eq!(previous.block(&[5; 32]), None, "past the blob's end");
+        assert_eq!(previous.block(&[9; 32]), None, "an unknown key");
+        assert_eq!(previous.taken(), 2);
+        assert!(PreviousBlocks::new(&Record::default(), fs::File::open(&blob).unwrap()).is_none());
     }
 }
