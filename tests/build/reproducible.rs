@@ -951,6 +951,44 @@ fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
     assert_eq!(nlink(&third_dir.join("src/d1/f1")), 1, "copied, not linked");
 }
 
+/// The reuse reads the previous snapshot by paths made of the context's
+/// names: a symlink found on such a path there (the snapshot tampered
+/// with) is never followed; the files under it are copied, not linked.
+#[test]
+fn a_symlink_in_the_previous_snapshot_is_not_followed_by_the_reuse() {
+    hoist_testutil::require_root!();
+    let base = Base::new();
+    let (warm, cold) = (base.store(), base.store());
+    let context = tempfile::tempdir().unwrap();
+    let ctx = context.path();
+    write_tree_context(ctx, "FROM busybox\nCOPY . /src\n");
+    let epoch = EPOCH.to_string();
+    let args = ["-t", "app", "--source-date-epoch", epoch.as_str()];
+    build(warm.path(), ctx, &args, &[]);
+    let first_dir = chain_dir(warm.path(), &inspect(warm.path(), "app"));
+    // src/d2 becomes a symlink to the same files moved beside it: were it
+    // followed, each would pass every other check and be linked.
+    fs::rename(first_dir.join("src/d2"), first_dir.join("src/moved")).unwrap();
+    std::os::unix::fs::symlink("moved", first_dir.join("src/d2")).unwrap();
+
+    fs::write(ctx.join("d0/f0"), "changed\n").unwrap();
+    build(warm.path(), ctx, &args, &[]);
+    let second = inspect(warm.path(), "app");
+    let second_dir = chain_dir(warm.path(), &second);
+    assert_eq!(nlink(&second_dir.join("src/d1/f1")), 2, "the reuse ran");
+    assert_eq!(
+        nlink(&second_dir.join("src/d2/f3")),
+        1,
+        "a file under the symlink is copied"
+    );
+    assert_eq!(nlink(&first_dir.join("src/moved/f3")), 1);
+    build(cold.path(), ctx, &args, &[]);
+    assert_eq!(
+        layer_digests(&second),
+        layer_digests(&inspect(cold.path(), "app"))
+    );
+}
+
 /// A reusing COPY's gzip layer takes the deflate bytes of the blocks its
 /// previous layer shares with it, and is still byte for byte a cold build's
 /// layer: after an edit that keeps the tar stream's offsets (most blocks

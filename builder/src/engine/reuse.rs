@@ -351,13 +351,22 @@ impl<'a> Reuse<'a> {
     fn same_file(&self, previous: &Previous, rel: &str, job: &FileJob) -> bool {
         // `rel` is made of the context's names. The old snapshot holds what
         // the same COPY wrote through the root-scoped resolver, so no symlink
-        // lies on the way; that is checked, by the resolver, before the plain
-        // lookups below (stat, xattrs, link) take the same path.
-        if previous.dir.resolve(rel, false).ok() != Some(previous.dir.path().join(rel)) {
+        // lies on the way; that is checked, by the kernel (openat2 refusing
+        // any symlink and any step out of the directory), before the plain
+        // lookups below (xattrs, link) take the same path. Where openat2 is
+        // missing, nothing is reused.
+        let Ok(fd) = rustix::fs::openat2(
+            previous.dir.as_fd(),
+            rel,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::NO_SYMLINKS
+                | rustix::fs::ResolveFlags::BENEATH
+                | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        ) else {
             return false;
-        }
-        let Ok(old) = rustix::fs::statat(previous.dir.as_fd(), rel, AtFlags::SYMLINK_NOFOLLOW)
-        else {
+        };
+        let Ok(old) = rustix::fs::fstat(&fd) else {
             return false;
         };
         let is_file =
