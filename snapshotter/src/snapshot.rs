@@ -359,6 +359,20 @@ impl LocalSnapshotter {
         Ok(Some(self.fs_dir(rec.id)))
     }
 
+    /// [`LocalSnapshotter::own_dir`] of `name` when it is a committed
+    /// snapshot, from one read of the records; `None` otherwise.
+    pub fn committed_own_dir(&self, name: &str) -> Result<Option<PathBuf>> {
+        if self.backend != Backend::Overlay {
+            return Ok(None);
+        }
+        let set = self.records.read()?;
+        Ok(set
+            .snapshots
+            .get(name)
+            .filter(|rec| rec.kind == Kind::Committed)
+            .map(|rec| self.fs_dir(rec.id)))
+    }
+
     fn dir(&self, id: u64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
     }

@@ -475,12 +475,7 @@ impl Engine {
 
     /// The own directory of the committed snapshot `name`, when it exists.
     pub(crate) fn committed_own_dir(&self, name: &str) -> Option<PathBuf> {
-        match self.snapshots.stat(name) {
-            Ok(info) if info.kind == hoist_snapshotter::Kind::Committed => {
-                self.snapshots.own_dir(name).ok().flatten()
-            }
-            _ => None,
-        }
+        self.snapshots.committed_own_dir(name).ok().flatten()
     }
 
     /// Prepares a writable snapshot on `layers` and hands its mounts to `change`

@@ -29,10 +29,22 @@ fn lifecycle(choice: BackendChoice) {
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     assert!(err.to_string().contains("`a`"), "{err}");
 
+    let active_dir = s.own_dir("a").unwrap();
+    assert_eq!(s.committed_own_dir("a").unwrap(), None, "not committed yet");
     s.commit("base", "a").unwrap();
     assert_eq!(s.stat("a").unwrap_err().kind(), ErrorKind::NotFound);
     let info = s.stat("base").unwrap();
     assert_eq!(info.kind, Kind::Committed);
+    // The overlay backend keeps a snapshot's own files apart; the native
+    // one has none to give.
+    let own = s.committed_own_dir("base").unwrap();
+    assert_eq!(own, s.own_dir("base").unwrap());
+    assert_eq!(own, active_dir, "committing moves no files");
+    assert_eq!(own.is_some(), s.backend() == Backend::Overlay);
+    if let Some(dir) = own {
+        assert_eq!(fs::read(dir.join("f")).unwrap(), b"1");
+    }
+    assert_eq!(s.committed_own_dir("missing").unwrap(), None);
     assert_eq!(info.parent, None);
     assert_eq!(
         s.mounts("base").unwrap_err().kind(),
