@@ -169,13 +169,14 @@ pub struct Explainer {
     ignore_cache: HashMap<usize, String>,
     /// Names of ENV variables per vertex's stage (the rest are build args).
     env_names: Vec<Vec<String>>,
-    preimages: Mutex<HashMap<usize, Preimage>>,
+    /// Shared, not cloned: a context's preimage lists every file.
+    preimages: Mutex<HashMap<usize, Arc<Preimage>>>,
     /// The nearest earlier record's preimage of each vertex, read once, on
     /// first use: that is before the vertex records anything (its preimage
     /// is computed, and with `--explain` it is explained, before its record
     /// is written), so a step's new record never hides its old one. Lazy
     /// because a no-op build needs none of them.
-    previous: Vec<std::sync::OnceLock<Option<Preimage>>>,
+    previous: Vec<std::sync::OnceLock<Option<Arc<Preimage>>>>,
 }
 
 /// Splits `[stage 2/5] RUN make` into (`stage`, `2/5`, `RUN make`).
@@ -320,14 +321,14 @@ impl Explainer {
     }
 
     /// The preimage of frontend vertex `i` as of now.
-    pub fn preimage(&self, i: usize) -> Preimage {
+    pub fn preimage(&self, i: usize) -> Arc<Preimage> {
         if let Some(p) = self
             .preimages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&i)
         {
-            return p.clone();
+            return Arc::clone(p);
         }
         let v = &self.graph.vertices[i];
         let mut p = Preimage {
@@ -378,10 +379,11 @@ impl Explainer {
             .iter()
             .map(|input| (self.labels[*input].clone(), self.preimage(*input).digest()))
             .collect();
+        let p = Arc::new(p);
         self.preimages
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(i, p.clone());
+            .insert(i, Arc::clone(&p));
         p
     }
 
@@ -392,7 +394,8 @@ impl Explainer {
             Some((dir, ignore)) if name != "context" => (dir, ignore),
             _ => (&self.context_dir, &self.ignore),
         };
-        let previous = self.previous(i).map(|p| p.files).unwrap_or_default();
+        let previous = self.previous(i);
+        let previous_files = previous.as_ref().map(|p| &p.files);
         let sources = if paths.is_empty() {
             vec![String::new()]
         } else {
@@ -412,7 +415,7 @@ impl Explainer {
             };
             let full = context_dir.join(&path);
             if meta.is_file() {
-                state.digest = match previous.get(&path) {
+                state.digest = match previous_files.and_then(|f| f.get(&path)) {
                     Some(old)
                         if old.size == state.size
                             && old.mtime_ns == state.mtime_ns
@@ -434,7 +437,7 @@ impl Explainer {
     }
 
     /// The preimage of the nearest earlier record of frontend vertex `i`'s step.
-    fn previous(&self, i: usize) -> Option<Preimage> {
+    fn previous(&self, i: usize) -> Option<Arc<Preimage>> {
         self.previous[i]
             .get_or_init(|| {
                 let row = self
@@ -442,7 +445,7 @@ impl Explainer {
                     .latest_cache_record_of_step(&self.steps[i])
                     .ok()??;
                 let p: Preimage = serde_json::from_slice(row.preimage.as_deref()?).ok()?;
-                (p.version == PREIMAGE_VERSION).then_some(p)
+                (p.version == PREIMAGE_VERSION).then(|| Arc::new(p))
             })
             .clone()
     }
@@ -619,7 +622,7 @@ impl crate::engine::index::StepRecorder for Explainer {
     fn step_of(&self, vertex: VertexId) -> Option<(String, Vec<u8>)> {
         let i = *self.frontend_of.get(&vertex)?;
         let preimage = self.preimage(i);
-        Some((self.steps[i].clone(), serde_json::to_vec(&preimage).ok()?))
+        Some((self.steps[i].clone(), serde_json::to_vec(&*preimage).ok()?))
     }
 }
 

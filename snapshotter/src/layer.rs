@@ -205,7 +205,8 @@ impl<W: Write> Write for HashCount<W> {
 
 enum Encoder<W: Write> {
     Plain(HashCount<W>),
-    Gzip(ParallelGzip<HashCount<W>>),
+    // Boxed: the encoder is much larger than the other two.
+    Gzip(Box<ParallelGzip<HashCount<W>>>),
     Zstd(zstd::stream::write::Encoder<'static, HashCount<W>>),
 }
 
@@ -259,7 +260,7 @@ impl<W: Write> LayerWriter<W> {
                         written: Vec::new(),
                     });
                 }
-                Encoder::Gzip(gzip)
+                Encoder::Gzip(Box::new(gzip))
             }
             Compression::Zstd => {
                 let level = options
@@ -342,7 +343,8 @@ struct Job {
 /// blocks are listed.
 type Compressed = (Vec<u8>, crc32fast::Hasher, Option<([u8; 32], [u8; 32])>);
 
-type JobResult = (u64, io::Result<Compressed>);
+/// A finished block, with its input buffer back for the next block.
+type JobResult = (u64, io::Result<Compressed>, Vec<u8>);
 
 /// Listing the blocks written, and taking earlier ones.
 struct BlockReuse {
@@ -373,7 +375,7 @@ fn deflate_fingerprint(level: u32) -> [u8; 32] {
             .collect();
         (0..=9)
             .map(
-                |l| match deflate_block(l, &sample[..4096], &sample[4096..]) {
+                |l| match deflate_block(&mut None, l, &sample[..4096], &sample[4096..]) {
                     Ok(out) => Sha256::digest(&out).into(),
                     // A deflate that fails here fails on the layer too; no key
                     // it could give would ever be looked up.
@@ -400,6 +402,7 @@ fn block_key(level: u32, dict: &[u8], data: &[u8]) -> [u8; 32] {
 /// Deflates one block (see [`deflate_block`]), or takes its bytes from
 /// `earlier`; with `list`, also gives its key and the bytes' digest.
 fn compress_block(
+    compressor: &mut Option<flate2::Compress>,
     level: u32,
     dict: &[u8],
     data: &[u8],
@@ -409,12 +412,12 @@ fn compress_block(
     let mut crc = crc32fast::Hasher::new();
     crc.update(data);
     if !list {
-        return Ok((deflate_block(level, dict, data)?, crc, None));
+        return Ok((deflate_block(compressor, level, dict, data)?, crc, None));
     }
     let key = block_key(level, dict, data);
     let out = match earlier.and_then(|e| e.block(&key)) {
         Some(out) => out,
-        None => deflate_block(level, dict, data)?,
+        None => deflate_block(compressor, level, dict, data)?,
     };
     let digest = Sha256::digest(&out).into();
     Ok((out, crc, Some((key, digest))))
@@ -449,6 +452,11 @@ pub struct ParallelGzip<W: Write> {
     /// Bytes written to `out` so far (where the next block starts).
     offset: u64,
     blocks: Option<BlockReuse>,
+    /// Input buffers of finished blocks, for the next ones: each would
+    /// otherwise be a fresh 1 MiB mapping.
+    spare: Vec<Vec<u8>>,
+    /// The compressor of blocks deflated on this thread (one worker).
+    compressor: Option<flate2::Compress>,
 }
 
 /// Whether `data` looks incompressible: every byte value occurs within a
@@ -490,12 +498,26 @@ fn stored_blocks(data: &[u8]) -> Vec<u8> {
 /// Deflates one block primed with `dict`, ending with a sync flush; a block
 /// that looks incompressible is stored instead, which costs a copy where
 /// deflate would spend its slowest path to gain nothing.
-fn deflate_block(level: u32, dict: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
+///
+/// `compressor` is kept from block to block by the caller: reset, it makes
+/// the bytes a new one would, without allocating its 400 KB of state again.
+fn deflate_block(
+    compressor: &mut Option<flate2::Compress>,
+    level: u32,
+    dict: &[u8],
+    data: &[u8],
+) -> io::Result<Vec<u8>> {
     use flate2::{Compress, FlushCompress};
     if level > 0 && looks_incompressible(data) {
         return Ok(stored_blocks(data));
     }
-    let mut c = Compress::new(flate2::Compression::new(level), false);
+    let c = match compressor {
+        Some(c) => {
+            c.reset();
+            c
+        }
+        None => compressor.insert(Compress::new(flate2::Compression::new(level), false)),
+    };
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -535,6 +557,8 @@ impl<W: Write> ParallelGzip<W> {
             header_written: false,
             offset: 0,
             blocks: None,
+            spare: Vec::new(),
+            compressor: None,
         }
     }
 
@@ -561,17 +585,27 @@ impl<W: Write> ParallelGzip<W> {
             let level = self.level;
             let list = self.blocks.is_some();
             let earlier = self.blocks.as_ref().and_then(|b| b.earlier.clone());
-            workers.push(std::thread::spawn(move || loop {
-                let job = {
-                    let Ok(rx) = job_rx.lock() else { return };
-                    match rx.recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
+            workers.push(std::thread::spawn(move || {
+                let mut compressor = None;
+                loop {
+                    let job = {
+                        let Ok(rx) = job_rx.lock() else { return };
+                        match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => return,
+                        }
+                    };
+                    let result = compress_block(
+                        &mut compressor,
+                        level,
+                        &job.dict,
+                        &job.data,
+                        list,
+                        earlier.as_deref(),
+                    );
+                    if res_tx.send((job.seq, result, job.data)).is_err() {
+                        return;
                     }
-                };
-                let result = compress_block(level, &job.dict, &job.data, list, earlier.as_deref());
-                if res_tx.send((job.seq, result)).is_err() {
-                    return;
                 }
             }));
         }
@@ -603,10 +637,11 @@ impl<W: Write> ParallelGzip<W> {
         let Some(pool) = &self.pool else {
             return Ok(());
         };
-        let (seq, result) = pool
+        let (seq, result, data) = pool
             .results
             .recv()
             .map_err(|_| io::Error::other("gzip worker thread died"))?;
+        self.spare.push(data);
         self.pending.insert(seq, result?);
         while let Some(block) = self.pending.remove(&self.next_out) {
             self.emit(block)?;
@@ -619,14 +654,29 @@ impl<W: Write> ParallelGzip<W> {
             return Ok(());
         }
         self.write_header()?;
-        let data = std::mem::replace(&mut self.block, Vec::with_capacity(GZIP_BLOCK_SIZE));
+        let next = match self.spare.pop() {
+            Some(mut spare) => {
+                spare.clear();
+                spare
+            }
+            None => Vec::with_capacity(GZIP_BLOCK_SIZE),
+        };
+        let data = std::mem::replace(&mut self.block, next);
         let start = data.len().saturating_sub(DICT_SIZE);
         let dict = std::mem::replace(&mut self.dict, data[start..].to_vec());
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.pool.is_none() && (self.threads <= 1 || (last && seq == 0)) {
             let earlier = self.blocks.as_ref().and_then(|b| b.earlier.as_deref());
-            let block = compress_block(self.level, &dict, &data, self.blocks.is_some(), earlier)?;
+            let block = compress_block(
+                &mut self.compressor,
+                self.level,
+                &dict,
+                &data,
+                self.blocks.is_some(),
+                earlier,
+            )?;
+            self.spare.push(data);
             return self.emit(block);
         }
         if self.pool.is_none() {
@@ -981,5 +1031,18 @@ mod tests {
         let (blob, d) = listed(&old, &zstd, Some(earlier.clone()));
         assert!(d.blocks.is_empty());
         assert_eq!(blob, layer(&old, &zstd).0);
+    }
+
+    #[test]
+    fn a_reset_compressor_makes_a_new_ones_bytes() {
+        let blocks = [sample(300_000), random(200_000, 9), sample(100_000), vec![]];
+        let mut kept = None;
+        let mut dict: &[u8] = &[];
+        for block in &blocks {
+            let reused = deflate_block(&mut kept, 6, dict, block).unwrap();
+            let fresh = deflate_block(&mut None, 6, dict, block).unwrap();
+            assert_eq!(reused, fresh);
+            dict = &block[block.len().saturating_sub(DICT_SIZE)..];
+        }
     }
 }
