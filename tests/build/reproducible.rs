@@ -862,6 +862,33 @@ fn write_tree_context(dir: &Path, dockerfile: &str) {
     fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
 }
 
+/// `-t app` at the tests' epoch.
+const REUSE_ARGS: [&str; 4] = ["-t", "app", "--source-date-epoch", "1700000000"];
+
+/// Two stores on one base image, and a context of 4 directories of 30
+/// files copied by `COPY . /src`, built once into `warm`.
+struct ReuseScene {
+    _base: Base,
+    warm: TempDir,
+    cold: TempDir,
+    context: TempDir,
+}
+
+fn reuse_scene() -> ReuseScene {
+    assert_eq!(REUSE_ARGS[3], EPOCH.to_string());
+    let base = Base::new();
+    let (warm, cold) = (base.store(), base.store());
+    let context = tempfile::tempdir().unwrap();
+    write_tree_context(context.path(), "FROM busybox\nCOPY . /src\n");
+    build(warm.path(), context.path(), &REUSE_ARGS, &[]);
+    ReuseScene {
+        _base: base,
+        warm,
+        cold,
+        context,
+    }
+}
+
 /// Issue 22's incremental COPY: a rebuild after some context files changed
 /// links the unchanged files from the previous snapshot of the same COPY,
 /// and the image is still exactly a cold build's.
@@ -869,14 +896,8 @@ fn write_tree_context(dir: &Path, dockerfile: &str) {
 fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
     hoist_testutil::require_root!();
     use std::os::unix::fs::PermissionsExt;
-    let base = Base::new();
-    let (warm, cold) = (base.store(), base.store());
-    let context = tempfile::tempdir().unwrap();
-    let ctx = context.path();
-    write_tree_context(ctx, "FROM busybox\nCOPY . /src\n");
-    let epoch = EPOCH.to_string();
-    let args = ["-t", "app", "--source-date-epoch", epoch.as_str()];
-    build(warm.path(), ctx, &args, &[]);
+    let scene = reuse_scene();
+    let (warm, cold, ctx, args) = (&scene.warm, &scene.cold, scene.context.path(), REUSE_ARGS);
     let first = inspect(warm.path(), "app");
     let first_dir = chain_dir(warm.path(), &first);
     let first_tree = tree(&first_dir);
@@ -957,14 +978,8 @@ fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
 #[test]
 fn a_symlink_in_the_previous_snapshot_is_not_followed_by_the_reuse() {
     hoist_testutil::require_root!();
-    let base = Base::new();
-    let (warm, cold) = (base.store(), base.store());
-    let context = tempfile::tempdir().unwrap();
-    let ctx = context.path();
-    write_tree_context(ctx, "FROM busybox\nCOPY . /src\n");
-    let epoch = EPOCH.to_string();
-    let args = ["-t", "app", "--source-date-epoch", epoch.as_str()];
-    build(warm.path(), ctx, &args, &[]);
+    let scene = reuse_scene();
+    let (warm, cold, ctx, args) = (&scene.warm, &scene.cold, scene.context.path(), REUSE_ARGS);
     let first_dir = chain_dir(warm.path(), &inspect(warm.path(), "app"));
     // src/d2 becomes a symlink to the same files moved beside it: were it
     // followed, each would pass every other check and be linked.
