@@ -13,13 +13,12 @@ pub(crate) fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Take an exclusive `flock(2)` on `file`, waiting as long as needed.
-/// The lock is released when the file (its last descriptor) is closed.
-pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+/// `flock(2)` with `operation` on `file`, again after EINTR.
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: the descriptor is valid for the lifetime of `file`, which
         // outlives this call; flock does not retain it.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
         if rc == 0 {
             return Ok(());
         }
@@ -30,21 +29,19 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
     }
 }
 
+/// Take an exclusive `flock(2)` on `file`, waiting as long as needed.
+/// The lock is released when the file (its last descriptor) is closed.
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    flock(file, libc::LOCK_EX)
+}
+
 /// Try to take an exclusive `flock(2)` on `file` without waiting: `false`
 /// when another open file description holds a lock on it.
 pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
-    loop {
-        // SAFETY: as in `lock_exclusive`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let error = io::Error::last_os_error();
-        match error.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(false),
-            _ => return Err(error),
-        }
+    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -52,17 +49,7 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
 /// another thread forks (a `Command::spawn`): the child holds a copy of the
 /// open file description, and with it the lock, until its exec closes it.
 pub(crate) fn unlock(file: &File) -> io::Result<()> {
-    loop {
-        // SAFETY: as in `lock_exclusive`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
+    flock(file, libc::LOCK_UN)
 }
 
 /// Asks the kernel to start writing `len` bytes of `file` from `offset` to
