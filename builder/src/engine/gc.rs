@@ -360,15 +360,20 @@ struct MeasuredSnapshot {
 pub fn estimated_usage(store_root: &std::path::Path) -> u64 {
     let snapshots = Snapshots::new(store_root);
     let memo_path = snapshots.root.join(USAGE_MEMO);
-    let committed: HashMap<u64, u64> = match snapshots.records().read() {
-        Ok(set) if snapshots.root.join("records.json").exists() => set
-            .snapshots
-            .values()
-            .filter(|r| r.kind == Kind::Committed)
-            .map(|r| (r.id, r.created_unix))
-            .collect(),
-        _ => HashMap::new(),
-    };
+    // Read only where records exist: reading takes their lock file, which
+    // a store without snapshots should not gain.
+    let records = snapshots
+        .root
+        .join("records.json")
+        .exists()
+        .then(|| snapshots.records().read().ok())
+        .flatten();
+    let committed: HashMap<u64, u64> = records
+        .iter()
+        .flat_map(|set| set.snapshots.values())
+        .filter(|r| r.kind == Kind::Committed)
+        .map(|r| (r.id, r.created_unix))
+        .collect();
     let old: BTreeMap<u64, MeasuredSnapshot> = std::fs::read(&memo_path)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
