@@ -153,13 +153,38 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A free TCP port on 127.0.0.1 (the listener is closed before returning, so
-/// a race with another process is possible but harmless for tests).
+/// A TCP port nothing listens on, for a server the test starts as another
+/// process (which needs the number before it binds).
+///
+/// The port comes from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): a port the kernel handed out and took
+/// back would be handed out again as the source port of some test's outgoing
+/// connection, and the server's bind would then fail with `EADDRINUSE` (it did
+/// in CI). Below the range only explicit binds take ports; each process starts
+/// at its own offset and never hands a port out twice, and a port something
+/// holds now is skipped. A server inside the test process binds port 0 instead.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port on 127.0.0.1")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|&h| h > LOW + 1_000)
+        .unwrap_or(32_768);
+    let span = high - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % span) as u16;
+        // Both binds, one after the other (each listener is closed before
+        // the next): a server may listen on 127.0.0.1 or on every address.
+        let any = TcpListener::bind(("0.0.0.0", port)).is_ok();
+        if any && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port between {LOW} and {high}")
 }
 
 /// Build a busybox root filesystem in `dir`: the static binary, a link per
@@ -386,6 +411,26 @@ mod tests {
         assert!(dir.path().join("bin/ls").symlink_metadata().is_ok());
         let passwd = fs::read_to_string(dir.path().join("etc/passwd")).unwrap();
         assert!(passwd.starts_with("root:x:0:0:"));
+    }
+
+    #[test]
+    fn free_ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap();
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        for port in ports {
+            assert!(port < low, "{port} is in the ephemeral range from {low}");
+            TcpListener::bind(("0.0.0.0", port)).unwrap();
+        }
     }
 
     #[test]

@@ -209,8 +209,7 @@ impl TestServer {
         if let Some(client) = registry {
             service.watch_bases_with(client);
         }
-        let port = hoist_testutil::free_port();
-        let std_listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let std_listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
