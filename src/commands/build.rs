@@ -457,8 +457,9 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         },
         created: None,
         lease: None,
-        // The pipeline sets it from the outputs.
+        // The pipeline sets both from the outputs and the cache export.
         layer_compression: Default::default(),
+        intermediate_compression: None,
         explain: args.explain.then(hoist_builder::explain::Explanations::new),
         secrets: exec_flags::secrets(&args.secrets)?,
         ssh: exec_flags::ssh(&args.ssh)?,

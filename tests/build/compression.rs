@@ -568,3 +568,92 @@ fn a_provenance_index_takes_the_steps_compression_and_refuses_a_conversion() {
         run.stderr
     );
 }
+
+#[test]
+fn a_stage_only_copied_from_writes_zstd_and_its_image_later_is_a_cold_builds() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile(
+        "FROM busybox AS build\nRUN seq 1 50000 > /numbers\n\
+         FROM busybox\nCOPY --from=build /numbers /n\n",
+    );
+    let conversions = |root: &Path, format: &str| {
+        hoist(root, &["du", "-v"], None)
+            .assert_ok()
+            .stdout
+            .lines()
+            .filter(|l| l.contains(&format!(" as {format}")))
+            .count()
+    };
+    let build_in = |root: &Path, args: &[&str]| {
+        let mut all = vec!["build", "--source-date-epoch", "1700000000"];
+        all.extend_from_slice(args);
+        all.push(env.context.path().to_str().unwrap());
+        hoist(root, &all, None).assert_ok();
+    };
+    let manifest = |root: &Path, name: &str| {
+        hoist_testutil::cli::Hoist::new(super::common::HOIST, root).inspect(name)["Manifest"]
+            .clone()
+    };
+
+    // The image holds the last stage's layers only: the `build` stage's
+    // RUN layer stays in the store, in zstd, and the image is all gzip.
+    build_in(env.root.path(), &["-t", "app:1"]);
+    assert_eq!(
+        layer_types(&manifest(env.root.path(), "app:1")),
+        [OCI_GZIP, OCI_GZIP]
+    );
+    assert_eq!(conversions(env.root.path(), "gzip"), 0);
+
+    // The stage as the target: its RUN comes from the cache, its zstd
+    // layer is converted once, and the image is the one a cold build of
+    // that target makes in another store.
+    build_in(env.root.path(), &["--target", "build", "-t", "build:1"]);
+    let warm = manifest(env.root.path(), "build:1");
+    assert_eq!(layer_types(&warm), [OCI_GZIP, OCI_GZIP]);
+    assert_eq!(conversions(env.root.path(), "gzip"), 1);
+    let saved = env.scratch.path().join("busybox.tar");
+    env.hoist().ok(&[
+        "save",
+        "--format",
+        "oci",
+        "busybox",
+        "-o",
+        saved.to_str().unwrap(),
+    ]);
+    let other = tempfile::tempdir().unwrap();
+    hoist(other.path(), &["load", "-i", saved.to_str().unwrap()], None).assert_ok();
+    build_in(other.path(), &["--target", "build", "-t", "build:1"]);
+    assert_eq!(warm, manifest(other.path(), "build:1"));
+    // An attestation names the manifest: the conversion comes before it.
+    build_in(
+        env.root.path(),
+        &["--target", "build", "--provenance", "-t", "build:2"],
+    );
+
+    // With a cache export, every step compresses as the image's layers
+    // do: the exported cache holds no zstd blob.
+    let cache = env.scratch.path().join("cache");
+    build_in(
+        other.path(),
+        &[
+            "--no-cache",
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+            "-t",
+            "app:2",
+        ],
+    );
+    let blobs: Vec<_> = fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(blobs.iter().any(|b| b.starts_with(&[0x1f, 0x8b])));
+    assert!(
+        !blobs
+            .iter()
+            .any(|b| b.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])),
+        "a zstd blob in the exported cache"
+    );
+    assert_eq!(conversions(other.path(), "gzip"), 0);
+}

@@ -69,6 +69,13 @@ pub struct BuildRequest {
     /// How steps compress the layers they make: what the outputs ask for
     /// when they agree (`convert::step_compression`), gzip by default.
     pub layer_compression: hoist_snapshotter::Compression,
+    /// How steps whose layers the image does not hold (a stage only copied
+    /// from or mounted) compress them; `None`: as `layer_compression`.
+    /// Nothing outside the store reads those layers unless a cache export
+    /// takes them, and a later build that puts one in its image converts it
+    /// at export (`convert`), so the pipeline writes them plain: a step of a
+    /// build stage then spends nothing on compressing what no one pulls.
+    pub intermediate_compression: Option<hoist_snapshotter::Compression>,
     /// Work out why each step that runs missed the cache, into this (see
     /// [`crate::explain`]).
     pub explain: Option<Arc<crate::explain::Explanations>>,
@@ -696,6 +703,28 @@ fn platform_name(name: &str, platform: Option<&Platform>) -> String {
     }
 }
 
+/// The vertices whose layers the target stage's image holds: down its
+/// root filesystem (a RUN's root, a file op's root, both sides of a
+/// `COPY --link` merge) to the base. A stage only copied from or mounted
+/// is not among them.
+fn image_layer_vertices(frontend: &FrontendGraph) -> HashSet<usize> {
+    let mut found = HashSet::new();
+    let mut todo = vec![frontend.target_stage().root];
+    while let Some(v) = todo.pop() {
+        if !found.insert(v) {
+            continue;
+        }
+        let vertex = &frontend.vertices[v];
+        match &vertex.op {
+            GraphOp::Exec(e) => todo.extend(vertex.inputs.get(e.root)),
+            GraphOp::File(f) => todo.extend(f.root.and_then(|r| vertex.inputs.get(r))),
+            GraphOp::Merge => todo.extend(&vertex.inputs),
+            _ => {}
+        }
+    }
+    found
+}
+
 /// What makes two vertices of a build the same vertex: the op's
 /// definition, and its inputs (already merged) with what it selects of each
 /// (the solver's definition digest, over vertices instead of digests).
@@ -719,8 +748,13 @@ fn add_vertices(
 ) -> Result<Vec<VertexId>, BuildError> {
     let file = dockerfile_name(request);
     let platforms = vertex_platforms(frontend);
+    let in_image = image_layer_vertices(frontend);
     let mut ids: Vec<VertexId> = Vec::with_capacity(frontend.vertices.len());
     for (i, v) in frontend.vertices.iter().enumerate() {
+        let compression = match request.intermediate_compression {
+            Some(other) if !in_image.contains(&i) => other,
+            _ => request.layer_compression,
+        };
         let op: Arc<dyn Op<Artifact>> = match &v.op {
             GraphOp::Scratch => Arc::new(ScratchOp),
             GraphOp::Image { reference, .. } => Arc::new(ImageOp {
@@ -735,6 +769,7 @@ fn add_vertices(
             GraphOp::File(f) => Arc::new(FileStep {
                 op: f.clone(),
                 engine: engine.clone(),
+                compression,
             }),
             GraphOp::Merge => Arc::new(super::ops::MergeOp),
             GraphOp::Exec(e) => Arc::new(ExecStep {
@@ -742,6 +777,7 @@ fn add_vertices(
                 network: request.network,
                 platform: platforms.get(&i).cloned().unwrap_or_else(Platform::host),
                 engine: engine.clone(),
+                compression,
             }),
             GraphOp::Git {
                 url,
@@ -752,6 +788,7 @@ fn add_vertices(
                 reference.clone(),
                 *keep_git_dir,
                 engine.clone(),
+                compression,
             )),
             GraphOp::Http {
                 url,
@@ -762,6 +799,7 @@ fn add_vertices(
                 checksum.clone(),
                 filename.clone(),
                 engine.clone(),
+                compression,
             )),
         };
         // Layers of file ops and RUN get their mtimes clamped: the epoch is
@@ -892,7 +930,6 @@ pub fn build(
             .with_limits(request.memory, request.cpus)
             .with_step_options(request.step_options.clone())
             .with_source_date_epoch(request.repro.source_date_epoch)
-            .with_layer_compression(request.layer_compression)
             // `--no-cache` is also the way out of a store whose files are
             // doubted: nothing of an earlier snapshot is reused either.
             .with_file_reuse(!request.no_cache && request.no_cache_filter.is_empty())
@@ -1054,6 +1091,24 @@ pub fn build(
             Some(&stage.platform),
         );
         super::assemble::annotate(&store, &mut image, &manifest_annotations)?;
+        // A cached step's layer in another compression than this build's
+        // steps write (a stage an earlier build only copied from, or an
+        // earlier zstd output's step) becomes the blob a step would have
+        // written now, before an attestation names the manifest: the image
+        // is a cold build's. The base image's layers stay as they are.
+        let written: hoist_cache::image::Compression = request.layer_compression.into();
+        if layers
+            .iter()
+            .any(|l| hoist_cache::image::layer_compression(&l.media_type) != Some(written))
+        {
+            let format = super::convert::LayerFormat {
+                compression: request.layer_compression,
+                ..Default::default()
+            };
+            image.manifest = super::convert::convert(&store, &image.manifest, &format, lease)
+                .map_err(|e| BuildError::Other(Box::new(e)))?
+                .target;
+        }
         images.push(PlatformImage {
             platform: stage.platform.clone(),
             image,

@@ -37,7 +37,8 @@ use std::sync::{Arc, Mutex};
 use hoist_cache::Store;
 use hoist_frontend::dockerignore::Matcher;
 use hoist_snapshotter::{
-    ApplyOptions, BackendChoice, DiffOptions, LocalSnapshotter, MountGuard, Snapshotter,
+    ApplyOptions, BackendChoice, Compression, DiffOptions, LocalSnapshotter, MountGuard,
+    Snapshotter,
 };
 
 use artifact::{snapshot_name, Layer};
@@ -188,8 +189,6 @@ pub struct Engine {
     secrets: mounts::Secrets,
     /// SOURCE_DATE_EPOCH: mtimes of new layers are clamped to it.
     source_date_epoch: Option<i64>,
-    /// How steps compress their layers (see `convert::step_compression`).
-    layer_compression: hoist_snapshotter::Compression,
     /// Proxy variables RUN steps get as Docker's predefined build args
     /// (`HTTP_PROXY=…`) unless `--build-arg` or the step's ENV sets them.
     proxy_env: Vec<(String, String)>,
@@ -249,7 +248,6 @@ impl Engine {
             step_options: hoist_runner::StepOptions::default(),
             secrets: mounts::Secrets::default(),
             source_date_epoch: None,
-            layer_compression: hoist_snapshotter::Compression::Gzip,
             // As the docker CLI hands its proxy settings to the builder: the
             // builder here is this process, so its environment.
             proxy_env: hoist_registry::proxy::build_args_from_env(),
@@ -301,13 +299,6 @@ impl Engine {
     /// snapshot (`reuse.rs`; on by default, off for `--no-cache`).
     pub fn with_file_reuse(mut self, reuse: bool) -> Self {
         self.file_reuse = reuse;
-        self
-    }
-
-    /// Steps write their layers in `compression` (gzip at hoist's level,
-    /// zstd at its default level, or plain).
-    pub fn with_layer_compression(mut self, compression: hoist_snapshotter::Compression) -> Self {
-        self.layer_compression = compression;
         self
     }
 
@@ -409,13 +400,16 @@ impl Engine {
     }
 
     /// Prepares a writable snapshot on `layers` and mounts it; the closure
-    /// changes the tree; its changes become a new layer on top of `layers`.
+    /// changes the tree; its changes become a new layer on top of `layers`,
+    /// written in `compression` (gzip at hoist's level, zstd at its default
+    /// level, or plain).
     pub(crate) fn with_new_layer(
         &self,
         layers: &[Layer],
+        compression: Compression,
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.new_layer(layers, change, None, None)
+        self.new_layer(layers, compression, change, None, None)
     }
 
     /// [`Engine::with_new_layer`], then, once the snapshot is unmounted and
@@ -426,11 +420,18 @@ impl Engine {
     pub(crate) fn with_new_layer_then(
         &self,
         layers: &[Layer],
+        compression: Compression,
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         unmounted: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         blocks: &mut LayerBlocks,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.new_layer(layers, change, Some(Box::new(unmounted)), Some(blocks))
+        self.new_layer(
+            layers,
+            compression,
+            change,
+            Some(Box::new(unmounted)),
+            Some(blocks),
+        )
     }
 
     /// Both of the above: the snapshot's own directory is looked up (a read
@@ -440,11 +441,12 @@ impl Engine {
     fn new_layer<'a>(
         &self,
         layers: &[Layer],
+        compression: Compression,
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         unmounted: Option<Box<dyn FnOnce(&Path) -> Result<(), crate::OpError> + 'a>>,
         blocks: Option<&mut LayerBlocks>,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.with_new_snapshot(layers, blocks, |key, mounts| {
+        self.with_new_snapshot(layers, compression, blocks, |key, mounts| {
             let mountpoint = self.scratch_dir("root")?;
             let guard = MountGuard::new(mounts, &mountpoint)
                 .map_err(snap_error(format!("mount snapshot {key}")))?;
@@ -483,6 +485,7 @@ impl Engine {
     pub(crate) fn with_new_snapshot(
         &self,
         layers: &[Layer],
+        compression: Compression,
         blocks: Option<&mut LayerBlocks>,
         change: impl FnOnce(&str, &[hoist_snapshotter::Mount]) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
@@ -504,9 +507,9 @@ impl Engine {
             .content()
             .writer()
             .map_err(store_error("start a layer blob"))?;
-        let gzip = self.layer_compression == hoist_snapshotter::Compression::Gzip;
+        let gzip = compression == Compression::Gzip;
         let options = DiffOptions {
-            compression: self.layer_compression,
+            compression,
             // Only gzip's level is hoist's own; the export relies on steps
             // writing these levels (`convert`).
             level: gzip.then_some(LAYER_GZIP_LEVEL),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hoist_frontend::dockerignore::Matcher;
 use hoist_frontend::graph::{FileAction, FileOp};
+use hoist_snapshotter::Compression;
 
 use super::artifact::{Artifact, Layer};
 use super::exec::{self, Exit, ProcessSpec};
@@ -191,6 +192,8 @@ pub struct FileStep {
     pub op: FileOp,
     /// The engine.
     pub engine: Arc<Engine>,
+    /// How its layer is compressed (plain when the image does not hold it).
+    pub compression: Compression,
 }
 
 impl FileStep {
@@ -308,6 +311,7 @@ impl Op<Artifact> for FileStep {
 
     async fn exec(&self, _: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
         let engine = self.engine.clone();
+        let compression = self.compression;
         let op = self.op.clone();
         blocking(move || {
             let base: Vec<Layer> = match op.root {
@@ -319,6 +323,7 @@ impl Op<Artifact> for FileStep {
                     let specs = FileStep {
                         op: op.clone(),
                         engine: engine.clone(),
+                        compression,
                     }
                     .owner_specs();
                     resolve_owners(&engine, inputs[i].layers(), &specs)?
@@ -326,7 +331,7 @@ impl Op<Artifact> for FileStep {
                 None => vec![],
             };
             let Some(reuse_key) = reuse_key(&engine, &op, &inputs, &base)? else {
-                let layers = engine.with_new_layer(&base, |root| {
+                let layers = engine.with_new_layer(&base, compression, |root| {
                     for action in &op.actions {
                         apply_action(&engine, root, action, &inputs, &resolved, None)?;
                     }
@@ -353,6 +358,7 @@ impl Op<Artifact> for FileStep {
             let reuse = Reuse::new(previous, &engine.hashes);
             let layers = engine.with_new_layer_then(
                 &base,
+                compression,
                 |root| {
                     reuse.set_mount(root);
                     for action in &op.actions {
@@ -587,6 +593,8 @@ pub struct ExecStep {
     pub platform: hoist_frontend::graph::Platform,
     /// The engine.
     pub engine: Arc<Engine>,
+    /// How its layer is compressed (plain when the image does not hold it).
+    pub compression: Compression,
 }
 
 #[async_trait]
@@ -615,6 +623,7 @@ impl Op<Artifact> for ExecStep {
         super::emulation::check(&super::build::registry_platform(&self.platform))
             .map_err(|m| Box::new(EngineError::Invalid(m)))?;
         let engine = self.engine.clone();
+        let compression = self.compression;
         let op = self.op.clone();
         let network = match (op.network, self.network) {
             (hoist_frontend::graph::NetworkMode::Default, Some(n)) => n,
@@ -652,7 +661,7 @@ impl Op<Artifact> for ExecStep {
                     let extra = mounts::prepare(&engine, &op.mounts, &inputs, views, &env)?;
                     let mut env = env.clone();
                     env.extend(extra.env.iter().cloned());
-                    engine.with_new_snapshot(&base, None, |_, mounts| {
+                    engine.with_new_snapshot(&base, compression, None, |_, mounts| {
                         let rootfs = super::rootfs_of(mounts, false);
                         let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
                         spec.env = env.clone();
@@ -767,6 +776,7 @@ impl ExecStep {
         network: hoist_frontend::graph::NetworkMode,
     ) -> Result<Artifact, OpError> {
         let engine = self.engine.clone();
+        let compression = self.compression;
         let op = self.op.clone();
         let context = context.clone();
         blocking(move || {
@@ -774,7 +784,7 @@ impl ExecStep {
             let mut env = op.env.clone();
             env.extend(op.proxy_env.iter().cloned());
             env.extend(inherited_proxy_env(&op, &engine.proxy_env));
-            let layers = engine.with_new_layer(&base, |root| {
+            let layers = engine.with_new_layer(&base, compression, |root| {
                 // `USER`'s rules, the runner's (not `--chown`'s): this
                 // interim sandbox must run a step as the runner would.
                 let resolved = hoist_runner::resolve_user(&op.user, &files::accounts(root)?)
@@ -836,15 +846,18 @@ pub struct HttpOp {
     fetched: std::sync::Mutex<Option<super::fetch::Download>>,
     /// Without a checksum: what the conditional request made for the key got.
     validated: std::sync::Mutex<Option<super::fetch::Fetched>>,
+    /// How its layer is compressed (plain when the image does not hold it).
+    pub compression: Compression,
 }
 
 impl HttpOp {
-    /// An op downloading `url`.
+    /// An op downloading `url` into a layer in `compression`.
     pub fn new(
         url: String,
         checksum: Option<String>,
         filename: String,
         engine: Arc<Engine>,
+        compression: Compression,
     ) -> Self {
         HttpOp {
             url,
@@ -853,6 +866,7 @@ impl HttpOp {
             engine,
             fetched: std::sync::Mutex::new(None),
             validated: std::sync::Mutex::new(None),
+            compression,
         }
     }
 
@@ -953,9 +967,10 @@ impl Op<Artifact> for HttpOp {
     async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
         let download = self.fetch().await?;
         let engine = self.engine.clone();
+        let compression = self.compression;
         let filename = self.filename.clone();
         blocking(move || {
-            let layers = engine.with_new_layer(&[], |root| {
+            let layers = engine.with_new_layer(&[], compression, |root| {
                 // The name comes from the Dockerfile's URL: resolved like any
                 // other path of a build.
                 let target = files::resolve_in_root(root, &filename, false)?;
@@ -988,17 +1003,27 @@ pub struct GitOp {
     pub keep_git_dir: bool,
     /// The engine.
     pub engine: Arc<Engine>,
+    /// How its layer is compressed (plain when the image does not hold it).
+    pub compression: Compression,
     commit: std::sync::Mutex<Option<String>>,
 }
 
 impl GitOp {
-    /// An op checking out `reference` of `url`.
-    pub fn new(url: String, reference: String, keep_git_dir: bool, engine: Arc<Engine>) -> Self {
+    /// An op checking out `reference` of `url` into a layer in
+    /// `compression`.
+    pub fn new(
+        url: String,
+        reference: String,
+        keep_git_dir: bool,
+        engine: Arc<Engine>,
+        compression: Compression,
+    ) -> Self {
         GitOp {
             url,
             reference,
             keep_git_dir,
             engine,
+            compression,
             commit: std::sync::Mutex::new(None),
         }
     }
@@ -1049,6 +1074,7 @@ impl Op<Artifact> for GitOp {
     async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
         let commit = self.commit().await?;
         let engine = self.engine.clone();
+        let compression = self.compression;
         let (url, reference, keep) = (self.url.clone(), self.reference.clone(), self.keep_git_dir);
         blocking(move || {
             let dir = engine.scratch_dir("git")?.join("checkout");
@@ -1056,7 +1082,7 @@ impl Op<Artifact> for GitOp {
                 agent: engine.secrets.agent("default"),
             };
             super::fetch::checkout(&url, &reference, &commit, &dir, keep, ssh)?;
-            let layers = engine.with_new_layer(&[], |root| {
+            let layers = engine.with_new_layer(&[], compression, |root| {
                 let mut names: Vec<_> = std::fs::read_dir(&dir)
                     .map_err(super::io_error("read", &dir))?
                     .filter_map(|e| e.ok())

@@ -511,9 +511,16 @@ pub fn run(
             .filter(|o| !matches!(o, Output::Local(_) | Output::Tar(_)))
             .map(Output::format),
     );
+    // A cache export may take any step's layer (`mode=max`) and sends it
+    // as it is: with one, every step compresses as the image's do.
+    let intermediate_compression = build
+        .cache_to
+        .is_none()
+        .then_some(hoist_snapshotter::Compression::Zstd);
     let request = BuildRequest {
         lease: Some(lease.lease().clone()),
         layer_compression,
+        intermediate_compression,
         ..build.request
     };
     let built = engine_build::build(Arc::clone(&store), &request, events, cancel)?;
