@@ -572,13 +572,7 @@ impl Store {
         let outcome = match parse_digest(&format!("sha256:{hex}")) {
             Ok(digest) if !self.content().contains(&digest) => match hash_file(path)? {
                 Some((actual, _)) if actual == digest => {
-                    let target = self.content().blob_path(&digest)?;
-                    match fs::hard_link(path, &target) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(Error::io("put blob back", &target, e)),
-                    }
-                    crate::content::fsync_dir(target.parent().unwrap_or(Path::new(".")))?;
+                    self.put_back(&digest, path)?;
                     "restored"
                 }
                 _ => "removed",

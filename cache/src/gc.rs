@@ -718,15 +718,22 @@ impl Store {
             let Ok(digest) = crate::content::parse_digest(&format!("sha256:{hex}")) else {
                 continue;
             };
-            let target = self.content().blob_path(&digest)?;
-            match fs::hard_link(entry.path(), &target) {
-                Ok(()) => crate::content::fsync_dir(target.parent().unwrap_or(Path::new(".")))?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io("put blob back", &target, e)),
-            }
+            self.put_back(&digest, &entry.path())?;
             let _ = fs::remove_file(entry.path());
         }
         Ok(())
+    }
+
+    /// Links the blob a collection renamed aside to `aside` back under its
+    /// digest (kept when the digest is there again); the caller removes
+    /// `aside`. Whether it is sound is the caller's to know.
+    pub(crate) fn put_back(&self, digest: &crate::Digest, aside: &Path) -> Result<()> {
+        let target = self.content().blob_path(digest)?;
+        match fs::hard_link(aside, &target) {
+            Ok(()) => crate::content::fsync_dir(target.parent().unwrap_or(Path::new("."))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io("put blob back", &target, e)),
+        }
     }
 
     /// Takes `gc.lock` without waiting and puts back blobs a killed

@@ -536,6 +536,8 @@ pub fn digest_entries(
 
     let mut hasher = Sha256::new();
     hasher.update(b"hoist.selected-content v1\n");
+    // One buffer for every entry's line (a 20,000-file context).
+    let mut line = String::new();
     for (rel, meta) in entries {
         let kind = if meta.is_dir() {
             'd'
@@ -546,13 +548,17 @@ pub fn digest_entries(
         } else {
             'o'
         };
-        hasher.update(format!(
+        line.clear();
+        use std::fmt::Write as _;
+        let _ = write!(
+            line,
             "{}\0{kind} {:o} {} {}\0",
             rel,
             meta.mode() & 0o7777,
             meta.uid(),
             meta.gid()
-        ));
+        );
+        hasher.update(line.as_bytes());
         if let Some(d) = contents.get(rel.as_str()) {
             hasher.update(d);
         } else if kind == 'l' {
