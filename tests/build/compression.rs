@@ -63,6 +63,23 @@ fn layer_digests(manifest: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Another store holding the busybox image of `env`'s store (saved and
+/// loaded): a build there is a cold build on the same base.
+fn store_with_busybox_of(env: &Env) -> tempfile::TempDir {
+    let saved = env.scratch.path().join("busybox.tar");
+    env.hoist().ok(&[
+        "save",
+        "--format",
+        "oci",
+        "busybox",
+        "-o",
+        saved.to_str().unwrap(),
+    ]);
+    let other = tempfile::tempdir().unwrap();
+    hoist(other.path(), &["load", "-i", saved.to_str().unwrap()], None).assert_ok();
+    other
+}
+
 /// The magic bytes of a blob in a directory skopeo's `dir:` transport
 /// wrote (which keeps blobs as they are).
 fn magic(dir: &Path, digest: &str) -> Vec<u8> {
@@ -283,17 +300,7 @@ fn force_compression_recompresses_the_base_layer_reproducibly() {
 
     // Another store with the same base and context converts to the very
     // same bytes.
-    let saved = env.scratch.path().join("busybox.tar");
-    env.hoist().ok(&[
-        "save",
-        "--format",
-        "oci",
-        "busybox",
-        "-o",
-        saved.to_str().unwrap(),
-    ]);
-    let other = tempfile::tempdir().unwrap();
-    hoist(other.path(), &["load", "-i", saved.to_str().unwrap()], None).assert_ok();
+    let other = store_with_busybox_of(&env);
     let context = tempfile::tempdir().unwrap();
     fs::write(context.path().join("f.txt"), "f\n").unwrap();
     fs::write(
@@ -463,17 +470,7 @@ fn steps_write_the_asked_compression_and_a_cached_layer_is_converted_back() {
     let config = tempfile::tempdir().unwrap();
     env.dockerfile("FROM busybox\nRUN seq 1 50000 > /numbers\n");
     // A gzip build in another store of the same base: the reference.
-    let saved = env.scratch.path().join("busybox.tar");
-    env.hoist().ok(&[
-        "save",
-        "--format",
-        "oci",
-        "busybox",
-        "-o",
-        saved.to_str().unwrap(),
-    ]);
-    let other = tempfile::tempdir().unwrap();
-    hoist(other.path(), &["load", "-i", saved.to_str().unwrap()], None).assert_ok();
+    let other = store_with_busybox_of(&env);
     let gzip_build = |root: &Path, name: &str| {
         hoist(
             root,
@@ -612,17 +609,7 @@ fn a_stage_only_copied_from_writes_zstd_and_its_image_later_is_a_cold_builds() {
     let warm = manifest(env.root.path(), "build:1");
     assert_eq!(layer_types(&warm), [OCI_GZIP, OCI_GZIP]);
     assert_eq!(conversions(env.root.path(), "gzip"), 1);
-    let saved = env.scratch.path().join("busybox.tar");
-    env.hoist().ok(&[
-        "save",
-        "--format",
-        "oci",
-        "busybox",
-        "-o",
-        saved.to_str().unwrap(),
-    ]);
-    let other = tempfile::tempdir().unwrap();
-    hoist(other.path(), &["load", "-i", saved.to_str().unwrap()], None).assert_ok();
+    let other = store_with_busybox_of(&env);
     build_in(other.path(), &["--target", "build", "-t", "build:1"]);
     assert_eq!(warm, manifest(other.path(), "build:1"));
     // An attestation names the manifest: the conversion comes before it.

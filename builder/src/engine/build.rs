@@ -73,8 +73,8 @@ pub struct BuildRequest {
     /// from or mounted) compress them; `None`: as `layer_compression`.
     /// Nothing outside the store reads those layers unless a cache export
     /// takes them, and a later build that puts one in its image converts it
-    /// at export (`convert`), so the pipeline writes them plain: a step of a
-    /// build stage then spends nothing on compressing what no one pulls.
+    /// before assembling the image, so the pipeline asks for zstd there
+    /// (several times cheaper than gzip) when it exports no cache.
     pub intermediate_compression: Option<hoist_snapshotter::Compression>,
     /// Work out why each step that runs missed the cache, into this (see
     /// [`crate::explain`]).

@@ -192,7 +192,8 @@ pub struct FileStep {
     pub op: FileOp,
     /// The engine.
     pub engine: Arc<Engine>,
-    /// How its layer is compressed (plain when the image does not hold it).
+    /// How its layer is compressed (the build's choice: zstd for a stage the
+    /// image does not hold, see `BuildRequest::intermediate_compression`).
     pub compression: Compression,
 }
 
@@ -593,7 +594,8 @@ pub struct ExecStep {
     pub platform: hoist_frontend::graph::Platform,
     /// The engine.
     pub engine: Arc<Engine>,
-    /// How its layer is compressed (plain when the image does not hold it).
+    /// How its layer is compressed (the build's choice: zstd for a stage the
+    /// image does not hold, see `BuildRequest::intermediate_compression`).
     pub compression: Compression,
 }
 
@@ -846,7 +848,8 @@ pub struct HttpOp {
     fetched: std::sync::Mutex<Option<super::fetch::Download>>,
     /// Without a checksum: what the conditional request made for the key got.
     validated: std::sync::Mutex<Option<super::fetch::Fetched>>,
-    /// How its layer is compressed (plain when the image does not hold it).
+    /// How its layer is compressed (the build's choice: zstd for a stage the
+    /// image does not hold, see `BuildRequest::intermediate_compression`).
     pub compression: Compression,
 }
 
@@ -1003,7 +1006,8 @@ pub struct GitOp {
     pub keep_git_dir: bool,
     /// The engine.
     pub engine: Arc<Engine>,
-    /// How its layer is compressed (plain when the image does not hold it).
+    /// How its layer is compressed (the build's choice: zstd for a stage the
+    /// image does not hold, see `BuildRequest::intermediate_compression`).
     pub compression: Compression,
     commit: std::sync::Mutex<Option<String>>,
 }
