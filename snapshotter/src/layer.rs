@@ -54,6 +54,19 @@ impl From<Compression> for hoist_untrusted::Compression {
     }
 }
 
+/// A blob's sniffed compression as the compression to write it in: the two
+/// types stay apart because one names what untrusted bytes are and the other
+/// what hoist writes (with its media types and CLI names).
+impl From<hoist_untrusted::Compression> for Compression {
+    fn from(c: hoist_untrusted::Compression) -> Self {
+        match c {
+            hoist_untrusted::Compression::None => Compression::Uncompressed,
+            hoist_untrusted::Compression::Gzip => Compression::Gzip,
+            hoist_untrusted::Compression::Zstd => Compression::Zstd,
+        }
+    }
+}
+
 impl FromStr for Compression {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {

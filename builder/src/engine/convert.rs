@@ -384,16 +384,9 @@ impl Converter<'_> {
             });
         };
         let foreign = media_type.contains("nondistributable") || media_type.contains("foreign");
+        let current = Compression::from(current);
         let wanted = self.format.compression;
-        let same_kind = matches!(
-            (current, wanted),
-            (hoist_cache::image::Compression::Gzip, Compression::Gzip)
-                | (hoist_cache::image::Compression::Zstd, Compression::Zstd)
-                | (
-                    hoist_cache::image::Compression::None,
-                    Compression::Uncompressed
-                )
-        );
+        let same_kind = current == wanted;
         // Steps write gzip at LAYER_GZIP_LEVEL and zstd at the default
         // level (see `step_compression`); a base layer's level is unknown,
         // and BuildKit keeps a blob of the asked compression type.
@@ -418,11 +411,7 @@ impl Converter<'_> {
             }
             wanted
         } else {
-            match current {
-                hoist_cache::image::Compression::Gzip => Compression::Gzip,
-                hoist_cache::image::Compression::Zstd => Compression::Zstd,
-                hoist_cache::image::Compression::None => Compression::Uncompressed,
-            }
+            current
         };
         Ok(LayerOut {
             layer,
