@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, ApplyTarget, WhiteoutStyle};
 use crate::diff::{self, DiffOptions, DiffSource};
@@ -180,6 +180,19 @@ const OVERLAY_OPTIONS: [&str; 3] = ["index=off", "redirect_dir=off", "metacopy=o
 
 /// Tries an overlay mount with two lower layers inside `root`.
 pub fn probe_overlay(root: &Path) -> Result<()> {
+    probe_overlay_with(root, &[])
+}
+
+/// The option that spares a writable overlay's unmount a `syncfs` of the whole
+/// filesystem under its upper dir (Linux 5.10). A step's upper dir is a cache
+/// of the layer written from it, which the content store syncs; nothing else
+/// of the snapshot directory is ever synced (layers unpacked from images are
+/// not either), so the flush bought nothing hoist relies on. Buildah mounts
+/// its build containers so too.
+const VOLATILE: &str = "volatile";
+
+/// [`probe_overlay`] with `extra` options, for an option older kernels lack.
+fn probe_overlay_with(root: &Path, extra: &[&str]) -> Result<()> {
     ensure_dir(root)?;
     let dir = tempfile::Builder::new()
         .prefix("probe-")
@@ -189,7 +202,11 @@ pub fn probe_overlay(root: &Path) -> Result<()> {
     for d in ["l1", "l2", "u", "w", "m"] {
         fs::create_dir(p.join(d)).map_err(io_err("create directory", p.join(d)))?;
     }
-    let mut options: Vec<String> = OVERLAY_OPTIONS.iter().map(|s| s.to_string()).collect();
+    let mut options: Vec<String> = OVERLAY_OPTIONS
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
     options.push(format!("workdir={}", p.join("w").display()));
     options.push(format!("upperdir={}", p.join("u").display()));
     options.push(format!(
@@ -224,6 +241,9 @@ pub struct LocalSnapshotter {
     root: PathBuf,
     backend: Backend,
     records: Arc<dyn SnapshotRecords>,
+    /// Whether this kernel takes [`VOLATILE`]; probed at the first writable
+    /// overlay mount, since the kernel may have changed since the root was made.
+    volatile: OnceLock<bool>,
 }
 
 impl std::fmt::Debug for LocalSnapshotter {
@@ -301,6 +321,7 @@ impl LocalSnapshotter {
                 root,
                 backend,
                 records,
+                volatile: OnceLock::new(),
             });
         }
         let backend = match choice {
@@ -328,12 +349,25 @@ impl LocalSnapshotter {
             root,
             backend,
             records,
+            volatile: OnceLock::new(),
         })
     }
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether writable overlay mounts get [`VOLATILE`].
+    pub fn volatile_mounts(&self) -> bool {
+        *self.volatile.get_or_init(|| {
+            self.backend == Backend::Overlay
+                && probe_overlay_with(&self.root, &[VOLATILE])
+                    .inspect_err(|e| {
+                        tracing::debug!(error = %e, "overlay refuses `volatile`: a step's unmount syncs its filesystem")
+                    })
+                    .is_ok()
+        })
     }
 
     /// The root directory.
@@ -574,10 +608,24 @@ impl Snapshotter for LocalSnapshotter {
             (Kind::Active, Backend::Overlay) => {
                 let mut options: Vec<String> =
                     OVERLAY_OPTIONS.iter().map(|s| s.to_string()).collect();
-                options.push(format!(
-                    "workdir={}",
-                    self.dir(rec.id).join("work").display()
-                ));
+                let work = self.dir(rec.id).join("work");
+                if self.volatile_mounts() {
+                    options.push(VOLATILE.into());
+                    // A volatile mount leaves a marker in the work dir that
+                    // makes the kernel refuse the next mount, against reusing
+                    // an upper dir a crash may have torn. An active snapshot
+                    // never outlives the process that prepared it (`cleanup`
+                    // removes leftovers), so a second mount is that process's
+                    // own, with no crash between: the marker may go.
+                    let marker = work.join("work");
+                    match fs::remove_dir_all(&marker) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(io_err("remove", &marker)(e))
+                        }
+                        _ => {}
+                    }
+                }
+                options.push(format!("workdir={}", work.display()));
                 options.push(format!("upperdir={}", own.display()));
                 options.push(format!("lowerdir={}", join_paths(&chain)));
                 Mount {

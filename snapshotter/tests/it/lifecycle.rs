@@ -345,3 +345,57 @@ fn a_leftover_directory_under_the_next_id_is_replaced() {
         assert!(!p.join("stale").exists(), "the leftover's files leaked");
     });
 }
+
+/// A writable overlay is mounted `volatile` (its unmount then skips a
+/// `syncfs` of the whole filesystem), and the marker such a mount leaves
+/// does not stop the same active snapshot from being mounted again.
+#[test]
+fn a_writable_overlay_is_volatile_and_mounts_again() {
+    hoist_testutil::require_root!();
+    let (_tmp, root) = temp_root();
+    let s = LocalSnapshotter::open(&root, BackendChoice::Overlay).unwrap();
+    s.prepare("a", None).unwrap();
+    s.commit("base", "a").unwrap();
+    let mounts = s.prepare("k", Some("base")).unwrap();
+    let release = run("uname", &["-r"]);
+    let mut version = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    // Linux 5.10 brought the option; older kernels mount without it.
+    let expected = (major, minor) >= (5, 10);
+    assert_eq!(s.volatile_mounts(), expected, "kernel {release}");
+    assert_eq!(mounts[0].options.iter().any(|o| o == "volatile"), expected);
+    let work = s
+        .own_dir("k")
+        .unwrap()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("work");
+    {
+        let m = Mounted::new(&mounts);
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let target = m.path().to_str().unwrap();
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(target))
+            .unwrap();
+        assert_eq!(line.contains("volatile"), expected, "{line}");
+        write(m.path().join("f"), b"1");
+    }
+    if !expected {
+        return;
+    }
+    assert!(
+        work.join("work/incompat/volatile").is_dir(),
+        "the kernel's marker against a second mount"
+    );
+    with_mounted(&s, "k", |p| {
+        assert_eq!(fs::read(p.join("f")).unwrap(), b"1");
+        write(p.join("g"), b"2");
+    });
+    s.commit("top", "k").unwrap();
+    let t = committed_tree(&s, "top");
+    assert!(t.contains_key("f") && t.contains_key("g"), "{t:?}");
+}
