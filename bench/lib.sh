@@ -32,11 +32,13 @@ debian_tar() {
 # docker_up: a dockerd of the bench's own (Debian's docker.io), on a private socket, data root
 # and exec root, with no bridge or iptables rules: nothing shared with a system daemon, and a
 # fresh store every run. Exports DOCKER_HOST. docker_down stops it and unmounts what it left.
+# The data root is in $BENCH_WORK, beside the other tools' stores: every builder writes to the
+# same filesystem (a journal-less ext4 and a tmpfs, say, differ several-fold in file creation).
 docker_up() {
   command -v dockerd >/dev/null || { echo "bench: dockerd missing (bench/setup --with-docker)" >&2; return 1; }
   # Short: containerd's socket under the exec root must fit in sun_path (108 bytes).
-  DOCKERD_DIR=$(mktemp -d /tmp/hbd.XXXX)
-  dockerd --data-root "$DOCKERD_DIR/root" --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/pid" \
+  DOCKERD_DIR=$(mktemp -d /tmp/hbd.XXXX); DOCKERD_ROOT=$(mktemp -d "$BENCH_WORK/dockerd.XXXX")
+  dockerd --data-root "$DOCKERD_ROOT" --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/pid" \
     -H "unix://$DOCKERD_DIR/sock" --bridge=none --iptables=false --ip6tables=false \
     --storage-driver=overlay2 >"$DOCKERD_DIR/log" 2>&1 </dev/null &
   DOCKERD_PID=$!
@@ -49,8 +51,10 @@ docker_down() {
   kill -TERM "$DOCKERD_PID" 2>/dev/null
   for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
   kill -KILL "$DOCKERD_PID" 2>/dev/null; wait "$DOCKERD_PID" 2>/dev/null
-  awk -v d="$DOCKERD_DIR" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
-  rm -rf "$DOCKERD_DIR"; DOCKERD_PID=
+  local d; for d in "$DOCKERD_DIR" "$DOCKERD_ROOT"; do
+    awk -v d="$d" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
+  done
+  rm -rf "$DOCKERD_DIR" "$DOCKERD_ROOT"; DOCKERD_PID=
 }
 
 # free_port: an unused TCP port on loopback.
