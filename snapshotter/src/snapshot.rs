@@ -116,7 +116,7 @@ pub trait Snapshotter: Send + Sync {
     fn apply(
         &self,
         key: &str,
-        layer: &mut dyn Read,
+        layer: &mut (dyn Read + Send),
         options: &ApplyOptions,
     ) -> Result<ApplyReport> {
         apply::apply_layer(&self.apply_target(key)?, layer, options)

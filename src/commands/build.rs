@@ -290,7 +290,7 @@ fn scoped_ignore(context_dir: &Path) -> anyhow::Result<Option<String>> {
 /// else is a Dockerfile with an empty context.
 fn stdin_context(dir: &Path) -> anyhow::Result<Option<String>> {
     // Streamed: a context of any size costs no memory.
-    match hoist_builder::engine::fetch::unpack_context(&mut io::stdin().lock(), dir)
+    match hoist_builder::engine::fetch::unpack_context(&mut io::stdin(), dir)
         .context("failed to unpack the build context from stdin")?
     {
         Some(dockerfile) => Ok(Some(

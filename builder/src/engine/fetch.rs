@@ -647,7 +647,10 @@ pub const MAX_DOCKERFILE: u64 = 16 << 20;
 /// kept (COPY gives context files 0:0 or its `--chown`), and device nodes
 /// and FIFOs are never created: a context holds files, and a device node
 /// of the host's disk in it would be read by whatever reads the context.
-pub fn unpack_context(input: &mut dyn Read, dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
+pub fn unpack_context(
+    input: &mut (dyn Read + Send),
+    dir: &Path,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     input.take(512).read_to_end(&mut head)?;
     let compressed =

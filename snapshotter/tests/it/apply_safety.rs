@@ -345,3 +345,58 @@ fn devices_are_skipped_with_a_warning_without_cap_mknod() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The layer is inflated on a thread of its own, chunks ahead of the files
+/// being written. A refusal on the first entry, with far more data behind
+/// it than that thread may hold, still returns the refusal (the thread
+/// stops instead of waiting to hand over the rest), and a layer of many
+/// chunks gets the diff_id and size of its whole tar stream.
+#[test]
+fn an_early_refusal_and_a_many_chunk_layer_through_the_inflating_thread() {
+    hoist_testutil::require_root!();
+    let s = scene();
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let bytes = archive(&[
+        entry(b"../outside/marker", b'0', b"", b"pwned", None),
+        entry(b"big", b'0', b"", &big, None),
+    ]);
+    let err = apply(&s.root, WhiteoutStyle::Delete, &gzip(&bytes)).unwrap_err();
+    assert!(err.to_string().contains("`..`"), "{err}");
+    untouched(&s);
+    assert!(!s.root.join("big").exists());
+
+    let bytes = archive(&[entry(b"big", b'0', b"", &big, None)]);
+    let report = apply(&s.root, WhiteoutStyle::Delete, &gzip(&bytes)).unwrap();
+    use sha2::Digest as _;
+    assert_eq!(
+        report.diff_id,
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+    );
+    assert_eq!(report.uncompressed_size, bytes.len() as u64);
+    assert!(fs::read(s.root.join("big")).unwrap() == big);
+}
+
+/// A gzip stream cut off 18 MB in is reported at the entry it cuts, after
+/// the entries before it were written, as when one thread read it.
+#[test]
+fn a_layer_cut_deep_inside_names_the_entry_it_cuts() {
+    hoist_testutil::require_root!();
+    let s = scene();
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+    let bytes = archive(&[
+        entry(b"first", b'0', b"", &data, None),
+        entry(b"second", b'0', b"", &data, None),
+    ]);
+    let gz = gzip(&bytes);
+    let err = apply(&s.root, WhiteoutStyle::Delete, &gz[..gz.len() * 3 / 4]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidLayer);
+    let chain = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    );
+    assert!(chain.contains("`second`"), "{chain}");
+    assert!(fs::read(s.root.join("first")).unwrap() == data);
+    untouched(&s);
+}
