@@ -311,10 +311,12 @@ pub fn apply_layer(
         let (mut report, (hash, count)) = match (applied, hashed) {
             (Ok(report), Some(hashed)) => (report, hashed),
             (Err(e), _) => return Err(e),
+            // Not seen: the writing thread reads to the end, so it meets
+            // whatever stopped the inflating one.
             (Ok(_), None) => {
                 return Err(Error::Layer {
                     path: "(end of layer)".into(),
-                    source: io::Error::other("the layer stream ended before its end"),
+                    source: io::Error::other("decompression stopped before the end of the layer"),
                 })
             }
         };

@@ -77,6 +77,12 @@ fn apply(
     apply_layer(&target, &mut &bytes[..], &ApplyOptions::default())
 }
 
+/// An error's message followed by its source's.
+fn with_source(err: &hoist_snapshotter::Error) -> String {
+    let source = std::error::Error::source(err).map(|e| e.to_string());
+    format!("{err}: {}", source.unwrap_or_default())
+}
+
 fn untouched(s: &Scene) {
     assert_eq!(
         fs::read(&s.marker).unwrap(),
@@ -240,12 +246,7 @@ fn header_claiming_a_terabyte_fails_cleanly() {
     let mut bytes = entry(b"huge", b'0', b"", &vec![7u8; 64 * 1024], Some(1 << 40));
     bytes.truncate(512 + 64 * 1024);
     let err = apply(&s.root, WhiteoutStyle::Delete, &gzip(&bytes)).unwrap_err();
-    let chain = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    );
+    let chain = with_source(&err);
     assert!(chain.contains("`huge`"), "{chain}");
     assert!(chain.contains("1099511627776 bytes"), "{chain}");
     assert!(fs::metadata(s.root.join("huge")).unwrap().len() <= 64 * 1024);
@@ -390,12 +391,7 @@ fn a_layer_cut_deep_inside_names_the_entry_it_cuts() {
     let gz = gzip(&bytes);
     let err = apply(&s.root, WhiteoutStyle::Delete, &gz[..gz.len() * 3 / 4]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidLayer);
-    let chain = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    );
+    let chain = with_source(&err);
     assert!(chain.contains("`second`"), "{chain}");
     assert!(fs::read(s.root.join("first")).unwrap() == data);
     untouched(&s);
