@@ -231,6 +231,15 @@ fn probe_overlay_with(root: &Path, extra: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The backend recorded in `marker`, if any.
+fn read_marker(marker: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(marker) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", marker)(e)),
+    }
+}
+
 /// Snapshots stored under one root directory:
 /// `<root>/backend` (the backend chosen when the root was first opened; a
 /// root never changes backend),
@@ -288,41 +297,8 @@ impl LocalSnapshotter {
         // The two layouts are not interchangeable (upper dirs vs full trees),
         // so the first choice made for a root is kept in it.
         let marker = root.join("backend");
-        let recorded = match fs::read_to_string(&marker) {
-            Ok(s) => Some(s.trim().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err("read", &marker)(e)),
-        };
-        if let Some(recorded) = recorded {
-            let backend = match recorded.as_str() {
-                "overlay" => Backend::Overlay,
-                "native" => Backend::Native,
-                _ => {
-                    return Err(Error::UnknownName {
-                        what: "backend recorded in the snapshot root",
-                        value: recorded,
-                        expected: "overlay, native",
-                    })
-                }
-            };
-            let requested = match choice {
-                BackendChoice::Auto => backend,
-                BackendChoice::Overlay => Backend::Overlay,
-                BackendChoice::Native => Backend::Native,
-            };
-            if requested != backend {
-                return Err(Error::BackendMismatch {
-                    root,
-                    recorded,
-                    requested: requested.as_str().to_string(),
-                });
-            }
-            return Ok(LocalSnapshotter {
-                root,
-                backend,
-                records,
-                volatile: OnceLock::new(),
-            });
+        if let Some(recorded) = read_marker(&marker)? {
+            return Self::as_recorded(root, choice, records, recorded);
         }
         let backend = match choice {
             BackendChoice::Native => Backend::Native,
@@ -342,9 +318,68 @@ impl LocalSnapshotter {
                 }
             },
         };
-        let tmp = root.join("backend.tmp");
-        fs::write(&tmp, backend.as_str()).map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &marker).map_err(io_err("rename to", &marker))?;
+        // Two opens of a new root at once (two builds of an autobuild worker,
+        // say) both get here. Each writes a temp file of its own and links it
+        // in place: only the first link makes the marker, and the other open
+        // takes what it says. (One shared temp name, renamed, once failed the
+        // second rename with ENOENT, and could have let the last writer's
+        // choice replace a backend already in use.)
+        let mut tmp = tempfile::Builder::new()
+            .prefix("backend.tmp-")
+            .tempfile_in(&root)
+            .map_err(io_err("create a temporary file in", &root))?;
+        tmp.write_all(backend.as_str().as_bytes())
+            .map_err(io_err("write", tmp.path()))?;
+        match fs::hard_link(tmp.path(), &marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let recorded = read_marker(&marker)?.unwrap_or_default();
+                return Self::as_recorded(root, choice, records, recorded);
+            }
+            // A filesystem without hard links: the rename, racy as above.
+            Err(_) => {
+                tmp.persist(&marker)
+                    .map_err(|e| io_err("rename to", &marker)(e.error))?;
+            }
+        }
+        Ok(LocalSnapshotter {
+            root,
+            backend,
+            records,
+            volatile: OnceLock::new(),
+        })
+    }
+
+    /// Opens a root whose backend is already `recorded`, if `choice` allows it.
+    fn as_recorded(
+        root: PathBuf,
+        choice: BackendChoice,
+        records: Arc<dyn SnapshotRecords>,
+        recorded: String,
+    ) -> Result<Self> {
+        let backend = match recorded.as_str() {
+            "overlay" => Backend::Overlay,
+            "native" => Backend::Native,
+            _ => {
+                return Err(Error::UnknownName {
+                    what: "backend recorded in the snapshot root",
+                    value: recorded,
+                    expected: "overlay, native",
+                })
+            }
+        };
+        let requested = match choice {
+            BackendChoice::Auto => backend,
+            BackendChoice::Overlay => Backend::Overlay,
+            BackendChoice::Native => Backend::Native,
+        };
+        if requested != backend {
+            return Err(Error::BackendMismatch {
+                root,
+                recorded,
+                requested: requested.as_str().to_string(),
+            });
+        }
         Ok(LocalSnapshotter {
             root,
             backend,

@@ -178,6 +178,67 @@ fn a_root_keeps_its_backend() {
     );
 }
 
+/// Several opens of one new root at once (an autobuild worker's concurrent
+/// builds) all succeed and agree on its backend; one that asks for the other
+/// backend than the root got is refused, never recorded over it.
+#[test]
+fn concurrent_opens_of_a_new_root_agree_on_its_backend() {
+    hoist_testutil::require_root!();
+    for round in 0..20 {
+        let (_tmp, root) = temp_root();
+        let barrier = std::sync::Barrier::new(8);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (root, barrier) = (&root, &barrier);
+                    scope.spawn(move || {
+                        // Mostly native, so that the opens meet at the marker
+                        // (an overlay probe spreads them out); one forced
+                        // overlay in odd rounds.
+                        let choice = match i {
+                            0 if round % 2 == 1 => BackendChoice::Overlay,
+                            1 => BackendChoice::Auto,
+                            _ => BackendChoice::Native,
+                        };
+                        barrier.wait();
+                        (
+                            choice,
+                            LocalSnapshotter::open(root, choice).map(|s| s.backend()),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let recorded = match fs::read_to_string(root.join("backend")).unwrap().as_str() {
+            "native" => Backend::Native,
+            "overlay" => Backend::Overlay,
+            other => panic!("backend file says {other:?}"),
+        };
+        for (choice, result) in results {
+            match (choice, result) {
+                (BackendChoice::Auto, Ok(b)) => assert_eq!(b, recorded),
+                (BackendChoice::Native, Ok(b)) | (BackendChoice::Overlay, Ok(b)) => {
+                    assert_eq!(
+                        b, recorded,
+                        "{choice:?} opened, but the root records {recorded:?}"
+                    )
+                }
+                (_, Err(e)) => {
+                    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{choice:?}: {e}");
+                    assert!(e.to_string().contains("not"), "{e}");
+                }
+            }
+        }
+        let left: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("backend."))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+}
+
 #[test]
 fn crash_leftovers_are_cleaned() {
     hoist_testutil::require_root!();
