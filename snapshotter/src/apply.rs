@@ -242,20 +242,6 @@ impl Read for Ahead {
     }
 }
 
-/// Fills `buf` from `r` unless the stream ends first; the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 /// Extracts `layer` into `target` (see the module docs for the rules).
 ///
 /// The layer is decompressed and hashed on a thread of its own, a few chunks
@@ -278,7 +264,7 @@ pub fn apply_layer(
             loop {
                 let mut chunk = spent_rx.try_recv().unwrap_or_default();
                 chunk.resize(AHEAD_CHUNK, 0);
-                match read_full(&mut decoded, &mut chunk) {
+                match fsutil::read_full(&mut decoded, &mut chunk) {
                     Ok(0) => return Some((hash, count)),
                     Ok(n) => {
                         chunk.truncate(n);

@@ -229,8 +229,8 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
     let mut ba = vec![0u8; 64 * 1024];
     let mut bb = vec![0u8; 64 * 1024];
     loop {
-        let n = read_full(&mut fa, &mut ba).map_err(io_err("read", a))?;
-        let m = read_full(&mut fb, &mut bb).map_err(io_err("read", b))?;
+        let n = fsutil::read_full(&mut fa, &mut ba).map_err(io_err("read", a))?;
+        let m = fsutil::read_full(&mut fb, &mut bb).map_err(io_err("read", b))?;
         if n != m || ba[..n] != bb[..m] {
             return Ok(false);
         }
@@ -238,17 +238,6 @@ fn same_content(a: &Path, b: &Path) -> Result<bool> {
             return Ok(true);
         }
     }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// True when `upper` differs from `lower` in anything a layer records.
