@@ -330,17 +330,15 @@ impl LocalSnapshotter {
             .map_err(io_err("create a temporary file in", &root))?;
         tmp.write_all(backend.as_str().as_bytes())
             .map_err(io_err("write", tmp.path()))?;
+        // (The store links blobs too: a filesystem without hard links holds
+        // no store.)
         match fs::hard_link(tmp.path(), &marker) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let recorded = read_marker(&marker)?.unwrap_or_default();
                 return Self::as_recorded(root, choice, records, recorded);
             }
-            // A filesystem without hard links: the rename, racy as above.
-            Err(_) => {
-                tmp.persist(&marker)
-                    .map_err(|e| io_err("rename to", &marker)(e.error))?;
-            }
+            Err(e) => return Err(io_err("link", &marker)(e)),
         }
         Ok(LocalSnapshotter {
             root,
