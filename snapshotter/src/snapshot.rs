@@ -650,10 +650,12 @@ impl Snapshotter for LocalSnapshotter {
                     // never outlives the process that prepared it (`cleanup`
                     // removes leftovers), so a second mount is that process's
                     // own, with no crash between: the marker may go.
-                    let marker = work.join("work");
-                    match fs::remove_dir_all(&marker) {
+                    // The kernel's own dir inside the work dir, which it
+                    // makes again at each mount; the marker is inside.
+                    let kernel_work = work.join("work");
+                    match fs::remove_dir_all(&kernel_work) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(io_err("remove", &marker)(e))
+                            return Err(io_err("remove", &kernel_work)(e))
                         }
                         _ => {}
                     }
