@@ -39,7 +39,7 @@ use crate::graph::VertexId;
 const PREIMAGE_VERSION: u32 = 1;
 
 /// One context path as a preimage keeps it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileState {
     /// `sha256:<hex>` of the content (files), the link target (symlinks), or
     /// empty (directories).
@@ -177,6 +177,9 @@ pub struct Explainer {
     /// is written), so a step's new record never hides its old one. Lazy
     /// because a no-op build needs none of them.
     previous: Vec<std::sync::OnceLock<Option<Arc<Preimage>>>>,
+    /// The build's engine, whose context hashing this build already walked
+    /// and read the context (`None` for a dry run).
+    engine: Option<Arc<crate::engine::Engine>>,
 }
 
 /// Splits `[stage 2/5] RUN make` into (`stage`, `2/5`, `RUN make`).
@@ -317,7 +320,15 @@ impl Explainer {
             ignore_cache,
             env_names,
             preimages: Mutex::new(HashMap::new()),
+            engine: None,
         }
+    }
+
+    /// Takes a context's files from what `engine` hashed for the build's
+    /// keys rather than walking and reading the context again.
+    pub fn with_engine(mut self, engine: Arc<crate::engine::Engine>) -> Explainer {
+        self.engine = Some(engine);
+        self
     }
 
     /// The preimage of frontend vertex `i` as of now.
@@ -387,53 +398,31 @@ impl Explainer {
         p
     }
 
-    /// The selected context paths with their content digests; digests of
-    /// files whose stat fields match the step's previous record are reused.
+    /// The selected context paths with their content digests.
     fn context_files(&self, i: usize, name: &str, paths: &[String]) -> BTreeMap<String, FileState> {
         let (context_dir, ignore) = match self.named.get(name) {
             Some((dir, ignore)) if name != "context" => (dir, ignore),
             _ => (&self.context_dir, &self.ignore),
         };
-        let previous = self.previous(i);
-        let previous_files = previous.as_ref().map(|p| &p.files);
         let sources = if paths.is_empty() {
             vec![String::new()]
         } else {
             paths.to_vec()
         };
+        // The build's own hashing of the selection, when it made one: a
+        // 20,000-file context is then neither walked nor read again.
+        let hashed = self.engine.as_ref().and_then(|engine| {
+            let context = engine.context(name).ok()?;
+            engine.hashes.selected(&context.dir, &sources)
+        });
+        if let Some(entries) = hashed {
+            return files_of_selection(context_dir, &entries);
+        }
         let Ok(entries) = crate::engine::hash::select(context_dir, &sources, Some(ignore)) else {
             return BTreeMap::new();
         };
-        let mut out = BTreeMap::new();
-        for (path, meta) in entries {
-            let mut state = FileState {
-                digest: String::new(),
-                mode: meta.mode(),
-                size: meta.len(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-                ino: meta.ino(),
-            };
-            let full = context_dir.join(&path);
-            if meta.is_file() {
-                state.digest = match previous_files.and_then(|f| f.get(&path)) {
-                    Some(old)
-                        if old.size == state.size
-                            && old.mtime_ns == state.mtime_ns
-                            && old.ino == state.ino
-                            && !old.digest.is_empty() =>
-                    {
-                        old.digest.clone()
-                    }
-                    _ => file_digest(&full).unwrap_or_default(),
-                };
-            } else if meta.file_type().is_symlink() {
-                state.digest = std::fs::read_link(&full)
-                    .map(|t| format!("link:{}", t.display()))
-                    .unwrap_or_default();
-            }
-            out.insert(path, state);
-        }
-        out
+        let previous = self.previous(i);
+        files_of_entries(context_dir, entries, previous.as_ref().map(|p| &p.files))
     }
 
     /// The preimage of the nearest earlier record of frontend vertex `i`'s step.
@@ -631,6 +620,78 @@ fn familiar_name(name: &str) -> String {
     hoist_untrusted::Reference::parse(name).map_or_else(|_| name.to_owned(), |r| r.familiar())
 }
 
+/// A context's files in a preimage, from the build's own hashing of them.
+fn files_of_selection(
+    dir: &std::path::Path,
+    entries: &[crate::engine::hash::SelectedEntry],
+) -> BTreeMap<String, FileState> {
+    entries
+        .iter()
+        .map(|e| {
+            let digest = match e.content {
+                Some(content) => format!("sha256:{}", hex::encode(content)),
+                None if e.mode & libc::S_IFMT == libc::S_IFLNK => {
+                    symlink_digest(&dir.join(&e.path))
+                }
+                None => String::new(),
+            };
+            let state = FileState {
+                digest,
+                mode: e.mode,
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                ino: e.ino,
+            };
+            (e.path.clone(), state)
+        })
+        .collect()
+}
+
+/// A context's files in a preimage, from a walk of it (`entries`): a file
+/// whose stat fields match the step's previous record keeps its digest,
+/// any other is read.
+fn files_of_entries(
+    dir: &std::path::Path,
+    entries: BTreeMap<String, std::fs::Metadata>,
+    previous: Option<&BTreeMap<String, FileState>>,
+) -> BTreeMap<String, FileState> {
+    let mut out = BTreeMap::new();
+    for (path, meta) in entries {
+        let mut state = FileState {
+            digest: String::new(),
+            mode: meta.mode(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ino: meta.ino(),
+        };
+        let full = dir.join(&path);
+        if meta.is_file() {
+            state.digest = match previous.and_then(|f| f.get(&path)) {
+                Some(old)
+                    if old.size == state.size
+                        && old.mtime_ns == state.mtime_ns
+                        && old.ino == state.ino
+                        && !old.digest.is_empty() =>
+                {
+                    old.digest.clone()
+                }
+                _ => file_digest(&full).unwrap_or_default(),
+            };
+        } else if meta.file_type().is_symlink() {
+            state.digest = symlink_digest(&full);
+        }
+        out.insert(path, state);
+    }
+    out
+}
+
+/// A symlink's entry in a preimage: its target.
+fn symlink_digest(path: &std::path::Path) -> String {
+    std::fs::read_link(path)
+        .map(|t| format!("link:{}", t.display()))
+        .unwrap_or_default()
+}
+
 fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -641,6 +702,43 @@ fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contexts_files_from_the_builds_hashing_are_those_of_a_walk() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(ctx.join("sub")).unwrap();
+        std::fs::write(ctx.join("a.txt"), "alpha").unwrap();
+        std::fs::write(ctx.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            ctx.join("sub/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../a.txt", ctx.join("sub/link")).unwrap();
+        let cache = crate::engine::hash::StatCache::load(dir.path().join("stat-cache"));
+        let all = vec![String::new()];
+        assert!(cache.selected(&ctx, &all).is_none());
+        crate::engine::hash::selection_digest(&ctx, &all, None, &cache).unwrap();
+        let hashed = files_of_selection(&ctx, &cache.selected(&ctx, &all).unwrap());
+
+        let walked = files_of_entries(
+            &ctx,
+            crate::engine::hash::select(&ctx, &all, None).unwrap(),
+            None,
+        );
+        assert_eq!(hashed, walked);
+        let names: Vec<&str> = hashed.keys().map(String::as_str).collect();
+        assert_eq!(names, ["", "a.txt", "sub", "sub/link", "sub/run.sh"]);
+        assert_eq!(
+            hashed["a.txt"].digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(b"alpha")))
+        );
+        assert_eq!(hashed["sub/link"].digest, "link:../a.txt");
+        assert_eq!(hashed["sub/run.sh"].mode & 0o7777, 0o755);
+        assert_eq!(hashed["sub"].digest, "");
+    }
 
     #[test]
     fn names_split_into_stage_position_and_text() {

@@ -997,7 +997,8 @@ pub fn build(
                 &plan.ids,
                 plan.ignore_reasons.clone(),
             )
-            .with_named_contexts(named_locals(request)?),
+            .with_named_contexts(named_locals(request)?)
+            .with_engine(engine.clone()),
         ));
     }
     let explainer = Arc::new(Explainers(explainers));

@@ -6,7 +6,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hoist_frontend::dockerignore::Matcher;
 use hoist_untrusted::Root;
@@ -246,9 +246,9 @@ fn walk_from(
 pub struct StatCache {
     file: PathBuf,
     entries: Mutex<HashMap<PathBuf, (StatKey, [u8; 32])>>,
-    /// Digests of whole selections made in this build (see
-    /// [`selection_digest`]), by tree and cleaned, sorted source paths.
-    selections: Mutex<HashMap<(PathBuf, Vec<String>), Digest>>,
+    /// Whole selections hashed in this build (see [`selection_digest`]), by
+    /// tree and cleaned, sorted source paths: their digest and entries.
+    selections: Mutex<HashMap<SelectionKey, Selection>>,
     /// Whether anything was learned since the load (an unchanged context
     /// must not cost a rewrite of the whole file).
     dirty: std::sync::atomic::AtomicBool,
@@ -340,6 +340,21 @@ impl StatCache {
     fn remember(&self, path: PathBuf, meta: &Metadata, digest: [u8; 32]) {
         self.lock().insert(path, (StatKey::of(meta), digest));
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn selection(&self, key: &SelectionKey) -> Option<Selection> {
+        self.selections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// The entries of `sources` in `root` with their content digests, if
+    /// [`selection_digest`] hashed that selection in this build.
+    pub fn selected(&self, root: &Path, sources: &[String]) -> Option<Arc<[SelectedEntry]>> {
+        self.selection(&selection_key(root, sources))
+            .map(|(_, entries)| entries)
     }
 
     /// Writes the cache file atomically if anything changed; failures only
@@ -438,6 +453,34 @@ fn open_to_hash(path: &Path) -> io::Result<File> {
 /// enough to stay in L2 between the kernel's copy and SHA-256 reading it.
 const HASH_BUFFER: usize = 256 << 10;
 
+/// A tree and the cleaned, sorted, deduplicated paths selected in it.
+type SelectionKey = (PathBuf, Vec<String>);
+
+/// A selection's digest and its entries.
+type Selection = (Digest, Arc<[SelectedEntry]>);
+
+fn selection_key(root: &Path, sources: &[String]) -> SelectionKey {
+    let mut cleaned: Vec<String> = sources.iter().map(|s| relative(s)).collect();
+    cleaned.sort();
+    cleaned.dedup();
+    (root.to_path_buf(), cleaned)
+}
+
+/// One entry of a selection hashed in this build, with what the build's
+/// record of its step (the explainer's preimage) keeps of it, so that the
+/// record costs neither a second walk nor a second read of the context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectedEntry {
+    pub path: String,
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ino: u64,
+    /// SHA-256 of a regular file's content.
+    pub content: Option<[u8; 32]>,
+}
+
 /// [`digest_entries`] of [`select`]`(root, sources, ignore)`, computed once
 /// per build for each tree and set of sources: the context's own key and
 /// the COPY that reads all of it select the same files, and a build reads
@@ -449,27 +492,29 @@ pub fn selection_digest(
     ignore: Option<&Matcher>,
     cache: &StatCache,
 ) -> io::Result<Digest> {
-    let mut cleaned: Vec<String> = sources.iter().map(|s| relative(s)).collect();
-    cleaned.sort();
-    cleaned.dedup();
-    let key = (root.to_path_buf(), cleaned);
-    let memo = |c: &StatCache| {
-        c.selections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .copied()
-    };
-    if let Some(d) = memo(cache) {
+    let key = selection_key(root, sources);
+    if let Some((d, _)) = cache.selection(&key) {
         return Ok(d);
     }
     let entries = select(root, sources, ignore)?;
-    let digest = digest_entries(root, &entries, cache)?;
+    let contents = hash_contents(root, &entries, cache)?;
+    let digest = combine(root, &entries, &contents)?;
+    let selected = entries
+        .iter()
+        .map(|(path, meta)| SelectedEntry {
+            path: path.clone(),
+            mode: meta.mode(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ino: meta.ino(),
+            content: contents.get(path.as_str()).copied(),
+        })
+        .collect();
     cache
         .selections
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(key, digest);
+        .insert(key, (digest, selected));
     Ok(digest)
 }
 
@@ -480,6 +525,16 @@ pub fn digest_entries(
     entries: &BTreeMap<String, Metadata>,
     cache: &StatCache,
 ) -> io::Result<Digest> {
+    let contents = hash_contents(root, entries, cache)?;
+    combine(root, entries, &contents)
+}
+
+/// The content digest of every regular file among `entries`, by path.
+fn hash_contents<'a>(
+    root: &Path,
+    entries: &'a BTreeMap<String, Metadata>,
+    cache: &StatCache,
+) -> io::Result<HashMap<&'a str, [u8; 32]>> {
     // Hash file contents on all cores first. Workers take the next file from a
     // shared counter, largest first: split by count, a context of a few big
     // files and many small ones (sorted by path, the big ones together) left one
@@ -533,7 +588,15 @@ pub fn digest_entries(
         }
         first_error.map_or(Ok(()), Err)
     })?;
+    Ok(contents)
+}
 
+/// [`digest_entries`] once the contents are hashed.
+fn combine(
+    root: &Path,
+    entries: &BTreeMap<String, Metadata>,
+    contents: &HashMap<&str, [u8; 32]>,
+) -> io::Result<Digest> {
     let mut hasher = Sha256::new();
     hasher.update(b"hoist.selected-content v1\n");
     // One buffer for every entry's line (a 20,000-file context).

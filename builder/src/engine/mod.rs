@@ -178,7 +178,7 @@ pub struct Engine {
     /// Mount points and scratch files of this build.
     scratch: tempfile::TempDir,
     /// Per-file digests computed in this build (path, size, mtime, inode → digest).
-    hashes: hash::StatCache,
+    pub(crate) hashes: hash::StatCache,
     /// The sandbox for RUN steps (`None`: the interim `unshare` path is used).
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
