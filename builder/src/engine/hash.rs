@@ -534,15 +534,23 @@ pub fn selection_digest(
     let entries = select(root, sources, ignore)?;
     let contents = hash_contents(root, &entries, cache)?;
     let digest = combine(root, &entries, &contents)?;
+    // In entry order, so that the paths can move out of `entries` rather
+    // than be copied.
+    let digests: Vec<Option<[u8; 32]>> = entries
+        .keys()
+        .map(|path| contents.get(path.as_str()).copied())
+        .collect();
+    drop(contents);
     let selected = entries
-        .iter()
-        .map(|(path, meta)| SelectedEntry {
-            path: path.clone(),
+        .into_iter()
+        .zip(digests)
+        .map(|((path, meta), content)| SelectedEntry {
+            content,
             mode: meta.mode(),
             size: meta.size(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
             ino: meta.ino(),
-            content: contents.get(path.as_str()).copied(),
+            path,
         })
         .collect();
     cache
