@@ -177,8 +177,9 @@ pub struct Explainer {
     /// is written), so a step's new record never hides its old one. Lazy
     /// because a no-op build needs none of them.
     previous: Vec<std::sync::OnceLock<Option<Arc<Preimage>>>>,
-    /// The build's engine, whose context hashing this build already walked
-    /// and read the context (`None` for a dry run).
+    /// The build's engine: its hashing of the context for the cache keys
+    /// already walked and read the files a preimage lists (`None` for a dry
+    /// run).
     engine: Option<Arc<crate::engine::Engine>>,
 }
 
