@@ -440,6 +440,18 @@ impl LocalSnapshotter {
             .map(|rec| self.fs_dir(rec.id)))
     }
 
+    /// The whole directory of the committed snapshot `name` (its tree or
+    /// upper dir and the backend's own files), on any backend; `None` when
+    /// no committed snapshot has that name.
+    pub fn committed_dir(&self, name: &str) -> Result<Option<PathBuf>> {
+        let set = self.records.read()?;
+        Ok(set
+            .snapshots
+            .get(name)
+            .filter(|rec| rec.kind == Kind::Committed)
+            .map(|rec| self.dir(rec.id)))
+    }
+
     fn dir(&self, id: u64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
     }

@@ -179,6 +179,10 @@ pub struct Engine {
     scratch: tempfile::TempDir,
     /// Per-file digests computed in this build (path, size, mtime, inode → digest).
     pub(crate) hashes: hash::StatCache,
+    /// Whether builds check the store's size after they end (`gc.enabled`
+    /// with a `gc.max-storage`): committed snapshots are then measured as
+    /// they are made (`gc::measure_committed`).
+    measure_sizes: bool,
     /// The sandbox for RUN steps (`None`: the interim `unshare` path is used).
     runner: Option<hoist_runner::Runner>,
     /// Resource limits of RUN steps.
@@ -235,6 +239,8 @@ impl Engine {
             .tempdir_in(&tmp)
             .map_err(io_error("create a scratch directory in", &tmp))?;
         let hashes = hash::StatCache::load(store.root().join("build-stat-cache"));
+        let measure_sizes =
+            hoist_cache::GcConfig::load(store.root()).is_ok_and(|c| c.enabled && c.max_storage > 0);
         let runner = match hoist_runner::Runner::new(hoist_runner::RunnerConfig::default()) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -258,6 +264,7 @@ impl Engine {
             materialize: Mutex::new(()),
             scratch,
             hashes,
+            measure_sizes,
         })
     }
 
@@ -329,6 +336,17 @@ impl Engine {
         Ok(dir)
     }
 
+    /// Has the size of the snapshot `name`, just committed, measured while
+    /// the build goes on, when the store's size is checked after builds.
+    fn measure_committed(&self, name: &str) {
+        if !self.measure_sizes {
+            return;
+        }
+        if let Ok(Some(dir)) = self.snapshots.committed_dir(name) {
+            gc::measure_committed(dir);
+        }
+    }
+
     /// Saves what the stat cache learned.
     pub fn save_stat_cache(&self) {
         self.hashes.save();
@@ -388,7 +406,10 @@ impl Engine {
                 )));
             }
             match self.snapshots.commit(&this, &key) {
-                Ok(()) => active.done = true,
+                Ok(()) => {
+                    active.done = true;
+                    self.measure_committed(&this);
+                }
                 // Another build (here or in another process) committed the
                 // same chain meanwhile: same layers, same tree; ours is
                 // dropped by its guard.
@@ -547,7 +568,10 @@ impl Engine {
         let _lock = self.materialize.lock().unwrap_or_else(|e| e.into_inner());
         if self.snapshots.stat(&name).is_err() {
             match self.snapshots.commit(&name, &key) {
-                Ok(()) => active.done = true,
+                Ok(()) => {
+                    active.done = true;
+                    self.measure_committed(&name);
+                }
                 // Committed by a concurrent build between stat and commit.
                 Err(e) if e.kind() == hoist_snapshotter::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(snap_error(format!("commit snapshot {name}"))(e).into()),
