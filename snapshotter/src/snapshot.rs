@@ -191,6 +191,9 @@ pub fn probe_overlay(root: &Path) -> Result<()> {
 /// its build containers so too.
 const VOLATILE: &str = "volatile";
 
+/// A snapshot directory's tree (native) or upper dir (overlay).
+const FS_DIR: &str = "fs";
+
 /// [`probe_overlay`] with `extra` options, for an option older kernels lack.
 fn probe_overlay_with(root: &Path, extra: &[&str]) -> Result<()> {
     ensure_dir(root)?;
@@ -432,12 +435,7 @@ impl LocalSnapshotter {
         if self.backend != Backend::Overlay {
             return Ok(None);
         }
-        let set = self.records.read()?;
-        Ok(set
-            .snapshots
-            .get(name)
-            .filter(|rec| rec.kind == Kind::Committed)
-            .map(|rec| self.fs_dir(rec.id)))
+        Ok(self.committed_dir(name)?.map(|dir| dir.join(FS_DIR)))
     }
 
     /// The whole directory of the committed snapshot `name` (its tree or
@@ -457,7 +455,7 @@ impl LocalSnapshotter {
     }
 
     fn fs_dir(&self, id: u64) -> PathBuf {
-        self.dir(id).join("fs")
+        self.dir(id).join(FS_DIR)
     }
 
     /// Removes directories under `snapshots/` that no record names (left by a
@@ -535,7 +533,7 @@ impl LocalSnapshotter {
             .prefix("new-")
             .tempdir_in(&snapshots)
             .map_err(io_err("create temporary directory in", &snapshots))?;
-        let fs_dir = tmp.path().join("fs");
+        let fs_dir = tmp.path().join(FS_DIR);
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&fs_dir)

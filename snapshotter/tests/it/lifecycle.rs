@@ -31,6 +31,7 @@ fn lifecycle(choice: BackendChoice) {
 
     let active_dir = s.own_dir("a").unwrap();
     assert_eq!(s.committed_own_dir("a").unwrap(), None, "not committed yet");
+    assert_eq!(s.committed_dir("a").unwrap(), None, "not committed yet");
     s.commit("base", "a").unwrap();
     assert_eq!(s.stat("a").unwrap_err().kind(), ErrorKind::NotFound);
     let info = s.stat("base").unwrap();
@@ -45,6 +46,11 @@ fn lifecycle(choice: BackendChoice) {
         assert_eq!(fs::read(dir.join("f")).unwrap(), b"1");
     }
     assert_eq!(s.committed_own_dir("missing").unwrap(), None);
+    // The whole directory, on every backend: what the store's size counts.
+    let whole = s.committed_dir("base").unwrap().expect("committed");
+    assert!(whole.starts_with(&root), "{}", whole.display());
+    assert_eq!(fs::read(whole.join("fs/f")).unwrap(), b"1");
+    assert_eq!(s.committed_dir("missing").unwrap(), None);
     assert_eq!(info.parent, None);
     assert_eq!(
         s.mounts("base").unwrap_err().kind(),
