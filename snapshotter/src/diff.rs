@@ -177,7 +177,8 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf, Metadata)>> {
     for entry in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
         let entry = entry.map_err(io_err("read directory", dir))?;
         let path = entry.path();
-        let meta = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
+        // Relative to the listed directory, not a lookup of the whole path.
+        let meta = entry.metadata().map_err(io_err("stat", &path))?;
         out.push((entry.file_name().as_bytes().to_vec(), path, meta));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -185,7 +186,19 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf, Metadata)>> {
 }
 
 fn layer_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut x = fsutil::read_xattrs(path).map_err(io_err("read xattrs of", path))?;
+    let x = fsutil::read_xattrs(path).map_err(io_err("read xattrs of", path))?;
+    layer_xattrs_of(path, x)
+}
+
+/// [`layer_xattrs`] of a file already open for reading: no second lookup of
+/// its path (a 20,000-file COPY's diff spent a tenth of its time listing
+/// xattrs by path).
+fn layer_xattrs_open(path: &Path, file: &File) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let x = fsutil::read_xattrs_fd(file).map_err(io_err("read xattrs of", path))?;
+    layer_xattrs_of(path, x)
+}
+
+fn layer_xattrs_of(path: &Path, mut x: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     // A redirect (renamed lower dir) or metacopy (data still in a lower
     // file) can't be expressed in a layer from the upper dir alone; refuse
     // rather than write a layer that silently misses content.
@@ -360,6 +373,11 @@ impl<W: Write> Walker<W> {
                 }
             }
         }
+        // A file's content is read through the descriptor its xattrs are.
+        let file = match kind {
+            EntryKind::File { .. } => Some(File::open(path).map_err(io_err("open", path))?),
+            _ => None,
+        };
         let header = EntryHeader {
             path: rel.to_vec(),
             kind: kind.clone(),
@@ -367,13 +385,15 @@ impl<W: Write> Walker<W> {
             uid: u64::from(meta.uid()),
             gid: u64::from(meta.gid()),
             mtime: self.clamp(meta.mtime()),
-            xattrs: layer_xattrs(path)?,
+            xattrs: match &file {
+                Some(file) => layer_xattrs_open(path, file)?,
+                None => layer_xattrs(path)?,
+            },
         };
         self.tar
             .write_header(&header)
             .map_err(Self::write_err(rel))?;
-        if let EntryKind::File { size } = kind {
-            let file = File::open(path).map_err(io_err("open", path))?;
+        if let (EntryKind::File { size }, Some(file)) = (kind, file) {
             let mut source = SourceFile { file, error: None };
             let written = self.tar.write_data(&mut source, size);
             if let Some(e) = source.error.take() {

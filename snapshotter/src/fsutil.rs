@@ -176,13 +176,20 @@ pub(crate) fn split_dev(dev: u64) -> (u32, u32) {
 /// All xattrs of an open file, sorted by name.
 pub(crate) fn read_xattrs_fd(fd: impl AsFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let fd = fd.as_fd();
-    let need = match rustix::fs::flistxattr_query(fd) {
-        Ok(n) => n,
-        Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
-        Err(e) => return Err(to_io(e)),
+    // Most files have no xattrs or a few short ones: one call, not a size
+    // query first.
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::flistxattr(fd, &mut names[..]) {
+            Ok(n) => break n,
+            Err(e) if e == rustix::io::Errno::RANGE => {
+                let need = rustix::fs::flistxattr_query(fd).map_err(to_io)?;
+                names.resize(need.max(names.len() * 2), 0);
+            }
+            Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
+            Err(e) => return Err(to_io(e)),
+        }
     };
-    let mut names = vec![0u8; need + 1];
-    let len = rustix::fs::flistxattr(fd, &mut names[..]).map_err(to_io)?;
     let mut out = Vec::new();
     for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let size = match rustix::fs::fgetxattr_query(fd, name) {
