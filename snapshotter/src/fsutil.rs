@@ -36,22 +36,42 @@ fn xattr_unsupported(e: rustix::io::Errno) -> bool {
     e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::NODATA
 }
 
-/// All xattrs of `path` (not following a final symlink), sorted by name.
-pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The NUL-separated xattr names `list` writes, `query` giving the size
+/// they need when they do not fit; `None` where the filesystem has none.
+/// Most files have no xattrs or a few short ones: one call, not a size
+/// query first.
+fn xattr_names(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    query: impl Fn() -> rustix::io::Result<usize>,
+) -> io::Result<Option<Vec<u8>>> {
     let mut names = vec![0u8; 1024];
-    let len = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
-            Ok(n) => break n,
+    loop {
+        match list(&mut names[..]) {
+            Ok(n) => {
+                names.truncate(n);
+                return Ok(Some(names));
+            }
             Err(e) if e == rustix::io::Errno::RANGE => {
-                let need = rustix::fs::llistxattr_query(path).map_err(to_io)?;
+                let need = query().map_err(to_io)?;
                 names.resize(need.max(names.len() * 2), 0);
             }
-            Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
+            Err(e) if xattr_unsupported(e) => return Ok(None),
             Err(e) => return Err(to_io(e)),
         }
+    }
+}
+
+/// All xattrs of `path` (not following a final symlink), sorted by name.
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let Some(names) = xattr_names(
+        |buf| rustix::fs::llistxattr(path, buf),
+        || rustix::fs::llistxattr_query(path),
+    )?
+    else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let mut value = vec![0u8; 256];
         let value_len = loop {
             match rustix::fs::lgetxattr(path, name, &mut value[..]) {
@@ -176,22 +196,15 @@ pub(crate) fn split_dev(dev: u64) -> (u32, u32) {
 /// All xattrs of an open file, sorted by name.
 pub(crate) fn read_xattrs_fd(fd: impl AsFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let fd = fd.as_fd();
-    // Most files have no xattrs or a few short ones: one call, not a size
-    // query first.
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        match rustix::fs::flistxattr(fd, &mut names[..]) {
-            Ok(n) => break n,
-            Err(e) if e == rustix::io::Errno::RANGE => {
-                let need = rustix::fs::flistxattr_query(fd).map_err(to_io)?;
-                names.resize(need.max(names.len() * 2), 0);
-            }
-            Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
-            Err(e) => return Err(to_io(e)),
-        }
+    let Some(names) = xattr_names(
+        |buf| rustix::fs::flistxattr(fd, buf),
+        || rustix::fs::flistxattr_query(fd),
+    )?
+    else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let size = match rustix::fs::fgetxattr_query(fd, name) {
             Ok(n) => n,
             Err(e) if e == rustix::io::Errno::NODATA => continue,
@@ -204,4 +217,38 @@ pub(crate) fn read_xattrs_fd(fd: impl AsFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattr_names_longer_than_the_first_buffer_are_all_read_by_path_and_by_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        // 40 names of about 60 bytes: more than the first 1 KiB listing.
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let name = format!("user.{}{i:02}", "n".repeat(50));
+            let value = format!("value {i}").into_bytes();
+            if let Err(e) = rustix::fs::lsetxattr(
+                &path,
+                name.as_str(),
+                &value,
+                rustix::fs::XattrFlags::empty(),
+            ) {
+                // A filesystem without user xattrs cannot show the long list.
+                assert_eq!(e, rustix::io::Errno::NOTSUP, "{e}");
+                hoist_testutil::cannot_run(&format!("{} has no user xattrs", dir.path().display()));
+                return;
+            }
+            expected.push((name.into_bytes(), value));
+        }
+        expected.sort();
+        assert_eq!(read_xattrs(&path).unwrap(), expected);
+        let file = File::open(&path).unwrap();
+        assert_eq!(read_xattrs_fd(&file).unwrap(), expected);
+    }
 }
