@@ -168,10 +168,15 @@ fn strip_credentials(url: &str) -> String {
 /// types, modes, owners and contents; never times), as the cache keys see it.
 pub(crate) fn context_sha256(engine: &super::Engine, name: &str) -> Result<String, EngineError> {
     let context = engine.context(name)?;
-    let entries = super::hash::select(&context.dir, &[String::new()], Some(&context.ignore))
-        .map_err(super::io_error("read the build context", &context.dir))?;
-    let digest = super::hash::digest_entries(&context.dir, &entries, &engine.hashes)
-        .map_err(super::io_error("hash the build context", &context.dir))?;
+    // The selection the context's own key hashed when it took the whole
+    // context: not walked and hashed again.
+    let digest = super::hash::selection_digest(
+        &context.dir,
+        &[String::new()],
+        Some(&context.ignore),
+        &engine.hashes,
+    )
+    .map_err(super::io_error("hash the build context", &context.dir))?;
     Ok(digest.hex())
 }
 
