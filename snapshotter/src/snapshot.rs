@@ -178,6 +178,9 @@ impl Backend {
 /// markers only, which is what the differ translates into a layer.
 const OVERLAY_OPTIONS: [&str; 3] = ["index=off", "redirect_dir=off", "metacopy=off"];
 
+/// A snapshot directory's tree (native) or upper dir (overlay).
+const FS_DIR: &str = "fs";
+
 /// Tries an overlay mount with two lower layers inside `root`.
 pub fn probe_overlay(root: &Path) -> Result<()> {
     probe_overlay_with(root, &[])
@@ -190,9 +193,6 @@ pub fn probe_overlay(root: &Path) -> Result<()> {
 /// not either), so the flush bought nothing hoist relies on. Buildah mounts
 /// its build containers so too.
 const VOLATILE: &str = "volatile";
-
-/// A snapshot directory's tree (native) or upper dir (overlay).
-const FS_DIR: &str = "fs";
 
 /// [`probe_overlay`] with `extra` options, for an option older kernels lack.
 fn probe_overlay_with(root: &Path, extra: &[&str]) -> Result<()> {

@@ -516,7 +516,7 @@ pub struct SelectedEntry {
     pub content: Option<[u8; 32]>,
 }
 
-/// [`digest_entries`] of [`select`]`(root, sources, ignore)`, computed once
+/// The digest ([`combine`]) of [`select`]`(root, sources, ignore)`, computed once
 /// per build for each tree and set of sources: the context's own key and
 /// the COPY that reads all of it select the same files, and a build reads
 /// one state of its context. `ignore` must be the same for every call with
@@ -561,9 +561,9 @@ pub fn selection_digest(
     Ok(digest)
 }
 
-/// Digest of the selected entries under `root`: path, type, permission bits,
-/// owner, and content (files) or target (symlinks); never times.
-pub fn digest_entries(
+/// [`combine`] of `entries` with their contents hashed (the tests' way in).
+#[cfg(test)]
+fn digest_entries(
     root: &Path,
     entries: &BTreeMap<String, Metadata>,
     cache: &StatCache,
@@ -634,7 +634,9 @@ fn hash_contents<'a>(
     Ok(contents)
 }
 
-/// [`digest_entries`] once the contents are hashed.
+/// Digest of the selected entries under `root`: path, type, permission bits,
+/// owner, and content (files, from `contents`) or target (symlinks); never
+/// times.
 fn combine(
     root: &Path,
     entries: &BTreeMap<String, Metadata>,
