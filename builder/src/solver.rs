@@ -136,6 +136,10 @@ pub enum VertexOutcome {
         duration: Duration,
         /// Resources the op reported using.
         usage: Option<Usage>,
+        /// Whether the op, ready with a permit free, held back a moment
+        /// for a longer independent op expected to ask for one (see
+        /// [`StepHistory`]).
+        held_back: bool,
     },
 }
 
@@ -248,17 +252,18 @@ where
         self.jobs
     }
 
-    /// Nodes whose recorded duration is shorter than that of another node
+    /// Nodes whose recorded duration is shorter than that of other nodes
     /// independent of them (neither needs the other, so both may be ready at
-    /// once): those wait a moment before taking a free permit, so that the
-    /// longer one can have it. Without a history, none.
+    /// once), with those longer peers: such a node waits a moment before
+    /// taking a free permit, so that a longer peer still on its way can have
+    /// it. Without a history, none; nor nodes that take less than the wait.
     fn patient_nodes(
         &self,
         graph: &BuildGraph<O>,
         nodes: &HashMap<NodeIndex, Node<O>>,
-    ) -> HashSet<NodeIndex> {
+    ) -> HashMap<NodeIndex, Vec<NodeIndex>> {
         let Some(history) = &self.history else {
-            return HashSet::new();
+            return HashMap::new();
         };
         let known: Vec<(NodeIndex, Duration)> = nodes
             .iter()
@@ -266,18 +271,28 @@ where
             .collect();
         // Pairs of walks: kept to graphs of a size where that is instant.
         if known.len() > 256 {
-            return HashSet::new();
+            return HashMap::new();
         }
         let petgraph = graph.petgraph();
-        let mut patient = HashSet::new();
+        let mut patient = HashMap::new();
         for (a, a_takes) in &known {
-            let has_longer_peer = known.iter().any(|(b, b_takes)| {
-                b_takes > a_takes
-                    && !petgraph::algo::has_path_connecting(petgraph, *a, *b, None)
-                    && !petgraph::algo::has_path_connecting(petgraph, *b, *a, None)
-            });
-            if has_longer_peer {
-                patient.insert(*a);
+            // Holding back longer than the op itself takes cannot pay: the
+            // longer peer would lose less by starting after it. A build
+            // context or an image's config takes no time at all.
+            if *a_takes < PATIENCE {
+                continue;
+            }
+            let longer_peers: Vec<NodeIndex> = known
+                .iter()
+                .filter(|(b, b_takes)| {
+                    b_takes > a_takes
+                        && !petgraph::algo::has_path_connecting(petgraph, *a, *b, None)
+                        && !petgraph::algo::has_path_connecting(petgraph, *b, *a, None)
+                })
+                .map(|(b, _)| *b)
+                .collect();
+            if !longer_peers.is_empty() {
+                patient.insert(*a, longer_peers);
             }
         }
         patient
@@ -305,6 +320,7 @@ where
         let patient = self.patient_nodes(graph, &plan.nodes);
         let run = Arc::new(Run {
             patient,
+            settled: Mutex::new(HashSet::new()),
             nodes: plan.nodes,
             index: self.index.clone(),
             events: self.events.clone(),
@@ -498,9 +514,12 @@ struct Run<O> {
     cancellation: CancellationToken,
     permits: Arc<Permits>,
     history: Option<Arc<dyn StepHistory>>,
-    /// Nodes that wait [`PATIENCE`] for a longer op to ask for a free permit
-    /// (see [`Solver::patient_nodes`]).
-    patient: HashSet<NodeIndex>,
+    /// Nodes that wait [`PATIENCE`] for a longer op to ask for a free permit,
+    /// with those longer ops (see [`Solver::patient_nodes`]).
+    patient: HashMap<NodeIndex, Vec<NodeIndex>>,
+    /// Nodes that will not ask for a permit later: found in the cache, or
+    /// already asking (or past it). Nobody holds back for them.
+    settled: Mutex<HashSet<NodeIndex>>,
     tracker: TaskTracker,
     failure: Mutex<Option<SolveError>>,
     outcomes: Mutex<BTreeMap<VertexId, VertexOutcome>>,
@@ -539,6 +558,23 @@ where
     fn lock_outcomes(&self) -> std::sync::MutexGuard<'_, BTreeMap<VertexId, VertexOutcome>> {
         // Single inserts only: a poisoned map is still consistent.
         self.outcomes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_settled(&self) -> std::sync::MutexGuard<'_, HashSet<NodeIndex>> {
+        // Single inserts only: a poisoned set is still consistent.
+        self.settled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks `node` as asking for a permit now or never, and says whether
+    /// it should hold back for a longer peer: only while one of them may
+    /// still ask. A peer found in the cache never will, and one already
+    /// queued is ranked ahead by its expected duration anyway.
+    fn settle(&self, node: NodeIndex) -> bool {
+        let mut settled = self.lock_settled();
+        settled.insert(node);
+        self.patient
+            .get(&node)
+            .is_some_and(|peers| peers.iter().any(|peer| !settled.contains(peer)))
     }
 
     fn context(&self, node: NodeIndex) -> OpContext {
@@ -746,6 +782,7 @@ where
                     .map(|record| record.output),
             };
             if let Some(output) = hit {
+                self.settle(node);
                 self.lock_outcomes().insert(id, VertexOutcome::Cached);
                 self.events.emit(Event::VertexCached {
                     vertex: id,
@@ -763,21 +800,24 @@ where
             .history
             .as_ref()
             .and_then(|history| history.expected(&vertex.op_digest));
-        let _permit = tokio::select! {
+        let patient = self.settle(node);
+        let permit = tokio::select! {
             biased;
             _ = self.cancellation.cancelled() => return Err(Aborted),
-            permit = Permits::acquire(
-                self.permits.clone(),
-                expected,
-                self.patient.contains(&node),
-            ) => permit?,
+            permit = Permits::acquire(self.permits.clone(), expected, patient) => permit?,
         };
-        self.execute(node, keys, inputs).await
+        self.execute(node, keys, inputs, permit).await
     }
 
     /// Runs the node's op and records its result. It runs on the node's own task, so
     /// it finishes (records, reports) even if the solve stops waiting for it.
-    async fn execute(&self, node: NodeIndex, keys: Keys<O>, inputs: Vec<O>) -> Result<O, Aborted> {
+    async fn execute(
+        &self,
+        node: NodeIndex,
+        keys: Keys<O>,
+        inputs: Vec<O>,
+        permit: Permit,
+    ) -> Result<O, Aborted> {
         let vertex = &self.nodes[&node];
         let id = VertexId(node);
         let context = self.context(node);
@@ -844,8 +884,14 @@ where
                 .unwrap_or(duration);
             history.record(&vertex.op_digest, length);
         }
-        self.lock_outcomes()
-            .insert(id, VertexOutcome::Executed { duration, usage });
+        self.lock_outcomes().insert(
+            id,
+            VertexOutcome::Executed {
+                duration,
+                usage,
+                held_back: permit.held_back,
+            },
+        );
         self.events.emit(Event::VertexCompleted {
             vertex: id,
             duration,
@@ -902,6 +948,8 @@ impl Ord for Waiter {
 /// The right to execute one op; released (passed on) when dropped.
 struct Permit {
     permits: Option<Arc<Permits>>,
+    /// Whether its holder waited [`PATIENCE`] before asking.
+    held_back: bool,
 }
 
 impl Drop for Permit {
@@ -953,7 +1001,8 @@ impl Permits {
         // handed out, or the first to arrive would take it whatever its length.
         tokio::task::yield_now().await;
         tokio::task::yield_now().await;
-        if patient && this.lock().free > 0 {
+        let held_back = patient && this.lock().free > 0;
+        if held_back {
             // Ops of one burst still reach this point milliseconds apart (each
             // looks its keys up first): a shorter op known to have a longer
             // independent peer leaves it that long to queue up.
@@ -961,7 +1010,9 @@ impl Permits {
             let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PATIENCE)).await;
         }
         this.dispatch();
-        granted.await.map_err(|_| Aborted)
+        let mut permit = granted.await.map_err(|_| Aborted)?;
+        permit.held_back = held_back;
+        Ok(permit)
     }
 
     /// Hands the free permits to the best waiters.
@@ -973,6 +1024,7 @@ impl Permits {
             };
             let permit = Permit {
                 permits: Some(self.clone()),
+                held_back: false,
             };
             match waiter.grant.send(permit) {
                 Ok(()) => state.free -= 1,

@@ -79,7 +79,8 @@ async fn logs_progress_warnings_and_usage_come_between_start_and_completion() {
         solution.outcomes[&a],
         VertexOutcome::Executed {
             duration: *duration,
-            usage: Some(usage)
+            usage: Some(usage),
+            held_back: false,
         }
     );
 }

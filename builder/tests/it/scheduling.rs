@@ -238,3 +238,166 @@ async fn a_long_chain_solves_then_hits_without_exhausting_the_stack() {
 }
 
 const CHAIN: usize = 4000;
+
+/// Durations fixed by op definition digest, whatever the solves record.
+struct FixedHistory(std::collections::HashMap<hoist_builder::Digest, Duration>);
+
+impl hoist_builder::StepHistory for FixedHistory {
+    fn expected(&self, op: &hoist_builder::Digest) -> Option<Duration> {
+        self.0.get(op).copied()
+    }
+    fn record(&self, _: &hoist_builder::Digest, _: Duration) {}
+}
+
+fn history(ops: &[(&crate::util::Fake, Duration)]) -> Arc<FixedHistory> {
+    use hoist_builder::Op;
+    Arc::new(FixedHistory(
+        ops.iter()
+            .map(|(op, took)| (Op::definition(*op).digest(), *took))
+            .collect(),
+    ))
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn held_back(solution: &hoist_builder::Solution<String>, vertex: hoist_builder::VertexId) -> bool {
+    match &solution.outcomes[&vertex] {
+        hoist_builder::VertexOutcome::Executed { held_back, .. } => *held_back,
+        other => panic!("expected an execution, got {other:?}"),
+    }
+}
+
+// One thread: on two, `gate`'s arrival can hand `short` a permit while
+// `short` is still arriving, before it would hold back.
+#[tokio::test]
+async fn a_short_op_holds_back_for_a_longer_peer_still_on_its_way() {
+    // `long` can only ask for a permit once `gate` ran, and `gate` runs once
+    // `short` has: `short` holds back for it, which is the point of history.
+    let mut h = Harness::new();
+    h.jobs = 2;
+    let short_ran = Arc::new(tokio::sync::Notify::new());
+    let gate = {
+        let short_ran = short_ran.clone();
+        h.fake("gate").hook(hook!(|_context| {
+            let short_ran = short_ran.clone();
+            async move {
+                short_ran.notified().await;
+                Ok(())
+            }
+        }))
+    };
+    let gate = h.add(gate, &[]);
+    let long = h.fake("long");
+    let short = {
+        let short_ran = short_ran.clone();
+        h.fake("short").hook(hook!(|_context| {
+            let short_ran = short_ran.clone();
+            async move {
+                short_ran.notify_one();
+                Ok(())
+            }
+        }))
+    };
+    let history = history(&[(&long, 9 * SECOND), (&short, SECOND)]);
+    let long = h.add(long, &[gate]);
+    let short = h.add(short, &[]);
+    let solution = tokio::time::timeout(
+        HANG_GUARD,
+        h.solver().with_history(history).solve(
+            &h.graph,
+            &[long, short],
+            &hoist_builder::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("gate never saw short run")
+    .unwrap();
+    assert_eq!(solution.outputs, ["long(gate())", "short()"]);
+    assert!(held_back(&solution, short));
+    assert!(!held_back(&solution, long), "long has no longer peer");
+}
+
+// One thread: the tasks run in the order the solve starts them, so `long`
+// has found its record before `short` asks for a permit.
+#[tokio::test]
+async fn a_short_op_does_not_hold_back_for_a_cached_peer() {
+    // A stage that did not change is found in the cache: it never asks for
+    // a permit, so holding back for it only delays the changed one.
+    let mut h = Harness::new();
+    h.jobs = 2;
+    let long = h.add(h.fake("long"), &[]);
+    let short = h.add(h.fake("short"), &[]);
+    h.solve(&[long, short]).await.unwrap();
+
+    h.next_build();
+    let long = h.fake("long");
+    let short = h.fake("short").definition("changed");
+    let history = history(&[(&long, 9 * SECOND), (&short, SECOND)]);
+    let long = h.add(long, &[]);
+    let short = h.add(short, &[]);
+    let solution = h
+        .solver()
+        .with_history(history)
+        .solve(
+            &h.graph,
+            &[long, short],
+            &hoist_builder::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        solution.outcomes[&long],
+        hoist_builder::VertexOutcome::Cached
+    );
+    assert!(!held_back(&solution, short));
+}
+
+// One thread, as above: no other op's arrival hands the context its permit
+// during its own arrival, before it would hold back.
+#[tokio::test]
+async fn an_op_shorter_than_the_wait_never_holds_back() {
+    // The incremental rebuild's shape: the build context's op takes no time
+    // and is independent of the RUN before the COPY that needs it. Even
+    // with that RUN still on its way, waiting for it would only delay the
+    // COPY by the wait.
+    let mut h = Harness::new();
+    h.jobs = 2;
+    let context_ran = Arc::new(tokio::sync::Notify::new());
+    let gate = {
+        let context_ran = context_ran.clone();
+        h.fake("gate").hook(hook!(|_context| {
+            let context_ran = context_ran.clone();
+            async move {
+                context_ran.notified().await;
+                Ok(())
+            }
+        }))
+    };
+    let gate = h.add(gate, &[]);
+    let run = h.fake("run");
+    let context = {
+        let context_ran = context_ran.clone();
+        h.fake("context").hook(hook!(|_context| {
+            let context_ran = context_ran.clone();
+            async move {
+                context_ran.notify_one();
+                Ok(())
+            }
+        }))
+    };
+    let history = history(&[(&run, 9 * SECOND), (&context, Duration::from_millis(1))]);
+    let run = h.add(run, &[gate]);
+    let context = h.add(context, &[]);
+    let solution = tokio::time::timeout(
+        HANG_GUARD,
+        h.solver().with_history(history).solve(
+            &h.graph,
+            &[run, context],
+            &hoist_builder::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("gate never saw the context run")
+    .unwrap();
+    assert!(!held_back(&solution, context));
+}
