@@ -39,10 +39,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -251,6 +252,38 @@ impl GzipBlockSource for PreviousBlocks {
 struct Previous {
     dir: Root,
     files: HashMap<String, [u8; 32]>,
+    /// Its directories opened so far, by path relative to it (`None`: not
+    /// to be opened as [`Previous::dir_fd`] asks), so that each file costs
+    /// a lookup of its own name only.
+    dirs: Mutex<HashMap<Box<str>, Option<Arc<OwnedFd>>>>,
+}
+
+impl Previous {
+    /// The directory `rel` (`""` for the top) of the previous snapshot,
+    /// opened once. `rel` is made of the context's names. The old snapshot
+    /// holds what the same COPY wrote through the root-scoped resolver, so
+    /// no symlink lies on the way; that is checked, by the kernel (openat2
+    /// refusing any symlink and any step out of the directory), before the
+    /// lookups in it. Where openat2 is missing, nothing is reused.
+    fn dir_fd(&self, rel: &str) -> Option<Arc<OwnedFd>> {
+        let lock = || self.dirs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = lock().get(rel) {
+            return known.clone();
+        }
+        let opened = rustix::fs::openat2(
+            self.dir.as_fd(),
+            if rel.is_empty() { "." } else { rel },
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::NO_SYMLINKS
+                | rustix::fs::ResolveFlags::BENEATH
+                | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        )
+        .ok()
+        .map(Arc::new);
+        lock().insert(rel.into(), opened.clone());
+        opened
+    }
 }
 
 /// One COPY's reuse: what the walk decided, and what the new record holds.
@@ -279,6 +312,7 @@ impl<'a> Reuse<'a> {
             Some(Previous {
                 dir: Root::new(&dir).ok()?,
                 files: record.files,
+                dirs: Mutex::new(HashMap::new()),
             })
         });
         Reuse {
@@ -349,24 +383,16 @@ impl<'a> Reuse<'a> {
 
     /// Whether the previous snapshot's file at `rel` is what `job` writes.
     fn same_file(&self, previous: &Previous, rel: &str, job: &FileJob) -> bool {
-        // `rel` is made of the context's names. The old snapshot holds what
-        // the same COPY wrote through the root-scoped resolver, so no symlink
-        // lies on the way; that is checked, by the kernel (openat2 refusing
-        // any symlink and any step out of the directory), before the plain
-        // lookups below (xattrs, link) take the same path. Where openat2 is
-        // missing, nothing is reused.
-        let Ok(fd) = rustix::fs::openat2(
-            previous.dir.as_fd(),
-            rel,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            rustix::fs::ResolveFlags::NO_SYMLINKS
-                | rustix::fs::ResolveFlags::BENEATH
-                | rustix::fs::ResolveFlags::NO_MAGICLINKS,
-        ) else {
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        // One name looked up in a directory opened as `dir_fd` checks: it
+        // cannot lead anywhere else.
+        if matches!(name, "" | "." | "..") {
+            return false;
+        }
+        let Some(dir) = previous.dir_fd(parent) else {
             return false;
         };
-        let Ok(old) = rustix::fs::fstat(&fd) else {
+        let Ok(old) = rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
             return false;
         };
         let is_file =
