@@ -25,10 +25,13 @@
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustix::fs::{Mode, OFlags};
 
 use crate::error::{io_err, Error, Result};
 use crate::fsutil;
@@ -148,6 +151,9 @@ impl Read for SourceFile {
 
 /// A path and its lstat, borrowed from a directory listing.
 type Node<'a> = (&'a PathBuf, &'a Metadata);
+
+/// An entry's directory, open, and its name in it.
+type At<'a> = (std::os::fd::BorrowedFd<'a>, &'a [u8]);
 
 struct Walker<W: Write> {
     tar: TarWriter<W>,
@@ -327,17 +333,25 @@ impl<W: Write> Walker<W> {
     /// Writes the unchanged parent directories a change below them needs.
     fn flush_pending(&mut self) -> Result<()> {
         for (path, rel, meta) in std::mem::take(&mut self.pending) {
-            self.write_entry(&path, &rel, &meta)?;
+            self.write_entry(&path, &rel, &meta, None)?;
         }
         Ok(())
     }
 
-    fn emit(&mut self, path: &Path, rel: &[u8], meta: &Metadata) -> Result<()> {
+    fn emit(&mut self, path: &Path, rel: &[u8], meta: &Metadata, at: Option<At<'_>>) -> Result<()> {
         self.flush_pending()?;
-        self.write_entry(path, rel, meta)
+        self.write_entry(path, rel, meta, at)
     }
 
-    fn write_entry(&mut self, path: &Path, rel: &[u8], meta: &Metadata) -> Result<()> {
+    /// Writes the entry of `path`; a regular file is opened by its name in
+    /// `at` when given, else by its whole path.
+    fn write_entry(
+        &mut self,
+        path: &Path,
+        rel: &[u8],
+        meta: &Metadata,
+        at: Option<At<'_>>,
+    ) -> Result<()> {
         let ft = meta.file_type();
         let (major, minor) = fsutil::split_dev(meta.rdev());
         let mut kind = if ft.is_dir() {
@@ -375,7 +389,20 @@ impl<W: Write> Walker<W> {
         }
         // A file's content is read through the descriptor its xattrs are.
         let file = match kind {
-            EntryKind::File { .. } => Some(File::open(path).map_err(io_err("open", path))?),
+            EntryKind::File { .. } => Some(
+                match at {
+                    Some((dir, name)) => rustix::fs::openat(
+                        dir,
+                        std::ffi::OsStr::from_bytes(name),
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map(File::from)
+                    .map_err(std::io::Error::from),
+                    None => File::open(path),
+                }
+                .map_err(io_err("open", path))?,
+            ),
             _ => None,
         };
         let header = EntryHeader {
@@ -411,6 +438,14 @@ impl<W: Write> Walker<W> {
     }
 
     fn walk_upper(&mut self, dir: &Path, rel: &[u8]) -> Result<()> {
+        // Its files are opened by name in it, not by their whole path: a
+        // 20,000-file COPY's diff spent a sixth of its time in `open`.
+        let dir_fd = rustix::fs::open(
+            dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err("open directory", dir)(e.into()))?;
         let mut items: Vec<(Vec<u8>, Item)> = Vec::new();
         for (name, path, meta) in read_dir_sorted(dir)? {
             if is_whiteout(&meta) {
@@ -430,7 +465,7 @@ impl<W: Write> Walker<W> {
             match item {
                 Item::Marker => self.marker(&child)?,
                 Item::Node(path, meta) => {
-                    self.emit(&path, &child, &meta)?;
+                    self.emit(&path, &child, &meta, Some((dir_fd.as_fd(), &name)))?;
                     if meta.is_dir() {
                         self.walk_upper(&path, &child)?;
                     }
@@ -477,7 +512,7 @@ impl<W: Write> Walker<W> {
             };
             match low {
                 None => {
-                    self.emit(path, &child, meta)?;
+                    self.emit(path, &child, meta, None)?;
                     if meta.is_dir() {
                         self.walk_trees(None, path, &child)?;
                     }
@@ -485,7 +520,7 @@ impl<W: Write> Walker<W> {
                 Some((lpath, lmeta)) => {
                     let both_dirs = meta.is_dir() && lmeta.is_dir();
                     if changed(lpath, lmeta, path, meta)? {
-                        self.emit(path, &child, meta)?;
+                        self.emit(path, &child, meta, None)?;
                     } else if both_dirs {
                         self.pending
                             .push((path.clone(), child.clone(), meta.clone()));
