@@ -18,15 +18,7 @@ const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// A hook that announces it started, then waits for cancellation and reports that it
 /// saw it.
-fn wait_for_cancel(
-    started: &Arc<Notify>,
-    observed: &Arc<AtomicBool>,
-) -> impl Fn(
-    hoist_builder::OpContext,
-) -> futures::future::BoxFuture<'static, Result<(), hoist_builder::OpError>>
-       + Send
-       + Sync
-       + 'static {
+fn wait_for_cancel(started: &Arc<Notify>, observed: &Arc<AtomicBool>) -> impl crate::util::HookFn {
     let started = started.clone();
     let observed = observed.clone();
     hook!(|context| {

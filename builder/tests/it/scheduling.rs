@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoist_builder::SolveError;
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, Notify};
 
 use crate::hook;
 use crate::util::Harness;
@@ -15,19 +15,36 @@ use crate::util::Harness;
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// A hook that waits at `barrier` (until the other op holding it runs too).
-fn wait_at(
-    barrier: &Arc<Barrier>,
-) -> impl Fn(
-    hoist_builder::OpContext,
-) -> futures::future::BoxFuture<'static, Result<(), hoist_builder::OpError>>
-       + Send
-       + Sync
-       + 'static {
+fn wait_at(barrier: &Arc<Barrier>) -> impl crate::util::HookFn {
     let barrier = barrier.clone();
     hook!(|_context| {
         let barrier = barrier.clone();
         async move {
             barrier.wait().await;
+            Ok(())
+        }
+    })
+}
+
+/// A hook that waits until `notify` is notified (once, before or after).
+fn wait_for(notify: &Arc<Notify>) -> impl crate::util::HookFn {
+    let notify = notify.clone();
+    hook!(|_context| {
+        let notify = notify.clone();
+        async move {
+            notify.notified().await;
+            Ok(())
+        }
+    })
+}
+
+/// A hook that notifies `notify`.
+fn notify_on_run(notify: &Arc<Notify>) -> impl crate::util::HookFn {
+    let notify = notify.clone();
+    hook!(|_context| {
+        let notify = notify.clone();
+        async move {
+            notify.notify_one();
             Ok(())
         }
     })
@@ -275,29 +292,10 @@ async fn a_short_op_holds_back_for_a_longer_peer_still_on_its_way() {
     // `short` has: `short` holds back for it, which is the point of history.
     let mut h = Harness::new();
     h.jobs = 2;
-    let short_ran = Arc::new(tokio::sync::Notify::new());
-    let gate = {
-        let short_ran = short_ran.clone();
-        h.fake("gate").hook(hook!(|_context| {
-            let short_ran = short_ran.clone();
-            async move {
-                short_ran.notified().await;
-                Ok(())
-            }
-        }))
-    };
-    let gate = h.add(gate, &[]);
+    let short_ran = Arc::new(Notify::new());
+    let gate = h.add(h.fake("gate").hook(wait_for(&short_ran)), &[]);
     let long = h.fake("long");
-    let short = {
-        let short_ran = short_ran.clone();
-        h.fake("short").hook(hook!(|_context| {
-            let short_ran = short_ran.clone();
-            async move {
-                short_ran.notify_one();
-                Ok(())
-            }
-        }))
-    };
+    let short = h.fake("short").hook(notify_on_run(&short_ran));
     let history = history(&[(&long, 9 * SECOND), (&short, SECOND)]);
     let long = h.add(long, &[gate]);
     let short = h.add(short, &[]);
@@ -362,29 +360,10 @@ async fn an_op_shorter_than_the_wait_never_holds_back() {
     // COPY by the wait.
     let mut h = Harness::new();
     h.jobs = 2;
-    let context_ran = Arc::new(tokio::sync::Notify::new());
-    let gate = {
-        let context_ran = context_ran.clone();
-        h.fake("gate").hook(hook!(|_context| {
-            let context_ran = context_ran.clone();
-            async move {
-                context_ran.notified().await;
-                Ok(())
-            }
-        }))
-    };
-    let gate = h.add(gate, &[]);
+    let context_ran = Arc::new(Notify::new());
+    let gate = h.add(h.fake("gate").hook(wait_for(&context_ran)), &[]);
     let run = h.fake("run");
-    let context = {
-        let context_ran = context_ran.clone();
-        h.fake("context").hook(hook!(|_context| {
-            let context_ran = context_ran.clone();
-            async move {
-                context_ran.notify_one();
-                Ok(())
-            }
-        }))
-    };
+    let context = h.fake("context").hook(notify_on_run(&context_ran));
     let history = history(&[(&run, 9 * SECOND), (&context, Duration::from_millis(1))]);
     let run = h.add(run, &[gate]);
     let context = h.add(context, &[]);

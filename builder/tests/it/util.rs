@@ -13,6 +13,17 @@ use hoist_builder::{
 /// Runs before a fake op produces its output; may wait, fail, or watch cancellation.
 pub type Hook = Arc<dyn Fn(OpContext) -> BoxFuture<'static, Result<(), OpError>> + Send + Sync>;
 
+/// What [`Fake::hook`] takes: the helpers that make hooks return it.
+pub trait HookFn:
+    Fn(OpContext) -> BoxFuture<'static, Result<(), OpError>> + Send + Sync + 'static
+{
+}
+
+impl<T> HookFn for T where
+    T: Fn(OpContext) -> BoxFuture<'static, Result<(), OpError>> + Send + Sync + 'static
+{
+}
+
 /// Execution counts by op name, shared by every fake of a harness.
 pub type Counts = Arc<Mutex<HashMap<String, usize>>>;
 
@@ -81,10 +92,7 @@ impl Fake {
     }
 
     /// Runs `hook` inside `exec`, before the output is produced.
-    pub fn hook<F>(mut self, hook: F) -> Self
-    where
-        F: Fn(OpContext) -> BoxFuture<'static, Result<(), OpError>> + Send + Sync + 'static,
-    {
+    pub fn hook(mut self, hook: impl HookFn) -> Self {
         self.hook = Some(Arc::new(hook));
         self
     }
