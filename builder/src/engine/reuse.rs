@@ -252,11 +252,17 @@ impl GzipBlockSource for PreviousBlocks {
 struct Previous {
     dir: Root,
     files: HashMap<String, [u8; 32]>,
-    /// Its directories opened so far, by path relative to it (`None`: not
+    /// Its directories opened lately, by path relative to it (`None`: not
     /// to be opened as [`Previous::dir_fd`] asks), so that each file costs
-    /// a lookup of its own name only.
+    /// a lookup of its own name only. At most [`OPEN_DIRS`].
     dirs: Mutex<HashMap<Box<str>, Option<Arc<OwnedFd>>>>,
 }
+
+/// How many directories of the previous snapshot are held open at most. The
+/// COPY's files come in the order of its walk, so the latest directories are
+/// the ones asked for; a context of many directories must not use up the
+/// process's descriptors (1,024 by default).
+const OPEN_DIRS: usize = 64;
 
 impl Previous {
     /// The directory `rel` (`""` for the top) of the previous snapshot,
@@ -281,7 +287,12 @@ impl Previous {
         )
         .ok()
         .map(Arc::new);
-        lock().insert(rel.into(), opened.clone());
+        let mut dirs = lock();
+        if dirs.len() >= OPEN_DIRS {
+            // A new stretch of the walk: what was open is not asked for again.
+            dirs.clear();
+        }
+        dirs.insert(rel.into(), opened.clone());
         opened
     }
 }
@@ -610,5 +621,40 @@ mod tests {
         assert_eq!(previous.block(&[9; 32]), None, "an unknown key");
         assert_eq!(previous.taken(), 2);
         assert!(PreviousBlocks::new(&Record::default(), fs::File::open(&blob).unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_previous_snapshot_of_many_directories_keeps_few_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = OPEN_DIRS * 3 + 5;
+        for n in 0..count {
+            fs::create_dir_all(dir.path().join(format!("src/d{n}"))).unwrap();
+        }
+        fs::create_dir(dir.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink("../outside", dir.path().join("src/link")).unwrap();
+        let previous = Previous {
+            dir: Root::new(dir.path()).unwrap(),
+            files: HashMap::new(),
+            dirs: Mutex::new(HashMap::new()),
+        };
+        let mut held = Vec::new();
+        for n in 0..count {
+            let fd = previous.dir_fd(&format!("src/d{n}"));
+            assert!(fd.is_some(), "src/d{n} not opened");
+            held.push(fd);
+            let open = previous.dirs.lock().unwrap().len();
+            assert!(open <= OPEN_DIRS, "{open} directories held open");
+        }
+        // A directory asked for again is the same one, open or opened anew.
+        let again = previous.dir_fd("src/d0").unwrap();
+        let first = held[0].as_ref().unwrap();
+        let (a, b) = (
+            rustix::fs::fstat(&*again).unwrap(),
+            rustix::fs::fstat(&**first).unwrap(),
+        );
+        assert_eq!((a.st_dev, a.st_ino), (b.st_dev, b.st_ino));
+        // Never through a symlink, nor out of the snapshot.
+        assert!(previous.dir_fd("src/link").is_none());
+        assert!(previous.dir_fd("src/../..").is_none());
     }
 }
