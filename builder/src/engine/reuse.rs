@@ -266,11 +266,12 @@ const OPEN_DIRS: usize = 64;
 
 impl Previous {
     /// The directory `rel` (`""` for the top) of the previous snapshot,
-    /// opened once. `rel` is made of the context's names. The old snapshot
-    /// holds what the same COPY wrote through the root-scoped resolver, so
-    /// no symlink lies on the way; that is checked, by the kernel (openat2
-    /// refusing any symlink and any step out of the directory), before the
-    /// lookups in it. Where openat2 is missing, nothing is reused.
+    /// kept open for the files after it. `rel` is made of the context's
+    /// names. The old snapshot holds what the same COPY wrote through the
+    /// root-scoped resolver, so no symlink lies on the way; that is checked,
+    /// by the kernel (openat2 refusing any symlink and any step out of the
+    /// directory), before the lookups in it. Where openat2 is missing,
+    /// nothing is reused.
     fn dir_fd(&self, rel: &str) -> Option<Arc<OwnedFd>> {
         let lock = || self.dirs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(known) = lock().get(rel) {
