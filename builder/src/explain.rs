@@ -417,7 +417,7 @@ impl Explainer {
             engine.hashes.selected(&context.dir, &sources)
         });
         if let Some(entries) = hashed {
-            return files_of_selection(context_dir, &entries);
+            return files_of_selection(&entries);
         }
         let Ok(entries) = crate::engine::hash::select(context_dir, &sources, Some(ignore)) else {
             return BTreeMap::new();
@@ -623,18 +623,16 @@ fn familiar_name(name: &str) -> String {
 
 /// A context's files in a preimage, from the build's own hashing of them.
 fn files_of_selection(
-    dir: &std::path::Path,
     entries: &[crate::engine::hash::SelectedEntry],
 ) -> BTreeMap<String, FileState> {
     entries
         .iter()
         .map(|e| {
-            let digest = match e.content {
-                Some(content) => format!("sha256:{}", hex::encode(content)),
-                None if e.mode & libc::S_IFMT == libc::S_IFLNK => {
-                    symlink_digest(&dir.join(&e.path))
-                }
-                None => String::new(),
+            // A symlink's target as the hashing read it: not read again.
+            let digest = match (e.content, &e.link) {
+                (Some(content), _) => format!("sha256:{}", hex::encode(content)),
+                (None, Some(target)) => link_state(target),
+                (None, None) => String::new(),
             };
             let state = FileState {
                 digest,
@@ -686,11 +684,16 @@ fn files_of_entries(
     out
 }
 
-/// A symlink's entry in a preimage: its target.
+/// A symlink's entry in a preimage, read from the link at `path`.
 fn symlink_digest(path: &std::path::Path) -> String {
     std::fs::read_link(path)
-        .map(|t| format!("link:{}", t.display()))
+        .map(|t| link_state(&t))
         .unwrap_or_default()
+}
+
+/// A symlink's entry in a preimage: its target.
+fn link_state(target: &std::path::Path) -> String {
+    format!("link:{}", target.display())
 }
 
 fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
@@ -722,7 +725,7 @@ mod tests {
         let all = vec![String::new()];
         assert!(cache.selected(&ctx, &all).is_none());
         crate::engine::hash::selection_digest(&ctx, &all, None, &cache).unwrap();
-        let hashed = files_of_selection(&ctx, &cache.selected(&ctx, &all).unwrap());
+        let hashed = files_of_selection(&cache.selected(&ctx, &all).unwrap());
 
         let walked = files_of_entries(
             &ctx,

@@ -514,6 +514,8 @@ pub struct SelectedEntry {
     pub ino: u64,
     /// SHA-256 of a regular file's content.
     pub content: Option<[u8; 32]>,
+    /// A symlink's target, as the digest took it.
+    pub link: Option<PathBuf>,
 }
 
 /// The digest ([`combine`]) of [`select`]`(root, sources, ignore)`, computed once
@@ -533,19 +535,26 @@ pub fn selection_digest(
     }
     let entries = select(root, sources, ignore)?;
     let contents = hash_contents(root, &entries, cache)?;
-    let digest = combine(root, &entries, &contents)?;
+    let mut links = link_targets(root, &entries)?;
+    let digest = combine(&entries, &contents, &links);
     // In entry order, so that the paths can move out of `entries` rather
     // than be copied.
-    let digests: Vec<Option<[u8; 32]>> = entries
+    let taken: Vec<(Option<[u8; 32]>, Option<PathBuf>)> = entries
         .keys()
-        .map(|path| contents.get(path.as_str()).copied())
+        .map(|path| {
+            (
+                contents.get(path.as_str()).copied(),
+                links.remove(path.as_str()),
+            )
+        })
         .collect();
-    drop(contents);
+    drop((contents, links));
     let selected = entries
         .into_iter()
-        .zip(digests)
-        .map(|((path, meta), content)| SelectedEntry {
+        .zip(taken)
+        .map(|((path, meta), (content, link))| SelectedEntry {
             content,
+            link,
             mode: meta.mode(),
             size: meta.size(),
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
@@ -569,7 +578,19 @@ fn digest_entries(
     cache: &StatCache,
 ) -> io::Result<Digest> {
     let contents = hash_contents(root, entries, cache)?;
-    combine(root, entries, &contents)
+    Ok(combine(entries, &contents, &link_targets(root, entries)?))
+}
+
+/// The target of every symlink among `entries`, by path.
+fn link_targets<'a>(
+    root: &Path,
+    entries: &'a BTreeMap<String, Metadata>,
+) -> io::Result<HashMap<&'a str, PathBuf>> {
+    entries
+        .iter()
+        .filter(|(_, meta)| meta.file_type().is_symlink())
+        .map(|(rel, _)| Ok((rel.as_str(), fs::read_link(root.join(rel))?)))
+        .collect()
 }
 
 /// The content digest of every regular file among `entries`, by path.
@@ -634,14 +655,14 @@ fn hash_contents<'a>(
     Ok(contents)
 }
 
-/// Digest of the selected entries under `root`: path, type, permission bits,
-/// owner, and content (files, from `contents`) or target (symlinks); never
-/// times.
+/// Digest of the selected entries: path, type, permission bits, owner, and
+/// content (files, from `contents`) or target (symlinks, from `links`);
+/// never times.
 fn combine(
-    root: &Path,
     entries: &BTreeMap<String, Metadata>,
     contents: &HashMap<&str, [u8; 32]>,
-) -> io::Result<Digest> {
+    links: &HashMap<&str, PathBuf>,
+) -> Digest {
     let mut hasher = Sha256::new();
     hasher.update(b"hoist.selected-content v1\n");
     // One buffer for every entry's line (a 20,000-file context).
@@ -669,13 +690,12 @@ fn combine(
         hasher.update(line.as_bytes());
         if let Some(d) = contents.get(rel.as_str()) {
             hasher.update(d);
-        } else if kind == 'l' {
-            let target = fs::read_link(root.join(rel))?;
+        } else if let Some(target) = links.get(rel.as_str()) {
             hasher.update(target.as_os_str().as_encoded_bytes());
         }
         hasher.update(b"\n");
     }
-    Ok(Digest::from_bytes(hasher.finalize().into()))
+    Digest::from_bytes(hasher.finalize().into())
 }
 
 #[cfg(test)]
