@@ -63,21 +63,35 @@ fn xattr_names(
 
 /// All xattrs of `path` (not following a final symlink), sorted by name.
 pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let Some(names) = xattr_names(
+    read_xattrs_with(
         |buf| rustix::fs::llistxattr(path, buf),
         || rustix::fs::llistxattr_query(path),
-    )?
-    else {
+        |name, buf| rustix::fs::lgetxattr(path, name, buf),
+        |name| rustix::fs::lgetxattr_query(path, name),
+    )
+}
+
+/// All xattrs, sorted by name, of whatever `list` lists and `get` reads (a
+/// path or a descriptor); the `query` calls say the size a name list or a
+/// value needs when it does not fit. Each value is read into a buffer
+/// first, not sized by a query first: most are short.
+fn read_xattrs_with(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    list_query: impl Fn() -> rustix::io::Result<usize>,
+    get: impl Fn(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+    get_query: impl Fn(&[u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let Some(names) = xattr_names(list, list_query)? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let mut value = vec![0u8; 256];
         let value_len = loop {
-            match rustix::fs::lgetxattr(path, name, &mut value[..]) {
+            match get(name, &mut value[..]) {
                 Ok(n) => break Some(n),
                 Err(e) if e == rustix::io::Errno::RANGE => {
-                    let need = rustix::fs::lgetxattr_query(path, name).map_err(to_io)?;
+                    let need = get_query(name).map_err(to_io)?;
                     value.resize(need.max(value.len() * 2), 0);
                 }
                 // Removed between list and get: not there.
@@ -196,27 +210,12 @@ pub(crate) fn split_dev(dev: u64) -> (u32, u32) {
 /// All xattrs of an open file, sorted by name.
 pub(crate) fn read_xattrs_fd(fd: impl AsFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let fd = fd.as_fd();
-    let Some(names) = xattr_names(
+    read_xattrs_with(
         |buf| rustix::fs::flistxattr(fd, buf),
         || rustix::fs::flistxattr_query(fd),
-    )?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let size = match rustix::fs::fgetxattr_query(fd, name) {
-            Ok(n) => n,
-            Err(e) if e == rustix::io::Errno::NODATA => continue,
-            Err(e) => return Err(to_io(e)),
-        };
-        let mut value = vec![0u8; size + 1];
-        let n = rustix::fs::fgetxattr(fd, name, &mut value[..]).map_err(to_io)?;
-        value.truncate(n);
-        out.push((name.to_vec(), value));
-    }
-    out.sort();
-    Ok(out)
+        |name, buf| rustix::fs::fgetxattr(fd, name, buf),
+        |name| rustix::fs::fgetxattr_query(fd, name),
+    )
 }
 
 #[cfg(test)]
@@ -224,7 +223,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn xattr_names_longer_than_the_first_buffer_are_all_read_by_path_and_by_descriptor() {
+    fn xattr_names_and_values_longer_than_the_first_buffers_are_read_by_path_and_by_descriptor() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"x").unwrap();
@@ -232,7 +231,11 @@ mod tests {
         let mut expected = Vec::new();
         for i in 0..40 {
             let name = format!("user.{}{i:02}", "n".repeat(50));
-            let value = format!("value {i}").into_bytes();
+            // One value past the first 256-byte read, too.
+            let value = match i {
+                0 => vec![b'v'; 1000],
+                _ => format!("value {i}").into_bytes(),
+            };
             if let Err(e) = rustix::fs::lsetxattr(
                 &path,
                 name.as_str(),
