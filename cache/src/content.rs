@@ -323,7 +323,8 @@ pub struct ContentWriter {
     size: u64,
     /// Bytes of the file already handed to the kernel's writeback.
     written_back: u64,
-    /// Leave the file in `ingest/` on drop (see [`ContentWriter::suspend`]).
+    /// Leave the name in `ingest/` alone on drop: kept for a later resume
+    /// ([`ContentWriter::suspend`]) or already removed by the commit.
     keep: bool,
 }
 
@@ -402,7 +403,14 @@ impl ContentWriter {
                 Err(e) => return Err(Error::io("link ingest file into", &target, e)),
             }
         };
-        // Drop removes the ingest name; the blob keeps the inode.
+        // The ingest name goes now, while the lock is held and before the
+        // directory sync (slow on a busy disk): a process killed from here on
+        // leaves no ingest file of a blob that exists, which a later pull,
+        // finding the blob, would never take up again. The blob keeps the
+        // inode; a name that cannot be removed is collected like any
+        // abandoned ingest.
+        let _ = fs::remove_file(&self.path);
+        self.keep = true;
         if created {
             fsync_dir(&self.blobs)?;
         }

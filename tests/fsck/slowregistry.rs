@@ -92,8 +92,19 @@ fn assert_clean(hoist: &Hoist, what: &str) {
         .filter(|f| !(f["kind"] == "lease" && f["damage"] == false))
         .collect();
     assert!(others.is_empty(), "{what}: {doc:#}");
-    let ingest: Vec<_> = std::fs::read_dir(hoist.root().join("content/ingest"))
+    // Each leftover with its size and whether its blob is in the store (a
+    // writer killed after linking the blob would leave such a name).
+    let ingest: Vec<String> = std::fs::read_dir(hoist.root().join("content/ingest"))
         .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let len = e.metadata().map_or(0, |m| m.len());
+            let blob = name
+                .strip_prefix("sha256-")
+                .is_some_and(|hex| hoist.root().join("content/blobs/sha256").join(hex).exists());
+            format!("{name} ({len} bytes, blob present: {blob})")
+        })
         .collect();
     assert!(ingest.is_empty(), "{what}: ingest files left: {ingest:?}");
 }
