@@ -450,6 +450,36 @@ impl LocalSnapshotter {
             .map(|rec| self.dir(rec.id)))
     }
 
+    /// Where the changes of the committed snapshot `name` against its
+    /// parent can be read: the layer it was committed with, written again
+    /// (a step that kept no blob of it, see the builder's lazy layers).
+    pub fn committed_diff_source(&self, name: &str) -> Result<DiffSource> {
+        let set = self.records.read()?;
+        let rec = self.get(&set, name)?;
+        if rec.kind != Kind::Committed {
+            return Err(Error::WrongKind {
+                action: "diff",
+                key: name.to_string(),
+                actual: rec.kind.as_str(),
+                expected: "committed",
+            });
+        }
+        self.source_of(&set, &rec)
+    }
+
+    fn source_of(&self, set: &RecordSet, rec: &Record) -> Result<DiffSource> {
+        let upper = self.fs_dir(rec.id);
+        let chain = self.chain(set, rec.parent.as_deref())?;
+        Ok(match (self.backend, chain.first()) {
+            (_, None) => DiffSource::Trees { lower: None, upper },
+            (Backend::Overlay, Some(_)) => DiffSource::OverlayUpper { upper },
+            (Backend::Native, Some(lower)) => DiffSource::Trees {
+                lower: Some(lower.clone()),
+                upper,
+            },
+        })
+    }
+
     fn dir(&self, id: u64) -> PathBuf {
         self.root.join("snapshots").join(id.to_string())
     }
@@ -808,16 +838,7 @@ impl Snapshotter for LocalSnapshotter {
 
     fn diff_source(&self, key: &str) -> Result<DiffSource> {
         let (set, rec) = self.active(key, "diff")?;
-        let upper = self.fs_dir(rec.id);
-        let chain = self.chain(&set, rec.parent.as_deref())?;
-        Ok(match (self.backend, chain.first()) {
-            (_, None) => DiffSource::Trees { lower: None, upper },
-            (Backend::Overlay, Some(_)) => DiffSource::OverlayUpper { upper },
-            (Backend::Native, Some(lower)) => DiffSource::Trees {
-                lower: Some(lower.clone()),
-                upper,
-            },
-        })
+        self.source_of(&set, &rec)
     }
 
     fn apply_target(&self, key: &str) -> Result<ApplyTarget> {

@@ -459,7 +459,7 @@ pub fn run(context: &Context, mut args: Args) -> anyhow::Result<()> {
         lease: None,
         // The pipeline sets both from the outputs and the cache export.
         layer_compression: Default::default(),
-        intermediate_compression: None,
+        intermediate_blob: None,
         explain: args.explain.then(hoist_builder::explain::Explanations::new),
         secrets: exec_flags::secrets(&args.secrets)?,
         ssh: exec_flags::ssh(&args.ssh)?,

@@ -566,8 +566,49 @@ fn a_provenance_index_takes_the_steps_compression_and_refuses_a_conversion() {
     );
 }
 
+/// `hoist build --progress plain` of the context in `root` with `args`;
+/// returns whether the `RUN seq` step came from the cache.
+fn run_cached(root: &Path, context: &Path, args: &[&str]) -> bool {
+    let mut all = vec![
+        "build",
+        "--source-date-epoch",
+        "1700000000",
+        "--progress",
+        "plain",
+    ];
+    all.extend_from_slice(args);
+    all.push(context.to_str().unwrap());
+    let run = hoist(root, &all, None);
+    run.assert_ok();
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.contains("RUN seq")),
+        "{}",
+        run.stderr
+    );
+    lines
+        .windows(2)
+        .any(|w| w[0].contains("RUN seq") && w[1].ends_with(" CACHED"))
+}
+
+/// The store's blobs that are zstd frames and plain tars, by digest.
+fn zstd_and_tar_blobs(root: &Path) -> (Vec<String>, Vec<String>) {
+    let (mut zstd, mut tar) = (Vec::new(), Vec::new());
+    for entry in fs::read_dir(root.join("content/blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        let bytes = fs::read(entry.path()).unwrap();
+        let digest = format!("sha256:{}", entry.file_name().to_string_lossy());
+        if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            zstd.push(digest);
+        } else if bytes.get(257..262) == Some(b"ustar") {
+            tar.push(digest);
+        }
+    }
+    (zstd, tar)
+}
+
 #[test]
-fn a_stage_only_copied_from_writes_zstd_and_its_image_later_is_a_cold_builds() {
+fn a_stage_only_copied_from_keeps_no_blob_and_its_image_later_is_a_cold_builds() {
     hoist_testutil::require_root!();
     let env = Env::new();
     env.dockerfile(
@@ -594,21 +635,45 @@ fn a_stage_only_copied_from_writes_zstd_and_its_image_later_is_a_cold_builds() {
     };
 
     // The image holds the last stage's layers only: the `build` stage's
-    // RUN layer stays in the store, in zstd, and the image is all gzip.
+    // RUN layer is its snapshot alone, no blob of any kind, and the image is
+    // all gzip.
     build_in(env.root.path(), &["-t", "app:1"]);
     assert_eq!(
         layer_types(&manifest(env.root.path(), "app:1")),
         [OCI_GZIP, OCI_GZIP]
     );
     assert_eq!(conversions(env.root.path(), "gzip"), 0);
+    assert_eq!(
+        zstd_and_tar_blobs(env.root.path()),
+        (vec![], vec![]),
+        "a blob of the build stage's RUN"
+    );
 
-    // The stage as the target: its RUN comes from the cache, its zstd
-    // layer is converted once, and the image is the one a cold build of
-    // that target makes in another store.
-    build_in(env.root.path(), &["--target", "build", "-t", "build:1"]);
+    // The stage as the target: its RUN comes from the cache, its layer is
+    // written from the snapshot (a plain tar named by its diff_id) and
+    // converted once, and the image is the one a cold build of that target
+    // makes in another store.
+    assert!(
+        run_cached(
+            env.root.path(),
+            env.context.path(),
+            &["--target", "build", "-t", "build:1"]
+        ),
+        "the RUN ran again"
+    );
     let warm = manifest(env.root.path(), "build:1");
     assert_eq!(layer_types(&warm), [OCI_GZIP, OCI_GZIP]);
     assert_eq!(conversions(env.root.path(), "gzip"), 1);
+    let config =
+        hoist_testutil::cli::Hoist::new(super::common::HOIST, env.root.path()).inspect("build:1");
+    let run_diff_id = config["Config"]["rootfs"]["diff_ids"][1]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        zstd_and_tar_blobs(env.root.path()),
+        (vec![], vec![run_diff_id]),
+    );
     let other = store_with_busybox_of(&env);
     build_in(other.path(), &["--target", "build", "-t", "build:1"]);
     assert_eq!(warm, manifest(other.path(), "build:1"));
@@ -643,4 +708,79 @@ fn a_stage_only_copied_from_writes_zstd_and_its_image_later_is_a_cold_builds() {
         "a zstd blob in the exported cache"
     );
     assert_eq!(conversions(other.path(), "gzip"), 0);
+}
+
+#[test]
+fn a_linked_copy_in_a_stage_only_copied_from_keeps_its_blob() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    // `COPY --link` makes its layer on nothing and stacks it on the stage:
+    // a chain no step committed, made from the layer's blob.
+    env.dockerfile(
+        "FROM busybox AS build\nRUN seq 1 3 > /a\nCOPY --link f /f\n\
+         RUN cat /a /f > /both\n\
+         FROM busybox\nCOPY --from=build /both /both\n",
+    );
+    fs::write(env.context.path().join("f"), "linked\n").unwrap();
+    let root = env.root.path();
+    hoist(
+        root,
+        &["build", "-t", "app:1", env.context.path().to_str().unwrap()],
+        None,
+    )
+    .assert_ok();
+    let out = hoist(root, &["run", "--rm", "app:1", "cat", "/both"], None);
+    out.assert_ok();
+    assert_eq!(out.stdout, "1\n2\n3\nlinked\n");
+    let (zstd, _) = zstd_and_tar_blobs(root);
+    assert_eq!(zstd.len(), 1, "the linked layer's blob, in zstd: {zstd:?}");
+}
+
+#[test]
+fn a_layer_kept_without_blob_whose_snapshot_is_gone_is_made_again() {
+    hoist_testutil::require_root!();
+    let env = Env::new();
+    env.dockerfile(
+        "FROM busybox AS build\nRUN seq 1 50000 > /numbers\n\
+         FROM busybox\nCOPY --from=build /numbers /n\n",
+    );
+    let root = env.root.path();
+    assert!(!run_cached(root, env.context.path(), &["-t", "app:1"]));
+    // The snapshots go (the base image's chain, everything built on it,
+    // removed by `hoist fsck --repair`); the cache records stay.
+    let records: Value =
+        serde_json::from_slice(&fs::read(root.join("snapshots/records.json")).unwrap()).unwrap();
+    let base = records["snapshots"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|r| r["parent"].is_null())
+        .unwrap();
+    fs::remove_dir_all(
+        root.join("snapshots/snapshots")
+            .join(base["id"].as_u64().unwrap().to_string()),
+    )
+    .unwrap();
+    hoist(root, &["fsck", "--repair"], None).assert_ok();
+
+    // The RUN kept no blob to make its snapshot from: its record is a miss,
+    // it runs again, and the image is a cold build's.
+    assert!(!run_cached(
+        root,
+        env.context.path(),
+        &["--target", "build", "-t", "build:1"]
+    ));
+    let other = store_with_busybox_of(&env);
+    assert!(!run_cached(
+        other.path(),
+        env.context.path(),
+        &["--target", "build", "-t", "build:1"]
+    ));
+    let manifest = |root: &Path| {
+        hoist_testutil::cli::Hoist::new(super::common::HOIST, root).inspect("build:1")["Manifest"]
+            .clone()
+    };
+    assert_eq!(manifest(root), manifest(other.path()));
+    // And now it is found again.
+    assert!(run_cached(root, env.context.path(), &["-t", "app:2"]));
 }

@@ -5,7 +5,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::file_index::CacheOutput;
 
-/// One layer blob in the content store.
+/// One layer blob in the content store, or a lazy layer: one a step kept
+/// no blob of (see [`Layer::lazy`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layer {
     /// `sha256:<hex>` of the blob (the manifest's layer digest).
@@ -18,11 +19,36 @@ pub struct Layer {
     pub media_type: String,
 }
 
+impl Layer {
+    /// The layer of a step that kept no blob (`LayerBlob::Lazy`): it names
+    /// the plain tar of the step's diff, whose digest is the diff_id.
+    pub fn lazy(diff_id: String, size: u64) -> Layer {
+        Layer {
+            digest: diff_id.clone(),
+            diff_id,
+            size,
+            media_type: hoist_snapshotter::Compression::Uncompressed
+                .media_type()
+                .to_owned(),
+        }
+    }
+
+    /// Whether the store may lack this layer's blob and make it again from
+    /// the committed snapshot of its chain: a plain tar named by its
+    /// diff_id, as [`Layer::lazy`] makes. (A step writing plain layers makes
+    /// such a layer too, with its blob.)
+    pub fn can_be_lazy(&self) -> bool {
+        self.digest == self.diff_id
+            && self.media_type == hoist_snapshotter::Compression::Uncompressed.media_type()
+    }
+}
+
 /// The output of an op.
 ///
 /// Filesystems are layer chains, not snapshots: the snapshot of a chain is named
 /// after its chain id and made on demand (see `Engine::ensure_snapshot`), so a
-/// cache hit never needs the snapshot to exist, only the blobs.
+/// cache hit never needs the snapshot to exist, only the blobs; a lazy layer
+/// has only its snapshot (the cache index checks it is there).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Artifact {
     /// A root filesystem: its layers, bottom first (empty for `scratch`).

@@ -17,7 +17,7 @@ use super::artifact::{Artifact, Layer};
 use super::assemble::{assemble, Annotation, AnnotationTarget, Assembled};
 use super::index::StoreCacheIndex;
 use super::ops::{ContextOp, ExecStep, FileStep, ImageOp, ProcessFailed, ScratchOp};
-use super::{Engine, EngineError, LocalContext};
+use super::{Engine, EngineError, LayerBlob, LocalContext};
 use crate::graph::{BuildGraph, SourceLine, VertexId, VertexMeta};
 use crate::op::Op;
 use crate::progress::{Event, EventSink};
@@ -69,13 +69,14 @@ pub struct BuildRequest {
     /// How steps compress the layers they make: what the outputs ask for
     /// when they agree (`convert::step_compression`), gzip by default.
     pub layer_compression: hoist_snapshotter::Compression,
-    /// How steps whose layers the image does not hold (a stage only copied
-    /// from or mounted) compress them; `None`: as `layer_compression`.
-    /// Nothing outside the store reads those layers unless a cache export
-    /// takes them, and a later build that puts one in its image converts it
-    /// before assembling the image, so the pipeline asks for zstd there
-    /// (several times cheaper than gzip) when it exports no cache.
-    pub intermediate_compression: Option<hoist_snapshotter::Compression>,
+    /// What steps whose layers the image does not hold (a stage only copied
+    /// from or mounted) keep of them besides their snapshots; `None`: a blob
+    /// in `layer_compression`. Nothing outside the store reads those layers
+    /// unless a cache export takes them, and a later build that puts one in
+    /// its image writes and converts it before assembling the image, so the
+    /// pipeline asks for no blob at all ([`LayerBlob::Lazy`]) when it
+    /// exports no cache.
+    pub intermediate_blob: Option<LayerBlob>,
     /// Work out why each step that runs missed the cache, into this (see
     /// [`crate::explain`]).
     pub explain: Option<Arc<crate::explain::Explanations>>,
@@ -725,6 +726,19 @@ fn image_layer_vertices(frontend: &FrontendGraph) -> HashSet<usize> {
     found
 }
 
+/// The vertices whose layers a `COPY --link` merge stacks on another chain
+/// than the one they were made on (every input but the first, which stays
+/// the chain's start): that chain's snapshot is made from their blobs, so
+/// they cannot be lazy.
+fn restacked_vertices(frontend: &FrontendGraph) -> HashSet<usize> {
+    frontend
+        .vertices
+        .iter()
+        .filter(|v| matches!(v.op, GraphOp::Merge))
+        .flat_map(|v| v.inputs.iter().skip(1).copied())
+        .collect()
+}
+
 /// What makes two vertices of a build the same vertex: the op's
 /// definition, and its inputs (already merged) with what it selects of each
 /// (the solver's definition digest, over vertices instead of digests).
@@ -749,11 +763,16 @@ fn add_vertices(
     let file = dockerfile_name(request);
     let platforms = vertex_platforms(frontend);
     let in_image = image_layer_vertices(frontend);
+    let restacked = restacked_vertices(frontend);
     let mut ids: Vec<VertexId> = Vec::with_capacity(frontend.vertices.len());
     for (i, v) in frontend.vertices.iter().enumerate() {
-        let compression = match request.intermediate_compression {
+        let blob = match request.intermediate_blob {
+            // Its layer goes on another chain, made from the blob.
+            Some(LayerBlob::Lazy) if restacked.contains(&i) && !in_image.contains(&i) => {
+                LayerBlob::Written(hoist_snapshotter::Compression::Zstd)
+            }
             Some(other) if !in_image.contains(&i) => other,
-            _ => request.layer_compression,
+            _ => LayerBlob::Written(request.layer_compression),
         };
         let op: Arc<dyn Op<Artifact>> = match &v.op {
             GraphOp::Scratch => Arc::new(ScratchOp),
@@ -769,7 +788,7 @@ fn add_vertices(
             GraphOp::File(f) => Arc::new(FileStep {
                 op: f.clone(),
                 engine: engine.clone(),
-                compression,
+                blob,
             }),
             GraphOp::Merge => Arc::new(super::ops::MergeOp),
             GraphOp::Exec(e) => Arc::new(ExecStep {
@@ -777,7 +796,7 @@ fn add_vertices(
                 network: request.network,
                 platform: platforms.get(&i).cloned().unwrap_or_else(Platform::host),
                 engine: engine.clone(),
-                compression,
+                blob,
             }),
             GraphOp::Git {
                 url,
@@ -788,7 +807,7 @@ fn add_vertices(
                 reference.clone(),
                 *keep_git_dir,
                 engine.clone(),
-                compression,
+                blob,
             )),
             GraphOp::Http {
                 url,
@@ -799,7 +818,7 @@ fn add_vertices(
                 checksum.clone(),
                 filename.clone(),
                 engine.clone(),
-                compression,
+                blob,
             )),
         };
         // Layers of file ops and RUN get their mtimes clamped: the epoch is
@@ -1006,7 +1025,11 @@ pub fn build(
         StoreCacheIndex::open(store.clone())
             .map_err(|e| BuildError::Other(Box::new(e)))?
             .with_lease(lease.cloned())
-            .with_steps(explainer.clone()),
+            .with_steps(explainer.clone())
+            .with_snapshots({
+                let engine = engine.clone();
+                Arc::new(move |name: &str| engine.has_committed_snapshot(name))
+            }),
     );
 
     let events = match &request.explain {
@@ -1077,6 +1100,12 @@ pub fn build(
     for (plan, output) in plans.iter().zip(&solution.outputs) {
         let stage = plan.frontend.target_stage();
         let layers = output.layers().to_vec();
+        // A step an earlier build kept no blob of (its stage was only copied
+        // from then) has its blob written now, from its snapshot, and then
+        // converted below like any layer in another compression.
+        engine
+            .write_lazy_blobs(&layers)
+            .map_err(|e| BuildError::Other(Box::new(e)))?;
         let mut image = assemble(
             &store,
             &plan.frontend,

@@ -13,7 +13,7 @@ use hoist_cache::{Lease, NewCacheRecord, Store};
 
 use crate::cache_index::{CacheIndex, CacheIndexAction, CacheIndexError, CacheRecord};
 use crate::digest::CacheKey;
-use crate::engine::artifact::Artifact;
+use crate::engine::artifact::{snapshot_name, Artifact};
 use crate::file_index::CacheOutput;
 use crate::graph::VertexId;
 
@@ -25,12 +25,20 @@ pub trait StepRecorder: Send + Sync {
     fn step_of(&self, vertex: VertexId) -> Option<(String, Vec<u8>)>;
 }
 
+/// Whether the committed snapshot of a name exists.
+pub type SnapshotCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Cache records in `<root>/meta.db`.
 ///
 /// `get` returns `None` when a recorded layer blob is gone from the content store
-/// (snapshots are rebuilt from blobs on demand, so blobs are all a hit needs).
+/// (snapshots are rebuilt from blobs on demand, so blobs are all a hit needs),
+/// or, for a lazy layer (one a step kept no blob of), when the snapshot of its
+/// chain is gone.
 pub struct StoreCacheIndex {
     store: Arc<Store>,
+    /// Whether the committed snapshot of that name exists; without it, a
+    /// lazy layer is a miss.
+    has_snapshot: Option<SnapshotCheck>,
     lease: Option<Lease>,
     steps: Option<Arc<dyn StepRecorder>>,
     /// Keys this build hit or recorded (what `--cache-to` exports).
@@ -42,6 +50,7 @@ impl StoreCacheIndex {
     pub fn open(store: Arc<Store>) -> Result<Self, hoist_cache::Error> {
         Ok(StoreCacheIndex {
             store,
+            has_snapshot: None,
             lease: None,
             steps: None,
             touched: Mutex::new(BTreeSet::new()),
@@ -54,6 +63,12 @@ impl StoreCacheIndex {
         self
     }
 
+    /// Lets a record of lazy layers hit while their snapshots exist.
+    pub fn with_snapshots(mut self, has_snapshot: SnapshotCheck) -> Self {
+        self.has_snapshot = Some(has_snapshot);
+        self
+    }
+
     /// Records step identities and preimages through `steps`.
     pub fn with_steps(mut self, steps: Arc<dyn StepRecorder>) -> Self {
         self.steps = Some(steps);
@@ -63,6 +78,13 @@ impl StoreCacheIndex {
     /// Keys this build hit or recorded, sorted.
     pub fn touched_keys(&self) -> Vec<String> {
         self.touch_lock().iter().cloned().collect()
+    }
+
+    fn has_blob(&self, digest: &str) -> bool {
+        digest
+            .parse()
+            .map(|d| self.store.content().contains(&d))
+            .unwrap_or(false)
     }
 
     fn touch_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -85,10 +107,13 @@ impl StoreCacheIndex {
             key: key.to_string(),
             final_key: record.cache_key.to_string(),
             output: record.output.to_record_bytes(),
+            // A lazy layer has no blob to keep; its snapshot is kept as the
+            // snapshot of any record's chain is (`engine::gc`).
             blobs: record
                 .output
                 .layers()
                 .iter()
+                .filter(|l| !l.can_be_lazy() || self.has_blob(&l.digest))
                 .map(|l| l.digest.clone())
                 .collect(),
             description: description.to_owned(),
@@ -126,14 +151,15 @@ impl CacheIndex<Artifact> for StoreCacheIndex {
             // A record this version cannot read is a miss, not an error.
             return Ok(None);
         };
-        // The lease now holds the blobs: present now means present until
-        // the build ends.
-        for layer in output.layers() {
-            let present = layer
-                .digest
-                .parse()
-                .map(|d| self.store.content().contains(&d))
-                .unwrap_or(false);
+        // The lease now holds the blobs, and keeps collections off the
+        // snapshots: present now means present until the build ends.
+        let layers = output.layers();
+        for (n, layer) in layers.iter().enumerate() {
+            let present = self.has_blob(&layer.digest)
+                || (layer.can_be_lazy()
+                    && self.has_snapshot.as_ref().is_some_and(|has| {
+                        snapshot_name(&layers[..=n]).is_some_and(|name| has(&name))
+                    }));
             if !present {
                 return Ok(None);
             }

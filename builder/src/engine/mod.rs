@@ -51,6 +51,18 @@ pub(crate) struct LayerBlocks {
     pub written: Vec<hoist_snapshotter::GzipBlock>,
 }
 
+/// What a step keeps of its layer besides the snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerBlob {
+    /// A blob in this compression, written when the step ends.
+    Written(Compression),
+    /// No blob, as BuildKit keeps none for a layer no image holds: the
+    /// committed snapshot is the layer, and the step's [`Layer::lazy`] names
+    /// the plain tar of its diff. [`Engine::write_lazy_blobs`] writes that blob
+    /// from the snapshot when an image comes to hold the layer.
+    Lazy,
+}
+
 /// gzip level of the layers steps make. Level 3 costs half the CPU of the
 /// default 6 for about 5% larger layers (docs/snapshotter.md's measurements),
 /// and compression is most of the work of a step that writes many files.
@@ -427,10 +439,10 @@ impl Engine {
     pub(crate) fn with_new_layer(
         &self,
         layers: &[Layer],
-        compression: Compression,
+        blob: LayerBlob,
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.new_layer(layers, compression, change, None, None)
+        self.new_layer(layers, blob, change, None, None)
     }
 
     /// [`Engine::with_new_layer`], then, once the snapshot is unmounted and
@@ -441,14 +453,14 @@ impl Engine {
     pub(crate) fn with_new_layer_then(
         &self,
         layers: &[Layer],
-        compression: Compression,
+        blob: LayerBlob,
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         unmounted: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         blocks: &mut LayerBlocks,
     ) -> Result<Vec<Layer>, crate::OpError> {
         self.new_layer(
             layers,
-            compression,
+            blob,
             change,
             Some(Box::new(unmounted)),
             Some(blocks),
@@ -462,12 +474,12 @@ impl Engine {
     fn new_layer<'a>(
         &self,
         layers: &[Layer],
-        compression: Compression,
+        blob: LayerBlob,
         change: impl FnOnce(&Path) -> Result<(), crate::OpError>,
         unmounted: Option<Box<dyn FnOnce(&Path) -> Result<(), crate::OpError> + 'a>>,
         blocks: Option<&mut LayerBlocks>,
     ) -> Result<Vec<Layer>, crate::OpError> {
-        self.with_new_snapshot(layers, compression, blocks, |key, mounts| {
+        self.with_new_snapshot(layers, blob, blocks, |key, mounts| {
             let mountpoint = self.scratch_dir("root")?;
             let guard = MountGuard::new(mounts, &mountpoint)
                 .map_err(snap_error(format!("mount snapshot {key}")))?;
@@ -496,6 +508,11 @@ impl Engine {
         self.file_reuse && self.snapshots.backend() == hoist_snapshotter::Backend::Overlay
     }
 
+    /// Whether the committed snapshot `name` exists.
+    pub(crate) fn has_committed_snapshot(&self, name: &str) -> bool {
+        matches!(self.snapshots.committed_dir(name), Ok(Some(_)))
+    }
+
     /// The own directory of the committed snapshot `name`, when it exists.
     pub(crate) fn committed_own_dir(&self, name: &str) -> Option<PathBuf> {
         self.snapshots.committed_own_dir(name).ok().flatten()
@@ -506,7 +523,7 @@ impl Engine {
     pub(crate) fn with_new_snapshot(
         &self,
         layers: &[Layer],
-        compression: Compression,
+        blob: LayerBlob,
         blocks: Option<&mut LayerBlocks>,
         change: impl FnOnce(&str, &[hoist_snapshotter::Mount]) -> Result<(), crate::OpError>,
     ) -> Result<Vec<Layer>, crate::OpError> {
@@ -523,6 +540,30 @@ impl Engine {
         };
         change(&key, &mounts)?;
 
+        let compression = match blob {
+            LayerBlob::Written(compression) => compression,
+            LayerBlob::Lazy => {
+                // The diff_id names the snapshot: the tar is made and hashed,
+                // but neither compressed nor stored.
+                let options = DiffOptions {
+                    compression: Compression::Uncompressed,
+                    source_date_epoch: self.source_date_epoch,
+                    skip_blob_digest: true,
+                    ..DiffOptions::default()
+                };
+                let descriptor = self
+                    .snapshots
+                    .diff(&key, &options, &mut std::io::sink())
+                    .map_err(snap_error(format!("diff snapshot {key}")))?;
+                let mut out = layers.to_vec();
+                out.push(Layer::lazy(
+                    descriptor.diff_id,
+                    descriptor.uncompressed_size,
+                ));
+                self.commit_step(&out, &mut active)?;
+                return Ok(out);
+            }
+        };
         let mut writer = self
             .store
             .content()
@@ -564,20 +605,69 @@ impl Engine {
             size: descriptor.size,
             media_type: descriptor.media_type.to_owned(),
         });
-        let name = snapshot_name(&out).unwrap_or_default();
+        self.commit_step(&out, &mut active)?;
+        Ok(out)
+    }
+
+    /// Commits the active snapshot of a step as the snapshot of `layers`,
+    /// unless a concurrent build committed that chain first.
+    fn commit_step(&self, layers: &[Layer], active: &mut Active<'_>) -> Result<(), EngineError> {
+        let name = snapshot_name(layers).unwrap_or_default();
         let _lock = self.materialize.lock().unwrap_or_else(|e| e.into_inner());
         if self.snapshots.stat(&name).is_err() {
-            match self.snapshots.commit(&name, &key) {
+            match self.snapshots.commit(&name, &active.key) {
                 Ok(()) => {
                     active.done = true;
                     self.measure_committed(&name);
                 }
                 // Committed by a concurrent build between stat and commit.
                 Err(e) if e.kind() == hoist_snapshotter::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(snap_error(format!("commit snapshot {name}"))(e).into()),
+                Err(e) => return Err(snap_error(format!("commit snapshot {name}"))(e)),
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Writes the blob of each lazy layer of `layers` the store lacks (see
+    /// [`LayerBlob::Lazy`]) from the committed snapshot of its chain, as a
+    /// plain tar checked against its diff_id: an image is about to hold them.
+    pub(crate) fn write_lazy_blobs(&self, layers: &[Layer]) -> Result<(), EngineError> {
+        for (n, layer) in layers.iter().enumerate() {
+            if !layer.can_be_lazy() {
+                continue;
+            }
+            let digest: hoist_cache::Digest = layer
+                .digest
+                .parse()
+                .map_err(|_| EngineError::Invalid(format!("bad layer digest {}", layer.digest)))?;
+            if self.store.content().contains(&digest) {
+                continue;
+            }
+            let name = snapshot_name(&layers[..=n]).unwrap_or_default();
+            let source = self
+                .snapshots
+                .committed_diff_source(&name)
+                .map_err(snap_error(format!("find snapshot {name}")))?;
+            let mut writer = self
+                .store
+                .content()
+                .writer()
+                .map_err(store_error("start a layer blob"))?;
+            let options = DiffOptions {
+                compression: Compression::Uncompressed,
+                source_date_epoch: self.source_date_epoch,
+                skip_blob_digest: true,
+                ..DiffOptions::default()
+            };
+            let descriptor = hoist_snapshotter::write_layer(&source, &options, &mut writer)
+                .map_err(snap_error(format!("diff snapshot {name}")))?;
+            // Another digest means the snapshot changed since its step:
+            // refused by the commit, nothing stored.
+            writer
+                .commit(Some(descriptor.size), Some(&digest))
+                .map_err(store_error(format!("store the layer of snapshot {name}")))?;
+        }
+        Ok(())
     }
 
     /// Mounts a read-only view of `layers` for the duration of `read`.

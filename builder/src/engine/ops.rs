@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use super::LayerBlob;
 use async_trait::async_trait;
 use hoist_frontend::dockerignore::Matcher;
 use hoist_frontend::graph::{FileAction, FileOp};
-use hoist_snapshotter::Compression;
 
 use super::artifact::{Artifact, Layer};
 use super::exec::{self, Exit, ProcessSpec};
@@ -192,9 +192,10 @@ pub struct FileStep {
     pub op: FileOp,
     /// The engine.
     pub engine: Arc<Engine>,
-    /// How its layer is compressed (the build's choice: zstd for a stage the
-    /// image does not hold, see `BuildRequest::intermediate_compression`).
-    pub compression: Compression,
+    /// What it keeps of its layer besides the snapshot (the build's choice:
+    /// no blob for a stage the image does not hold, see
+    /// `BuildRequest::intermediate_blob`).
+    pub blob: LayerBlob,
 }
 
 impl FileStep {
@@ -312,7 +313,7 @@ impl Op<Artifact> for FileStep {
 
     async fn exec(&self, _: &OpContext, inputs: Vec<Artifact>) -> Result<Artifact, OpError> {
         let engine = self.engine.clone();
-        let compression = self.compression;
+        let blob = self.blob;
         let op = self.op.clone();
         blocking(move || {
             let base: Vec<Layer> = match op.root {
@@ -324,7 +325,7 @@ impl Op<Artifact> for FileStep {
                     let specs = FileStep {
                         op: op.clone(),
                         engine: engine.clone(),
-                        compression,
+                        blob,
                     }
                     .owner_specs();
                     resolve_owners(&engine, inputs[i].layers(), &specs)?
@@ -332,7 +333,7 @@ impl Op<Artifact> for FileStep {
                 None => vec![],
             };
             let Some(reuse_key) = reuse_key(&engine, &op, &inputs, &base)? else {
-                let layers = engine.with_new_layer(&base, compression, |root| {
+                let layers = engine.with_new_layer(&base, blob, |root| {
                     for action in &op.actions {
                         apply_action(&engine, root, action, &inputs, &resolved, None)?;
                     }
@@ -359,7 +360,7 @@ impl Op<Artifact> for FileStep {
             let reuse = Reuse::new(previous, &engine.hashes);
             let layers = engine.with_new_layer_then(
                 &base,
-                compression,
+                blob,
                 |root| {
                     reuse.set_mount(root);
                     for action in &op.actions {
@@ -594,9 +595,10 @@ pub struct ExecStep {
     pub platform: hoist_frontend::graph::Platform,
     /// The engine.
     pub engine: Arc<Engine>,
-    /// How its layer is compressed (the build's choice: zstd for a stage the
-    /// image does not hold, see `BuildRequest::intermediate_compression`).
-    pub compression: Compression,
+    /// What it keeps of its layer besides the snapshot (the build's choice:
+    /// no blob for a stage the image does not hold, see
+    /// `BuildRequest::intermediate_blob`).
+    pub blob: LayerBlob,
 }
 
 #[async_trait]
@@ -625,7 +627,7 @@ impl Op<Artifact> for ExecStep {
         super::emulation::check(&super::build::registry_platform(&self.platform))
             .map_err(|m| Box::new(EngineError::Invalid(m)))?;
         let engine = self.engine.clone();
-        let compression = self.compression;
+        let blob = self.blob;
         let op = self.op.clone();
         let network = match (op.network, self.network) {
             (hoist_frontend::graph::NetworkMode::Default, Some(n)) => n,
@@ -663,7 +665,7 @@ impl Op<Artifact> for ExecStep {
                     let extra = mounts::prepare(&engine, &op.mounts, &inputs, views, &env)?;
                     let mut env = env.clone();
                     env.extend(extra.env.iter().cloned());
-                    engine.with_new_snapshot(&base, compression, None, |_, mounts| {
+                    engine.with_new_snapshot(&base, blob, None, |_, mounts| {
                         let rootfs = super::rootfs_of(mounts, false);
                         let mut spec = hoist_runner::RunSpec::new(rootfs, op.argv.clone());
                         spec.env = env.clone();
@@ -778,7 +780,7 @@ impl ExecStep {
         network: hoist_frontend::graph::NetworkMode,
     ) -> Result<Artifact, OpError> {
         let engine = self.engine.clone();
-        let compression = self.compression;
+        let blob = self.blob;
         let op = self.op.clone();
         let context = context.clone();
         blocking(move || {
@@ -786,7 +788,7 @@ impl ExecStep {
             let mut env = op.env.clone();
             env.extend(op.proxy_env.iter().cloned());
             env.extend(inherited_proxy_env(&op, &engine.proxy_env));
-            let layers = engine.with_new_layer(&base, compression, |root| {
+            let layers = engine.with_new_layer(&base, blob, |root| {
                 // `USER`'s rules, the runner's (not `--chown`'s): this
                 // interim sandbox must run a step as the runner would.
                 let resolved = hoist_runner::resolve_user(&op.user, &files::accounts(root)?)
@@ -848,19 +850,20 @@ pub struct HttpOp {
     fetched: std::sync::Mutex<Option<super::fetch::Download>>,
     /// Without a checksum: what the conditional request made for the key got.
     validated: std::sync::Mutex<Option<super::fetch::Fetched>>,
-    /// How its layer is compressed (the build's choice: zstd for a stage the
-    /// image does not hold, see `BuildRequest::intermediate_compression`).
-    pub compression: Compression,
+    /// What it keeps of its layer besides the snapshot (the build's choice:
+    /// no blob for a stage the image does not hold, see
+    /// `BuildRequest::intermediate_blob`).
+    pub blob: LayerBlob,
 }
 
 impl HttpOp {
-    /// An op downloading `url` into a layer in `compression`.
+    /// An op downloading `url` into a layer kept as `blob` says.
     pub fn new(
         url: String,
         checksum: Option<String>,
         filename: String,
         engine: Arc<Engine>,
-        compression: Compression,
+        blob: LayerBlob,
     ) -> Self {
         HttpOp {
             url,
@@ -869,7 +872,7 @@ impl HttpOp {
             engine,
             fetched: std::sync::Mutex::new(None),
             validated: std::sync::Mutex::new(None),
-            compression,
+            blob,
         }
     }
 
@@ -970,10 +973,10 @@ impl Op<Artifact> for HttpOp {
     async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
         let download = self.fetch().await?;
         let engine = self.engine.clone();
-        let compression = self.compression;
+        let blob = self.blob;
         let filename = self.filename.clone();
         blocking(move || {
-            let layers = engine.with_new_layer(&[], compression, |root| {
+            let layers = engine.with_new_layer(&[], blob, |root| {
                 // The name comes from the Dockerfile's URL: resolved like any
                 // other path of a build.
                 let target = files::resolve_in_root(root, &filename, false)?;
@@ -1006,28 +1009,29 @@ pub struct GitOp {
     pub keep_git_dir: bool,
     /// The engine.
     pub engine: Arc<Engine>,
-    /// How its layer is compressed (the build's choice: zstd for a stage the
-    /// image does not hold, see `BuildRequest::intermediate_compression`).
-    pub compression: Compression,
+    /// What it keeps of its layer besides the snapshot (the build's choice:
+    /// no blob for a stage the image does not hold, see
+    /// `BuildRequest::intermediate_blob`).
+    pub blob: LayerBlob,
     commit: std::sync::Mutex<Option<String>>,
 }
 
 impl GitOp {
-    /// An op checking out `reference` of `url` into a layer in
-    /// `compression`.
+    /// An op checking out `reference` of `url` into a layer kept as `blob`
+    /// says.
     pub fn new(
         url: String,
         reference: String,
         keep_git_dir: bool,
         engine: Arc<Engine>,
-        compression: Compression,
+        blob: LayerBlob,
     ) -> Self {
         GitOp {
             url,
             reference,
             keep_git_dir,
             engine,
-            compression,
+            blob,
             commit: std::sync::Mutex::new(None),
         }
     }
@@ -1078,7 +1082,7 @@ impl Op<Artifact> for GitOp {
     async fn exec(&self, _: &OpContext, _: Vec<Artifact>) -> Result<Artifact, OpError> {
         let commit = self.commit().await?;
         let engine = self.engine.clone();
-        let compression = self.compression;
+        let blob = self.blob;
         let (url, reference, keep) = (self.url.clone(), self.reference.clone(), self.keep_git_dir);
         blocking(move || {
             let dir = engine.scratch_dir("git")?.join("checkout");
@@ -1086,7 +1090,7 @@ impl Op<Artifact> for GitOp {
                 agent: engine.secrets.agent("default"),
             };
             super::fetch::checkout(&url, &reference, &commit, &dir, keep, ssh)?;
-            let layers = engine.with_new_layer(&[], compression, |root| {
+            let layers = engine.with_new_layer(&[], blob, |root| {
                 let mut names: Vec<_> = std::fs::read_dir(&dir)
                     .map_err(super::io_error("read", &dir))?
                     .filter_map(|e| e.ok())

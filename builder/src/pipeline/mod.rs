@@ -512,15 +512,15 @@ pub fn run(
             .map(Output::format),
     );
     // A cache export may take any step's layer (`mode=max`) and sends it
-    // as it is: with one, every step compresses as the image's do.
-    let intermediate_compression = build
+    // as it is: with one, every step writes its blob as the image's do.
+    let intermediate_blob = build
         .cache_to
         .is_none()
-        .then_some(hoist_snapshotter::Compression::Zstd);
+        .then_some(crate::engine::LayerBlob::Lazy);
     let request = BuildRequest {
         lease: Some(lease.lease().clone()),
         layer_compression,
-        intermediate_compression,
+        intermediate_blob,
         ..build.request
     };
     let built = engine_build::build(Arc::clone(&store), &request, events, cancel)?;
