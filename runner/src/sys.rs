@@ -531,6 +531,38 @@ pub(crate) fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Moves the calling thread (only it) into the network namespace `ns`.
+pub(crate) fn setns_net(ns: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: setns(2) on a descriptor we hold; it changes only this thread.
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// Makes the tap device `name` (no packet information) in the current
+/// network namespace through `tun`, an open `/dev/net/tun`, and keeps it
+/// after `tun` closes (`TUNSETPERSIST`).
+pub(crate) fn persistent_tap(tun: &impl AsRawFd, name: &str) -> io::Result<()> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: ifreq is plain data; zeroed is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes `req`, which is valid; TUNSETPERSIST
+    // takes an integer argument.
+    unsafe {
+        check(libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req))?;
+        check(libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETPERSIST,
+            1 as libc::c_ulong,
+        ))?;
+    }
+    Ok(())
+}
+
 /// The mount flags (`ST_*` translated to `MS_*`) of the filesystem at `path`:
 /// a read-only remount of a bind must keep nosuid/nodev/noexec, which the
 /// kernel locks in user namespaces.

@@ -118,7 +118,8 @@ pub fn default_network_is_private_with_egress(env: &Env) -> Result<(), Failed> {
     let probe = Probe::start(ip)?;
     let root = Root::new();
     let mut spec = root.spec(&format!(
-        "{}echo hostname=$(hostname) hosts=$(grep -c netbox /etc/hosts)",
+        "{}echo hostname=$(hostname) hosts=$(grep -c netbox /etc/hosts)\n\
+         echo tun_flags=$(cat /sys/class/net/tap0/tun_flags)",
         probe.script()
     ));
     spec.network = NetworkMode::Default;
@@ -128,6 +129,17 @@ pub fn default_network_is_private_with_egress(env: &Env) -> Result<(), Failed> {
     check!(
         out.contains("hostname=netbox hosts=1"),
         "hostname or /etc/hosts:\n{out}"
+    );
+    // As root, the runner makes the tap before slirp4netns and keeps it
+    // (IFF_PERSIST, 0x800): slirp4netns then exits at once, without
+    // unregistering the device (net.rs, `persistent_tap`).
+    let flags = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tun_flags=0x"))
+        .and_then(|hex| u32::from_str_radix(hex.trim(), 16).ok());
+    check!(
+        flags.is_some_and(|f| f & 0x800 != 0),
+        "tap0 is not persistent:\n{out}"
     );
     Ok(())
 }
