@@ -19,27 +19,40 @@ pub struct Layer {
     pub media_type: String,
 }
 
+/// The media type a lazy layer is recorded with: hoist's own, never in an
+/// image. Its digest is its diff_id, the digest of the plain tar that
+/// [`Layer::written`] names once the blob exists.
+const LAZY_MEDIA_TYPE: &str = "application/vnd.hoist.layer.v1.tar+lazy";
+
 impl Layer {
-    /// The layer of a step that kept no blob (`LayerBlob::Lazy`): it names
-    /// the plain tar of the step's diff, whose digest is the diff_id.
+    /// The layer of a step that kept no blob (`LayerBlob::Lazy`): the plain
+    /// tar of the step's diff, whose digest is the diff_id, with no blob in
+    /// the store.
     pub fn lazy(diff_id: String, size: u64) -> Layer {
         Layer {
             digest: diff_id.clone(),
             diff_id,
             size,
-            media_type: hoist_snapshotter::Compression::Uncompressed
-                .media_type()
-                .to_owned(),
+            media_type: LAZY_MEDIA_TYPE.to_owned(),
         }
     }
 
-    /// Whether the store may lack this layer's blob and make it again from
-    /// the committed snapshot of its chain: a plain tar named by its
-    /// diff_id, as [`Layer::lazy`] makes. (A step writing plain layers makes
-    /// such a layer too, with its blob.)
-    pub fn can_be_lazy(&self) -> bool {
-        self.digest == self.diff_id
-            && self.media_type == hoist_snapshotter::Compression::Uncompressed.media_type()
+    /// Whether this is a layer a step kept no blob of: its committed
+    /// snapshot is all there is of it.
+    pub fn is_lazy(&self) -> bool {
+        self.media_type == LAZY_MEDIA_TYPE
+    }
+
+    /// This layer as an image names it once its blob is written: a lazy
+    /// layer becomes a plain tar (same digest and size), any other is itself.
+    pub fn written(&self) -> Layer {
+        let mut layer = self.clone();
+        if layer.is_lazy() {
+            layer.media_type = hoist_snapshotter::Compression::Uncompressed
+                .media_type()
+                .to_owned();
+        }
+        layer
     }
 }
 

@@ -1099,12 +1099,11 @@ pub fn build(
     let mut images = Vec::new();
     for (plan, output) in plans.iter().zip(&solution.outputs) {
         let stage = plan.frontend.target_stage();
-        let layers = output.layers().to_vec();
         // A step an earlier build kept no blob of (its stage was only copied
         // from then) has its blob written now, from its snapshot, and then
         // converted below like any layer in another compression.
-        engine
-            .write_lazy_blobs(&layers)
+        let layers = engine
+            .write_lazy_blobs(output.layers())
             .map_err(|e| BuildError::Other(Box::new(e)))?;
         let mut image = assemble(
             &store,

@@ -113,7 +113,7 @@ impl StoreCacheIndex {
                 .output
                 .layers()
                 .iter()
-                .filter(|l| !l.can_be_lazy() || self.has_blob(&l.digest))
+                .filter(|l| !l.is_lazy())
                 .map(|l| l.digest.clone())
                 .collect(),
             description: description.to_owned(),
@@ -156,7 +156,7 @@ impl CacheIndex<Artifact> for StoreCacheIndex {
         let layers = output.layers();
         for (n, layer) in layers.iter().enumerate() {
             let present = self.has_blob(&layer.digest)
-                || (layer.can_be_lazy()
+                || (layer.is_lazy()
                     && self.has_snapshot.as_ref().is_some_and(|has| {
                         snapshot_name(&layers[..=n]).is_some_and(|name| has(&name))
                     }));

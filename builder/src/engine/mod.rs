@@ -630,10 +630,11 @@ impl Engine {
 
     /// Writes the blob of each lazy layer of `layers` the store lacks (see
     /// [`LayerBlob::Lazy`]) from the committed snapshot of its chain, as a
-    /// plain tar checked against its diff_id: an image is about to hold them.
-    pub(crate) fn write_lazy_blobs(&self, layers: &[Layer]) -> Result<(), EngineError> {
+    /// plain tar checked against its diff_id, and returns the layers as an
+    /// image names them ([`Layer::written`]): an image is about to hold them.
+    pub(crate) fn write_lazy_blobs(&self, layers: &[Layer]) -> Result<Vec<Layer>, EngineError> {
         for (n, layer) in layers.iter().enumerate() {
-            if !layer.can_be_lazy() {
+            if !layer.is_lazy() {
                 continue;
             }
             let digest: hoist_cache::Digest = layer
@@ -667,7 +668,7 @@ impl Engine {
                 .commit(Some(descriptor.size), Some(&digest))
                 .map_err(store_error(format!("store the layer of snapshot {name}")))?;
         }
-        Ok(())
+        Ok(layers.iter().map(Layer::written).collect())
     }
 
     /// Mounts a read-only view of `layers` for the duration of `read`.
