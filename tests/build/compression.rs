@@ -566,6 +566,11 @@ fn a_provenance_index_takes_the_steps_compression_and_refuses_a_conversion() {
     );
 }
 
+/// A build stage whose RUN the image does not hold: only a file of it is
+/// copied into the last stage.
+const STAGE_ONLY_COPIED_FROM: &str = "FROM busybox AS build\nRUN seq 1 50000 > /numbers\n\
+     FROM busybox\nCOPY --from=build /numbers /n\n";
+
 /// `hoist build --progress plain` of the context in `root` with `args`;
 /// returns whether the `RUN seq` step came from the cache.
 fn run_cached(root: &Path, context: &Path, args: &[&str]) -> bool {
@@ -611,10 +616,7 @@ fn zstd_and_tar_blobs(root: &Path) -> (Vec<String>, Vec<String>) {
 fn a_stage_only_copied_from_keeps_no_blob_and_its_image_later_is_a_cold_builds() {
     hoist_testutil::require_root!();
     let env = Env::new();
-    env.dockerfile(
-        "FROM busybox AS build\nRUN seq 1 50000 > /numbers\n\
-         FROM busybox\nCOPY --from=build /numbers /n\n",
-    );
+    env.dockerfile(STAGE_ONLY_COPIED_FROM);
     let conversions = |root: &Path, format: &str| {
         hoist(root, &["du", "-v"], None)
             .assert_ok()
@@ -740,10 +742,7 @@ fn a_linked_copy_in_a_stage_only_copied_from_keeps_its_blob() {
 fn a_layer_kept_without_blob_whose_snapshot_is_gone_is_made_again() {
     hoist_testutil::require_root!();
     let env = Env::new();
-    env.dockerfile(
-        "FROM busybox AS build\nRUN seq 1 50000 > /numbers\n\
-         FROM busybox\nCOPY --from=build /numbers /n\n",
-    );
+    env.dockerfile(STAGE_ONLY_COPIED_FROM);
     let root = env.root.path();
     assert!(!run_cached(root, env.context.path(), &["-t", "app:1"]));
     // The snapshots go (the base image's chain, everything built on it,
