@@ -545,15 +545,9 @@ impl Engine {
             LayerBlob::Lazy => {
                 // The diff_id names the snapshot: the tar is made and hashed,
                 // but neither compressed nor stored.
-                let options = DiffOptions {
-                    compression: Compression::Uncompressed,
-                    source_date_epoch: self.source_date_epoch,
-                    skip_blob_digest: true,
-                    ..DiffOptions::default()
-                };
                 let descriptor = self
                     .snapshots
-                    .diff(&key, &options, &mut std::io::sink())
+                    .diff(&key, &self.lazy_diff_options(), &mut std::io::sink())
                     .map_err(snap_error(format!("diff snapshot {key}")))?;
                 let mut out = layers.to_vec();
                 out.push(Layer::lazy(
@@ -628,6 +622,17 @@ impl Engine {
         Ok(())
     }
 
+    /// How a lazy layer's tar is made: when its step ends (hashed only) and
+    /// when an image comes to need its blob, the same bytes.
+    fn lazy_diff_options(&self) -> DiffOptions {
+        DiffOptions {
+            compression: Compression::Uncompressed,
+            source_date_epoch: self.source_date_epoch,
+            skip_blob_digest: true,
+            ..DiffOptions::default()
+        }
+    }
+
     /// Writes the blob of each lazy layer of `layers` the store lacks (see
     /// [`LayerBlob::Lazy`]) from the committed snapshot of its chain, as a
     /// plain tar checked against its diff_id, and returns the layers as an
@@ -654,14 +659,9 @@ impl Engine {
                 .content()
                 .writer()
                 .map_err(store_error("start a layer blob"))?;
-            let options = DiffOptions {
-                compression: Compression::Uncompressed,
-                source_date_epoch: self.source_date_epoch,
-                skip_blob_digest: true,
-                ..DiffOptions::default()
-            };
-            let descriptor = hoist_snapshotter::write_layer(&source, &options, &mut writer)
-                .map_err(snap_error(format!("diff snapshot {name}")))?;
+            let descriptor =
+                hoist_snapshotter::write_layer(&source, &self.lazy_diff_options(), &mut writer)
+                    .map_err(snap_error(format!("diff snapshot {name}")))?;
             // Another digest means the snapshot changed since its step:
             // refused by the commit, nothing stored.
             writer
