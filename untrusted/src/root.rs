@@ -17,7 +17,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -210,6 +210,19 @@ impl Root {
         )
         .map_err(|e| Error::io("open", path, e))?;
         Ok(File::from(file))
+    }
+
+    /// The target of the symlink `path` names inside the root (its last
+    /// component not followed; the components before it resolved inside).
+    pub fn read_link(&self, path: impl AsRef<Path>) -> Result<PathBuf, Error> {
+        let path = path.as_ref();
+        let fd = self.open(path, false)?;
+        // An O_PATH descriptor of the link itself: an empty name reads it.
+        let target = rustix::fs::readlinkat(&fd, "", Vec::new())
+            .map_err(|e| Error::io("read symbolic link", path, e))?;
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(
+            target.into_bytes(),
+        )))
     }
 
     /// Metadata of what `path` names inside the root.
@@ -556,6 +569,28 @@ mod tests {
 
     fn both(root: &Path) -> [Root; 2] {
         [Root::new(root).unwrap(), Root::new_walk_only(root).unwrap()]
+    }
+
+    #[test]
+    fn read_link_reads_the_link_itself_never_what_it_leads_to() {
+        let f = fixture();
+        symlink("key", f.host.join("secret/host_link")).unwrap();
+        symlink("etc", f.root.join("etc_alias")).unwrap();
+        assert!(fs::read_link(f.root.join("abs_out/secret/host_link")).is_ok());
+        for r in both(&f.root) {
+            assert_eq!(r.read_link("bin").unwrap(), Path::new("usr/bin"));
+            assert_eq!(r.read_link("/abs_out").unwrap(), f.host);
+            // Through a link on the way, resolved inside: `etc/rel_out`.
+            assert_eq!(
+                r.read_link("etc_alias/rel_out").unwrap(),
+                Path::new("../host")
+            );
+            // A link on the way that leads out is resolved inside the root,
+            // where it names nothing: the host's own link is never read.
+            assert!(r.read_link("abs_out/secret/host_link").is_err());
+            assert!(r.read_link("etc/file").is_err(), "a file is no link");
+            assert!(r.read_link("missing").is_err());
+        }
     }
 
     #[test]

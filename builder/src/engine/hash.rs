@@ -581,15 +581,26 @@ fn digest_entries(
     Ok(combine(entries, &contents, &link_targets(root, entries)?))
 }
 
-/// The target of every symlink among `entries`, by path.
+/// The target of every symlink among `entries`, by path, read through the
+/// root-scoped resolver: a directory on the way swapped for a symlink since
+/// the walk leads nowhere outside the context.
 fn link_targets<'a>(
     root: &Path,
     entries: &'a BTreeMap<String, Metadata>,
 ) -> io::Result<HashMap<&'a str, PathBuf>> {
-    entries
+    let mut links = entries
         .iter()
         .filter(|(_, meta)| meta.file_type().is_symlink())
-        .map(|(rel, _)| Ok((rel.as_str(), fs::read_link(root.join(rel))?)))
+        .peekable();
+    if links.peek().is_none() {
+        return Ok(HashMap::new());
+    }
+    let scoped = Root::new(root).map_err(untrusted_io)?;
+    links
+        .map(|(rel, _)| {
+            let target = scoped.read_link(rel).map_err(untrusted_io)?;
+            Ok((rel.as_str(), target))
+        })
         .collect()
 }
 
