@@ -1004,6 +1004,39 @@ fn a_symlink_in_the_previous_snapshot_is_not_followed_by_the_reuse() {
     );
 }
 
+/// A file of the previous snapshot carrying an extended attribute (which a
+/// COPY never gives it: it came from elsewhere) is not what the COPY writes:
+/// it is copied, not linked, and the layer is a cold build's.
+#[test]
+fn a_file_with_xattrs_in_the_previous_snapshot_is_copied_not_linked() {
+    hoist_testutil::require_root!();
+    let scene = reuse_scene();
+    let (warm, cold, ctx, args) = (&scene.warm, &scene.cold, scene.context.path(), REUSE_ARGS);
+    let first_dir = chain_dir(warm.path(), &inspect(warm.path(), "app"));
+    let status = std::process::Command::new("setfattr")
+        .args(["-n", "user.planted", "-v", "1"])
+        .arg(first_dir.join("src/d2/f3"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "setfattr");
+
+    fs::write(ctx.join("d0/f0"), "changed\n").unwrap();
+    build(warm.path(), ctx, &args, &[]);
+    let second = inspect(warm.path(), "app");
+    let second_dir = chain_dir(warm.path(), &second);
+    assert_eq!(nlink(&second_dir.join("src/d1/f1")), 2, "the reuse ran");
+    assert_eq!(
+        nlink(&second_dir.join("src/d2/f3")),
+        1,
+        "the file with an xattr is copied"
+    );
+    build(cold.path(), ctx, &args, &[]);
+    assert_eq!(
+        layer_digests(&second),
+        layer_digests(&inspect(cold.path(), "app"))
+    );
+}
+
 /// A reusing COPY's gzip layer takes the deflate bytes of the blocks its
 /// previous layer shares with it, and is still byte for byte a cold build's
 /// layer: after an edit that keeps the tar stream's offsets (most blocks

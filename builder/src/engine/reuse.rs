@@ -246,9 +246,7 @@ impl GzipBlockSource for PreviousBlocks {
 
 /// The previous snapshot's own directory, held open so that a snapshot
 /// removed and made again under the same directory name meanwhile is
-/// never read: lookups in a removed directory fail, and fall back. Its
-/// path is for the one check that has no `*at` call (xattrs): a directory
-/// replaced meanwhile only makes the link from the descriptor fail.
+/// never read: lookups in a removed directory fail, and fall back.
 struct Previous {
     dir: Root,
     files: HashMap<String, [u8; 32]>,
@@ -420,12 +418,12 @@ impl<'a> Reuse<'a> {
             return false;
         }
         // A COPY gives its files no extended attributes of its own; any on
-        // the old file (overlay's among them) came from elsewhere.
-        let mut names = [0u8; 1];
-        if !matches!(
-            rustix::fs::llistxattr(previous.dir.path().join(rel), &mut names[..0]),
-            Ok(0)
-        ) {
+        // the old file (overlay's among them) came from elsewhere. No `*at`
+        // call lists them: the name is looked up in the opened directory
+        // through its /proc/self/fd link, never along a host path.
+        // (A size query: rustix answers an empty buffer with 0, always.)
+        let in_dir = hoist_untrusted::fd_path(&*dir).join(name);
+        if !matches!(rustix::fs::llistxattr_query(in_dir), Ok(0)) {
             return false;
         }
         self.lock().inodes.insert(old.st_ino)
