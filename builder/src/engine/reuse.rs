@@ -246,7 +246,9 @@ impl GzipBlockSource for PreviousBlocks {
 
 /// The previous snapshot's own directory, held open so that a snapshot
 /// removed and made again under the same directory name meanwhile is
-/// never read: lookups in a removed directory fail, and fall back.
+/// never read: lookups in a removed directory fail, and fall back. Its
+/// path is for the one check that has no `*at` call (xattrs): a directory
+/// replaced meanwhile only makes the link from the descriptor fail.
 struct Previous {
     dir: Root,
     files: HashMap<String, [u8; 32]>,
@@ -418,12 +420,17 @@ impl<'a> Reuse<'a> {
             return false;
         }
         // A COPY gives its files no extended attributes of its own; any on
-        // the old file (overlay's among them) came from elsewhere. No `*at`
-        // call lists them: the name is looked up in the opened directory
-        // through its /proc/self/fd link, never along a host path.
-        // (A size query: rustix answers an empty buffer with 0, always.)
-        let in_dir = hoist_untrusted::fd_path(&*dir).join(name);
-        if !matches!(rustix::fs::llistxattr_query(in_dir), Ok(0)) {
+        // the old file (overlay's among them) came from elsewhere. A size
+        // query: rustix answers an empty buffer with 0, always. No `*at` call
+        // lists xattrs, so the path is the snapshot's; `dir_fd` has just
+        // opened every directory on it without a symlink, and a committed
+        // snapshot does not change. (Through the directory's /proc/self/fd
+        // link instead, 12 alternated incremental rebuilds took 0.963 s
+        // against 0.908 s.)
+        if !matches!(
+            rustix::fs::llistxattr_query(previous.dir.path().join(rel)),
+            Ok(0)
+        ) {
             return false;
         }
         self.lock().inodes.insert(old.st_ino)
