@@ -454,16 +454,7 @@ impl LocalSnapshotter {
     /// parent can be read: the layer it was committed with, written again
     /// (a step that kept no blob of it, see the builder's lazy layers).
     pub fn committed_diff_source(&self, name: &str) -> Result<DiffSource> {
-        let set = self.records.read()?;
-        let rec = self.get(&set, name)?;
-        if rec.kind != Kind::Committed {
-            return Err(Error::WrongKind {
-                action: "diff",
-                key: name.to_string(),
-                actual: rec.kind.as_str(),
-                expected: "committed",
-            });
-        }
+        let (set, rec) = self.of_kind(name, Kind::Committed, "diff")?;
         self.source_of(&set, &rec)
     }
 
@@ -622,14 +613,20 @@ impl LocalSnapshotter {
     }
 
     fn active(&self, key: &str, action: &'static str) -> Result<(RecordSet, Record)> {
+        self.of_kind(key, Kind::Active, action)
+    }
+
+    /// The records and the record of `key`, which must be of `kind` for
+    /// `action`.
+    fn of_kind(&self, key: &str, kind: Kind, action: &'static str) -> Result<(RecordSet, Record)> {
         let set = self.records.read()?;
         let rec = self.get(&set, key)?;
-        if rec.kind != Kind::Active {
+        if rec.kind != kind {
             return Err(Error::WrongKind {
                 action,
                 key: key.to_string(),
                 actual: rec.kind.as_str(),
-                expected: "active",
+                expected: kind.as_str(),
             });
         }
         Ok((set, rec))
