@@ -972,6 +972,25 @@ fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
     assert_eq!(nlink(&third_dir.join("src/d1/f1")), 1, "copied, not linked");
 }
 
+/// Rebuilds the scene after a change to `d0/f0` once its previous snapshot
+/// (`first_dir`, the warm store's) has been tampered with under `src/d2`:
+/// the reuse still runs, `src/d2/f3` is copied (`why`), not linked, and the
+/// layer is a cold build's.
+fn rebuild_copies_d2_f3(scene: &ReuseScene, why: &str) {
+    let (warm, cold, ctx, args) = (&scene.warm, &scene.cold, scene.context.path(), REUSE_ARGS);
+    fs::write(ctx.join("d0/f0"), "changed\n").unwrap();
+    build(warm.path(), ctx, &args, &[]);
+    let second = inspect(warm.path(), "app");
+    let second_dir = chain_dir(warm.path(), &second);
+    assert_eq!(nlink(&second_dir.join("src/d1/f1")), 2, "the reuse ran");
+    assert_eq!(nlink(&second_dir.join("src/d2/f3")), 1, "{why}");
+    build(cold.path(), ctx, &args, &[]);
+    assert_eq!(
+        layer_digests(&second),
+        layer_digests(&inspect(cold.path(), "app"))
+    );
+}
+
 /// The reuse reads the previous snapshot by paths made of the context's
 /// names: a symlink found on such a path there (the snapshot tampered
 /// with) is never followed; the files under it are copied, not linked.
@@ -979,29 +998,13 @@ fn a_copy_reusing_its_previous_snapshot_gives_a_cold_builds_layer() {
 fn a_symlink_in_the_previous_snapshot_is_not_followed_by_the_reuse() {
     hoist_testutil::require_root!();
     let scene = reuse_scene();
-    let (warm, cold, ctx, args) = (&scene.warm, &scene.cold, scene.context.path(), REUSE_ARGS);
-    let first_dir = chain_dir(warm.path(), &inspect(warm.path(), "app"));
+    let first_dir = chain_dir(scene.warm.path(), &inspect(scene.warm.path(), "app"));
     // src/d2 becomes a symlink to the same files moved beside it: were it
     // followed, each would pass every other check and be linked.
     fs::rename(first_dir.join("src/d2"), first_dir.join("src/moved")).unwrap();
     std::os::unix::fs::symlink("moved", first_dir.join("src/d2")).unwrap();
-
-    fs::write(ctx.join("d0/f0"), "changed\n").unwrap();
-    build(warm.path(), ctx, &args, &[]);
-    let second = inspect(warm.path(), "app");
-    let second_dir = chain_dir(warm.path(), &second);
-    assert_eq!(nlink(&second_dir.join("src/d1/f1")), 2, "the reuse ran");
-    assert_eq!(
-        nlink(&second_dir.join("src/d2/f3")),
-        1,
-        "a file under the symlink is copied"
-    );
+    rebuild_copies_d2_f3(&scene, "a file under the symlink is copied");
     assert_eq!(nlink(&first_dir.join("src/moved/f3")), 1);
-    build(cold.path(), ctx, &args, &[]);
-    assert_eq!(
-        layer_digests(&second),
-        layer_digests(&inspect(cold.path(), "app"))
-    );
 }
 
 /// A file of the previous snapshot carrying an extended attribute (which a
@@ -1011,30 +1014,14 @@ fn a_symlink_in_the_previous_snapshot_is_not_followed_by_the_reuse() {
 fn a_file_with_xattrs_in_the_previous_snapshot_is_copied_not_linked() {
     hoist_testutil::require_root!();
     let scene = reuse_scene();
-    let (warm, cold, ctx, args) = (&scene.warm, &scene.cold, scene.context.path(), REUSE_ARGS);
-    let first_dir = chain_dir(warm.path(), &inspect(warm.path(), "app"));
+    let first_dir = chain_dir(scene.warm.path(), &inspect(scene.warm.path(), "app"));
     let status = std::process::Command::new("setfattr")
         .args(["-n", "user.planted", "-v", "1"])
         .arg(first_dir.join("src/d2/f3"))
         .status()
         .unwrap();
     assert!(status.success(), "setfattr");
-
-    fs::write(ctx.join("d0/f0"), "changed\n").unwrap();
-    build(warm.path(), ctx, &args, &[]);
-    let second = inspect(warm.path(), "app");
-    let second_dir = chain_dir(warm.path(), &second);
-    assert_eq!(nlink(&second_dir.join("src/d1/f1")), 2, "the reuse ran");
-    assert_eq!(
-        nlink(&second_dir.join("src/d2/f3")),
-        1,
-        "the file with an xattr is copied"
-    );
-    build(cold.path(), ctx, &args, &[]);
-    assert_eq!(
-        layer_digests(&second),
-        layer_digests(&inspect(cold.path(), "app"))
-    );
+    rebuild_copies_d2_f3(&scene, "the file with an xattr is copied");
 }
 
 /// A reusing COPY's gzip layer takes the deflate bytes of the blocks its
