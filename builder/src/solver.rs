@@ -14,7 +14,7 @@ use futures::FutureExt;
 use petgraph::algo::toposort;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, NodeFiltered};
-use tokio::sync::{oneshot, OnceCell};
+use tokio::sync::{oneshot, Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -254,14 +254,15 @@ where
 
     /// Nodes whose recorded duration is shorter than that of other nodes
     /// independent of them (neither needs the other, so both may be ready at
-    /// once), with those longer peers: such a node waits a moment before
-    /// taking a free permit, so that a longer peer still on its way can have
-    /// it. Without a history, none; nor nodes that take less than the wait.
+    /// once), with their own duration and those longer peers: such a node
+    /// waits before taking a free permit while a longer peer is on its way,
+    /// so that the peer can have it (see [`Run::hold_back`]). Without a
+    /// history, none; nor nodes that take less than [`WORTH_HOLDING`].
     fn patient_nodes(
         &self,
         graph: &BuildGraph<O>,
         nodes: &HashMap<NodeIndex, Node<O>>,
-    ) -> HashMap<NodeIndex, Vec<NodeIndex>> {
+    ) -> HashMap<NodeIndex, Patience> {
         let Some(history) = &self.history else {
             return HashMap::new();
         };
@@ -276,10 +277,9 @@ where
         let petgraph = graph.petgraph();
         let mut patient = HashMap::new();
         for (a, a_takes) in &known {
-            // Holding back longer than the op itself takes cannot pay: the
-            // longer peer would lose less by starting after it. A build
-            // context or an image's config takes no time at all.
-            if *a_takes < PATIENCE {
+            // A build context or an image's config takes no time at all:
+            // starting it first costs its peer nothing worth a wait.
+            if *a_takes < WORTH_HOLDING {
                 continue;
             }
             let longer_peers: Vec<NodeIndex> = known
@@ -292,7 +292,13 @@ where
                 .map(|(b, _)| *b)
                 .collect();
             if !longer_peers.is_empty() {
-                patient.insert(*a, longer_peers);
+                patient.insert(
+                    *a,
+                    Patience {
+                        at_most: (*a_takes).min(PATIENCE),
+                        longer_peers,
+                    },
+                );
             }
         }
         patient
@@ -321,6 +327,8 @@ where
         let run = Arc::new(Run {
             patient,
             settled: Mutex::new(HashSet::new()),
+            queued: Mutex::new(HashSet::new()),
+            arrivals: Notify::new(),
             nodes: plan.nodes,
             index: self.index.clone(),
             events: self.events.clone(),
@@ -514,12 +522,17 @@ struct Run<O> {
     cancellation: CancellationToken,
     permits: Arc<Permits>,
     history: Option<Arc<dyn StepHistory>>,
-    /// Nodes that wait [`PATIENCE`] for a longer op to ask for a free permit,
-    /// with those longer ops (see [`Solver::patient_nodes`]).
-    patient: HashMap<NodeIndex, Vec<NodeIndex>>,
+    /// Nodes that hold back for a longer op on its way to a free permit, with
+    /// those longer ops (see [`Solver::patient_nodes`]).
+    patient: HashMap<NodeIndex, Patience>,
     /// Nodes that will not ask for a permit later: found in the cache, or
     /// already asking (or past it). Nobody holds back for them.
     settled: Mutex<HashSet<NodeIndex>>,
+    /// Nodes that asked for a permit (waiting, running or done): a node
+    /// with one of these among its ancestors, not done, is not on its way.
+    queued: Mutex<HashSet<NodeIndex>>,
+    /// Woken when a node settles: a node holding back looks again.
+    arrivals: Notify,
     tracker: TaskTracker,
     failure: Mutex<Option<SolveError>>,
     outcomes: Mutex<BTreeMap<VertexId, VertexOutcome>>,
@@ -565,16 +578,68 @@ where
         self.settled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks `node` as asking for a permit now or never, and says whether
-    /// it should hold back for a longer peer: only while one of them may
-    /// still ask. A peer found in the cache never will, and one already
-    /// queued is ranked ahead by its expected duration anyway.
-    fn settle(&self, node: NodeIndex) -> bool {
-        let mut settled = self.lock_settled();
-        settled.insert(node);
-        self.patient
-            .get(&node)
-            .is_some_and(|peers| peers.iter().any(|peer| !settled.contains(peer)))
+    /// Marks `node` as asking for a permit now (it is queued) or never (a
+    /// record of it was found), and wakes the nodes holding back.
+    fn settle(&self, node: NodeIndex) {
+        self.lock_settled().insert(node);
+        self.arrivals.notify_waiters();
+    }
+
+    /// Whether a longer peer of a patient node may still ask for a permit
+    /// soon: it has not settled, and none of its ancestors has asked for one
+    /// and is not done yet (such a peer waits for that work, not for its keys).
+    fn peer_on_its_way(&self, peers: &[NodeIndex]) -> bool {
+        let settled = self.lock_settled();
+        let queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let busy =
+            |node: &NodeIndex| queued.contains(node) && !self.nodes[node].output.initialized();
+        peers.iter().any(|peer| {
+            if settled.contains(peer) {
+                return false;
+            }
+            let mut seen = HashSet::new();
+            let mut stack = self.nodes[peer].inputs.clone();
+            while let Some(ancestor) = stack.pop() {
+                if !seen.insert(ancestor) {
+                    continue;
+                }
+                if busy(&ancestor) {
+                    return false;
+                }
+                stack.extend_from_slice(&self.nodes[&ancestor].inputs);
+            }
+            true
+        })
+    }
+
+    /// Before a patient node takes a free permit: waits while a longer peer
+    /// is on its way (it is still looking its keys up), so that the peer gets
+    /// the permit; at most [`Patience::at_most`]. Says whether it waited.
+    async fn hold_back(&self, node: NodeIndex) -> bool {
+        let Some(patience) = self.patient.get(&node) else {
+            return false;
+        };
+        if !self.peer_on_its_way(&patience.longer_peers) {
+            return false;
+        }
+        // Not `tokio::time`: the caller's runtime need not have timers.
+        let at_most = patience.at_most;
+        let mut give_up = std::pin::pin!(tokio::task::spawn_blocking(move || {
+            std::thread::sleep(at_most)
+        }));
+        loop {
+            let arrival = self.arrivals.notified();
+            let mut arrival = std::pin::pin!(arrival);
+            // Registered before the look, so that no settle falls between.
+            arrival.as_mut().enable();
+            if !self.peer_on_its_way(&patience.longer_peers) {
+                return true;
+            }
+            tokio::select! {
+                _ = arrival => {}
+                _ = &mut give_up => return true,
+            }
+        }
     }
 
     fn context(&self, node: NodeIndex) -> OpContext {
@@ -635,10 +700,15 @@ where
     }
 
     /// Whether the node's op must run to give its output (no cache record).
+    /// One that need not will never ask for a permit: it settles.
     fn will_execute(&self, node: NodeIndex, keys: &Keys<O>) -> Result<bool, Aborted> {
         let vertex = &self.nodes[&node];
-        Ok(vertex.ignore_cache
-            || (keys.hit.is_none() && self.lookup(node, &keys.final_key)?.is_none()))
+        let executes = vertex.ignore_cache
+            || (keys.hit.is_none() && self.lookup(node, &keys.final_key)?.is_none());
+        if !executes {
+            self.settle(node);
+        }
+        Ok(executes)
     }
 
     /// Starts computing the node's output without waiting for it. A consumer
@@ -800,11 +870,16 @@ where
             .history
             .as_ref()
             .and_then(|history| history.expected(&vertex.op_digest));
-        let patient = self.settle(node);
+        let ticket = Permits::queue(&self.permits, expected);
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node);
+        self.settle(node);
         let permit = tokio::select! {
             biased;
             _ = self.cancellation.cancelled() => return Err(Aborted),
-            permit = Permits::acquire(self.permits.clone(), expected, patient) => permit?,
+            permit = ticket.permit(self.hold_back(node)) => permit?,
         };
         self.execute(node, keys, inputs, permit).await
     }
@@ -901,10 +976,24 @@ where
     }
 }
 
-/// How long an op known to be shorter than an independent peer waits before
-/// taking a free permit: nothing next to the seconds such steps run, ample for
-/// the peer's key lookups.
-const PATIENCE: Duration = Duration::from_millis(20);
+/// The longest an op known to be shorter than an independent peer waits for
+/// that peer to queue before taking a free permit: nothing next to the
+/// seconds such steps run, ample for the peer's key lookups on a busy
+/// machine. The wait ends as soon as the peer queues, usually within a
+/// millisecond; it is never longer than the op itself takes.
+const PATIENCE: Duration = Duration::from_millis(100);
+
+/// Ops known to take less never hold back: starting one first costs a longer
+/// peer no more than that.
+const WORTH_HOLDING: Duration = Duration::from_millis(20);
+
+/// What a patient node waits for (see [`Solver::patient_nodes`]).
+struct Patience {
+    /// Its wait's limit: [`PATIENCE`], or its own duration if shorter.
+    at_most: Duration,
+    /// Independent nodes expected to take longer.
+    longer_peers: Vec<NodeIndex>,
+}
 
 /// At most `jobs` ops executing at once; when a permit frees, it goes to the
 /// waiting op expected to run longest. Ops without a history go first (a new
@@ -945,10 +1034,37 @@ impl Ord for Waiter {
     }
 }
 
+/// A place in the queue for a permit.
+struct Ticket {
+    permits: Arc<Permits>,
+    granted: oneshot::Receiver<Permit>,
+}
+
+impl Ticket {
+    /// The permit. While one is free, `hold_back` runs first (it says
+    /// whether it waited): the holder leaves it to a longer op on its way.
+    async fn permit(
+        self,
+        hold_back: impl std::future::Future<Output = bool>,
+    ) -> Result<Permit, Aborted> {
+        // Ops become ready in bursts (the stages of one base all wake when it is
+        // there): let the others of the burst queue up before a free permit is
+        // handed out, or the first to arrive would take it whatever its length.
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        let free = self.permits.lock().free > 0;
+        let held_back = free && hold_back.await;
+        self.permits.dispatch();
+        let mut permit = self.granted.await.map_err(|_| Aborted)?;
+        permit.held_back = held_back;
+        Ok(permit)
+    }
+}
+
 /// The right to execute one op; released (passed on) when dropped.
 struct Permit {
     permits: Option<Arc<Permits>>,
-    /// Whether its holder waited [`PATIENCE`] before asking.
+    /// Whether its holder held back for a longer op before asking.
     held_back: bool,
 }
 
@@ -976,43 +1092,24 @@ impl Permits {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn acquire(
-        this: Arc<Self>,
-        expected: Option<Duration>,
-        patient: bool,
-    ) -> Result<Permit, Aborted> {
-        let granted = {
-            let mut state = this.lock();
-            let (grant, granted) = oneshot::channel();
-            let arrival = state.arrivals;
-            state.arrivals += 1;
-            state.waiting.push(Waiter {
-                rank: (
-                    expected.is_none(),
-                    expected.unwrap_or_default(),
-                    Reverse(arrival),
-                ),
-                grant,
-            });
-            granted
-        };
-        // Ops become ready in bursts (the stages of one base all wake when it is
-        // there): let the others of the burst queue up before a free permit is
-        // handed out, or the first to arrive would take it whatever its length.
-        tokio::task::yield_now().await;
-        tokio::task::yield_now().await;
-        let held_back = patient && this.lock().free > 0;
-        if held_back {
-            // Ops of one burst still reach this point milliseconds apart (each
-            // looks its keys up first): a shorter op known to have a longer
-            // independent peer leaves it that long to queue up.
-            // Not `tokio::time`: the caller's runtime need not have timers.
-            let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PATIENCE)).await;
+    /// Joins the queue for a permit; the ticket receives it.
+    fn queue(this: &Arc<Self>, expected: Option<Duration>) -> Ticket {
+        let mut state = this.lock();
+        let (grant, granted) = oneshot::channel();
+        let arrival = state.arrivals;
+        state.arrivals += 1;
+        state.waiting.push(Waiter {
+            rank: (
+                expected.is_none(),
+                expected.unwrap_or_default(),
+                Reverse(arrival),
+            ),
+            grant,
+        });
+        Ticket {
+            permits: this.clone(),
+            granted,
         }
-        this.dispatch();
-        let mut permit = granted.await.map_err(|_| Aborted)?;
-        permit.held_back = held_back;
-        Ok(permit)
     }
 
     /// Hands the free permits to the best waiters.
@@ -1066,7 +1163,8 @@ mod tests {
     #[tokio::test]
     async fn a_freed_permit_goes_to_the_longest_expected_op_and_skips_those_gone() {
         let permits = Arc::new(Permits::new(1));
-        let held = Permits::acquire(permits.clone(), None, false)
+        let held = Permits::queue(&permits, None)
+            .permit(async { false })
             .await
             .unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -1080,11 +1178,9 @@ mod tests {
             ("long, later", Some(9)),
         ];
         for (name, secs) in waiters {
-            let mut acquire = Box::pin(Permits::acquire(
-                permits.clone(),
-                secs.map(Duration::from_secs),
-                false,
-            ));
+            let mut acquire = Box::pin(
+                Permits::queue(&permits, secs.map(Duration::from_secs)).permit(async { false }),
+            );
             // Polled once here, so the waiters queue up in this order.
             assert!(futures::poll!(&mut acquire).is_pending());
             if name == "gone" {

@@ -284,18 +284,107 @@ fn held_back(solution: &hoist_builder::Solution<String>, vertex: hoist_builder::
     }
 }
 
-// One thread: on two, `gate`'s arrival can hand `short` a permit while
-// `short` is still arriving, before it would hold back.
+/// `started NAME` event lines, in order.
+fn starts(h: &Harness) -> Vec<String> {
+    h.event_lines()
+        .into_iter()
+        .filter(|line| line.starts_with("started "))
+        .collect()
+}
+
 #[tokio::test]
-async fn a_short_op_holds_back_for_a_longer_peer_still_on_its_way() {
-    // `long` can only ask for a permit once `gate` ran, and `gate` runs once
-    // `short` has: `short` holds back for it, which is the point of history.
+async fn a_short_op_holds_back_for_a_longer_peer_still_looking_its_keys_up() {
+    // `long` is still computing its keys when `short` queues with the only
+    // permit free: `short` waits until `long` queues, and `long` runs first.
+    let mut h = Harness::new();
+    h.jobs = 1;
+    let short_keys = Arc::new(Notify::new());
+    let long = h.fake("long").key_hook({
+        let short_keys = short_keys.clone();
+        hook!(|_context| {
+            let short_keys = short_keys.clone();
+            async move {
+                short_keys.notified().await;
+                // Well inside the wait's limit (100 ms), long enough for
+                // `short` to reach its permit first.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            }
+        })
+    });
+    let short = h.fake("short").key_hook(notify_on_run(&short_keys));
+    let history = history(&[(&long, 9 * SECOND), (&short, SECOND)]);
+    let long = h.add(long, &[]);
+    let short = h.add(short, &[]);
+    let solution = tokio::time::timeout(
+        HANG_GUARD,
+        h.solver().with_history(history).solve(
+            &h.graph,
+            &[long, short],
+            &hoist_builder::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the solve hung")
+    .unwrap();
+    assert_eq!(solution.outputs, ["long()", "short()"]);
+    assert_eq!(starts(&h), ["started long", "started short"]);
+    assert!(held_back(&solution, short));
+    assert!(!held_back(&solution, long), "long has no longer peer");
+}
+
+#[tokio::test]
+async fn a_short_op_holds_back_no_longer_than_it_takes_itself() {
+    // `long` cannot finish its keys until `short` has run: `short` gives up
+    // waiting after its own expected time (50 ms) instead of hanging.
     let mut h = Harness::new();
     h.jobs = 2;
     let short_ran = Arc::new(Notify::new());
-    let gate = h.add(h.fake("gate").hook(wait_for(&short_ran)), &[]);
-    let long = h.fake("long");
+    let long = h.fake("long").key_hook(wait_for(&short_ran));
     let short = h.fake("short").hook(notify_on_run(&short_ran));
+    let history = history(&[(&long, 9 * SECOND), (&short, Duration::from_millis(50))]);
+    let long = h.add(long, &[]);
+    let short = h.add(short, &[]);
+    let solution = tokio::time::timeout(
+        HANG_GUARD,
+        h.solver().with_history(history).solve(
+            &h.graph,
+            &[long, short],
+            &hoist_builder::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("short waited for long forever")
+    .unwrap();
+    assert_eq!(starts(&h), ["started short", "started long"]);
+    assert!(held_back(&solution, short));
+}
+
+#[tokio::test]
+async fn a_short_op_does_not_hold_back_for_a_peer_behind_running_work() {
+    // `long` needs `gate`, which is running (and waits for `short` to run):
+    // `long` is not looking its keys up but waiting for `gate`, so `short`
+    // takes the free permit at once.
+    let mut h = Harness::new();
+    h.jobs = 2;
+    let (gate_running, short_ran) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let gate = h.fake("gate").hook({
+        let (gate_running, short_ran) = (gate_running.clone(), short_ran.clone());
+        hook!(|_context| {
+            let (gate_running, short_ran) = (gate_running.clone(), short_ran.clone());
+            async move {
+                gate_running.notify_one();
+                short_ran.notified().await;
+                Ok(())
+            }
+        })
+    });
+    let gate = h.add(gate, &[]);
+    let long = h.fake("long");
+    let short = h
+        .fake("short")
+        .key_hook(wait_for(&gate_running))
+        .hook(notify_on_run(&short_ran));
     let history = history(&[(&long, 9 * SECOND), (&short, SECOND)]);
     let long = h.add(long, &[gate]);
     let short = h.add(short, &[]);
@@ -311,8 +400,7 @@ async fn a_short_op_holds_back_for_a_longer_peer_still_on_its_way() {
     .expect("gate never saw short run")
     .unwrap();
     assert_eq!(solution.outputs, ["long(gate())", "short()"]);
-    assert!(held_back(&solution, short));
-    assert!(!held_back(&solution, long), "long has no longer peer");
+    assert!(!held_back(&solution, short), "long was waiting for gate");
 }
 
 // One thread: the tasks run in the order the solve starts them, so `long`

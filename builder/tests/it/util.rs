@@ -38,6 +38,7 @@ pub struct Fake {
     content_addressed: bool,
     source: Option<Arc<Mutex<String>>>,
     hook: Option<Hook>,
+    key_hook: Option<Hook>,
     digest_error: Option<String>,
     counts: Counts,
     content_digests: Counts,
@@ -96,6 +97,13 @@ impl Fake {
         self.hook = Some(Arc::new(hook));
         self
     }
+
+    /// Runs `hook` inside `source_digest`, while the solve computes the
+    /// op's keys.
+    pub fn key_hook(mut self, hook: impl HookFn) -> Self {
+        self.key_hook = Some(Arc::new(hook));
+        self
+    }
 }
 
 #[async_trait]
@@ -138,7 +146,10 @@ impl Op<String> for Fake {
         Ok(Digest::of(output.as_bytes()))
     }
 
-    async fn source_digest(&self, _: &OpContext) -> Result<Option<Digest>, OpError> {
+    async fn source_digest(&self, context: &OpContext) -> Result<Option<Digest>, OpError> {
+        if let Some(hook) = &self.key_hook {
+            hook(context.clone()).await?;
+        }
         if let (Some(message), Some(_)) = (&self.digest_error, &self.source) {
             return Err(message.clone().into());
         }
@@ -194,6 +205,7 @@ impl Harness {
             content_addressed: false,
             source: None,
             hook: None,
+            key_hook: None,
             digest_error: None,
             counts: self.counts.clone(),
             content_digests: self.content_digests.clone(),
