@@ -50,7 +50,8 @@ pub struct CacheRecordRow {
     pub description: String,
     /// The builder's step identity.
     pub step: String,
-    /// The preimage of the key.
+    /// The preimage of the key (`None` from [`Store::use_cache_record`],
+    /// which does not read it).
     pub preimage: Option<Vec<u8>>,
     /// When it was recorded (ms since the epoch).
     pub created_ms: i64,
@@ -65,8 +66,13 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const COLUMNS: &str =
-    "key, final_key, output, description, step, preimage, created_ms, last_used_ms";
+/// A record's columns, preimage included: select them `FROM` [`RECORDS`].
+const COLUMNS: &str = "build_cache.key, final_key, output, description, step,
+    cache_preimages.preimage, created_ms, last_used_ms";
+
+/// The records with their preimages.
+const RECORDS: &str =
+    "build_cache LEFT JOIN cache_preimages ON cache_preimages.key = build_cache.key";
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheRecordRow> {
     Ok(CacheRecordRow {
@@ -98,11 +104,11 @@ impl Store {
             .write(|tx: &Transaction<'_>| {
                 tx.execute(
                     "INSERT INTO build_cache (key, final_key, output, updated_at, created_ms,
-                         last_used_ms, description, step, preimage)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)
+                         last_used_ms, description, step)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)
                      ON CONFLICT (key) DO UPDATE SET final_key = ?2, output = ?3,
                          updated_at = ?4, created_ms = ?5, last_used_ms = ?5,
-                         description = ?6, step = ?7, preimage = ?8",
+                         description = ?6, step = ?7",
                     params![
                         record.key,
                         record.final_key,
@@ -111,9 +117,18 @@ impl Store {
                         now,
                         record.description,
                         record.step,
-                        record.preimage,
                     ],
                 )?;
+                match &record.preimage {
+                    Some(preimage) => tx.execute(
+                        "INSERT INTO cache_preimages (key, preimage) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET preimage = ?2",
+                        params![record.key, preimage],
+                    )?,
+                    None => {
+                        tx.execute("DELETE FROM cache_preimages WHERE key = ?1", [&record.key])?
+                    }
+                };
                 // Only a step's latest record is ever compared with (why a
                 // step missed): the older ones' preimages go. A context's
                 // lists every file, 3.6 MB for 20,000 files, and the
@@ -122,8 +137,8 @@ impl Store {
                 // more than one key) keep it: either may be the latest.
                 if !record.step.is_empty() && record.preimage.is_some() {
                     tx.execute(
-                        "UPDATE build_cache SET preimage = NULL
-                         WHERE step = ?1 AND key != ?2 AND preimage IS NOT NULL
+                        "DELETE FROM cache_preimages
+                         WHERE key IN (SELECT key FROM build_cache WHERE step = ?1 AND key != ?2)
                              AND preimage != ?3",
                         params![record.step, record.key, record.preimage],
                     )?;
@@ -144,7 +159,8 @@ impl Store {
     }
 
     /// The record under `key`, marked as used now; its blobs go under
-    /// `lease` in the same transaction (see the module docs).
+    /// `lease` in the same transaction (see the module docs). Its preimage
+    /// is not read: a lookup has no use for it, and a context's is megabytes.
     pub fn use_cache_record(
         &self,
         key: &str,
@@ -155,7 +171,9 @@ impl Store {
             .write(|tx: &Transaction<'_>| {
                 let row = tx
                     .query_row(
-                        &format!("SELECT {COLUMNS} FROM build_cache WHERE key = ?1"),
+                        "SELECT key, final_key, output, description, step, NULL, created_ms,
+                             last_used_ms
+                         FROM build_cache WHERE key = ?1",
                         [key],
                         read_row,
                     )
@@ -183,7 +201,7 @@ impl Store {
         self.db()
             .read(|c| {
                 let mut stmt = c.prepare(&format!(
-                    "SELECT {COLUMNS} FROM build_cache ORDER BY last_used_ms, key"
+                    "SELECT {COLUMNS} FROM {RECORDS} ORDER BY last_used_ms, build_cache.key"
                 ))?;
                 let mut rows = stmt
                     .query_map([], read_row)?
@@ -210,8 +228,8 @@ impl Store {
             .read(|c| {
                 c.query_row(
                     &format!(
-                        "SELECT {COLUMNS} FROM build_cache WHERE step = ?1
-                         ORDER BY created_ms DESC, key LIMIT 1"
+                        "SELECT {COLUMNS} FROM {RECORDS} WHERE step = ?1
+                         ORDER BY created_ms DESC, build_cache.key LIMIT 1"
                     ),
                     [step],
                     read_row,
@@ -269,6 +287,16 @@ mod tests {
         assert!(old.last_used_ms > old.created_ms);
     }
 
+    /// The preimage kept for `key` (a lookup does not read it).
+    fn preimage(store: &Store, key: &str) -> Option<Vec<u8>> {
+        let rows = store.list_cache_records().unwrap();
+        let row = rows
+            .into_iter()
+            .find(|r| r.key == key)
+            .expect("no such record");
+        row.preimage
+    }
+
     #[test]
     fn put_use_list_and_replace() {
         let dir = tempfile::tempdir().unwrap();
@@ -285,8 +313,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(5));
         let got = store.use_cache_record("k1", None).unwrap().unwrap();
         assert_eq!(got.blobs, ["sha256:a", "sha256:b"]);
+        assert_eq!(got.preimage, None, "a lookup does not read the preimage");
         // k2 is the step's latest record: k1's preimage is no longer kept.
-        assert_eq!(got.preimage, None);
+        assert_eq!(preimage(&store, "k1"), None);
+        assert_eq!(preimage(&store, "k2").as_deref(), Some(&b"pre k2"[..]));
         assert!(got.last_used_ms >= got.created_ms);
         // k1 was used last: it comes last.
         let keys: Vec<String> = store
@@ -304,23 +334,78 @@ mod tests {
         let latest = store.latest_cache_record_of_step("s1").unwrap().unwrap();
         assert_eq!(latest.key, "k1");
         assert_eq!(latest.preimage.as_deref(), Some(&b"pre k1"[..]));
-        let k2 = store.use_cache_record("k2", None).unwrap().unwrap();
-        assert_eq!(k2.preimage, None);
+        assert_eq!(preimage(&store, "k2"), None);
         // Another step's records keep theirs.
         let mut other = record("k3", &[]);
         other.step = "s2".into();
         store.put_cache_record(&other, None).unwrap();
-        let k1 = store.use_cache_record("k1", None).unwrap().unwrap();
-        assert_eq!(k1.preimage.as_deref(), Some(&b"pre k1"[..]), "another step");
+        assert_eq!(
+            preimage(&store, "k1").as_deref(),
+            Some(&b"pre k1"[..]),
+            "another step"
+        );
         // The same step under another key with the same preimage: both keep it.
         let mut same = record("k4", &[]);
         same.preimage = Some(b"pre k1".to_vec());
         store.put_cache_record(&same, None).unwrap();
-        let k1 = store.use_cache_record("k1", None).unwrap().unwrap();
         assert_eq!(
-            k1.preimage.as_deref(),
+            preimage(&store, "k1").as_deref(),
             Some(&b"pre k1"[..]),
             "the same preimage"
         );
+        // A record removed takes its preimage along.
+        store
+            .db()
+            .write(|tx| tx.execute("DELETE FROM build_cache WHERE key = 'k1'", []))
+            .unwrap();
+        let left: i64 = store
+            .db()
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM cache_preimages WHERE key = 'k1'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn preimages_of_a_store_before_migration_4_move_to_their_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::DATABASE_FILE);
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            let mut script = String::from(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (3);",
+            );
+            for migration in &crate::db::MIGRATIONS[..3] {
+                script.push_str(migration);
+                script.push('\n');
+            }
+            script.push_str(
+                "INSERT INTO build_cache (key, final_key, output, updated_at, step, preimage)
+                     VALUES ('k', 'k-final', x'7b7d', 1700000000, 's', x'707265');
+                 INSERT INTO build_cache (key, final_key, output, updated_at, step)
+                     VALUES ('bare', 'bare-final', x'7b7d', 1700000000, 's');",
+            );
+            c.execute_batch(&script).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(preimage(&store, "k").as_deref(), Some(&b"pre"[..]));
+        assert_eq!(preimage(&store, "bare"), None);
+        let left: i64 = store
+            .db()
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM build_cache WHERE preimage IS NOT NULL",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(left, 0, "the old column is emptied");
     }
 }
