@@ -180,63 +180,141 @@ pub fn select(
     sources: &[String],
     ignore: Option<&Matcher>,
 ) -> io::Result<BTreeMap<String, Metadata>> {
-    let mut out = BTreeMap::new();
+    let mut starts = Vec::new();
     for source in sources {
         for path in expand(root, source)? {
-            walk(root, &path, ignore, &mut out)?;
+            let meta = fs::symlink_metadata(root.join(&path))?;
+            starts.push((path, meta));
         }
     }
-    Ok(out)
+    walk(root, starts, ignore)
 }
 
+/// Every entry at and below `starts` (each stat'ed already, not following a
+/// symlink) that `ignore` keeps. Directories are read on every core, each
+/// child stat'ed relative to its open directory: stat-ing the 20,000 entries
+/// of a context one by one took 60 ms on one core, before any hashing.
 fn walk(
     root: &Path,
-    rel: &str,
+    starts: Vec<(String, Metadata)>,
     ignore: Option<&Matcher>,
-    out: &mut BTreeMap<String, Metadata>,
-) -> io::Result<()> {
-    let meta = fs::symlink_metadata(root.join(rel))?;
-    walk_from(root, rel.to_owned(), meta, ignore, out)
+) -> io::Result<BTreeMap<String, Metadata>> {
+    let mut found = Vec::new();
+    let mut dirs = Vec::new();
+    for (rel, meta) in starts {
+        visit(rel, meta, ignore, &mut found, &mut dirs);
+    }
+    if dirs.is_empty() {
+        return Ok(found.into_iter().collect());
+    }
+    let work = std::sync::Mutex::new(WalkWork {
+        dirs,
+        reading: 0,
+        error: None,
+    });
+    let changed = std::sync::Condvar::new();
+    let worker = || -> Vec<(String, Metadata)> {
+        let mut found = Vec::new();
+        let lock = || work.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock();
+        loop {
+            if state.error.is_some() {
+                return found;
+            }
+            let Some(dir) = state.dirs.pop() else {
+                if state.reading == 0 {
+                    return found;
+                }
+                state = changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            state.reading += 1;
+            drop(state);
+            let mut below = Vec::new();
+            let read = read_children(root, &dir, ignore, &mut found, &mut below);
+            state = lock();
+            state.reading -= 1;
+            match read {
+                Ok(()) => state.dirs.extend(below),
+                Err(e) => {
+                    state.error.get_or_insert(e);
+                }
+            }
+            changed.notify_all();
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads).map(|_| scope.spawn(worker)).collect();
+        found.extend(worker());
+        for other in others {
+            // A walker only panics on a bug; its entries are then missing,
+            // and the error below says so.
+            match other.join() {
+                Ok(part) => found.extend(part),
+                Err(_) => {
+                    let mut state = work.lock().unwrap_or_else(|e| e.into_inner());
+                    state
+                        .error
+                        .get_or_insert_with(|| io::Error::other("a walking thread panicked"));
+                }
+            }
+        }
+    });
+    let state = work.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = state.error {
+        return Err(e);
+    }
+    Ok(found.into_iter().collect())
 }
 
-/// [`walk`] below an entry already stat'ed (not following a symlink): each
-/// child is stat'ed relative to its open directory, not looked up again
-/// from the root by its whole path.
-fn walk_from(
-    root: &Path,
+/// The directories still to read, how many are being read, the first error.
+struct WalkWork {
+    dirs: Vec<String>,
+    reading: usize,
+    error: Option<io::Error>,
+}
+
+/// Keeps the entry unless `ignore` leaves it out, and queues a directory
+/// unless `ignore` leaves out everything below it too.
+fn visit(
     rel: String,
     meta: Metadata,
     ignore: Option<&Matcher>,
-    out: &mut BTreeMap<String, Metadata>,
-) -> io::Result<()> {
+    found: &mut Vec<(String, Metadata)>,
+    dirs: &mut Vec<String>,
+) {
     let excluded = !rel.is_empty() && ignore.is_some_and(|m| m.is_excluded(&rel));
     if excluded && ignore.is_some_and(|m| m.can_skip_dir(&rel)) {
-        return Ok(());
+        return;
     }
-    let is_dir = meta.is_dir();
-    let dir = is_dir.then(|| root.join(&rel));
+    if meta.is_dir() {
+        dirs.push(rel.clone());
+    }
     if !excluded {
-        out.insert(rel.clone(), meta);
+        found.push((rel, meta));
     }
-    let Some(dir) = dir else {
-        return Ok(());
-    };
-    let mut children = Vec::new();
-    for entry in fs::read_dir(&dir)? {
+}
+
+fn read_children(
+    root: &Path,
+    rel: &str,
+    ignore: Option<&Matcher>,
+    found: &mut Vec<(String, Metadata)>,
+    dirs: &mut Vec<String>,
+) -> io::Result<()> {
+    for entry in fs::read_dir(root.join(rel))? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        children.push((name, entry.metadata()?));
-    }
-    children.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, meta) in children {
+        let meta = entry.metadata()?;
         let child = if rel.is_empty() {
             name
         } else {
             format!("{rel}/{name}")
         };
-        walk_from(root, child, meta, ignore, out)?;
+        visit(child, meta, ignore, found, dirs);
     }
     Ok(())
 }
@@ -261,14 +339,20 @@ type StatEntries = HashMap<PathBuf, (StatKey, [u8; 32])>;
 
 /// The entries of a stat cache file; lines that do not parse are skipped.
 fn read_entries(file: &Path) -> StatEntries {
-    let mut entries = HashMap::new();
     let Ok(text) = fs::read_to_string(file) else {
-        return entries;
+        return HashMap::new();
     };
+    // Sized up front: growing the map rehashed 20,000 paths several times.
+    let mut entries = HashMap::with_capacity(text.bytes().filter(|b| *b == b'\n').count());
     for line in text.lines() {
-        let fields: Vec<&str> = line.splitn(8, ' ').collect();
-        let [digest, size, mtime, mtime_nsec, ino, ctime, ctime_nsec, path] = fields.as_slice()
+        let mut fields = line.splitn(8, ' ');
+        let mut next = || fields.next();
+        let (Some(digest), Some(size), Some(mtime), Some(mtime_nsec), Some(ino)) =
+            (next(), next(), next(), next(), next())
         else {
+            continue;
+        };
+        let (Some(ctime), Some(ctime_nsec), Some(path)) = (next(), next(), next()) else {
             continue;
         };
         let mut bytes = [0u8; 32];
