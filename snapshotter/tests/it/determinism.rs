@@ -295,3 +295,47 @@ fn parents_of_a_change_are_in_the_layer_on_every_backend() {
     assert_eq!(overlay_names, native_names);
     assert_eq!(overlay.diff_id, native.diff_id);
 }
+
+/// Writing a layer reads every file without touching its atime: a file the
+/// COPY linked has a ctime newer than its atime, and relatime would then
+/// dirty and journal each inode the diff reads.
+#[test]
+fn a_diff_leaves_the_files_atimes_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = tmp.path().join("upper");
+    let file = upper.join("dir/f.txt");
+    write(&file, b"content");
+    // Older than the ctime the write just gave it: relatime would update it.
+    let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_accessed(then))
+        .unwrap();
+    let options = DiffOptions {
+        compression: Compression::Uncompressed,
+        ..Default::default()
+    };
+    for source in [
+        hoist_snapshotter::DiffSource::OverlayUpper {
+            upper: upper.clone(),
+        },
+        hoist_snapshotter::DiffSource::Trees {
+            lower: None,
+            upper: upper.clone(),
+        },
+    ] {
+        let mut out = Vec::new();
+        hoist_snapshotter::write_layer(&source, &options, &mut out).unwrap();
+        assert!(
+            out.windows(7).any(|w| w == b"content"),
+            "{source:?}: the file's content is in the layer"
+        );
+        assert_eq!(
+            fs::metadata(&file).unwrap().accessed().unwrap(),
+            then,
+            "{source:?}"
+        );
+    }
+}
