@@ -38,6 +38,7 @@ use crate::fsutil;
 use crate::layer::{
     Compression, CompressionOptions, GzipBlockSource, LayerDescriptor, LayerWriter,
 };
+use hoist_untrusted::open_to_read;
 use hoist_untrusted::tar_writer::{EntryHeader, EntryKind, TarWriter};
 
 /// Where the changes of a snapshot are read from.
@@ -222,28 +223,6 @@ fn layer_xattrs_of(path: &Path, mut x: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(V
     Ok(x)
 }
 
-/// Opens a file whose content goes into the layer without touching its
-/// atime. The COPY that made the snapshot gave each file it reused a new
-/// link, so a new ctime, and with relatime every read would then dirty the
-/// inode and journal it: 8 % of a 20,000-file COPY's diff. `O_NOATIME` needs
-/// the file's owner or `CAP_FOWNER`; anyone else reads it the usual way.
-fn open_to_read(dir: impl AsFd, name: &std::ffi::OsStr) -> std::io::Result<File> {
-    let open = |flags| {
-        rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
-            Mode::empty(),
-        )
-    };
-    match open(OFlags::NOATIME) {
-        Err(rustix::io::Errno::PERM) => open(OFlags::empty()),
-        other => other,
-    }
-    .map(File::from)
-    .map_err(std::io::Error::from)
-}
-
 fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
@@ -413,8 +392,12 @@ impl<W: Write> Walker<W> {
         let file = match kind {
             EntryKind::File { .. } => Some(
                 match at {
+                    // Not through a symlink, nor touching the atime: the
+                    // COPY that made the snapshot gave each file it reused
+                    // a new link (a new ctime), so relatime would dirty and
+                    // journal every inode read (8 % of such a diff).
                     Some((dir, name)) => open_to_read(dir, std::ffi::OsStr::from_bytes(name)),
-                    None => open_to_read(rustix::fs::CWD, path.as_os_str()),
+                    None => open_to_read(rustix::fs::CWD, path),
                 }
                 .map_err(io_err("open", path))?,
             ),

@@ -476,6 +476,32 @@ impl Root {
     }
 }
 
+/// Opens `name` in `dir` (an absolute `name` ignores `dir`; `rustix::fs::CWD`
+/// for a plain path) to read a file a walk found there: never through a
+/// symlink put in its place since (an error, not a file elsewhere), and
+/// without touching its atime. Files just written (a snapshot's) or touched
+/// (a context after `touch`) have an atime no newer than their mtime or
+/// ctime, which relatime would update on the first read, dirtying and
+/// journaling every inode a layer's diff or a context's hashing reads.
+/// `O_NOATIME` needs the file's owner or `CAP_FOWNER`; anyone else reads it
+/// the usual way.
+pub fn open_to_read(dir: impl AsFd, name: impl AsRef<Path>) -> io::Result<File> {
+    let open = |flags| {
+        rustix::fs::openat(
+            &dir,
+            name.as_ref(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
+            Mode::empty(),
+        )
+    };
+    match open(OFlags::NOATIME) {
+        Err(Errno::PERM) => open(OFlags::empty()),
+        other => other,
+    }
+    .map(File::from)
+    .map_err(io::Error::from)
+}
+
 /// `/proc/self/fd/N` of a descriptor: a path that names exactly the object
 /// the descriptor holds, for `mount(2)` targets and other path-only calls.
 pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {

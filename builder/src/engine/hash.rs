@@ -531,7 +531,9 @@ impl StatCache {
         if let Some(d) = self.lookup(path, meta) {
             return Ok(d);
         }
-        let mut file = open_to_hash(path)?;
+        // Not touching the atime: after a `touch` (atime = mtime), relatime
+        // would dirty every inode the rebuild reads, and ext4 journals each.
+        let mut file = hoist_untrusted::open_to_read(rustix::fs::CWD, path)?;
         let mut hasher = Sha256::new();
         loop {
             let n = match file.read(buf) {
@@ -545,26 +547,6 @@ impl StatCache {
         let digest: [u8; 32] = hasher.finalize().into();
         self.remember(path.to_path_buf(), meta, digest);
         Ok(digest)
-    }
-}
-
-/// Opens a context file for reading without touching its atime: after a
-/// `touch` (atime = mtime), relatime would otherwise dirty every inode the
-/// rebuild reads, and ext4 journals each one. `O_NOATIME` needs the file's
-/// owner or `CAP_FOWNER`; anyone else reads it the usual way. `O_NOFOLLOW`:
-/// the walk saw a regular file here, and a symlink put in its place since is
-/// an error, not a file elsewhere on the host.
-fn open_to_hash(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |flags| {
-        fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | flags)
-            .open(path)
-    };
-    match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
-        other => other,
     }
 }
 
