@@ -261,10 +261,11 @@ fn prune_keeps_step_durations_and_the_longest_known_step_starts_first() {
     let env = Env::new();
     // With no durations known, one job takes the ready steps as they arrive,
     // in no fixed order: `long` starts first about one time in five. Each
-    // short step takes some 50 ms of CPU: one that takes under 20 ms goes
-    // when it is ready, as starting it first costs `long` nothing.
+    // short step takes some 150 ms of CPU: one that takes under 20 ms goes
+    // when it is ready, as starting it first costs `long` nothing, and one
+    // holds back for `long` no longer than it takes itself (at most 100 ms).
     let short = |name: &str| {
-        format!("FROM busybox AS {name}\nRUN dd if=/dev/zero bs=1M count=16 2>/dev/null | sha256sum > /o && echo {name} >> /o\n")
+        format!("FROM busybox AS {name}\nRUN dd if=/dev/zero bs=1M count=40 2>/dev/null | sha256sum > /o && echo {name} >> /o\n")
     };
     env.dockerfile(&format!(
         "{}{}FROM busybox AS long\nRUN dd if=/dev/zero bs=1M count=150 2>/dev/null | sha256sum > /o\n{}{}\
