@@ -812,7 +812,7 @@ INSERT INTO autobuild_schema_version (version) VALUES (2);
             .write(|tx| {
                 tx.execute_batch(
                     "DROP TABLE autobuild_builds; DROP TABLE autobuild_bases;
-                     UPDATE schema_version SET version = 2;",
+                     DROP TABLE cache_preimages; UPDATE schema_version SET version = 2;",
                 )?;
                 tx.execute_batch(OLD_INIT_SCHEMA)?;
                 tx.execute(
@@ -840,7 +840,12 @@ INSERT INTO autobuild_schema_version (version) VALUES (2);
         let version: i64 = db
             .read(|c| c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)))
             .unwrap();
-        assert_eq!(version, 3, "one schema version, the store's");
+        let current: i64 = hoist_builder::Store::open(tempfile::tempdir().unwrap().path())
+            .unwrap()
+            .db()
+            .read(|c| c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, current, "one schema version, the store's");
         let old_table: i64 = db
             .read(|c| {
                 c.query_row(
