@@ -284,6 +284,27 @@ fn held_back(solution: &hoist_builder::Solution<String>, vertex: hoist_builder::
     }
 }
 
+/// Solves `targets` with `history`, failing with `hang` if the solve does
+/// not end (a hook never reached).
+async fn solve_with(
+    h: &Harness,
+    history: Arc<FixedHistory>,
+    targets: &[hoist_builder::VertexId],
+    hang: &str,
+) -> hoist_builder::Solution<String> {
+    tokio::time::timeout(
+        HANG_GUARD,
+        h.solver().with_history(history).solve(
+            &h.graph,
+            targets,
+            &hoist_builder::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect(hang)
+    .unwrap()
+}
+
 /// `started NAME` event lines, in order.
 fn starts(h: &Harness) -> Vec<String> {
     h.event_lines()
@@ -316,17 +337,7 @@ async fn a_short_op_holds_back_for_a_longer_peer_still_looking_its_keys_up() {
     let history = history(&[(&long, 9 * SECOND), (&short, SECOND)]);
     let long = h.add(long, &[]);
     let short = h.add(short, &[]);
-    let solution = tokio::time::timeout(
-        HANG_GUARD,
-        h.solver().with_history(history).solve(
-            &h.graph,
-            &[long, short],
-            &hoist_builder::CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("the solve hung")
-    .unwrap();
+    let solution = solve_with(&h, history, &[long, short], "the solve hung").await;
     assert_eq!(solution.outputs, ["long()", "short()"]);
     assert_eq!(starts(&h), ["started long", "started short"]);
     assert!(held_back(&solution, short));
@@ -345,17 +356,7 @@ async fn a_short_op_holds_back_no_longer_than_it_takes_itself() {
     let history = history(&[(&long, 9 * SECOND), (&short, Duration::from_millis(50))]);
     let long = h.add(long, &[]);
     let short = h.add(short, &[]);
-    let solution = tokio::time::timeout(
-        HANG_GUARD,
-        h.solver().with_history(history).solve(
-            &h.graph,
-            &[long, short],
-            &hoist_builder::CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("short waited for long forever")
-    .unwrap();
+    let solution = solve_with(&h, history, &[long, short], "short waited for long forever").await;
     assert_eq!(starts(&h), ["started short", "started long"]);
     assert!(held_back(&solution, short));
 }
@@ -388,17 +389,7 @@ async fn a_short_op_does_not_hold_back_for_a_peer_behind_running_work() {
     let history = history(&[(&long, 9 * SECOND), (&short, SECOND)]);
     let long = h.add(long, &[gate]);
     let short = h.add(short, &[]);
-    let solution = tokio::time::timeout(
-        HANG_GUARD,
-        h.solver().with_history(history).solve(
-            &h.graph,
-            &[long, short],
-            &hoist_builder::CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("gate never saw short run")
-    .unwrap();
+    let solution = solve_with(&h, history, &[long, short], "gate never saw short run").await;
     assert_eq!(solution.outputs, ["long(gate())", "short()"]);
     assert!(!held_back(&solution, short), "long was waiting for gate");
 }
@@ -455,16 +446,12 @@ async fn an_op_shorter_than_the_wait_never_holds_back() {
     let history = history(&[(&run, 9 * SECOND), (&context, Duration::from_millis(1))]);
     let run = h.add(run, &[gate]);
     let context = h.add(context, &[]);
-    let solution = tokio::time::timeout(
-        HANG_GUARD,
-        h.solver().with_history(history).solve(
-            &h.graph,
-            &[run, context],
-            &hoist_builder::CancellationToken::new(),
-        ),
+    let solution = solve_with(
+        &h,
+        history,
+        &[run, context],
+        "gate never saw the context run",
     )
-    .await
-    .expect("gate never saw the context run")
-    .unwrap();
+    .await;
     assert!(!held_back(&solution, context));
 }
