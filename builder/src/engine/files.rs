@@ -689,7 +689,12 @@ impl FileJob {
             None => self,
         };
         let (src, dst, rel) = (&job.src, &job.dst, &job.rel);
-        let input = File::open(src).map_err(io_error("open", src))?;
+        // The walk saw a regular file here (a source named through a symlink
+        // was resolved inside its root before): a symlink put in its place
+        // since is an error, not a file elsewhere on the host. A stage's files
+        // were just written, and relatime would journal each one's atime.
+        let input =
+            hoist_untrusted::open_to_read(rustix::fs::CWD, src).map_err(io_error("open", src))?;
         let output = match create_private(dst) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -1078,6 +1083,48 @@ mod tests {
         assert_eq!(out.modified().unwrap(), then);
         assert_eq!((out.uid(), out.gid()), (owner.uid, owner.gid));
         assert!(!dir.path().join("never-written").exists());
+    }
+
+    #[test]
+    fn a_file_copy_leaves_the_atime_alone_and_refuses_a_symlink_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.txt");
+        fs::write(&src, "content").unwrap();
+        // Older than the file's ctime: relatime would update it on a read.
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::options()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_accessed(then))
+            .unwrap();
+        let job = |dst: &str| {
+            let meta = fs::symlink_metadata(&src).unwrap();
+            FileJob {
+                src: src.clone(),
+                rel: "src.txt".into(),
+                dst: dir.path().join(dst),
+                owner: Owner {
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                },
+                meta,
+                mode: 0o644,
+            }
+        };
+        job("copy.txt").run(None).unwrap();
+        assert_eq!(fs::read(dir.path().join("copy.txt")).unwrap(), b"content");
+        assert_eq!(fs::metadata(&src).unwrap().accessed().unwrap(), then);
+
+        // The walk saw a file; a symlink to a file outside is there now.
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "host secret").unwrap();
+        let swapped = job("swapped.txt");
+        fs::remove_file(&src).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), &src).unwrap();
+        let error = swapped.run(None).unwrap_err().to_string();
+        assert!(error.contains("src.txt"), "{error}");
+        assert!(!dir.path().join("swapped.txt").exists());
     }
 
     #[test]
