@@ -66,9 +66,14 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A record's columns, preimage included: select them `FROM` [`RECORDS`].
-const COLUMNS: &str = "build_cache.key, final_key, output, description, step,
-    cache_preimages.preimage, created_ms, last_used_ms";
+/// A record's columns in [`read_row`]'s order, with `preimage` (a column, or
+/// `NULL` where it is not read) in its place.
+fn columns(preimage: &str) -> String {
+    format!(
+        "build_cache.key, final_key, output, description, step, {preimage}, created_ms,
+         last_used_ms"
+    )
+}
 
 /// The records with their preimages.
 const RECORDS: &str =
@@ -171,9 +176,7 @@ impl Store {
             .write(|tx: &Transaction<'_>| {
                 let row = tx
                     .query_row(
-                        "SELECT key, final_key, output, description, step, NULL, created_ms,
-                             last_used_ms
-                         FROM build_cache WHERE key = ?1",
+                        &format!("SELECT {} FROM build_cache WHERE key = ?1", columns("NULL")),
                         [key],
                         read_row,
                     )
@@ -201,7 +204,8 @@ impl Store {
         self.db()
             .read(|c| {
                 let mut stmt = c.prepare(&format!(
-                    "SELECT {COLUMNS} FROM {RECORDS} ORDER BY last_used_ms, build_cache.key"
+                    "SELECT {} FROM {RECORDS} ORDER BY last_used_ms, build_cache.key",
+                    columns("cache_preimages.preimage")
                 ))?;
                 let mut rows = stmt
                     .query_map([], read_row)?
@@ -228,8 +232,9 @@ impl Store {
             .read(|c| {
                 c.query_row(
                     &format!(
-                        "SELECT {COLUMNS} FROM {RECORDS} WHERE step = ?1
-                         ORDER BY created_ms DESC, build_cache.key LIMIT 1"
+                        "SELECT {} FROM {RECORDS} WHERE step = ?1
+                         ORDER BY created_ms DESC, build_cache.key LIMIT 1",
+                        columns("cache_preimages.preimage")
                     ),
                     [step],
                     read_row,
@@ -285,6 +290,14 @@ mod tests {
         assert_eq!(old.output, b"{}");
         assert_eq!(old.created_ms, 1_700_000_000_000);
         assert!(old.last_used_ms > old.created_ms);
+    }
+
+    /// The single number `sql` selects.
+    fn count(store: &Store, sql: &str) -> i64 {
+        store
+            .db()
+            .read(|c| c.query_row(sql, [], |r| r.get(0)))
+            .unwrap()
     }
 
     /// The preimage kept for `key` (a lookup does not read it).
@@ -358,17 +371,13 @@ mod tests {
             .db()
             .write(|tx| tx.execute("DELETE FROM build_cache WHERE key = 'k1'", []))
             .unwrap();
-        let left: i64 = store
-            .db()
-            .read(|c| {
-                c.query_row(
-                    "SELECT count(*) FROM cache_preimages WHERE key = 'k1'",
-                    [],
-                    |r| r.get(0),
-                )
-            })
-            .unwrap();
-        assert_eq!(left, 0);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM cache_preimages WHERE key = 'k1'"
+            ),
+            0
+        );
     }
 
     #[test]
@@ -396,16 +405,13 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(preimage(&store, "k").as_deref(), Some(&b"pre"[..]));
         assert_eq!(preimage(&store, "bare"), None);
-        let left: i64 = store
-            .db()
-            .read(|c| {
-                c.query_row(
-                    "SELECT count(*) FROM build_cache WHERE preimage IS NOT NULL",
-                    [],
-                    |r| r.get(0),
-                )
-            })
-            .unwrap();
-        assert_eq!(left, 0, "the old column is emptied");
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM build_cache WHERE preimage IS NOT NULL"
+            ),
+            0,
+            "the old column is emptied"
+        );
     }
 }
