@@ -183,6 +183,12 @@ fn persistent_tap(pid: libc::pid_t) -> std::io::Result<()> {
             .spawn(|| {
                 // Only this thread enters the namespace, and it ends here.
                 sys::setns_net(&ns)?;
+                // Its descriptors in a table of its own: a process another
+                // thread makes meanwhile (a step's init waiting for its
+                // go-ahead, a spawn not yet at exec) would otherwise get a
+                // copy of the tun descriptor and keep the device attached,
+                // and slirp4netns could not take it (`TUNSETIFF`: busy).
+                sys::unshare(libc::CLONE_FILES)?;
                 let tun = std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
