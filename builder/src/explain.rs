@@ -11,7 +11,7 @@
 //! preimage with that record's and names the first input that differs:
 //!
 //! ```text
-//! step 2/3 COPY src/ /app/: src/main.rs changed (sha256:ab12cd34ef56… → sha256:9f0e1d2c3b4a…)
+//! step 2/3 COPY src/ /app/: src/main.rs changed (blake3:ab12cd34ef56… → blake3:9f0e1d2c3b4a…)
 //! step 3/3 RUN make: ARG VERSION changed from 1.2 to 1.3
 //! step 1/3 RUN apk add gcc: base image busybox:latest moved to sha256:5b0e2f…
 //! ```
@@ -32,17 +32,18 @@ use hoist_frontend::graph::{BuildGraph as FrontendGraph, MountKind, Op as GraphO
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::engine::hash::content_digest;
 use crate::graph::VertexId;
 
 /// Format version of stored preimages; records of another version are
-/// treated as having none.
-const PREIMAGE_VERSION: u32 = 1;
+/// treated as having none. 2: files' digests are BLAKE3 (`blake3:<hex>`).
+const PREIMAGE_VERSION: u32 = 2;
 
 /// One context path as a preimage keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileState {
-    /// `sha256:<hex>` of the content (files), the link target (symlinks), or
-    /// empty (directories).
+    /// `blake3:<hex>` of the content (files, [`content_digest`]), the link
+    /// target (symlinks), or empty (directories).
     pub digest: String,
     /// Permission bits and type.
     pub mode: u32,
@@ -630,7 +631,7 @@ fn files_of_selection(
         .map(|e| {
             // A symlink's target as the hashing read it: not read again.
             let digest = match (e.content, &e.link) {
-                (Some(content), _) => format!("sha256:{}", hex::encode(content)),
+                (Some(content), _) => content_state(&content),
                 (None, Some(target)) => link_state(target),
                 (None, None) => String::new(),
             };
@@ -696,11 +697,14 @@ fn link_state(target: &std::path::Path) -> String {
     format!("link:{}", target.display())
 }
 
+/// A regular file's entry in a preimage: its [`content_digest`].
+fn content_state(digest: &[u8; 32]) -> String {
+    format!("blake3:{}", hex::encode(digest))
+}
+
 fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    let mut buf = vec![0; 64 << 10];
+    Ok(content_state(&content_digest(path, &mut buf)?))
 }
 
 #[cfg(test)]
@@ -737,7 +741,7 @@ mod tests {
         assert_eq!(names, ["", "a.txt", "sub", "sub/link", "sub/run.sh"]);
         assert_eq!(
             hashed["a.txt"].digest,
-            format!("sha256:{}", hex::encode(Sha256::digest(b"alpha")))
+            format!("blake3:{}", blake3::hash(b"alpha").to_hex())
         );
         assert_eq!(hashed["sub/link"].digest, "link:../a.txt");
         assert_eq!(hashed["sub/run.sh"].mode & 0o7777, 0o755);

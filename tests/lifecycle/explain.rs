@@ -1,8 +1,6 @@
 //! `hoist build --explain`: one test per reason a step runs, asserting the
 //! words printed.
 
-use sha2::{Digest as _, Sha256};
-
 use super::common::{hoist, Env};
 
 const DOCKERFILE: &str =
@@ -21,11 +19,7 @@ fn explained(env: &Env, args: &[&str]) -> Vec<String> {
 }
 
 fn short(bytes: &[u8]) -> String {
-    format!("sha256:{}…", &hex(&Sha256::digest(bytes))[..12])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!("blake3:{}…", &blake3::hash(bytes).to_hex()[..12])
 }
 
 fn setup() -> Env {
