@@ -90,7 +90,8 @@ def blake3_rate():
     """Bytes per second one core reads and hashes with BLAKE3 (b3sum, one thread,
     read(2) rather than mmap: the kernel's copy counted, as hoist pays it), the fastest
     collision-resistant hash on this machine and the one hoist hashes context files
-    with. A 256 MiB file in WORK, read once before timing; best of three."""
+    with. A 256 MiB file in WORK, in the page cache as it was just written; best of
+    four."""
     sample = os.path.join(WORK, "t", "blake3-sample")
     with open(sample, "wb") as f:
         f.write(os.urandom(256 << 20))

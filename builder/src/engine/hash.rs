@@ -853,12 +853,18 @@ mod tests {
         assert_eq!(below.len(), 1 + 10 + 2);
     }
 
-    #[test]
-    fn a_saved_cache_is_read_back_before_its_first_lookup() {
+    /// A directory with one file, `a.txt` holding `one`, and its stat.
+    fn one_file() -> (tempfile::TempDir, PathBuf, Metadata) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.txt");
         fs::write(&file, "one").unwrap();
         let meta = fs::symlink_metadata(&file).unwrap();
+        (dir, file, meta)
+    }
+
+    #[test]
+    fn a_saved_cache_is_read_back_before_its_first_lookup() {
+        let (dir, file, meta) = one_file();
         let first = StatCache::load(dir.path().join("cache"));
         let digest = first.file_digest(&file, &meta, &mut [0u8; 64]).unwrap();
         first.save();
@@ -877,10 +883,7 @@ mod tests {
 
     #[test]
     fn an_older_hoists_stat_cache_of_sha256_digests_is_not_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("a.txt");
-        fs::write(&file, "one").unwrap();
-        let meta = fs::symlink_metadata(&file).unwrap();
+        let (dir, file, meta) = one_file();
         let k = StatKey::of(&meta);
         // The format before the header: the SHA-256 of the bytes, with a stat
         // that still matches.
