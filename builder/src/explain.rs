@@ -649,12 +649,15 @@ fn files_of_selection(
 
 /// A context's files in a preimage, from a walk of it (`entries`): a file
 /// whose stat fields match the step's previous record keeps its digest,
-/// any other is read.
+/// any other is read, inside `dir` as the build's own hashing reads it
+/// (what cannot be read is left without a digest).
 fn files_of_entries(
     dir: &std::path::Path,
     entries: BTreeMap<String, std::fs::Metadata>,
     previous: Option<&BTreeMap<String, FileState>>,
 ) -> BTreeMap<String, FileState> {
+    let root = hoist_untrusted::Root::new(dir).ok();
+    let mut buf = vec![0; 64 << 10];
     let mut out = BTreeMap::new();
     for (path, meta) in entries {
         let mut state = FileState {
@@ -664,7 +667,6 @@ fn files_of_entries(
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
             ino: meta.ino(),
         };
-        let full = dir.join(&path);
         if meta.is_file() {
             state.digest = match previous.and_then(|f| f.get(&path)) {
                 Some(old)
@@ -675,21 +677,22 @@ fn files_of_entries(
                 {
                     old.digest.clone()
                 }
-                _ => file_digest(&full).unwrap_or_default(),
+                _ => root
+                    .as_ref()
+                    .and_then(|r| content_digest(r, &path, &mut buf).ok())
+                    .map(|d| content_state(&d))
+                    .unwrap_or_default(),
             };
         } else if meta.file_type().is_symlink() {
-            state.digest = symlink_digest(&full);
+            state.digest = root
+                .as_ref()
+                .and_then(|r| r.read_link(&path).ok())
+                .map(|t| link_state(&t))
+                .unwrap_or_default();
         }
         out.insert(path, state);
     }
     out
-}
-
-/// A symlink's entry in a preimage, read from the link at `path`.
-fn symlink_digest(path: &std::path::Path) -> String {
-    std::fs::read_link(path)
-        .map(|t| link_state(&t))
-        .unwrap_or_default()
 }
 
 /// A symlink's entry in a preimage: its target.
@@ -700,11 +703,6 @@ fn link_state(target: &std::path::Path) -> String {
 /// A regular file's entry in a preimage: its [`content_digest`].
 fn content_state(digest: &[u8; 32]) -> String {
     format!("blake3:{}", hex::encode(digest))
-}
-
-fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
-    let mut buf = vec![0; 64 << 10];
-    Ok(content_state(&content_digest(path, &mut buf)?))
 }
 
 #[cfg(test)]

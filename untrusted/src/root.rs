@@ -212,6 +212,69 @@ impl Root {
         Ok(File::from(file))
     }
 
+    /// The file `path` names inside the root, opened for reading as
+    /// [`open_to_read`] opens a name a walk found: the components before the
+    /// last resolved inside the root (a directory swapped for a symlink since
+    /// the walk leads nowhere outside), the last never followed (a symlink
+    /// there is [`Error::Loop`]), the atime left alone where allowed, and
+    /// never blocking (a FIFO swapped in is no hang).
+    pub fn open_to_read(&self, path: impl AsRef<Path>) -> Result<File, Error> {
+        let path = path.as_ref();
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let opened = if self.walk_only || NO_OPENAT2.load(Ordering::Relaxed) {
+            None
+        } else {
+            // Tried outside `Root::openat2` first: there EPERM means "refused
+            // by a seccomp filter", and O_NOATIME on another user's file is
+            // EPERM too.
+            match rustix::fs::openat2(
+                &self.fd,
+                OsStr::from_bytes(&relative_bytes(path)),
+                flags | OFlags::NOFOLLOW | OFlags::NOATIME,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Err(Errno::PERM | Errno::NOSYS | Errno::INVAL | Errno::AGAIN | Errno::INTR) => {
+                    self.openat2(path, flags | OFlags::NOFOLLOW)
+                }
+                other => Some(other),
+            }
+        };
+        let fd = match opened {
+            Some(result) => result.map_err(|e| Error::from_errno("open", path, e))?,
+            None => {
+                // The component walk's descriptor, reopened through its
+                // magic link, which names exactly that object.
+                let found = self.open(path, false)?;
+                let stat = rustix::fs::fstat(&found).map_err(|e| Error::io("stat", path, e))?;
+                if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+                    return Err(Error::Loop { path: shown(path) });
+                }
+                let reopen =
+                    |extra| rustix::fs::open(fd_path(&found), flags | extra, Mode::empty());
+                match reopen(OFlags::NOATIME) {
+                    Err(Errno::PERM) => reopen(OFlags::empty()),
+                    other => other,
+                }
+                .map_err(|e| Error::from_errno("open", path, e))?
+            }
+        };
+        Ok(File::from(fd))
+    }
+
+    /// The entries of the directory `path` names inside the root, its last
+    /// component not followed: a symlink there (a directory swapped for one
+    /// since it was stat'ed) is an error, never a listing of another place.
+    pub fn read_dir(&self, path: impl AsRef<Path>) -> Result<std::fs::ReadDir, Error> {
+        let path = path.as_ref();
+        let fd = self.open(path, false)?;
+        std::fs::read_dir(fd_path(&fd)).map_err(|source| Error::Io {
+            op: "list",
+            path: shown(path),
+            source,
+        })
+    }
+
     /// The target of the symlink `path` names inside the root (its last
     /// component not followed; the components before it resolved inside).
     pub fn read_link(&self, path: impl AsRef<Path>) -> Result<PathBuf, Error> {
@@ -490,7 +553,7 @@ pub fn open_to_read(dir: impl AsFd, name: impl AsRef<Path>) -> io::Result<File> 
         rustix::fs::openat(
             &dir,
             name.as_ref(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | flags,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | flags,
             Mode::empty(),
         )
     };
@@ -664,6 +727,73 @@ mod tests {
                 .unwrap();
             assert_eq!(s, "root's own");
         }
+    }
+
+    #[test]
+    fn open_to_read_resolves_inside_never_follows_the_last_and_never_blocks() {
+        use std::io::Read;
+        let f = fixture();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            f.root.join("etc/fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // As `touch` leaves a file: atime = mtime, which relatime would update.
+        let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options()
+            .write(true)
+            .open(f.root.join("secret/key"))
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_accessed(then).set_modified(then))
+            .unwrap();
+        symlink("secret/key", f.root.join("key_link")).unwrap();
+        for r in both(&f.root) {
+            let read = |p: &str| -> Result<String, Error> {
+                let mut s = String::new();
+                r.open_to_read(p)?.read_to_string(&mut s).unwrap();
+                Ok(s)
+            };
+            // Components before the last resolve inside the root: `dotdot`
+            // and `slash` lead to the root's own file, `abs_out` to nothing.
+            assert_eq!(read("dotdot/secret/key").unwrap(), "root's own");
+            assert_eq!(read("slash/secret/key").unwrap(), "root's own");
+            assert!(matches!(
+                read("abs_out/secret/key"),
+                Err(Error::NotFound { .. })
+            ));
+            // The last component is never followed, even inside the root.
+            assert!(matches!(read("key_link"), Err(Error::Loop { .. })));
+            assert!(matches!(read("bin"), Err(Error::Loop { .. })));
+            // A FIFO where a file was opens at once (a read finds no writer).
+            let (tx, rx) = std::sync::mpsc::channel();
+            let root = f.root.clone();
+            let walk_only = r.walk_only;
+            std::thread::spawn(move || {
+                let r = if walk_only {
+                    Root::new_walk_only(&root)
+                } else {
+                    Root::new(&root)
+                }
+                .unwrap();
+                let _ = tx.send(r.open_to_read("etc/fifo").is_ok());
+            });
+            assert_eq!(
+                rx.recv_timeout(std::time::Duration::from_secs(10)),
+                Ok(true),
+                "opening a FIFO must not wait for a writer"
+            );
+        }
+        assert_eq!(
+            fs::metadata(f.root.join("secret/key"))
+                .unwrap()
+                .accessed()
+                .unwrap(),
+            then,
+            "the atime must be left alone"
+        );
     }
 
     #[test]

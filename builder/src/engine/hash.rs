@@ -180,14 +180,15 @@ pub fn select(
     sources: &[String],
     ignore: Option<&Matcher>,
 ) -> io::Result<BTreeMap<String, Metadata>> {
+    let scoped = Root::new(root).map_err(untrusted_io)?;
     let mut starts = Vec::new();
     for source in sources {
         for path in expand(root, source)? {
-            let meta = fs::symlink_metadata(root.join(&path))?;
+            let meta = scoped.metadata(&path, false).map_err(untrusted_io)?;
             starts.push((path, meta));
         }
     }
-    walk(root, starts, ignore)
+    walk(&scoped, starts, ignore)
 }
 
 /// Every entry at and below `starts` (each stat'ed already, not following a
@@ -195,7 +196,7 @@ pub fn select(
 /// child stat'ed relative to its open directory: stat-ing the 20,000 entries
 /// of a context one by one took 60 ms on one core, before any hashing.
 fn walk(
-    root: &Path,
+    root: &Root,
     starts: Vec<(String, Metadata)>,
     ignore: Option<&Matcher>,
 ) -> io::Result<BTreeMap<String, Metadata>> {
@@ -296,14 +297,17 @@ fn visit(
     }
 }
 
+/// The entries of the directory `rel`, opened inside `root` without
+/// following a symlink there: a directory swapped for a symlink since it
+/// was stat'ed is an error, never a listing of a directory elsewhere.
 fn read_children(
-    root: &Path,
+    root: &Root,
     rel: &str,
     ignore: Option<&Matcher>,
     found: &mut Vec<(String, Metadata)>,
     dirs: &mut Vec<String>,
 ) -> io::Result<()> {
-    for entry in fs::read_dir(root.join(rel))? {
+    for entry in root.read_dir(rel).map_err(untrusted_io)? {
         let entry = entry?;
         let Ok(name) = entry.file_name().into_string() else {
             continue;
@@ -535,29 +539,37 @@ impl StatCache {
         }
     }
 
-    /// The [`content_digest`] of a regular file, read through `buf` unless
-    /// the cache has it for this stat.
-    fn file_digest(&self, path: &Path, meta: &Metadata, buf: &mut [u8]) -> io::Result<[u8; 32]> {
-        if let Some(d) = self.lookup(path, meta) {
+    /// The [`content_digest`] of the regular file `rel` in `root`, read
+    /// through `buf` unless the cache has it for this stat.
+    fn file_digest(
+        &self,
+        root: &Root,
+        rel: &str,
+        meta: &Metadata,
+        buf: &mut [u8],
+    ) -> io::Result<[u8; 32]> {
+        let path = root.path().join(rel);
+        if let Some(d) = self.lookup(&path, meta) {
             return Ok(d);
         }
-        let digest = content_digest(path, buf)?;
-        self.remember(path.to_path_buf(), meta, digest);
+        let digest = content_digest(root, rel, buf)?;
+        self.remember(path, meta, digest);
         Ok(digest)
     }
 }
 
-/// The BLAKE3 digest of the regular file at `path`, read through `buf`; the
+/// The BLAKE3 digest of the regular file `rel` in `root`, read through `buf`; the
 /// one digest of a context file's bytes (cache keys, the stat cache, the
 /// explainer's preimages). BLAKE3 rather than SHA-256: on this project's
 /// machine it hashes 1 GiB in 0.165 s of CPU against SHA-256's 0.598 s with
 /// SHA-NI (both crates, 256 KiB updates), and a rebuild whose files were all
 /// touched must read and hash every byte (docs/bench.md, "bigcontext").
-/// Never through a symlink at the last component, and without updating the
-/// atime: after a `touch` (atime = mtime), relatime would dirty every inode
-/// the rebuild reads, and ext4 journals each.
-pub(crate) fn content_digest(path: &Path, buf: &mut [u8]) -> io::Result<[u8; 32]> {
-    let mut file = hoist_untrusted::open_to_read(rustix::fs::CWD, path)?;
+/// Opened with [`Root::open_to_read`]: resolved inside the context, never
+/// through a symlink at the last component, never blocking, and without
+/// updating the atime (after a `touch`, atime = mtime, relatime would dirty
+/// every inode the rebuild reads, and ext4 journals each).
+pub(crate) fn content_digest(root: &Root, rel: &str, buf: &mut [u8]) -> io::Result<[u8; 32]> {
+    let mut file = root.open_to_read(rel).map_err(untrusted_io)?;
     let mut hasher = blake3::Hasher::new();
     loop {
         let n = match file.read(buf) {
@@ -708,6 +720,7 @@ fn hash_contents<'a>(
         .map(|n| n.get())
         .unwrap_or(1)
         .min(files.len().max(1));
+    let scoped = Root::new(root).map_err(untrusted_io)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let mut contents: HashMap<&str, [u8; 32]> = HashMap::with_capacity(files.len());
@@ -723,7 +736,7 @@ fn hash_contents<'a>(
                 let Some((rel, meta)) = files.get(i) else {
                     return Ok(done);
                 };
-                match cache.file_digest(&root.join(rel), meta, &mut buf) {
+                match cache.file_digest(&scoped, rel, meta, &mut buf) {
                     Ok(digest) => done.push((rel.as_str(), digest)),
                     Err(e) => {
                         failed.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -866,7 +879,10 @@ mod tests {
     fn a_saved_cache_is_read_back_before_its_first_lookup() {
         let (dir, file, meta) = one_file();
         let first = StatCache::load(dir.path().join("cache"));
-        let digest = first.file_digest(&file, &meta, &mut [0u8; 64]).unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let digest = first
+            .file_digest(&root, "a.txt", &meta, &mut [0u8; 64])
+            .unwrap();
         first.save();
         // Read on its own thread; the lookup must wait for it, not miss.
         let again = StatCache::load(dir.path().join("cache"));
@@ -902,7 +918,10 @@ mod tests {
         fs::write(&cache_file, &old).unwrap();
         let cache = StatCache::load(cache_file.clone());
         assert_eq!(cache.lookup(&file, &meta), None);
-        let digest = cache.file_digest(&file, &meta, &mut [0u8; 64]).unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let digest = cache
+            .file_digest(&root, "a.txt", &meta, &mut [0u8; 64])
+            .unwrap();
         assert_eq!(digest, <[u8; 32]>::from(blake3::hash(b"one")));
         cache.save();
         let saved = fs::read_to_string(&cache_file).unwrap();
@@ -988,9 +1007,7 @@ mod tests {
 
     #[test]
     fn hashing_leaves_atime_alone_and_refuses_a_symlink_swapped_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.txt");
-        fs::write(&path, "one").unwrap();
+        let (dir, path, _) = one_file();
         // As `touch` leaves it: atime = mtime, which relatime would update on read.
         let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         File::options()
@@ -999,18 +1016,46 @@ mod tests {
             .unwrap()
             .set_times(fs::FileTimes::new().set_accessed(then).set_modified(then))
             .unwrap();
-        let cache = StatCache::load(dir.path().join("none"));
         let meta = fs::symlink_metadata(&path).unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let cache = StatCache::load(dir.path().join("none"));
         let mut buf = vec![0; 4096];
-        let digest = cache.file_digest(&path, &meta, &mut buf).unwrap();
+        let digest = cache.file_digest(&root, "a.txt", &meta, &mut buf).unwrap();
         assert_eq!(digest, <[u8; 32]>::from(blake3::hash(b"one")));
         assert_eq!(fs::metadata(&path).unwrap().accessed().unwrap(), then);
 
         fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
         let error = StatCache::load(dir.path().join("none"))
-            .file_digest(&path, &meta, &mut buf)
+            .file_digest(&root, "a.txt", &meta, &mut buf)
             .unwrap_err();
-        assert_eq!(error.raw_os_error(), Some(libc::ELOOP));
+        assert!(
+            error
+                .to_string()
+                .contains("/a.txt: too many levels of symbolic links"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_walk_leads_nowhere_outside() {
+        let host = tempfile::tempdir().unwrap();
+        fs::write(host.path().join("a.txt"), "host secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        fs::create_dir_all(ctx.join("sub")).unwrap();
+        fs::write(ctx.join("sub/a.txt"), "context").unwrap();
+        let entries = select(&ctx, &[".".into()], None).unwrap();
+        let sub = entries["sub"].clone();
+        // What a process beside the build could do between the walk and the
+        // reads: the directory becomes a symlink to one on the host.
+        fs::remove_dir_all(ctx.join("sub")).unwrap();
+        std::os::unix::fs::symlink(host.path(), ctx.join("sub")).unwrap();
+        let error =
+            digest_entries(&ctx, &entries, &StatCache::load(dir.path().join("none"))).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+        let root = Root::new(&ctx).unwrap();
+        let error = walk(&root, vec![("sub".into(), sub)], None).unwrap_err();
+        assert!(error.to_string().contains("/sub"), "{error}");
     }
 }
