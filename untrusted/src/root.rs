@@ -227,9 +227,11 @@ impl Root {
             // Tried outside `Root::openat2` first: there EPERM means "refused
             // by a seccomp filter", and O_NOATIME on another user's file is
             // EPERM too.
+            let rel = relative_bytes(path);
+            let rel = if rel.is_empty() { &b"."[..] } else { &rel[..] };
             match rustix::fs::openat2(
                 &self.fd,
-                OsStr::from_bytes(&relative_bytes(path)),
+                OsStr::from_bytes(rel),
                 flags | OFlags::NOFOLLOW | OFlags::NOATIME,
                 Mode::empty(),
                 ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
@@ -541,8 +543,9 @@ impl Root {
 
 /// Opens `name` in `dir` (an absolute `name` ignores `dir`; `rustix::fs::CWD`
 /// for a plain path) to read a file a walk found there: never through a
-/// symlink put in its place since (an error, not a file elsewhere), and
-/// without touching its atime. Files just written (a snapshot's) or touched
+/// symlink put in its place since (an error, not a file elsewhere), never
+/// waiting (a FIFO put in its place opens at once), and without touching its
+/// atime. Files just written (a snapshot's) or touched
 /// (a context after `touch`) have an atime no newer than their mtime or
 /// ctime, which relatime would update on the first read, dirtying and
 /// journaling every inode a layer's diff or a context's hashing reads.
