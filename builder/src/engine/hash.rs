@@ -113,7 +113,6 @@ fn expand_parts(root: &Path, source: &str, globs: bool) -> io::Result<Vec<String
             let Some(prefix) = resolved_dir(&scoped, root, prefix)? else {
                 continue;
             };
-            let dir = root.join(&prefix);
             let join = |name: &str| {
                 if prefix.is_empty() {
                     name.to_owned()
@@ -122,7 +121,9 @@ fn expand_parts(root: &Path, source: &str, globs: bool) -> io::Result<Vec<String
                 }
             };
             if globs && has_glob(part) {
-                let entries = match fs::read_dir(&dir) {
+                // Listed and stat'ed inside the root too: a directory
+                // swapped for a symlink since it was resolved names nothing.
+                let entries = match scoped.read_dir(&prefix) {
                     Ok(e) => e,
                     Err(_) => continue,
                 };
@@ -133,7 +134,7 @@ fn expand_parts(root: &Path, source: &str, globs: bool) -> io::Result<Vec<String
                     .collect();
                 names.sort();
                 next.extend(names.iter().map(|n| join(n)));
-            } else if fs::symlink_metadata(dir.join(part)).is_ok() {
+            } else if scoped.metadata(join(part), false).is_ok() {
                 next.push(join(part));
             }
         }
