@@ -407,6 +407,17 @@ struct StatKey {
 }
 
 impl StatKey {
+    /// The stat cache file's line for `path` with this stat (what
+    /// [`read_entries`] parses).
+    fn write_line(&self, out: &mut String, digest_hex: &str, path: &str) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "{digest_hex} {} {} {} {} {} {} {path}",
+            self.size, self.mtime, self.mtime_nsec, self.ino, self.ctime, self.ctime_nsec,
+        );
+    }
+
     fn of(meta: &Metadata) -> Self {
         StatKey {
             size: meta.size(),
@@ -509,18 +520,10 @@ impl StatCache {
             if hex::encode_to_slice(digest, &mut hex_digest).is_err() {
                 continue;
             }
-            use std::fmt::Write as _;
-            let _ = writeln!(
-                text,
-                "{} {} {} {} {} {} {} {}",
+            k.write_line(
+                &mut text,
                 std::str::from_utf8(&hex_digest).unwrap_or_default(),
-                k.size,
-                k.mtime,
-                k.mtime_nsec,
-                k.ino,
-                k.ctime,
-                k.ctime_nsec,
-                path
+                path,
             );
         }
         drop(entries);
@@ -901,19 +904,13 @@ mod tests {
     #[test]
     fn an_older_hoists_stat_cache_of_sha256_digests_is_not_taken() {
         let (dir, file, meta) = one_file();
-        let k = StatKey::of(&meta);
         // The format before the header: the SHA-256 of the bytes, with a stat
         // that still matches.
-        let old = format!(
-            "{} {} {} {} {} {} {} {}\n",
-            hex::encode(Sha256::digest(b"one")),
-            k.size,
-            k.mtime,
-            k.mtime_nsec,
-            k.ino,
-            k.ctime,
-            k.ctime_nsec,
-            file.display()
+        let mut old = String::new();
+        StatKey::of(&meta).write_line(
+            &mut old,
+            &hex::encode(Sha256::digest(b"one")),
+            file.to_str().unwrap(),
         );
         let cache_file = dir.path().join("cache");
         fs::write(&cache_file, &old).unwrap();
