@@ -92,25 +92,24 @@ pub fn relative(source: &str) -> String {
 /// followed as if `root` were `/`), so a returned path has no symlink but
 /// possibly its last component, and `root.join(path)` never leaves `root`.
 pub fn expand(root: &Path, source: &str) -> io::Result<Vec<String>> {
-    expand_parts(root, source, true)
+    expand_parts(&Root::new(root).map_err(untrusted_io)?, source, true)
 }
 
 /// [`expand`] of a path taken literally (`*`, `?` and `[` are plain characters).
 pub fn expand_literal(root: &Path, source: &str) -> io::Result<Vec<String>> {
-    expand_parts(root, source, false)
+    expand_parts(&Root::new(root).map_err(untrusted_io)?, source, false)
 }
 
-fn expand_parts(root: &Path, source: &str, globs: bool) -> io::Result<Vec<String>> {
+fn expand_parts(scoped: &Root, source: &str, globs: bool) -> io::Result<Vec<String>> {
     let rel = relative(source);
     if rel.is_empty() {
         return Ok(vec![String::new()]);
     }
-    let scoped = Root::new(root).map_err(untrusted_io)?;
     let mut found = vec![String::new()];
     for part in rel.split('/') {
         let mut next: Vec<String> = Vec::new();
         for prefix in &found {
-            let Some(prefix) = resolved_dir(&scoped, root, prefix)? else {
+            let Some(prefix) = resolved_dir(scoped, prefix)? else {
                 continue;
             };
             let join = |name: &str| {
@@ -147,13 +146,13 @@ fn expand_parts(root: &Path, source: &str, globs: bool) -> io::Result<Vec<String
 }
 
 /// `rel` with its symlinks resolved inside the root, if it is a directory.
-fn resolved_dir(scoped: &Root, root: &Path, rel: &str) -> io::Result<Option<String>> {
+fn resolved_dir(scoped: &Root, rel: &str) -> io::Result<Option<String>> {
     if rel.is_empty() {
         return Ok(Some(String::new()));
     }
     match scoped.resolve(rel, true) {
         Ok(host) if host.is_dir() => Ok(host
-            .strip_prefix(root)
+            .strip_prefix(scoped.path())
             .ok()
             .and_then(|p| p.to_str())
             .map(str::to_owned)),
@@ -181,15 +180,23 @@ pub fn select(
     sources: &[String],
     ignore: Option<&Matcher>,
 ) -> io::Result<BTreeMap<String, Metadata>> {
-    let scoped = Root::new(root).map_err(untrusted_io)?;
+    select_in(&Root::new(root).map_err(untrusted_io)?, sources, ignore)
+}
+
+/// [`select`] in a root already opened.
+fn select_in(
+    scoped: &Root,
+    sources: &[String],
+    ignore: Option<&Matcher>,
+) -> io::Result<BTreeMap<String, Metadata>> {
     let mut starts = Vec::new();
     for source in sources {
-        for path in expand(root, source)? {
+        for path in expand_parts(scoped, source, true)? {
             let meta = scoped.metadata(&path, false).map_err(untrusted_io)?;
             starts.push((path, meta));
         }
     }
-    walk(&scoped, starts, ignore)
+    walk(scoped, starts, ignore)
 }
 
 /// Every entry at and below `starts` (each stat'ed already, not following a
@@ -636,9 +643,11 @@ pub fn selection_digest(
     if let Some((d, _)) = cache.selection(&key) {
         return Ok(d);
     }
-    let entries = select(root, sources, ignore)?;
-    let contents = hash_contents(root, &entries, cache)?;
-    let mut links = link_targets(root, &entries)?;
+    // One descriptor of the context for the walk and every read after it.
+    let scoped = Root::new(root).map_err(untrusted_io)?;
+    let entries = select_in(&scoped, sources, ignore)?;
+    let contents = hash_contents(&scoped, &entries, cache)?;
+    let mut links = link_targets(&scoped, &entries)?;
     let digest = combine(&entries, &contents, &links);
     // In entry order, so that the paths can move out of `entries` rather
     // than be copied.
@@ -680,15 +689,20 @@ fn digest_entries(
     entries: &BTreeMap<String, Metadata>,
     cache: &StatCache,
 ) -> io::Result<Digest> {
-    let contents = hash_contents(root, entries, cache)?;
-    Ok(combine(entries, &contents, &link_targets(root, entries)?))
+    let scoped = Root::new(root).map_err(untrusted_io)?;
+    let contents = hash_contents(&scoped, entries, cache)?;
+    Ok(combine(
+        entries,
+        &contents,
+        &link_targets(&scoped, entries)?,
+    ))
 }
 
 /// The target of every symlink among `entries`, by path, read through the
 /// root-scoped resolver: a directory on the way swapped for a symlink since
 /// the walk leads nowhere outside the context.
 fn link_targets<'a>(
-    root: &Path,
+    scoped: &Root,
     entries: &'a BTreeMap<String, Metadata>,
 ) -> io::Result<HashMap<&'a str, PathBuf>> {
     let mut links = entries
@@ -698,7 +712,6 @@ fn link_targets<'a>(
     if links.peek().is_none() {
         return Ok(HashMap::new());
     }
-    let scoped = Root::new(root).map_err(untrusted_io)?;
     links
         .map(|(rel, _)| {
             let target = scoped.read_link(rel).map_err(untrusted_io)?;
@@ -709,7 +722,7 @@ fn link_targets<'a>(
 
 /// The content digest of every regular file among `entries`, by path.
 fn hash_contents<'a>(
-    root: &Path,
+    scoped: &Root,
     entries: &'a BTreeMap<String, Metadata>,
     cache: &StatCache,
 ) -> io::Result<HashMap<&'a str, [u8; 32]>> {
@@ -724,7 +737,6 @@ fn hash_contents<'a>(
         .map(|n| n.get())
         .unwrap_or(1)
         .min(files.len().max(1));
-    let scoped = Root::new(root).map_err(untrusted_io)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let mut contents: HashMap<&str, [u8; 32]> = HashMap::with_capacity(files.len());
@@ -740,7 +752,7 @@ fn hash_contents<'a>(
                 let Some((rel, meta)) = files.get(i) else {
                     return Ok(done);
                 };
-                match cache.file_digest(&scoped, rel, meta, &mut buf) {
+                match cache.file_digest(scoped, rel, meta, &mut buf) {
                     Ok(digest) => done.push((rel.as_str(), digest)),
                     Err(e) => {
                         failed.store(true, std::sync::atomic::Ordering::Relaxed);
