@@ -32,5 +32,5 @@ pub mod xdg;
 pub use accounts::{Accounts, AccountsError};
 pub use compression::Compression;
 pub use reference::{Reference, ReferenceError};
-pub use root::{open_to_read, Error, Root};
+pub use root::{fd_path, open_to_read, Error, Root};
 pub use text::{escape, escape_bytes, escape_keep_lines, escape_path, Escaped};

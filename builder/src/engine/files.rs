@@ -7,9 +7,10 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::SystemTime;
 
 use hoist_frontend::dockerignore::Matcher;
@@ -396,9 +397,12 @@ pub fn copy(
             })?;
             continue;
         }
-        if src_meta.is_file() && request.attempt_unpack && is_archive(&src)? {
+        if src_meta.is_file()
+            && request.attempt_unpack
+            && is_archive(open_source(source.root, &src)?, &src)?
+        {
             let target = mkdir_all(root, request.dest, 0o755, dir_owner)?;
-            extract(&src, &target)?;
+            extract(open_source(source.root, &src)?, &src, &target)?;
             continue;
         }
         let existing = resolve_in_root(root, request.dest, true)?;
@@ -422,17 +426,21 @@ pub fn copy(
                 .unwrap_or_default();
             dir.join(name)
         };
+        let node = Node {
+            path: &src,
+            // A directory's entries open their own; the root has no parent
+            // inside itself.
+            dir: match src.parent() {
+                Some(parent) if !src_meta.is_dir() => {
+                    Some(Arc::new(source_dir(source.root, parent)?))
+                }
+                _ => None,
+            },
+            entry: None,
+            follow: request.follow_symlinks,
+        };
         with_workers(src_meta.is_dir(), source.reuse, |sink| {
-            copy_node(
-                &src,
-                m,
-                &target,
-                source,
-                request.exclude,
-                &meta,
-                request.follow_symlinks,
-                sink,
-            )
+            copy_node(node, m, &target, source, request.exclude, &meta, sink)
         })?;
     }
     Ok(())
@@ -519,6 +527,71 @@ fn excluded(
     (false, false)
 }
 
+/// The directory `dir` (a host path below `root`, its symlinks resolved),
+/// opened inside `root` without following a symlink: one put in its place
+/// since it was resolved is an error, never a directory elsewhere. What the
+/// copy reads in it, it lists, stats and opens through this descriptor.
+fn source_dir(root: &Path, dir: &Path) -> Result<OwnedFd, EngineError> {
+    let path_error = |source| EngineError::Path {
+        root: root.to_path_buf(),
+        source,
+    };
+    let rel = dir.strip_prefix(root).map_err(|_| {
+        EngineError::Invalid(format!("{} is outside {}", dir.display(), root.display()))
+    })?;
+    Root::new(root)
+        .and_then(|r| r.open(rel, false))
+        .map_err(path_error)
+}
+
+/// The regular file `src` (a host path below `root`, its directories'
+/// symlinks resolved), opened by name in its directory opened inside `root`.
+fn open_source(root: &Path, src: &Path) -> Result<File, EngineError> {
+    let dir = source_dir(root, src.parent().unwrap_or(src))?;
+    hoist_untrusted::open_to_read(&dir, src.file_name().unwrap_or_default())
+        .map_err(io_error("open", src))
+}
+
+/// A source entry to copy.
+struct Node<'p> {
+    /// Its host path (messages, the context's stat cache).
+    path: &'p Path,
+    /// Its directory, opened inside the source's root ([`source_dir`]).
+    dir: Option<Arc<OwnedFd>>,
+    /// Its entry in that directory's listing, which stats it there.
+    entry: Option<fs::DirEntry>,
+    /// A symlink at `path` is followed (`--follow-symlinks`'s named source,
+    /// already resolved inside the root).
+    follow: bool,
+}
+
+impl Node<'_> {
+    fn name(&self) -> &std::ffi::OsStr {
+        self.path.file_name().unwrap_or_default()
+    }
+
+    fn stat(&self) -> io::Result<fs::Metadata> {
+        match (&self.entry, &self.dir) {
+            (Some(entry), _) => entry.metadata(),
+            (None, _) if self.follow => fs::metadata(self.path),
+            (None, Some(dir)) => stat_in(dir, self.name()),
+            (None, None) => fs::symlink_metadata(self.path),
+        }
+    }
+}
+
+/// The stat of `name` in `dir`, a symlink not followed.
+fn stat_in(dir: &OwnedFd, name: &std::ffi::OsStr) -> io::Result<fs::Metadata> {
+    use rustix::fs::{openat, Mode, OFlags};
+    let fd = openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    File::from(fd).metadata()
+}
+
 fn copy_children(
     src: &Path,
     rel: &str,
@@ -528,44 +601,46 @@ fn copy_children(
     meta: &Meta,
     sink: &mut Sink<'_>,
 ) -> Result<(), EngineError> {
-    let mut names: Vec<_> = fs::read_dir(src)
+    let dir = Arc::new(source_dir(source.root, src)?);
+    let mut entries: Vec<fs::DirEntry> = fs::read_dir(hoist_untrusted::fd_path(&*dir))
         .map_err(io_error("read directory", src))?
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
         .collect();
-    names.sort();
-    for name in names {
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
         let child_rel = if rel.is_empty() {
             name.to_string_lossy().into_owned()
         } else {
             format!("{rel}/{}", name.to_string_lossy())
         };
+        let path = src.join(&name);
+        let node = Node {
+            path: &path,
+            dir: Some(dir.clone()),
+            entry: Some(entry),
+            follow: false,
+        };
         copy_node(
-            &src.join(&name),
+            node,
             &child_rel,
             &target.join(&name),
             source,
             exclude,
             meta,
-            false,
             sink,
         )?;
     }
     Ok(())
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the node, the copy's fixed settings, and where the work goes"
-)]
 fn copy_node(
-    src: &Path,
+    node: Node<'_>,
     rel: &str,
     dst: &Path,
     source: &Source<'_>,
     exclude: Option<&Matcher>,
     meta: &Meta,
-    follow: bool,
     sink: &mut Sink<'_>,
 ) -> Result<(), EngineError> {
     sink.check()?;
@@ -573,12 +648,8 @@ fn copy_node(
     if left_out && skip_dir {
         return Ok(());
     }
-    let src_meta = if follow {
-        fs::metadata(src)
-    } else {
-        fs::symlink_metadata(src)
-    }
-    .map_err(io_error("stat", src))?;
+    let src = node.path;
+    let src_meta = node.stat().map_err(io_error("stat", src))?;
     if left_out && !src_meta.is_dir() {
         return Ok(());
     }
@@ -607,8 +678,13 @@ fn copy_node(
         let mode = mode_of(meta, &src_meta, true);
         sink.dirs.push((dst.to_path_buf(), src_meta, owner, mode));
     } else if ft.is_file() {
+        let dir = match node.dir {
+            Some(dir) => dir,
+            None => Arc::new(source_dir(source.root, src.parent().unwrap_or(src))?),
+        };
         let job = FileJob {
             src: src.to_path_buf(),
+            dir,
             rel: rel.to_owned(),
             dst: dst.to_path_buf(),
             mode: mode_of(meta, &src_meta, false),
@@ -624,7 +700,19 @@ fn copy_node(
                 fs::remove_file(dst).map_err(io_error("replace", dst))?;
             }
         }
-        let target = fs::read_link(src).map_err(io_error("read link", src))?;
+        let target = match &node.dir {
+            Some(dir) => rustix::fs::readlinkat(&**dir, node.name(), Vec::new())
+                .map(|t| {
+                    PathBuf::from(
+                        <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(
+                            t.into_bytes(),
+                        ),
+                    )
+                })
+                .map_err(io::Error::from),
+            None => fs::read_link(src),
+        }
+        .map_err(io_error("read link", src))?;
         symlink(&target, dst).map_err(io_error("create symlink", dst))?;
         lchown(dst, Some(owner.uid), Some(owner.gid)).map_err(io_error("chown", dst))?;
     } else {
@@ -636,6 +724,9 @@ fn copy_node(
 /// One regular file to copy.
 pub(super) struct FileJob {
     pub(super) src: PathBuf,
+    /// `src`'s directory, opened inside the source's root ([`source_dir`]):
+    /// the file is opened by its name there.
+    dir: Arc<OwnedFd>,
     rel: String,
     pub(super) dst: PathBuf,
     pub(super) meta: fs::Metadata,
@@ -648,6 +739,7 @@ pub(super) struct FileJob {
 /// its context (a whole `FileJob` was 288 bytes plus four strings).
 pub(super) struct Deferred {
     src: Box<Path>,
+    dir: Arc<OwnedFd>,
     rel: Box<str>,
     owner: Owner,
     mode: u32,
@@ -656,9 +748,11 @@ pub(super) struct Deferred {
 impl Deferred {
     /// The job again, writing to `dst`, with the source's metadata read anew.
     pub(super) fn into_job(self, dst: PathBuf) -> Result<FileJob, EngineError> {
-        let meta = fs::symlink_metadata(&self.src).map_err(io_error("stat", &self.src))?;
+        let meta = stat_in(&self.dir, self.src.file_name().unwrap_or_default())
+            .map_err(io_error("stat", &self.src))?;
         Ok(FileJob {
             src: self.src.into(),
+            dir: self.dir,
             rel: self.rel.into(),
             dst,
             meta,
@@ -673,6 +767,7 @@ impl FileJob {
     pub(super) fn defer(self) -> Deferred {
         Deferred {
             src: self.src.into_boxed_path(),
+            dir: self.dir,
             rel: self.rel.into_boxed_str(),
             owner: self.owner,
             mode: self.mode,
@@ -691,10 +786,12 @@ impl FileJob {
         let (src, dst, rel) = (&job.src, &job.dst, &job.rel);
         // The walk saw a regular file here (a source named through a symlink
         // was resolved inside its root before): a symlink put in its place
-        // since is an error, not a file elsewhere on the host. A stage's files
-        // were just written, and relatime would journal each one's atime.
-        let input =
-            hoist_untrusted::open_to_read(rustix::fs::CWD, src).map_err(io_error("open", src))?;
+        // since is an error, not a file elsewhere on the host; opened by name
+        // in its directory, opened inside the root, so no directory on the
+        // way can have become one either. A stage's files were just written,
+        // and relatime would journal each one's atime.
+        let input = hoist_untrusted::open_to_read(&*job.dir, src.file_name().unwrap_or_default())
+            .map_err(io_error("open", src))?;
         let output = match create_private(dst) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -986,9 +1083,8 @@ pub fn rm(root: &Path, path: &str, allow_not_found: bool) -> Result<(), EngineEr
 }
 
 /// Whether a file is a tar archive ADD extracts (plain or gzip).
-fn is_archive(path: &Path) -> Result<bool, EngineError> {
+fn is_archive(mut file: File, path: &Path) -> Result<bool, EngineError> {
     let mut head = vec![0u8; 512];
-    let mut file = File::open(path).map_err(io_error("open", path))?;
     let mut n = 0;
     while n < head.len() {
         let read = file.read(&mut head[n..]).map_err(io_error("read", path))?;
@@ -1000,8 +1096,9 @@ fn is_archive(path: &Path) -> Result<bool, EngineError> {
     head.truncate(n);
     if Compression::sniff(&head) == Compression::Gzip {
         // A gzip file is an archive when what it holds is a tar.
-        let mut decoder =
-            flate2::read::GzDecoder::new(File::open(path).map_err(io_error("open", path))?);
+        use std::io::Seek as _;
+        file.rewind().map_err(io_error("read", path))?;
+        let mut decoder = flate2::read::GzDecoder::new(file);
         let mut inner = vec![0u8; 512];
         let mut got = 0;
         while got < inner.len() {
@@ -1019,8 +1116,7 @@ fn is_archive(path: &Path) -> Result<bool, EngineError> {
 /// snapshotter's layer apply: every entry is created inside `target` (its
 /// `..`, absolute names and symlinks resolved there, hardlinks only to
 /// entries inside it), as Docker's chrooted untar does.
-fn extract(path: &Path, target: &Path) -> Result<(), EngineError> {
-    let mut file = File::open(path).map_err(io_error("open", path))?;
+fn extract(mut file: File, path: &Path, target: &Path) -> Result<(), EngineError> {
     let into = hoist_snapshotter::ApplyTarget {
         root: target.to_path_buf(),
         whiteouts: hoist_snapshotter::WhiteoutStyle::Delete,
@@ -1065,6 +1161,7 @@ mod tests {
         };
         let job = FileJob {
             src: src.clone(),
+            dir: Arc::new(source_dir(dir.path(), dir.path()).unwrap()),
             rel: "src.txt".into(),
             dst: dir.path().join("never-written"),
             meta,
@@ -1102,6 +1199,7 @@ mod tests {
             let meta = fs::symlink_metadata(&src).unwrap();
             FileJob {
                 src: src.clone(),
+                dir: Arc::new(source_dir(dir.path(), dir.path()).unwrap()),
                 rel: "src.txt".into(),
                 dst: dir.path().join(dst),
                 owner: Owner {
@@ -1125,6 +1223,43 @@ mod tests {
         let error = swapped.run(None).unwrap_err().to_string();
         assert!(error.contains("src.txt"), "{error}");
         assert!(!dir.path().join("swapped.txt").exists());
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_walk_opened_it_is_never_left() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("src.txt"), "host secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        fs::create_dir_all(ctx.join("sub")).unwrap();
+        let src = ctx.join("sub/src.txt");
+        fs::write(&src, "context").unwrap();
+        let meta = fs::symlink_metadata(&src).unwrap();
+        let job = |dir: Arc<OwnedFd>, dst: &str| FileJob {
+            src: src.clone(),
+            dir,
+            rel: "sub/src.txt".into(),
+            dst: ctx.join(dst),
+            owner: Owner {
+                uid: meta.uid(),
+                gid: meta.gid(),
+            },
+            meta: meta.clone(),
+            mode: 0o644,
+        };
+        // As the walk leaves a file: its directory opened inside the root.
+        let opened = job(Arc::new(source_dir(&ctx, &ctx.join("sub")).unwrap()), "a");
+        // What a process beside the build could do meanwhile.
+        fs::rename(ctx.join("sub"), ctx.join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), ctx.join("sub")).unwrap();
+        opened.run(None).unwrap();
+        // Opened by its host path, this file would now be the host's.
+        assert_eq!(fs::read(ctx.join("a")).unwrap(), b"context");
+        // A directory the walk is about to list is opened without following.
+        let listed = source_dir(&ctx, &ctx.join("sub"))
+            .map_err(|e| e.to_string())
+            .and_then(|fd| fs::read_dir(hoist_untrusted::fd_path(&fd)).map_err(|e| e.to_string()));
+        assert!(listed.is_err(), "a symlink is no directory to list");
     }
 
     #[test]
